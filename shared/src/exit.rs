@@ -1,0 +1,20 @@
+//! The exit codes of `bulkhead`, pinned by the SPEC; scripts and cluster retry policies rely on
+//! them, so they live in the contract crate.
+
+/// Every task ended `ok`.
+pub const OK: i32 = 0;
+/// Some task ended `failed` or `quarantined`.
+pub const TASKS_FAILED: i32 = 1;
+/// Bad usage or bad input (flags, task lines, an existing results file without `--resume`).
+pub const BAD_INPUT: i32 = 2;
+/// The supervisor gave up: workers died faster than `--max-restarts` allows.
+pub const GAVE_UP: i32 = 3;
+/// Interrupted by SIGINT; the batch is resumable.
+pub const INTERRUPTED: i32 = 130;
+/// Interrupted by SIGTERM; the batch is resumable.
+pub const TERMINATED: i32 = 143;
+
+/// A worker exits with this code when the supervisor speaks another protocol version.
+pub const WORKER_PROTOCOL_MISMATCH: i32 = 86;
+/// A worker exits with this code when its start-up fails (no socket, no status page).
+pub const WORKER_SETUP_FAILED: i32 = 87;

@@ -1,0 +1,266 @@
+//! The records of a results file: one final record per task, in the shape the SPEC pins, and
+//! the crash causes they carry.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::proto::TaskError;
+
+/// How a task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// The handler returned an output.
+    Ok,
+    /// The handler reported an error (not retried unless asked).
+    Failed,
+    /// The task crashed or timed out on every attempt.
+    Quarantined,
+}
+
+impl Status {
+    /// The name written in results files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Failed => "failed",
+            Status::Quarantined => "quarantined",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One death of a worker while it was executing a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Crash {
+    /// The attempt that died.
+    pub attempt: u32,
+    /// The worker's process id (0 in thread mode).
+    pub pid: u32,
+    /// Why it died.
+    #[serde(flatten)]
+    pub cause: CrashCause,
+}
+
+/// Why a worker died, as recorded in results and events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cause", rename_all = "snake_case")]
+pub enum CrashCause {
+    /// It exited by itself while executing.
+    Exit {
+        /// Its exit status.
+        code: i32,
+    },
+    /// A signal killed it.
+    Signal {
+        /// The signal's name, e.g. `SIGSEGV`.
+        signal: String,
+        /// Whether the kernel wrote a core dump.
+        core: bool,
+        /// What its last words on stderr said, where they explain the signal (a stack
+        /// overflow, an abort message).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// Its task panicked.
+    Panic {
+        /// The panic message.
+        message: String,
+    },
+    /// The task ran past `--timeout`; the worker was killed.
+    Timeout {
+        /// The limit in milliseconds.
+        limit_ms: u64,
+    },
+    /// The worker stopped sending heartbeats (frozen, stopped, deadlocked); it was killed.
+    Unresponsive {
+        /// How long it had been silent, in milliseconds.
+        silent_ms: u64,
+    },
+    /// It broke the protocol (garbage, a closed socket while alive); it was killed.
+    Protocol {
+        /// What it did.
+        detail: String,
+    },
+    /// Its allocator failed under the memory limit.
+    Oom {
+        /// The allocator's message.
+        detail: String,
+    },
+}
+
+impl CrashCause {
+    /// The cause's name as written in records (`signal`, `timeout`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            CrashCause::Exit { .. } => "exit",
+            CrashCause::Signal { .. } => "signal",
+            CrashCause::Panic { .. } => "panic",
+            CrashCause::Timeout { .. } => "timeout",
+            CrashCause::Unresponsive { .. } => "unresponsive",
+            CrashCause::Protocol { .. } => "protocol",
+            CrashCause::Oom { .. } => "oom",
+        }
+    }
+}
+
+impl fmt::Display for CrashCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CrashCause::Exit { code } => write!(f, "exited with status {code}"),
+            CrashCause::Signal {
+                signal,
+                core,
+                detail,
+            } => {
+                write!(f, "killed by {signal}")?;
+                if *core {
+                    f.write_str(" (core dumped)")?;
+                }
+                if let Some(d) = detail {
+                    write!(f, ": {d}")?;
+                }
+                Ok(())
+            }
+            CrashCause::Panic { message } => write!(f, "panicked: {message}"),
+            CrashCause::Timeout { limit_ms } => write!(f, "timed out after {limit_ms} ms"),
+            CrashCause::Unresponsive { silent_ms } => write!(f, "unresponsive for {silent_ms} ms"),
+            CrashCause::Protocol { detail } => write!(f, "protocol violation: {detail}"),
+            CrashCause::Oom { detail } => write!(f, "out of memory: {detail}"),
+        }
+    }
+}
+
+/// One line of a results file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record<O> {
+    /// The task's id.
+    pub id: String,
+    /// How it ended.
+    pub status: Status,
+    /// Attempts it used, the last one included.
+    pub attempts: u32,
+    /// Time the last attempt took in its worker, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ms: Option<f64>,
+    /// The output, for `ok` tasks (`null` for kinds without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<O>,
+    /// The task's error, for `failed` tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The head of the task's standard output, for failed shell tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<String>,
+    /// The head of the task's standard error, for failed shell tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+    /// Every crash of the task, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crashes: Vec<Crash>,
+}
+
+impl<O> Record<O> {
+    /// A record for a task that ended with `result` after `attempts` attempts.
+    pub fn new(
+        id: String,
+        attempts: u32,
+        ms: Option<f64>,
+        result: Result<O, TaskError>,
+        crashes: Vec<Crash>,
+    ) -> Self {
+        match result {
+            Ok(output) => Self {
+                id,
+                status: Status::Ok,
+                attempts,
+                ms,
+                output: Some(output),
+                error: None,
+                stdout: None,
+                stderr: None,
+                crashes,
+            },
+            Err(e) => Self {
+                id,
+                status: Status::Failed,
+                attempts,
+                ms,
+                output: None,
+                error: Some(e.message),
+                stdout: e.stdout,
+                stderr: e.stderr,
+                crashes,
+            },
+        }
+    }
+
+    /// A record for a task that crashed on every attempt.
+    pub fn quarantined(id: String, attempts: u32, crashes: Vec<Crash>) -> Self {
+        Self {
+            id,
+            status: Status::Quarantined,
+            attempts,
+            ms: None,
+            output: None,
+            error: None,
+            stdout: None,
+            stderr: None,
+            crashes,
+        }
+    }
+}
+
+/// The part of a record that resume and merge need, read without caring about the output's
+/// type.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RecordHead {
+    /// The task's id.
+    pub id: String,
+    /// How it ended.
+    pub status: Status,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_have_the_spec_shape() {
+        let r = Record::new(
+            "a6".into(),
+            2,
+            Some(101.2),
+            Ok(serde_json::Value::Null),
+            vec![Crash {
+                attempt: 1,
+                pid: 4321,
+                cause: CrashCause::Signal {
+                    signal: "SIGSEGV".into(),
+                    core: false,
+                    detail: None,
+                },
+            }],
+        );
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"id":"a6","status":"ok","attempts":2,"ms":101.2,"output":null,"crashes":[{"attempt":1,"pid":4321,"cause":"signal","signal":"SIGSEGV","core":false}]}"#
+        );
+        let mut e = TaskError::new("exit status 1");
+        e.stderr = Some("gzip: ...".into());
+        let r: Record<()> = Record::new("a2".into(), 1, Some(40.1), Err(e), vec![]);
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"id":"a2","status":"failed","attempts":1,"ms":40.1,"error":"exit status 1","stderr":"gzip: ..."}"#
+        );
+        let back: Record<serde_json::Value> =
+            serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back.status, Status::Failed);
+    }
+}

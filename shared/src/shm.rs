@@ -1,0 +1,128 @@
+//! The layout of a worker's status page: a small shared-memory file the supervisor creates
+//! for each worker and reads when it dies.
+//!
+//! It is how exact blame survives batching. A worker runs a queue of prefetched tasks and
+//! reports results in batches, so when it dies the supervisor cannot tell from the socket
+//! which task was executing and which had finished with their results still unsent. Before
+//! and after each task the worker stores one word here (a plain memory store, no system
+//! call); after the death the supervisor reads it. The cost per task is constant and tiny.
+//!
+//! Only the layout lives here; mapping the page is left to the two sides.
+
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+
+/// Marks a page the supervisor initialised.
+pub const MAGIC: u32 = 0xB07C_4EAD;
+
+/// The most task slots (threads) one worker may have.
+pub const MAX_SLOTS: u32 = 1024;
+
+/// The page header.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct Header {
+    /// [`MAGIC`] once initialised.
+    pub magic: AtomicU32,
+    /// Number of [`Slot`]s that follow.
+    pub slots: AtomicU32,
+    /// `seq` of the task whose thread caused the death, written by the panic hook and the
+    /// fatal-signal handler of a multi-threaded worker; 0 when unknown.
+    pub culprit: AtomicU64,
+}
+
+/// What one of the worker's task threads is doing.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct Slot {
+    /// 0 before the first task, else `seq << 1 | running`.
+    pub state: AtomicU64,
+    /// CLOCK_MONOTONIC nanoseconds when the current task started.
+    pub started_ns: AtomicU64,
+    /// Process group of the task's children (a shell command), 0 if none; killed with the
+    /// worker.
+    pub child_pgid: AtomicI32,
+}
+
+/// Bytes needed for a page with `slots` slots.
+pub const fn page_len(slots: u32) -> usize {
+    std::mem::size_of::<Header>() + slots as usize * std::mem::size_of::<Slot>()
+}
+
+/// A slot's state, decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotState {
+    /// No task yet.
+    Idle,
+    /// Executing `seq` since `started_ns`.
+    Running {
+        /// The task's seq.
+        seq: u64,
+        /// When it started (CLOCK_MONOTONIC ns).
+        started_ns: u64,
+    },
+    /// Finished `seq`, not started another.
+    Finished {
+        /// The task's seq.
+        seq: u64,
+    },
+}
+
+impl Slot {
+    /// Marks `seq` as executing from `now_ns`.
+    pub fn begin(&self, seq: u64, now_ns: u64) {
+        self.started_ns.store(now_ns, Ordering::Relaxed);
+        self.state.store(seq << 1 | 1, Ordering::Release);
+    }
+
+    /// Marks `seq` as finished.
+    pub fn end(&self, seq: u64) {
+        self.state.store(seq << 1, Ordering::Release);
+    }
+
+    /// Reads the state; `started_ns` is consistent with `seq` (re-read if the task changed
+    /// in between).
+    pub fn read(&self) -> SlotState {
+        loop {
+            let s = self.state.load(Ordering::Acquire);
+            if s == 0 {
+                return SlotState::Idle;
+            }
+            if s & 1 == 0 {
+                return SlotState::Finished { seq: s >> 1 };
+            }
+            let started_ns = self.started_ns.load(Ordering::Relaxed);
+            if self.state.load(Ordering::Acquire) == s {
+                return SlotState::Running {
+                    seq: s >> 1,
+                    started_ns,
+                };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_states_round_trip() {
+        let slot = Slot {
+            state: AtomicU64::new(0),
+            started_ns: AtomicU64::new(0),
+            child_pgid: AtomicI32::new(0),
+        };
+        assert_eq!(slot.read(), SlotState::Idle);
+        slot.begin(42, 1000);
+        assert_eq!(
+            slot.read(),
+            SlotState::Running {
+                seq: 42,
+                started_ns: 1000
+            }
+        );
+        slot.end(42);
+        assert_eq!(slot.read(), SlotState::Finished { seq: 42 });
+        assert_eq!(page_len(2), 64 * 3);
+    }
+}

@@ -1,0 +1,360 @@
+//! The built-in task kinds, their outputs, and the faults any task can carry.
+//!
+//! Tasks cross the wire postcard-encoded as [`BuiltinTask`]; outputs come back as
+//! [`BuiltinOutput`], which serializes to postcard as a tagged enum and to JSON (results
+//! files) in the plain shape the SPEC shows, e.g. `{"sum":"333"}` or `null`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A way for a task to make its worker misbehave, for demos and tests. Each does the real
+/// thing: a `segv` is an invalid memory access, an `oom` really allocates until a limit
+/// stops it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FaultKind {
+    /// `panic!` on the task's thread.
+    Panic,
+    /// `std::process::abort()`.
+    Abort,
+    /// A write to an unmapped address.
+    Segv,
+    /// SIGKILL to itself.
+    Kill,
+    /// Exits mid-task with status 3.
+    Exit,
+    /// A busy loop that never ends.
+    Hang,
+    /// SIGSTOP to itself: frozen, neither dead nor answering.
+    Freeze,
+    /// Allocates and touches memory until the address-space limit stops it (never more than
+    /// 1 GiB of the host's memory: it sets a limit itself when none is set).
+    Oom,
+    /// Unbounded recursion.
+    StackOverflow,
+    /// Writes bytes that are not a frame (an absurd length prefix) to its socket.
+    Garbage,
+    /// Closes its socket and keeps running.
+    Disconnect,
+}
+
+impl FaultKind {
+    /// Every fault, in wire order.
+    pub const ALL: [FaultKind; 11] = [
+        FaultKind::Panic,
+        FaultKind::Abort,
+        FaultKind::Segv,
+        FaultKind::Kill,
+        FaultKind::Exit,
+        FaultKind::Hang,
+        FaultKind::Freeze,
+        FaultKind::Oom,
+        FaultKind::StackOverflow,
+        FaultKind::Garbage,
+        FaultKind::Disconnect,
+    ];
+
+    /// The name used in task files and `--inject`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Panic => "panic",
+            FaultKind::Abort => "abort",
+            FaultKind::Segv => "segv",
+            FaultKind::Kill => "kill",
+            FaultKind::Exit => "exit",
+            FaultKind::Hang => "hang",
+            FaultKind::Freeze => "freeze",
+            FaultKind::Oom => "oom",
+            FaultKind::StackOverflow => "stack_overflow",
+            FaultKind::Garbage => "garbage",
+            FaultKind::Disconnect => "disconnect",
+        }
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A fault name that is not one of [`FaultKind::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown fault '{0}' (expected one of: panic, abort, segv, kill, exit, hang, freeze, oom, stack_overflow, garbage, disconnect)"
+)]
+pub struct UnknownFault(pub String);
+
+impl FromStr for FaultKind {
+    type Err = UnknownFault;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        FaultKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownFault(s.to_string()))
+    }
+}
+
+/// The built-in task kinds of the `bulkhead` binary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BuiltinTask {
+    /// Does nothing; measures the machinery.
+    Noop,
+    /// Waits, like a task blocked on I/O.
+    Sleep {
+        /// Milliseconds to wait.
+        ms: u64,
+    },
+    /// Sums `i*i` for `i < n` in a real loop: the CPU-bound case.
+    SumSquares {
+        /// Bound of the sum.
+        n: u64,
+    },
+    /// Counts regex matches over a byte range of a file, aligned to whole lines.
+    Scan {
+        /// The file.
+        path: String,
+        /// Start of the range; a line belongs to the range that holds its first byte.
+        offset: u64,
+        /// Length of the range in bytes.
+        len: u64,
+        /// A regex; its first capture group's values are counted.
+        pattern: String,
+    },
+    /// Runs `/bin/sh -c cmd` in its own process group.
+    Shell {
+        /// The command line.
+        cmd: String,
+    },
+}
+
+impl BuiltinTask {
+    /// The kind's name as written in task files.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BuiltinTask::Noop => "noop",
+            BuiltinTask::Sleep { .. } => "sleep",
+            BuiltinTask::SumSquares { .. } => "sum_squares",
+            BuiltinTask::Scan { .. } => "scan",
+            BuiltinTask::Shell { .. } => "shell",
+        }
+    }
+}
+
+/// What a built-in task produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuiltinOutput {
+    /// Nothing (`noop`, `sleep`); `null` in JSON.
+    Nothing,
+    /// The exact sum of squares as a decimal string.
+    Sum {
+        /// The sum.
+        sum: String,
+    },
+    /// Counts from a scan.
+    Scan {
+        /// Lines that matched.
+        matched_lines: u64,
+        /// How often each value of the first capture group occurred.
+        counts: BTreeMap<String, u64>,
+    },
+    /// A shell command that exited 0.
+    Shell {
+        /// Its exit status (0).
+        exit: i32,
+        /// The head of its standard output.
+        stdout: String,
+        /// The head of its standard error.
+        stderr: String,
+    },
+}
+
+/// The postcard form: a plain tagged enum.
+#[derive(Serialize, Deserialize)]
+enum Tagged {
+    Nothing,
+    Sum {
+        sum: String,
+    },
+    Scan {
+        matched_lines: u64,
+        counts: BTreeMap<String, u64>,
+    },
+    Shell {
+        exit: i32,
+        stdout: String,
+        stderr: String,
+    },
+}
+
+/// The JSON form: untagged, as the SPEC's result lines show it.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Plain {
+    Nothing(()),
+    Sum {
+        sum: String,
+    },
+    Scan {
+        matched_lines: u64,
+        counts: BTreeMap<String, u64>,
+    },
+    Shell {
+        exit: i32,
+        stdout: String,
+        stderr: String,
+    },
+}
+
+impl From<BuiltinOutput> for Tagged {
+    fn from(o: BuiltinOutput) -> Self {
+        match o {
+            BuiltinOutput::Nothing => Tagged::Nothing,
+            BuiltinOutput::Sum { sum } => Tagged::Sum { sum },
+            BuiltinOutput::Scan {
+                matched_lines,
+                counts,
+            } => Tagged::Scan {
+                matched_lines,
+                counts,
+            },
+            BuiltinOutput::Shell {
+                exit,
+                stdout,
+                stderr,
+            } => Tagged::Shell {
+                exit,
+                stdout,
+                stderr,
+            },
+        }
+    }
+}
+
+impl Serialize for BuiltinOutput {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Borrowing mirrors would avoid the clone, but outputs are small and this runs once
+        // per task in the worker, far from the hot loop's cost.
+        if s.is_human_readable() {
+            match self {
+                BuiltinOutput::Nothing => s.serialize_unit(),
+                BuiltinOutput::Sum { sum } => Plain::Sum { sum: sum.clone() }.serialize(s),
+                BuiltinOutput::Scan {
+                    matched_lines,
+                    counts,
+                } => Plain::Scan {
+                    matched_lines: *matched_lines,
+                    counts: counts.clone(),
+                }
+                .serialize(s),
+                BuiltinOutput::Shell {
+                    exit,
+                    stdout,
+                    stderr,
+                } => Plain::Shell {
+                    exit: *exit,
+                    stdout: stdout.clone(),
+                    stderr: stderr.clone(),
+                }
+                .serialize(s),
+            }
+        } else {
+            match self {
+                BuiltinOutput::Nothing => Tagged::Nothing.serialize(s),
+                other => Tagged::from(other.clone()).serialize(s),
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BuiltinOutput {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            Ok(match Plain::deserialize(d)? {
+                Plain::Nothing(()) => BuiltinOutput::Nothing,
+                Plain::Sum { sum } => BuiltinOutput::Sum { sum },
+                Plain::Scan {
+                    matched_lines,
+                    counts,
+                } => BuiltinOutput::Scan {
+                    matched_lines,
+                    counts,
+                },
+                Plain::Shell {
+                    exit,
+                    stdout,
+                    stderr,
+                } => BuiltinOutput::Shell {
+                    exit,
+                    stdout,
+                    stderr,
+                },
+            })
+        } else {
+            Ok(match Tagged::deserialize(d)? {
+                Tagged::Nothing => BuiltinOutput::Nothing,
+                Tagged::Sum { sum } => BuiltinOutput::Sum { sum },
+                Tagged::Scan {
+                    matched_lines,
+                    counts,
+                } => BuiltinOutput::Scan {
+                    matched_lines,
+                    counts,
+                },
+                Tagged::Shell {
+                    exit,
+                    stdout,
+                    stderr,
+                } => BuiltinOutput::Shell {
+                    exit,
+                    stdout,
+                    stderr,
+                },
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_have_both_shapes() {
+        let sum = BuiltinOutput::Sum {
+            sum: "333333283333335000000".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&sum).unwrap(),
+            r#"{"sum":"333333283333335000000"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&BuiltinOutput::Nothing).unwrap(),
+            "null"
+        );
+        for o in [
+            sum,
+            BuiltinOutput::Nothing,
+            BuiltinOutput::Shell {
+                exit: 0,
+                stdout: "a".into(),
+                stderr: String::new(),
+            },
+        ] {
+            let bytes = postcard::to_stdvec(&o).unwrap();
+            assert_eq!(postcard::from_bytes::<BuiltinOutput>(&bytes).unwrap(), o);
+            let json = serde_json::to_string(&o).unwrap();
+            assert_eq!(serde_json::from_str::<BuiltinOutput>(&json).unwrap(), o);
+        }
+    }
+
+    #[test]
+    fn fault_names_round_trip() {
+        for k in FaultKind::ALL {
+            assert_eq!(k.as_str().parse::<FaultKind>().unwrap(), k);
+        }
+        assert!("segfault".parse::<FaultKind>().is_err());
+    }
+}
