@@ -163,7 +163,6 @@ pub fn encode_run<'a>(
 #[derive(Debug, Default)]
 pub struct ResultsBatch {
     body: Vec<u8>,
-    scratch: Vec<u8>,
     count: u64,
 }
 
@@ -181,26 +180,6 @@ impl ResultsBatch {
     /// Bytes waiting to be sent.
     pub fn bytes(&self) -> usize {
         self.body.len()
-    }
-
-    /// Adds a result whose output is `output`, serialized straight into the batch.
-    pub fn push_ok<O: Serialize + ?Sized>(
-        &mut self,
-        seq: u64,
-        micros: u64,
-        output: &O,
-    ) -> Result<(), postcard::Error> {
-        self.scratch.clear();
-        frame::append(output, &mut self.scratch)?;
-        let bytes = Bytes::new(&self.scratch);
-        let outcome = Outcome {
-            seq,
-            micros,
-            result: Ok(bytes),
-        };
-        frame::append(&outcome, &mut self.body)?;
-        self.count += 1;
-        Ok(())
     }
 
     /// Adds an outcome as it is.

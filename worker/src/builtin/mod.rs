@@ -1,0 +1,107 @@
+//! The built-in task kinds of the `bulkhead` binary, implemented through the same
+//! [`Handler`] interface that users implement for their own tasks.
+
+mod scan;
+mod shell;
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use regex::bytes::Regex;
+use shared::proto::TaskError;
+use shared::task::{BuiltinOutput, BuiltinTask};
+
+use crate::handler::{Handler, TaskContext};
+
+pub use shell::HEAD_BYTES;
+
+/// The handler for [`BuiltinTask`]s.
+#[derive(Debug, Default)]
+pub struct Builtin {
+    /// Compiled patterns by source: scan tasks over shards of one file share a pattern, and
+    /// compiling it per task would cost more than scanning a small range.
+    regexes: Mutex<HashMap<String, Arc<Regex>>>,
+}
+
+impl Builtin {
+    /// The name both sides use for this handler.
+    pub const NAME: &'static str = "bulkhead-builtin";
+
+    fn regex(&self, pattern: &str) -> Result<Arc<Regex>, TaskError> {
+        let mut cache = self.regexes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(re) = cache.get(pattern) {
+            return Ok(re.clone());
+        }
+        let re =
+            Arc::new(Regex::new(pattern).map_err(|e| TaskError::new(format!("bad pattern: {e}")))?);
+        if cache.len() >= 64 {
+            cache.clear();
+        }
+        cache.insert(pattern.to_string(), re.clone());
+        Ok(re)
+    }
+}
+
+impl Handler for Builtin {
+    type Task = BuiltinTask;
+    type Output = BuiltinOutput;
+
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+
+    fn handle(&self, task: BuiltinTask, cx: &TaskContext<'_>) -> Result<BuiltinOutput, TaskError> {
+        match task {
+            BuiltinTask::Noop => Ok(BuiltinOutput::Nothing),
+            BuiltinTask::Sleep { ms } => {
+                std::thread::sleep(Duration::from_millis(ms));
+                Ok(BuiltinOutput::Nothing)
+            }
+            BuiltinTask::SumSquares { n } => Ok(BuiltinOutput::Sum {
+                sum: sum_squares(n)?.to_string(),
+            }),
+            BuiltinTask::Scan {
+                path,
+                offset,
+                len,
+                pattern,
+            } => {
+                let re = self.regex(&pattern)?;
+                scan::scan(&path, offset, len, &re)
+            }
+            BuiltinTask::Shell { cmd } => shell::run(&cmd, cx),
+        }
+    }
+}
+
+/// Sums `i*i` for `i < n` in a real loop. `black_box` on the counter keeps the compiler from
+/// replacing the loop with the closed form, which it otherwise does.
+pub fn sum_squares(n: u64) -> Result<u128, TaskError> {
+    let mut acc: u128 = 0;
+    let mut i: u64 = 0;
+    while i < n {
+        let x = u128::from(black_box(i));
+        acc = acc
+            .checked_add(x * x)
+            .ok_or_else(|| TaskError::new(format!("the sum for n = {n} overflows 128 bits")))?;
+        i += 1;
+    }
+    Ok(acc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sum_squares_is_exact() {
+        assert_eq!(sum_squares(0).unwrap(), 0);
+        assert_eq!(sum_squares(4).unwrap(), 14);
+        assert_eq!(
+            sum_squares(10_000_000).unwrap(),
+            333_333_283_333_335_000_000
+        );
+    }
+}

@@ -1,0 +1,196 @@
+//! The `shell` kind: `/bin/sh -c CMD` in its own process group, its output's heads kept.
+//!
+//! The group is published on the status page while the command runs, so a timeout or a
+//! death of the worker kills the command and everything it started; when the shell exits,
+//! whatever it left running in its group is killed too (systemd's control-group rule, by
+//! process group).
+
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use shared::proto::TaskError;
+use shared::task::BuiltinOutput;
+
+use crate::handler::TaskContext;
+
+/// Bytes of stdout and stderr kept in a task's record.
+pub const HEAD_BYTES: usize = 4096;
+
+pub(super) fn run(cmd: &str, cx: &TaskContext<'_>) -> Result<BuiltinOutput, TaskError> {
+    let mut command = Command::new("/bin/sh");
+    command
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    // SAFETY: prctl(2) is async-signal-safe, as the time between fork and exec requires.
+    unsafe {
+        command.pre_exec(|| {
+            // The shell dies with its worker even when the worker is SIGKILLed.
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| TaskError::new(format!("cannot start /bin/sh: {e}")))?;
+    let pgid = Pid::from_raw(child.id() as i32);
+    cx.set_child_group(pgid.as_raw());
+    let heads = read_heads(&mut child, pgid);
+    let status = child.wait();
+    // Anything the command left behind in its group goes with it.
+    let _ = killpg(pgid, Signal::SIGKILL);
+    cx.clear_child_group();
+    let (stdout, stderr) = heads;
+    let status = status.map_err(|e| TaskError::new(format!("cannot wait for /bin/sh: {e}")))?;
+    match (status.code(), status.signal()) {
+        (Some(0), _) => Ok(BuiltinOutput::Shell {
+            exit: 0,
+            stdout,
+            stderr,
+        }),
+        (code, signal) => {
+            let message = match (code, signal) {
+                (Some(c), _) => format!("exit status {c}"),
+                (None, Some(s)) => format!(
+                    "killed by {}",
+                    Signal::try_from(s)
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_else(|_| format!("signal {s}"))
+                ),
+                (None, None) => "ended abnormally".to_string(),
+            };
+            Err(TaskError {
+                message,
+                stdout: (!stdout.is_empty()).then_some(stdout),
+                stderr: (!stderr.is_empty()).then_some(stderr),
+            })
+        }
+    }
+}
+
+/// Reads both pipes to the end, keeping the first [`HEAD_BYTES`] of each. If the shell has
+/// exited but something it started still holds a pipe open, the group is killed so the
+/// reading ends.
+fn read_heads(child: &mut Child, pgid: Pid) -> (String, String) {
+    let mut out: Option<ChildStdout> = child.stdout.take();
+    let mut err: Option<ChildStderr> = child.stderr.take();
+    let (mut out_head, mut err_head) = (Vec::new(), Vec::new());
+    let (mut out_more, mut err_more) = (0u64, 0u64);
+    let mut buf = [0u8; 16 << 10];
+    while out.is_some() || err.is_some() {
+        let mut fds = Vec::with_capacity(2);
+        if let Some(o) = &out {
+            fds.push(PollFd::new(o.as_fd(), PollFlags::POLLIN));
+        }
+        if let Some(e) = &err {
+            fds.push(PollFd::new(e.as_fd(), PollFlags::POLLIN));
+        }
+        let ready = poll(&mut fds, PollTimeout::from(100u16)).unwrap_or(0);
+        let readable: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        if ready == 0 {
+            if let Ok(Some(_)) = child.try_wait() {
+                let _ = killpg(pgid, Signal::SIGKILL);
+            }
+            continue;
+        }
+        let mut idx = 0;
+        if out.is_some() {
+            if readable[idx] && !drain(&mut out, &mut out_head, &mut out_more, &mut buf) {
+                out = None;
+            }
+            idx += 1;
+        }
+        if err.is_some()
+            && readable[idx]
+            && !drain(&mut err, &mut err_head, &mut err_more, &mut buf)
+        {
+            err = None;
+        }
+    }
+    (head_text(out_head, out_more), head_text(err_head, err_more))
+}
+
+/// One read; false at EOF.
+fn drain<R: Read>(
+    pipe: &mut Option<R>,
+    head: &mut Vec<u8>,
+    more: &mut u64,
+    buf: &mut [u8],
+) -> bool {
+    let Some(p) = pipe else { return false };
+    match p.read(buf) {
+        Ok(0) => false,
+        Ok(n) => {
+            let keep = n.min(HEAD_BYTES - head.len().min(HEAD_BYTES));
+            head.extend_from_slice(&buf[..keep]);
+            *more += (n - keep) as u64;
+            true
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => true,
+        Err(_) => false,
+    }
+}
+
+fn head_text(head: Vec<u8>, more: u64) -> String {
+    let mut s = String::from_utf8_lossy(&head).into_owned();
+    if more > 0 {
+        s.push_str(&format!("\n[... {more} more bytes]"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicI32;
+
+    #[test]
+    fn output_heads_and_status() {
+        let pg = AtomicI32::new(0);
+        let cx = TaskContext::new(1, &pg);
+        let ok = run("echo hello; echo oops >&2", &cx).unwrap();
+        assert_eq!(
+            ok,
+            BuiltinOutput::Shell {
+                exit: 0,
+                stdout: "hello\n".into(),
+                stderr: "oops\n".into()
+            }
+        );
+        let err = run("echo partial; exit 7", &cx).unwrap_err();
+        assert_eq!(err.message, "exit status 7");
+        assert_eq!(err.stdout.as_deref(), Some("partial\n"));
+        let big = run("yes | head -c 100000", &cx).unwrap();
+        let BuiltinOutput::Shell { stdout, .. } = big else {
+            unreachable!()
+        };
+        assert!(
+            stdout.ends_with("[... 95904 more bytes]"),
+            "{}",
+            &stdout[stdout.len() - 40..]
+        );
+        assert_eq!(pg.load(std::sync::atomic::Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_background_straggler_does_not_hold_the_task() {
+        let pg = AtomicI32::new(0);
+        let cx = TaskContext::new(1, &pg);
+        let t = std::time::Instant::now();
+        let out = run("sleep 30 & echo started", &cx).unwrap();
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        assert!(matches!(out, BuiltinOutput::Shell { exit: 0, .. }));
+    }
+}

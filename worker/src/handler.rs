@@ -1,0 +1,83 @@
+//! The interface task code implements, the same for built-in kinds and users' own tasks, in
+//! process and in thread mode.
+
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use shared::proto::TaskError;
+
+/// Runs tasks of one type. Implement it for your own task type; the built-in kinds of the
+/// `bulkhead` binary implement it too ([`crate::builtin::Builtin`]).
+///
+/// A handler runs in worker processes (process mode) or on threads of the supervisor
+/// (thread mode), so it must be `Send + Sync` and must not rely on state of the process
+/// that created it: in process mode each worker gets its own copy, built by the call to
+/// [`crate::serve_if_worker`] in that worker.
+///
+/// ```
+/// use worker::{Handler, TaskContext, TaskError};
+///
+/// struct Double;
+///
+/// impl Handler for Double {
+///     type Task = u64;
+///     type Output = u64;
+///     fn handle(&self, n: u64, _cx: &TaskContext<'_>) -> Result<u64, TaskError> {
+///         n.checked_mul(2).ok_or_else(|| TaskError::new("overflow"))
+///     }
+/// }
+/// ```
+pub trait Handler: Send + Sync + 'static {
+    /// One task, as the supervisor sends it (postcard on the wire).
+    type Task: Serialize + DeserializeOwned + Send + 'static;
+    /// What a task produces.
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+
+    /// Names the handler so that a worker serves the handler its supervisor expects. The
+    /// default, the type's name, suits one handler per program.
+    fn name(&self) -> &str {
+        std::any::type_name::<Self>()
+    }
+
+    /// Runs one task. An `Err` is the task's own failure (recorded as `failed`); a panic or a
+    /// crash is the worker's death, recorded as a crash and retried.
+    fn handle(&self, task: Self::Task, cx: &TaskContext<'_>) -> Result<Self::Output, TaskError>;
+}
+
+/// What a handler may know and tell about the task it runs.
+#[derive(Debug)]
+pub struct TaskContext<'a> {
+    attempt: u32,
+    child_group: &'a AtomicI32,
+}
+
+impl<'a> TaskContext<'a> {
+    /// A context for attempt `attempt` whose child process group is published in
+    /// `child_group`. Engines build these; handlers only read them.
+    pub fn new(attempt: u32, child_group: &'a AtomicI32) -> Self {
+        Self {
+            attempt,
+            child_group,
+        }
+    }
+
+    /// 1 for the first attempt, 2 after one crash, and so on.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Declares the process group of children this task started, so that whoever kills the
+    /// task (timeout, crash, shutdown) kills them too.
+    pub fn set_child_group(&self, pgid: i32) {
+        crate::startup::child_group_started();
+        self.child_group.store(pgid, Ordering::Release);
+    }
+
+    /// Withdraws the declaration once the children are gone.
+    pub fn clear_child_group(&self) {
+        if self.child_group.swap(0, Ordering::AcqRel) != 0 {
+            crate::startup::child_group_finished();
+        }
+    }
+}

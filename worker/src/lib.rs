@@ -1,0 +1,31 @@
+//! The worker side of bulkhead: the [`Handler`] interface that task code implements, the serve
+//! loop a worker process runs, the built-in task kinds, and the faults that demos inject.
+//!
+//! A worker is the supervisor's own executable started again with a marker in its
+//! environment; [`serve_if_worker`] at the top of `main` notices the marker and never returns.
+#![warn(missing_docs)]
+
+pub mod builtin;
+pub mod clock;
+pub mod fault;
+mod handler;
+mod serve;
+mod startup;
+pub mod statuspage;
+
+pub use handler::{Handler, TaskContext};
+pub use serve::serve_if_worker;
+pub use shared::proto::TaskError;
+
+/// Environment variables through which a supervisor configures the workers it starts. They
+/// are read before the socket is, because limits and the parent-death signal must be in
+/// place before the worker does anything else.
+pub mod env {
+    /// The marker: its value names the handler the worker must serve.
+    pub const WORKER: &str = "BULKHEAD_WORKER";
+    /// The supervisor's pid, to close the race where it dies before the parent-death signal
+    /// is armed.
+    pub const SUPERVISOR_PID: &str = "BULKHEAD_SUPERVISOR_PID";
+    /// Address-space limit in bytes.
+    pub const MEMORY_LIMIT: &str = "BULKHEAD_MEMORY_LIMIT";
+}

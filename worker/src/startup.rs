@@ -1,0 +1,175 @@
+//! What a worker does before it serves: tie its life to the supervisor's, bound its memory,
+//! move the inherited socket out of the way, and arrange that its task's children die with
+//! it. FACTS.md explains why all of this happens here and not in a `pre_exec` closure of the
+//! supervisor: any `pre_exec` moves std's spawn from posix_spawn to fork, 45 ms per spawn for
+//! a 1 GiB supervisor instead of about 1.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::{Mutex, OnceLock};
+
+use nix::sys::prctl;
+use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::unistd::{Pid, getppid};
+
+use crate::env;
+use crate::statuspage::StatusPage;
+
+/// Why a worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The supervisor died before the worker could tie itself to it.
+    #[error("the supervisor (pid {0}) is already gone")]
+    Orphaned(i32),
+    /// fd 0 is not a socket: someone started the worker by hand.
+    #[error("not started by a bulkhead supervisor: standard input is not a socket")]
+    NoSocket,
+    /// A system call failed.
+    #[error("failed to {what}")]
+    Sys {
+        /// What was attempted.
+        what: &'static str,
+        /// Why it failed.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> StartupError {
+    move |e| StartupError::Sys {
+        what,
+        source: e.into(),
+    }
+}
+
+/// Steps that must come first, in a single-threaded process. Returns the supervisor socket.
+pub(crate) fn prepare() -> Result<UnixStream, StartupError> {
+    // Die with the supervisor, even when it is SIGKILLed. The signal follows the supervisor
+    // thread that spawned us, which is its long-lived event-loop thread.
+    prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys("arm the parent-death signal"))?;
+    if let Some(expected) = std::env::var(env::SUPERVISOR_PID)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+        && getppid() != Pid::from_raw(expected)
+    {
+        // It died between our fork and the prctl: the signal will never come.
+        return Err(StartupError::Orphaned(expected));
+    }
+    if let Some(limit) = std::env::var(env::MEMORY_LIMIT)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        setrlimit(Resource::RLIMIT_AS, limit, limit).map_err(sys("set the address-space limit"))?;
+    }
+    let _ = prctl::set_name(c"bulkhead-worker");
+    // The markers must not leak into the environment of the task's own children: a task that
+    // runs `bulkhead` would otherwise become a worker.
+    // SAFETY: no other thread exists yet, so nothing reads the environment concurrently.
+    unsafe {
+        std::env::remove_var(env::WORKER);
+        std::env::remove_var(env::SUPERVISOR_PID);
+        std::env::remove_var(env::MEMORY_LIMIT);
+    }
+    take_socket()
+}
+
+/// Moves the socket from fd 0 to a close-on-exec descriptor and puts /dev/null on fd 0, so
+/// that the task's children neither inherit the socket (the supervisor would never see EOF)
+/// nor read from it.
+fn take_socket() -> Result<UnixStream, StartupError> {
+    let stat = nix::sys::stat::fstat(std::io::stdin()).map_err(|_| StartupError::NoSocket)?;
+    if stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(StartupError::NoSocket);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC on fd 0, which is open (fstat succeeded).
+    let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
+    if fd < 0 {
+        return Err(StartupError::Sys {
+            what: "move the socket off stdin",
+            source: io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let null = File::open("/dev/null").map_err(|source| StartupError::Sys {
+        what: "open /dev/null",
+        source,
+    })?;
+    // SAFETY: dup2 onto fd 0, which we own as the process's stdin.
+    if unsafe { libc::dup2(null.as_raw_fd(), 0) } < 0 {
+        return Err(StartupError::Sys {
+            what: "put /dev/null on stdin",
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(UnixStream::from(sock))
+}
+
+static PAGE: OnceLock<&'static StatusPage> = OnceLock::new();
+static CHILD_GROUPS: Mutex<usize> = Mutex::new(0);
+
+/// Installs what kills the task's children when the worker is killed: a SIGTERM/SIGHUP
+/// handler that SIGKILLs every child process group published on the status page, then lets
+/// the signal end the worker as usual.
+pub(crate) fn guard_children(page: &'static StatusPage) -> Result<(), StartupError> {
+    let _ = PAGE.set(page);
+    let action = SigAction::new(
+        SigHandler::Handler(on_term),
+        SaFlags::SA_RESETHAND,
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: `on_term` only does async-signal-safe things: atomic loads, kill(2), raise(3).
+        unsafe { signal::sigaction(sig, &action) }.map_err(sys("install the SIGTERM handler"))?;
+    }
+    Ok(())
+}
+
+extern "C" fn on_term(sig: libc::c_int) {
+    if let Some(page) = PAGE.get() {
+        for slot in page.slots() {
+            let pgid = slot.child_pgid.load(std::sync::atomic::Ordering::Acquire);
+            if pgid > 0 {
+                // SAFETY: kill(2) is async-signal-safe.
+                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            }
+        }
+    }
+    // SA_RESETHAND restored the default action: re-raise so the worker dies by this signal.
+    // SAFETY: raise(3) is async-signal-safe.
+    unsafe { libc::raise(sig) };
+}
+
+/// Called when a task publishes a child process group. While any exists, the parent-death
+/// signal is SIGTERM, whose handler kills the groups: a plain SIGKILL would leave the task's
+/// grandchildren running after a SIGKILLed supervisor. Without children it is SIGKILL again,
+/// which also ends a worker that is stopped (a `freeze`), where a handler could not run.
+pub(crate) fn child_group_started() {
+    if !in_worker() {
+        return;
+    }
+    let mut n = CHILD_GROUPS.lock().unwrap_or_else(|e| e.into_inner());
+    if *n == 0 {
+        let _ = prctl::set_pdeathsig(Signal::SIGTERM);
+    }
+    *n += 1;
+}
+
+/// Called when a task's child process group is gone.
+pub(crate) fn child_group_finished() {
+    if !in_worker() {
+        return;
+    }
+    let mut n = CHILD_GROUPS.lock().unwrap_or_else(|e| e.into_inner());
+    *n = n.saturating_sub(1);
+    if *n == 0 {
+        let _ = prctl::set_pdeathsig(Signal::SIGKILL);
+    }
+}
+
+fn in_worker() -> bool {
+    PAGE.get().is_some()
+}
