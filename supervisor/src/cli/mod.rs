@@ -1,0 +1,162 @@
+//! The `bulkhead` command line: argument parsing and the mapping of each command's outcome
+//! to an exit code. The work is in the library.
+
+mod run;
+mod status;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::units::{parse_duration, parse_rate, parse_size};
+
+/// Run batches over crash-isolated worker processes.
+#[derive(Debug, Parser)]
+#[command(name = "bulkhead", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// More log output on stderr (-v: info, -vv: debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a batch of tasks (JSONL, or shell commands from lines with --cmd).
+    Run(Box<RunArgs>),
+    /// Show what a running supervisor is doing.
+    Status(StatusArgs),
+}
+
+/// Options of `bulkhead run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// JSONL task file; '-' or absent: standard input.
+    pub tasks: Option<PathBuf>,
+    /// Make each input line a shell task: '{}' is the line (quoted), '{#}' its number,
+    /// '{.}' without extension, '{/}' basename, '{//}' dirname, '{/.}' basename without
+    /// extension, as in GNU parallel.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub cmd: Option<String>,
+    /// Worker processes (threads in thread mode) [default: available cores].
+    #[arg(short = 'j', long = "workers", value_name = "N")]
+    pub workers: Option<usize>,
+    /// Isolation mode.
+    #[arg(long, value_enum, default_value_t = ModeArg::Process)]
+    pub mode: ModeArg,
+    /// Per-task wall-clock limit (500ms, 2s, 1m).
+    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    pub timeout: Option<Duration>,
+    /// Attempts per task before quarantine (crashes and timeouts count).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub attempts: u32,
+    /// Results JSONL, appended and flushed as tasks finish [default: stdout].
+    #[arg(long, value_name = "FILE")]
+    pub results: Option<PathBuf>,
+    /// Skip tasks that already have a final record in --results.
+    #[arg(long)]
+    pub resume: bool,
+    /// Lifecycle events JSONL.
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+    /// Per-worker address-space limit (512M, 2G).
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub memory_limit: Option<u64>,
+    /// Restart intensity limit: give up (exit 3) above N restarts within DUR.
+    #[arg(long, value_parser = parse_rate, default_value = "100/10s", value_name = "N/DUR")]
+    pub max_restarts: (u32, Duration),
+    /// Random faults, e.g. panic:0.02,segv:0.01,hang:0.005.
+    #[arg(long, value_name = "SPEC")]
+    pub inject: Option<String>,
+    /// Makes --inject reproducible [default: random, printed].
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Drain time on SIGTERM/SIGINT before workers are killed.
+    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DUR")]
+    pub grace: Duration,
+    /// Live progress on stderr.
+    #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+    pub progress: ProgressArg,
+    /// Hybrid: each worker process runs T tasks at once on threads (for waiting-bound work).
+    #[arg(long, default_value_t = 1, value_name = "T")]
+    pub threads_per_worker: u32,
+    /// Control socket for `bulkhead status` [default: in a private directory under
+    /// $XDG_RUNTIME_DIR or the temp directory].
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// Retry tasks that failed (not only those that crashed), within --attempts.
+    #[arg(long)]
+    pub retry_failed: bool,
+}
+
+/// `--mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// Worker processes: a crash ends one worker, which is replaced.
+    Process,
+    /// Threads of this process: a crash ends everything.
+    Thread,
+}
+
+/// `--progress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressArg {
+    /// Only when stderr is a terminal.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// Options of `bulkhead status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The control socket [default: every running batch of this user].
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Print the raw JSON snapshot.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the command line; returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                shared::exit::BAD_INPUT
+            } else {
+                0
+            };
+        }
+    };
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp(None)
+        .format_target(false)
+        .init();
+    match cli.command {
+        Command::Run(args) => run::run(*args),
+        Command::Status(args) => status::status(args),
+    }
+}
+
+/// Prints an error with its chain of causes, as `bulkhead: error: a: b: c`.
+pub fn report_error(e: &dyn std::error::Error) {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    eprintln!("bulkhead: error: {msg}");
+}

@@ -1,0 +1,241 @@
+//! `bulkhead run`: a batch from JSONL or from lines with `--cmd`, through the library's pool.
+
+use std::fs::File;
+use std::io::{self, IsTerminal, Seek};
+use std::os::fd::AsFd;
+
+use shared::exit;
+use worker::builtin::Builtin;
+
+use super::{ModeArg, ProgressArg, RunArgs, report_error};
+use crate::inject::Inject;
+use crate::input::{CmdTemplate, Format, LineSource};
+use crate::journal::ResultsTarget;
+use crate::pool::{Mode, Pool, PoolError, Summary};
+use crate::rundir::RunDir;
+use crate::source::TaskSource;
+
+enum Input {
+    File(File, String),
+    Stdin,
+}
+
+pub(super) fn run(args: RunArgs) -> i32 {
+    let format = match &args.cmd {
+        Some(t) => Format::Cmd(CmdTemplate::new(t)),
+        None => Format::Jsonl,
+    };
+    // A regular file is checked whole before any task runs; a pipe is checked as it streams.
+    let input = match args.tasks.as_deref().filter(|p| p.as_os_str() != "-") {
+        Some(path) => match File::open(path) {
+            Ok(f) => Input::File(f, path.display().to_string()),
+            Err(e) => {
+                eprintln!("bulkhead: error: cannot open {}: {e}", path.display());
+                return exit::BAD_INPUT;
+            }
+        },
+        None => Input::Stdin,
+    };
+    let mut total = None;
+    let checked = match &input {
+        Input::File(f, name) => precheck(f, name, &format).map(|n| total = n),
+        Input::Stdin => {
+            let stdin = File::from(
+                io::stdin()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .expect("stdin is open"),
+            );
+            precheck(&stdin, "standard input", &format).map(|n| total = n)
+        }
+    };
+    if let Err(code) = checked {
+        return code;
+    }
+    let mut builder = Pool::builder()
+        .mode(if args.mode == ModeArg::Thread {
+            Mode::Thread
+        } else {
+            Mode::Process
+        })
+        .attempts(args.attempts)
+        .threads_per_worker(args.threads_per_worker)
+        .max_restarts(args.max_restarts.0, args.max_restarts.1)
+        .grace(args.grace)
+        .retry_failed(args.retry_failed)
+        .resume(args.resume)
+        .handle_signals(true)
+        .results(match &args.results {
+            Some(p) => ResultsTarget::File(p.clone()),
+            None => ResultsTarget::Stdout,
+        });
+    if let Some(n) = args.workers {
+        builder = builder.workers(n);
+    }
+    if let Some(t) = args.timeout {
+        builder = builder.timeout(t);
+    }
+    if let Some(m) = args.memory_limit {
+        builder = builder.memory_limit(m);
+    }
+    if let Some(e) = &args.events {
+        builder = builder.events(e);
+    }
+    if let Some(spec) = &args.inject {
+        let seed = args.seed.unwrap_or_else(|| {
+            shared::hash::mix64(worker::clock::mono_ns() ^ u64::from(std::process::id()))
+        });
+        match Inject::parse(spec, seed) {
+            Ok(i) => {
+                if args.seed.is_none() {
+                    eprintln!(
+                        "bulkhead: injecting faults {i} with seed {seed} (repeat with --seed {seed})"
+                    );
+                }
+                builder = builder.inject(i);
+            }
+            Err(e) => {
+                eprintln!("bulkhead: error: --inject: {e}");
+                return exit::BAD_INPUT;
+            }
+        }
+    }
+    let progress = match args.progress {
+        ProgressArg::Always => true,
+        ProgressArg::Never => false,
+        ProgressArg::Auto => io::stderr().is_terminal(),
+    };
+    builder = builder.progress(progress);
+    let _ = total;
+    // The control socket lives in a fresh private directory unless a path is given.
+    let rundir;
+    let control = match &args.control {
+        Some(p) => p.clone(),
+        None => match RunDir::create() {
+            Ok(d) => {
+                rundir = d;
+                rundir.control_socket()
+            }
+            Err(e) => {
+                eprintln!("bulkhead: error: cannot create a private runtime directory: {e}");
+                return 1;
+            }
+        },
+    };
+    builder = builder.control_socket(&control);
+    let pool = match builder.build(Builtin::default()) {
+        Ok(p) => p,
+        Err(e) => return pool_error(&e),
+    };
+    let run = pool.run_source(|admission| {
+        let source: Box<dyn TaskSource> = match input {
+            Input::File(f, _) => Box::new(LineSource::spawn(f, format, admission)?),
+            Input::Stdin => Box::new(LineSource::spawn(io::stdin(), format, admission)?),
+        };
+        Ok(source)
+    });
+    let run = match run {
+        Ok(r) => r,
+        Err(e) => return pool_error(&e),
+    };
+    log::info!("control socket: {}", control.display());
+    if progress || log::log_enabled!(log::Level::Info) {
+        eprintln!("bulkhead: control socket {}", control.display());
+    }
+    let summary = run.finish();
+    print_summary(&summary);
+    summary.exit_code()
+}
+
+/// Checks a whole regular file; pipes and terminals are checked as they stream.
+fn precheck(f: &File, name: &str, format: &Format) -> Result<Option<u64>, i32> {
+    let regular = f.metadata().map(|m| m.is_file()).unwrap_or(false);
+    if !regular {
+        return Ok(None);
+    }
+    let mut file = f;
+    let start = file.stream_position().unwrap_or(0);
+    let result = crate::input::validate(io::BufReader::with_capacity(1 << 20, file), format, None);
+    if file.seek(io::SeekFrom::Start(start)).is_err() {
+        eprintln!("bulkhead: error: cannot rewind {name} after checking it");
+        return Err(exit::BAD_INPUT);
+    }
+    match result {
+        Ok(n) => Ok(Some(n)),
+        Err((line, msg)) => {
+            eprintln!("bulkhead: error: {name}, line {line}: {msg}");
+            Err(exit::BAD_INPUT)
+        }
+    }
+}
+
+fn pool_error(e: &PoolError) -> i32 {
+    report_error(e);
+    match e {
+        PoolError::Journal(_) | PoolError::Invalid(_) => exit::BAD_INPUT,
+        _ => 1,
+    }
+}
+
+fn print_summary(s: &Summary) {
+    let c = &s.counts;
+    let secs = s.elapsed.as_secs_f64();
+    let mut line = format!(
+        "bulkhead: {} tasks: {} ok, {} failed, {} quarantined",
+        c.finished(),
+        c.ok,
+        c.failed,
+        c.quarantined
+    );
+    let previous = s.previous_ok + s.previous_failed + s.previous_quarantined;
+    if previous > 0 {
+        line.push_str(&format!(" (plus {previous} from earlier runs)"));
+    }
+    let crashes = c.crashes_total();
+    if crashes > 0 {
+        let causes: Vec<String> = c.crashes.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        line.push_str(&format!(
+            "; {crashes} worker crashes ({}), {} restarts",
+            causes.join(", "),
+            c.restarts
+        ));
+    }
+    line.push_str(&format!(
+        "; {secs:.2}s ({:.0} tasks/s)",
+        c.finished() as f64 / secs.max(1e-9)
+    ));
+    eprintln!("{line}");
+    match &s.stop {
+        Some(crate::engine::StopReason::GaveUp(msg)) => {
+            eprintln!("bulkhead: {msg}; finished results are kept, --resume continues")
+        }
+        Some(crate::engine::StopReason::BadInput(msg)) => {
+            eprintln!("bulkhead: error: {msg}; nothing after it was run")
+        }
+        Some(crate::engine::StopReason::Interrupted(_)) => {
+            eprintln!("bulkhead: interrupted; unfinished tasks have no record, --resume runs them")
+        }
+        Some(crate::engine::StopReason::Poisoned(_)) => {
+            if let Some(t) = &s.tally {
+                eprintln!(
+                    "bulkhead: the shared tally {} (finished {}, ok {}, failed {}); {} later updates refused",
+                    if t.consistent() {
+                        "adds up"
+                    } else {
+                        "is inconsistent"
+                    },
+                    t.tally.finished,
+                    t.tally.ok,
+                    t.tally.failed,
+                    t.refused
+                );
+            }
+        }
+        _ => {}
+    }
+    if let Some(e) = &s.output_error
+        && !s.broken_pipe
+    {
+        eprintln!("bulkhead: error: {e}");
+    }
+}

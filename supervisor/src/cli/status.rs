@@ -1,0 +1,85 @@
+//! `bulkhead status`: asks running supervisors for a snapshot over their control sockets.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use interprocess::local_socket::traits::Stream as _;
+use interprocess::local_socket::{GenericFilePath, Stream, ToFsName};
+
+use super::StatusArgs;
+use crate::control::StatusSnapshot;
+use crate::rundir;
+
+pub(super) fn status(args: StatusArgs) -> i32 {
+    let sockets: Vec<PathBuf> = match args.socket {
+        Some(p) => vec![p],
+        None => rundir::list(&rundir::base_dir())
+            .into_iter()
+            .filter(|(pid, _)| rundir::alive(*pid))
+            .map(|(_, dir)| dir.join(rundir::CONTROL_SOCKET))
+            .filter(|p| p.exists())
+            .collect(),
+    };
+    if sockets.is_empty() {
+        eprintln!("bulkhead: no running batch found (give --socket PATH if it uses --control)");
+        return 1;
+    }
+    let mut code = 0;
+    for path in sockets {
+        match query(&path) {
+            Ok(snap) if args.json => {
+                println!("{}", serde_json::to_string(&snap).expect("serializes"))
+            }
+            Ok(snap) => print_snapshot(&path, &snap),
+            Err(e) => {
+                eprintln!("bulkhead: {}: {e}", path.display());
+                code = 1;
+            }
+        }
+    }
+    code
+}
+
+fn query(path: &Path) -> Result<StatusSnapshot, String> {
+    let name = path
+        .to_fs_name::<GenericFilePath>()
+        .map_err(|e| e.to_string())?;
+    let stream = Stream::connect(name).map_err(|e| format!("cannot connect: {e}"))?;
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    serde_json::from_str(&line).map_err(|e| format!("unexpected answer: {e}"))
+}
+
+fn print_snapshot(path: &Path, s: &StatusSnapshot) {
+    println!(
+        "batch of pid {} ({} mode), running {:.1}s   [{}]",
+        s.pid,
+        s.mode,
+        s.elapsed_s,
+        path.display()
+    );
+    println!(
+        "  tasks: {} done ({} ok, {} failed, {} quarantined), {} running, {} queued, {:.0}/s",
+        s.done, s.ok, s.failed, s.quarantined, s.running, s.queued, s.rate
+    );
+    let crashes: Vec<String> = s.crashes.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    println!(
+        "  crashes: {}   restarts: {}",
+        if crashes.is_empty() {
+            "none".to_string()
+        } else {
+            crashes.join(", ")
+        },
+        s.restarts
+    );
+    if let Some(why) = &s.stopping {
+        println!("  stopping: {why}");
+    }
+    println!("  {:<6} {:<8} {:<12} {}", "WORKER", "PID", "STATE", "TASKS");
+    for w in &s.workers {
+        let pid = w.pid.map_or("-".to_string(), |p| p.to_string());
+        println!("  {:<6} {:<8} {:<12} {}", w.slot, pid, w.state, w.tasks);
+    }
+}

@@ -1,0 +1,185 @@
+//! The control socket: `bulkhead status` from another terminal gets a snapshot of a running
+//! batch, like `supervisorctl status` or `pueue status`.
+//!
+//! It answers on connect, with one JSON line, and closes: there is no request to parse, so
+//! nothing a client sends can confuse the supervisor, and a slow client costs nothing. Only
+//! the supervisor's own user is answered; anyone else is dropped at once (peer credentials).
+//! The socket file lives in a fresh private directory (0700) and is itself 0600.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::{Path, PathBuf};
+
+use interprocess::local_socket::traits::{Listener as _, Stream as _, StreamCommon as _};
+use interprocess::local_socket::{
+    GenericFilePath, Listener, ListenerNonblockingMode, ListenerOptions, ToFsName,
+};
+use interprocess::os::unix::local_socket::ListenerOptionsExt;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::Engine;
+use crate::pool::Mode;
+use crate::runloop::PollSet;
+
+/// What `bulkhead status` shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusSnapshot {
+    /// The supervisor's pid.
+    pub pid: u32,
+    /// `process` or `thread`.
+    pub mode: String,
+    /// Seconds since the run started.
+    pub elapsed_s: f64,
+    /// Tasks with a final record in this run.
+    pub done: u64,
+    /// Of which ok.
+    pub ok: u64,
+    /// Of which failed.
+    pub failed: u64,
+    /// Of which quarantined.
+    pub quarantined: u64,
+    /// Tasks assigned to workers.
+    pub running: usize,
+    /// Tasks read and waiting for a worker.
+    pub queued: usize,
+    /// Worker restarts.
+    pub restarts: u64,
+    /// Worker deaths by cause.
+    pub crashes: BTreeMap<String, u64>,
+    /// Finished tasks per second since the start.
+    pub rate: f64,
+    /// Why the run is stopping, if it is.
+    pub stopping: Option<String>,
+    /// Each worker slot.
+    pub workers: Vec<WorkerStatus>,
+}
+
+/// One worker slot in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    /// The slot.
+    pub slot: usize,
+    /// Its worker's pid, if it has one.
+    pub pid: Option<u32>,
+    /// `serving`, `starting`, `backoff`, `terminating`...
+    pub state: String,
+    /// Tasks assigned to it.
+    pub tasks: usize,
+}
+
+impl StatusSnapshot {
+    /// The engine's state at `now`.
+    pub fn of(engine: &Engine, now: u64, mode: Mode) -> Self {
+        let c = engine.counts();
+        let elapsed_s = engine.secs(now);
+        Self {
+            pid: std::process::id(),
+            mode: if mode == Mode::Thread {
+                "thread"
+            } else {
+                "process"
+            }
+            .into(),
+            elapsed_s,
+            done: c.finished(),
+            ok: c.ok,
+            failed: c.failed,
+            quarantined: c.quarantined,
+            running: engine.running(),
+            queued: engine.queued(),
+            restarts: c.restarts,
+            crashes: c
+                .crashes
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), *v))
+                .collect(),
+            rate: if elapsed_s > 0.0 {
+                c.finished() as f64 / elapsed_s
+            } else {
+                0.0
+            },
+            stopping: engine.stop_reason().map(|r| r.word().to_string()),
+            workers: engine
+                .slots()
+                .iter()
+                .enumerate()
+                .map(|(slot, s)| WorkerStatus {
+                    slot,
+                    pid: s.state.pid(),
+                    state: s.state.label().into(),
+                    tasks: s.inflight(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A listening control socket; its file is removed on drop.
+pub struct ControlServer {
+    listener: Listener,
+    path: PathBuf,
+    uid: u32,
+}
+
+impl ControlServer {
+    /// Listens at `path` (mode 0600). A stale socket left by a killed run is replaced.
+    pub fn bind(path: &Path) -> io::Result<Self> {
+        let name = path.to_fs_name::<GenericFilePath>()?;
+        let listener = ListenerOptions::new()
+            .name(name)
+            .mode(0o600)
+            .reclaim_name(true)
+            .try_overwrite(true)
+            .nonblocking(ListenerNonblockingMode::Accept)
+            .create_sync()?;
+        Ok(Self {
+            listener,
+            path: path.to_path_buf(),
+            uid: nix::unistd::geteuid().as_raw(),
+        })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Adds the listening socket to the poll set.
+    pub fn poll_set(&self, set: &mut PollSet) {
+        let Listener::UdSocket(l) = &self.listener;
+        set.push(l.as_fd().as_raw_fd(), libc::POLLIN, 0);
+    }
+
+    /// Accepts waiting connections and answers those of our user with a snapshot.
+    pub fn ready(&mut self, _token: u32, snapshot: impl Fn() -> StatusSnapshot) {
+        loop {
+            let stream = match self.listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::debug!("control socket: accept failed: {e}");
+                    return;
+                }
+            };
+            let uid = stream.peer_creds().ok().and_then(|c| c.euid());
+            if uid != Some(self.uid) {
+                log::warn!("control socket: dropped a connection from uid {uid:?}");
+                continue;
+            }
+            let mut line = serde_json::to_vec(&snapshot()).expect("snapshots serialize");
+            line.push(b'\n');
+            let mut stream = stream;
+            // The answer is small; a client that does not read it loses it, we do not wait.
+            let _ = stream.set_nonblocking(true);
+            let _ = stream.write_all(&line);
+        }
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

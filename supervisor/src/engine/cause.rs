@@ -1,0 +1,137 @@
+//! Deciding a crash's cause from everything known about the death: the supervisor's own
+//! reason for killing the worker, a panic report, the kernel's status, and the worker's last
+//! words on stderr (the only place an allocation failure or a stack overflow is named).
+
+use nix::sys::signal::Signal;
+use shared::proto::PanicReport;
+use shared::record::CrashCause;
+
+use super::slot::KillReason;
+use crate::reap::ExitCause;
+
+/// The cause to record for a worker death.
+pub fn crash_cause(
+    exit: ExitCause,
+    killed_for: Option<&KillReason>,
+    panic: Option<&PanicReport>,
+    stderr_tail: &str,
+) -> CrashCause {
+    match killed_for {
+        Some(KillReason::Timeout { limit_ms, .. }) => {
+            return CrashCause::Timeout {
+                limit_ms: *limit_ms,
+            };
+        }
+        Some(KillReason::Unresponsive { silent_ms }) => {
+            return CrashCause::Unresponsive {
+                silent_ms: *silent_ms,
+            };
+        }
+        Some(KillReason::Protocol { detail }) => {
+            return CrashCause::Protocol {
+                detail: detail.clone(),
+            };
+        }
+        _ => {}
+    }
+    if let Some(p) = panic {
+        return CrashCause::Panic {
+            message: p.message.clone(),
+        };
+    }
+    match exit {
+        ExitCause::Exited(code) => CrashCause::Exit { code },
+        ExitCause::Signaled { signal, core } => {
+            if signal == Signal::SIGABRT
+                && let Some(line) = last_line_with(stderr_tail, "memory allocation of")
+            {
+                return CrashCause::Oom { detail: line };
+            }
+            let detail = match signal {
+                Signal::SIGABRT | Signal::SIGSEGV | Signal::SIGBUS => {
+                    last_line_with(stderr_tail, "overflowed its stack")
+                }
+                _ => None,
+            };
+            CrashCause::Signal {
+                signal: signal.as_str().to_string(),
+                core,
+                detail,
+            }
+        }
+    }
+}
+
+fn last_line_with(text: &str, needle: &str) -> Option<String> {
+    text.lines()
+        .rev()
+        .find(|l| l.contains(needle))
+        .map(|l| l.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_are_told_apart() {
+        let abrt = ExitCause::Signaled {
+            signal: Signal::SIGABRT,
+            core: false,
+        };
+        assert_eq!(
+            crash_cause(
+                abrt,
+                None,
+                None,
+                "memory allocation of 16777216 bytes failed\n"
+            ),
+            CrashCause::Oom {
+                detail: "memory allocation of 16777216 bytes failed".into()
+            }
+        );
+        let CrashCause::Signal { signal, detail, .. } = crash_cause(
+            abrt,
+            None,
+            None,
+            "\nthread 'main' has overflowed its stack\nfatal runtime error: stack overflow\n",
+        ) else {
+            panic!()
+        };
+        assert_eq!(signal, "SIGABRT");
+        assert_eq!(
+            detail.as_deref(),
+            Some("thread 'main' has overflowed its stack")
+        );
+        let report = PanicReport {
+            seq: Some(3),
+            message: "boom".into(),
+        };
+        assert_eq!(
+            crash_cause(abrt, None, Some(&report), ""),
+            CrashCause::Panic {
+                message: "boom".into()
+            }
+        );
+        let kill = ExitCause::Signaled {
+            signal: Signal::SIGKILL,
+            core: false,
+        };
+        assert_eq!(
+            crash_cause(
+                kill,
+                Some(&KillReason::Timeout {
+                    seq: 1,
+                    limit_ms: 2000
+                }),
+                None,
+                ""
+            ),
+            CrashCause::Timeout { limit_ms: 2000 }
+        );
+        assert_eq!(
+            crash_cause(ExitCause::Exited(3), None, None, ""),
+            CrashCause::Exit { code: 3 }
+        );
+    }
+}

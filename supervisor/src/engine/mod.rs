@@ -1,0 +1,1293 @@
+//! The supervisor's state machine: which worker slots hold which workers, which tasks are
+//! queued, in flight or finished, and what to do next.
+//!
+//! It owns all of the run's logical state and changes it in one place, [`Engine::handle`],
+//! fed by events (frames, deaths reported by the reaper, timer ticks, signals) and answering
+//! with [`Action`]s for the loop to perform (spawn, send, signal). It performs no I/O and
+//! reads no clock, so it is tested by feeding events and checking actions, with no process
+//! involved. Two things leave it through the [`Sink`] instead of as actions, because they
+//! happen once per task and must not cost an allocation each: final records, whose output
+//! bytes are borrowed from the frame they arrived in, and events.
+
+pub mod cause;
+pub mod slot;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, VecDeque};
+
+use nix::sys::signal::Signal;
+use shared::proto::{Assignment, Outcome, PanicReport, TaskError};
+use shared::record::{Crash, Status};
+use shared::shm::{self, SlotState as PageState};
+use shared::task::FaultKind;
+
+pub use slot::{KillReason, SlotState};
+
+use crate::events::RunEvent;
+use crate::inject::Inject;
+use crate::reap::ExitCause;
+use crate::restart::{RestartPolicy, RestartTracker};
+
+/// The most tasks in flight on one worker thread; beyond this, queueing only adds latency.
+pub const MAX_INFLIGHT_PER_THREAD: usize = 4096;
+
+/// A task as the engine holds it: an id, an opaque payload for the handler, and maybe a fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// Unique in the batch.
+    pub id: Box<str>,
+    /// The task, postcard-encoded as the handler's task type.
+    pub payload: Box<[u8]>,
+    /// A fault the task carries.
+    pub fault: Option<FaultPlan>,
+}
+
+/// A fault carried by a task, and on which attempts it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultPlan {
+    /// The fault.
+    pub kind: FaultKind,
+    /// Fires on attempts `1..=n`; `None` on every attempt (a poison task).
+    pub attempts: Option<u32>,
+}
+
+/// The policies of a run, in engine units (nanoseconds).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Worker slots.
+    pub workers: usize,
+    /// Tasks one worker runs at once (hybrid mode above 1).
+    pub threads_per_worker: u32,
+    /// Attempts per task before quarantine.
+    pub attempts: u32,
+    /// Per-task wall-clock limit.
+    pub timeout_ns: Option<u64>,
+    /// Silence after which a worker counts as unresponsive (`None`: never, thread mode).
+    pub heartbeat_timeout_ns: Option<u64>,
+    /// SIGTERM to SIGKILL.
+    pub term_grace_ns: u64,
+    /// How long a closed or broken connection waits for the death that explains it.
+    pub protocol_grace_ns: u64,
+    /// How long a new worker may take to become ready.
+    pub start_timeout_ns: u64,
+    /// How long running tasks may finish after SIGINT/SIGTERM.
+    pub drain_grace_ns: u64,
+    /// Restart backoff and intensity.
+    pub restart: RestartPolicy,
+    /// Retry tasks whose handler reported an error, within `attempts`.
+    pub retry_failed: bool,
+    /// Random faults.
+    pub inject: Option<Inject>,
+    /// Work to keep queued per worker thread, by the measured task duration.
+    pub queue_budget_ns: u64,
+    /// Seed for backoff jitter.
+    pub seed: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            workers: 2,
+            threads_per_worker: 1,
+            attempts: 3,
+            timeout_ns: None,
+            heartbeat_timeout_ns: Some(2_000_000_000),
+            term_grace_ns: 500_000_000,
+            protocol_grace_ns: 200_000_000,
+            start_timeout_ns: 10_000_000_000,
+            drain_grace_ns: 10_000_000_000,
+            restart: RestartPolicy::default(),
+            retry_failed: false,
+            inject: None,
+            queue_budget_ns: 2_000_000,
+            seed: 0,
+        }
+    }
+}
+
+/// Something for the loop to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Start a worker in `slot`, then call [`Engine::spawned`].
+    Spawn {
+        /// The slot.
+        slot: usize,
+    },
+    /// Send the slot's new assignments ([`Engine::take_unsent`]).
+    Dispatch {
+        /// The slot.
+        slot: usize,
+    },
+    /// Ask the slot's worker to finish and exit.
+    Shutdown {
+        /// The slot.
+        slot: usize,
+    },
+    /// Send `signal` to the worker's process group and its task's child groups.
+    Kill {
+        /// The slot.
+        slot: usize,
+        /// The worker.
+        pid: u32,
+        /// SIGTERM first, SIGKILL when it must go now.
+        signal: Signal,
+    },
+}
+
+/// SIGINT or SIGTERM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupt {
+    /// Ctrl-C.
+    Int,
+    /// A polite kill, as from systemd or a cluster's preemption.
+    Term,
+}
+
+/// Something that happened.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// The slot's worker answered its hello.
+    Ready {
+        /// The slot.
+        slot: usize,
+    },
+    /// Results from the slot's worker.
+    Outcomes {
+        /// The slot.
+        slot: usize,
+        /// In the order they finished.
+        outcomes: &'a [Outcome<'a>],
+    },
+    /// A heartbeat.
+    Heartbeat {
+        /// The slot.
+        slot: usize,
+    },
+    /// The worker's panic hook reported a panic; its death follows.
+    Panic {
+        /// The slot.
+        slot: usize,
+        /// The report.
+        report: PanicReport,
+    },
+    /// The worker's connection ended (`detail: None`: a clean close) or broke.
+    ChannelEnded {
+        /// The slot.
+        slot: usize,
+        /// What was wrong, for a broken connection.
+        detail: Option<String>,
+    },
+    /// The slot's worker ended, as the kernel reports it.
+    Reaped {
+        /// The slot.
+        slot: usize,
+        /// The worker.
+        pid: u32,
+        /// How it ended.
+        exit: ExitCause,
+        /// Tasks its status page showed executing.
+        executing: Vec<u64>,
+        /// The task its status page names as the cause, in hybrid mode.
+        culprit: Option<u64>,
+        /// The end of its stderr.
+        stderr_tail: String,
+    },
+    /// SIGINT or SIGTERM.
+    Interrupt(Interrupt),
+}
+
+/// Reads the slots' status pages.
+pub trait Probe {
+    /// The status-page slots of `slot`'s current worker.
+    fn page(&self, slot: usize) -> Option<&[shm::Slot]>;
+}
+
+/// How a task ended, for its final record.
+#[derive(Debug)]
+pub enum Ending<'a> {
+    /// The handler's output, postcard-encoded.
+    Ok(&'a [u8]),
+    /// The handler's error.
+    Failed(TaskError),
+    /// Crashed on every attempt.
+    Quarantined,
+}
+
+/// A task's end, for its final record.
+#[derive(Debug)]
+pub struct Finished<'a> {
+    /// The task's id.
+    pub id: Box<str>,
+    /// The slot that ran the last attempt.
+    pub worker: usize,
+    /// Attempts used.
+    pub attempts: u32,
+    /// Time of the last attempt in its worker.
+    pub micros: Option<u64>,
+    /// How it ended.
+    pub ending: Ending<'a>,
+    /// Its crashes, oldest first.
+    pub crashes: Vec<Crash>,
+}
+
+/// Where records and events go.
+pub trait Sink {
+    /// A task's final record.
+    fn finished(&mut self, f: Finished<'_>);
+    /// Whether anyone listens to events; if not, none are built.
+    fn wants_events(&self) -> bool;
+    /// An event, `t` seconds after the run started.
+    fn event(&mut self, t: f64, ev: RunEvent);
+    /// The loop is about to wait: write out what is buffered.
+    fn flush(&mut self) {}
+}
+
+/// Why a run stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// Every task has a final record.
+    Completed,
+    /// A signal; unfinished tasks stay for `--resume`.
+    Interrupted(Interrupt),
+    /// Workers died faster than the restart limit allows.
+    GaveUp(String),
+    /// A bad line in streamed input.
+    BadInput(String),
+    /// Thread mode: the shared state was poisoned.
+    Poisoned(String),
+}
+
+impl StopReason {
+    /// The `reason` of the `shutdown` event.
+    pub fn word(&self) -> &'static str {
+        match self {
+            StopReason::Completed => "completed",
+            StopReason::Interrupted(Interrupt::Int) => "interrupted",
+            StopReason::Interrupted(Interrupt::Term) => "terminated",
+            StopReason::GaveUp(_) => "gave_up",
+            StopReason::BadInput(_) => "bad_input",
+            StopReason::Poisoned(_) => "poisoned",
+        }
+    }
+}
+
+/// Running totals.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Tasks ended `ok`.
+    pub ok: u64,
+    /// Tasks ended `failed`.
+    pub failed: u64,
+    /// Tasks quarantined.
+    pub quarantined: u64,
+    /// Worker deaths by cause name.
+    pub crashes: BTreeMap<&'static str, u64>,
+    /// Workers restarted.
+    pub restarts: u64,
+    /// Tasks requeued after a death (charged or not).
+    pub requeued: u64,
+    /// Task attempts handed to workers.
+    pub dispatched: u64,
+}
+
+impl Counts {
+    /// Tasks with a final record.
+    pub fn finished(&self) -> u64 {
+        self.ok + self.failed + self.quarantined
+    }
+
+    /// All worker deaths.
+    pub fn crashes_total(&self) -> u64 {
+        self.crashes.values().sum()
+    }
+}
+
+#[derive(Debug)]
+struct Task {
+    job: Job,
+    /// Attempts charged (deaths while executing).
+    charged: u32,
+    crashes: Vec<Crash>,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    seq: u64,
+    task: Task,
+    attempt: u32,
+    fault: Option<FaultKind>,
+}
+
+/// One worker slot.
+#[derive(Debug)]
+pub struct Slot {
+    /// Where its worker is in its life.
+    pub state: SlotState,
+    inflight: VecDeque<InFlight>,
+    /// `inflight[..sent]` have been handed to the worker.
+    sent: usize,
+    /// Mean task duration on this slot, once measured.
+    ewma_ns: Option<f64>,
+    /// Consecutive deaths without a healthy period.
+    failures: u32,
+    /// Tasks finished by the current worker.
+    completed: u64,
+    panic: Option<PanicReport>,
+}
+
+impl Slot {
+    /// Tasks assigned to the slot's worker and not finished.
+    pub fn inflight(&self) -> usize {
+        self.inflight.len()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Draining { deadline: Option<u64> },
+    Done,
+}
+
+/// The state machine. See the module documentation.
+#[derive(Debug)]
+pub struct Engine {
+    cfg: EngineConfig,
+    slots: Vec<Slot>,
+    retry: VecDeque<Task>,
+    fresh: VecDeque<Task>,
+    input_open: bool,
+    phase: Phase,
+    stop: Option<StopReason>,
+    next_seq: u64,
+    restarts: RestartTracker,
+    counts: Counts,
+    t0: u64,
+}
+
+const MS: f64 = 1_000_000.0;
+
+impl Engine {
+    /// A run starting at `now`; every slot starts its first worker on the first tick.
+    pub fn new(cfg: EngineConfig, now: u64) -> Self {
+        let slots = (0..cfg.workers.max(1))
+            .map(|_| Slot {
+                state: SlotState::Waiting {
+                    until: now,
+                    backoff_ns: None,
+                },
+                inflight: VecDeque::new(),
+                sent: 0,
+                ewma_ns: None,
+                failures: 0,
+                completed: 0,
+                panic: None,
+            })
+            .collect();
+        let restarts = RestartTracker::new(cfg.restart, cfg.seed);
+        Self {
+            cfg,
+            slots,
+            retry: VecDeque::new(),
+            fresh: VecDeque::new(),
+            input_open: true,
+            phase: Phase::Running,
+            stop: None,
+            next_seq: 1,
+            restarts,
+            counts: Counts::default(),
+            t0: now,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// The slots.
+    pub fn slots(&self) -> &[Slot] {
+        &self.slots
+    }
+
+    /// Running totals.
+    pub fn counts(&self) -> &Counts {
+        &self.counts
+    }
+
+    /// Tasks waiting for a worker.
+    pub fn queued(&self) -> usize {
+        self.retry.len() + self.fresh.len()
+    }
+
+    /// Tasks in flight on all workers.
+    pub fn running(&self) -> usize {
+        self.slots.iter().map(|s| s.inflight.len()).sum()
+    }
+
+    /// Why the run stopped or is stopping.
+    pub fn stop_reason(&self) -> Option<&StopReason> {
+        self.stop.as_ref()
+    }
+
+    /// True once every worker is gone and nothing remains to do.
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// Whether the run still takes input.
+    pub fn is_accepting(&self) -> bool {
+        self.phase == Phase::Running && self.input_open
+    }
+
+    /// Seconds since the run started.
+    pub fn secs(&self, now: u64) -> f64 {
+        now.saturating_sub(self.t0) as f64 / 1e9
+    }
+
+    fn emit(&self, sink: &mut dyn Sink, now: u64, ev: impl FnOnce() -> RunEvent) {
+        if sink.wants_events() {
+            sink.event(self.secs(now), ev());
+        }
+    }
+
+    /// How many more jobs the engine would like queued.
+    pub fn wants_input(&self) -> usize {
+        if !self.is_accepting() {
+            return 0;
+        }
+        let total: usize = self.slots.iter().map(|s| self.target(s)).sum();
+        (total * 2).max(64).saturating_sub(self.queued())
+    }
+
+    /// Queues new jobs.
+    pub fn push_jobs(&mut self, jobs: impl IntoIterator<Item = Job>) {
+        self.fresh.extend(jobs.into_iter().map(|job| Task {
+            job,
+            charged: 0,
+            crashes: Vec::new(),
+        }));
+    }
+
+    /// No more input will come.
+    pub fn input_ended(&mut self, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
+        self.input_open = false;
+        self.settle(now, sink, out);
+    }
+
+    /// The input broke: what is queued is not run; running tasks finish; the run ends with a
+    /// bad-input error.
+    pub fn input_failed(
+        &mut self,
+        message: String,
+        now: u64,
+        sink: &mut dyn Sink,
+        out: &mut Vec<Action>,
+    ) {
+        self.input_open = false;
+        self.fresh.clear();
+        self.begin_drain(StopReason::BadInput(message), None);
+        self.settle(now, sink, out);
+    }
+
+    /// Thread mode: the shared state was poisoned; run nothing more, let running tasks end.
+    pub fn poisoned(
+        &mut self,
+        message: String,
+        now: u64,
+        sink: &mut dyn Sink,
+        out: &mut Vec<Action>,
+    ) {
+        self.input_open = false;
+        self.begin_drain(StopReason::Poisoned(message), None);
+        self.settle(now, sink, out);
+    }
+
+    /// The run cannot go on (a worker speaks another protocol version): stop now.
+    pub fn fatal(&mut self, message: String, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
+        if self.phase != Phase::Done {
+            self.phase = Phase::Running;
+            self.give_up(message, now);
+            self.settle(now, sink, out);
+        }
+    }
+
+    /// The loop performed `Action::Spawn`: the worker has `pid`, or could not be started.
+    pub fn spawned(
+        &mut self,
+        slot: usize,
+        result: Result<u32, String>,
+        now: u64,
+        sink: &mut dyn Sink,
+        out: &mut Vec<Action>,
+    ) {
+        let backoff = match self.slots[slot].state {
+            SlotState::Waiting { backoff_ns, .. } => backoff_ns,
+            _ => None,
+        };
+        match result {
+            Ok(pid) => {
+                self.slots[slot].state = SlotState::Starting { pid, since: now };
+                self.slots[slot].completed = 0;
+                self.slots[slot].panic = None;
+                if let Some(b) = backoff {
+                    self.counts.restarts += 1;
+                    self.emit(sink, now, || RunEvent::WorkerRestarted {
+                        worker: slot,
+                        backoff_ms: b as f64 / MS,
+                    });
+                }
+            }
+            Err(e) => {
+                log::error!("worker {slot}: cannot start: {e}");
+                self.after_death(slot, true, now, &e);
+            }
+        }
+        self.settle(now, sink, out);
+    }
+
+    /// The slot's unsent assignments, at most `max`, now marked sent.
+    pub fn take_unsent(
+        &mut self,
+        slot: usize,
+        max: usize,
+    ) -> impl ExactSizeIterator<Item = Assignment<'_>> {
+        let s = &mut self.slots[slot];
+        let start = s.sent;
+        let end = s.inflight.len().min(start + max);
+        s.sent = end;
+        s.inflight.range(start..end).map(|f| Assignment {
+            seq: f.seq,
+            attempt: f.attempt,
+            fault: f.fault,
+            payload: &f.task.job.payload,
+        })
+    }
+
+    /// Whether the slot has assignments not yet sent.
+    pub fn has_unsent(&self, slot: usize) -> bool {
+        self.slots[slot].sent < self.slots[slot].inflight.len()
+    }
+
+    /// The id of an in-flight task, for displays.
+    pub fn inflight_id(&self, slot: usize, seq: u64) -> Option<&str> {
+        self.slots[slot]
+            .inflight
+            .iter()
+            .find(|f| f.seq == seq)
+            .map(|f| &*f.task.job.id)
+    }
+
+    /// Checks deadlines: starts due workers, times out tasks, escalates kills.
+    pub fn tick(
+        &mut self,
+        now: u64,
+        probe: &dyn Probe,
+        sink: &mut dyn Sink,
+        out: &mut Vec<Action>,
+    ) {
+        self.on_tick(now, probe, out);
+        self.settle(now, sink, out);
+    }
+
+    /// Handles one event.
+    pub fn handle(&mut self, ev: Event<'_>, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
+        match ev {
+            Event::Ready { slot } => self.on_ready(slot, now, sink, out),
+            Event::Outcomes { slot, outcomes } => self.on_outcomes(slot, outcomes, now, sink, out),
+            Event::Heartbeat { slot } => self.heard(slot, now),
+            Event::Panic { slot, report } => {
+                self.heard(slot, now);
+                self.slots[slot].panic = Some(report);
+            }
+            Event::ChannelEnded { slot, detail } => self.on_channel_ended(slot, detail, now),
+            Event::Reaped {
+                slot,
+                pid,
+                exit,
+                executing,
+                culprit,
+                stderr_tail,
+            } => self.on_reaped(
+                slot,
+                pid,
+                exit,
+                &executing,
+                culprit,
+                &stderr_tail,
+                now,
+                sink,
+            ),
+            Event::Interrupt(i) => self.on_interrupt(i, now, out),
+        }
+        self.settle(now, sink, out);
+    }
+
+    fn heard(&mut self, slot: usize, now: u64) {
+        if let SlotState::Serving { last_heard, .. } = &mut self.slots[slot].state {
+            *last_heard = now;
+        }
+    }
+
+    fn on_ready(&mut self, slot: usize, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
+        match self.slots[slot].state {
+            SlotState::Starting { pid, since } => {
+                self.slots[slot].state = SlotState::Serving {
+                    pid,
+                    since: now,
+                    last_heard: now,
+                };
+                self.emit(sink, now, || RunEvent::WorkerStarted {
+                    worker: slot,
+                    pid,
+                    ms: now.saturating_sub(since) as f64 / MS,
+                });
+            }
+            SlotState::Serving { .. } => {
+                self.protocol_error(slot, "sent a second ready".into(), now, out)
+            }
+            _ => {}
+        }
+    }
+
+    fn on_outcomes(
+        &mut self,
+        slot: usize,
+        outcomes: &[Outcome<'_>],
+        now: u64,
+        sink: &mut dyn Sink,
+        out: &mut Vec<Action>,
+    ) {
+        self.heard(slot, now);
+        let want_events = sink.wants_events();
+        for o in outcomes {
+            let s = &mut self.slots[slot];
+            let pos = if s.inflight.front().is_some_and(|f| f.seq == o.seq) {
+                0
+            } else {
+                match s.inflight.iter().position(|f| f.seq == o.seq) {
+                    Some(p) if p < s.sent => p,
+                    _ => {
+                        self.protocol_error(
+                            slot,
+                            format!("sent a result for task seq {} it was not given", o.seq),
+                            now,
+                            out,
+                        );
+                        return;
+                    }
+                }
+            };
+            let f = s.inflight.remove(pos).expect("position is in range");
+            s.sent -= 1;
+            let ns = o.micros as f64 * 1000.0;
+            s.ewma_ns = Some(match s.ewma_ns {
+                Some(e) => e * 0.9 + ns * 0.1,
+                None => ns,
+            });
+            s.completed += 1;
+            s.failures = 0;
+            let micros = Some(o.micros);
+            let ms = o.micros as f64 / 1000.0;
+            match &o.result {
+                Ok(bytes) => {
+                    self.counts.ok += 1;
+                    if want_events {
+                        sink.event(
+                            self.secs(now),
+                            RunEvent::TaskFinished {
+                                id: f.task.job.id.to_string(),
+                                worker: slot,
+                                status: Status::Ok,
+                                ms,
+                            },
+                        );
+                    }
+                    sink.finished(Finished {
+                        id: f.task.job.id,
+                        worker: slot,
+                        attempts: f.attempt,
+                        micros,
+                        ending: Ending::Ok(bytes),
+                        crashes: f.task.crashes,
+                    });
+                }
+                Err(e) if self.cfg.retry_failed && f.attempt < self.cfg.attempts => {
+                    log::info!(
+                        "task {} failed on attempt {} ({}); retrying",
+                        f.task.job.id,
+                        f.attempt,
+                        e.message
+                    );
+                    let mut task = f.task;
+                    task.charged += 1;
+                    self.retry.push_back(task);
+                }
+                Err(e) => {
+                    self.counts.failed += 1;
+                    if want_events {
+                        sink.event(
+                            self.secs(now),
+                            RunEvent::TaskFinished {
+                                id: f.task.job.id.to_string(),
+                                worker: slot,
+                                status: Status::Failed,
+                                ms,
+                            },
+                        );
+                    }
+                    sink.finished(Finished {
+                        id: f.task.job.id,
+                        worker: slot,
+                        attempts: f.attempt,
+                        micros,
+                        ending: Ending::Failed(e.clone()),
+                        crashes: f.task.crashes,
+                    });
+                }
+            }
+        }
+    }
+
+    fn on_channel_ended(&mut self, slot: usize, detail: Option<String>, now: u64) {
+        match self.slots[slot].state {
+            SlotState::Starting { pid, .. } | SlotState::Serving { pid, .. } => {
+                let detail =
+                    detail.unwrap_or_else(|| "closed its connection while alive".to_string());
+                self.slots[slot].state = SlotState::Closing {
+                    pid,
+                    since: now,
+                    detail,
+                };
+            }
+            // Already ending: the close is the death we are waiting for.
+            _ => {}
+        }
+    }
+
+    fn protocol_error(&mut self, slot: usize, detail: String, now: u64, out: &mut Vec<Action>) {
+        log::warn!("worker {slot}: {detail}");
+        self.terminate(slot, KillReason::Protocol { detail }, true, now, out);
+    }
+
+    /// Starts ending the slot's worker: SIGTERM with a grace, or SIGKILL at once.
+    fn terminate(
+        &mut self,
+        slot: usize,
+        reason: KillReason,
+        hard: bool,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) {
+        let s = &mut self.slots[slot];
+        let Some(pid) = s.state.pid() else { return };
+        if let SlotState::Terminating {
+            kill_at,
+            reason: current,
+            ..
+        } = &mut s.state
+        {
+            // Keep the first reason (a timeout stays a timeout); only escalate.
+            if hard && kill_at.is_some() {
+                *kill_at = None;
+                out.push(Action::Kill {
+                    slot,
+                    pid,
+                    signal: Signal::SIGKILL,
+                });
+            }
+            if *current == KillReason::Shutdown && reason != KillReason::Shutdown {
+                *current = reason;
+            }
+            return;
+        }
+        let (signal, kill_at) = if hard {
+            (Signal::SIGKILL, None)
+        } else {
+            (Signal::SIGTERM, Some(now + self.cfg.term_grace_ns))
+        };
+        out.push(Action::Kill { slot, pid, signal });
+        s.state = SlotState::Terminating {
+            pid,
+            reason,
+            kill_at,
+        };
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_reaped(
+        &mut self,
+        slot: usize,
+        pid: u32,
+        exit: ExitCause,
+        executing: &[u64],
+        culprit: Option<u64>,
+        stderr_tail: &str,
+        now: u64,
+        sink: &mut dyn Sink,
+    ) {
+        if self.slots[slot].state.pid() != Some(pid) {
+            return;
+        }
+        // A worker we were ending dies for our reason; any other death (a closed connection
+        // included, which is usually the death arriving first) has the kernel's cause.
+        let reason = match &self.slots[slot].state {
+            SlotState::Terminating { reason, .. } => Some(reason.clone()),
+            _ => None,
+        };
+        let panic = self.slots[slot].panic.take();
+        let clean = reason == Some(KillReason::Shutdown) && exit == ExitCause::Exited(0);
+        let crash = match &reason {
+            Some(r) => r.is_crash(),
+            None => true,
+        };
+        let cause = cause::crash_cause(exit, reason.as_ref(), panic.as_ref(), stderr_tail);
+        if crash {
+            *self.counts.crashes.entry(cause.name()).or_default() += 1;
+            log::warn!("worker {slot} (pid {pid}) died: {cause}");
+        } else if !clean {
+            log::info!("worker {slot} (pid {pid}) ended: {cause}");
+        }
+        // Whom to blame: the timed-out task; else the task the worker itself named (panic
+        // report, or the fatal-signal handler in hybrid mode); else whatever the status page
+        // shows executing. Tasks that were only queued at the worker are not charged.
+        let blamed: Vec<u64> = if !crash {
+            Vec::new()
+        } else if let Some(KillReason::Timeout { seq, .. }) = reason {
+            vec![seq]
+        } else if let Some(seq) = culprit.or(panic.as_ref().and_then(|p| p.seq)) {
+            vec![seq]
+        } else {
+            executing.to_vec()
+        };
+        let blamed_id = blamed
+            .first()
+            .and_then(|seq| self.inflight_id(slot, *seq))
+            .map(str::to_string);
+        self.emit(sink, now, || RunEvent::WorkerExited {
+            worker: slot,
+            pid,
+            clean,
+            cause: (!clean).then(|| cause.clone()),
+            task: blamed_id,
+        });
+        let s = &mut self.slots[slot];
+        let sent = s.sent;
+        let inflight: Vec<InFlight> = s.inflight.drain(..).collect();
+        s.sent = 0;
+        let mut back = Vec::with_capacity(inflight.len());
+        for (i, mut f) in inflight.into_iter().enumerate() {
+            let charged = i < sent && blamed.contains(&f.seq);
+            if charged {
+                f.task.charged += 1;
+                f.task.crashes.push(Crash {
+                    attempt: f.attempt,
+                    pid,
+                    cause: cause.clone(),
+                });
+            }
+            if charged && f.task.charged >= self.cfg.attempts {
+                self.counts.quarantined += 1;
+                log::warn!(
+                    "task {} quarantined after {} attempts",
+                    f.task.job.id,
+                    f.task.charged
+                );
+                let id = f.task.job.id.clone();
+                let attempts = f.task.charged;
+                self.emit(sink, now, || RunEvent::TaskQuarantined {
+                    id: id.to_string(),
+                    attempts,
+                });
+                sink.finished(Finished {
+                    id: f.task.job.id,
+                    worker: slot,
+                    attempts,
+                    micros: None,
+                    ending: Ending::Quarantined,
+                    crashes: f.task.crashes,
+                });
+            } else {
+                self.counts.requeued += 1;
+                let (id, attempts) = (&f.task.job.id, f.task.charged);
+                self.emit(sink, now, || RunEvent::TaskRequeued {
+                    id: id.to_string(),
+                    worker: slot,
+                    charged,
+                    attempts,
+                });
+                back.push(f.task);
+            }
+        }
+        // Back to the front, in their order: the replacement picks them up first.
+        for task in back.into_iter().rev() {
+            self.retry.push_front(task);
+        }
+        if crash {
+            self.after_death(slot, false, now, &cause.to_string());
+        } else {
+            // Shutdowns, drains and give-ups only happen while the run is ending.
+            self.slots[slot].state = SlotState::Stopped;
+        }
+    }
+
+    /// Decides the slot's future after an unplanned death (or a failed spawn): a restart
+    /// after backoff, or giving up the run.
+    fn after_death(&mut self, slot: usize, spawn_failed: bool, now: u64, what: &str) {
+        if self.phase != Phase::Running {
+            self.slots[slot].state = SlotState::Stopped;
+            return;
+        }
+        let s = &mut self.slots[slot];
+        let healthy = !spawn_failed
+            && (s.completed > 0
+                || matches!(s.state, SlotState::Serving { since, .. } if now.saturating_sub(since) >= self.cfg.restart.healthy_after_ns));
+        if healthy {
+            s.failures = 0;
+        }
+        s.failures += 1;
+        let failures = s.failures;
+        if let Err(e) = self.restarts.record(now) {
+            let msg = format!(
+                "gave up: {} worker restarts within {:.1}s exceed the limit of {}/{:.1}s (last: worker {slot} {what})",
+                e.restarts,
+                e.period_ns as f64 / 1e9,
+                e.max,
+                e.period_ns as f64 / 1e9
+            );
+            self.slots[slot].state = SlotState::Stopped;
+            self.give_up(msg, now);
+            return;
+        }
+        let backoff = self.restarts.backoff_ns(failures, slot);
+        self.slots[slot].state = SlotState::Waiting {
+            until: now + backoff,
+            backoff_ns: Some(backoff),
+        };
+    }
+
+    fn give_up(&mut self, msg: String, _now: u64) {
+        log::error!("{msg}");
+        self.input_open = false;
+        self.stop = Some(StopReason::GaveUp(msg));
+        // Everything goes now: the settle step kills the workers at this deadline.
+        self.phase = Phase::Draining { deadline: Some(0) };
+    }
+
+    fn begin_drain(&mut self, why: StopReason, deadline: Option<u64>) {
+        if self.phase == Phase::Running {
+            self.phase = Phase::Draining { deadline };
+            self.stop = Some(why);
+        }
+    }
+
+    fn on_interrupt(&mut self, i: Interrupt, now: u64, out: &mut Vec<Action>) {
+        match (&self.stop, self.phase) {
+            (_, Phase::Done) => {}
+            (Some(StopReason::Interrupted(_)), _) | (Some(StopReason::GaveUp(_)), _) => {
+                // A second signal: no more waiting.
+                log::warn!("second signal: killing the workers now");
+                for slot in 0..self.slots.len() {
+                    self.terminate(slot, KillReason::Drain, true, now, out);
+                }
+            }
+            (Some(StopReason::Completed), _) => {}
+            _ => {
+                self.input_open = false;
+                self.stop = Some(StopReason::Interrupted(i));
+                self.phase = Phase::Draining {
+                    deadline: Some(now + self.cfg.drain_grace_ns),
+                };
+                log::warn!(
+                    "{}: starting nothing new; running tasks have {:.1}s to finish",
+                    if i == Interrupt::Int {
+                        "SIGINT"
+                    } else {
+                        "SIGTERM"
+                    },
+                    self.cfg.drain_grace_ns as f64 / 1e9
+                );
+            }
+        }
+    }
+
+    fn on_tick(&mut self, now: u64, probe: &dyn Probe, out: &mut Vec<Action>) {
+        for slot in 0..self.slots.len() {
+            match self.slots[slot].state.clone() {
+                SlotState::Waiting { until, .. }
+                    if now >= until && self.phase == Phase::Running =>
+                {
+                    out.push(Action::Spawn { slot });
+                }
+                SlotState::Starting { since, .. }
+                    if now.saturating_sub(since) >= self.cfg.start_timeout_ns =>
+                {
+                    let detail = format!(
+                        "not ready {:.1}s after start",
+                        self.cfg.start_timeout_ns as f64 / 1e9
+                    );
+                    self.terminate(slot, KillReason::Protocol { detail }, true, now, out);
+                }
+                SlotState::Serving { last_heard, .. } => {
+                    // Whichever limit passed first names the death: a frozen worker misses
+                    // its heartbeats before its task's timeout, a busy one keeps beating.
+                    let silent = now.saturating_sub(last_heard);
+                    let unresponsive_at = self
+                        .cfg
+                        .heartbeat_timeout_ns
+                        .map(|h| last_heard + h)
+                        .filter(|&at| now >= at);
+                    let overdue = self.overdue(slot, now, probe);
+                    match (unresponsive_at, overdue) {
+                        (Some(at), Some((_, deadline))) if deadline < at => {
+                            self.time_out(slot, overdue, now, out)
+                        }
+                        (Some(_), _) => {
+                            log::warn!(
+                                "worker {slot}: no heartbeat for {:.1}s; killing it",
+                                silent as f64 / 1e9
+                            );
+                            let reason = KillReason::Unresponsive {
+                                silent_ms: silent / 1_000_000,
+                            };
+                            self.terminate(slot, reason, true, now, out);
+                        }
+                        (None, Some(_)) => self.time_out(slot, overdue, now, out),
+                        (None, None) => {}
+                    }
+                }
+                SlotState::Closing { since, detail, .. }
+                    if now.saturating_sub(since) >= self.cfg.protocol_grace_ns =>
+                {
+                    self.terminate(slot, KillReason::Protocol { detail }, true, now, out);
+                }
+                SlotState::Terminating {
+                    pid,
+                    kill_at: Some(at),
+                    reason,
+                } if now >= at => {
+                    out.push(Action::Kill {
+                        slot,
+                        pid,
+                        signal: Signal::SIGKILL,
+                    });
+                    self.slots[slot].state = SlotState::Terminating {
+                        pid,
+                        reason,
+                        kill_at: None,
+                    };
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn time_out(
+        &mut self,
+        slot: usize,
+        overdue: Option<(u64, u64)>,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) {
+        let Some((seq, _)) = overdue else { return };
+        let limit_ms = self.cfg.timeout_ns.unwrap_or(0) / 1_000_000;
+        log::warn!("worker {slot}: task seq {seq} ran past {limit_ms} ms; killing its worker");
+        self.terminate(slot, KillReason::Timeout { seq, limit_ms }, false, now, out);
+    }
+
+    /// The first task on the slot's status page that has run past the timeout, with its
+    /// deadline.
+    fn overdue(&self, slot: usize, now: u64, probe: &dyn Probe) -> Option<(u64, u64)> {
+        let limit = self.cfg.timeout_ns?;
+        let s = &self.slots[slot];
+        if s.inflight.is_empty() {
+            return None;
+        }
+        let page = probe.page(slot)?;
+        page.iter().find_map(|p| match p.read() {
+            PageState::Running { seq, started_ns } if now.saturating_sub(started_ns) >= limit => {
+                Some((seq, started_ns + limit))
+            }
+            _ => None,
+        })
+    }
+
+    /// When the loop must call back with a `Tick` at the latest.
+    pub fn next_deadline(&self, now: u64, probe: &dyn Probe) -> Option<u64> {
+        let mut next: Option<u64> = None;
+        let mut at = |t: u64| next = Some(next.map_or(t, |n: u64| n.min(t)));
+        if let Phase::Draining { deadline: Some(d) } = self.phase {
+            at(d);
+        }
+        for (i, s) in self.slots.iter().enumerate() {
+            match &s.state {
+                SlotState::Waiting { until, .. } if self.phase == Phase::Running => at(*until),
+                SlotState::Starting { since, .. } => at(since + self.cfg.start_timeout_ns),
+                SlotState::Serving { last_heard, .. } => {
+                    if let Some(h) = self.cfg.heartbeat_timeout_ns {
+                        at(last_heard + h);
+                    }
+                    if let Some(limit) = self.cfg.timeout_ns
+                        && !s.inflight.is_empty()
+                    {
+                        // The earliest deadline among tasks already running; tasks that start
+                        // later are seen by polling the page a few times per timeout.
+                        let poll = (limit / 8).clamp(5_000_000, 100_000_000);
+                        at(now + poll);
+                        if let Some(page) = probe.page(i) {
+                            for p in page {
+                                if let PageState::Running { started_ns, .. } = p.read() {
+                                    at(started_ns + limit);
+                                }
+                            }
+                        }
+                    }
+                }
+                SlotState::Closing { since, .. } => at(since + self.cfg.protocol_grace_ns),
+                SlotState::Terminating {
+                    kill_at: Some(k), ..
+                } => at(*k),
+                _ => {}
+            }
+        }
+        next
+    }
+
+    /// After every event: hand out work, notice completion, move a drain along.
+    fn settle(&mut self, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
+        match self.phase {
+            Phase::Running => {
+                self.fill(now, sink, out);
+                if !self.input_open && self.queued() == 0 && self.running() == 0 {
+                    self.begin_drain(StopReason::Completed, None);
+                }
+            }
+            Phase::Draining { .. } | Phase::Done => {}
+        }
+        if let Phase::Draining { deadline } = self.phase {
+            let hard = matches!(self.stop, Some(StopReason::GaveUp(_)));
+            let expired = deadline.is_some_and(|d| now >= d);
+            for slot in 0..self.slots.len() {
+                match self.slots[slot].state {
+                    SlotState::Waiting { .. } => self.slots[slot].state = SlotState::Stopped,
+                    SlotState::Starting { pid, .. } | SlotState::Serving { pid, .. }
+                        if !expired =>
+                    {
+                        if self.slots[slot].inflight.is_empty() {
+                            out.push(Action::Shutdown { slot });
+                            self.slots[slot].state = SlotState::Terminating {
+                                pid,
+                                reason: KillReason::Shutdown,
+                                kill_at: Some(now + self.cfg.start_timeout_ns),
+                            };
+                        }
+                    }
+                    _ => {}
+                }
+                if expired && self.slots[slot].state.pid().is_some() {
+                    let reason = if hard {
+                        KillReason::GiveUp
+                    } else {
+                        KillReason::Drain
+                    };
+                    self.terminate(slot, reason, hard, now, out);
+                }
+            }
+            if self.slots.iter().all(|s| s.state == SlotState::Stopped) {
+                self.phase = Phase::Done;
+                let reason = self
+                    .stop
+                    .get_or_insert(StopReason::Completed)
+                    .word()
+                    .to_string();
+                self.emit(sink, now, || RunEvent::Shutdown { reason });
+            }
+        }
+    }
+
+    /// How many tasks to keep in flight on a slot: enough for `queue_budget_ns` of work at
+    /// the measured pace, one per thread while the pace is unknown. Tiny tasks thus travel in
+    /// big batches, and a slow task never has others stranded behind it.
+    fn target(&self, s: &Slot) -> usize {
+        let threads = self.cfg.threads_per_worker.max(1) as usize;
+        let per_thread = match s.ewma_ns {
+            None => 1,
+            Some(ns) => ((self.cfg.queue_budget_ns as f64 / ns.max(50.0)) as usize)
+                .clamp(1, MAX_INFLIGHT_PER_THREAD),
+        };
+        per_thread * threads
+    }
+
+    fn fill(&mut self, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
+        let serving = self
+            .slots
+            .iter()
+            .filter(|s| matches!(s.state, SlotState::Serving { .. }))
+            .count();
+        if serving == 0 || self.queued() == 0 {
+            return;
+        }
+        // Once the input is all here, share what is left evenly, so that one worker does not
+        // take a long tail while another idles.
+        let fair_share = (!self.input_open).then(|| self.queued().div_ceil(serving));
+        let want_events = sink.wants_events();
+        for slot in 0..self.slots.len() {
+            if !matches!(self.slots[slot].state, SlotState::Serving { .. }) {
+                continue;
+            }
+            let target = self.target(&self.slots[slot]);
+            let have = self.slots[slot].inflight.len();
+            if have > target / 2 {
+                continue;
+            }
+            let mut want = target - have;
+            if let Some(share) = fair_share {
+                want = want.min(share.max(1));
+            }
+            let mut added = 0;
+            while added < want {
+                let Some(task) = self.retry.pop_front().or_else(|| self.fresh.pop_front()) else {
+                    break;
+                };
+                let attempt = task.charged + 1;
+                let fault = fault_for(&task.job, attempt, self.cfg.inject.as_ref());
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                if want_events {
+                    sink.event(
+                        self.secs(now),
+                        RunEvent::TaskStarted {
+                            id: task.job.id.to_string(),
+                            worker: slot,
+                            attempt,
+                        },
+                    );
+                }
+                self.slots[slot].inflight.push_back(InFlight {
+                    seq,
+                    task,
+                    attempt,
+                    fault,
+                });
+                added += 1;
+            }
+            if added > 0 {
+                self.counts.dispatched += added as u64;
+                out.push(Action::Dispatch { slot });
+            }
+        }
+    }
+}
+
+/// The fault to inject into `attempt` of `job`: its own, while its attempts last, else a roll
+/// of `--inject`.
+pub fn fault_for(job: &Job, attempt: u32, inject: Option<&Inject>) -> Option<FaultKind> {
+    if let Some(plan) = job.fault {
+        return match plan.attempts {
+            Some(n) if attempt > n => None,
+            _ => Some(plan.kind),
+        };
+    }
+    inject.and_then(|i| i.roll(&job.id, attempt))
+}

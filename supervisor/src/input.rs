@@ -1,0 +1,550 @@
+//! Task input for the command line: JSONL task lines and `--cmd` templates, parsed on a
+//! reader thread and handed to the run as it needs them, so input of any length streams in
+//! bounded memory. Every bad line is reported with its number and what is wrong.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::io::{self, BufRead, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+
+use serde::Deserialize;
+use shared::hash::content_id;
+use shared::task::{BuiltinTask, FaultKind};
+
+use crate::engine::{FaultPlan, Job};
+use crate::source::{Admission, Pull, TaskSource};
+
+/// Longest task line accepted.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// A task line as written. Every field is optional here so that a missing one gets a message
+/// naming it, and unknown fields are refused (a misspelt `fualt` must not pass silently).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line<'a> {
+    #[serde(default)]
+    id: Option<serde_json::Value>,
+    #[serde(borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default)]
+    n: Option<u64>,
+    #[serde(default)]
+    ms: Option<u64>,
+    #[serde(borrow, default)]
+    cmd: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    path: Option<Cow<'a, str>>,
+    #[serde(default)]
+    offset: Option<u64>,
+    #[serde(default)]
+    len: Option<u64>,
+    #[serde(borrow, default)]
+    pattern: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    fault: Option<Cow<'a, str>>,
+    #[serde(default)]
+    fault_attempts: Option<u32>,
+}
+
+/// One parsed task line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedTask {
+    /// Its id (given, or a hash of its content).
+    pub id: String,
+    /// The task.
+    pub task: BuiltinTask,
+    /// Its fault, if any.
+    pub fault: Option<FaultPlan>,
+}
+
+/// Parses one task line (without its newline). `Ok(None)` for a blank line.
+pub fn parse_line(text: &[u8]) -> Result<Option<ParsedTask>, String> {
+    if text.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let line: Line = serde_json::from_slice(text).map_err(|e| {
+        let msg = e.to_string();
+        if msg.starts_with("unknown field") {
+            msg.split(" at line").next().unwrap_or(&msg).to_string()
+        } else {
+            format!("not a JSON task object: {msg}")
+        }
+    })?;
+    let kind = line.kind.as_deref().ok_or("missing field 'kind'")?;
+    let need =
+        |v: Option<u64>, f: &str| v.ok_or_else(|| format!("kind '{kind}' needs field '{f}'"));
+    let not_for = |present: bool, f: &str| {
+        if present {
+            Err(format!("field '{f}' does not apply to kind '{kind}'"))
+        } else {
+            Ok(())
+        }
+    };
+    let (has_n, has_ms, has_cmd) = (line.n.is_some(), line.ms.is_some(), line.cmd.is_some());
+    let has_scan = line.path.is_some()
+        || line.offset.is_some()
+        || line.len.is_some()
+        || line.pattern.is_some();
+    let task = match kind {
+        "noop" => {
+            not_for(has_n, "n")?;
+            not_for(has_ms, "ms")?;
+            not_for(has_cmd, "cmd")?;
+            not_for(has_scan, "path")?;
+            BuiltinTask::Noop
+        }
+        "sleep" => {
+            not_for(has_n, "n")?;
+            not_for(has_cmd, "cmd")?;
+            not_for(has_scan, "path")?;
+            BuiltinTask::Sleep {
+                ms: need(line.ms, "ms")?,
+            }
+        }
+        "sum_squares" => {
+            not_for(has_ms, "ms")?;
+            not_for(has_cmd, "cmd")?;
+            not_for(has_scan, "path")?;
+            BuiltinTask::SumSquares {
+                n: need(line.n, "n")?,
+            }
+        }
+        "scan" => {
+            not_for(has_n, "n")?;
+            not_for(has_ms, "ms")?;
+            not_for(has_cmd, "cmd")?;
+            let path = line
+                .path
+                .ok_or("kind 'scan' needs field 'path'")?
+                .into_owned();
+            let pattern = line
+                .pattern
+                .ok_or("kind 'scan' needs field 'pattern'")?
+                .into_owned();
+            regex::bytes::Regex::new(&pattern).map_err(|e| format!("bad pattern: {e}"))?;
+            BuiltinTask::Scan {
+                path,
+                offset: line.offset.unwrap_or(0),
+                len: need(line.len, "len")?,
+                pattern,
+            }
+        }
+        "shell" => {
+            not_for(has_n, "n")?;
+            not_for(has_ms, "ms")?;
+            not_for(has_scan, "path")?;
+            BuiltinTask::Shell {
+                cmd: line
+                    .cmd
+                    .ok_or("kind 'shell' needs field 'cmd'")?
+                    .into_owned(),
+            }
+        }
+        other => {
+            return Err(format!(
+                "unknown kind '{other}' (expected noop, sleep, sum_squares, scan or shell)"
+            ));
+        }
+    };
+    let fault = match (line.fault, line.fault_attempts) {
+        (None, None) => None,
+        (None, Some(_)) => return Err("field 'fault_attempts' needs a 'fault'".into()),
+        (Some(f), attempts) => {
+            let kind: FaultKind = f
+                .parse()
+                .map_err(|e: shared::task::UnknownFault| e.to_string())?;
+            if attempts == Some(0) {
+                return Err("'fault_attempts' must be at least 1".into());
+            }
+            Some(FaultPlan { kind, attempts })
+        }
+    };
+    let id = match line.id {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => s,
+        Some(serde_json::Value::String(_)) => return Err("'id' must not be empty".into()),
+        Some(other) => return Err(format!("'id' must be a string, not {other}")),
+        None => {
+            // The content, with keys in a fixed order, names the task: reordering or adding
+            // lines does not change it, so resume still matches records to tasks.
+            let value: serde_json::Value =
+                serde_json::from_slice(text).map_err(|e| e.to_string())?;
+            content_id(value.to_string().as_bytes())
+        }
+    };
+    Ok(Some(ParsedTask { id, task, fault }))
+}
+
+/// A `--cmd` template: GNU parallel's replacement strings, each input line quoted for the
+/// shell as parallel does.
+#[derive(Debug, Clone)]
+pub struct CmdTemplate {
+    template: String,
+}
+
+impl CmdTemplate {
+    /// A template; without any replacement string, the line is appended (as parallel does).
+    pub fn new(template: &str) -> Self {
+        let has = ["{}", "{#}", "{.}", "{/}", "{//}", "{/.}"]
+            .iter()
+            .any(|p| template.contains(p));
+        let template = if has {
+            template.to_string()
+        } else {
+            format!("{template} {{}}")
+        };
+        Self { template }
+    }
+
+    /// The command for `line`, the `number`th input line (from 1).
+    pub fn render(&self, line: &str, number: u64) -> String {
+        let path = std::path::Path::new(line);
+        let base = path
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let no_ext = |s: &str| match s.rfind('.') {
+            Some(i) if i > 0 && !s[i..].contains('/') => s[..i].to_string(),
+            _ => s.to_string(),
+        };
+        let dir = match line.rfind('/') {
+            Some(0) => "/".to_string(),
+            Some(i) => line[..i].to_string(),
+            None => ".".to_string(),
+        };
+        let mut out = String::with_capacity(self.template.len() + line.len());
+        let mut rest = self.template.as_str();
+        while let Some(i) = rest.find('{') {
+            out.push_str(&rest[..i]);
+            rest = &rest[i..];
+            let (rep, skip) = if rest.starts_with("{}") {
+                (quote(line), 2)
+            } else if rest.starts_with("{#}") {
+                (number.to_string(), 3)
+            } else if rest.starts_with("{.}") {
+                (quote(&no_ext(line)), 3)
+            } else if rest.starts_with("{/.}") {
+                (quote(&no_ext(&base)), 4)
+            } else if rest.starts_with("{//}") {
+                (quote(&dir), 4)
+            } else if rest.starts_with("{/}") {
+                (quote(&base), 3)
+            } else {
+                ("{".to_string(), 1)
+            };
+            out.push_str(&rep);
+            rest = &rest[skip..];
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+/// Quotes a string for /bin/sh, leaving plain words alone.
+pub fn quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// What the reader produces from input lines.
+#[derive(Debug, Clone)]
+pub enum Format {
+    /// JSONL task objects.
+    Jsonl,
+    /// Each line is an argument of this shell command template.
+    Cmd(CmdTemplate),
+}
+
+impl Format {
+    /// The task a line describes.
+    pub fn parse(&self, text: &[u8], number: u64) -> Result<Option<ParsedTask>, String> {
+        match self {
+            Format::Jsonl => parse_line(text),
+            Format::Cmd(t) => {
+                let line = std::str::from_utf8(text).map_err(|_| "not valid UTF-8".to_string())?;
+                let line = line.strip_suffix('\r').unwrap_or(line);
+                if line.is_empty() {
+                    return Ok(None);
+                }
+                let cmd = t.render(line, number);
+                Ok(Some(ParsedTask {
+                    id: content_id(cmd.as_bytes()),
+                    task: BuiltinTask::Shell { cmd },
+                    fault: None,
+                }))
+            }
+        }
+    }
+}
+
+/// Reads lines (at most [`MAX_LINE`] bytes) and hands each with its number to `f`; stops at
+/// the first error `f` returns.
+pub fn for_each_line<R: BufRead>(
+    mut r: R,
+    mut f: impl FnMut(u64, &[u8]) -> Result<(), String>,
+) -> Result<(), (u64, String)> {
+    let mut buf = Vec::with_capacity(256);
+    let mut number = 0u64;
+    loop {
+        buf.clear();
+        let n = (&mut r)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| (number + 1, format!("cannot read: {e}")))?;
+        if n == 0 {
+            return Ok(());
+        }
+        number += 1;
+        if buf.last() != Some(&b'\n') && buf.len() > MAX_LINE {
+            return Err((number, format!("line longer than {MAX_LINE} bytes")));
+        }
+        let text = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        f(number, text).map_err(|e| (number, e))?;
+    }
+}
+
+/// Checks a whole file before any task runs: every line parses, no id repeats. Returns the
+/// number of tasks.
+pub fn validate<R: BufRead>(
+    r: R,
+    format: &Format,
+    shard: Option<(u32, u32)>,
+) -> Result<u64, (u64, String)> {
+    let mut admission = Admission::new(Default::default(), shard);
+    let mut count = 0;
+    for_each_line(r, |number, text| {
+        if let Some(t) = format.parse(text, number)? {
+            if admission.admit(&t.id)? {
+                count += 1;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(count)
+}
+
+enum Chunk {
+    Jobs(Vec<Job>),
+    End,
+    Failed(String),
+}
+
+/// Task lines parsed on a reader thread.
+pub struct LineSource {
+    rx: Receiver<Chunk>,
+    wake: UnixStream,
+    ready: VecDeque<Job>,
+    end: Option<Pull>,
+}
+
+const CHUNK: usize = 1024;
+
+impl LineSource {
+    /// Starts reading `input` on a thread.
+    pub fn spawn<R: Read + Send + 'static>(
+        input: R,
+        format: Format,
+        mut admission: Admission,
+    ) -> io::Result<Self> {
+        let (wake, waker) = UnixStream::pair()?;
+        wake.set_nonblocking(true)?;
+        waker.set_nonblocking(true)?;
+        let (tx, rx) = sync_channel::<Chunk>(8);
+        std::thread::Builder::new()
+            .name("bulkhead-input".into())
+            .spawn(move || {
+                let send = |tx: &SyncSender<Chunk>, c: Chunk| {
+                    let ok = tx.send(c).is_ok();
+                    let _ = (&waker).write(&[1]);
+                    ok
+                };
+                let mut jobs = Vec::with_capacity(CHUNK);
+                let reader = io::BufReader::with_capacity(256 << 10, input);
+                let result = for_each_line(reader, |number, text| {
+                    let Some(t) = format.parse(text, number)? else {
+                        return Ok(());
+                    };
+                    if !admission.admit(&t.id)? {
+                        return Ok(());
+                    }
+                    let payload = postcard::to_stdvec(&t.task).map_err(|e| e.to_string())?;
+                    jobs.push(Job {
+                        id: t.id.into(),
+                        payload: payload.into(),
+                        fault: t.fault,
+                    });
+                    if jobs.len() == CHUNK
+                        && !send(
+                            &tx,
+                            Chunk::Jobs(std::mem::replace(&mut jobs, Vec::with_capacity(CHUNK))),
+                        )
+                    {
+                        return Err("the run stopped reading".into());
+                    }
+                    Ok(())
+                });
+                if !jobs.is_empty() && !send(&tx, Chunk::Jobs(jobs)) {
+                    return;
+                }
+                let _ = match result {
+                    Ok(()) => send(&tx, Chunk::End),
+                    Err((line, msg)) => send(&tx, Chunk::Failed(format!("line {line}: {msg}"))),
+                };
+            })?;
+        Ok(Self {
+            rx,
+            wake,
+            ready: VecDeque::new(),
+            end: None,
+        })
+    }
+}
+
+impl TaskSource for LineSource {
+    fn pull(&mut self, max: usize, out: &mut Vec<Job>) -> Pull {
+        // Empty the wake-up first: a chunk sent after this leaves its byte for the next poll.
+        let mut buf = [0u8; 256];
+        while matches!((&self.wake).read(&mut buf), Ok(n) if n > 0) {}
+        while out.len() < max {
+            if let Some(j) = self.ready.pop_front() {
+                out.push(j);
+                continue;
+            }
+            if let Some(end) = &self.end {
+                return end.clone();
+            }
+            match self.rx.try_recv() {
+                Ok(Chunk::Jobs(jobs)) => self.ready.extend(jobs),
+                Ok(Chunk::End) => self.end = Some(Pull::End),
+                Ok(Chunk::Failed(msg)) => self.end = Some(Pull::Failed(msg)),
+                Err(TryRecvError::Empty) => return Pull::Pending,
+                Err(TryRecvError::Disconnected) => {
+                    return Pull::Failed("the input reader stopped".into());
+                }
+            }
+        }
+        Pull::Ready
+    }
+
+    fn wake_fd(&self) -> Option<RawFd> {
+        Some(self.wake.as_raw_fd())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(line: &str) -> String {
+        parse_line(line.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn the_spec_examples_parse() {
+        let t = parse_line(br#"{"id":"a1","kind":"sum_squares","n":10000000}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.task, BuiltinTask::SumSquares { n: 10_000_000 });
+        let t = parse_line(br#"{"id":"a4","kind":"scan","path":"access.log","offset":0,"len":8388608,"pattern":"status=(\\d{3})"}"#)
+            .unwrap()
+            .unwrap();
+        assert!(matches!(t.task, BuiltinTask::Scan { len: 8_388_608, .. }));
+        let t =
+            parse_line(br#"{"id":"a6","kind":"sleep","ms":100,"fault":"segv","fault_attempts":1}"#)
+                .unwrap()
+                .unwrap();
+        assert_eq!(
+            t.fault,
+            Some(FaultPlan {
+                kind: FaultKind::Segv,
+                attempts: Some(1)
+            })
+        );
+        assert_eq!(parse_line(b"   ").unwrap(), None);
+    }
+
+    #[test]
+    fn content_ids_ignore_key_order() {
+        let a = parse_line(br#"{"kind":"sleep","ms":5}"#).unwrap().unwrap();
+        let b = parse_line(br#"{"ms":5, "kind":"sleep"}"#).unwrap().unwrap();
+        assert_eq!(a.id, b.id);
+        assert_ne!(
+            a.id,
+            parse_line(br#"{"kind":"sleep","ms":6}"#)
+                .unwrap()
+                .unwrap()
+                .id
+        );
+    }
+
+    #[test]
+    fn bad_lines_say_what_is_wrong() {
+        assert!(
+            err("{not json").starts_with("not a JSON task object"),
+            "{}",
+            err("{not json")
+        );
+        assert_eq!(
+            err(r#"{"kind":"teleport"}"#),
+            "unknown kind 'teleport' (expected noop, sleep, sum_squares, scan or shell)"
+        );
+        assert_eq!(err(r#"{"kind":"sleep"}"#), "kind 'sleep' needs field 'ms'");
+        assert_eq!(err(r#"{"id":"x"}"#), "missing field 'kind'");
+        assert!(
+            err(r#"{"kind":"noop","fault":"segfault"}"#).starts_with("unknown fault 'segfault'")
+        );
+        assert!(
+            err(r#"{"kind":"noop","fualt":"segv"}"#).starts_with("unknown field `fualt`"),
+            "{}",
+            err(r#"{"kind":"noop","fualt":"segv"}"#)
+        );
+        assert_eq!(
+            err(r#"{"id":7,"kind":"noop"}"#),
+            "'id' must be a string, not 7"
+        );
+        assert_eq!(
+            err(r#"{"kind":"noop","n":3}"#),
+            "field 'n' does not apply to kind 'noop'"
+        );
+        assert_eq!(
+            err(r#"[1,2]"#).split(':').next(),
+            Some("not a JSON task object")
+        );
+    }
+
+    #[test]
+    fn validation_names_the_line_of_a_duplicate() {
+        let input = "{\"id\":\"a\",\"kind\":\"noop\"}\n\n{\"id\":\"b\",\"kind\":\"noop\"}\n{\"id\":\"a\",\"kind\":\"noop\"}\n";
+        assert_eq!(
+            validate(input.as_bytes(), &Format::Jsonl, None),
+            Err((4, "duplicate id 'a'".into()))
+        );
+        let first_three = input.lines().take(3).collect::<Vec<_>>().join("\n");
+        assert_eq!(
+            validate(first_three.as_bytes(), &Format::Jsonl, None),
+            Ok(2)
+        );
+    }
+
+    #[test]
+    fn templates_work_like_gnu_parallel() {
+        let t = CmdTemplate::new("gzip -9 {}");
+        assert_eq!(t.render("data/x.log", 1), "gzip -9 data/x.log");
+        assert_eq!(t.render("it's here", 1), r"gzip -9 'it'\''s here'");
+        assert_eq!(
+            CmdTemplate::new("echo {#}: {/.} in {//}").render("a/b/c.tar", 7),
+            "echo 7: c in a/b"
+        );
+        assert_eq!(CmdTemplate::new("echo").render("$HOME", 1), "echo '$HOME'");
+        assert_eq!(
+            CmdTemplate::new("mv {} {.}.bak").render("x.txt", 1),
+            "mv x.txt x.bak"
+        );
+    }
+}

@@ -1,0 +1,369 @@
+//! The results file, which is also the run's journal: one final record per task, appended as
+//! tasks finish. A record in the file means the task is done; one missing means it runs
+//! again on `--resume`. So a crash of the supervisor, even SIGKILL, loses nothing and doubles
+//! nothing: records written before it are there, records still in memory are absent and
+//! their tasks rerun, and a line cut short by the crash is cut off on resume.
+//!
+//! Records are buffered and written when the loop is about to wait, or every megabyte: a
+//! system call per batch of results, not per result.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::mem::ManuallyDrop;
+use std::os::fd::FromRawFd;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use shared::record::{RecordHead, Status};
+
+use crate::source::IdSet;
+
+/// Where results go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResultsTarget {
+    /// Standard output (results only; logs go to stderr).
+    Stdout,
+    /// A file, created if missing.
+    File(PathBuf),
+}
+
+/// Why the results file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// It holds records and `--resume` was not given.
+    #[error(
+        "results file {path} already holds {records} record(s); add --resume to continue that batch, or name another file (it is never truncated)"
+    )]
+    Exists {
+        /// The file.
+        path: PathBuf,
+        /// Records in it.
+        records: u64,
+    },
+    /// `--resume` without a file to resume from.
+    #[error("--resume needs --results FILE: there is nothing to resume from standard output")]
+    ResumeStdout,
+    /// A line in the middle of the file is not a record.
+    #[error(
+        "results file {path}, line {line}: not a results record ({reason}); fix or move the file"
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The line, from 1.
+        line: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The file cannot be opened or read.
+    #[error("cannot use results file {path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What an existing results file says about the batch.
+#[derive(Debug, Default)]
+pub struct Resumed {
+    /// Ids with a final record.
+    pub done: IdSet,
+    /// Records by status.
+    pub ok: u64,
+    /// Failed records.
+    pub failed: u64,
+    /// Quarantined records.
+    pub quarantined: u64,
+    /// Bytes of a torn last line that were cut off.
+    pub repaired_bytes: u64,
+}
+
+/// An open results file.
+pub struct Journal {
+    out: ManuallyDrop<File>,
+    owned: bool,
+    regular: bool,
+    buf: Vec<u8>,
+    name: String,
+    error: Option<io::Error>,
+}
+
+const FLUSH_BYTES: usize = 1 << 20;
+
+impl Journal {
+    /// Opens the target for appending, reading back what it holds when resuming.
+    pub fn open(target: &ResultsTarget, resume: bool) -> Result<(Self, Resumed), JournalError> {
+        match target {
+            ResultsTarget::Stdout => {
+                if resume {
+                    return Err(JournalError::ResumeStdout);
+                }
+                // SAFETY: fd 1 stays open for the life of the process; ManuallyDrop keeps us
+                // from closing it.
+                let out = ManuallyDrop::new(unsafe { File::from_raw_fd(1) });
+                Ok((
+                    Self {
+                        out,
+                        owned: false,
+                        regular: false,
+                        buf: Vec::new(),
+                        name: "standard output".into(),
+                        error: None,
+                    },
+                    Resumed::default(),
+                ))
+            }
+            ResultsTarget::File(path) => Self::open_file(path, resume),
+        }
+    }
+
+    fn open_file(path: &Path, resume: bool) -> Result<(Self, Resumed), JournalError> {
+        let io_err = |source| JournalError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let meta = std::fs::metadata(path).ok();
+        let regular = meta.as_ref().is_none_or(|m| m.is_file());
+        let special = meta
+            .as_ref()
+            .is_some_and(|m| m.file_type().is_char_device() || m.file_type().is_fifo());
+        let mut resumed = Resumed::default();
+        if regular && meta.as_ref().is_some_and(|m| m.len() > 0) {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(resume)
+                .open(path)
+                .map_err(io_err)?;
+            resumed = read_back(&mut file, path, resume)?;
+            if !resume {
+                return Err(JournalError::Exists {
+                    path: path.to_path_buf(),
+                    records: resumed.ok + resumed.failed + resumed.quarantined,
+                });
+            }
+        }
+        let mut opts = OpenOptions::new();
+        if special {
+            opts.write(true);
+        } else {
+            opts.append(true).create(true);
+        }
+        let file = opts.open(path).map_err(io_err)?;
+        let journal = Self {
+            out: ManuallyDrop::new(file),
+            owned: true,
+            regular,
+            buf: Vec::with_capacity(64 << 10),
+            name: path.display().to_string(),
+            error: None,
+        };
+        Ok((journal, resumed))
+    }
+
+    /// Buffers one record.
+    pub fn write<T: Serialize>(&mut self, record: &T) {
+        if self.error.is_some() {
+            return;
+        }
+        serde_json::to_writer(&mut self.buf, record).expect("records serialize to JSON");
+        self.buf.push(b'\n');
+        if self.buf.len() >= FLUSH_BYTES {
+            self.flush();
+        }
+    }
+
+    /// Writes what is buffered. After a failure the journal keeps the error (see
+    /// [`Journal::error`]) and writes nothing more.
+    pub fn flush(&mut self) {
+        if self.buf.is_empty() || self.error.is_some() {
+            return;
+        }
+        if let Err(e) = self.out.write_all(&self.buf) {
+            self.error = Some(e);
+        }
+        self.buf.clear();
+    }
+
+    /// The write error that stopped the journal, if any.
+    pub fn error(&self) -> Option<String> {
+        self.error
+            .as_ref()
+            .map(|e| format!("cannot write results to {}: {e}", self.name))
+    }
+
+    /// Whether the journal stopped because its reader went away (a closed pipe).
+    pub fn broken_pipe(&self) -> bool {
+        self.error
+            .as_ref()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    }
+
+    /// Flushes and asks the disk to keep it. A target that cannot be synced (a pipe, a
+    /// device) is only flushed.
+    pub fn finish(&mut self) {
+        self.flush();
+        if self.regular
+            && self.error.is_none()
+            && let Err(e) = self.out.sync_data()
+            && !matches!(
+                e.raw_os_error(),
+                Some(libc::EINVAL | libc::EROFS | libc::ENOTSUP)
+            )
+        {
+            log::warn!("cannot sync {}: {e}", self.name);
+        }
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.flush();
+        if self.owned {
+            // SAFETY: we opened this file and nothing else holds it.
+            unsafe { ManuallyDrop::drop(&mut self.out) };
+        }
+    }
+}
+
+/// Reads the records of a results file. With `repair`, a torn last line (not a record) is
+/// cut off so the file ends at a record boundary, and a last record missing its newline gets
+/// one.
+fn read_back(file: &mut File, path: &Path, repair: bool) -> Result<Resumed, JournalError> {
+    let io_err = |source| JournalError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let len = file.metadata().map_err(io_err)?.len();
+    let mut resumed = Resumed::default();
+    let mut reader = BufReader::with_capacity(1 << 20, &mut *file);
+    let mut line = Vec::new();
+    let mut offset = 0u64;
+    let mut number = 0u64;
+    let mut cut_at = None;
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line).map_err(io_err)?;
+        if n == 0 {
+            break;
+        }
+        number += 1;
+        let complete = line.last() == Some(&b'\n');
+        let text = if complete {
+            &line[..line.len() - 1]
+        } else {
+            &line[..]
+        };
+        let at_end = offset + n as u64 == len;
+        match serde_json::from_slice::<RecordHead>(text) {
+            Ok(head) if complete || at_end => {
+                if !resumed.done.insert(&head.id) {
+                    return Err(JournalError::Corrupt {
+                        path: path.to_path_buf(),
+                        line: number,
+                        reason: format!("a second final record for '{}'", head.id),
+                    });
+                }
+                match head.status {
+                    Status::Ok => resumed.ok += 1,
+                    Status::Failed => resumed.failed += 1,
+                    Status::Quarantined => resumed.quarantined += 1,
+                }
+                if !complete {
+                    // The record is whole but its newline was not written: add it.
+                    cut_at = Some((len, true));
+                }
+            }
+            Err(_) if text.iter().all(u8::is_ascii_whitespace) => {}
+            Err(e) if at_end => {
+                log::warn!(
+                    "results file {}: line {number} was cut short by a crash ({e}); dropping it",
+                    path.display()
+                );
+                cut_at = Some((offset, false));
+            }
+            Ok(_) => unreachable!("incomplete lines are always at the end"),
+            Err(e) => {
+                return Err(JournalError::Corrupt {
+                    path: path.to_path_buf(),
+                    line: number,
+                    reason: e.to_string(),
+                });
+            }
+        }
+        offset += n as u64;
+    }
+    drop(reader);
+    if let Some((at, add_newline)) = cut_at.filter(|_| repair) {
+        if add_newline {
+            file.seek(SeekFrom::End(0)).map_err(io_err)?;
+            file.write_all(b"\n").map_err(io_err)?;
+        } else {
+            resumed.repaired_bytes = len - at;
+            file.set_len(at).map_err(io_err)?;
+        }
+    }
+    Ok(resumed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(dir: &tempfile::TempDir) -> (PathBuf, ResultsTarget) {
+        let p = dir.path().join("results.jsonl");
+        (p.clone(), ResultsTarget::File(p))
+    }
+
+    #[test]
+    fn an_existing_file_is_never_truncated_without_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, t) = target(&dir);
+        std::fs::write(&p, "{\"id\":\"a\",\"status\":\"ok\",\"attempts\":1}\n").unwrap();
+        let err = Journal::open(&t, false).err().unwrap();
+        assert!(err.to_string().contains("--resume"), "{err}");
+        assert_eq!(std::fs::read_to_string(&p).unwrap().lines().count(), 1);
+    }
+
+    #[test]
+    fn resume_repairs_a_torn_last_line_and_reads_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, t) = target(&dir);
+        std::fs::write(&p, "{\"id\":\"a\",\"status\":\"ok\",\"attempts\":1}\n{\"id\":\"b\",\"status\":\"quarantined\",\"attempts\":3}\n{\"id\":\"c\",\"sta").unwrap();
+        let (mut j, r) = Journal::open(&t, true).unwrap();
+        assert_eq!((r.ok, r.quarantined, r.done.len()), (1, 1, 2));
+        assert!(r.done.contains("b") && !r.done.contains("c"));
+        assert_eq!(r.repaired_bytes, r#"{"id":"c","sta"#.len() as u64);
+        j.write(&serde_json::json!({"id": "c", "status": "ok", "attempts": 1}));
+        j.finish();
+        drop(j);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(text.lines().count(), 3);
+        assert!(text.ends_with("\"status\":\"ok\"}\n"), "{text}");
+        // A record whose newline was lost is kept and completed.
+        std::fs::write(&p, "{\"id\":\"a\",\"status\":\"ok\",\"attempts\":1}").unwrap();
+        let (_, r) = Journal::open(&t, true).unwrap();
+        assert_eq!(r.ok, 1);
+        assert!(std::fs::read_to_string(&p).unwrap().ends_with("}\n"));
+    }
+
+    #[test]
+    fn corruption_in_the_middle_is_reported_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, t) = target(&dir);
+        std::fs::write(&p, "{\"id\":\"a\",\"status\":\"ok\",\"attempts\":1}\ngarbage\n{\"id\":\"b\",\"status\":\"ok\",\"attempts\":1}\n").unwrap();
+        let err = Journal::open(&t, true).err().unwrap().to_string();
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn dev_null_is_a_fine_target() {
+        let (mut j, _) = Journal::open(&ResultsTarget::File("/dev/null".into()), false).unwrap();
+        j.write(&serde_json::json!({"id": "a"}));
+        j.finish();
+        assert!(j.error().is_none());
+    }
+}

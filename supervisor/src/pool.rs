@@ -1,0 +1,709 @@
+//! The public face of the engine: build a [`Pool`] with a mode and policies, run a batch from
+//! any iterator, get results as they finish. The `bulkhead` command line runs through this
+//! same API; there is one engine.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use shared::exit;
+use shared::record::Record;
+use worker::Handler;
+
+use crate::control::{ControlServer, StatusSnapshot};
+use crate::engine::{Counts, Ending, Engine, EngineConfig, Finished, Interrupt, Sink, StopReason};
+use crate::events::{RunEvent, Timed};
+use crate::inject::Inject;
+use crate::journal::{Journal, JournalError, ResultsTarget, Resumed};
+use crate::process::ProcessBackend;
+use crate::progress::Progress;
+use crate::restart::RestartPolicy;
+use crate::runloop::{Backend, Hooks, PollSet, Runtime};
+use crate::signals::Signals;
+use crate::source::{Admission, IterSource, TaskSource, TaskSpec};
+use crate::spawn::{SpawnConfig, WorkerProgram};
+use crate::thread_mode::{TallyReport, ThreadBackend};
+use worker::clock::mono_ns;
+
+/// A task's final record: its status, attempts, output or error, and every crash.
+pub type TaskResult<O> = Record<O>;
+
+/// How tasks are isolated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Each worker is a process: a crash ends only that worker, which is replaced, and its
+    /// task is retried.
+    #[default]
+    Process,
+    /// Each worker is a thread of this process: cheaper, but a crash ends everything and a
+    /// panic poisons the shared state.
+    Thread,
+}
+
+/// Options for a [`Pool`].
+#[derive(Clone)]
+pub struct PoolBuilder {
+    mode: Mode,
+    workers: usize,
+    threads_per_worker: u32,
+    attempts: u32,
+    timeout: Option<Duration>,
+    memory_limit: Option<u64>,
+    restart: RestartPolicy,
+    heartbeat: Duration,
+    heartbeat_timeout: Duration,
+    grace: Duration,
+    retry_failed: bool,
+    inject: Option<Inject>,
+    results: Option<ResultsTarget>,
+    resume: bool,
+    events: Option<PathBuf>,
+    handle_signals: bool,
+    program: Option<WorkerProgram>,
+    shard: Option<(u32, u32)>,
+    control: Option<PathBuf>,
+    progress: bool,
+    seed: u64,
+}
+
+impl std::fmt::Debug for PoolBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("mode", &self.mode)
+            .field("workers", &self.workers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for PoolBuilder {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Process,
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            threads_per_worker: 1,
+            attempts: 3,
+            timeout: None,
+            memory_limit: None,
+            restart: RestartPolicy::default(),
+            heartbeat: Duration::from_millis(250),
+            heartbeat_timeout: Duration::from_secs(2),
+            grace: Duration::from_secs(10),
+            retry_failed: false,
+            inject: None,
+            results: None,
+            resume: false,
+            events: None,
+            handle_signals: false,
+            program: None,
+            shard: None,
+            control: None,
+            progress: false,
+            seed: 0,
+        }
+    }
+}
+
+/// Why a pool could not be built or a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// The results file cannot be used.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// A setting is out of range.
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+    /// This process is itself a bulkhead worker that was not served.
+    #[error(
+        "this process was started as a bulkhead worker but did not serve: call serve_if_worker first thing in main"
+    )]
+    InWorker,
+    /// The system refused something the run needs.
+    #[error("cannot {what}")]
+    Io {
+        /// What.
+        what: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> PoolError {
+    let what = what.into();
+    move |source| PoolError::Io { what, source }
+}
+
+impl PoolBuilder {
+    /// Process (default) or thread mode.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+    /// Worker processes (threads in thread mode); default: available cores.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+    /// Hybrid mode: each worker process runs `t` tasks at once on threads (for
+    /// waiting-bound work); a crash loses only that worker's tasks, which are re-run.
+    pub fn threads_per_worker(mut self, t: u32) -> Self {
+        self.threads_per_worker = t;
+        self
+    }
+    /// Attempts per task before quarantine (crashes and timeouts count); default 3.
+    pub fn attempts(mut self, n: u32) -> Self {
+        self.attempts = n;
+        self
+    }
+    /// Per-task wall-clock limit; the worker running a late task is killed.
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(d);
+        self
+    }
+    /// Address-space limit of each worker process, in bytes.
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+    /// Give up when more than `n` restarts happen within `period` (default 100 in 10 s).
+    pub fn max_restarts(mut self, n: u32, period: Duration) -> Self {
+        self.restart.max_restarts = n;
+        self.restart.period_ns = period.as_nanos() as u64;
+        self
+    }
+    /// How often workers send heartbeats, and after how much silence one counts as
+    /// unresponsive (default 250 ms and 2 s).
+    pub fn heartbeat(mut self, every: Duration, timeout: Duration) -> Self {
+        self.heartbeat = every;
+        self.heartbeat_timeout = timeout;
+        self
+    }
+    /// Time running tasks get to finish after SIGINT/SIGTERM (with
+    /// [`handle_signals`](Self::handle_signals)); default 10 s.
+    pub fn grace(mut self, d: Duration) -> Self {
+        self.grace = d;
+        self
+    }
+    /// Retry tasks whose handler returned an error, within the attempts.
+    pub fn retry_failed(mut self, yes: bool) -> Self {
+        self.retry_failed = yes;
+        self
+    }
+    /// Inject random faults.
+    pub fn inject(mut self, inject: Inject) -> Self {
+        self.inject = Some(inject);
+        self
+    }
+    /// Write every final record to a results file (JSONL), which is also the journal for
+    /// [`resume`](Self::resume).
+    pub fn results(mut self, target: ResultsTarget) -> Self {
+        self.results = Some(target);
+        self
+    }
+    /// Skip tasks that already have a final record in the results file.
+    pub fn resume(mut self, yes: bool) -> Self {
+        self.resume = yes;
+        self
+    }
+    /// Write lifecycle events (JSONL) to a file.
+    pub fn events(mut self, path: impl Into<PathBuf>) -> Self {
+        self.events = Some(path.into());
+        self
+    }
+    /// Handle SIGINT/SIGTERM: start nothing new, let running tasks finish within the grace,
+    /// then stop. Off by default in a library; the CLI turns it on.
+    pub fn handle_signals(mut self, yes: bool) -> Self {
+        self.handle_signals = yes;
+        self
+    }
+    /// The program to start as a worker; default: this executable.
+    pub fn worker_program(mut self, program: WorkerProgram) -> Self {
+        self.program = Some(program);
+        self
+    }
+    /// Run only the tasks of shard `k` of `n` (by a stable hash of their id).
+    pub fn shard(mut self, k: u32, n: u32) -> Self {
+        self.shard = Some((k, n));
+        self
+    }
+    /// Answer `bulkhead status` on a control socket at this path.
+    pub fn control_socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.control = Some(path.into());
+        self
+    }
+    /// Show a live progress bar on stderr.
+    pub fn progress(mut self, yes: bool) -> Self {
+        self.progress = yes;
+        self
+    }
+    /// Seed for restart jitter.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Builds the pool for `handler`.
+    pub fn build<H: Handler>(self, handler: H) -> Result<Pool<H>, PoolError> {
+        if std::env::var_os(worker::env::WORKER).is_some() {
+            return Err(PoolError::InWorker);
+        }
+        if self.workers == 0 || self.workers > 4096 {
+            return Err(PoolError::Invalid(format!(
+                "workers must be 1 to 4096, not {}",
+                self.workers
+            )));
+        }
+        if self.attempts == 0 {
+            return Err(PoolError::Invalid("attempts must be at least 1".into()));
+        }
+        if self.threads_per_worker == 0 || self.threads_per_worker > shared::shm::MAX_SLOTS {
+            return Err(PoolError::Invalid(format!(
+                "threads per worker must be 1 to {}",
+                shared::shm::MAX_SLOTS
+            )));
+        }
+        if let Some((k, n)) = self.shard
+            && (n == 0 || k >= n)
+        {
+            return Err(PoolError::Invalid(format!(
+                "shard {k}/{n}: K must be below N"
+            )));
+        }
+        let program = match &self.program {
+            Some(p) => p.clone(),
+            None => {
+                WorkerProgram::current().map_err(io_err("find this executable to start workers"))?
+            }
+        };
+        Ok(Pool {
+            handler: Arc::new(handler),
+            cfg: self,
+            program,
+        })
+    }
+}
+
+/// A pool of crash-isolated workers for one handler.
+///
+/// ```no_run
+/// use bulkhead::{Handler, Mode, Pool, TaskContext, TaskError};
+///
+/// struct Square;
+/// impl Handler for Square {
+///     type Task = u64;
+///     type Output = u64;
+///     fn handle(&self, n: u64, _: &TaskContext<'_>) -> Result<u64, TaskError> {
+///         Ok(n * n)
+///     }
+/// }
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     bulkhead::serve_if_worker(Square); // first: a worker never gets past this line
+///     let pool = Pool::builder().mode(Mode::Process).workers(4).build(Square)?;
+///     for r in pool.run(1..=100u64)? {
+///         println!("{} {:?}", r.id, r.output);
+///     }
+///     Ok(())
+/// }
+/// ```
+pub struct Pool<H> {
+    handler: Arc<H>,
+    cfg: PoolBuilder,
+    program: WorkerProgram,
+}
+
+impl Pool<()> {
+    /// Starts building a pool.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::default()
+    }
+}
+
+impl<H: Handler> Pool<H> {
+    /// Runs a batch of tasks; results come as they finish.
+    pub fn run<'a, I>(&'a self, tasks: I) -> Result<Run<'a, H>, PoolError>
+    where
+        I: IntoIterator + 'a,
+        I::Item: Into<TaskSpec<H::Task>>,
+    {
+        self.start(|admission| {
+            Ok(Box::new(IterSource::<_, H::Task>::new(
+                tasks.into_iter(),
+                admission,
+            )))
+        })
+    }
+
+    /// Runs a batch from a [`TaskSource`] built once the results file is read (so it knows
+    /// which tasks are done).
+    pub fn run_source<'a>(
+        &'a self,
+        source: impl FnOnce(Admission) -> io::Result<Box<dyn TaskSource + 'a>>,
+    ) -> Result<Run<'a, H>, PoolError> {
+        self.start(source)
+    }
+
+    fn start<'a>(
+        &'a self,
+        source: impl FnOnce(Admission) -> io::Result<Box<dyn TaskSource + 'a>>,
+    ) -> Result<Run<'a, H>, PoolError> {
+        let c = &self.cfg;
+        let (journal, resumed) = match &c.results {
+            Some(t) => {
+                let (j, r) = Journal::open(t, c.resume)?;
+                (Some(j), r)
+            }
+            None if c.resume => {
+                return Err(PoolError::Invalid("resume needs a results file".into()));
+            }
+            None => (None, Resumed::default()),
+        };
+        let events = match &c.events {
+            Some(p) => {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .append(c.resume)
+                    .truncate(!c.resume)
+                    .open(p)
+                    .map_err(io_err(format!("open the events file {}", p.display())))?;
+                Some(BufWriter::with_capacity(256 << 10, f))
+            }
+            None => None,
+        };
+        let previous = (resumed.ok, resumed.failed, resumed.quarantined);
+        let admission = Admission::new(std::mem::take(&mut { resumed }.done), c.shard);
+        let src = source(admission).map_err(io_err("start reading the tasks"))?;
+        let now = mono_ns();
+        let timeout_ns = c.timeout.map(|d| d.as_nanos() as u64);
+        let engine = Engine::new(
+            EngineConfig {
+                workers: c.workers,
+                threads_per_worker: if c.mode == Mode::Thread {
+                    1
+                } else {
+                    c.threads_per_worker
+                },
+                attempts: c.attempts,
+                timeout_ns,
+                heartbeat_timeout_ns: (c.mode == Mode::Process)
+                    .then(|| c.heartbeat_timeout.as_nanos() as u64),
+                drain_grace_ns: c.grace.as_nanos() as u64,
+                restart: c.restart,
+                retry_failed: c.retry_failed,
+                inject: c.inject.clone(),
+                seed: c.seed,
+                ..EngineConfig::default()
+            },
+            now,
+        );
+        let backend: Box<dyn Backend + 'a> = match c.mode {
+            Mode::Process => Box::new(ProcessBackend::new(
+                SpawnConfig {
+                    program: self.program.clone(),
+                    handler: self.handler.name().to_string(),
+                    threads: c.threads_per_worker,
+                    heartbeat_ms: c.heartbeat.as_millis().clamp(10, u128::from(u32::MAX)) as u32,
+                    memory_limit: c.memory_limit,
+                },
+                c.workers,
+            )),
+            Mode::Thread => Box::new(
+                ThreadBackend::new(self.handler.clone(), c.workers)
+                    .map_err(io_err("set up thread mode"))?,
+            ),
+        };
+        let signals = Signals::new(c.handle_signals).map_err(io_err("install signal handlers"))?;
+        let control = match &c.control {
+            Some(path) => Some(
+                ControlServer::bind(path)
+                    .map_err(io_err(format!("listen on {}", path.display())))?,
+            ),
+            None => None,
+        };
+        let progress = c.progress.then(Progress::new);
+        Ok(Run {
+            runtime: Runtime::new(engine, backend, src, signals),
+            sink: RunSink {
+                journal,
+                events,
+                queue: VecDeque::new(),
+                collect: true,
+                observers: Vec::new(),
+            },
+            hooks: RunHooks {
+                control,
+                progress,
+                mode: c.mode,
+            },
+            previous,
+            started: Instant::now(),
+            done: false,
+            pool_mode: c.mode,
+        })
+    }
+
+    /// The handler.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+}
+
+struct RunSink<O> {
+    journal: Option<Journal>,
+    events: Option<BufWriter<File>>,
+    queue: VecDeque<TaskResult<O>>,
+    collect: bool,
+    observers: Vec<Box<dyn FnMut(&Timed)>>,
+}
+
+impl<O: Serialize + DeserializeOwned> Sink for RunSink<O> {
+    fn finished(&mut self, f: Finished<'_>) {
+        let ms = f.micros.map(|m| m as f64 / 1000.0);
+        let id = f.id.into_string();
+        let record = match f.ending {
+            Ending::Ok(bytes) => match postcard::from_bytes::<O>(bytes) {
+                Ok(o) => Record::new(id, f.attempts, ms, Ok(o), f.crashes),
+                Err(e) => Record::new(
+                    id,
+                    f.attempts,
+                    ms,
+                    Err(shared::proto::TaskError::new(format!(
+                        "undecodable output: {e}"
+                    ))),
+                    f.crashes,
+                ),
+            },
+            Ending::Failed(e) => Record::new(id, f.attempts, ms, Err(e), f.crashes),
+            Ending::Quarantined => Record::quarantined(id, f.attempts, f.crashes),
+        };
+        if let Some(j) = self.journal.as_mut() {
+            j.write(&record);
+        }
+        if self.collect {
+            self.queue.push_back(record);
+        }
+    }
+
+    fn wants_events(&self) -> bool {
+        self.events.is_some() || !self.observers.is_empty()
+    }
+
+    fn event(&mut self, t: f64, event: RunEvent) {
+        let timed = Timed { t, event };
+        if let Some(w) = self.events.as_mut() {
+            let _ = serde_json::to_writer(&mut *w, &timed);
+            let _ = w.write_all(b"\n");
+        }
+        for o in &mut self.observers {
+            o(&timed);
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(j) = self.journal.as_mut() {
+            j.flush();
+        }
+        if let Some(w) = self.events.as_mut() {
+            let _ = w.flush();
+        }
+    }
+}
+
+struct RunHooks {
+    control: Option<ControlServer>,
+    progress: Option<Progress>,
+    mode: Mode,
+}
+
+impl Hooks for RunHooks {
+    fn poll_set(&self, set: &mut PollSet) {
+        if let Some(c) = &self.control {
+            c.poll_set(set);
+        }
+    }
+
+    fn ready(&mut self, token: u32, engine: &Engine, _backend: &dyn Backend, now: u64) {
+        if let Some(c) = self.control.as_mut() {
+            let mode = self.mode;
+            c.ready(token, || StatusSnapshot::of(engine, now, mode));
+        }
+    }
+
+    fn before_wait(&mut self, engine: &Engine, now: u64) {
+        if let Some(p) = self.progress.as_mut() {
+            p.update(engine, now);
+        }
+    }
+
+    fn max_wait_ns(&self) -> Option<u64> {
+        self.progress.as_ref().map(|_| 100_000_000)
+    }
+}
+
+/// A batch in progress. Iterate it for results as they finish, or call
+/// [`finish`](Run::finish) to run it to the end.
+pub struct Run<'a, H: Handler> {
+    runtime: Runtime<'a>,
+    sink: RunSink<H::Output>,
+    hooks: RunHooks,
+    previous: (u64, u64, u64),
+    started: Instant,
+    done: bool,
+    pool_mode: Mode,
+}
+
+impl<'a, H: Handler> Run<'a, H> {
+    /// Calls `f` with every event as it happens (for live displays).
+    pub fn on_event(mut self, f: impl FnMut(&Timed) + 'static) -> Self {
+        self.sink.observers.push(Box::new(f));
+        self
+    }
+
+    fn step(&mut self) {
+        if self.done {
+            return;
+        }
+        if !self.runtime.step(&mut self.sink, &mut self.hooks) {
+            self.done = true;
+            if let Some(j) = self.sink.journal.as_mut() {
+                j.finish();
+            }
+            if let Some(p) = self.hooks.progress.as_mut() {
+                p.finish();
+            }
+            return;
+        }
+        let failure = self.sink.journal.as_ref().and_then(|j| j.error());
+        if let Some(msg) = failure
+            && !matches!(
+                self.runtime.engine.stop_reason(),
+                Some(StopReason::GaveUp(_))
+            )
+        {
+            let now = mono_ns();
+            let mut out = Vec::new();
+            self.runtime
+                .engine
+                .fatal(msg, now, &mut self.sink, &mut out);
+            // The actions are the kills of every worker; the next step performs them.
+            for a in out {
+                self.runtime.push_action(a);
+            }
+        }
+    }
+
+    /// Runs the batch to its end, discarding results as they come (they are in the results
+    /// file, if one was given), and returns the summary.
+    pub fn finish(mut self) -> Summary {
+        self.sink.collect = false;
+        self.sink.queue.clear();
+        while !self.done {
+            self.step();
+        }
+        self.summary()
+    }
+
+    /// Sends the run SIGINT-like: start nothing new, let running tasks finish.
+    pub fn interrupt(&mut self) {
+        let now = mono_ns();
+        let mut out = Vec::new();
+        self.runtime.engine.handle(
+            crate::engine::Event::Interrupt(Interrupt::Int),
+            now,
+            &mut self.sink,
+            &mut out,
+        );
+        for a in out {
+            self.runtime.push_action(a);
+        }
+    }
+
+    /// Where the run stands.
+    pub fn summary(&self) -> Summary {
+        Summary {
+            stop: self.runtime.engine.stop_reason().cloned(),
+            counts: self.runtime.engine.counts().clone(),
+            previous_ok: self.previous.0,
+            previous_failed: self.previous.1,
+            previous_quarantined: self.previous.2,
+            elapsed: self.started.elapsed(),
+            tally: (self.pool_mode == Mode::Thread)
+                .then(|| self.runtime.thread_report())
+                .flatten(),
+            output_error: self.sink.journal.as_ref().and_then(|j| j.error()),
+            broken_pipe: self.sink.journal.as_ref().is_some_and(|j| j.broken_pipe()),
+        }
+    }
+}
+
+impl<H: Handler> Iterator for Run<'_, H> {
+    type Item = TaskResult<H::Output>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(r) = self.sink.queue.pop_front() {
+                return Some(r);
+            }
+            if self.done {
+                return None;
+            }
+            self.step();
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Why it stopped (`None` while running).
+    pub stop: Option<StopReason>,
+    /// What this run did.
+    pub counts: Counts,
+    /// `ok` records already in the results file when the run resumed it.
+    pub previous_ok: u64,
+    /// `failed` records already there.
+    pub previous_failed: u64,
+    /// `quarantined` records already there.
+    pub previous_quarantined: u64,
+    /// Wall-clock time.
+    pub elapsed: Duration,
+    /// Thread mode: the shared tally.
+    pub tally: Option<TallyReport>,
+    /// Why results could not be written, if they could not.
+    pub output_error: Option<String>,
+    /// Whether the results' reader went away.
+    pub broken_pipe: bool,
+}
+
+impl Summary {
+    /// The exit code the SPEC gives this ending.
+    pub fn exit_code(&self) -> i32 {
+        if self.broken_pipe {
+            return 141;
+        }
+        match &self.stop {
+            Some(StopReason::Completed) | None => {
+                let bad = self.counts.failed
+                    + self.counts.quarantined
+                    + self.previous_failed
+                    + self.previous_quarantined;
+                if bad > 0 || self.output_error.is_some() {
+                    exit::TASKS_FAILED
+                } else {
+                    exit::OK
+                }
+            }
+            Some(StopReason::Interrupted(Interrupt::Int)) => exit::INTERRUPTED,
+            Some(StopReason::Interrupted(Interrupt::Term)) => exit::TERMINATED,
+            Some(StopReason::GaveUp(_)) => exit::GAVE_UP,
+            Some(StopReason::BadInput(_)) => exit::BAD_INPUT,
+            Some(StopReason::Poisoned(_)) => exit::TASKS_FAILED,
+        }
+    }
+}

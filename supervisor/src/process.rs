@@ -1,0 +1,421 @@
+//! The process backend: the supervisor's side of each worker process. It owns the OS
+//! resources of a worker (socket, stderr pipe, status page) and turns what happens on them
+//! into engine events: frames, a closed or broken connection, a reaped status with the tasks
+//! the status page showed executing, the last words on stderr.
+
+use std::io::{self, PipeReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use shared::PROTOCOL_VERSION;
+use shared::frame::{self, FrameError, FrameReader, MAX_FRAME};
+use shared::proto::{self, FromWorker, ToWorker};
+use shared::shm::{self, SlotState as PageState};
+use worker::statuspage::StatusPage;
+
+use crate::engine::{Engine, Event, Probe};
+use crate::reap;
+use crate::runloop::{Backend, Cx, PollSet};
+use crate::spawn::{SpawnConfig, spawn_worker};
+
+/// Bytes of a worker's stderr kept for classifying its death.
+const TAIL_BYTES: usize = 8 << 10;
+/// Assignments per frame.
+const BATCH: usize = 1024;
+/// Reads per readiness, so one chatty worker cannot starve the others.
+const READS_PER_WAKE: usize = 16;
+
+struct Conn {
+    pid: u32,
+    sock: UnixStream,
+    stderr: Option<PipeReader>,
+    page: StatusPage,
+    reader: FrameReader,
+    out: Vec<u8>,
+    out_pos: usize,
+    tail: Vec<u8>,
+    reading: bool,
+    line: Vec<u8>,
+}
+
+/// Worker processes, one per slot.
+pub struct ProcessBackend {
+    cfg: SpawnConfig,
+    conns: Vec<Option<Conn>>,
+}
+
+impl ProcessBackend {
+    /// A backend with `slots` empty slots.
+    pub fn new(cfg: SpawnConfig, slots: usize) -> Self {
+        Self {
+            cfg,
+            conns: (0..slots).map(|_| None).collect(),
+        }
+    }
+
+    fn read_frames(&mut self, slot: usize, cx: &mut Cx<'_>) {
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return;
+        };
+        for _ in 0..READS_PER_WAKE {
+            if !conn.reading {
+                return;
+            }
+            match conn.reader.fill_from(&mut conn.sock) {
+                Ok(0) => {
+                    conn.reading = false;
+                    let detail = match conn.reader.at_eof() {
+                        FrameError::Closed => None,
+                        e => Some(e.to_string()),
+                    };
+                    cx.engine.handle(
+                        Event::ChannelEnded { slot, detail },
+                        cx.now,
+                        cx.sink,
+                        cx.out,
+                    );
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    conn.reading = false;
+                    let detail = Some(format!("socket error: {e}"));
+                    cx.engine.handle(
+                        Event::ChannelEnded { slot, detail },
+                        cx.now,
+                        cx.sink,
+                        cx.out,
+                    );
+                    return;
+                }
+            }
+            loop {
+                let body = match conn.reader.next_frame() {
+                    Ok(Some(body)) => body,
+                    Ok(None) => break,
+                    Err(e) => {
+                        conn.reading = false;
+                        cx.engine.handle(
+                            Event::ChannelEnded {
+                                slot,
+                                detail: Some(e.to_string()),
+                            },
+                            cx.now,
+                            cx.sink,
+                            cx.out,
+                        );
+                        return;
+                    }
+                };
+                if let Err(detail) = deliver(slot, body, cx) {
+                    conn.reading = false;
+                    cx.engine.handle(
+                        Event::ChannelEnded {
+                            slot,
+                            detail: Some(detail),
+                        },
+                        cx.now,
+                        cx.sink,
+                        cx.out,
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    fn read_stderr(&mut self, slot: usize) {
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return;
+        };
+        let Some(pipe) = conn.stderr.as_mut() else {
+            return;
+        };
+        let mut buf = [0u8; 4096];
+        loop {
+            match pipe.read(&mut buf) {
+                Ok(0) => {
+                    conn.stderr = None;
+                    return;
+                }
+                Ok(n) => {
+                    conn.tail.extend_from_slice(&buf[..n]);
+                    if conn.tail.len() > TAIL_BYTES {
+                        let cut = conn.tail.len() - TAIL_BYTES;
+                        conn.tail.drain(..cut);
+                    }
+                    // Pass the worker's words on to the log, a line at a time.
+                    for &b in &buf[..n] {
+                        if b == b'\n' {
+                            log::debug!(
+                                "worker {slot} (pid {}): {}",
+                                conn.pid,
+                                String::from_utf8_lossy(&conn.line)
+                            );
+                            conn.line.clear();
+                        } else if conn.line.len() < 1024 {
+                            conn.line.push(b);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn flush_out(&mut self, slot: usize) {
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return;
+        };
+        while conn.out_pos < conn.out.len() {
+            match conn.sock.write(&conn.out[conn.out_pos..]) {
+                Ok(n) => conn.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    // The worker is gone; its death is reported by the reaper.
+                    conn.out_pos = conn.out.len();
+                }
+            }
+        }
+        conn.out.clear();
+        conn.out_pos = 0;
+    }
+
+    /// Signals the worker's process group and every child group its tasks published.
+    fn signal_groups(conn: &Conn, signal: Signal) {
+        let _ = killpg(Pid::from_raw(conn.pid as i32), signal);
+        for s in conn.page.slots() {
+            let pgid = s.child_pgid.load(std::sync::atomic::Ordering::Acquire);
+            if pgid > 0 {
+                let _ = killpg(Pid::from_raw(pgid), signal);
+            }
+        }
+    }
+}
+
+/// Hands one frame from a worker to the engine; an error describes a protocol violation.
+fn deliver(slot: usize, body: &[u8], cx: &mut Cx<'_>) -> Result<(), String> {
+    if let Some(version) = proto::peek_version(body)
+        && version != PROTOCOL_VERSION
+    {
+        let msg = format!(
+            "worker {slot} speaks protocol version {version}, this supervisor {PROTOCOL_VERSION}: \
+             the executable changed under a running batch?"
+        );
+        cx.engine.fatal(msg, cx.now, cx.sink, cx.out);
+        return Ok(());
+    }
+    let msg = frame::decode::<FromWorker>(body).map_err(|e| {
+        let source = std::error::Error::source(&e)
+            .map(|s| format!(": {s}"))
+            .unwrap_or_default();
+        format!("{e}{source}")
+    })?;
+    let ev = match msg {
+        FromWorker::Ready(_) => Event::Ready { slot },
+        FromWorker::Results(outcomes) => {
+            cx.engine.handle(
+                Event::Outcomes {
+                    slot,
+                    outcomes: &outcomes,
+                },
+                cx.now,
+                cx.sink,
+                cx.out,
+            );
+            return Ok(());
+        }
+        FromWorker::Heartbeat => Event::Heartbeat { slot },
+        FromWorker::Panic(report) => Event::Panic { slot, report },
+    };
+    cx.engine.handle(ev, cx.now, cx.sink, cx.out);
+    Ok(())
+}
+
+impl Probe for ProcessBackend {
+    fn page(&self, slot: usize) -> Option<&[shm::Slot]> {
+        self.conns.get(slot)?.as_ref().map(|c| c.page.slots())
+    }
+}
+
+impl Backend for ProcessBackend {
+    fn spawn(&mut self, slot: usize) -> Result<u32, String> {
+        let s = spawn_worker(&self.cfg)
+            .map_err(|e| format!("cannot start {}: {e}", self.cfg.program.exe.display()))?;
+        let pid = s.pid;
+        self.conns[slot] = Some(Conn {
+            pid,
+            sock: s.sock,
+            stderr: Some(s.stderr),
+            page: s.page,
+            reader: FrameReader::new(MAX_FRAME),
+            out: Vec::new(),
+            out_pos: 0,
+            tail: Vec::new(),
+            reading: true,
+            line: Vec::new(),
+        });
+        Ok(pid)
+    }
+
+    fn dispatch(&mut self, slot: usize, engine: &mut Engine) {
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return;
+        };
+        while engine.has_unsent(slot) {
+            let batch = engine.take_unsent(slot, BATCH);
+            proto::encode_run(&mut conn.out, batch).expect("assignments always encode");
+        }
+        self.flush_out(slot);
+    }
+
+    fn shutdown(&mut self, slot: usize) {
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return;
+        };
+        frame::encode_into(&ToWorker::Shutdown, &mut conn.out).expect("shutdown always encodes");
+        self.flush_out(slot);
+    }
+
+    fn kill(&mut self, slot: usize, pid: u32, signal: Signal) {
+        let Some(conn) = self.conns[slot].as_ref() else {
+            return;
+        };
+        if conn.pid != pid {
+            return;
+        }
+        Self::signal_groups(conn, signal);
+        if signal != Signal::SIGKILL {
+            // A stopped worker only acts on the signal once continued.
+            Self::signal_groups(conn, Signal::SIGCONT);
+        }
+    }
+
+    fn poll_set(&self, set: &mut PollSet) {
+        for (slot, conn) in self.conns.iter().enumerate() {
+            let Some(conn) = conn else { continue };
+            let mut events = 0;
+            if conn.reading {
+                events |= libc::POLLIN;
+            }
+            if conn.out_pos < conn.out.len() {
+                events |= libc::POLLOUT;
+            }
+            if events != 0 {
+                set.push(conn.sock.as_raw_fd(), events, (slot * 2) as u32);
+            }
+            if let Some(e) = &conn.stderr {
+                set.push(e.as_raw_fd(), libc::POLLIN, (slot * 2 + 1) as u32);
+            }
+        }
+    }
+
+    fn ready(&mut self, token: u32, revents: i16, cx: &mut Cx<'_>) {
+        let slot = (token / 2) as usize;
+        if token % 2 == 1 {
+            self.read_stderr(slot);
+            return;
+        }
+        if revents & libc::POLLOUT != 0 {
+            self.flush_out(slot);
+        }
+        if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            self.read_frames(slot, cx);
+        }
+    }
+
+    fn reap(&mut self, cx: &mut Cx<'_>) {
+        for slot in 0..self.conns.len() {
+            let Some(pid) = self.conns[slot].as_ref().map(|c| c.pid) else {
+                continue;
+            };
+            let Some(exit) = reap::try_reap(pid) else {
+                continue;
+            };
+            // What the worker sent before dying (results, a panic report) comes first.
+            while self.conns[slot].as_ref().is_some_and(|c| c.reading) {
+                self.read_frames(slot, cx);
+                if self.conns[slot].as_ref().is_some_and(|c| c.reading)
+                    && would_block(&self.conns[slot])
+                {
+                    break;
+                }
+            }
+            self.read_stderr(slot);
+            let conn = self.conns[slot].take().expect("checked above");
+            let mut executing = Vec::new();
+            for s in conn.page.slots() {
+                if let PageState::Running { seq, .. } = s.read() {
+                    executing.push(seq);
+                }
+            }
+            let culprit = match conn
+                .page
+                .header()
+                .culprit
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                0 => None,
+                seq => Some(seq),
+            };
+            // Its task's children die with it, and anything left in its own group.
+            Self::signal_groups(&conn, Signal::SIGKILL);
+            let stderr_tail = String::from_utf8_lossy(&conn.tail).into_owned();
+            drop(conn);
+            cx.engine.handle(
+                Event::Reaped {
+                    slot,
+                    pid,
+                    exit,
+                    executing,
+                    culprit,
+                    stderr_tail,
+                },
+                cx.now,
+                cx.sink,
+                cx.out,
+            );
+        }
+    }
+
+    fn live(&self) -> usize {
+        self.conns.iter().flatten().count()
+    }
+
+    fn kill_all(&mut self) {
+        for conn in self.conns.iter_mut() {
+            if let Some(c) = conn.take() {
+                Self::signal_groups(&c, Signal::SIGKILL);
+                let _ = reap::reap_blocking(c.pid);
+            }
+        }
+    }
+}
+
+/// Whether the socket has nothing more to read right now (the dead worker's data is all in).
+fn would_block(conn: &Option<Conn>) -> bool {
+    let Some(c) = conn else { return true };
+    let mut probe = [0u8; 1];
+    // SAFETY: a non-blocking peek into a local buffer.
+    let n = unsafe {
+        libc::recv(
+            c.sock.as_raw_fd(),
+            probe.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+}
+
+impl Drop for ProcessBackend {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}

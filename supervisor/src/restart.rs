@@ -1,0 +1,152 @@
+//! When to replace a dead worker: a backoff that grows while workers keep dying without doing
+//! any good (with jitter, so a crash-looping pool does not restart in lockstep) and resets
+//! once one has been healthy, and an intensity limit in the manner of Erlang/OTP's
+//! supervisors: more than N restarts within a period means something is wrong beyond any
+//! one task, and the supervisor gives up rather than spin.
+
+use std::collections::VecDeque;
+
+use shared::hash::mix64;
+
+/// The restart limits of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// Most restarts allowed within `period_ns`.
+    pub max_restarts: u32,
+    /// The sliding window of the intensity limit.
+    pub period_ns: u64,
+    /// Backoff after the second consecutive unhealthy death; doubles after each further one.
+    pub backoff_base_ns: u64,
+    /// Ceiling of the backoff.
+    pub backoff_max_ns: u64,
+    /// A worker that served this long, or finished a task, was healthy.
+    pub healthy_after_ns: u64,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            max_restarts: 100,
+            period_ns: 10_000_000_000,
+            backoff_base_ns: 10_000_000,
+            backoff_max_ns: 2_000_000_000,
+            healthy_after_ns: 1_000_000_000,
+        }
+    }
+}
+
+/// The restart limit was exceeded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exceeded {
+    /// Restarts counted in the window, this one included.
+    pub restarts: u32,
+    /// The limit.
+    pub max: u32,
+    /// The window.
+    pub period_ns: u64,
+}
+
+/// Counts restarts in the sliding window and computes backoffs.
+#[derive(Debug)]
+pub struct RestartTracker {
+    policy: RestartPolicy,
+    recent: VecDeque<u64>,
+    seed: u64,
+}
+
+impl RestartTracker {
+    /// A tracker for `policy`; `seed` makes the jitter reproducible.
+    pub fn new(policy: RestartPolicy, seed: u64) -> Self {
+        Self {
+            policy,
+            recent: VecDeque::new(),
+            seed,
+        }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &RestartPolicy {
+        &self.policy
+    }
+
+    /// Counts a restart at `now_ns`; an error when it would exceed the limit.
+    pub fn record(&mut self, now_ns: u64) -> Result<(), Exceeded> {
+        while let Some(&t) = self.recent.front() {
+            if now_ns.saturating_sub(t) >= self.policy.period_ns {
+                self.recent.pop_front();
+            } else {
+                break;
+            }
+        }
+        self.recent.push_back(now_ns);
+        let n = self.recent.len() as u32;
+        if n > self.policy.max_restarts {
+            return Err(Exceeded {
+                restarts: n,
+                max: self.policy.max_restarts,
+                period_ns: self.policy.period_ns,
+            });
+        }
+        Ok(())
+    }
+
+    /// Backoff before a restart after `failures` consecutive unhealthy deaths of one slot
+    /// (1 for the first). The first is restarted at once: a replacement in about a
+    /// millisecond is the point of a process pool. From the second on it grows from the base,
+    /// doubling, with jitter in [50%, 100%], up to the ceiling.
+    pub fn backoff_ns(&mut self, failures: u32, slot: usize) -> u64 {
+        if failures <= 1 {
+            return 0;
+        }
+        let exp = (failures - 2).min(30);
+        let full = self
+            .policy
+            .backoff_base_ns
+            .saturating_mul(1 << exp)
+            .min(self.policy.backoff_max_ns);
+        self.seed = mix64(
+            self.seed ^ (slot as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(failures),
+        );
+        let frac = (self.seed >> 11) as f64 / (1u64 << 53) as f64;
+        (full as f64 * (0.5 + 0.5 * frac)) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn intensity_is_a_sliding_window() {
+        let policy = RestartPolicy {
+            max_restarts: 3,
+            period_ns: 1000 * MS,
+            ..Default::default()
+        };
+        let mut t = RestartTracker::new(policy, 1);
+        assert!(t.record(0).is_ok());
+        assert!(t.record(100 * MS).is_ok());
+        assert!(t.record(200 * MS).is_ok());
+        assert_eq!(t.record(300 * MS).unwrap_err().restarts, 4);
+        // Later, the old ones have left the window.
+        let mut t = RestartTracker::new(policy, 1);
+        for i in 0..3 {
+            t.record(i * 400 * MS).unwrap();
+        }
+        assert!(t.record(1300 * MS).is_ok());
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_caps() {
+        let mut t = RestartTracker::new(RestartPolicy::default(), 7);
+        assert_eq!(t.backoff_ns(1, 0), 0);
+        let b2 = t.backoff_ns(2, 0);
+        assert!((5 * MS..=10 * MS).contains(&b2), "{b2}");
+        let b5 = t.backoff_ns(5, 0);
+        assert!((40 * MS..=80 * MS).contains(&b5), "{b5}");
+        let b40 = t.backoff_ns(40, 0);
+        assert!((1000 * MS..=2000 * MS).contains(&b40), "{b40}");
+    }
+}

@@ -1,0 +1,336 @@
+//! The event loop: the one thread that owns the engine and performs its actions.
+//!
+//! Every source of events is a descriptor in one `poll(2)` set: the workers' sockets and
+//! stderr pipes (or the thread backend's wake-up), the signal pipes, the input's wake-up,
+//! the control socket. The loop sleeps until one is ready or the engine's next deadline,
+//! turns what it finds into engine events, and performs the actions that come back. Nothing
+//! else touches the run's state.
+
+use std::os::fd::{AsRawFd, RawFd};
+
+use nix::sys::signal::Signal;
+
+use crate::engine::{Action, Engine, Event, Interrupt, Probe, Sink};
+use crate::signals::{Sig, Signals};
+use crate::source::{Pull, TaskSource};
+use worker::clock::mono_ns;
+
+/// What the loop hands a backend while it handles a readiness.
+pub struct Cx<'a> {
+    /// The state machine.
+    pub engine: &'a mut Engine,
+    /// Where records and events go.
+    pub sink: &'a mut dyn Sink,
+    /// Actions to perform after.
+    pub out: &'a mut Vec<Action>,
+    /// The time of this wake-up.
+    pub now: u64,
+}
+
+/// The descriptors of one `poll(2)` call, each with the token of its owner.
+#[derive(Default)]
+pub struct PollSet {
+    fds: Vec<libc::pollfd>,
+    tokens: Vec<Token>,
+    owner: Owner,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Owner {
+    #[default]
+    Backend,
+    Hook,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token {
+    Signal(Sig),
+    Source,
+    Backend(u32),
+    Hook(u32),
+}
+
+impl PollSet {
+    /// Adds a descriptor to watch for `events`, tagged `token`.
+    pub fn push(&mut self, fd: RawFd, events: i16, token: u32) {
+        self.fds.push(libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        });
+        self.tokens.push(match self.owner {
+            Owner::Backend => Token::Backend(token),
+            Owner::Hook => Token::Hook(token),
+        });
+    }
+
+    fn push_token(&mut self, fd: RawFd, token: Token) {
+        self.fds.push(libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        self.tokens.push(token);
+    }
+
+    fn clear(&mut self) {
+        self.fds.clear();
+        self.tokens.clear();
+    }
+}
+
+/// Where the engine's actions are carried out: worker processes or threads.
+pub trait Backend: Probe {
+    /// Starts a worker in `slot`; its pid (0 for a thread).
+    fn spawn(&mut self, slot: usize) -> Result<u32, String>;
+    /// Sends the slot's unsent assignments.
+    fn dispatch(&mut self, slot: usize, engine: &mut Engine);
+    /// Asks the slot's worker to finish and exit.
+    fn shutdown(&mut self, slot: usize);
+    /// Signals the slot's worker and its task's children.
+    fn kill(&mut self, slot: usize, pid: u32, signal: Signal);
+    /// Adds the descriptors to watch.
+    fn poll_set(&self, set: &mut PollSet);
+    /// One of its descriptors is ready.
+    fn ready(&mut self, token: u32, revents: i16, cx: &mut Cx<'_>);
+    /// Collects ended workers (on SIGCHLD, and in thread mode on every wake-up).
+    fn reap(&mut self, cx: &mut Cx<'_>);
+    /// Workers alive.
+    fn live(&self) -> usize;
+    /// Ends every worker now (error paths).
+    fn kill_all(&mut self);
+    /// Thread mode: the shared tally.
+    fn tally(&self) -> Option<crate::thread_mode::TallyReport> {
+        None
+    }
+}
+
+/// Extra duties of the loop that are not the engine's: flushing output before it sleeps,
+/// a progress display, the control socket.
+pub trait Hooks {
+    /// Descriptors to watch for the hooks.
+    fn poll_set(&self, _set: &mut PollSet) {}
+    /// One of them is ready.
+    fn ready(&mut self, _token: u32, _engine: &Engine, _backend: &dyn Backend, _now: u64) {}
+    /// The loop is about to sleep: flush what is buffered.
+    fn before_wait(&mut self, _engine: &Engine, _now: u64) {}
+    /// The longest the loop may sleep, for periodic work (a progress bar).
+    fn max_wait_ns(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// Hooks that do nothing.
+pub struct NoHooks;
+impl Hooks for NoHooks {}
+
+/// The loop's state.
+pub struct Runtime<'a> {
+    /// The state machine.
+    pub engine: Engine,
+    /// The workers.
+    pub backend: Box<dyn Backend + 'a>,
+    source: Box<dyn TaskSource + 'a>,
+    source_open: bool,
+    source_pending: bool,
+    signals: Signals,
+    actions: Vec<Action>,
+    jobs: Vec<crate::engine::Job>,
+    set: PollSet,
+}
+
+impl<'a> Runtime<'a> {
+    /// A loop over `engine`, `backend` and `source`.
+    pub fn new(
+        engine: Engine,
+        backend: Box<dyn Backend + 'a>,
+        source: Box<dyn TaskSource + 'a>,
+        signals: Signals,
+    ) -> Self {
+        Self {
+            engine,
+            backend,
+            source,
+            source_open: true,
+            source_pending: false,
+            signals,
+            actions: Vec::new(),
+            jobs: Vec::new(),
+            set: PollSet::default(),
+        }
+    }
+
+    /// One turn: take input, act, sleep until something happens, handle it. False once the
+    /// run is over.
+    pub fn step(&mut self, sink: &mut dyn Sink, hooks: &mut dyn Hooks) -> bool {
+        let now = mono_ns();
+        self.pull_input(now, sink);
+        self.perform(now, sink);
+        sink.flush();
+        hooks.before_wait(&self.engine, now);
+        if self.engine.is_done() && self.backend.live() == 0 {
+            return false;
+        }
+        let mut wait_ns = self
+            .engine
+            .next_deadline(now, &*self.backend)
+            .map(|d| d.saturating_sub(now));
+        if let Some(max) = hooks.max_wait_ns() {
+            wait_ns = Some(wait_ns.map_or(max, |w| w.min(max)));
+        }
+        self.build_set(hooks);
+        let timeout_ms = match wait_ns {
+            None => 1000,
+            Some(ns) => ns.div_ceil(1_000_000).min(1000) as i32,
+        };
+        // SAFETY: `fds` is a valid array of pollfd of the given length.
+        let n = unsafe {
+            libc::poll(
+                self.set.fds.as_mut_ptr(),
+                self.set.fds.len() as libc::nfds_t,
+                timeout_ms,
+            )
+        };
+        let now = mono_ns();
+        if n > 0 {
+            for i in 0..self.set.fds.len() {
+                let revents = self.set.fds[i].revents;
+                if revents == 0 {
+                    continue;
+                }
+                match self.set.tokens[i] {
+                    Token::Signal(Sig::Chld) => {
+                        self.signals.drain(Sig::Chld);
+                        let mut cx = Cx {
+                            engine: &mut self.engine,
+                            sink,
+                            out: &mut self.actions,
+                            now,
+                        };
+                        self.backend.reap(&mut cx);
+                    }
+                    Token::Signal(sig) => {
+                        let count = self.signals.drain(sig);
+                        let which = if sig == Sig::Int {
+                            Interrupt::Int
+                        } else {
+                            Interrupt::Term
+                        };
+                        for _ in 0..count.max(1) {
+                            self.engine.handle(
+                                Event::Interrupt(which),
+                                now,
+                                sink,
+                                &mut self.actions,
+                            );
+                        }
+                    }
+                    Token::Source => self.source_pending = false,
+                    Token::Backend(t) => {
+                        let mut cx = Cx {
+                            engine: &mut self.engine,
+                            sink,
+                            out: &mut self.actions,
+                            now,
+                        };
+                        self.backend.ready(t, revents, &mut cx);
+                    }
+                    Token::Hook(t) => hooks.ready(t, &self.engine, &*self.backend, now),
+                }
+                self.perform(now, sink);
+            }
+        }
+        self.engine
+            .tick(now, &*self.backend, sink, &mut self.actions);
+        self.perform(now, sink);
+        true
+    }
+
+    fn build_set(&mut self, hooks: &dyn Hooks) {
+        self.set.clear();
+        for (sig, fd) in self.signals.fds() {
+            self.set.push_token(fd.as_raw_fd(), Token::Signal(sig));
+        }
+        if self.source_open
+            && self.source_pending
+            && self.engine.wants_input() > 0
+            && let Some(fd) = self.source.wake_fd()
+        {
+            self.set.push_token(fd, Token::Source);
+        }
+        self.set.owner = Owner::Backend;
+        self.backend.poll_set(&mut self.set);
+        self.set.owner = Owner::Hook;
+        hooks.poll_set(&mut self.set);
+        self.set.owner = Owner::Backend;
+    }
+
+    fn pull_input(&mut self, now: u64, sink: &mut dyn Sink) {
+        while self.source_open && !self.source_pending {
+            let want = self.engine.wants_input();
+            if want == 0 {
+                if !self.engine.is_accepting() {
+                    // Draining or giving up: input that has not been read stays unread.
+                    self.source_open = false;
+                }
+                return;
+            }
+            self.jobs.clear();
+            let pulled = self.source.pull(want, &mut self.jobs);
+            self.engine.push_jobs(self.jobs.drain(..));
+            match pulled {
+                Pull::Ready => {}
+                Pull::Pending => self.source_pending = true,
+                Pull::End => {
+                    self.source_open = false;
+                    self.engine.input_ended(now, sink, &mut self.actions);
+                }
+                Pull::Failed(msg) => {
+                    self.source_open = false;
+                    self.engine.input_failed(msg, now, sink, &mut self.actions);
+                }
+            }
+        }
+    }
+
+    /// Carries out the engine's actions, including those that performing them produces.
+    fn perform(&mut self, now: u64, sink: &mut dyn Sink) {
+        while !self.actions.is_empty() {
+            let actions = std::mem::take(&mut self.actions);
+            for a in actions {
+                match a {
+                    Action::Spawn { slot } => {
+                        let r = self.backend.spawn(slot);
+                        self.engine.spawned(slot, r, now, sink, &mut self.actions);
+                    }
+                    Action::Dispatch { slot } => self.backend.dispatch(slot, &mut self.engine),
+                    Action::Shutdown { slot } => self.backend.shutdown(slot),
+                    Action::Kill { slot, pid, signal } => self.backend.kill(slot, pid, signal),
+                }
+            }
+        }
+    }
+
+    /// Queues an action decided outside the loop (an interrupt, a fatal output error).
+    pub fn push_action(&mut self, a: Action) {
+        self.actions.push(a);
+    }
+
+    /// Thread mode: the shared tally.
+    pub fn thread_report(&self) -> Option<crate::thread_mode::TallyReport> {
+        self.backend.tally()
+    }
+
+    /// Runs until the run is over.
+    pub fn run(&mut self, sink: &mut dyn Sink, hooks: &mut dyn Hooks) {
+        while self.step(sink, hooks) {}
+    }
+}
+
+impl Drop for Runtime<'_> {
+    fn drop(&mut self) {
+        // Normally nothing is left; after an early return or a panic, no worker may outlive
+        // the loop.
+        self.backend.kill_all();
+    }
+}

@@ -1,0 +1,243 @@
+//! Where a run's tasks come from: anything that can hand over a few jobs at a time, now or
+//! later. An iterator in the library; a JSONL stream parsed on a reader thread in the CLI.
+//! Input is pulled as the workers need it, never loaded whole, so a run over ten million
+//! tasks holds only a few thousand.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::os::fd::RawFd;
+
+use serde::Serialize;
+use shared::hash::{content_id, stable_hash};
+
+use crate::engine::{FaultPlan, Job};
+
+/// What a pull produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pull {
+    /// Jobs were added; more may follow at once.
+    Ready,
+    /// Nothing more right now; the wake descriptor turns readable when there is.
+    Pending,
+    /// The input is exhausted.
+    End,
+    /// The input is broken (a bad line); nothing more will come.
+    Failed(String),
+}
+
+/// A stream of jobs for a run.
+pub trait TaskSource {
+    /// Appends up to `max` jobs to `out`.
+    fn pull(&mut self, max: usize, out: &mut Vec<Job>) -> Pull;
+    /// A descriptor that turns readable when a `Pending` source has more.
+    fn wake_fd(&self) -> Option<RawFd> {
+        None
+    }
+}
+
+/// One task for [`crate::Pool::run`], with an optional id and fault. A bare task converts into
+/// one with neither: its id is then a hash of its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskSpec<T> {
+    /// Unique in the batch; `None` for a content hash.
+    pub id: Option<String>,
+    /// The task.
+    pub task: T,
+    /// A fault to inject, for demos and tests.
+    pub fault: Option<FaultPlan>,
+}
+
+impl<T> From<T> for TaskSpec<T> {
+    fn from(task: T) -> Self {
+        Self {
+            id: None,
+            task,
+            fault: None,
+        }
+    }
+}
+
+impl<T> TaskSpec<T> {
+    /// A task with an id.
+    pub fn with_id(id: impl Into<String>, task: T) -> Self {
+        Self {
+            id: Some(id.into()),
+            task,
+            fault: None,
+        }
+    }
+}
+
+/// A hasher for keys that already are good 64-bit hashes.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// A set of task ids, stored as their 64-bit stable hashes: 8 bytes an id whatever its
+/// length. Two distinct ids collide with odds of about n²/2^65 (3 in a million for ten
+/// million tasks), in which case the second is reported as a duplicate.
+#[derive(Debug, Default, Clone)]
+pub struct IdSet(HashSet<u64, BuildHasherDefault<IdHasher>>);
+
+impl IdSet {
+    /// Adds `id`; false if it was there.
+    pub fn insert(&mut self, id: &str) -> bool {
+        self.0.insert(stable_hash(id.as_bytes()))
+    }
+
+    /// Whether `id` is there.
+    pub fn contains(&self, id: &str) -> bool {
+        self.0.contains(&stable_hash(id.as_bytes()))
+    }
+
+    /// Ids held.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Decides, for each task read, whether it runs: duplicates are errors, tasks that already
+/// have a final record (resume) and tasks of other shards are skipped.
+#[derive(Debug, Default)]
+pub struct Admission {
+    seen: IdSet,
+    /// Ids that already have a final record.
+    pub done: IdSet,
+    /// Only tasks of this shard `(k, n)` run.
+    pub shard: Option<(u32, u32)>,
+    /// Tasks skipped because they were done.
+    pub skipped_done: u64,
+    /// Tasks skipped because another shard runs them.
+    pub skipped_shard: u64,
+}
+
+impl Admission {
+    /// An admission that skips the ids in `done`.
+    pub fn new(done: IdSet, shard: Option<(u32, u32)>) -> Self {
+        Self {
+            seen: IdSet::default(),
+            done,
+            shard,
+            skipped_done: 0,
+            skipped_shard: 0,
+        }
+    }
+
+    /// Ok(true): run it; Ok(false): skip it; Err: a duplicate id.
+    pub fn admit(&mut self, id: &str) -> Result<bool, String> {
+        if let Some((k, n)) = self.shard
+            && shared::hash::shard_of(id, n) != k
+        {
+            self.skipped_shard += 1;
+            return Ok(false);
+        }
+        if !self.seen.insert(id) {
+            return Err(format!("duplicate id '{id}'"));
+        }
+        if self.done.contains(id) {
+            self.skipped_done += 1;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+}
+
+/// Turns any iterator of tasks into a source, encoding each task as it is pulled.
+pub struct IterSource<I, T> {
+    iter: I,
+    admission: Admission,
+    index: u64,
+    _task: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<I, T> IterSource<I, T> {
+    /// A source over `iter`, admitting through `admission`.
+    pub fn new(iter: I, admission: Admission) -> Self {
+        Self {
+            iter,
+            admission,
+            index: 0,
+            _task: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<I, T> TaskSource for IterSource<I, T>
+where
+    I: Iterator,
+    I::Item: Into<TaskSpec<T>>,
+    T: Serialize,
+{
+    fn pull(&mut self, max: usize, out: &mut Vec<Job>) -> Pull {
+        let mut n = 0;
+        while n < max {
+            let Some(item) = self.iter.next() else {
+                return Pull::End;
+            };
+            self.index += 1;
+            let spec: TaskSpec<T> = item.into();
+            let payload = match postcard::to_stdvec(&spec.task) {
+                Ok(p) => p,
+                Err(e) => {
+                    return Pull::Failed(format!("task {}: cannot encode it: {e}", self.index));
+                }
+            };
+            let id = spec.id.unwrap_or_else(|| content_id(&payload));
+            match self.admission.admit(&id) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => return Pull::Failed(format!("task {}: {e}", self.index)),
+            }
+            out.push(Job {
+                id: id.into(),
+                payload: payload.into(),
+                fault: spec.fault,
+            });
+            n += 1;
+        }
+        Pull::Ready
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iter_source_hashes_ids_and_rejects_duplicates() {
+        let mut s: IterSource<_, u32> =
+            IterSource::new(vec![1u32, 2, 1].into_iter(), Admission::default());
+        let mut out = Vec::new();
+        assert_eq!(
+            s.pull(10, &mut out),
+            Pull::Failed(format!("task 3: duplicate id '{}'", out[0].id))
+        );
+        assert_eq!(out.len(), 2);
+        let mut done = IdSet::default();
+        done.insert("b");
+        let specs = vec![TaskSpec::with_id("a", 1u8), TaskSpec::with_id("b", 2u8)];
+        let mut s: IterSource<_, u8> =
+            IterSource::new(specs.into_iter(), Admission::new(done, None));
+        let mut out = Vec::new();
+        assert_eq!(s.pull(10, &mut out), Pull::End);
+        assert_eq!(out.iter().map(|j| &*j.id).collect::<Vec<_>>(), ["a"]);
+    }
+}

@@ -1,0 +1,156 @@
+//! Starting one worker process.
+//!
+//! The worker is the program's own executable (or one the user names) started with a marker
+//! in its environment, through `std::process::Command` without `pre_exec`, which keeps std on
+//! its posix_spawn path: about 1 ms from spawn to ready whatever the supervisor's size, where
+//! a fork would copy page tables (45 ms at 1 GiB). Everything a worker must set up for itself
+//! (parent-death signal, memory limit, moving the socket) it does in its own start-up.
+//!
+//! The connection is one end of a socketpair, handed over as the worker's stdin: no file, no
+//! address anyone else could connect to, and an exact EOF when the worker dies. The status
+//! page (a memfd) travels with the hello frame as an attached descriptor.
+
+use std::ffi::OsString;
+use std::io::{self, IoSlice, PipeReader};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use nix::sys::signal::{Signal, kill};
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+use nix::unistd::Pid;
+use shared::PROTOCOL_VERSION;
+use shared::frame;
+use shared::proto::{Hello, ToWorker};
+use worker::env;
+use worker::statuspage::StatusPage;
+
+/// The program that serves as a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerProgram {
+    /// Its path.
+    pub exe: PathBuf,
+    /// Arguments to start it with (the marker is in the environment, so usually none).
+    pub args: Vec<OsString>,
+}
+
+impl WorkerProgram {
+    /// The running executable, which must call [`worker::serve_if_worker`] first thing in
+    /// `main`.
+    pub fn current() -> io::Result<Self> {
+        Ok(Self {
+            exe: std::env::current_exe()?,
+            args: Vec::new(),
+        })
+    }
+}
+
+/// How to start workers.
+#[derive(Debug, Clone)]
+pub struct SpawnConfig {
+    /// The program.
+    pub program: WorkerProgram,
+    /// The handler it must serve.
+    pub handler: String,
+    /// Task threads per worker.
+    pub threads: u32,
+    /// Heartbeat interval.
+    pub heartbeat_ms: u32,
+    /// Address-space limit per worker.
+    pub memory_limit: Option<u64>,
+}
+
+/// A started worker, not yet ready.
+#[derive(Debug)]
+pub struct Spawned {
+    /// Its pid, which is also its process group.
+    pub pid: u32,
+    /// The supervisor's end of its socket, non-blocking.
+    pub sock: UnixStream,
+    /// Its stdout and stderr, non-blocking.
+    pub stderr: PipeReader,
+    /// Its status page.
+    pub page: StatusPage,
+}
+
+/// Starts a worker and sends it its hello.
+pub fn spawn_worker(cfg: &SpawnConfig) -> io::Result<Spawned> {
+    let (ours, theirs) = UnixStream::pair()?;
+    let (page, page_fd) = StatusPage::create(cfg.threads)?;
+    let (err_r, err_w) = std::io::pipe()?;
+    let mut cmd = Command::new(&cfg.program.exe);
+    cmd.args(&cfg.program.args)
+        .env(env::WORKER, &cfg.handler)
+        .env(env::SUPERVISOR_PID, std::process::id().to_string())
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
+        // The worker's stdout is not ours to share: results go to our stdout alone. What a
+        // handler prints lands in the stderr pipe with everything else it says.
+        .stdout(Stdio::from(err_w.try_clone()?))
+        .stderr(Stdio::from(err_w))
+        .process_group(0);
+    match cfg.memory_limit {
+        Some(limit) => cmd.env(env::MEMORY_LIMIT, limit.to_string()),
+        None => cmd.env_remove(env::MEMORY_LIMIT),
+    };
+    // A panic with backtraces on takes ~100 ms instead of under 1 ms to die (FACTS.md).
+    if std::env::var_os("BULKHEAD_WORKER_BACKTRACE").is_none() {
+        cmd.env("RUST_BACKTRACE", "0");
+    }
+    let child = cmd.spawn()?;
+    let pid = child.id();
+    // The Command keeps the child's ends of the socket and pipe open until it is dropped; we
+    // would then never see EOF.
+    drop(cmd);
+    drop(child);
+    let hello = ToWorker::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        handler: cfg.handler.clone(),
+        threads: cfg.threads,
+        heartbeat_ms: cfg.heartbeat_ms,
+    });
+    let bytes = frame::encode(&hello).map_err(io::Error::other)?;
+    let sent = send_with_fd(ours.as_raw_fd(), &bytes, page_fd.as_raw_fd())
+        .and_then(|()| ours.set_nonblocking(true));
+    if let Err(e) = sent.and_then(|()| set_nonblocking(err_r.as_raw_fd())) {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        crate::reap::reap_blocking(pid);
+        return Err(e);
+    }
+    Ok(Spawned {
+        pid,
+        sock: ours,
+        stderr: err_r,
+        page,
+    })
+}
+
+fn send_with_fd(sock: RawFd, bytes: &[u8], fd: RawFd) -> io::Result<()> {
+    let fds = [fd];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let mut off = 0;
+    while off < bytes.len() {
+        let iov = [IoSlice::new(&bytes[off..])];
+        // The descriptor goes with the first byte only.
+        let cmsgs: &[ControlMessage] = if off == 0 { &cmsg } else { &[] };
+        match sendmsg::<()>(sock, &iov, cmsgs, MsgFlags::empty(), None) {
+            Ok(n) => off += n,
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Sets O_NONBLOCK on a descriptor.
+pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own; F_GETFL/F_SETFL touch only its flags.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

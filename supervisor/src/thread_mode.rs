@@ -1,0 +1,521 @@
+//! Thread mode: the same tasks on threads of the supervisor's own process, for contrast.
+//!
+//! What threads share, they share for real: the run's tally (counts that every finished task
+//! adds to) sits in one `std::sync::Mutex` that the task threads update directly, as threaded
+//! code does. A `panic` fault fires while that lock is held, between two updates that belong
+//! together, so the lock is poisoned and the tally left inconsistent, and every later update
+//! is refused; the run then stops, because nothing it would add up could be trusted. The
+//! fatal faults (`segv`, `abort`, `kill`, `exit`, `stack_overflow`, `oom`) end the whole
+//! process, as they must. A hung thread cannot be killed: on timeout it is abandoned, still
+//! spinning, and a new thread takes its place.
+//!
+//! The poisoning this relies on is `std::sync::Mutex`'s (a panic while a guard is held
+//! poisons the lock); a test pins it, since the standard library may change the default
+//! mutex in a future edition.
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde_bytes::Bytes;
+use shared::proto::{Outcome, PanicReport, TaskError};
+use shared::shm::{self, SlotState as PageState};
+use shared::task::FaultKind;
+use worker::clock::mono_ns;
+use worker::fault::{self, FaultSite};
+use worker::{Handler, TaskContext};
+
+use crate::engine::{Engine, Event, Probe};
+use crate::events::RunEvent;
+use crate::reap::ExitCause;
+use crate::runloop::{Backend, Cx, PollSet};
+
+/// The run's shared tally in thread mode. `finished` and `ok + failed` are updated together
+/// under one lock; after a poisoning panic between the two they disagree.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Tasks counted as finished.
+    pub finished: u64,
+    /// Of which ok.
+    pub ok: u64,
+    /// Of which failed.
+    pub failed: u64,
+    /// Microseconds of task time.
+    pub busy_us: u64,
+}
+
+/// The tally at the end of a thread-mode run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TallyReport {
+    /// Its contents (read through the poison if need be).
+    pub tally: Tally,
+    /// Whether its lock was poisoned.
+    pub poisoned: bool,
+    /// Updates refused because the lock was poisoned.
+    pub refused: u64,
+    /// Threads abandoned because they could not be killed (hung tasks).
+    pub abandoned: u64,
+}
+
+impl TallyReport {
+    /// Whether the tally still adds up.
+    pub fn consistent(&self) -> bool {
+        self.tally.finished == self.tally.ok + self.tally.failed
+    }
+}
+
+struct Owned {
+    seq: u64,
+    attempt: u32,
+    fault: Option<FaultKind>,
+    payload: Vec<u8>,
+}
+
+enum Msg {
+    Run(Vec<Owned>),
+    Shutdown,
+}
+
+struct Done {
+    seq: u64,
+    micros: u64,
+    result: Result<Vec<u8>, TaskError>,
+}
+
+enum ThreadEvent {
+    Ready,
+    Results(Vec<Done>),
+    Died { seq: Option<u64>, message: String },
+    Exited,
+}
+
+struct Shared {
+    tally: Mutex<Tally>,
+    refused: AtomicU64,
+    events: Mutex<Sender<(usize, u64, ThreadEvent)>>,
+    wake: UnixStream,
+}
+
+impl Shared {
+    fn send(&self, slot: usize, incarnation: u64, ev: ThreadEvent) {
+        let _ = self
+            .events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send((slot, incarnation, ev));
+        let _ = (&self.wake).write(&[1]);
+    }
+}
+
+struct ThreadSlot {
+    incarnation: u64,
+    tx: Sender<Msg>,
+    page: Arc<[shm::Slot]>,
+}
+
+/// Task threads, one per slot.
+pub struct ThreadBackend<H: Handler> {
+    handler: Arc<H>,
+    shared: Arc<Shared>,
+    rx: Receiver<(usize, u64, ThreadEvent)>,
+    wake_read: UnixStream,
+    slots: Vec<Option<ThreadSlot>>,
+    next_incarnation: u64,
+    /// Deaths decided by `kill` (abandoned threads), delivered on the next wake-up.
+    abandoned: Vec<(usize, Signal)>,
+    abandoned_total: u64,
+    poison_reported: bool,
+}
+
+impl<H: Handler> ThreadBackend<H> {
+    /// A backend with `slots` thread slots.
+    pub fn new(handler: Arc<H>, slots: usize) -> std::io::Result<Self> {
+        let (wake_read, wake) = UnixStream::pair()?;
+        wake_read.set_nonblocking(true)?;
+        wake.set_nonblocking(true)?;
+        let (tx, rx) = channel();
+        Ok(Self {
+            handler,
+            shared: Arc::new(Shared {
+                tally: Mutex::new(Tally::default()),
+                refused: AtomicU64::new(0),
+                events: Mutex::new(tx),
+                wake,
+            }),
+            rx,
+            wake_read,
+            slots: (0..slots).map(|_| None).collect(),
+            next_incarnation: 1,
+            abandoned: Vec::new(),
+            abandoned_total: 0,
+            poison_reported: false,
+        })
+    }
+
+    /// The tally as it stands.
+    pub fn report(&self) -> TallyReport {
+        let (tally, poisoned) = match self.shared.tally.lock() {
+            Ok(t) => (*t, false),
+            Err(e) => (*e.into_inner(), true),
+        };
+        TallyReport {
+            tally,
+            poisoned,
+            refused: self.shared.refused.load(Ordering::Relaxed),
+            abandoned: self.abandoned_total,
+        }
+    }
+
+    fn process_events(&mut self, cx: &mut Cx<'_>) {
+        let mut buf = [0u8; 256];
+        while matches!((&self.wake_read).read(&mut buf), Ok(n) if n > 0) {}
+        for (slot, signal) in std::mem::take(&mut self.abandoned) {
+            self.deliver_death(
+                slot,
+                ExitCause::Signaled {
+                    signal,
+                    core: false,
+                },
+                cx,
+            );
+        }
+        while let Ok((slot, inc, ev)) = self.rx.try_recv() {
+            if self.slots[slot].as_ref().map(|s| s.incarnation) != Some(inc) {
+                continue; // from an abandoned thread
+            }
+            match ev {
+                ThreadEvent::Ready => {
+                    cx.engine
+                        .handle(Event::Ready { slot }, cx.now, cx.sink, cx.out)
+                }
+                ThreadEvent::Results(done) => {
+                    let outcomes: Vec<Outcome> = done
+                        .iter()
+                        .map(|d| Outcome {
+                            seq: d.seq,
+                            micros: d.micros,
+                            result: d
+                                .result
+                                .as_ref()
+                                .map(|b| Bytes::new(b))
+                                .map_err(Clone::clone),
+                        })
+                        .collect();
+                    cx.engine.handle(
+                        Event::Outcomes {
+                            slot,
+                            outcomes: &outcomes,
+                        },
+                        cx.now,
+                        cx.sink,
+                        cx.out,
+                    );
+                }
+                ThreadEvent::Died { seq, message } => {
+                    cx.engine.handle(
+                        Event::Panic {
+                            slot,
+                            report: PanicReport {
+                                seq,
+                                message: message.clone(),
+                            },
+                        },
+                        cx.now,
+                        cx.sink,
+                        cx.out,
+                    );
+                    let id = seq
+                        .and_then(|s| cx.engine.inflight_id(slot, s))
+                        .unwrap_or("?")
+                        .to_string();
+                    self.deliver_death(slot, ExitCause::Exited(101), cx);
+                    if self.shared.tally.is_poisoned() && !self.poison_reported {
+                        self.poison_reported = true;
+                        self.report_poison(slot, &id, &message, cx);
+                    }
+                }
+                ThreadEvent::Exited => self.deliver_death(slot, ExitCause::Exited(0), cx),
+            }
+        }
+    }
+
+    fn deliver_death(&mut self, slot: usize, exit: ExitCause, cx: &mut Cx<'_>) {
+        let Some(s) = self.slots[slot].take() else {
+            return;
+        };
+        let executing: Vec<u64> = s
+            .page
+            .iter()
+            .filter_map(|p| match p.read() {
+                PageState::Running { seq, .. } => Some(seq),
+                _ => None,
+            })
+            .collect();
+        let ev = Event::Reaped {
+            slot,
+            pid: std::process::id(),
+            exit,
+            executing,
+            culprit: None,
+            stderr_tail: String::new(),
+        };
+        cx.engine.handle(ev, cx.now, cx.sink, cx.out);
+    }
+
+    fn report_poison(&self, slot: usize, id: &str, message: &str, cx: &mut Cx<'_>) {
+        let report = self.report();
+        let t = report.tally;
+        let msg = format!(
+            "shared state poisoned: task '{id}' panicked on thread {slot} while holding the tally's lock \
+             ({message}); the tally no longer adds up (finished {} but ok {} + failed {}); \
+             stopping: later results could not be counted",
+            t.finished, t.ok, t.failed
+        );
+        eprintln!("bulkhead: {msg}");
+        if cx.sink.wants_events() {
+            let t = cx.engine.secs(cx.now);
+            cx.sink.event(
+                t,
+                RunEvent::StatePoisoned {
+                    id: id.to_string(),
+                    worker: slot,
+                    message: message.to_string(),
+                },
+            );
+        }
+        cx.engine.poisoned(msg, cx.now, cx.sink, cx.out);
+    }
+}
+
+/// Thread mode has no socket: the protocol faults have nothing to act on.
+struct NoSocket;
+
+impl FaultSite for NoSocket {
+    fn garbage(&self) {
+        eprintln!("bulkhead: fault 'garbage' has no socket to corrupt in thread mode; ignored");
+    }
+    fn disconnect(&self) {
+        eprintln!(
+            "bulkhead: fault 'disconnect' has no socket to close in thread mode; the thread just stops"
+        );
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+fn thread_main<H: Handler>(
+    handler: Arc<H>,
+    shared: Arc<Shared>,
+    slot: usize,
+    inc: u64,
+    rx: Receiver<Msg>,
+    page: Arc<[shm::Slot]>,
+) {
+    shared.send(slot, inc, ThreadEvent::Ready);
+    let child_group = AtomicI32::new(0);
+    let current = AtomicU64::new(0);
+    let body = catch_unwind(AssertUnwindSafe(|| {
+        while let Ok(msg) = rx.recv() {
+            let Msg::Run(batch) = msg else { return };
+            let mut done = Vec::with_capacity(batch.len());
+            for a in batch {
+                current.store(a.seq, Ordering::Relaxed);
+                let t0 = mono_ns();
+                page[0].begin(a.seq, t0);
+                let cx = TaskContext::new(a.attempt, &child_group);
+                let result = match postcard::from_bytes::<H::Task>(&a.payload) {
+                    Ok(task) => handler.handle(task, &cx),
+                    Err(e) => Err(TaskError::new(format!("cannot decode the task: {e}"))),
+                };
+                cx.clear_child_group();
+                let result = result.and_then(|o| {
+                    postcard::to_stdvec(&o)
+                        .map_err(|e| TaskError::new(format!("cannot encode the output: {e}")))
+                });
+                let micros = (mono_ns() - t0) / 1000;
+                // Every fault but `panic` does here what it does anywhere: most end the process.
+                if let Some(kind) = a.fault.filter(|k| *k != FaultKind::Panic) {
+                    fault::inject(kind, &NoSocket);
+                }
+                match shared.tally.lock() {
+                    Ok(mut t) => {
+                        t.finished += 1;
+                        if a.fault == Some(FaultKind::Panic) {
+                            // Between two updates that belong together, with the lock held.
+                            panic!("injected fault: panic");
+                        }
+                        if result.is_ok() {
+                            t.ok += 1;
+                        } else {
+                            t.failed += 1;
+                        }
+                        t.busy_us += micros;
+                    }
+                    Err(_) => {
+                        shared.refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                page[0].end(a.seq);
+                current.store(0, Ordering::Relaxed);
+                done.push(Done {
+                    seq: a.seq,
+                    micros,
+                    result,
+                });
+            }
+            shared.send(slot, inc, ThreadEvent::Results(done));
+        }
+    }));
+    match body {
+        Ok(()) => shared.send(slot, inc, ThreadEvent::Exited),
+        Err(payload) => {
+            let seq = current.load(Ordering::Relaxed);
+            shared.send(
+                slot,
+                inc,
+                ThreadEvent::Died {
+                    seq: (seq != 0).then_some(seq),
+                    message: panic_message(&*payload),
+                },
+            );
+        }
+    }
+}
+
+impl<H: Handler> Probe for ThreadBackend<H> {
+    fn page(&self, slot: usize) -> Option<&[shm::Slot]> {
+        self.slots.get(slot)?.as_ref().map(|s| &*s.page)
+    }
+}
+
+impl<H: Handler> Backend for ThreadBackend<H> {
+    fn spawn(&mut self, slot: usize) -> Result<u32, String> {
+        let inc = self.next_incarnation;
+        self.next_incarnation += 1;
+        let (tx, rx) = channel();
+        let page: Arc<[shm::Slot]> = Arc::from(vec![shm::Slot {
+            state: AtomicU64::new(0),
+            started_ns: AtomicU64::new(0),
+            child_pgid: AtomicI32::new(0),
+        }]);
+        let (handler, shared, p) = (self.handler.clone(), self.shared.clone(), page.clone());
+        std::thread::Builder::new()
+            .name(format!("bulkhead-thread-{slot}"))
+            .spawn(move || thread_main(handler, shared, slot, inc, rx, p))
+            .map_err(|e| format!("cannot start a thread: {e}"))?;
+        self.slots[slot] = Some(ThreadSlot {
+            incarnation: inc,
+            tx,
+            page,
+        });
+        Ok(std::process::id())
+    }
+
+    fn dispatch(&mut self, slot: usize, engine: &mut Engine) {
+        let Some(s) = self.slots[slot].as_ref() else {
+            return;
+        };
+        let batch: Vec<Owned> = engine
+            .take_unsent(slot, usize::MAX)
+            .map(|a| Owned {
+                seq: a.seq,
+                attempt: a.attempt,
+                fault: a.fault,
+                payload: a.payload.to_vec(),
+            })
+            .collect();
+        let _ = s.tx.send(Msg::Run(batch));
+    }
+
+    fn shutdown(&mut self, slot: usize) {
+        if let Some(s) = self.slots[slot].as_ref() {
+            let _ = s.tx.send(Msg::Shutdown);
+        }
+    }
+
+    fn kill(&mut self, slot: usize, _pid: u32, signal: Signal) {
+        let Some(s) = self.slots[slot].as_ref() else {
+            return;
+        };
+        // A thread cannot be killed. Its task's children can.
+        let pgid = s.page[0].child_pgid.load(Ordering::Acquire);
+        if pgid > 0 {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        }
+        log::warn!(
+            "thread {slot} cannot be killed: abandoned (it keeps running until the process exits)"
+        );
+        eprintln!(
+            "bulkhead: thread {slot} cannot be killed; abandoned, still running, and replaced"
+        );
+        self.abandoned_total += 1;
+        self.abandoned.push((slot, signal));
+        let _ = (&self.shared.wake).write(&[1]);
+    }
+
+    fn poll_set(&self, set: &mut PollSet) {
+        set.push(self.wake_read.as_raw_fd(), libc::POLLIN, 0);
+    }
+
+    fn ready(&mut self, _token: u32, _revents: i16, cx: &mut Cx<'_>) {
+        self.process_events(cx);
+    }
+
+    fn reap(&mut self, cx: &mut Cx<'_>) {
+        self.process_events(cx);
+    }
+
+    fn live(&self) -> usize {
+        self.slots.iter().flatten().count()
+    }
+
+    fn tally(&self) -> Option<TallyReport> {
+        Some(self.report())
+    }
+
+    fn kill_all(&mut self) {
+        for s in self.slots.iter_mut() {
+            if let Some(s) = s.take() {
+                let _ = s.tx.send(Msg::Shutdown);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    /// Pins the behaviour thread mode relies on: a panic while a `std::sync::Mutex` guard is
+    /// held poisons the lock, leaves the data as the panic left it, and a later `lock()`
+    /// reports the poison.
+    #[test]
+    fn a_panic_under_the_guard_poisons_std_mutex() {
+        let m = std::sync::Arc::new(Mutex::new((0u32, 0u32)));
+        let m2 = m.clone();
+        let r = std::thread::spawn(move || {
+            let mut g = m2.lock().unwrap();
+            g.0 += 1;
+            panic!("between two updates");
+        })
+        .join();
+        assert!(r.is_err());
+        assert!(m.is_poisoned());
+        let err = m.lock().unwrap_err();
+        assert_eq!(*err.into_inner(), (1, 0), "the half-done update is visible");
+    }
+}
