@@ -47,10 +47,7 @@ pub enum FrameError {
 }
 
 /// Appends one frame holding `msg` to `buf`.
-pub fn encode_into<T: Serialize + ?Sized>(
-    msg: &T,
-    buf: &mut Vec<u8>,
-) -> Result<(), postcard::Error> {
+pub fn encode_into<T: Serialize + ?Sized>(msg: &T, buf: &mut Vec<u8>) -> Result<(), postcard::Error> {
     let start = buf.len();
     buf.extend_from_slice(&[0; HEADER_LEN]);
     append(msg, buf)?;
@@ -117,12 +114,7 @@ pub struct FrameReader {
 impl FrameReader {
     /// A reader that refuses frames longer than `max` bytes.
     pub fn new(max: u32) -> Self {
-        Self {
-            buf: vec![0; 8 << 10],
-            start: 0,
-            end: 0,
-            max,
-        }
+        Self { buf: vec![0; 8 << 10], start: 0, end: 0, max }
     }
 
     /// Bytes received but not yet returned as frames.
@@ -156,9 +148,7 @@ impl FrameReader {
         if avail < HEADER_LEN {
             return Ok(None);
         }
-        let header: [u8; HEADER_LEN] = self.buf[self.start..self.start + HEADER_LEN]
-            .try_into()
-            .expect("4 bytes");
+        let header: [u8; HEADER_LEN] = self.buf[self.start..self.start + HEADER_LEN].try_into().expect("4 bytes");
         let len = u32::from_le_bytes(header);
         if len > self.max {
             return Err(FrameError::TooLarge { len, max: self.max });
@@ -180,9 +170,7 @@ impl FrameReader {
             return FrameError::Closed;
         }
         let expected = if got >= HEADER_LEN {
-            let header: [u8; HEADER_LEN] = self.buf[self.start..self.start + HEADER_LEN]
-                .try_into()
-                .expect("4 bytes");
+            let header: [u8; HEADER_LEN] = self.buf[self.start..self.start + HEADER_LEN].try_into().expect("4 bytes");
             HEADER_LEN + u32::from_le_bytes(header) as usize
         } else {
             HEADER_LEN
@@ -208,19 +196,14 @@ impl FrameReader {
         }
         let needed = self.pending_frame_len().max(self.end + 4096);
         if needed > self.buf.len() {
-            let cap = needed
-                .next_power_of_two()
-                .min(self.max as usize + HEADER_LEN)
-                .max(needed);
+            let cap = needed.next_power_of_two().min(self.max as usize + HEADER_LEN).max(needed);
             self.buf.resize(cap, 0);
         }
     }
 
     fn pending_frame_len(&self) -> usize {
         if self.end - self.start >= HEADER_LEN {
-            let header: [u8; HEADER_LEN] = self.buf[self.start..self.start + HEADER_LEN]
-                .try_into()
-                .expect("4 bytes");
+            let header: [u8; HEADER_LEN] = self.buf[self.start..self.start + HEADER_LEN].try_into().expect("4 bytes");
             HEADER_LEN + (u32::from_le_bytes(header).min(self.max)) as usize
         } else {
             0
@@ -262,28 +245,13 @@ mod tests {
         assert!(matches!(end, Some(FrameError::Closed)));
         bytes.extend_from_slice(&[9, 0, 0, 0, 1, 2]);
         let (_, end) = frames_of(&bytes, 5);
-        assert!(
-            matches!(
-                end,
-                Some(FrameError::Truncated {
-                    expected: 13,
-                    got: 6
-                })
-            ),
-            "{end:?}"
-        );
+        assert!(matches!(end, Some(FrameError::Truncated { expected: 13, got: 6 })), "{end:?}");
     }
 
     #[test]
     fn oversized_length_is_refused_before_the_body_arrives() {
         let (_, end) = frames_of(&[0xff, 0xff, 0xff, 0xff], 4);
-        assert!(matches!(
-            end,
-            Some(FrameError::TooLarge {
-                len: u32::MAX,
-                max: 1024
-            })
-        ));
+        assert!(matches!(end, Some(FrameError::TooLarge { len: u32::MAX, max: 1024 })));
     }
 
     proptest! {

@@ -44,10 +44,7 @@ mod tests {
         // These values are part of the results-file contract: changing them breaks resume.
         assert_eq!(stable_hash(b""), 0xf52a_15e9_a9b5_e89b);
         assert_eq!(content_id(b"t1"), "09aae104e6d9854d");
-        assert_eq!(
-            content_id(br#"{"kind":"noop"}"#),
-            content_id(br#"{"kind":"noop"}"#)
-        );
+        assert_eq!(content_id(br#"{"kind":"noop"}"#), content_id(br#"{"kind":"noop"}"#));
         assert_ne!(content_id(b"a"), content_id(b"b"));
     }
 

@@ -104,11 +104,7 @@ pub struct TaskError {
 impl TaskError {
     /// An error with a message and no captured output.
     pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            stdout: None,
-            stderr: None,
-        }
+        Self { message: message.into(), stdout: None, stderr: None }
     }
 }
 
@@ -233,45 +229,29 @@ mod tests {
 
         let mut batch = ResultsBatch::default();
         let mut expected = Vec::new();
-        let outs: Vec<Vec<u8>> = (0..200u64)
-            .map(|i| postcard::to_stdvec(&(i, "x")).unwrap())
-            .collect();
+        let outs: Vec<Vec<u8>> = (0..200u64).map(|i| postcard::to_stdvec(&(i, "x")).unwrap()).collect();
         for i in 0..200u64 {
             if i % 9 == 0 {
-                let o = Outcome {
-                    seq: i,
-                    micros: i * 7,
-                    result: Err(TaskError::new("boom")),
-                };
+                let o = Outcome { seq: i, micros: i * 7, result: Err(TaskError::new("boom")) };
                 batch.push(&o).unwrap();
                 expected.push(o);
             } else {
-                batch.push_ok(i, i * 7, &(i, "x")).unwrap();
-                expected.push(Outcome {
-                    seq: i,
-                    micros: i * 7,
-                    result: Ok(Bytes::new(&outs[i as usize])),
-                });
+                let o = Outcome { seq: i, micros: i * 7, result: Ok(Bytes::new(&outs[i as usize])) };
+                batch.push(&o).unwrap();
+                expected.push(o);
             }
         }
         let mut by_hand = Vec::new();
         batch.take_frame(&mut by_hand);
         assert!(batch.is_empty());
-        assert_eq!(
-            by_hand,
-            frame::encode(&FromWorker::Results(expected)).unwrap()
-        );
+        assert_eq!(by_hand, frame::encode(&FromWorker::Results(expected)).unwrap());
     }
 
     #[test]
     fn version_is_read_before_the_rest() {
-        let hello = frame::encode(&ToWorker::Hello(Hello {
-            version: 7,
-            handler: "h".into(),
-            threads: 1,
-            heartbeat_ms: 500,
-        }))
-        .unwrap();
+        let hello =
+            frame::encode(&ToWorker::Hello(Hello { version: 7, handler: "h".into(), threads: 1, heartbeat_ms: 500 }))
+                .unwrap();
         assert_eq!(peek_version(&hello[HEADER_LEN..]), Some(7));
         let ready = frame::encode(&FromWorker::Ready(Ready { version: 9, pid: 1 })).unwrap();
         assert_eq!(peek_version(&ready[HEADER_LEN..]), Some(9));

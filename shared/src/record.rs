@@ -114,11 +114,7 @@ impl fmt::Display for CrashCause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CrashCause::Exit { code } => write!(f, "exited with status {code}"),
-            CrashCause::Signal {
-                signal,
-                core,
-                detail,
-            } => {
+            CrashCause::Signal { signal, core, detail } => {
                 write!(f, "killed by {signal}")?;
                 if *core {
                     f.write_str(" (core dumped)")?;
@@ -168,13 +164,7 @@ pub struct Record<O> {
 
 impl<O> Record<O> {
     /// A record for a task that ended with `result` after `attempts` attempts.
-    pub fn new(
-        id: String,
-        attempts: u32,
-        ms: Option<f64>,
-        result: Result<O, TaskError>,
-        crashes: Vec<Crash>,
-    ) -> Self {
+    pub fn new(id: String, attempts: u32, ms: Option<f64>, result: Result<O, TaskError>, crashes: Vec<Crash>) -> Self {
         match result {
             Ok(output) => Self {
                 id,
@@ -241,11 +231,7 @@ mod tests {
             vec![Crash {
                 attempt: 1,
                 pid: 4321,
-                cause: CrashCause::Signal {
-                    signal: "SIGSEGV".into(),
-                    core: false,
-                    detail: None,
-                },
+                cause: CrashCause::Signal { signal: "SIGSEGV".into(), core: false, detail: None },
             }],
         );
         assert_eq!(
@@ -259,8 +245,7 @@ mod tests {
             serde_json::to_string(&r).unwrap(),
             r#"{"id":"a2","status":"failed","attempts":1,"ms":40.1,"error":"exit status 1","stderr":"gzip: ..."}"#
         );
-        let back: Record<serde_json::Value> =
-            serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        let back: Record<serde_json::Value> = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(back.status, Status::Failed);
     }
 }

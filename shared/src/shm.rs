@@ -92,10 +92,7 @@ impl Slot {
             }
             let started_ns = self.started_ns.load(Ordering::Relaxed);
             if self.state.load(Ordering::Acquire) == s {
-                return SlotState::Running {
-                    seq: s >> 1,
-                    started_ns,
-                };
+                return SlotState::Running { seq: s >> 1, started_ns };
             }
         }
     }
@@ -107,20 +104,10 @@ mod tests {
 
     #[test]
     fn slot_states_round_trip() {
-        let slot = Slot {
-            state: AtomicU64::new(0),
-            started_ns: AtomicU64::new(0),
-            child_pgid: AtomicI32::new(0),
-        };
+        let slot = Slot { state: AtomicU64::new(0), started_ns: AtomicU64::new(0), child_pgid: AtomicI32::new(0) };
         assert_eq!(slot.read(), SlotState::Idle);
         slot.begin(42, 1000);
-        assert_eq!(
-            slot.read(),
-            SlotState::Running {
-                seq: 42,
-                started_ns: 1000
-            }
-        );
+        assert_eq!(slot.read(), SlotState::Running { seq: 42, started_ns: 1000 });
         slot.end(42);
         assert_eq!(slot.read(), SlotState::Finished { seq: 42 });
         assert_eq!(page_len(2), 64 * 3);

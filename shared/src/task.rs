@@ -90,10 +90,7 @@ pub struct UnknownFault(pub String);
 impl FromStr for FaultKind {
     type Err = UnknownFault;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        FaultKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| UnknownFault(s.to_string()))
+        FaultKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| UnknownFault(s.to_string()))
     }
 }
 
@@ -175,18 +172,9 @@ pub enum BuiltinOutput {
 #[derive(Serialize, Deserialize)]
 enum Tagged {
     Nothing,
-    Sum {
-        sum: String,
-    },
-    Scan {
-        matched_lines: u64,
-        counts: BTreeMap<String, u64>,
-    },
-    Shell {
-        exit: i32,
-        stdout: String,
-        stderr: String,
-    },
+    Sum { sum: String },
+    Scan { matched_lines: u64, counts: BTreeMap<String, u64> },
+    Shell { exit: i32, stdout: String, stderr: String },
 }
 
 /// The JSON form: untagged, as the SPEC's result lines show it.
@@ -194,18 +182,9 @@ enum Tagged {
 #[serde(untagged)]
 enum Plain {
     Nothing(()),
-    Sum {
-        sum: String,
-    },
-    Scan {
-        matched_lines: u64,
-        counts: BTreeMap<String, u64>,
-    },
-    Shell {
-        exit: i32,
-        stdout: String,
-        stderr: String,
-    },
+    Sum { sum: String },
+    Scan { matched_lines: u64, counts: BTreeMap<String, u64> },
+    Shell { exit: i32, stdout: String, stderr: String },
 }
 
 impl From<BuiltinOutput> for Tagged {
@@ -213,22 +192,8 @@ impl From<BuiltinOutput> for Tagged {
         match o {
             BuiltinOutput::Nothing => Tagged::Nothing,
             BuiltinOutput::Sum { sum } => Tagged::Sum { sum },
-            BuiltinOutput::Scan {
-                matched_lines,
-                counts,
-            } => Tagged::Scan {
-                matched_lines,
-                counts,
-            },
-            BuiltinOutput::Shell {
-                exit,
-                stdout,
-                stderr,
-            } => Tagged::Shell {
-                exit,
-                stdout,
-                stderr,
-            },
+            BuiltinOutput::Scan { matched_lines, counts } => Tagged::Scan { matched_lines, counts },
+            BuiltinOutput::Shell { exit, stdout, stderr } => Tagged::Shell { exit, stdout, stderr },
         }
     }
 }
@@ -241,24 +206,12 @@ impl Serialize for BuiltinOutput {
             match self {
                 BuiltinOutput::Nothing => s.serialize_unit(),
                 BuiltinOutput::Sum { sum } => Plain::Sum { sum: sum.clone() }.serialize(s),
-                BuiltinOutput::Scan {
-                    matched_lines,
-                    counts,
-                } => Plain::Scan {
-                    matched_lines: *matched_lines,
-                    counts: counts.clone(),
+                BuiltinOutput::Scan { matched_lines, counts } => {
+                    Plain::Scan { matched_lines: *matched_lines, counts: counts.clone() }.serialize(s)
                 }
-                .serialize(s),
-                BuiltinOutput::Shell {
-                    exit,
-                    stdout,
-                    stderr,
-                } => Plain::Shell {
-                    exit: *exit,
-                    stdout: stdout.clone(),
-                    stderr: stderr.clone(),
+                BuiltinOutput::Shell { exit, stdout, stderr } => {
+                    Plain::Shell { exit: *exit, stdout: stdout.clone(), stderr: stderr.clone() }.serialize(s)
                 }
-                .serialize(s),
             }
         } else {
             match self {
@@ -275,43 +228,15 @@ impl<'de> Deserialize<'de> for BuiltinOutput {
             Ok(match Plain::deserialize(d)? {
                 Plain::Nothing(()) => BuiltinOutput::Nothing,
                 Plain::Sum { sum } => BuiltinOutput::Sum { sum },
-                Plain::Scan {
-                    matched_lines,
-                    counts,
-                } => BuiltinOutput::Scan {
-                    matched_lines,
-                    counts,
-                },
-                Plain::Shell {
-                    exit,
-                    stdout,
-                    stderr,
-                } => BuiltinOutput::Shell {
-                    exit,
-                    stdout,
-                    stderr,
-                },
+                Plain::Scan { matched_lines, counts } => BuiltinOutput::Scan { matched_lines, counts },
+                Plain::Shell { exit, stdout, stderr } => BuiltinOutput::Shell { exit, stdout, stderr },
             })
         } else {
             Ok(match Tagged::deserialize(d)? {
                 Tagged::Nothing => BuiltinOutput::Nothing,
                 Tagged::Sum { sum } => BuiltinOutput::Sum { sum },
-                Tagged::Scan {
-                    matched_lines,
-                    counts,
-                } => BuiltinOutput::Scan {
-                    matched_lines,
-                    counts,
-                },
-                Tagged::Shell {
-                    exit,
-                    stdout,
-                    stderr,
-                } => BuiltinOutput::Shell {
-                    exit,
-                    stdout,
-                    stderr,
-                },
+                Tagged::Scan { matched_lines, counts } => BuiltinOutput::Scan { matched_lines, counts },
+                Tagged::Shell { exit, stdout, stderr } => BuiltinOutput::Shell { exit, stdout, stderr },
             })
         }
     }
@@ -323,26 +248,12 @@ mod tests {
 
     #[test]
     fn outputs_have_both_shapes() {
-        let sum = BuiltinOutput::Sum {
-            sum: "333333283333335000000".into(),
-        };
-        assert_eq!(
-            serde_json::to_string(&sum).unwrap(),
-            r#"{"sum":"333333283333335000000"}"#
-        );
-        assert_eq!(
-            serde_json::to_string(&BuiltinOutput::Nothing).unwrap(),
-            "null"
-        );
-        for o in [
-            sum,
-            BuiltinOutput::Nothing,
-            BuiltinOutput::Shell {
-                exit: 0,
-                stdout: "a".into(),
-                stderr: String::new(),
-            },
-        ] {
+        let sum = BuiltinOutput::Sum { sum: "333333283333335000000".into() };
+        assert_eq!(serde_json::to_string(&sum).unwrap(), r#"{"sum":"333333283333335000000"}"#);
+        assert_eq!(serde_json::to_string(&BuiltinOutput::Nothing).unwrap(), "null");
+        for o in
+            [sum, BuiltinOutput::Nothing, BuiltinOutput::Shell { exit: 0, stdout: "a".into(), stderr: String::new() }]
+        {
             let bytes = postcard::to_stdvec(&o).unwrap();
             assert_eq!(postcard::from_bytes::<BuiltinOutput>(&bytes).unwrap(), o);
             let json = serde_json::to_string(&o).unwrap();

@@ -8,15 +8,11 @@ use std::path::PathBuf;
 
 use serde_bytes::Bytes;
 use shared::frame::{self, FrameReader, HEADER_LEN};
-use shared::proto::{
-    Assignment, FromWorker, Hello, Outcome, PanicReport, Ready, TaskError, ToWorker,
-};
+use shared::proto::{Assignment, FromWorker, Hello, Outcome, PanicReport, Ready, TaskError, ToWorker};
 use shared::task::{BuiltinOutput, BuiltinTask, FaultKind};
 
 fn check(name: &str, bytes: Vec<u8>, decode_eq: impl Fn(&[u8])) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(format!("{name}.bin"));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{name}.bin"));
     if std::env::var_os("BULKHEAD_BLESS").is_some() {
         std::fs::write(&path, &bytes).unwrap();
     }
@@ -25,31 +21,19 @@ fn check(name: &str, bytes: Vec<u8>, decode_eq: impl Fn(&[u8])) {
     reader.push(&golden);
     let body = reader.next_frame().unwrap().expect("one whole frame");
     decode_eq(body);
-    assert_eq!(
-        bytes, golden,
-        "encoding of {name} changed: bump PROTOCOL_VERSION and bless"
-    );
+    assert_eq!(bytes, golden, "encoding of {name} changed: bump PROTOCOL_VERSION and bless");
 }
 
 #[test]
 fn golden_frames() {
-    let hello = ToWorker::Hello(Hello {
-        version: 1,
-        handler: "bulkhead-builtin".into(),
-        threads: 1,
-        heartbeat_ms: 250,
-    });
-    check("hello", frame::encode(&hello).unwrap(), |b| {
-        assert_eq!(frame::decode::<ToWorker>(b).unwrap(), hello)
-    });
+    let hello =
+        ToWorker::Hello(Hello { version: 1, handler: "bulkhead-builtin".into(), threads: 1, heartbeat_ms: 250 });
+    check("hello", frame::encode(&hello).unwrap(), |b| assert_eq!(frame::decode::<ToWorker>(b).unwrap(), hello));
 
     let payloads = [
         postcard::to_stdvec(&BuiltinTask::Noop).unwrap(),
         postcard::to_stdvec(&BuiltinTask::SumSquares { n: 10_000_000 }).unwrap(),
-        postcard::to_stdvec(&BuiltinTask::Shell {
-            cmd: "gzip -9 data/x.log".into(),
-        })
-        .unwrap(),
+        postcard::to_stdvec(&BuiltinTask::Shell { cmd: "gzip -9 data/x.log".into() }).unwrap(),
         postcard::to_stdvec(&BuiltinTask::Scan {
             path: "access.log".into(),
             offset: 0,
@@ -59,63 +43,23 @@ fn golden_frames() {
         .unwrap(),
     ];
     let run = ToWorker::Run(vec![
-        Assignment {
-            seq: 1,
-            attempt: 1,
-            fault: None,
-            payload: &payloads[0],
-        },
-        Assignment {
-            seq: 2,
-            attempt: 2,
-            fault: Some(FaultKind::Segv),
-            payload: &payloads[1],
-        },
-        Assignment {
-            seq: 300,
-            attempt: 1,
-            fault: Some(FaultKind::Disconnect),
-            payload: &payloads[2],
-        },
-        Assignment {
-            seq: 1 << 40,
-            attempt: 3,
-            fault: None,
-            payload: &payloads[3],
-        },
+        Assignment { seq: 1, attempt: 1, fault: None, payload: &payloads[0] },
+        Assignment { seq: 2, attempt: 2, fault: Some(FaultKind::Segv), payload: &payloads[1] },
+        Assignment { seq: 300, attempt: 1, fault: Some(FaultKind::Disconnect), payload: &payloads[2] },
+        Assignment { seq: 1 << 40, attempt: 3, fault: None, payload: &payloads[3] },
     ]);
-    check("run", frame::encode(&run).unwrap(), |b| {
-        assert_eq!(frame::decode::<ToWorker>(b).unwrap(), run)
+    check("run", frame::encode(&run).unwrap(), |b| assert_eq!(frame::decode::<ToWorker>(b).unwrap(), run));
+    check("shutdown", frame::encode(&ToWorker::Shutdown).unwrap(), |b| {
+        assert_eq!(frame::decode::<ToWorker>(b).unwrap(), ToWorker::Shutdown)
     });
-    check(
-        "shutdown",
-        frame::encode(&ToWorker::Shutdown).unwrap(),
-        |b| assert_eq!(frame::decode::<ToWorker>(b).unwrap(), ToWorker::Shutdown),
-    );
 
-    let ready = FromWorker::Ready(Ready {
-        version: 1,
-        pid: 4321,
-    });
-    check("ready", frame::encode(&ready).unwrap(), |b| {
-        assert_eq!(frame::decode::<FromWorker>(b).unwrap(), ready)
-    });
-    let sum = postcard::to_stdvec(&BuiltinOutput::Sum {
-        sum: "333333283333335000000".into(),
-    })
-    .unwrap();
+    let ready = FromWorker::Ready(Ready { version: 1, pid: 4321 });
+    check("ready", frame::encode(&ready).unwrap(), |b| assert_eq!(frame::decode::<FromWorker>(b).unwrap(), ready));
+    let sum = postcard::to_stdvec(&BuiltinOutput::Sum { sum: "333333283333335000000".into() }).unwrap();
     let nothing = postcard::to_stdvec(&BuiltinOutput::Nothing).unwrap();
     let results = FromWorker::Results(vec![
-        Outcome {
-            seq: 1,
-            micros: 3,
-            result: Ok(Bytes::new(&nothing)),
-        },
-        Outcome {
-            seq: 2,
-            micros: 812_500,
-            result: Ok(Bytes::new(&sum)),
-        },
+        Outcome { seq: 1, micros: 3, result: Ok(Bytes::new(&nothing)) },
+        Outcome { seq: 2, micros: 812_500, result: Ok(Bytes::new(&sum)) },
         Outcome {
             seq: 300,
             micros: 40_100,
@@ -129,22 +73,10 @@ fn golden_frames() {
     check("results", frame::encode(&results).unwrap(), |b| {
         assert_eq!(frame::decode::<FromWorker>(b).unwrap(), results)
     });
-    check(
-        "heartbeat",
-        frame::encode(&FromWorker::Heartbeat).unwrap(),
-        |b| {
-            assert_eq!(
-                frame::decode::<FromWorker>(b).unwrap(),
-                FromWorker::Heartbeat
-            )
-        },
-    );
-    let panic = FromWorker::Panic(PanicReport {
-        seq: Some(2),
-        message: "injected fault: panic".into(),
+    check("heartbeat", frame::encode(&FromWorker::Heartbeat).unwrap(), |b| {
+        assert_eq!(frame::decode::<FromWorker>(b).unwrap(), FromWorker::Heartbeat)
     });
-    check("panic", frame::encode(&panic).unwrap(), |b| {
-        assert_eq!(frame::decode::<FromWorker>(b).unwrap(), panic)
-    });
+    let panic = FromWorker::Panic(PanicReport { seq: Some(2), message: "injected fault: panic".into() });
+    check("panic", frame::encode(&panic).unwrap(), |b| assert_eq!(frame::decode::<FromWorker>(b).unwrap(), panic));
     assert_eq!(HEADER_LEN, 4);
 }

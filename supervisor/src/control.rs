@@ -12,9 +12,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 use interprocess::local_socket::traits::{Listener as _, Stream as _, StreamCommon as _};
-use interprocess::local_socket::{
-    GenericFilePath, Listener, ListenerNonblockingMode, ListenerOptions, ToFsName,
-};
+use interprocess::local_socket::{GenericFilePath, Listener, ListenerNonblockingMode, ListenerOptions, ToFsName};
 use interprocess::os::unix::local_socket::ListenerOptionsExt;
 use serde::{Deserialize, Serialize};
 
@@ -75,12 +73,7 @@ impl StatusSnapshot {
         let elapsed_s = engine.secs(now);
         Self {
             pid: std::process::id(),
-            mode: if mode == Mode::Thread {
-                "thread"
-            } else {
-                "process"
-            }
-            .into(),
+            mode: if mode == Mode::Thread { "thread" } else { "process" }.into(),
             elapsed_s,
             done: c.finished(),
             ok: c.ok,
@@ -89,16 +82,8 @@ impl StatusSnapshot {
             running: engine.running(),
             queued: engine.queued(),
             restarts: c.restarts,
-            crashes: c
-                .crashes
-                .iter()
-                .map(|(k, v)| ((*k).to_string(), *v))
-                .collect(),
-            rate: if elapsed_s > 0.0 {
-                c.finished() as f64 / elapsed_s
-            } else {
-                0.0
-            },
+            crashes: c.crashes.iter().map(|(k, v)| ((*k).to_string(), *v)).collect(),
+            rate: if elapsed_s > 0.0 { c.finished() as f64 / elapsed_s } else { 0.0 },
             stopping: engine.stop_reason().map(|r| r.word().to_string()),
             workers: engine
                 .slots()
@@ -133,11 +118,7 @@ impl ControlServer {
             .try_overwrite(true)
             .nonblocking(ListenerNonblockingMode::Accept)
             .create_sync()?;
-        Ok(Self {
-            listener,
-            path: path.to_path_buf(),
-            uid: nix::unistd::geteuid().as_raw(),
-        })
+        Ok(Self { listener, path: path.to_path_buf(), uid: nix::unistd::geteuid().as_raw() })
     }
 
     /// The socket's path.

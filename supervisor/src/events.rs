@@ -116,11 +116,7 @@ mod tests {
                 worker: 2,
                 pid: 77,
                 clean: false,
-                cause: Some(CrashCause::Signal {
-                    signal: "SIGSEGV".into(),
-                    core: false,
-                    detail: None,
-                }),
+                cause: Some(CrashCause::Signal { signal: "SIGSEGV".into(), core: false, detail: None }),
                 task: Some("a6".into()),
             },
         };
@@ -132,16 +128,8 @@ mod tests {
         );
         let back: Timed = serde_json::from_str(&s).unwrap();
         assert_eq!(back, e);
-        let clean = Timed {
-            t: 2.0,
-            event: RunEvent::WorkerExited {
-                worker: 0,
-                pid: 5,
-                clean: true,
-                cause: None,
-                task: None,
-            },
-        };
+        let clean =
+            Timed { t: 2.0, event: RunEvent::WorkerExited { worker: 0, pid: 5, clean: true, cause: None, task: None } };
         let s = serde_json::to_string(&clean).unwrap();
         assert_eq!(serde_json::from_str::<Timed>(&s).unwrap(), clean);
     }

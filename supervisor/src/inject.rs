@@ -36,14 +36,9 @@ impl Inject {
         let mut rates = Vec::new();
         let mut total = 0.0;
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (name, p) = part
-                .split_once(':')
-                .ok_or_else(|| InjectError::Shape(part.to_string()))?;
+            let (name, p) = part.split_once(':').ok_or_else(|| InjectError::Shape(part.to_string()))?;
             let kind = FaultKind::from_str(name.trim())?;
-            let p: f64 = p
-                .trim()
-                .parse()
-                .map_err(|_| InjectError::Probability(p.to_string()))?;
+            let p: f64 = p.trim().parse().map_err(|_| InjectError::Probability(p.to_string()))?;
             if !(0.0..=1.0).contains(&p) {
                 return Err(InjectError::Probability(p.to_string()));
             }

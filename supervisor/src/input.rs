@@ -73,20 +73,12 @@ pub fn parse_line(text: &[u8]) -> Result<Option<ParsedTask>, String> {
         }
     })?;
     let kind = line.kind.as_deref().ok_or("missing field 'kind'")?;
-    let need =
-        |v: Option<u64>, f: &str| v.ok_or_else(|| format!("kind '{kind}' needs field '{f}'"));
+    let need = |v: Option<u64>, f: &str| v.ok_or_else(|| format!("kind '{kind}' needs field '{f}'"));
     let not_for = |present: bool, f: &str| {
-        if present {
-            Err(format!("field '{f}' does not apply to kind '{kind}'"))
-        } else {
-            Ok(())
-        }
+        if present { Err(format!("field '{f}' does not apply to kind '{kind}'")) } else { Ok(()) }
     };
     let (has_n, has_ms, has_cmd) = (line.n.is_some(), line.ms.is_some(), line.cmd.is_some());
-    let has_scan = line.path.is_some()
-        || line.offset.is_some()
-        || line.len.is_some()
-        || line.pattern.is_some();
+    let has_scan = line.path.is_some() || line.offset.is_some() || line.len.is_some() || line.pattern.is_some();
     let task = match kind {
         "noop" => {
             not_for(has_n, "n")?;
@@ -99,62 +91,38 @@ pub fn parse_line(text: &[u8]) -> Result<Option<ParsedTask>, String> {
             not_for(has_n, "n")?;
             not_for(has_cmd, "cmd")?;
             not_for(has_scan, "path")?;
-            BuiltinTask::Sleep {
-                ms: need(line.ms, "ms")?,
-            }
+            BuiltinTask::Sleep { ms: need(line.ms, "ms")? }
         }
         "sum_squares" => {
             not_for(has_ms, "ms")?;
             not_for(has_cmd, "cmd")?;
             not_for(has_scan, "path")?;
-            BuiltinTask::SumSquares {
-                n: need(line.n, "n")?,
-            }
+            BuiltinTask::SumSquares { n: need(line.n, "n")? }
         }
         "scan" => {
             not_for(has_n, "n")?;
             not_for(has_ms, "ms")?;
             not_for(has_cmd, "cmd")?;
-            let path = line
-                .path
-                .ok_or("kind 'scan' needs field 'path'")?
-                .into_owned();
-            let pattern = line
-                .pattern
-                .ok_or("kind 'scan' needs field 'pattern'")?
-                .into_owned();
+            let path = line.path.ok_or("kind 'scan' needs field 'path'")?.into_owned();
+            let pattern = line.pattern.ok_or("kind 'scan' needs field 'pattern'")?.into_owned();
             regex::bytes::Regex::new(&pattern).map_err(|e| format!("bad pattern: {e}"))?;
-            BuiltinTask::Scan {
-                path,
-                offset: line.offset.unwrap_or(0),
-                len: need(line.len, "len")?,
-                pattern,
-            }
+            BuiltinTask::Scan { path, offset: line.offset.unwrap_or(0), len: need(line.len, "len")?, pattern }
         }
         "shell" => {
             not_for(has_n, "n")?;
             not_for(has_ms, "ms")?;
             not_for(has_scan, "path")?;
-            BuiltinTask::Shell {
-                cmd: line
-                    .cmd
-                    .ok_or("kind 'shell' needs field 'cmd'")?
-                    .into_owned(),
-            }
+            BuiltinTask::Shell { cmd: line.cmd.ok_or("kind 'shell' needs field 'cmd'")?.into_owned() }
         }
         other => {
-            return Err(format!(
-                "unknown kind '{other}' (expected noop, sleep, sum_squares, scan or shell)"
-            ));
+            return Err(format!("unknown kind '{other}' (expected noop, sleep, sum_squares, scan or shell)"));
         }
     };
     let fault = match (line.fault, line.fault_attempts) {
         (None, None) => None,
         (None, Some(_)) => return Err("field 'fault_attempts' needs a 'fault'".into()),
         (Some(f), attempts) => {
-            let kind: FaultKind = f
-                .parse()
-                .map_err(|e: shared::task::UnknownFault| e.to_string())?;
+            let kind: FaultKind = f.parse().map_err(|e: shared::task::UnknownFault| e.to_string())?;
             if attempts == Some(0) {
                 return Err("'fault_attempts' must be at least 1".into());
             }
@@ -168,8 +136,7 @@ pub fn parse_line(text: &[u8]) -> Result<Option<ParsedTask>, String> {
         None => {
             // The content, with keys in a fixed order, names the task: reordering or adding
             // lines does not change it, so resume still matches records to tasks.
-            let value: serde_json::Value =
-                serde_json::from_slice(text).map_err(|e| e.to_string())?;
+            let value: serde_json::Value = serde_json::from_slice(text).map_err(|e| e.to_string())?;
             content_id(value.to_string().as_bytes())
         }
     };
@@ -186,24 +153,15 @@ pub struct CmdTemplate {
 impl CmdTemplate {
     /// A template; without any replacement string, the line is appended (as parallel does).
     pub fn new(template: &str) -> Self {
-        let has = ["{}", "{#}", "{.}", "{/}", "{//}", "{/.}"]
-            .iter()
-            .any(|p| template.contains(p));
-        let template = if has {
-            template.to_string()
-        } else {
-            format!("{template} {{}}")
-        };
+        let has = ["{}", "{#}", "{.}", "{/}", "{//}", "{/.}"].iter().any(|p| template.contains(p));
+        let template = if has { template.to_string() } else { format!("{template} {{}}") };
         Self { template }
     }
 
     /// The command for `line`, the `number`th input line (from 1).
     pub fn render(&self, line: &str, number: u64) -> String {
         let path = std::path::Path::new(line);
-        let base = path
-            .file_name()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let base = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let no_ext = |s: &str| match s.rfind('.') {
             Some(i) if i > 0 && !s[i..].contains('/') => s[..i].to_string(),
             _ => s.to_string(),
@@ -243,10 +201,7 @@ impl CmdTemplate {
 
 /// Quotes a string for /bin/sh, leaving plain words alone.
 pub fn quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
-    {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b)) {
         return s.to_string();
     }
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -273,11 +228,7 @@ impl Format {
                     return Ok(None);
                 }
                 let cmd = t.render(line, number);
-                Ok(Some(ParsedTask {
-                    id: content_id(cmd.as_bytes()),
-                    task: BuiltinTask::Shell { cmd },
-                    fault: None,
-                }))
+                Ok(Some(ParsedTask { id: content_id(cmd.as_bytes()), task: BuiltinTask::Shell { cmd }, fault: None }))
             }
         }
     }
@@ -311,18 +262,14 @@ pub fn for_each_line<R: BufRead>(
 
 /// Checks a whole file before any task runs: every line parses, no id repeats. Returns the
 /// number of tasks.
-pub fn validate<R: BufRead>(
-    r: R,
-    format: &Format,
-    shard: Option<(u32, u32)>,
-) -> Result<u64, (u64, String)> {
+pub fn validate<R: BufRead>(r: R, format: &Format, shard: Option<(u32, u32)>) -> Result<u64, (u64, String)> {
     let mut admission = Admission::new(Default::default(), shard);
     let mut count = 0;
     for_each_line(r, |number, text| {
-        if let Some(t) = format.parse(text, number)? {
-            if admission.admit(&t.id)? {
-                count += 1;
-            }
+        if let Some(t) = format.parse(text, number)?
+            && admission.admit(&t.id)?
+        {
+            count += 1;
         }
         Ok(())
     })?;
@@ -347,62 +294,44 @@ const CHUNK: usize = 1024;
 
 impl LineSource {
     /// Starts reading `input` on a thread.
-    pub fn spawn<R: Read + Send + 'static>(
-        input: R,
-        format: Format,
-        mut admission: Admission,
-    ) -> io::Result<Self> {
+    pub fn spawn<R: Read + Send + 'static>(input: R, format: Format, mut admission: Admission) -> io::Result<Self> {
         let (wake, waker) = UnixStream::pair()?;
         wake.set_nonblocking(true)?;
         waker.set_nonblocking(true)?;
         let (tx, rx) = sync_channel::<Chunk>(8);
-        std::thread::Builder::new()
-            .name("bulkhead-input".into())
-            .spawn(move || {
-                let send = |tx: &SyncSender<Chunk>, c: Chunk| {
-                    let ok = tx.send(c).is_ok();
-                    let _ = (&waker).write(&[1]);
-                    ok
+        std::thread::Builder::new().name("bulkhead-input".into()).spawn(move || {
+            let send = |tx: &SyncSender<Chunk>, c: Chunk| {
+                let ok = tx.send(c).is_ok();
+                let _ = (&waker).write(&[1]);
+                ok
+            };
+            let mut jobs = Vec::with_capacity(CHUNK);
+            let reader = io::BufReader::with_capacity(256 << 10, input);
+            let result = for_each_line(reader, |number, text| {
+                let Some(t) = format.parse(text, number)? else {
+                    return Ok(());
                 };
-                let mut jobs = Vec::with_capacity(CHUNK);
-                let reader = io::BufReader::with_capacity(256 << 10, input);
-                let result = for_each_line(reader, |number, text| {
-                    let Some(t) = format.parse(text, number)? else {
-                        return Ok(());
-                    };
-                    if !admission.admit(&t.id)? {
-                        return Ok(());
-                    }
-                    let payload = postcard::to_stdvec(&t.task).map_err(|e| e.to_string())?;
-                    jobs.push(Job {
-                        id: t.id.into(),
-                        payload: payload.into(),
-                        fault: t.fault,
-                    });
-                    if jobs.len() == CHUNK
-                        && !send(
-                            &tx,
-                            Chunk::Jobs(std::mem::replace(&mut jobs, Vec::with_capacity(CHUNK))),
-                        )
-                    {
-                        return Err("the run stopped reading".into());
-                    }
-                    Ok(())
-                });
-                if !jobs.is_empty() && !send(&tx, Chunk::Jobs(jobs)) {
-                    return;
+                if !admission.admit(&t.id)? {
+                    return Ok(());
                 }
-                let _ = match result {
-                    Ok(()) => send(&tx, Chunk::End),
-                    Err((line, msg)) => send(&tx, Chunk::Failed(format!("line {line}: {msg}"))),
-                };
-            })?;
-        Ok(Self {
-            rx,
-            wake,
-            ready: VecDeque::new(),
-            end: None,
-        })
+                let payload = postcard::to_stdvec(&t.task).map_err(|e| e.to_string())?;
+                jobs.push(Job { id: t.id.into(), payload: payload.into(), fault: t.fault });
+                if jobs.len() == CHUNK
+                    && !send(&tx, Chunk::Jobs(std::mem::replace(&mut jobs, Vec::with_capacity(CHUNK))))
+                {
+                    return Err("the run stopped reading".into());
+                }
+                Ok(())
+            });
+            if !jobs.is_empty() && !send(&tx, Chunk::Jobs(jobs)) {
+                return;
+            }
+            let _ = match result {
+                Ok(()) => send(&tx, Chunk::End),
+                Err((line, msg)) => send(&tx, Chunk::Failed(format!("line {line}: {msg}"))),
+            };
+        })?;
+        Ok(Self { rx, wake, ready: VecDeque::new(), end: None })
     }
 }
 
@@ -447,25 +376,17 @@ mod tests {
 
     #[test]
     fn the_spec_examples_parse() {
-        let t = parse_line(br#"{"id":"a1","kind":"sum_squares","n":10000000}"#)
-            .unwrap()
-            .unwrap();
+        let t = parse_line(br#"{"id":"a1","kind":"sum_squares","n":10000000}"#).unwrap().unwrap();
         assert_eq!(t.task, BuiltinTask::SumSquares { n: 10_000_000 });
-        let t = parse_line(br#"{"id":"a4","kind":"scan","path":"access.log","offset":0,"len":8388608,"pattern":"status=(\\d{3})"}"#)
-            .unwrap()
-            .unwrap();
+        let t = parse_line(
+            br#"{"id":"a4","kind":"scan","path":"access.log","offset":0,"len":8388608,"pattern":"status=(\\d{3})"}"#,
+        )
+        .unwrap()
+        .unwrap();
         assert!(matches!(t.task, BuiltinTask::Scan { len: 8_388_608, .. }));
         let t =
-            parse_line(br#"{"id":"a6","kind":"sleep","ms":100,"fault":"segv","fault_attempts":1}"#)
-                .unwrap()
-                .unwrap();
-        assert_eq!(
-            t.fault,
-            Some(FaultPlan {
-                kind: FaultKind::Segv,
-                attempts: Some(1)
-            })
-        );
+            parse_line(br#"{"id":"a6","kind":"sleep","ms":100,"fault":"segv","fault_attempts":1}"#).unwrap().unwrap();
+        assert_eq!(t.fault, Some(FaultPlan { kind: FaultKind::Segv, attempts: Some(1) }));
         assert_eq!(parse_line(b"   ").unwrap(), None);
     }
 
@@ -474,62 +395,36 @@ mod tests {
         let a = parse_line(br#"{"kind":"sleep","ms":5}"#).unwrap().unwrap();
         let b = parse_line(br#"{"ms":5, "kind":"sleep"}"#).unwrap().unwrap();
         assert_eq!(a.id, b.id);
-        assert_ne!(
-            a.id,
-            parse_line(br#"{"kind":"sleep","ms":6}"#)
-                .unwrap()
-                .unwrap()
-                .id
-        );
+        assert_ne!(a.id, parse_line(br#"{"kind":"sleep","ms":6}"#).unwrap().unwrap().id);
     }
 
     #[test]
     fn bad_lines_say_what_is_wrong() {
-        assert!(
-            err("{not json").starts_with("not a JSON task object"),
-            "{}",
-            err("{not json")
-        );
+        assert!(err("{not json").starts_with("not a JSON task object"), "{}", err("{not json"));
         assert_eq!(
             err(r#"{"kind":"teleport"}"#),
             "unknown kind 'teleport' (expected noop, sleep, sum_squares, scan or shell)"
         );
         assert_eq!(err(r#"{"kind":"sleep"}"#), "kind 'sleep' needs field 'ms'");
         assert_eq!(err(r#"{"id":"x"}"#), "missing field 'kind'");
-        assert!(
-            err(r#"{"kind":"noop","fault":"segfault"}"#).starts_with("unknown fault 'segfault'")
-        );
+        assert!(err(r#"{"kind":"noop","fault":"segfault"}"#).starts_with("unknown fault 'segfault'"));
         assert!(
             err(r#"{"kind":"noop","fualt":"segv"}"#).starts_with("unknown field `fualt`"),
             "{}",
             err(r#"{"kind":"noop","fualt":"segv"}"#)
         );
-        assert_eq!(
-            err(r#"{"id":7,"kind":"noop"}"#),
-            "'id' must be a string, not 7"
-        );
-        assert_eq!(
-            err(r#"{"kind":"noop","n":3}"#),
-            "field 'n' does not apply to kind 'noop'"
-        );
-        assert_eq!(
-            err(r#"[1,2]"#).split(':').next(),
-            Some("not a JSON task object")
-        );
+        assert_eq!(err(r#"{"id":7,"kind":"noop"}"#), "'id' must be a string, not 7");
+        assert_eq!(err(r#"{"kind":"noop","n":3}"#), "field 'n' does not apply to kind 'noop'");
+        assert_eq!(err(r#"[1,2]"#).split(':').next(), Some("not a JSON task object"));
     }
 
     #[test]
     fn validation_names_the_line_of_a_duplicate() {
-        let input = "{\"id\":\"a\",\"kind\":\"noop\"}\n\n{\"id\":\"b\",\"kind\":\"noop\"}\n{\"id\":\"a\",\"kind\":\"noop\"}\n";
-        assert_eq!(
-            validate(input.as_bytes(), &Format::Jsonl, None),
-            Err((4, "duplicate id 'a'".into()))
-        );
+        let input =
+            "{\"id\":\"a\",\"kind\":\"noop\"}\n\n{\"id\":\"b\",\"kind\":\"noop\"}\n{\"id\":\"a\",\"kind\":\"noop\"}\n";
+        assert_eq!(validate(input.as_bytes(), &Format::Jsonl, None), Err((4, "duplicate id 'a'".into())));
         let first_three = input.lines().take(3).collect::<Vec<_>>().join("\n");
-        assert_eq!(
-            validate(first_three.as_bytes(), &Format::Jsonl, None),
-            Ok(2)
-        );
+        assert_eq!(validate(first_three.as_bytes(), &Format::Jsonl, None), Ok(2));
     }
 
     #[test]
@@ -537,14 +432,8 @@ mod tests {
         let t = CmdTemplate::new("gzip -9 {}");
         assert_eq!(t.render("data/x.log", 1), "gzip -9 data/x.log");
         assert_eq!(t.render("it's here", 1), r"gzip -9 'it'\''s here'");
-        assert_eq!(
-            CmdTemplate::new("echo {#}: {/.} in {//}").render("a/b/c.tar", 7),
-            "echo 7: c in a/b"
-        );
+        assert_eq!(CmdTemplate::new("echo {#}: {/.} in {//}").render("a/b/c.tar", 7), "echo 7: c in a/b");
         assert_eq!(CmdTemplate::new("echo").render("$HOME", 1), "echo '$HOME'");
-        assert_eq!(
-            CmdTemplate::new("mv {} {.}.bak").render("x.txt", 1),
-            "mv x.txt x.bak"
-        );
+        assert_eq!(CmdTemplate::new("mv {} {.}.bak").render("x.txt", 1), "mv x.txt x.bak");
     }
 }

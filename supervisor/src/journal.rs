@@ -45,9 +45,7 @@ pub enum JournalError {
     #[error("--resume needs --results FILE: there is nothing to resume from standard output")]
     ResumeStdout,
     /// A line in the middle of the file is not a record.
-    #[error(
-        "results file {path}, line {line}: not a results record ({reason}); fix or move the file"
-    )]
+    #[error("results file {path}, line {line}: not a results record ({reason}); fix or move the file")]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -122,22 +120,13 @@ impl Journal {
     }
 
     fn open_file(path: &Path, resume: bool) -> Result<(Self, Resumed), JournalError> {
-        let io_err = |source| JournalError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io_err = |source| JournalError::Io { path: path.to_path_buf(), source };
         let meta = std::fs::metadata(path).ok();
         let regular = meta.as_ref().is_none_or(|m| m.is_file());
-        let special = meta
-            .as_ref()
-            .is_some_and(|m| m.file_type().is_char_device() || m.file_type().is_fifo());
+        let special = meta.as_ref().is_some_and(|m| m.file_type().is_char_device() || m.file_type().is_fifo());
         let mut resumed = Resumed::default();
         if regular && meta.as_ref().is_some_and(|m| m.len() > 0) {
-            let mut file = OpenOptions::new()
-                .read(true)
-                .write(resume)
-                .open(path)
-                .map_err(io_err)?;
+            let mut file = OpenOptions::new().read(true).write(resume).open(path).map_err(io_err)?;
             resumed = read_back(&mut file, path, resume)?;
             if !resume {
                 return Err(JournalError::Exists {
@@ -190,16 +179,12 @@ impl Journal {
 
     /// The write error that stopped the journal, if any.
     pub fn error(&self) -> Option<String> {
-        self.error
-            .as_ref()
-            .map(|e| format!("cannot write results to {}: {e}", self.name))
+        self.error.as_ref().map(|e| format!("cannot write results to {}: {e}", self.name))
     }
 
     /// Whether the journal stopped because its reader went away (a closed pipe).
     pub fn broken_pipe(&self) -> bool {
-        self.error
-            .as_ref()
-            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+        self.error.as_ref().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
     }
 
     /// Flushes and asks the disk to keep it. A target that cannot be synced (a pipe, a
@@ -209,10 +194,7 @@ impl Journal {
         if self.regular
             && self.error.is_none()
             && let Err(e) = self.out.sync_data()
-            && !matches!(
-                e.raw_os_error(),
-                Some(libc::EINVAL | libc::EROFS | libc::ENOTSUP)
-            )
+            && !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EROFS | libc::ENOTSUP))
         {
             log::warn!("cannot sync {}: {e}", self.name);
         }
@@ -233,10 +215,7 @@ impl Drop for Journal {
 /// cut off so the file ends at a record boundary, and a last record missing its newline gets
 /// one.
 fn read_back(file: &mut File, path: &Path, repair: bool) -> Result<Resumed, JournalError> {
-    let io_err = |source| JournalError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_err = |source| JournalError::Io { path: path.to_path_buf(), source };
     let len = file.metadata().map_err(io_err)?.len();
     let mut resumed = Resumed::default();
     let mut reader = BufReader::with_capacity(1 << 20, &mut *file);
@@ -252,11 +231,7 @@ fn read_back(file: &mut File, path: &Path, repair: bool) -> Result<Resumed, Jour
         }
         number += 1;
         let complete = line.last() == Some(&b'\n');
-        let text = if complete {
-            &line[..line.len() - 1]
-        } else {
-            &line[..]
-        };
+        let text = if complete { &line[..line.len() - 1] } else { &line[..] };
         let at_end = offset + n as u64 == len;
         match serde_json::from_slice::<RecordHead>(text) {
             Ok(head) if complete || at_end => {
@@ -287,11 +262,7 @@ fn read_back(file: &mut File, path: &Path, repair: bool) -> Result<Resumed, Jour
             }
             Ok(_) => unreachable!("incomplete lines are always at the end"),
             Err(e) => {
-                return Err(JournalError::Corrupt {
-                    path: path.to_path_buf(),
-                    line: number,
-                    reason: e.to_string(),
-                });
+                return Err(JournalError::Corrupt { path: path.to_path_buf(), line: number, reason: e.to_string() });
             }
         }
         offset += n as u64;

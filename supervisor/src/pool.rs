@@ -73,10 +73,7 @@ pub struct PoolBuilder {
 
 impl std::fmt::Debug for PoolBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PoolBuilder")
-            .field("mode", &self.mode)
-            .field("workers", &self.workers)
-            .finish_non_exhaustive()
+        f.debug_struct("PoolBuilder").field("mode", &self.mode).field("workers", &self.workers).finish_non_exhaustive()
     }
 }
 
@@ -253,38 +250,24 @@ impl PoolBuilder {
             return Err(PoolError::InWorker);
         }
         if self.workers == 0 || self.workers > 4096 {
-            return Err(PoolError::Invalid(format!(
-                "workers must be 1 to 4096, not {}",
-                self.workers
-            )));
+            return Err(PoolError::Invalid(format!("workers must be 1 to 4096, not {}", self.workers)));
         }
         if self.attempts == 0 {
             return Err(PoolError::Invalid("attempts must be at least 1".into()));
         }
         if self.threads_per_worker == 0 || self.threads_per_worker > shared::shm::MAX_SLOTS {
-            return Err(PoolError::Invalid(format!(
-                "threads per worker must be 1 to {}",
-                shared::shm::MAX_SLOTS
-            )));
+            return Err(PoolError::Invalid(format!("threads per worker must be 1 to {}", shared::shm::MAX_SLOTS)));
         }
         if let Some((k, n)) = self.shard
             && (n == 0 || k >= n)
         {
-            return Err(PoolError::Invalid(format!(
-                "shard {k}/{n}: K must be below N"
-            )));
+            return Err(PoolError::Invalid(format!("shard {k}/{n}: K must be below N")));
         }
         let program = match &self.program {
             Some(p) => p.clone(),
-            None => {
-                WorkerProgram::current().map_err(io_err("find this executable to start workers"))?
-            }
+            None => WorkerProgram::current().map_err(io_err("find this executable to start workers"))?,
         };
-        Ok(Pool {
-            handler: Arc::new(handler),
-            cfg: self,
-            program,
-        })
+        Ok(Pool { handler: Arc::new(handler), cfg: self, program })
     }
 }
 
@@ -331,12 +314,7 @@ impl<H: Handler> Pool<H> {
         I: IntoIterator + 'a,
         I::Item: Into<TaskSpec<H::Task>>,
     {
-        self.start(|admission| {
-            Ok(Box::new(IterSource::<_, H::Task>::new(
-                tasks.into_iter(),
-                admission,
-            )))
-        })
+        self.start(|admission| Ok(Box::new(IterSource::<_, H::Task>::new(tasks.into_iter(), admission))))
     }
 
     /// Runs a batch from a [`TaskSource`] built once the results file is read (so it knows
@@ -384,15 +362,10 @@ impl<H: Handler> Pool<H> {
         let engine = Engine::new(
             EngineConfig {
                 workers: c.workers,
-                threads_per_worker: if c.mode == Mode::Thread {
-                    1
-                } else {
-                    c.threads_per_worker
-                },
+                threads_per_worker: if c.mode == Mode::Thread { 1 } else { c.threads_per_worker },
                 attempts: c.attempts,
                 timeout_ns,
-                heartbeat_timeout_ns: (c.mode == Mode::Process)
-                    .then(|| c.heartbeat_timeout.as_nanos() as u64),
+                heartbeat_timeout_ns: (c.mode == Mode::Process).then_some(c.heartbeat_timeout.as_nanos() as u64),
                 drain_grace_ns: c.grace.as_nanos() as u64,
                 restart: c.restart,
                 retry_failed: c.retry_failed,
@@ -413,34 +386,20 @@ impl<H: Handler> Pool<H> {
                 },
                 c.workers,
             )),
-            Mode::Thread => Box::new(
-                ThreadBackend::new(self.handler.clone(), c.workers)
-                    .map_err(io_err("set up thread mode"))?,
-            ),
+            Mode::Thread => {
+                Box::new(ThreadBackend::new(self.handler.clone(), c.workers).map_err(io_err("set up thread mode"))?)
+            }
         };
         let signals = Signals::new(c.handle_signals).map_err(io_err("install signal handlers"))?;
         let control = match &c.control {
-            Some(path) => Some(
-                ControlServer::bind(path)
-                    .map_err(io_err(format!("listen on {}", path.display())))?,
-            ),
+            Some(path) => Some(ControlServer::bind(path).map_err(io_err(format!("listen on {}", path.display())))?),
             None => None,
         };
         let progress = c.progress.then(Progress::new);
         Ok(Run {
             runtime: Runtime::new(engine, backend, src, signals),
-            sink: RunSink {
-                journal,
-                events,
-                queue: VecDeque::new(),
-                collect: true,
-                observers: Vec::new(),
-            },
-            hooks: RunHooks {
-                control,
-                progress,
-                mode: c.mode,
-            },
+            sink: RunSink { journal, events, queue: VecDeque::new(), collect: true, observers: Vec::new() },
+            hooks: RunHooks { control, progress, mode: c.mode },
             previous,
             started: Instant::now(),
             done: false,
@@ -454,12 +413,15 @@ impl<H: Handler> Pool<H> {
     }
 }
 
+/// A callback that sees every event.
+type Observer = Box<dyn FnMut(&Timed)>;
+
 struct RunSink<O> {
     journal: Option<Journal>,
     events: Option<BufWriter<File>>,
     queue: VecDeque<TaskResult<O>>,
     collect: bool,
-    observers: Vec<Box<dyn FnMut(&Timed)>>,
+    observers: Vec<Observer>,
 }
 
 impl<O: Serialize + DeserializeOwned> Sink for RunSink<O> {
@@ -473,9 +435,7 @@ impl<O: Serialize + DeserializeOwned> Sink for RunSink<O> {
                     id,
                     f.attempts,
                     ms,
-                    Err(shared::proto::TaskError::new(format!(
-                        "undecodable output: {e}"
-                    ))),
+                    Err(shared::proto::TaskError::new(format!("undecodable output: {e}"))),
                     f.crashes,
                 ),
             },
@@ -581,16 +541,11 @@ impl<'a, H: Handler> Run<'a, H> {
         }
         let failure = self.sink.journal.as_ref().and_then(|j| j.error());
         if let Some(msg) = failure
-            && !matches!(
-                self.runtime.engine.stop_reason(),
-                Some(StopReason::GaveUp(_))
-            )
+            && !matches!(self.runtime.engine.stop_reason(), Some(StopReason::GaveUp(_)))
         {
             let now = mono_ns();
             let mut out = Vec::new();
-            self.runtime
-                .engine
-                .fatal(msg, now, &mut self.sink, &mut out);
+            self.runtime.engine.fatal(msg, now, &mut self.sink, &mut out);
             // The actions are the kills of every worker; the next step performs them.
             for a in out {
                 self.runtime.push_action(a);
@@ -613,12 +568,7 @@ impl<'a, H: Handler> Run<'a, H> {
     pub fn interrupt(&mut self) {
         let now = mono_ns();
         let mut out = Vec::new();
-        self.runtime.engine.handle(
-            crate::engine::Event::Interrupt(Interrupt::Int),
-            now,
-            &mut self.sink,
-            &mut out,
-        );
+        self.runtime.engine.handle(crate::engine::Event::Interrupt(Interrupt::Int), now, &mut self.sink, &mut out);
         for a in out {
             self.runtime.push_action(a);
         }
@@ -633,9 +583,7 @@ impl<'a, H: Handler> Run<'a, H> {
             previous_failed: self.previous.1,
             previous_quarantined: self.previous.2,
             elapsed: self.started.elapsed(),
-            tally: (self.pool_mode == Mode::Thread)
-                .then(|| self.runtime.thread_report())
-                .flatten(),
+            tally: (self.pool_mode == Mode::Thread).then(|| self.runtime.thread_report()).flatten(),
             output_error: self.sink.journal.as_ref().and_then(|j| j.error()),
             broken_pipe: self.sink.journal.as_ref().is_some_and(|j| j.broken_pipe()),
         }
@@ -689,15 +637,9 @@ impl Summary {
         }
         match &self.stop {
             Some(StopReason::Completed) | None => {
-                let bad = self.counts.failed
-                    + self.counts.quarantined
-                    + self.previous_failed
-                    + self.previous_quarantined;
-                if bad > 0 || self.output_error.is_some() {
-                    exit::TASKS_FAILED
-                } else {
-                    exit::OK
-                }
+                let bad =
+                    self.counts.failed + self.counts.quarantined + self.previous_failed + self.previous_quarantined;
+                if bad > 0 || self.output_error.is_some() { exit::TASKS_FAILED } else { exit::OK }
             }
             Some(StopReason::Interrupted(Interrupt::Int)) => exit::INTERRUPTED,
             Some(StopReason::Interrupted(Interrupt::Term)) => exit::TERMINATED,

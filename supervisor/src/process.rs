@@ -49,10 +49,7 @@ pub struct ProcessBackend {
 impl ProcessBackend {
     /// A backend with `slots` empty slots.
     pub fn new(cfg: SpawnConfig, slots: usize) -> Self {
-        Self {
-            cfg,
-            conns: (0..slots).map(|_| None).collect(),
-        }
+        Self { cfg, conns: (0..slots).map(|_| None).collect() }
     }
 
     fn read_frames(&mut self, slot: usize, cx: &mut Cx<'_>) {
@@ -70,12 +67,7 @@ impl ProcessBackend {
                         FrameError::Closed => None,
                         e => Some(e.to_string()),
                     };
-                    cx.engine.handle(
-                        Event::ChannelEnded { slot, detail },
-                        cx.now,
-                        cx.sink,
-                        cx.out,
-                    );
+                    cx.engine.handle(Event::ChannelEnded { slot, detail }, cx.now, cx.sink, cx.out);
                     return;
                 }
                 Ok(_) => {}
@@ -84,12 +76,7 @@ impl ProcessBackend {
                 Err(e) => {
                     conn.reading = false;
                     let detail = Some(format!("socket error: {e}"));
-                    cx.engine.handle(
-                        Event::ChannelEnded { slot, detail },
-                        cx.now,
-                        cx.sink,
-                        cx.out,
-                    );
+                    cx.engine.handle(Event::ChannelEnded { slot, detail }, cx.now, cx.sink, cx.out);
                     return;
                 }
             }
@@ -100,10 +87,7 @@ impl ProcessBackend {
                     Err(e) => {
                         conn.reading = false;
                         cx.engine.handle(
-                            Event::ChannelEnded {
-                                slot,
-                                detail: Some(e.to_string()),
-                            },
+                            Event::ChannelEnded { slot, detail: Some(e.to_string()) },
                             cx.now,
                             cx.sink,
                             cx.out,
@@ -113,15 +97,7 @@ impl ProcessBackend {
                 };
                 if let Err(detail) = deliver(slot, body, cx) {
                     conn.reading = false;
-                    cx.engine.handle(
-                        Event::ChannelEnded {
-                            slot,
-                            detail: Some(detail),
-                        },
-                        cx.now,
-                        cx.sink,
-                        cx.out,
-                    );
+                    cx.engine.handle(Event::ChannelEnded { slot, detail: Some(detail) }, cx.now, cx.sink, cx.out);
                     return;
                 }
             }
@@ -151,11 +127,7 @@ impl ProcessBackend {
                     // Pass the worker's words on to the log, a line at a time.
                     for &b in &buf[..n] {
                         if b == b'\n' {
-                            log::debug!(
-                                "worker {slot} (pid {}): {}",
-                                conn.pid,
-                                String::from_utf8_lossy(&conn.line)
-                            );
+                            log::debug!("worker {slot} (pid {}): {}", conn.pid, String::from_utf8_lossy(&conn.line));
                             conn.line.clear();
                         } else if conn.line.len() < 1024 {
                             conn.line.push(b);
@@ -212,23 +184,13 @@ fn deliver(slot: usize, body: &[u8], cx: &mut Cx<'_>) -> Result<(), String> {
         return Ok(());
     }
     let msg = frame::decode::<FromWorker>(body).map_err(|e| {
-        let source = std::error::Error::source(&e)
-            .map(|s| format!(": {s}"))
-            .unwrap_or_default();
+        let source = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
         format!("{e}{source}")
     })?;
     let ev = match msg {
         FromWorker::Ready(_) => Event::Ready { slot },
         FromWorker::Results(outcomes) => {
-            cx.engine.handle(
-                Event::Outcomes {
-                    slot,
-                    outcomes: &outcomes,
-                },
-                cx.now,
-                cx.sink,
-                cx.out,
-            );
+            cx.engine.handle(Event::Outcomes { slot, outcomes: &outcomes }, cx.now, cx.sink, cx.out);
             return Ok(());
         }
         FromWorker::Heartbeat => Event::Heartbeat { slot },
@@ -246,8 +208,7 @@ impl Probe for ProcessBackend {
 
 impl Backend for ProcessBackend {
     fn spawn(&mut self, slot: usize) -> Result<u32, String> {
-        let s = spawn_worker(&self.cfg)
-            .map_err(|e| format!("cannot start {}: {e}", self.cfg.program.exe.display()))?;
+        let s = spawn_worker(&self.cfg).map_err(|e| format!("cannot start {}: {e}", self.cfg.program.exe.display()))?;
         let pid = s.pid;
         self.conns[slot] = Some(Conn {
             pid,
@@ -341,9 +302,7 @@ impl Backend for ProcessBackend {
             // What the worker sent before dying (results, a panic report) comes first.
             while self.conns[slot].as_ref().is_some_and(|c| c.reading) {
                 self.read_frames(slot, cx);
-                if self.conns[slot].as_ref().is_some_and(|c| c.reading)
-                    && would_block(&self.conns[slot])
-                {
+                if self.conns[slot].as_ref().is_some_and(|c| c.reading) && would_block(&self.conns[slot]) {
                     break;
                 }
             }
@@ -355,12 +314,7 @@ impl Backend for ProcessBackend {
                     executing.push(seq);
                 }
             }
-            let culprit = match conn
-                .page
-                .header()
-                .culprit
-                .load(std::sync::atomic::Ordering::SeqCst)
-            {
+            let culprit = match conn.page.header().culprit.load(std::sync::atomic::Ordering::SeqCst) {
                 0 => None,
                 seq => Some(seq),
             };
@@ -369,14 +323,7 @@ impl Backend for ProcessBackend {
             let stderr_tail = String::from_utf8_lossy(&conn.tail).into_owned();
             drop(conn);
             cx.engine.handle(
-                Event::Reaped {
-                    slot,
-                    pid,
-                    exit,
-                    executing,
-                    culprit,
-                    stderr_tail,
-                },
+                Event::Reaped { slot, pid, exit, executing, culprit, stderr_tail },
                 cx.now,
                 cx.sink,
                 cx.out,
@@ -403,14 +350,8 @@ fn would_block(conn: &Option<Conn>) -> bool {
     let Some(c) = conn else { return true };
     let mut probe = [0u8; 1];
     // SAFETY: a non-blocking peek into a local buffer.
-    let n = unsafe {
-        libc::recv(
-            c.sock.as_raw_fd(),
-            probe.as_mut_ptr().cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
+    let n =
+        unsafe { libc::recv(c.sock.as_raw_fd(), probe.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
     n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
 }
 

@@ -21,27 +21,18 @@ impl Progress {
     /// A spinner for a batch of unknown size.
     pub fn new() -> Self {
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
-                .expect("valid template"),
-        );
+        bar.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}").expect("valid template"));
         Self { bar, total: None }
     }
 
     /// A bar for `total` tasks.
     pub fn with_total(total: u64) -> Self {
-        let bar =
-            ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(10));
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(10));
         bar.set_style(
-            ProgressStyle::with_template(
-                "[{elapsed_precise}] {bar:30} {pos}/{len} ETA {eta} {msg}",
-            )
-            .expect("valid template"),
+            ProgressStyle::with_template("[{elapsed_precise}] {bar:30} {pos}/{len} ETA {eta} {msg}")
+                .expect("valid template"),
         );
-        Self {
-            bar,
-            total: Some(total),
-        }
+        Self { bar, total: Some(total) }
     }
 
     /// Redraws from the engine's counts.

@@ -57,11 +57,7 @@ pub struct RestartTracker {
 impl RestartTracker {
     /// A tracker for `policy`; `seed` makes the jitter reproducible.
     pub fn new(policy: RestartPolicy, seed: u64) -> Self {
-        Self {
-            policy,
-            recent: VecDeque::new(),
-            seed,
-        }
+        Self { policy, recent: VecDeque::new(), seed }
     }
 
     /// The policy in force.
@@ -81,11 +77,7 @@ impl RestartTracker {
         self.recent.push_back(now_ns);
         let n = self.recent.len() as u32;
         if n > self.policy.max_restarts {
-            return Err(Exceeded {
-                restarts: n,
-                max: self.policy.max_restarts,
-                period_ns: self.policy.period_ns,
-            });
+            return Err(Exceeded { restarts: n, max: self.policy.max_restarts, period_ns: self.policy.period_ns });
         }
         Ok(())
     }
@@ -99,14 +91,8 @@ impl RestartTracker {
             return 0;
         }
         let exp = (failures - 2).min(30);
-        let full = self
-            .policy
-            .backoff_base_ns
-            .saturating_mul(1 << exp)
-            .min(self.policy.backoff_max_ns);
-        self.seed = mix64(
-            self.seed ^ (slot as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(failures),
-        );
+        let full = self.policy.backoff_base_ns.saturating_mul(1 << exp).min(self.policy.backoff_max_ns);
+        self.seed = mix64(self.seed ^ (slot as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(failures));
         let frac = (self.seed >> 11) as f64 / (1u64 << 53) as f64;
         (full as f64 * (0.5 + 0.5 * frac)) as u64
     }
@@ -120,11 +106,7 @@ mod tests {
 
     #[test]
     fn intensity_is_a_sliding_window() {
-        let policy = RestartPolicy {
-            max_restarts: 3,
-            period_ns: 1000 * MS,
-            ..Default::default()
-        };
+        let policy = RestartPolicy { max_restarts: 3, period_ns: 1000 * MS, ..Default::default() };
         let mut t = RestartTracker::new(policy, 1);
         assert!(t.record(0).is_ok());
         assert!(t.record(100 * MS).is_ok());

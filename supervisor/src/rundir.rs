@@ -85,10 +85,7 @@ pub fn list(base: &Path) -> Vec<(u32, PathBuf)> {
 
 /// Whether a process with this pid exists.
 pub fn alive(pid: u32) -> bool {
-    !matches!(
-        kill(Pid::from_raw(pid as i32), None),
-        Err(nix::Error::ESRCH)
-    )
+    !matches!(kill(Pid::from_raw(pid as i32), None), Err(nix::Error::ESRCH))
 }
 
 /// Removes the directories of runs whose process is gone.

@@ -53,11 +53,7 @@ enum Token {
 impl PollSet {
     /// Adds a descriptor to watch for `events`, tagged `token`.
     pub fn push(&mut self, fd: RawFd, events: i16, token: u32) {
-        self.fds.push(libc::pollfd {
-            fd,
-            events,
-            revents: 0,
-        });
+        self.fds.push(libc::pollfd { fd, events, revents: 0 });
         self.tokens.push(match self.owner {
             Owner::Backend => Token::Backend(token),
             Owner::Hook => Token::Hook(token),
@@ -65,11 +61,7 @@ impl PollSet {
     }
 
     fn push_token(&mut self, fd: RawFd, token: Token) {
-        self.fds.push(libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        });
+        self.fds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
         self.tokens.push(token);
     }
 
@@ -171,10 +163,7 @@ impl<'a> Runtime<'a> {
         if self.engine.is_done() && self.backend.live() == 0 {
             return false;
         }
-        let mut wait_ns = self
-            .engine
-            .next_deadline(now, &*self.backend)
-            .map(|d| d.saturating_sub(now));
+        let mut wait_ns = self.engine.next_deadline(now, &*self.backend).map(|d| d.saturating_sub(now));
         if let Some(max) = hooks.max_wait_ns() {
             wait_ns = Some(wait_ns.map_or(max, |w| w.min(max)));
         }
@@ -184,13 +173,7 @@ impl<'a> Runtime<'a> {
             Some(ns) => ns.div_ceil(1_000_000).min(1000) as i32,
         };
         // SAFETY: `fds` is a valid array of pollfd of the given length.
-        let n = unsafe {
-            libc::poll(
-                self.set.fds.as_mut_ptr(),
-                self.set.fds.len() as libc::nfds_t,
-                timeout_ms,
-            )
-        };
+        let n = unsafe { libc::poll(self.set.fds.as_mut_ptr(), self.set.fds.len() as libc::nfds_t, timeout_ms) };
         let now = mono_ns();
         if n > 0 {
             for i in 0..self.set.fds.len() {
@@ -201,38 +184,19 @@ impl<'a> Runtime<'a> {
                 match self.set.tokens[i] {
                     Token::Signal(Sig::Chld) => {
                         self.signals.drain(Sig::Chld);
-                        let mut cx = Cx {
-                            engine: &mut self.engine,
-                            sink,
-                            out: &mut self.actions,
-                            now,
-                        };
+                        let mut cx = Cx { engine: &mut self.engine, sink, out: &mut self.actions, now };
                         self.backend.reap(&mut cx);
                     }
                     Token::Signal(sig) => {
                         let count = self.signals.drain(sig);
-                        let which = if sig == Sig::Int {
-                            Interrupt::Int
-                        } else {
-                            Interrupt::Term
-                        };
+                        let which = if sig == Sig::Int { Interrupt::Int } else { Interrupt::Term };
                         for _ in 0..count.max(1) {
-                            self.engine.handle(
-                                Event::Interrupt(which),
-                                now,
-                                sink,
-                                &mut self.actions,
-                            );
+                            self.engine.handle(Event::Interrupt(which), now, sink, &mut self.actions);
                         }
                     }
                     Token::Source => self.source_pending = false,
                     Token::Backend(t) => {
-                        let mut cx = Cx {
-                            engine: &mut self.engine,
-                            sink,
-                            out: &mut self.actions,
-                            now,
-                        };
+                        let mut cx = Cx { engine: &mut self.engine, sink, out: &mut self.actions, now };
                         self.backend.ready(t, revents, &mut cx);
                     }
                     Token::Hook(t) => hooks.ready(t, &self.engine, &*self.backend, now),
@@ -240,8 +204,7 @@ impl<'a> Runtime<'a> {
                 self.perform(now, sink);
             }
         }
-        self.engine
-            .tick(now, &*self.backend, sink, &mut self.actions);
+        self.engine.tick(now, &*self.backend, sink, &mut self.actions);
         self.perform(now, sink);
         true
     }

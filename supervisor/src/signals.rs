@@ -32,10 +32,7 @@ impl Signals {
     /// Registers SIGCHLD, and SIGINT/SIGTERM when `interrupts` (the library leaves those to
     /// the program unless asked).
     pub fn new(interrupts: bool) -> io::Result<Self> {
-        let mut s = Self {
-            pipes: Vec::new(),
-            ids: Vec::new(),
-        };
+        let mut s = Self { pipes: Vec::new(), ids: Vec::new() };
         s.add(Sig::Chld, SIGCHLD)?;
         if interrupts {
             s.add(Sig::Int, SIGINT)?;
@@ -47,8 +44,7 @@ impl Signals {
     fn add(&mut self, sig: Sig, num: i32) -> io::Result<()> {
         let (r, w) = UnixStream::pair()?;
         r.set_nonblocking(true)?;
-        self.ids
-            .push(signal_hook::low_level::pipe::register(num, w)?);
+        self.ids.push(signal_hook::low_level::pipe::register(num, w)?);
         self.pipes.push((sig, r));
         Ok(())
     }

@@ -49,22 +49,14 @@ pub struct TaskSpec<T> {
 
 impl<T> From<T> for TaskSpec<T> {
     fn from(task: T) -> Self {
-        Self {
-            id: None,
-            task,
-            fault: None,
-        }
+        Self { id: None, task, fault: None }
     }
 }
 
 impl<T> TaskSpec<T> {
     /// A task with an id.
     pub fn with_id(id: impl Into<String>, task: T) -> Self {
-        Self {
-            id: Some(id.into()),
-            task,
-            fault: None,
-        }
+        Self { id: Some(id.into()), task, fault: None }
     }
 }
 
@@ -132,13 +124,7 @@ pub struct Admission {
 impl Admission {
     /// An admission that skips the ids in `done`.
     pub fn new(done: IdSet, shard: Option<(u32, u32)>) -> Self {
-        Self {
-            seen: IdSet::default(),
-            done,
-            shard,
-            skipped_done: 0,
-            skipped_shard: 0,
-        }
+        Self { seen: IdSet::default(), done, shard, skipped_done: 0, skipped_shard: 0 }
     }
 
     /// Ok(true): run it; Ok(false): skip it; Err: a duplicate id.
@@ -171,12 +157,7 @@ pub struct IterSource<I, T> {
 impl<I, T> IterSource<I, T> {
     /// A source over `iter`, admitting through `admission`.
     pub fn new(iter: I, admission: Admission) -> Self {
-        Self {
-            iter,
-            admission,
-            index: 0,
-            _task: std::marker::PhantomData,
-        }
+        Self { iter, admission, index: 0, _task: std::marker::PhantomData }
     }
 }
 
@@ -206,11 +187,7 @@ where
                 Ok(false) => continue,
                 Err(e) => return Pull::Failed(format!("task {}: {e}", self.index)),
             }
-            out.push(Job {
-                id: id.into(),
-                payload: payload.into(),
-                fault: spec.fault,
-            });
+            out.push(Job { id: id.into(), payload: payload.into(), fault: spec.fault });
             n += 1;
         }
         Pull::Ready
@@ -223,19 +200,14 @@ mod tests {
 
     #[test]
     fn iter_source_hashes_ids_and_rejects_duplicates() {
-        let mut s: IterSource<_, u32> =
-            IterSource::new(vec![1u32, 2, 1].into_iter(), Admission::default());
+        let mut s: IterSource<_, u32> = IterSource::new(vec![1u32, 2, 1].into_iter(), Admission::default());
         let mut out = Vec::new();
-        assert_eq!(
-            s.pull(10, &mut out),
-            Pull::Failed(format!("task 3: duplicate id '{}'", out[0].id))
-        );
+        assert_eq!(s.pull(10, &mut out), Pull::Failed(format!("task 3: duplicate id '{}'", out[0].id)));
         assert_eq!(out.len(), 2);
         let mut done = IdSet::default();
         done.insert("b");
         let specs = vec![TaskSpec::with_id("a", 1u8), TaskSpec::with_id("b", 2u8)];
-        let mut s: IterSource<_, u8> =
-            IterSource::new(specs.into_iter(), Admission::new(done, None));
+        let mut s: IterSource<_, u8> = IterSource::new(specs.into_iter(), Admission::new(done, None));
         let mut out = Vec::new();
         assert_eq!(s.pull(10, &mut out), Pull::End);
         assert_eq!(out.iter().map(|j| &*j.id).collect::<Vec<_>>(), ["a"]);

@@ -40,10 +40,7 @@ impl WorkerProgram {
     /// The running executable, which must call [`worker::serve_if_worker`] first thing in
     /// `main`.
     pub fn current() -> io::Result<Self> {
-        Ok(Self {
-            exe: std::env::current_exe()?,
-            args: Vec::new(),
-        })
+        Ok(Self { exe: std::env::current_exe()?, args: Vec::new() })
     }
 }
 
@@ -111,19 +108,13 @@ pub fn spawn_worker(cfg: &SpawnConfig) -> io::Result<Spawned> {
         heartbeat_ms: cfg.heartbeat_ms,
     });
     let bytes = frame::encode(&hello).map_err(io::Error::other)?;
-    let sent = send_with_fd(ours.as_raw_fd(), &bytes, page_fd.as_raw_fd())
-        .and_then(|()| ours.set_nonblocking(true));
+    let sent = send_with_fd(ours.as_raw_fd(), &bytes, page_fd.as_raw_fd()).and_then(|()| ours.set_nonblocking(true));
     if let Err(e) = sent.and_then(|()| set_nonblocking(err_r.as_raw_fd())) {
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         crate::reap::reap_blocking(pid);
         return Err(e);
     }
-    Ok(Spawned {
-        pid,
-        sock: ours,
-        stderr: err_r,
-        page,
-    })
+    Ok(Spawned { pid, sock: ours, stderr: err_r, page })
 }
 
 fn send_with_fd(sock: RawFd, bytes: &[u8], fd: RawFd) -> io::Result<()> {

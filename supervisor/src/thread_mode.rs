@@ -104,11 +104,7 @@ struct Shared {
 
 impl Shared {
     fn send(&self, slot: usize, incarnation: u64, ev: ThreadEvent) {
-        let _ = self
-            .events
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send((slot, incarnation, ev));
+        let _ = self.events.lock().unwrap_or_else(|e| e.into_inner()).send((slot, incarnation, ev));
         let _ = (&self.wake).write(&[1]);
     }
 }
@@ -176,64 +172,33 @@ impl<H: Handler> ThreadBackend<H> {
         let mut buf = [0u8; 256];
         while matches!((&self.wake_read).read(&mut buf), Ok(n) if n > 0) {}
         for (slot, signal) in std::mem::take(&mut self.abandoned) {
-            self.deliver_death(
-                slot,
-                ExitCause::Signaled {
-                    signal,
-                    core: false,
-                },
-                cx,
-            );
+            self.deliver_death(slot, ExitCause::Signaled { signal, core: false }, cx);
         }
         while let Ok((slot, inc, ev)) = self.rx.try_recv() {
             if self.slots[slot].as_ref().map(|s| s.incarnation) != Some(inc) {
                 continue; // from an abandoned thread
             }
             match ev {
-                ThreadEvent::Ready => {
-                    cx.engine
-                        .handle(Event::Ready { slot }, cx.now, cx.sink, cx.out)
-                }
+                ThreadEvent::Ready => cx.engine.handle(Event::Ready { slot }, cx.now, cx.sink, cx.out),
                 ThreadEvent::Results(done) => {
                     let outcomes: Vec<Outcome> = done
                         .iter()
                         .map(|d| Outcome {
                             seq: d.seq,
                             micros: d.micros,
-                            result: d
-                                .result
-                                .as_ref()
-                                .map(|b| Bytes::new(b))
-                                .map_err(Clone::clone),
+                            result: d.result.as_ref().map(|b| Bytes::new(b)).map_err(Clone::clone),
                         })
                         .collect();
-                    cx.engine.handle(
-                        Event::Outcomes {
-                            slot,
-                            outcomes: &outcomes,
-                        },
-                        cx.now,
-                        cx.sink,
-                        cx.out,
-                    );
+                    cx.engine.handle(Event::Outcomes { slot, outcomes: &outcomes }, cx.now, cx.sink, cx.out);
                 }
                 ThreadEvent::Died { seq, message } => {
                     cx.engine.handle(
-                        Event::Panic {
-                            slot,
-                            report: PanicReport {
-                                seq,
-                                message: message.clone(),
-                            },
-                        },
+                        Event::Panic { slot, report: PanicReport { seq, message: message.clone() } },
                         cx.now,
                         cx.sink,
                         cx.out,
                     );
-                    let id = seq
-                        .and_then(|s| cx.engine.inflight_id(slot, s))
-                        .unwrap_or("?")
-                        .to_string();
+                    let id = seq.and_then(|s| cx.engine.inflight_id(slot, s)).unwrap_or("?").to_string();
                     self.deliver_death(slot, ExitCause::Exited(101), cx);
                     if self.shared.tally.is_poisoned() && !self.poison_reported {
                         self.poison_reported = true;
@@ -257,14 +222,8 @@ impl<H: Handler> ThreadBackend<H> {
                 _ => None,
             })
             .collect();
-        let ev = Event::Reaped {
-            slot,
-            pid: std::process::id(),
-            exit,
-            executing,
-            culprit: None,
-            stderr_tail: String::new(),
-        };
+        let ev =
+            Event::Reaped { slot, pid: std::process::id(), exit, executing, culprit: None, stderr_tail: String::new() };
         cx.engine.handle(ev, cx.now, cx.sink, cx.out);
     }
 
@@ -280,14 +239,8 @@ impl<H: Handler> ThreadBackend<H> {
         eprintln!("bulkhead: {msg}");
         if cx.sink.wants_events() {
             let t = cx.engine.secs(cx.now);
-            cx.sink.event(
-                t,
-                RunEvent::StatePoisoned {
-                    id: id.to_string(),
-                    worker: slot,
-                    message: message.to_string(),
-                },
-            );
+            cx.sink
+                .event(t, RunEvent::StatePoisoned { id: id.to_string(), worker: slot, message: message.to_string() });
         }
         cx.engine.poisoned(msg, cx.now, cx.sink, cx.out);
     }
@@ -301,9 +254,7 @@ impl FaultSite for NoSocket {
         eprintln!("bulkhead: fault 'garbage' has no socket to corrupt in thread mode; ignored");
     }
     fn disconnect(&self) {
-        eprintln!(
-            "bulkhead: fault 'disconnect' has no socket to close in thread mode; the thread just stops"
-        );
+        eprintln!("bulkhead: fault 'disconnect' has no socket to close in thread mode; the thread just stops");
     }
 }
 
@@ -343,8 +294,7 @@ fn thread_main<H: Handler>(
                 };
                 cx.clear_child_group();
                 let result = result.and_then(|o| {
-                    postcard::to_stdvec(&o)
-                        .map_err(|e| TaskError::new(format!("cannot encode the output: {e}")))
+                    postcard::to_stdvec(&o).map_err(|e| TaskError::new(format!("cannot encode the output: {e}")))
                 });
                 let micros = (mono_ns() - t0) / 1000;
                 // Every fault but `panic` does here what it does anywhere: most end the process.
@@ -371,11 +321,7 @@ fn thread_main<H: Handler>(
                 }
                 page[0].end(a.seq);
                 current.store(0, Ordering::Relaxed);
-                done.push(Done {
-                    seq: a.seq,
-                    micros,
-                    result,
-                });
+                done.push(Done { seq: a.seq, micros, result });
             }
             shared.send(slot, inc, ThreadEvent::Results(done));
         }
@@ -387,10 +333,7 @@ fn thread_main<H: Handler>(
             shared.send(
                 slot,
                 inc,
-                ThreadEvent::Died {
-                    seq: (seq != 0).then_some(seq),
-                    message: panic_message(&*payload),
-                },
+                ThreadEvent::Died { seq: (seq != 0).then_some(seq), message: panic_message(&*payload) },
             );
         }
     }
@@ -417,11 +360,7 @@ impl<H: Handler> Backend for ThreadBackend<H> {
             .name(format!("bulkhead-thread-{slot}"))
             .spawn(move || thread_main(handler, shared, slot, inc, rx, p))
             .map_err(|e| format!("cannot start a thread: {e}"))?;
-        self.slots[slot] = Some(ThreadSlot {
-            incarnation: inc,
-            tx,
-            page,
-        });
+        self.slots[slot] = Some(ThreadSlot { incarnation: inc, tx, page });
         Ok(std::process::id())
     }
 
@@ -431,12 +370,7 @@ impl<H: Handler> Backend for ThreadBackend<H> {
         };
         let batch: Vec<Owned> = engine
             .take_unsent(slot, usize::MAX)
-            .map(|a| Owned {
-                seq: a.seq,
-                attempt: a.attempt,
-                fault: a.fault,
-                payload: a.payload.to_vec(),
-            })
+            .map(|a| Owned { seq: a.seq, attempt: a.attempt, fault: a.fault, payload: a.payload.to_vec() })
             .collect();
         let _ = s.tx.send(Msg::Run(batch));
     }
@@ -456,12 +390,8 @@ impl<H: Handler> Backend for ThreadBackend<H> {
         if pgid > 0 {
             let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
         }
-        log::warn!(
-            "thread {slot} cannot be killed: abandoned (it keeps running until the process exits)"
-        );
-        eprintln!(
-            "bulkhead: thread {slot} cannot be killed; abandoned, still running, and replaced"
-        );
+        log::warn!("thread {slot} cannot be killed: abandoned (it keeps running until the process exits)");
+        eprintln!("bulkhead: thread {slot} cannot be killed; abandoned, still running, and replaced");
         self.abandoned_total += 1;
         self.abandoned.push((slot, signal));
         let _ = (&self.shared.wake).write(&[1]);

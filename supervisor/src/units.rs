@@ -6,25 +6,19 @@ use std::time::Duration;
 /// Parses a duration: a number with a unit (`ms`, `s`, `m`, `h`); a bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration (e.g. 500ms, 2s, 1m)"))?;
+    let value: f64 = num.parse().map_err(|_| format!("'{s}' is not a duration (e.g. 500ms, 2s, 1m)"))?;
     let secs = match unit.trim() {
         "ms" => value / 1000.0,
         "" | "s" => value,
         "m" | "min" => value * 60.0,
         "h" => value * 3600.0,
         other => {
-            return Err(format!(
-                "unknown unit '{other}' in '{s}' (use ms, s, m or h)"
-            ));
+            return Err(format!("unknown unit '{other}' in '{s}' (use ms, s, m or h)"));
         }
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
         return Err(format!("'{s}' is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -34,19 +28,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// `KiB`, `MB`...), all powers of 1024.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size (e.g. 512M, 2G)"))?;
-    let mult: u64 = match unit
-        .trim()
-        .to_ascii_uppercase()
-        .trim_end_matches('B')
-        .trim_end_matches('I')
-    {
+    let value: f64 = num.parse().map_err(|_| format!("'{s}' is not a size (e.g. 512M, 2G)"))?;
+    let mult: u64 = match unit.trim().to_ascii_uppercase().trim_end_matches('B').trim_end_matches('I') {
         "" => 1,
         "K" => 1 << 10,
         "M" => 1 << 20,
@@ -55,7 +40,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         _ => return Err(format!("unknown unit in '{s}' (use K, M, G or T)")),
     };
     let bytes = value * mult as f64;
-    if !bytes.is_finite() || bytes < 1.0 || bytes > 1e18 {
+    if !bytes.is_finite() || !(1.0..=1e18).contains(&bytes) {
         return Err(format!("'{s}' is out of range"));
     }
     Ok(bytes as u64)
@@ -63,13 +48,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// Parses `N/DUR`, e.g. `10/5s`.
 pub fn parse_rate(s: &str) -> Result<(u32, Duration), String> {
-    let (n, d) = s
-        .split_once('/')
-        .ok_or_else(|| format!("'{s}' is not N/DURATION (e.g. 100/10s)"))?;
-    let n: u32 = n
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{n}' in '{s}' is not a count"))?;
+    let (n, d) = s.split_once('/').ok_or_else(|| format!("'{s}' is not N/DURATION (e.g. 100/10s)"))?;
+    let n: u32 = n.trim().parse().map_err(|_| format!("'{n}' in '{s}' is not a count"))?;
     let d = parse_duration(d)?;
     if d.is_zero() {
         return Err(format!("the period in '{s}' must be above zero"));

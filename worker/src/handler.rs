@@ -56,10 +56,7 @@ impl<'a> TaskContext<'a> {
     /// A context for attempt `attempt` whose child process group is published in
     /// `child_group`. Engines build these; handlers only read them.
     pub fn new(attempt: u32, child_group: &'a AtomicI32) -> Self {
-        Self {
-            attempt,
-            child_group,
-        }
+        Self { attempt, child_group }
     }
 
     /// 1 for the first attempt, 2 after one crash, and so on.

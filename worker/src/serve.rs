@@ -20,8 +20,7 @@ use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use serde_bytes::Bytes;
 use shared::frame::{self, FrameError, FrameReader, MAX_FRAME};
 use shared::proto::{
-    self, Assignment, FromWorker, Hello, Outcome, PanicReport, Ready, ResultsBatch, TaskError,
-    ToWorker,
+    self, Assignment, FromWorker, Hello, Outcome, PanicReport, Ready, ResultsBatch, TaskError, ToWorker,
 };
 use shared::shm::Slot;
 use shared::{PROTOCOL_VERSION, exit};
@@ -45,9 +44,7 @@ const MAX_OUTPUT: usize = (MAX_FRAME as usize) / 2;
 enum ServeError {
     #[error("start-up failed")]
     Startup(#[from] StartupError),
-    #[error(
-        "protocol version mismatch: supervisor speaks {supervisor}, this worker {PROTOCOL_VERSION}"
-    )]
+    #[error("protocol version mismatch: supervisor speaks {supervisor}, this worker {PROTOCOL_VERSION}")]
     Version { supervisor: u32 },
     #[error("the supervisor expects handler '{expected}', this worker serves '{actual}'")]
     Handler { expected: String, actual: String },
@@ -62,9 +59,7 @@ enum ServeError {
 impl ServeError {
     fn exit_code(&self) -> i32 {
         match self {
-            ServeError::Version { .. } | ServeError::Handler { .. } => {
-                exit::WORKER_PROTOCOL_MISMATCH
-            }
+            ServeError::Version { .. } | ServeError::Handler { .. } => exit::WORKER_PROTOCOL_MISMATCH,
             _ => exit::WORKER_SETUP_FAILED,
         }
     }
@@ -145,9 +140,7 @@ fn serve<H: Handler>(handler: H) -> Result<(), ServeError> {
     let (hello, page_fd) = handshake(&sock, &mut reader, handler.name())?;
     let page = StatusPage::open(&page_fd).map_err(ServeError::Page)?;
     drop(page_fd);
-    let writer = sock
-        .try_clone()
-        .map_err(|e| ServeError::Frame(FrameError::Io(e)))?;
+    let writer = sock.try_clone().map_err(|e| ServeError::Frame(FrameError::Io(e)))?;
     let link = LINK.get_or_init(|| Link {
         writer: Mutex::new(writer),
         page,
@@ -160,24 +153,14 @@ fn serve<H: Handler>(handler: H) -> Result<(), ServeError> {
     if threads > 1 {
         install_culprit_handlers();
     }
-    let ready = frame::encode(&FromWorker::Ready(Ready {
-        version: PROTOCOL_VERSION,
-        pid: std::process::id(),
-    }))
-    .expect("a Ready frame always encodes");
-    link.send(&ready)
-        .map_err(|e| ServeError::Frame(FrameError::Io(e)))?;
+    let ready = frame::encode(&FromWorker::Ready(Ready { version: PROTOCOL_VERSION, pid: std::process::id() }))
+        .expect("a Ready frame always encodes");
+    link.send(&ready).map_err(|e| ServeError::Frame(FrameError::Io(e)))?;
     start_heartbeat(Duration::from_millis(u64::from(hello.heartbeat_ms.max(10))));
     let result = if threads == 1 {
         serve_serial(&handler, &sock, &mut reader, link)
     } else {
-        serve_threaded(
-            Arc::new(handler),
-            &sock,
-            &mut reader,
-            link,
-            threads as usize,
-        )
+        serve_threaded(Arc::new(handler), &sock, &mut reader, link, threads as usize)
     };
     if link.disconnected.load(Ordering::SeqCst) {
         // The `disconnect` fault: stay alive with the socket closed, as a broken worker would.
@@ -189,19 +172,14 @@ fn serve<H: Handler>(handler: H) -> Result<(), ServeError> {
 }
 
 /// Reads the hello frame (with the status page's fd attached) and checks it.
-fn handshake(
-    sock: &UnixStream,
-    reader: &mut FrameReader,
-    name: &str,
-) -> Result<(Hello, OwnedFd), ServeError> {
+fn handshake(sock: &UnixStream, reader: &mut FrameReader, name: &str) -> Result<(Hello, OwnedFd), ServeError> {
     let mut page_fd = None;
     let mut buf = [0u8; 4096];
     let body = loop {
         if let Some(body) = reader.next_frame()? {
             break body.to_vec();
         }
-        let (n, fd) = recv_with_fd(sock.as_raw_fd(), &mut buf)
-            .map_err(|e| ServeError::Frame(FrameError::Io(e)))?;
+        let (n, fd) = recv_with_fd(sock.as_raw_fd(), &mut buf).map_err(|e| ServeError::Frame(FrameError::Io(e)))?;
         if n == 0 {
             return Err(reader.at_eof().into());
         }
@@ -219,10 +197,7 @@ fn handshake(
         return Err(ServeError::Handshake("the first frame is not a hello"));
     };
     if hello.handler != name {
-        return Err(ServeError::Handler {
-            expected: hello.handler,
-            actual: name.to_string(),
-        });
+        return Err(ServeError::Handler { expected: hello.handler, actual: name.to_string() });
     }
     let page_fd = page_fd.ok_or(ServeError::Handshake("no status page came with the hello"))?;
     Ok((hello, page_fd))
@@ -270,10 +245,7 @@ fn install_panic_hook() {
             if seq != 0 {
                 link.page.header().culprit.store(seq, Ordering::SeqCst);
             }
-            let report = FromWorker::Panic(PanicReport {
-                seq: (seq != 0).then_some(seq),
-                message,
-            });
+            let report = FromWorker::Panic(PanicReport { seq: (seq != 0).then_some(seq), message });
             if let Ok(bytes) = frame::encode(&report) {
                 let _ = link.send(&bytes);
             }
@@ -287,50 +259,36 @@ fn install_panic_hook() {
 fn start_heartbeat(every: Duration) {
     let beat = frame::encode(&FromWorker::Heartbeat).expect("a heartbeat always encodes");
     let every_ns = every.as_nanos() as u64;
-    let spawned = std::thread::Builder::new()
-        .stack_size(64 << 10)
-        .spawn(move || {
-            let Some(link) = LINK.get() else { return };
-            loop {
-                std::thread::sleep(every);
-                if link.disconnected.load(Ordering::Relaxed) {
-                    return;
-                }
-                // Results are proof of life too; only beat when the line has been quiet.
-                if mono_ns().saturating_sub(link.last_write_ns.load(Ordering::Relaxed))
-                    + every_ns / 4
-                    < every_ns
-                {
-                    continue;
-                }
-                if link.send(&beat).is_err() {
-                    return;
-                }
+    let spawned = std::thread::Builder::new().stack_size(64 << 10).spawn(move || {
+        let Some(link) = LINK.get() else { return };
+        loop {
+            std::thread::sleep(every);
+            if link.disconnected.load(Ordering::Relaxed) {
+                return;
             }
-        });
+            // Results are proof of life too; only beat when the line has been quiet.
+            if mono_ns().saturating_sub(link.last_write_ns.load(Ordering::Relaxed)) + every_ns / 4 < every_ns {
+                continue;
+            }
+            if link.send(&beat).is_err() {
+                return;
+            }
+        }
+    });
     if let Err(e) = spawned {
         eprintln!("bulkhead worker: cannot start the heartbeat thread: {e}");
     }
 }
 
 /// Runs one task on `slot`, publishing it on the status page, and returns its outcome.
-fn run_task<H: Handler>(
-    handler: &H,
-    a: &Assignment<'_>,
-    slot: &Slot,
-    link: &Link,
-    scratch: &mut Vec<u8>,
-) -> RunResult {
+fn run_task<H: Handler>(handler: &H, a: &Assignment<'_>, slot: &Slot, link: &Link, scratch: &mut Vec<u8>) -> RunResult {
     let t0 = mono_ns();
     slot.begin(a.seq, t0);
     CURRENT.with(|c| c.set(a.seq));
     let cx = TaskContext::new(a.attempt, &slot.child_pgid);
     let result = match postcard::from_bytes::<H::Task>(a.payload) {
         Ok(task) => handler.handle(task, &cx),
-        Err(e) => Err(TaskError::new(format!(
-            "cannot decode the task for handler '{}': {e}",
-            handler.name()
-        ))),
+        Err(e) => Err(TaskError::new(format!("cannot decode the task for handler '{}': {e}", handler.name()))),
     };
     cx.clear_child_group();
     if let Some(kind) = a.fault {
@@ -339,20 +297,13 @@ fn run_task<H: Handler>(
     scratch.clear();
     let result = result.and_then(|out| match frame::append(&out, scratch) {
         Ok(()) if scratch.len() <= MAX_OUTPUT => Ok(()),
-        Ok(()) => Err(TaskError::new(format!(
-            "output of {} bytes exceeds the limit of {MAX_OUTPUT}",
-            scratch.len()
-        ))),
+        Ok(()) => Err(TaskError::new(format!("output of {} bytes exceeds the limit of {MAX_OUTPUT}", scratch.len()))),
         Err(e) => Err(TaskError::new(format!("cannot encode the output: {e}"))),
     });
     let t1 = mono_ns();
     CURRENT.with(|c| c.set(0));
     slot.end(a.seq);
-    RunResult {
-        end_ns: t1,
-        micros: (t1 - t0) / 1000,
-        error: result.err(),
-    }
+    RunResult { end_ns: t1, micros: (t1 - t0) / 1000, error: result.err() }
 }
 
 struct RunResult {
@@ -367,13 +318,7 @@ fn push_outcome(batch: &mut ResultsBatch, seq: u64, r: RunResult, scratch: &[u8]
         None => Ok(Bytes::new(scratch)),
         Some(e) => Err(e),
     };
-    batch
-        .push(&Outcome {
-            seq,
-            micros: r.micros,
-            result,
-        })
-        .expect("outcomes always encode");
+    batch.push(&Outcome { seq, micros: r.micros, result }).expect("outcomes always encode");
 }
 
 fn serve_serial<H: Handler>(
@@ -427,8 +372,7 @@ fn flush(batch: &mut ResultsBatch, out: &mut Vec<u8>, link: &Link) -> Result<(),
     }
     out.clear();
     batch.take_frame(out);
-    link.send(out)
-        .map_err(|e| ServeError::Frame(FrameError::Io(e)))
+    link.send(out).map_err(|e| ServeError::Frame(FrameError::Io(e)))
 }
 
 /// An assignment copied out of the read buffer, for another thread.
@@ -454,47 +398,37 @@ fn serve_threaded<H: Handler>(
     link: &'static Link,
     threads: usize,
 ) -> Result<(), ServeError> {
-    let queue = Arc::new(Queue {
-        tasks: Mutex::new((VecDeque::new(), false)),
-        ready: Condvar::new(),
-    });
+    let queue = Arc::new(Queue { tasks: Mutex::new((VecDeque::new(), false)), ready: Condvar::new() });
     let mut joins = Vec::new();
     for i in 0..threads {
         let (queue, handler) = (queue.clone(), handler.clone());
-        let spawned = std::thread::Builder::new()
-            .name(format!("task-{i}"))
-            .spawn(move || {
-                let slot = &link.page.slots()[i];
-                let mut scratch = Vec::new();
-                let mut batch = ResultsBatch::default();
-                let mut out = Vec::new();
-                loop {
-                    let task = {
-                        let mut q = queue.tasks.lock().unwrap_or_else(|e| e.into_inner());
-                        loop {
-                            if let Some(t) = q.0.pop_front() {
-                                break Some(t);
-                            }
-                            if q.1 {
-                                break None;
-                            }
-                            q = queue.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+        let spawned = std::thread::Builder::new().name(format!("task-{i}")).spawn(move || {
+            let slot = &link.page.slots()[i];
+            let mut scratch = Vec::new();
+            let mut batch = ResultsBatch::default();
+            let mut out = Vec::new();
+            loop {
+                let task = {
+                    let mut q = queue.tasks.lock().unwrap_or_else(|e| e.into_inner());
+                    loop {
+                        if let Some(t) = q.0.pop_front() {
+                            break Some(t);
                         }
-                    };
-                    let Some(t) = task else { return };
-                    let a = Assignment {
-                        seq: t.seq,
-                        attempt: t.attempt,
-                        fault: t.fault,
-                        payload: &t.payload,
-                    };
-                    let r = run_task(&*handler, &a, slot, link, &mut scratch);
-                    push_outcome(&mut batch, t.seq, r, &scratch);
-                    if flush(&mut batch, &mut out, link).is_err() {
-                        return;
+                        if q.1 {
+                            break None;
+                        }
+                        q = queue.ready.wait(q).unwrap_or_else(|e| e.into_inner());
                     }
+                };
+                let Some(t) = task else { return };
+                let a = Assignment { seq: t.seq, attempt: t.attempt, fault: t.fault, payload: &t.payload };
+                let r = run_task(&*handler, &a, slot, link, &mut scratch);
+                push_outcome(&mut batch, t.seq, r, &scratch);
+                if flush(&mut batch, &mut out, link).is_err() {
+                    return;
                 }
-            });
+            }
+        });
         match spawned {
             Ok(j) => joins.push(j),
             Err(e) => return Err(ServeError::Frame(FrameError::Io(e))),
@@ -576,20 +510,12 @@ const FATAL: [nix::sys::signal::Signal; 5] = [
 
 static PREVIOUS: OnceLock<[Option<nix::sys::signal::SigAction>; 5]> = OnceLock::new();
 
-extern "C" fn on_fatal_signal(
-    sig: libc::c_int,
-    _info: *mut libc::siginfo_t,
-    _ctx: *mut libc::c_void,
-) {
+extern "C" fn on_fatal_signal(sig: libc::c_int, _info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
     let seq = CURRENT.with(Cell::get);
     if seq != 0
         && let Some(link) = LINK.get()
     {
-        let _ =
-            link.page
-                .header()
-                .culprit
-                .compare_exchange(0, seq, Ordering::SeqCst, Ordering::SeqCst);
+        let _ = link.page.header().culprit.compare_exchange(0, seq, Ordering::SeqCst, Ordering::SeqCst);
     }
     // Put the previous action back and return: the faulting instruction runs again (or
     // abort(3) raises again) and meets it.

@@ -39,10 +39,7 @@ pub enum StartupError {
 }
 
 fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> StartupError {
-    move |e| StartupError::Sys {
-        what,
-        source: e.into(),
-    }
+    move |e| StartupError::Sys { what, source: e.into() }
 }
 
 /// Steps that must come first, in a single-threaded process. Returns the supervisor socket.
@@ -50,18 +47,13 @@ pub(crate) fn prepare() -> Result<UnixStream, StartupError> {
     // Die with the supervisor, even when it is SIGKILLed. The signal follows the supervisor
     // thread that spawned us, which is its long-lived event-loop thread.
     prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys("arm the parent-death signal"))?;
-    if let Some(expected) = std::env::var(env::SUPERVISOR_PID)
-        .ok()
-        .and_then(|p| p.parse::<i32>().ok())
+    if let Some(expected) = std::env::var(env::SUPERVISOR_PID).ok().and_then(|p| p.parse::<i32>().ok())
         && getppid() != Pid::from_raw(expected)
     {
         // It died between our fork and the prctl: the signal will never come.
         return Err(StartupError::Orphaned(expected));
     }
-    if let Some(limit) = std::env::var(env::MEMORY_LIMIT)
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
+    if let Some(limit) = std::env::var(env::MEMORY_LIMIT).ok().and_then(|v| v.parse::<u64>().ok()) {
         setrlimit(Resource::RLIMIT_AS, limit, limit).map_err(sys("set the address-space limit"))?;
     }
     let _ = prctl::set_name(c"bulkhead-worker");
@@ -87,23 +79,14 @@ fn take_socket() -> Result<UnixStream, StartupError> {
     // SAFETY: F_DUPFD_CLOEXEC on fd 0, which is open (fstat succeeded).
     let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
     if fd < 0 {
-        return Err(StartupError::Sys {
-            what: "move the socket off stdin",
-            source: io::Error::last_os_error(),
-        });
+        return Err(StartupError::Sys { what: "move the socket off stdin", source: io::Error::last_os_error() });
     }
     // SAFETY: `fd` is a fresh descriptor that nothing else owns.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    let null = File::open("/dev/null").map_err(|source| StartupError::Sys {
-        what: "open /dev/null",
-        source,
-    })?;
+    let null = File::open("/dev/null").map_err(|source| StartupError::Sys { what: "open /dev/null", source })?;
     // SAFETY: dup2 onto fd 0, which we own as the process's stdin.
     if unsafe { libc::dup2(null.as_raw_fd(), 0) } < 0 {
-        return Err(StartupError::Sys {
-            what: "put /dev/null on stdin",
-            source: io::Error::last_os_error(),
-        });
+        return Err(StartupError::Sys { what: "put /dev/null on stdin", source: io::Error::last_os_error() });
     }
     Ok(UnixStream::from(sock))
 }
@@ -116,11 +99,7 @@ static CHILD_GROUPS: Mutex<usize> = Mutex::new(0);
 /// the signal end the worker as usual.
 pub(crate) fn guard_children(page: &'static StatusPage) -> Result<(), StartupError> {
     let _ = PAGE.set(page);
-    let action = SigAction::new(
-        SigHandler::Handler(on_term),
-        SaFlags::SA_RESETHAND,
-        SigSet::empty(),
-    );
+    let action = SigAction::new(SigHandler::Handler(on_term), SaFlags::SA_RESETHAND, SigSet::empty());
     for sig in [Signal::SIGTERM, Signal::SIGHUP] {
         // SAFETY: `on_term` only does async-signal-safe things: atomic loads, kill(2), raise(3).
         unsafe { signal::sigaction(sig, &action) }.map_err(sys("install the SIGTERM handler"))?;

@@ -31,10 +31,7 @@ impl StatusPage {
     /// close-on-exec; it reaches the worker only through the socket.
     pub fn create(slots: u32) -> io::Result<(Self, OwnedFd)> {
         if slots == 0 || slots > shm::MAX_SLOTS {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "status page slot count out of range",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "status page slot count out of range"));
         }
         let name: &CStr = c"bulkhead-status";
         let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC)?;
@@ -50,21 +47,12 @@ impl StatusPage {
     pub fn open(fd: &OwnedFd) -> io::Result<Self> {
         let size = nix::sys::stat::fstat(fd)?.st_size as usize;
         if size < shm::page_len(1) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "status page too small",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "status page too small"));
         }
         let mut page = Self::map_fd(fd, size, 1)?;
         let slots = page.header().slots.load(Ordering::Relaxed);
-        if page.header().magic.load(Ordering::Acquire) != shm::MAGIC
-            || slots == 0
-            || shm::page_len(slots) > size
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "status page not initialised",
-            ));
+        if page.header().magic.load(Ordering::Acquire) != shm::MAGIC || slots == 0 || shm::page_len(slots) > size {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "status page not initialised"));
         }
         page.slots = slots;
         Ok(page)
@@ -75,14 +63,7 @@ impl StatusPage {
         // SAFETY: a fresh shared mapping of a file we hold; nothing else aliases it as
         // non-atomic memory.
         let ptr = unsafe {
-            mmap(
-                None,
-                length,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-                fd.as_fd(),
-                0,
-            )?
+            mmap(None, length, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED, fd.as_fd(), 0)?
         };
         Ok(Self { ptr, len, slots })
     }
@@ -98,8 +79,7 @@ impl StatusPage {
         // SAFETY: `open`/`create` checked that `slots` slots fit behind the header; Slot is
         // repr(C) and made of atomics, valid for any bit pattern (zeroed by ftruncate).
         unsafe {
-            let first =
-                (self.ptr.as_ptr() as *const u8).add(std::mem::size_of::<Header>()) as *const Slot;
+            let first = (self.ptr.as_ptr() as *const u8).add(std::mem::size_of::<Header>()) as *const Slot;
             std::slice::from_raw_parts(first, self.slots as usize)
         }
     }
@@ -122,13 +102,7 @@ mod tests {
         let wrk = StatusPage::open(&fd).unwrap();
         assert_eq!(wrk.slots().len(), 3);
         wrk.slots()[2].begin(9, 5);
-        assert_eq!(
-            sup.slots()[2].read(),
-            shm::SlotState::Running {
-                seq: 9,
-                started_ns: 5
-            }
-        );
+        assert_eq!(sup.slots()[2].read(), shm::SlotState::Running { seq: 9, started_ns: 5 });
         wrk.header().culprit.store(9, Ordering::Relaxed);
         assert_eq!(sup.header().culprit.load(Ordering::Relaxed), 9);
     }

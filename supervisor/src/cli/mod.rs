@@ -128,11 +128,7 @@ pub fn main() -> i32 {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                shared::exit::BAD_INPUT
-            } else {
-                0
-            };
+            return if e.use_stderr() { shared::exit::BAD_INPUT } else { 0 };
         }
     };
     let level = match cli.verbose {

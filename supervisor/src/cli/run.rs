@@ -40,12 +40,7 @@ pub(super) fn run(args: RunArgs) -> i32 {
     let checked = match &input {
         Input::File(f, name) => precheck(f, name, &format).map(|n| total = n),
         Input::Stdin => {
-            let stdin = File::from(
-                io::stdin()
-                    .as_fd()
-                    .try_clone_to_owned()
-                    .expect("stdin is open"),
-            );
+            let stdin = File::from(io::stdin().as_fd().try_clone_to_owned().expect("stdin is open"));
             precheck(&stdin, "standard input", &format).map(|n| total = n)
         }
     };
@@ -53,11 +48,7 @@ pub(super) fn run(args: RunArgs) -> i32 {
         return code;
     }
     let mut builder = Pool::builder()
-        .mode(if args.mode == ModeArg::Thread {
-            Mode::Thread
-        } else {
-            Mode::Process
-        })
+        .mode(if args.mode == ModeArg::Thread { Mode::Thread } else { Mode::Process })
         .attempts(args.attempts)
         .threads_per_worker(args.threads_per_worker)
         .max_restarts(args.max_restarts.0, args.max_restarts.1)
@@ -82,15 +73,12 @@ pub(super) fn run(args: RunArgs) -> i32 {
         builder = builder.events(e);
     }
     if let Some(spec) = &args.inject {
-        let seed = args.seed.unwrap_or_else(|| {
-            shared::hash::mix64(worker::clock::mono_ns() ^ u64::from(std::process::id()))
-        });
+        let seed =
+            args.seed.unwrap_or_else(|| shared::hash::mix64(worker::clock::mono_ns() ^ u64::from(std::process::id())));
         match Inject::parse(spec, seed) {
             Ok(i) => {
                 if args.seed.is_none() {
-                    eprintln!(
-                        "bulkhead: injecting faults {i} with seed {seed} (repeat with --seed {seed})"
-                    );
+                    eprintln!("bulkhead: injecting faults {i} with seed {seed} (repeat with --seed {seed})");
                 }
                 builder = builder.inject(i);
             }
@@ -180,13 +168,8 @@ fn pool_error(e: &PoolError) -> i32 {
 fn print_summary(s: &Summary) {
     let c = &s.counts;
     let secs = s.elapsed.as_secs_f64();
-    let mut line = format!(
-        "bulkhead: {} tasks: {} ok, {} failed, {} quarantined",
-        c.finished(),
-        c.ok,
-        c.failed,
-        c.quarantined
-    );
+    let mut line =
+        format!("bulkhead: {} tasks: {} ok, {} failed, {} quarantined", c.finished(), c.ok, c.failed, c.quarantined);
     let previous = s.previous_ok + s.previous_failed + s.previous_quarantined;
     if previous > 0 {
         line.push_str(&format!(" (plus {previous} from earlier runs)"));
@@ -194,16 +177,9 @@ fn print_summary(s: &Summary) {
     let crashes = c.crashes_total();
     if crashes > 0 {
         let causes: Vec<String> = c.crashes.iter().map(|(k, v)| format!("{v} {k}")).collect();
-        line.push_str(&format!(
-            "; {crashes} worker crashes ({}), {} restarts",
-            causes.join(", "),
-            c.restarts
-        ));
+        line.push_str(&format!("; {crashes} worker crashes ({}), {} restarts", causes.join(", "), c.restarts));
     }
-    line.push_str(&format!(
-        "; {secs:.2}s ({:.0} tasks/s)",
-        c.finished() as f64 / secs.max(1e-9)
-    ));
+    line.push_str(&format!("; {secs:.2}s ({:.0} tasks/s)", c.finished() as f64 / secs.max(1e-9)));
     eprintln!("{line}");
     match &s.stop {
         Some(crate::engine::StopReason::GaveUp(msg)) => {
@@ -219,11 +195,7 @@ fn print_summary(s: &Summary) {
             if let Some(t) = &s.tally {
                 eprintln!(
                     "bulkhead: the shared tally {} (finished {}, ok {}, failed {}); {} later updates refused",
-                    if t.consistent() {
-                        "adds up"
-                    } else {
-                        "is inconsistent"
-                    },
+                    if t.consistent() { "adds up" } else { "is inconsistent" },
                     t.tally.finished,
                     t.tally.ok,
                     t.tally.failed,

@@ -41,25 +41,15 @@ pub(super) fn status(args: StatusArgs) -> i32 {
 }
 
 fn query(path: &Path) -> Result<StatusSnapshot, String> {
-    let name = path
-        .to_fs_name::<GenericFilePath>()
-        .map_err(|e| e.to_string())?;
+    let name = path.to_fs_name::<GenericFilePath>().map_err(|e| e.to_string())?;
     let stream = Stream::connect(name).map_err(|e| format!("cannot connect: {e}"))?;
     let mut line = String::new();
-    BufReader::new(stream)
-        .read_line(&mut line)
-        .map_err(|e| format!("cannot read: {e}"))?;
+    BufReader::new(stream).read_line(&mut line).map_err(|e| format!("cannot read: {e}"))?;
     serde_json::from_str(&line).map_err(|e| format!("unexpected answer: {e}"))
 }
 
 fn print_snapshot(path: &Path, s: &StatusSnapshot) {
-    println!(
-        "batch of pid {} ({} mode), running {:.1}s   [{}]",
-        s.pid,
-        s.mode,
-        s.elapsed_s,
-        path.display()
-    );
+    println!("batch of pid {} ({} mode), running {:.1}s   [{}]", s.pid, s.mode, s.elapsed_s, path.display());
     println!(
         "  tasks: {} done ({} ok, {} failed, {} quarantined), {} running, {} queued, {:.0}/s",
         s.done, s.ok, s.failed, s.quarantined, s.running, s.queued, s.rate
@@ -67,17 +57,13 @@ fn print_snapshot(path: &Path, s: &StatusSnapshot) {
     let crashes: Vec<String> = s.crashes.iter().map(|(k, v)| format!("{v} {k}")).collect();
     println!(
         "  crashes: {}   restarts: {}",
-        if crashes.is_empty() {
-            "none".to_string()
-        } else {
-            crashes.join(", ")
-        },
+        if crashes.is_empty() { "none".to_string() } else { crashes.join(", ") },
         s.restarts
     );
     if let Some(why) = &s.stopping {
         println!("  stopping: {why}");
     }
-    println!("  {:<6} {:<8} {:<12} {}", "WORKER", "PID", "STATE", "TASKS");
+    println!("  WORKER PID      STATE        TASKS");
     for w in &s.workers {
         let pid = w.pid.map_or("-".to_string(), |p| p.to_string());
         println!("  {:<6} {:<8} {:<12} {}", w.slot, pid, w.state, w.tasks);

@@ -18,26 +18,18 @@ pub fn crash_cause(
 ) -> CrashCause {
     match killed_for {
         Some(KillReason::Timeout { limit_ms, .. }) => {
-            return CrashCause::Timeout {
-                limit_ms: *limit_ms,
-            };
+            return CrashCause::Timeout { limit_ms: *limit_ms };
         }
         Some(KillReason::Unresponsive { silent_ms }) => {
-            return CrashCause::Unresponsive {
-                silent_ms: *silent_ms,
-            };
+            return CrashCause::Unresponsive { silent_ms: *silent_ms };
         }
         Some(KillReason::Protocol { detail }) => {
-            return CrashCause::Protocol {
-                detail: detail.clone(),
-            };
+            return CrashCause::Protocol { detail: detail.clone() };
         }
         _ => {}
     }
     if let Some(p) = panic {
-        return CrashCause::Panic {
-            message: p.message.clone(),
-        };
+        return CrashCause::Panic { message: p.message.clone() };
     }
     match exit {
         ExitCause::Exited(code) => CrashCause::Exit { code },
@@ -53,20 +45,13 @@ pub fn crash_cause(
                 }
                 _ => None,
             };
-            CrashCause::Signal {
-                signal: signal.as_str().to_string(),
-                core,
-                detail,
-            }
+            CrashCause::Signal { signal: signal.as_str().to_string(), core, detail }
         }
     }
 }
 
 fn last_line_with(text: &str, needle: &str) -> Option<String> {
-    text.lines()
-        .rev()
-        .find(|l| l.contains(needle))
-        .map(|l| l.trim().to_string())
+    text.lines().rev().find(|l| l.contains(needle)).map(|l| l.trim().to_string())
 }
 
 #[cfg(test)]
@@ -75,20 +60,10 @@ mod tests {
 
     #[test]
     fn causes_are_told_apart() {
-        let abrt = ExitCause::Signaled {
-            signal: Signal::SIGABRT,
-            core: false,
-        };
+        let abrt = ExitCause::Signaled { signal: Signal::SIGABRT, core: false };
         assert_eq!(
-            crash_cause(
-                abrt,
-                None,
-                None,
-                "memory allocation of 16777216 bytes failed\n"
-            ),
-            CrashCause::Oom {
-                detail: "memory allocation of 16777216 bytes failed".into()
-            }
+            crash_cause(abrt, None, None, "memory allocation of 16777216 bytes failed\n"),
+            CrashCause::Oom { detail: "memory allocation of 16777216 bytes failed".into() }
         );
         let CrashCause::Signal { signal, detail, .. } = crash_cause(
             abrt,
@@ -99,39 +74,14 @@ mod tests {
             panic!()
         };
         assert_eq!(signal, "SIGABRT");
+        assert_eq!(detail.as_deref(), Some("thread 'main' has overflowed its stack"));
+        let report = PanicReport { seq: Some(3), message: "boom".into() };
+        assert_eq!(crash_cause(abrt, None, Some(&report), ""), CrashCause::Panic { message: "boom".into() });
+        let kill = ExitCause::Signaled { signal: Signal::SIGKILL, core: false };
         assert_eq!(
-            detail.as_deref(),
-            Some("thread 'main' has overflowed its stack")
-        );
-        let report = PanicReport {
-            seq: Some(3),
-            message: "boom".into(),
-        };
-        assert_eq!(
-            crash_cause(abrt, None, Some(&report), ""),
-            CrashCause::Panic {
-                message: "boom".into()
-            }
-        );
-        let kill = ExitCause::Signaled {
-            signal: Signal::SIGKILL,
-            core: false,
-        };
-        assert_eq!(
-            crash_cause(
-                kill,
-                Some(&KillReason::Timeout {
-                    seq: 1,
-                    limit_ms: 2000
-                }),
-                None,
-                ""
-            ),
+            crash_cause(kill, Some(&KillReason::Timeout { seq: 1, limit_ms: 2000 }), None, ""),
             CrashCause::Timeout { limit_ms: 2000 }
         );
-        assert_eq!(
-            crash_cause(ExitCause::Exited(3), None, None, ""),
-            CrashCause::Exit { code: 3 }
-        );
+        assert_eq!(crash_cause(ExitCause::Exited(3), None, None, ""), CrashCause::Exit { code: 3 });
     }
 }

@@ -373,10 +373,7 @@ impl Engine {
     pub fn new(cfg: EngineConfig, now: u64) -> Self {
         let slots = (0..cfg.workers.max(1))
             .map(|_| Slot {
-                state: SlotState::Waiting {
-                    until: now,
-                    backoff_ns: None,
-                },
+                state: SlotState::Waiting { until: now, backoff_ns: None },
                 inflight: VecDeque::new(),
                 sent: 0,
                 ewma_ns: None,
@@ -463,11 +460,7 @@ impl Engine {
 
     /// Queues new jobs.
     pub fn push_jobs(&mut self, jobs: impl IntoIterator<Item = Job>) {
-        self.fresh.extend(jobs.into_iter().map(|job| Task {
-            job,
-            charged: 0,
-            crashes: Vec::new(),
-        }));
+        self.fresh.extend(jobs.into_iter().map(|job| Task { job, charged: 0, crashes: Vec::new() }));
     }
 
     /// No more input will come.
@@ -478,13 +471,7 @@ impl Engine {
 
     /// The input broke: what is queued is not run; running tasks finish; the run ends with a
     /// bad-input error.
-    pub fn input_failed(
-        &mut self,
-        message: String,
-        now: u64,
-        sink: &mut dyn Sink,
-        out: &mut Vec<Action>,
-    ) {
+    pub fn input_failed(&mut self, message: String, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
         self.input_open = false;
         self.fresh.clear();
         self.begin_drain(StopReason::BadInput(message), None);
@@ -492,13 +479,7 @@ impl Engine {
     }
 
     /// Thread mode: the shared state was poisoned; run nothing more, let running tasks end.
-    pub fn poisoned(
-        &mut self,
-        message: String,
-        now: u64,
-        sink: &mut dyn Sink,
-        out: &mut Vec<Action>,
-    ) {
+    pub fn poisoned(&mut self, message: String, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
         self.input_open = false;
         self.begin_drain(StopReason::Poisoned(message), None);
         self.settle(now, sink, out);
@@ -533,10 +514,7 @@ impl Engine {
                 self.slots[slot].panic = None;
                 if let Some(b) = backoff {
                     self.counts.restarts += 1;
-                    self.emit(sink, now, || RunEvent::WorkerRestarted {
-                        worker: slot,
-                        backoff_ms: b as f64 / MS,
-                    });
+                    self.emit(sink, now, || RunEvent::WorkerRestarted { worker: slot, backoff_ms: b as f64 / MS });
                 }
             }
             Err(e) => {
@@ -548,11 +526,7 @@ impl Engine {
     }
 
     /// The slot's unsent assignments, at most `max`, now marked sent.
-    pub fn take_unsent(
-        &mut self,
-        slot: usize,
-        max: usize,
-    ) -> impl ExactSizeIterator<Item = Assignment<'_>> {
+    pub fn take_unsent(&mut self, slot: usize, max: usize) -> impl ExactSizeIterator<Item = Assignment<'_>> {
         let s = &mut self.slots[slot];
         let start = s.sent;
         let end = s.inflight.len().min(start + max);
@@ -572,21 +546,11 @@ impl Engine {
 
     /// The id of an in-flight task, for displays.
     pub fn inflight_id(&self, slot: usize, seq: u64) -> Option<&str> {
-        self.slots[slot]
-            .inflight
-            .iter()
-            .find(|f| f.seq == seq)
-            .map(|f| &*f.task.job.id)
+        self.slots[slot].inflight.iter().find(|f| f.seq == seq).map(|f| &*f.task.job.id)
     }
 
     /// Checks deadlines: starts due workers, times out tasks, escalates kills.
-    pub fn tick(
-        &mut self,
-        now: u64,
-        probe: &dyn Probe,
-        sink: &mut dyn Sink,
-        out: &mut Vec<Action>,
-    ) {
+    pub fn tick(&mut self, now: u64, probe: &dyn Probe, sink: &mut dyn Sink, out: &mut Vec<Action>) {
         self.on_tick(now, probe, out);
         self.settle(now, sink, out);
     }
@@ -602,23 +566,9 @@ impl Engine {
                 self.slots[slot].panic = Some(report);
             }
             Event::ChannelEnded { slot, detail } => self.on_channel_ended(slot, detail, now),
-            Event::Reaped {
-                slot,
-                pid,
-                exit,
-                executing,
-                culprit,
-                stderr_tail,
-            } => self.on_reaped(
-                slot,
-                pid,
-                exit,
-                &executing,
-                culprit,
-                &stderr_tail,
-                now,
-                sink,
-            ),
+            Event::Reaped { slot, pid, exit, executing, culprit, stderr_tail } => {
+                self.on_reaped(slot, pid, exit, &executing, culprit, &stderr_tail, now, sink)
+            }
             Event::Interrupt(i) => self.on_interrupt(i, now, out),
         }
         self.settle(now, sink, out);
@@ -633,20 +583,14 @@ impl Engine {
     fn on_ready(&mut self, slot: usize, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
         match self.slots[slot].state {
             SlotState::Starting { pid, since } => {
-                self.slots[slot].state = SlotState::Serving {
-                    pid,
-                    since: now,
-                    last_heard: now,
-                };
+                self.slots[slot].state = SlotState::Serving { pid, since: now, last_heard: now };
                 self.emit(sink, now, || RunEvent::WorkerStarted {
                     worker: slot,
                     pid,
                     ms: now.saturating_sub(since) as f64 / MS,
                 });
             }
-            SlotState::Serving { .. } => {
-                self.protocol_error(slot, "sent a second ready".into(), now, out)
-            }
+            SlotState::Serving { .. } => self.protocol_error(slot, "sent a second ready".into(), now, out),
             _ => {}
         }
     }
@@ -714,12 +658,7 @@ impl Engine {
                     });
                 }
                 Err(e) if self.cfg.retry_failed && f.attempt < self.cfg.attempts => {
-                    log::info!(
-                        "task {} failed on attempt {} ({}); retrying",
-                        f.task.job.id,
-                        f.attempt,
-                        e.message
-                    );
+                    log::info!("task {} failed on attempt {} ({}); retrying", f.task.job.id, f.attempt, e.message);
                     let mut task = f.task;
                     task.charged += 1;
                     self.retry.push_back(task);
@@ -753,13 +692,8 @@ impl Engine {
     fn on_channel_ended(&mut self, slot: usize, detail: Option<String>, now: u64) {
         match self.slots[slot].state {
             SlotState::Starting { pid, .. } | SlotState::Serving { pid, .. } => {
-                let detail =
-                    detail.unwrap_or_else(|| "closed its connection while alive".to_string());
-                self.slots[slot].state = SlotState::Closing {
-                    pid,
-                    since: now,
-                    detail,
-                };
+                let detail = detail.unwrap_or_else(|| "closed its connection while alive".to_string());
+                self.slots[slot].state = SlotState::Closing { pid, since: now, detail };
             }
             // Already ending: the close is the death we are waiting for.
             _ => {}
@@ -772,47 +706,24 @@ impl Engine {
     }
 
     /// Starts ending the slot's worker: SIGTERM with a grace, or SIGKILL at once.
-    fn terminate(
-        &mut self,
-        slot: usize,
-        reason: KillReason,
-        hard: bool,
-        now: u64,
-        out: &mut Vec<Action>,
-    ) {
+    fn terminate(&mut self, slot: usize, reason: KillReason, hard: bool, now: u64, out: &mut Vec<Action>) {
         let s = &mut self.slots[slot];
         let Some(pid) = s.state.pid() else { return };
-        if let SlotState::Terminating {
-            kill_at,
-            reason: current,
-            ..
-        } = &mut s.state
-        {
+        if let SlotState::Terminating { kill_at, reason: current, .. } = &mut s.state {
             // Keep the first reason (a timeout stays a timeout); only escalate.
             if hard && kill_at.is_some() {
                 *kill_at = None;
-                out.push(Action::Kill {
-                    slot,
-                    pid,
-                    signal: Signal::SIGKILL,
-                });
+                out.push(Action::Kill { slot, pid, signal: Signal::SIGKILL });
             }
             if *current == KillReason::Shutdown && reason != KillReason::Shutdown {
                 *current = reason;
             }
             return;
         }
-        let (signal, kill_at) = if hard {
-            (Signal::SIGKILL, None)
-        } else {
-            (Signal::SIGTERM, Some(now + self.cfg.term_grace_ns))
-        };
+        let (signal, kill_at) =
+            if hard { (Signal::SIGKILL, None) } else { (Signal::SIGTERM, Some(now + self.cfg.term_grace_ns)) };
         out.push(Action::Kill { slot, pid, signal });
-        s.state = SlotState::Terminating {
-            pid,
-            reason,
-            kill_at,
-        };
+        s.state = SlotState::Terminating { pid, reason, kill_at };
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -861,10 +772,7 @@ impl Engine {
         } else {
             executing.to_vec()
         };
-        let blamed_id = blamed
-            .first()
-            .and_then(|seq| self.inflight_id(slot, *seq))
-            .map(str::to_string);
+        let blamed_id = blamed.first().and_then(|seq| self.inflight_id(slot, *seq)).map(str::to_string);
         self.emit(sink, now, || RunEvent::WorkerExited {
             worker: slot,
             pid,
@@ -881,25 +789,14 @@ impl Engine {
             let charged = i < sent && blamed.contains(&f.seq);
             if charged {
                 f.task.charged += 1;
-                f.task.crashes.push(Crash {
-                    attempt: f.attempt,
-                    pid,
-                    cause: cause.clone(),
-                });
+                f.task.crashes.push(Crash { attempt: f.attempt, pid, cause: cause.clone() });
             }
             if charged && f.task.charged >= self.cfg.attempts {
                 self.counts.quarantined += 1;
-                log::warn!(
-                    "task {} quarantined after {} attempts",
-                    f.task.job.id,
-                    f.task.charged
-                );
+                log::warn!("task {} quarantined after {} attempts", f.task.job.id, f.task.charged);
                 let id = f.task.job.id.clone();
                 let attempts = f.task.charged;
-                self.emit(sink, now, || RunEvent::TaskQuarantined {
-                    id: id.to_string(),
-                    attempts,
-                });
+                self.emit(sink, now, || RunEvent::TaskQuarantined { id: id.to_string(), attempts });
                 sink.finished(Finished {
                     id: f.task.job.id,
                     worker: slot,
@@ -911,12 +808,7 @@ impl Engine {
             } else {
                 self.counts.requeued += 1;
                 let (id, attempts) = (&f.task.job.id, f.task.charged);
-                self.emit(sink, now, || RunEvent::TaskRequeued {
-                    id: id.to_string(),
-                    worker: slot,
-                    charged,
-                    attempts,
-                });
+                self.emit(sink, now, || RunEvent::TaskRequeued { id: id.to_string(), worker: slot, charged, attempts });
                 back.push(f.task);
             }
         }
@@ -961,10 +853,7 @@ impl Engine {
             return;
         }
         let backoff = self.restarts.backoff_ns(failures, slot);
-        self.slots[slot].state = SlotState::Waiting {
-            until: now + backoff,
-            backoff_ns: Some(backoff),
-        };
+        self.slots[slot].state = SlotState::Waiting { until: now + backoff, backoff_ns: Some(backoff) };
     }
 
     fn give_up(&mut self, msg: String, _now: u64) {
@@ -996,16 +885,10 @@ impl Engine {
             _ => {
                 self.input_open = false;
                 self.stop = Some(StopReason::Interrupted(i));
-                self.phase = Phase::Draining {
-                    deadline: Some(now + self.cfg.drain_grace_ns),
-                };
+                self.phase = Phase::Draining { deadline: Some(now + self.cfg.drain_grace_ns) };
                 log::warn!(
                     "{}: starting nothing new; running tasks have {:.1}s to finish",
-                    if i == Interrupt::Int {
-                        "SIGINT"
-                    } else {
-                        "SIGTERM"
-                    },
+                    if i == Interrupt::Int { "SIGINT" } else { "SIGTERM" },
                     self.cfg.drain_grace_ns as f64 / 1e9
                 );
             }
@@ -1015,81 +898,43 @@ impl Engine {
     fn on_tick(&mut self, now: u64, probe: &dyn Probe, out: &mut Vec<Action>) {
         for slot in 0..self.slots.len() {
             match self.slots[slot].state.clone() {
-                SlotState::Waiting { until, .. }
-                    if now >= until && self.phase == Phase::Running =>
-                {
+                SlotState::Waiting { until, .. } if now >= until && self.phase == Phase::Running => {
                     out.push(Action::Spawn { slot });
                 }
-                SlotState::Starting { since, .. }
-                    if now.saturating_sub(since) >= self.cfg.start_timeout_ns =>
-                {
-                    let detail = format!(
-                        "not ready {:.1}s after start",
-                        self.cfg.start_timeout_ns as f64 / 1e9
-                    );
+                SlotState::Starting { since, .. } if now.saturating_sub(since) >= self.cfg.start_timeout_ns => {
+                    let detail = format!("not ready {:.1}s after start", self.cfg.start_timeout_ns as f64 / 1e9);
                     self.terminate(slot, KillReason::Protocol { detail }, true, now, out);
                 }
                 SlotState::Serving { last_heard, .. } => {
                     // Whichever limit passed first names the death: a frozen worker misses
                     // its heartbeats before its task's timeout, a busy one keeps beating.
                     let silent = now.saturating_sub(last_heard);
-                    let unresponsive_at = self
-                        .cfg
-                        .heartbeat_timeout_ns
-                        .map(|h| last_heard + h)
-                        .filter(|&at| now >= at);
+                    let unresponsive_at = self.cfg.heartbeat_timeout_ns.map(|h| last_heard + h).filter(|&at| now >= at);
                     let overdue = self.overdue(slot, now, probe);
                     match (unresponsive_at, overdue) {
-                        (Some(at), Some((_, deadline))) if deadline < at => {
-                            self.time_out(slot, overdue, now, out)
-                        }
+                        (Some(at), Some((_, deadline))) if deadline < at => self.time_out(slot, overdue, now, out),
                         (Some(_), _) => {
-                            log::warn!(
-                                "worker {slot}: no heartbeat for {:.1}s; killing it",
-                                silent as f64 / 1e9
-                            );
-                            let reason = KillReason::Unresponsive {
-                                silent_ms: silent / 1_000_000,
-                            };
+                            log::warn!("worker {slot}: no heartbeat for {:.1}s; killing it", silent as f64 / 1e9);
+                            let reason = KillReason::Unresponsive { silent_ms: silent / 1_000_000 };
                             self.terminate(slot, reason, true, now, out);
                         }
                         (None, Some(_)) => self.time_out(slot, overdue, now, out),
                         (None, None) => {}
                     }
                 }
-                SlotState::Closing { since, detail, .. }
-                    if now.saturating_sub(since) >= self.cfg.protocol_grace_ns =>
-                {
+                SlotState::Closing { since, detail, .. } if now.saturating_sub(since) >= self.cfg.protocol_grace_ns => {
                     self.terminate(slot, KillReason::Protocol { detail }, true, now, out);
                 }
-                SlotState::Terminating {
-                    pid,
-                    kill_at: Some(at),
-                    reason,
-                } if now >= at => {
-                    out.push(Action::Kill {
-                        slot,
-                        pid,
-                        signal: Signal::SIGKILL,
-                    });
-                    self.slots[slot].state = SlotState::Terminating {
-                        pid,
-                        reason,
-                        kill_at: None,
-                    };
+                SlotState::Terminating { pid, kill_at: Some(at), reason } if now >= at => {
+                    out.push(Action::Kill { slot, pid, signal: Signal::SIGKILL });
+                    self.slots[slot].state = SlotState::Terminating { pid, reason, kill_at: None };
                 }
                 _ => {}
             }
         }
     }
 
-    fn time_out(
-        &mut self,
-        slot: usize,
-        overdue: Option<(u64, u64)>,
-        now: u64,
-        out: &mut Vec<Action>,
-    ) {
+    fn time_out(&mut self, slot: usize, overdue: Option<(u64, u64)>, now: u64, out: &mut Vec<Action>) {
         let Some((seq, _)) = overdue else { return };
         let limit_ms = self.cfg.timeout_ns.unwrap_or(0) / 1_000_000;
         log::warn!("worker {slot}: task seq {seq} ran past {limit_ms} ms; killing its worker");
@@ -1145,9 +990,7 @@ impl Engine {
                     }
                 }
                 SlotState::Closing { since, .. } => at(since + self.cfg.protocol_grace_ns),
-                SlotState::Terminating {
-                    kill_at: Some(k), ..
-                } => at(*k),
+                SlotState::Terminating { kill_at: Some(k), .. } => at(*k),
                 _ => {}
             }
         }
@@ -1172,35 +1015,25 @@ impl Engine {
                 match self.slots[slot].state {
                     SlotState::Waiting { .. } => self.slots[slot].state = SlotState::Stopped,
                     SlotState::Starting { pid, .. } | SlotState::Serving { pid, .. }
-                        if !expired =>
+                        if !expired && self.slots[slot].inflight.is_empty() =>
                     {
-                        if self.slots[slot].inflight.is_empty() {
-                            out.push(Action::Shutdown { slot });
-                            self.slots[slot].state = SlotState::Terminating {
-                                pid,
-                                reason: KillReason::Shutdown,
-                                kill_at: Some(now + self.cfg.start_timeout_ns),
-                            };
-                        }
+                        out.push(Action::Shutdown { slot });
+                        self.slots[slot].state = SlotState::Terminating {
+                            pid,
+                            reason: KillReason::Shutdown,
+                            kill_at: Some(now + self.cfg.start_timeout_ns),
+                        };
                     }
                     _ => {}
                 }
                 if expired && self.slots[slot].state.pid().is_some() {
-                    let reason = if hard {
-                        KillReason::GiveUp
-                    } else {
-                        KillReason::Drain
-                    };
+                    let reason = if hard { KillReason::GiveUp } else { KillReason::Drain };
                     self.terminate(slot, reason, hard, now, out);
                 }
             }
             if self.slots.iter().all(|s| s.state == SlotState::Stopped) {
                 self.phase = Phase::Done;
-                let reason = self
-                    .stop
-                    .get_or_insert(StopReason::Completed)
-                    .word()
-                    .to_string();
+                let reason = self.stop.get_or_insert(StopReason::Completed).word().to_string();
                 self.emit(sink, now, || RunEvent::Shutdown { reason });
             }
         }
@@ -1213,18 +1046,13 @@ impl Engine {
         let threads = self.cfg.threads_per_worker.max(1) as usize;
         let per_thread = match s.ewma_ns {
             None => 1,
-            Some(ns) => ((self.cfg.queue_budget_ns as f64 / ns.max(50.0)) as usize)
-                .clamp(1, MAX_INFLIGHT_PER_THREAD),
+            Some(ns) => ((self.cfg.queue_budget_ns as f64 / ns.max(50.0)) as usize).clamp(1, MAX_INFLIGHT_PER_THREAD),
         };
         per_thread * threads
     }
 
     fn fill(&mut self, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
-        let serving = self
-            .slots
-            .iter()
-            .filter(|s| matches!(s.state, SlotState::Serving { .. }))
-            .count();
+        let serving = self.slots.iter().filter(|s| matches!(s.state, SlotState::Serving { .. })).count();
         if serving == 0 || self.queued() == 0 {
             return;
         }
@@ -1257,19 +1085,10 @@ impl Engine {
                 if want_events {
                     sink.event(
                         self.secs(now),
-                        RunEvent::TaskStarted {
-                            id: task.job.id.to_string(),
-                            worker: slot,
-                            attempt,
-                        },
+                        RunEvent::TaskStarted { id: task.job.id.to_string(), worker: slot, attempt },
                     );
                 }
-                self.slots[slot].inflight.push_back(InFlight {
-                    seq,
-                    task,
-                    attempt,
-                    fault,
-                });
+                self.slots[slot].inflight.push_back(InFlight { seq, task, attempt, fault });
                 added += 1;
             }
             if added > 0 {

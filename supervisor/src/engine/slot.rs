@@ -35,12 +35,7 @@ pub enum KillReason {
 impl KillReason {
     /// Whether a death for this reason is the task's fault and counts as a crash.
     pub fn is_crash(&self) -> bool {
-        matches!(
-            self,
-            KillReason::Timeout { .. }
-                | KillReason::Unresponsive { .. }
-                | KillReason::Protocol { .. }
-        )
+        matches!(self, KillReason::Timeout { .. } | KillReason::Unresponsive { .. } | KillReason::Protocol { .. })
     }
 }
 

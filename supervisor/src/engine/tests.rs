@@ -35,12 +35,7 @@ impl Sink for Recorder {
             Ending::Failed(_) => "failed",
             Ending::Quarantined => "quarantined",
         };
-        self.records.push((
-            f.id.to_string(),
-            status,
-            f.attempts,
-            f.crashes.into_iter().map(|c| c.cause).collect(),
-        ));
+        self.records.push((f.id.to_string(), status, f.attempts, f.crashes.into_iter().map(|c| c.cause).collect()));
     }
     fn wants_events(&self) -> bool {
         true
@@ -59,19 +54,11 @@ struct Harness {
 }
 
 fn slot_page() -> Vec<shm::Slot> {
-    vec![shm::Slot {
-        state: AtomicU64::new(0),
-        started_ns: AtomicU64::new(0),
-        child_pgid: AtomicI32::new(0),
-    }]
+    vec![shm::Slot { state: AtomicU64::new(0), started_ns: AtomicU64::new(0), child_pgid: AtomicI32::new(0) }]
 }
 
 fn job(id: &str) -> Job {
-    Job {
-        id: id.into(),
-        payload: vec![0].into(),
-        fault: None,
-    }
+    Job { id: id.into(), payload: vec![0].into(), fault: None }
 }
 
 impl Harness {
@@ -94,8 +81,7 @@ impl Harness {
 
     fn tick(&mut self) -> Vec<Action> {
         let mut out = Vec::new();
-        self.engine
-            .tick(self.now, &self.page, &mut self.sink, &mut out);
+        self.engine.tick(self.now, &self.page, &mut self.sink, &mut out);
         out
     }
 
@@ -106,8 +92,7 @@ impl Harness {
             if let Action::Spawn { slot } = a {
                 self.next_pid += 1;
                 let pid = self.next_pid;
-                self.engine
-                    .spawned(*slot, Ok(pid), self.now, &mut self.sink, &mut more);
+                self.engine.spawned(*slot, Ok(pid), self.now, &mut self.sink, &mut more);
             }
         }
         more
@@ -127,32 +112,17 @@ impl Harness {
     }
 
     fn pid(&self, slot: usize) -> u32 {
-        self.engine.slots()[slot]
-            .state
-            .pid()
-            .expect("slot has a worker")
+        self.engine.slots()[slot].state.pid().expect("slot has a worker")
     }
 
     fn sent(&mut self, slot: usize) -> Vec<(u64, u32, Option<FaultKind>)> {
-        self.engine
-            .take_unsent(slot, usize::MAX)
-            .map(|a| (a.seq, a.attempt, a.fault))
-            .collect()
+        self.engine.take_unsent(slot, usize::MAX).map(|a| (a.seq, a.attempt, a.fault)).collect()
     }
 
     fn ok(&mut self, slot: usize, seqs: &[u64]) -> Vec<Action> {
-        let outs: Vec<Outcome> = seqs
-            .iter()
-            .map(|&seq| Outcome {
-                seq,
-                micros: 10,
-                result: Ok(Bytes::new(&[0])),
-            })
-            .collect();
-        self.ev(Event::Outcomes {
-            slot,
-            outcomes: &outs,
-        })
+        let outs: Vec<Outcome> =
+            seqs.iter().map(|&seq| Outcome { seq, micros: 10, result: Ok(Bytes::new(&[0])) }).collect();
+        self.ev(Event::Outcomes { slot, outcomes: &outs })
     }
 
     fn die(&mut self, slot: usize, exit: ExitCause, executing: &[u64]) -> Vec<Action> {
@@ -168,36 +138,23 @@ impl Harness {
     }
 
     fn record(&self, id: &str) -> &(String, &'static str, u32, Vec<CrashCause>) {
-        self.sink
-            .records
-            .iter()
-            .find(|r| r.0 == id)
-            .unwrap_or_else(|| panic!("no record for {id}"))
+        self.sink.records.iter().find(|r| r.0 == id).unwrap_or_else(|| panic!("no record for {id}"))
     }
 }
 
 fn segv() -> ExitCause {
-    ExitCause::Signaled {
-        signal: Signal::SIGSEGV,
-        core: false,
-    }
+    ExitCause::Signaled { signal: Signal::SIGSEGV, core: false }
 }
 
 #[test]
 fn tasks_flow_through_and_the_run_completes() {
-    let mut h = Harness::new(EngineConfig {
-        workers: 2,
-        ..Default::default()
-    });
+    let mut h = Harness::new(EngineConfig { workers: 2, ..Default::default() });
     let mut out = Vec::new();
     h.engine.push_jobs([job("a"), job("b"), job("c")]);
     h.engine.input_ended(h.now, &mut h.sink, &mut out);
     let actions = h.start();
     // Pace unknown: one task per worker.
-    assert_eq!(
-        actions,
-        vec![Action::Dispatch { slot: 0 }, Action::Dispatch { slot: 1 }]
-    );
+    assert_eq!(actions, vec![Action::Dispatch { slot: 0 }, Action::Dispatch { slot: 1 }]);
     assert_eq!(h.sent(0), vec![(1, 1, None)]);
     assert_eq!(h.sent(1), vec![(2, 1, None)]);
     h.ok(0, &[1]);
@@ -205,34 +162,20 @@ fn tasks_flow_through_and_the_run_completes() {
     h.ok(1, &[2]);
     // Nothing left for slot 1: it is told to shut down.
     let actions = h.ok(0, &[3]);
-    assert!(
-        actions.contains(&Action::Shutdown { slot: 0 }),
-        "{actions:?}"
-    );
-    assert_eq!(
-        h.sink.records.iter().map(|r| r.1).collect::<Vec<_>>(),
-        ["ok", "ok", "ok"]
-    );
+    assert!(actions.contains(&Action::Shutdown { slot: 0 }), "{actions:?}");
+    assert_eq!(h.sink.records.iter().map(|r| r.1).collect::<Vec<_>>(), ["ok", "ok", "ok"]);
     for slot in 0..2 {
         h.die(slot, ExitCause::Exited(0), &[]);
     }
     assert!(h.engine.is_done());
     assert_eq!(h.engine.stop_reason(), Some(&StopReason::Completed));
-    assert!(
-        h.sink
-            .events
-            .iter()
-            .any(|e| matches!(e, RunEvent::WorkerExited { clean: true, .. }))
-    );
+    assert!(h.sink.events.iter().any(|e| matches!(e, RunEvent::WorkerExited { clean: true, .. })));
     assert_eq!(h.engine.counts().crashes_total(), 0);
 }
 
 #[test]
 fn a_crash_charges_only_the_executing_task() {
-    let mut h = Harness::new(EngineConfig {
-        workers: 1,
-        ..Default::default()
-    });
+    let mut h = Harness::new(EngineConfig { workers: 1, ..Default::default() });
     h.start();
     // Teach the slot that tasks are fast, so it prefetches many.
     h.engine.push_jobs([job("warm")]);
@@ -247,10 +190,7 @@ fn a_crash_charges_only_the_executing_task() {
     h.ok(0, &[batch[0].0, batch[1].0, batch[2].0]);
     let pid = h.pid(0);
     let actions = h.die(0, segv(), &[batch[4].0]);
-    assert!(
-        actions.is_empty(),
-        "restart waits for the next tick: {actions:?}"
-    );
+    assert!(actions.is_empty(), "restart waits for the next tick: {actions:?}");
     let requeued: Vec<(String, bool)> = h
         .sink
         .events
@@ -261,14 +201,7 @@ fn a_crash_charges_only_the_executing_task() {
         })
         .collect();
     assert_eq!(requeued.len(), 7);
-    assert_eq!(
-        requeued
-            .iter()
-            .filter(|r| r.1)
-            .map(|r| r.0.as_str())
-            .collect::<Vec<_>>(),
-        ["t4"]
-    );
+    assert_eq!(requeued.iter().filter(|r| r.1).map(|r| r.0.as_str()).collect::<Vec<_>>(), ["t4"]);
     assert!(h.sink.events.iter().any(|e| matches!(e,
         RunEvent::WorkerExited { pid: p, cause: Some(CrashCause::Signal { .. }), task: Some(t), .. } if *p == pid && t == "t4")));
     // The first death of a slot restarts at once; the requeued tasks come first, in order.
@@ -276,88 +209,41 @@ fn a_crash_charges_only_the_executing_task() {
     assert_eq!(actions, vec![Action::Dispatch { slot: 0 }]);
     let again = h.sent(0);
     assert_eq!(again[0].1, 1, "t3 was only queued: still attempt 1");
-    let t4 = again
-        .iter()
-        .find(|a| h.engine.inflight_id(0, a.0) == Some("t4"))
-        .unwrap();
+    let t4 = again.iter().find(|a| h.engine.inflight_id(0, a.0) == Some("t4")).unwrap();
     assert_eq!(t4.1, 2, "t4 was executing: attempt 2");
     assert_eq!(h.engine.counts().restarts, 1);
 }
 
 #[test]
 fn poison_tasks_are_quarantined_with_every_cause() {
-    let mut h = Harness::new(EngineConfig {
-        workers: 1,
-        attempts: 3,
-        ..Default::default()
-    });
-    h.engine.push_jobs([Job {
-        fault: Some(FaultPlan {
-            kind: FaultKind::Panic,
-            attempts: None,
-        }),
-        ..job("p")
-    }]);
+    let mut h = Harness::new(EngineConfig { workers: 1, attempts: 3, ..Default::default() });
+    h.engine.push_jobs([Job { fault: Some(FaultPlan { kind: FaultKind::Panic, attempts: None }), ..job("p") }]);
     let mut out = Vec::new();
     h.engine.input_ended(h.now, &mut h.sink, &mut out);
     for attempt in 1..=3 {
         h.start();
         let sent = h.sent(0);
-        assert_eq!(
-            sent,
-            vec![(attempt as u64, attempt, Some(FaultKind::Panic))]
-        );
-        h.ev(Event::Panic {
-            slot: 0,
-            report: PanicReport {
-                seq: Some(sent[0].0),
-                message: "boom".into(),
-            },
-        });
-        h.die(
-            0,
-            ExitCause::Signaled {
-                signal: Signal::SIGABRT,
-                core: false,
-            },
-            &[sent[0].0],
-        );
+        assert_eq!(sent, vec![(attempt as u64, attempt, Some(FaultKind::Panic))]);
+        h.ev(Event::Panic { slot: 0, report: PanicReport { seq: Some(sent[0].0), message: "boom".into() } });
+        h.die(0, ExitCause::Signaled { signal: Signal::SIGABRT, core: false }, &[sent[0].0]);
         h.now += 100 * MS;
     }
     let r = h.record("p");
     assert_eq!((r.1, r.2), ("quarantined", 3));
-    assert_eq!(
-        r.3,
-        vec![
-            CrashCause::Panic {
-                message: "boom".into()
-            };
-            3
-        ]
-    );
+    assert_eq!(r.3, vec![CrashCause::Panic { message: "boom".into() }; 3]);
     assert!(h.engine.is_done());
 }
 
 #[test]
 fn fault_attempts_limit_injection() {
-    let j = Job {
-        fault: Some(FaultPlan {
-            kind: FaultKind::Segv,
-            attempts: Some(1),
-        }),
-        ..job("x")
-    };
+    let j = Job { fault: Some(FaultPlan { kind: FaultKind::Segv, attempts: Some(1) }), ..job("x") };
     assert_eq!(fault_for(&j, 1, None), Some(FaultKind::Segv));
     assert_eq!(fault_for(&j, 2, None), None);
 }
 
 #[test]
 fn timeouts_terminate_then_kill_and_blame_the_late_task() {
-    let mut h = Harness::new(EngineConfig {
-        workers: 1,
-        timeout_ns: Some(2_000 * MS),
-        ..Default::default()
-    });
+    let mut h = Harness::new(EngineConfig { workers: 1, timeout_ns: Some(2_000 * MS), ..Default::default() });
     h.engine.push_jobs([job("slow")]);
     h.start();
     let seq = h.sent(0)[0].0;
@@ -370,31 +256,10 @@ fn timeouts_terminate_then_kill_and_blame_the_late_task() {
     h.now += 1_000 * MS;
     h.ev(Event::Heartbeat { slot: 0 });
     let pid = h.pid(0);
-    assert_eq!(
-        h.tick(),
-        vec![Action::Kill {
-            slot: 0,
-            pid,
-            signal: Signal::SIGTERM
-        }]
-    );
+    assert_eq!(h.tick(), vec![Action::Kill { slot: 0, pid, signal: Signal::SIGTERM }]);
     h.now += 600 * MS;
-    assert_eq!(
-        h.tick(),
-        vec![Action::Kill {
-            slot: 0,
-            pid,
-            signal: Signal::SIGKILL
-        }]
-    );
-    h.die(
-        0,
-        ExitCause::Signaled {
-            signal: Signal::SIGKILL,
-            core: false,
-        },
-        &[seq],
-    );
+    assert_eq!(h.tick(), vec![Action::Kill { slot: 0, pid, signal: Signal::SIGKILL }]);
+    h.die(0, ExitCause::Signaled { signal: Signal::SIGKILL, core: false }, &[seq]);
     assert!(h.sink.events.iter().any(|e| matches!(e,
         RunEvent::TaskRequeued { id, charged: true, attempts: 1, .. } if id == "slow")));
     assert_eq!(h.engine.counts().crashes.get("timeout"), Some(&1));
@@ -414,93 +279,42 @@ fn silence_means_unresponsive_before_the_timeout() {
     h.page.0[0][0].begin(seq, h.now);
     h.now += 1_600 * MS;
     let pid = h.pid(0);
-    assert_eq!(
-        h.tick(),
-        vec![Action::Kill {
-            slot: 0,
-            pid,
-            signal: Signal::SIGKILL
-        }]
-    );
-    h.die(
-        0,
-        ExitCause::Signaled {
-            signal: Signal::SIGKILL,
-            core: false,
-        },
-        &[seq],
-    );
+    assert_eq!(h.tick(), vec![Action::Kill { slot: 0, pid, signal: Signal::SIGKILL }]);
+    h.die(0, ExitCause::Signaled { signal: Signal::SIGKILL, core: false }, &[seq]);
     assert_eq!(h.engine.counts().crashes.get("unresponsive"), Some(&1));
 }
 
 #[test]
 fn a_closed_connection_on_a_live_worker_is_a_protocol_fault() {
-    let mut h = Harness::new(EngineConfig {
-        workers: 1,
-        ..Default::default()
-    });
+    let mut h = Harness::new(EngineConfig { workers: 1, ..Default::default() });
     h.engine.push_jobs([job("d")]);
     h.start();
     let seq = h.sent(0)[0].0;
-    h.ev(Event::ChannelEnded {
-        slot: 0,
-        detail: None,
-    });
+    h.ev(Event::ChannelEnded { slot: 0, detail: None });
     h.now += 100 * MS;
-    assert!(
-        h.tick().is_empty(),
-        "waits for the death that usually explains a close"
-    );
+    assert!(h.tick().is_empty(), "waits for the death that usually explains a close");
     h.now += 150 * MS;
     let pid = h.pid(0);
-    assert_eq!(
-        h.tick(),
-        vec![Action::Kill {
-            slot: 0,
-            pid,
-            signal: Signal::SIGKILL
-        }]
-    );
-    h.die(
-        0,
-        ExitCause::Signaled {
-            signal: Signal::SIGKILL,
-            core: false,
-        },
-        &[seq],
-    );
+    assert_eq!(h.tick(), vec![Action::Kill { slot: 0, pid, signal: Signal::SIGKILL }]);
+    h.die(0, ExitCause::Signaled { signal: Signal::SIGKILL, core: false }, &[seq]);
     assert_eq!(h.engine.counts().crashes.get("protocol"), Some(&1));
 }
 
 #[test]
 fn a_close_explained_by_a_death_keeps_the_real_cause() {
-    let mut h = Harness::new(EngineConfig {
-        workers: 1,
-        ..Default::default()
-    });
+    let mut h = Harness::new(EngineConfig { workers: 1, ..Default::default() });
     h.engine.push_jobs([job("s")]);
     h.start();
     let seq = h.sent(0)[0].0;
-    h.ev(Event::ChannelEnded {
-        slot: 0,
-        detail: Some("connection closed inside a frame".into()),
-    });
+    h.ev(Event::ChannelEnded { slot: 0, detail: Some("connection closed inside a frame".into()) });
     h.die(0, segv(), &[seq]);
     assert_eq!(h.engine.counts().crashes.get("signal"), Some(&1));
 }
 
 #[test]
 fn a_crash_loop_hits_the_restart_limit() {
-    let policy = RestartPolicy {
-        max_restarts: 10,
-        period_ns: 5_000 * MS,
-        ..Default::default()
-    };
-    let mut h = Harness::new(EngineConfig {
-        workers: 2,
-        restart: policy,
-        ..Default::default()
-    });
+    let policy = RestartPolicy { max_restarts: 10, period_ns: 5_000 * MS, ..Default::default() };
+    let mut h = Harness::new(EngineConfig { workers: 2, restart: policy, ..Default::default() });
     h.engine.push_jobs((0..100).map(|i| job(&format!("t{i}"))));
     let mut deaths = 0;
     while !h.engine.is_done() {
@@ -510,26 +324,13 @@ fn a_crash_loop_hits_the_restart_limit() {
                 h.die(slot, segv(), &[a.0]);
                 deaths += 1;
             } else if h.engine.slots()[slot].state.pid().is_some() {
-                h.die(
-                    slot,
-                    ExitCause::Signaled {
-                        signal: Signal::SIGKILL,
-                        core: false,
-                    },
-                    &[],
-                );
+                h.die(slot, ExitCause::Signaled { signal: Signal::SIGKILL, core: false }, &[]);
             }
         }
-        h.now = h
-            .engine
-            .next_deadline(h.now, &h.page)
-            .unwrap_or(h.now + MS)
-            .max(h.now + MS);
+        h.now = h.engine.next_deadline(h.now, &h.page).unwrap_or(h.now + MS).max(h.now + MS);
         assert!(deaths < 50, "never gave up");
     }
-    let Some(StopReason::GaveUp(msg)) = h.engine.stop_reason() else {
-        panic!("{:?}", h.engine.stop_reason())
-    };
+    let Some(StopReason::GaveUp(msg)) = h.engine.stop_reason() else { panic!("{:?}", h.engine.stop_reason()) };
     assert!(msg.contains("exceed the limit of 10/5.0s"), "{msg}");
     assert_eq!(deaths, 11);
     // Backoff grew between the unhealthy deaths.
@@ -547,11 +348,7 @@ fn a_crash_loop_hits_the_restart_limit() {
 
 #[test]
 fn sigterm_drains_without_charging_and_leaves_the_rest_unfinished() {
-    let mut h = Harness::new(EngineConfig {
-        workers: 2,
-        drain_grace_ns: 1_000 * MS,
-        ..Default::default()
-    });
+    let mut h = Harness::new(EngineConfig { workers: 2, drain_grace_ns: 1_000 * MS, ..Default::default() });
     h.engine.push_jobs((0..10).map(|i| job(&format!("t{i}"))));
     h.start();
     let a = h.sent(0)[0].0;
@@ -564,68 +361,30 @@ fn sigterm_drains_without_charging_and_leaves_the_rest_unfinished() {
     // Slot 1 overruns the grace: SIGTERM, then its task goes back uncharged.
     h.now += 1_000 * MS;
     let pid = h.pid(1);
-    assert_eq!(
-        h.tick(),
-        vec![Action::Kill {
-            slot: 1,
-            pid,
-            signal: Signal::SIGTERM
-        }]
-    );
-    h.die(
-        1,
-        ExitCause::Signaled {
-            signal: Signal::SIGTERM,
-            core: false,
-        },
-        &[b],
-    );
+    assert_eq!(h.tick(), vec![Action::Kill { slot: 1, pid, signal: Signal::SIGTERM }]);
+    h.die(1, ExitCause::Signaled { signal: Signal::SIGTERM, core: false }, &[b]);
     assert!(h.engine.is_done());
-    assert_eq!(
-        h.engine.stop_reason(),
-        Some(&StopReason::Interrupted(Interrupt::Term))
-    );
+    assert_eq!(h.engine.stop_reason(), Some(&StopReason::Interrupted(Interrupt::Term)));
     assert_eq!(h.sink.records.len(), 1);
     assert_eq!(h.engine.counts().crashes_total(), 0);
-    assert!(h.sink.events.iter().any(|e| matches!(
-        e,
-        RunEvent::TaskRequeued {
-            charged: false,
-            attempts: 0,
-            ..
-        }
-    )));
+    assert!(h.sink.events.iter().any(|e| matches!(e, RunEvent::TaskRequeued { charged: false, attempts: 0, .. })));
 }
 
 #[test]
 fn a_second_interrupt_kills_at_once() {
-    let mut h = Harness::new(EngineConfig {
-        workers: 1,
-        ..Default::default()
-    });
+    let mut h = Harness::new(EngineConfig { workers: 1, ..Default::default() });
     h.engine.push_jobs([job("a")]);
     h.start();
     h.sent(0);
     h.ev(Event::Interrupt(Interrupt::Int));
     let pid = h.pid(0);
-    assert_eq!(
-        h.ev(Event::Interrupt(Interrupt::Int)),
-        vec![Action::Kill {
-            slot: 0,
-            pid,
-            signal: Signal::SIGKILL
-        }]
-    );
+    assert_eq!(h.ev(Event::Interrupt(Interrupt::Int)), vec![Action::Kill { slot: 0, pid, signal: Signal::SIGKILL }]);
 }
 
 #[test]
 fn failed_tasks_are_final_unless_retries_are_asked_for() {
     for retry_failed in [false, true] {
-        let mut h = Harness::new(EngineConfig {
-            workers: 1,
-            retry_failed,
-            ..Default::default()
-        });
+        let mut h = Harness::new(EngineConfig { workers: 1, retry_failed, ..Default::default() });
         h.engine.push_jobs([job("f")]);
         let mut out = Vec::new();
         h.engine.input_ended(h.now, &mut h.sink, &mut out);
@@ -634,15 +393,8 @@ fn failed_tasks_are_final_unless_retries_are_asked_for() {
             let Some(&(seq, _, _)) = h.sent(0).first() else {
                 break;
             };
-            let outs = [Outcome {
-                seq,
-                micros: 5,
-                result: Err(TaskError::new("exit status 1")),
-            }];
-            h.ev(Event::Outcomes {
-                slot: 0,
-                outcomes: &outs,
-            });
+            let outs = [Outcome { seq, micros: 5, result: Err(TaskError::new("exit status 1")) }];
+            h.ev(Event::Outcomes { slot: 0, outcomes: &outs });
         }
         let r = h.record("f");
         assert_eq!((r.1, r.2), ("failed", if retry_failed { 3 } else { 1 }));
@@ -651,40 +403,23 @@ fn failed_tasks_are_final_unless_retries_are_asked_for() {
 
 #[test]
 fn a_result_for_a_task_never_sent_is_a_protocol_fault() {
-    let mut h = Harness::new(EngineConfig {
-        workers: 1,
-        ..Default::default()
-    });
+    let mut h = Harness::new(EngineConfig { workers: 1, ..Default::default() });
     h.start();
     let pid = h.pid(0);
-    assert_eq!(
-        h.ok(0, &[999]),
-        vec![Action::Kill {
-            slot: 0,
-            pid,
-            signal: Signal::SIGKILL
-        }]
-    );
+    assert_eq!(h.ok(0, &[999]), vec![Action::Kill { slot: 0, pid, signal: Signal::SIGKILL }]);
 }
 
 #[test]
 fn bad_input_stops_dispatch_and_lets_running_tasks_finish() {
-    let mut h = Harness::new(EngineConfig {
-        workers: 1,
-        ..Default::default()
-    });
+    let mut h = Harness::new(EngineConfig { workers: 1, ..Default::default() });
     h.engine.push_jobs([job("a"), job("b")]);
     h.start();
     let a = h.sent(0)[0].0;
     let mut out = Vec::new();
-    h.engine
-        .input_failed("line 3: not JSON".into(), h.now, &mut h.sink, &mut out);
+    h.engine.input_failed("line 3: not JSON".into(), h.now, &mut h.sink, &mut out);
     assert!(out.is_empty());
     assert_eq!(h.ok(0, &[a]), vec![Action::Shutdown { slot: 0 }]);
     h.die(0, ExitCause::Exited(0), &[]);
-    assert!(matches!(
-        h.engine.stop_reason(),
-        Some(StopReason::BadInput(_))
-    ));
+    assert!(matches!(h.engine.stop_reason(), Some(StopReason::BadInput(_))));
     assert_eq!(h.sink.records.len(), 1);
 }

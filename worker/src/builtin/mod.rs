@@ -34,8 +34,7 @@ impl Builtin {
         if let Some(re) = cache.get(pattern) {
             return Ok(re.clone());
         }
-        let re =
-            Arc::new(Regex::new(pattern).map_err(|e| TaskError::new(format!("bad pattern: {e}")))?);
+        let re = Arc::new(Regex::new(pattern).map_err(|e| TaskError::new(format!("bad pattern: {e}")))?);
         if cache.len() >= 64 {
             cache.clear();
         }
@@ -59,15 +58,8 @@ impl Handler for Builtin {
                 std::thread::sleep(Duration::from_millis(ms));
                 Ok(BuiltinOutput::Nothing)
             }
-            BuiltinTask::SumSquares { n } => Ok(BuiltinOutput::Sum {
-                sum: sum_squares(n)?.to_string(),
-            }),
-            BuiltinTask::Scan {
-                path,
-                offset,
-                len,
-                pattern,
-            } => {
+            BuiltinTask::SumSquares { n } => Ok(BuiltinOutput::Sum { sum: sum_squares(n)?.to_string() }),
+            BuiltinTask::Scan { path, offset, len, pattern } => {
                 let re = self.regex(&pattern)?;
                 scan::scan(&path, offset, len, &re)
             }
@@ -83,9 +75,8 @@ pub fn sum_squares(n: u64) -> Result<u128, TaskError> {
     let mut i: u64 = 0;
     while i < n {
         let x = u128::from(black_box(i));
-        acc = acc
-            .checked_add(x * x)
-            .ok_or_else(|| TaskError::new(format!("the sum for n = {n} overflows 128 bits")))?;
+        acc =
+            acc.checked_add(x * x).ok_or_else(|| TaskError::new(format!("the sum for n = {n} overflows 128 bits")))?;
         i += 1;
     }
     Ok(acc)
@@ -99,9 +90,6 @@ mod tests {
     fn sum_squares_is_exact() {
         assert_eq!(sum_squares(0).unwrap(), 0);
         assert_eq!(sum_squares(4).unwrap(), 14);
-        assert_eq!(
-            sum_squares(10_000_000).unwrap(),
-            333_333_283_333_335_000_000
-        );
+        assert_eq!(sum_squares(10_000_000).unwrap(), 333_333_283_333_335_000_000);
     }
 }

@@ -11,12 +11,7 @@ use shared::task::BuiltinOutput;
 
 /// Counts lines matching `re` and the values of its first capture group, over the lines whose
 /// first byte lies in `offset..offset + len`.
-pub(super) fn scan(
-    path: &str,
-    offset: u64,
-    len: u64,
-    re: &Regex,
-) -> Result<BuiltinOutput, TaskError> {
+pub(super) fn scan(path: &str, offset: u64, len: u64, re: &Regex) -> Result<BuiltinOutput, TaskError> {
     let open_err = |e: std::io::Error| TaskError::new(format!("cannot read {path}: {e}"));
     let mut file = File::open(path).map_err(open_err)?;
     let end = offset.saturating_add(len);
@@ -46,16 +41,11 @@ pub(super) fn scan(
         if let Some(caps) = re.captures(text) {
             matched_lines += 1;
             if let Some(g) = caps.get(1) {
-                *counts
-                    .entry(String::from_utf8_lossy(g.as_bytes()).into_owned())
-                    .or_insert(0) += 1;
+                *counts.entry(String::from_utf8_lossy(g.as_bytes()).into_owned()).or_insert(0) += 1;
             }
         }
     }
-    Ok(BuiltinOutput::Scan {
-        matched_lines,
-        counts,
-    })
+    Ok(BuiltinOutput::Scan { matched_lines, counts })
 }
 
 #[cfg(test)]
@@ -81,11 +71,7 @@ mod tests {
             let mut lines = 0;
             let mut off = 0;
             while off < size {
-                let BuiltinOutput::Scan {
-                    matched_lines,
-                    counts,
-                } = scan(path, off, chunk, &re).unwrap()
-                else {
+                let BuiltinOutput::Scan { matched_lines, counts } = scan(path, off, chunk, &re).unwrap() else {
                     unreachable!()
                 };
                 lines += matched_lines;

@@ -23,13 +23,7 @@ pub const HEAD_BYTES: usize = 4096;
 
 pub(super) fn run(cmd: &str, cx: &TaskContext<'_>) -> Result<BuiltinOutput, TaskError> {
     let mut command = Command::new("/bin/sh");
-    command
-        .arg("-c")
-        .arg(cmd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+    command.arg("-c").arg(cmd).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
     // SAFETY: prctl(2) is async-signal-safe, as the time between fork and exec requires.
     unsafe {
         command.pre_exec(|| {
@@ -38,9 +32,7 @@ pub(super) fn run(cmd: &str, cx: &TaskContext<'_>) -> Result<BuiltinOutput, Task
             Ok(())
         });
     }
-    let mut child = command
-        .spawn()
-        .map_err(|e| TaskError::new(format!("cannot start /bin/sh: {e}")))?;
+    let mut child = command.spawn().map_err(|e| TaskError::new(format!("cannot start /bin/sh: {e}")))?;
     let pgid = Pid::from_raw(child.id() as i32);
     cx.set_child_group(pgid.as_raw());
     let heads = read_heads(&mut child, pgid);
@@ -51,19 +43,13 @@ pub(super) fn run(cmd: &str, cx: &TaskContext<'_>) -> Result<BuiltinOutput, Task
     let (stdout, stderr) = heads;
     let status = status.map_err(|e| TaskError::new(format!("cannot wait for /bin/sh: {e}")))?;
     match (status.code(), status.signal()) {
-        (Some(0), _) => Ok(BuiltinOutput::Shell {
-            exit: 0,
-            stdout,
-            stderr,
-        }),
+        (Some(0), _) => Ok(BuiltinOutput::Shell { exit: 0, stdout, stderr }),
         (code, signal) => {
             let message = match (code, signal) {
                 (Some(c), _) => format!("exit status {c}"),
                 (None, Some(s)) => format!(
                     "killed by {}",
-                    Signal::try_from(s)
-                        .map(|s| s.as_str().to_string())
-                        .unwrap_or_else(|_| format!("signal {s}"))
+                    Signal::try_from(s).map(|s| s.as_str().to_string()).unwrap_or_else(|_| format!("signal {s}"))
                 ),
                 (None, None) => "ended abnormally".to_string(),
             };
@@ -94,10 +80,7 @@ fn read_heads(child: &mut Child, pgid: Pid) -> (String, String) {
             fds.push(PollFd::new(e.as_fd(), PollFlags::POLLIN));
         }
         let ready = poll(&mut fds, PollTimeout::from(100u16)).unwrap_or(0);
-        let readable: Vec<bool> = fds
-            .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
+        let readable: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
         drop(fds);
         if ready == 0 {
             if let Ok(Some(_)) = child.try_wait() {
@@ -112,10 +95,7 @@ fn read_heads(child: &mut Child, pgid: Pid) -> (String, String) {
             }
             idx += 1;
         }
-        if err.is_some()
-            && readable[idx]
-            && !drain(&mut err, &mut err_head, &mut err_more, &mut buf)
-        {
+        if err.is_some() && readable[idx] && !drain(&mut err, &mut err_head, &mut err_more, &mut buf) {
             err = None;
         }
     }
@@ -123,12 +103,7 @@ fn read_heads(child: &mut Child, pgid: Pid) -> (String, String) {
 }
 
 /// One read; false at EOF.
-fn drain<R: Read>(
-    pipe: &mut Option<R>,
-    head: &mut Vec<u8>,
-    more: &mut u64,
-    buf: &mut [u8],
-) -> bool {
+fn drain<R: Read>(pipe: &mut Option<R>, head: &mut Vec<u8>, more: &mut u64, buf: &mut [u8]) -> bool {
     let Some(p) = pipe else { return false };
     match p.read(buf) {
         Ok(0) => false,
@@ -161,26 +136,13 @@ mod tests {
         let pg = AtomicI32::new(0);
         let cx = TaskContext::new(1, &pg);
         let ok = run("echo hello; echo oops >&2", &cx).unwrap();
-        assert_eq!(
-            ok,
-            BuiltinOutput::Shell {
-                exit: 0,
-                stdout: "hello\n".into(),
-                stderr: "oops\n".into()
-            }
-        );
+        assert_eq!(ok, BuiltinOutput::Shell { exit: 0, stdout: "hello\n".into(), stderr: "oops\n".into() });
         let err = run("echo partial; exit 7", &cx).unwrap_err();
         assert_eq!(err.message, "exit status 7");
         assert_eq!(err.stdout.as_deref(), Some("partial\n"));
         let big = run("yes | head -c 100000", &cx).unwrap();
-        let BuiltinOutput::Shell { stdout, .. } = big else {
-            unreachable!()
-        };
-        assert!(
-            stdout.ends_with("[... 95904 more bytes]"),
-            "{}",
-            &stdout[stdout.len() - 40..]
-        );
+        let BuiltinOutput::Shell { stdout, .. } = big else { unreachable!() };
+        assert!(stdout.ends_with("[... 95904 more bytes]"), "{}", &stdout[stdout.len() - 40..]);
         assert_eq!(pg.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 

@@ -1,0 +1,297 @@
+//! The harness of the end-to-end tests: runs the real `bulkhead` binary in a private
+//! directory, with a tag in its environment that its workers and their children inherit,
+//! and checks after each run that nothing is left: no process carrying the tag, no zombie
+//! reparented to the test process (which is a child subreaper, so orphans come here), no
+//! socket file. Waiting is always on a condition with one bounded timeout, never a sleep.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_bulkhead");
+/// The one global bound on any wait.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+static SUPERVISORS: Mutex<Option<HashSet<u32>>> = Mutex::new(None);
+static SUBREAPER: Once = Once::new();
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Waits until `cond` holds, polling; panics with `what` after [`PATIENCE`].
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    while !cond() {
+        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// One test's sandbox.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+    pub tag: String,
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        SUBREAPER.call_once(|| {
+            nix::sys::prctl::set_child_subreaper(true).expect("become a child subreaper");
+        });
+        let dir = tempfile::Builder::new().prefix("bh-e2e-").tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("run")).unwrap();
+        std::fs::create_dir(dir.path().join("tmp")).unwrap();
+        let tag = format!("{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        Self { dir, tag }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// A `bulkhead` command in the sandbox.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("BULKHEAD_TEST_TAG", &self.tag)
+            .env("XDG_RUNTIME_DIR", self.path("run"))
+            .env("TMPDIR", self.path("tmp"))
+            .env_remove("RUST_LOG")
+            .env_remove("RUST_BACKTRACE");
+        c
+    }
+
+    /// Starts `bulkhead`, registered so the zombie check knows it is ours to reap.
+    pub fn spawn(&self, args: &[&str], stdin: Option<&str>) -> Running {
+        let mut c = self.cmd(args);
+        c.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("start bulkhead");
+        SUPERVISORS.lock().unwrap().get_or_insert_with(HashSet::new).insert(child.id());
+        if let Some(input) = stdin {
+            let mut w = child.stdin.take().unwrap();
+            let input = input.to_string();
+            std::thread::spawn(move || {
+                let _ = w.write_all(input.as_bytes());
+            });
+        }
+        Running { child: Some(child) }
+    }
+
+    /// Runs `bulkhead` to the end.
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Done {
+        self.spawn(args, stdin).wait()
+    }
+
+    /// Pids of live processes carrying this sandbox's tag (the supervisor, workers, their
+    /// children).
+    pub fn tagged(&self) -> Vec<(u32, String)> {
+        let needle = format!("BULKHEAD_TEST_TAG={}", self.tag);
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+                continue;
+            };
+            if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                out.push((pid, comm.trim().to_string()));
+            }
+        }
+        out
+    }
+
+    /// Live workers of this sandbox.
+    pub fn workers(&self) -> Vec<u32> {
+        self.tagged().into_iter().filter(|(_, c)| c == "bulkhead-worker").map(|(p, _)| p).collect()
+    }
+
+    /// Asserts that nothing of the run is left: no tagged process, no orphan zombie, no
+    /// socket file, no runtime directory.
+    pub fn assert_clean(&self) {
+        // Workers of a SIGKILLed supervisor die by their parent-death signal, a moment later.
+        let start = Instant::now();
+        while !self.tagged().is_empty() && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(self.tagged().is_empty(), "processes left behind: {:?}", self.tagged());
+        let zombies = orphan_zombies();
+        assert!(zombies.is_empty(), "zombies left behind: {zombies:?}");
+        let sockets = find_sockets(self.dir.path());
+        assert!(sockets.is_empty(), "socket files left behind: {sockets:?}");
+        let leftovers: Vec<_> = std::fs::read_dir(self.path("run")).unwrap().flatten().map(|e| e.path()).collect();
+        assert!(leftovers.is_empty(), "runtime directories left behind: {leftovers:?}");
+    }
+}
+
+/// Zombies whose parent is this test process and that are not supervisors a test is about
+/// to wait for: orphans of a run, reparented here because we are a subreaper. They are
+/// reaped as they are reported, so one test's leak does not fail the next.
+fn orphan_zombies() -> Vec<(u32, String)> {
+    let me = std::process::id();
+    let ours = SUPERVISORS.lock().unwrap().clone().unwrap_or_default();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        if fields.len() > 1 && fields[0] == "Z" && fields[1] == me.to_string() && !ours.contains(&pid) {
+            let name = stat[stat.find('(').unwrap() + 1..close].to_string();
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+            out.push((pid, name));
+        }
+    }
+    out
+}
+
+fn find_sockets(dir: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Ok(t) = e.file_type() else { continue };
+        if t.is_socket() {
+            out.push(e.path());
+        } else if t.is_dir() {
+            out.extend(find_sockets(&e.path()));
+        }
+    }
+    out
+}
+
+/// A running `bulkhead`.
+pub struct Running {
+    pub child: Option<Child>,
+}
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), sig).unwrap();
+    }
+
+    /// Waits for the end (bounded), collecting its output.
+    pub fn wait(mut self) -> Done {
+        let mut child = self.child.take().unwrap();
+        let pid = child.id();
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let reader = |p: Option<Box<dyn std::io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                if let Some(mut p) = p {
+                    let _ = p.read_to_end(&mut buf);
+                }
+                buf
+            })
+        };
+        let out = reader(stdout.map(|s| Box::new(s) as Box<dyn std::io::Read + Send>));
+        let err = reader(stderr.map(|s| Box::new(s) as Box<dyn std::io::Read + Send>));
+        let mut status = None;
+        wait_for("bulkhead to exit", || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        });
+        SUPERVISORS.lock().unwrap().get_or_insert_with(HashSet::new).remove(&pid);
+        let output = Output { status: status.unwrap(), stdout: out.join().unwrap(), stderr: err.join().unwrap() };
+        Done { output }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A finished `bulkhead`.
+pub struct Done {
+    pub output: Output,
+}
+
+impl Done {
+    pub fn status(&self) -> ExitStatus {
+        self.output.status
+    }
+    pub fn code(&self) -> Option<i32> {
+        self.output.status.code()
+    }
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+    /// Result records from stdout.
+    pub fn records(&self) -> Vec<serde_json::Value> {
+        parse_records(&self.stdout())
+    }
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code(), Some(code), "exit status {:?}\nstderr:\n{}", self.status(), self.stderr());
+        self
+    }
+}
+
+pub fn parse_records(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+pub fn read_records(path: &Path) -> Vec<serde_json::Value> {
+    parse_records(&std::fs::read_to_string(path).unwrap_or_default())
+}
+
+/// Records by id; panics if an id has two.
+pub fn by_id(records: &[serde_json::Value]) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let mut m = std::collections::BTreeMap::new();
+    for r in records {
+        let id = r["id"].as_str().expect("id").to_string();
+        assert!(m.insert(id.clone(), r.clone()).is_none(), "two records for {id}");
+    }
+    m
+}
+
+/// The causes of a record's crashes.
+pub fn causes(r: &serde_json::Value) -> Vec<String> {
+    r["crashes"]
+        .as_array()
+        .map(|a| a.iter().map(|c| c["cause"].as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// JSONL of `n` tasks made by `f(i)`.
+pub fn tasks(n: usize, f: impl Fn(usize) -> String) -> String {
+    (0..n).map(|i| f(i) + "\n").collect()
+}

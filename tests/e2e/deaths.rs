@@ -1,0 +1,107 @@
+//! Every way a worker can die, and a batch that survives them all.
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::common::*;
+
+/// Ordinary tasks and one task per death kind, each faulting on its first attempt only, and
+/// one poison task that faults on every attempt.
+#[test]
+fn every_death_is_survived_with_its_true_cause() {
+    let sb = Sandbox::new();
+    let mut input = String::new();
+    for i in 0..6 {
+        input.push_str(&format!("{{\"id\":\"plain{i}\",\"kind\":\"sleep\",\"ms\":5}}\n"));
+    }
+    input.push_str("{\"id\":\"sum\",\"kind\":\"sum_squares\",\"n\":10000000}\n");
+    for fault in ["panic", "abort", "segv", "kill", "exit", "stack_overflow"] {
+        input.push_str(&format!(
+            "{{\"id\":\"{fault}\",\"kind\":\"sleep\",\"ms\":10,\"fault\":\"{fault}\",\"fault_attempts\":1}}\n"
+        ));
+    }
+    input.push_str("{\"id\":\"poison\",\"kind\":\"noop\",\"fault\":\"segv\"}\n");
+    let tasks = sb.write("tasks.jsonl", &input);
+    let events = sb.path("events.jsonl");
+    let done = sb.run(&["run", tasks.to_str().unwrap(), "-j", "2", "--events", events.to_str().unwrap()], None);
+    done.expect_code(1);
+    let recs = by_id(&done.records());
+    assert_eq!(recs.len(), 14);
+    for i in 0..6 {
+        assert_eq!(recs[&format!("plain{i}")]["status"], "ok");
+    }
+    assert_eq!(recs["sum"]["output"]["sum"], "333333283333335000000");
+    let expect = [
+        ("panic", "panic"),
+        ("abort", "signal"),
+        ("segv", "signal"),
+        ("kill", "signal"),
+        ("exit", "exit"),
+        ("stack_overflow", "signal"),
+    ];
+    for (id, cause) in expect {
+        let r = &recs[id];
+        assert_eq!(r["status"], "ok", "{r}");
+        assert_eq!(r["attempts"], 2, "{r}");
+        assert_eq!(causes(r), [cause], "{r}");
+    }
+    assert_eq!(recs["panic"]["crashes"][0]["message"], "injected fault: panic");
+    assert_eq!(recs["abort"]["crashes"][0]["signal"], "SIGABRT");
+    assert_eq!(recs["segv"]["crashes"][0]["signal"], "SIGSEGV");
+    assert_eq!(recs["kill"]["crashes"][0]["signal"], "SIGKILL");
+    assert_eq!(recs["exit"]["crashes"][0]["code"], 3);
+    assert_eq!(recs["stack_overflow"]["crashes"][0]["signal"], "SIGABRT");
+    assert!(recs["stack_overflow"]["crashes"][0]["detail"].as_str().unwrap().contains("overflowed its stack"));
+    let poison = &recs["poison"];
+    assert_eq!(poison["status"], "quarantined");
+    assert_eq!(poison["attempts"], 3);
+    assert_eq!(causes(poison), ["signal", "signal", "signal"]);
+    // The events tell the same story.
+    let evs = read_records(&events);
+    let exits = evs.iter().filter(|e| e["event"] == "worker_exited" && e["clean"] == false).count();
+    assert_eq!(exits, 9);
+    assert!(evs.iter().any(|e| e["event"] == "task_quarantined" && e["id"] == "poison"));
+    assert_eq!(evs.last().unwrap()["event"], "shutdown");
+    assert!(done.stderr().contains("14 tasks: 13 ok, 0 failed, 1 quarantined"), "{}", done.stderr());
+    sb.assert_clean();
+}
+
+/// Workers SIGKILLed from outside, again and again while a batch runs: nothing changes in
+/// the results.
+#[test]
+fn workers_killed_from_outside_change_nothing() {
+    let sb = Sandbox::new();
+    let tasks = sb.write("tasks.jsonl", &tasks(300, |i| format!("{{\"id\":\"t{i}\",\"kind\":\"sleep\",\"ms\":3}}")));
+    let results = sb.path("results.jsonl");
+    let run = sb.spawn(&["run", tasks.to_str().unwrap(), "-j", "2", "--results", results.to_str().unwrap()], None);
+    let mut killed = std::collections::HashSet::new();
+    while killed.len() < 12 {
+        let mut fresh = Vec::new();
+        wait_for("a worker to kill", || {
+            fresh = sb.workers().into_iter().filter(|p| !killed.contains(p)).collect();
+            !fresh.is_empty() || read_records(&results).len() >= 300
+        });
+        let Some(&pid) = fresh.first() else { break };
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        killed.insert(pid);
+    }
+    assert!(killed.len() >= 8, "only {} kills landed before the batch ended", killed.len());
+    let done = run.wait();
+    done.expect_code(0);
+    let recs = by_id(&read_records(&results));
+    assert_eq!(recs.len(), 300);
+    assert!(recs.values().all(|r| r["status"] == "ok"));
+    assert!(done.stderr().contains("signal"), "{}", done.stderr());
+    sb.assert_clean();
+}
+
+/// A worker killed while the supervisor is draining at the end is not restarted, and the
+/// run still ends cleanly.
+#[test]
+fn a_clean_run_leaves_nothing() {
+    let sb = Sandbox::new();
+    let done = sb.run(&["run", "-j", "3"], Some(&tasks(50, |i| format!("{{\"id\":\"n{i}\",\"kind\":\"noop\"}}"))));
+    done.expect_code(0);
+    assert_eq!(done.records().len(), 50);
+    sb.assert_clean();
+}
