@@ -68,6 +68,7 @@ pub struct PoolBuilder {
     shard: Option<(u32, u32)>,
     control: Option<PathBuf>,
     progress: bool,
+    reap_orphans: bool,
     seed: u64,
 }
 
@@ -100,6 +101,7 @@ impl Default for PoolBuilder {
             shard: None,
             control: None,
             progress: false,
+            reap_orphans: false,
             seed: 0,
         }
     }
@@ -236,6 +238,13 @@ impl PoolBuilder {
     /// Show a live progress bar on stderr.
     pub fn progress(mut self, yes: bool) -> Self {
         self.progress = yes;
+        self
+    }
+    /// Process mode: become a child subreaper and reap what dead workers' tasks leave
+    /// behind. This reaps every child of the process (`waitpid(-1)`), so only a program
+    /// without other children should ask for it; the CLI does.
+    pub fn reap_orphans(mut self, yes: bool) -> Self {
+        self.reap_orphans = yes;
         self
     }
     /// Seed for restart jitter.
@@ -385,6 +394,7 @@ impl<H: Handler> Pool<H> {
                     memory_limit: c.memory_limit,
                 },
                 c.workers,
+                c.reap_orphans,
             )),
             Mode::Thread => {
                 Box::new(ThreadBackend::new(self.handler.clone(), c.workers).map_err(io_err("set up thread mode"))?)

@@ -16,7 +16,7 @@ use shared::shm::{self, SlotState as PageState};
 use worker::statuspage::StatusPage;
 
 use crate::engine::{Engine, Event, Probe};
-use crate::reap;
+use crate::reap::{self, ExitCause};
 use crate::runloop::{Backend, Cx, PollSet};
 use crate::spawn::{SpawnConfig, spawn_worker};
 
@@ -44,12 +44,41 @@ struct Conn {
 pub struct ProcessBackend {
     cfg: SpawnConfig,
     conns: Vec<Option<Conn>>,
+    /// The process is a child subreaper and reaps every child, orphans of its workers'
+    /// tasks included.
+    reap_any: bool,
 }
 
 impl ProcessBackend {
-    /// A backend with `slots` empty slots.
-    pub fn new(cfg: SpawnConfig, slots: usize) -> Self {
-        Self { cfg, conns: (0..slots).map(|_| None).collect() }
+    /// A backend with `slots` empty slots. With `reap_orphans`, the process becomes a child
+    /// subreaper: what a dead worker's task left behind is reparented here and reaped, not
+    /// left to init. That takes `waitpid(-1)`, which would steal the statuses of other
+    /// children of the program, so only a program that has none (the CLI) asks for it.
+    pub fn new(cfg: SpawnConfig, slots: usize, reap_orphans: bool) -> Self {
+        let reap_any = reap_orphans && nix::sys::prctl::set_child_subreaper(true).is_ok();
+        Self { cfg, conns: (0..slots).map(|_| None).collect(), reap_any }
+    }
+
+    /// Reaps whatever has ended: with `reap_any` every child, otherwise the known workers.
+    fn collect_ended(&mut self) -> Vec<(usize, ExitCause)> {
+        let mut ended = Vec::new();
+        if self.reap_any {
+            while let Some((pid, exit)) = reap::try_reap_any() {
+                match self.conns.iter().position(|c| c.as_ref().is_some_and(|c| c.pid == pid)) {
+                    Some(slot) => ended.push((slot, exit)),
+                    None => log::debug!("reaped orphan {pid}: {exit:?}"),
+                }
+            }
+        } else {
+            for (slot, conn) in self.conns.iter().enumerate() {
+                if let Some(c) = conn
+                    && let Some(exit) = reap::try_reap(c.pid)
+                {
+                    ended.push((slot, exit));
+                }
+            }
+        }
+        ended
     }
 
     fn read_frames(&mut self, slot: usize, cx: &mut Cx<'_>) {
@@ -292,13 +321,8 @@ impl Backend for ProcessBackend {
     }
 
     fn reap(&mut self, cx: &mut Cx<'_>) {
-        for slot in 0..self.conns.len() {
-            let Some(pid) = self.conns[slot].as_ref().map(|c| c.pid) else {
-                continue;
-            };
-            let Some(exit) = reap::try_reap(pid) else {
-                continue;
-            };
+        for (slot, exit) in self.collect_ended() {
+            let pid = self.conns[slot].as_ref().expect("an ended slot has a connection").pid;
             // What the worker sent before dying (results, a panic report) comes first.
             while self.conns[slot].as_ref().is_some_and(|c| c.reading) {
                 self.read_frames(slot, cx);
@@ -341,6 +365,9 @@ impl Backend for ProcessBackend {
                 Self::signal_groups(&c, Signal::SIGKILL);
                 let _ = reap::reap_blocking(c.pid);
             }
+        }
+        if self.reap_any {
+            reap::reap_orphans(std::time::Duration::from_secs(1));
         }
     }
 }

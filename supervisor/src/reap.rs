@@ -61,3 +61,41 @@ pub fn reap_blocking(pid: u32) -> Option<ExitCause> {
         }
     }
 }
+
+/// Reaps any child that has ended, without blocking (subreaper mode only).
+pub fn try_reap_any() -> Option<(u32, ExitCause)> {
+    loop {
+        match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => return None,
+            Ok(status) => {
+                let pid = status.pid()?.as_raw() as u32;
+                match ExitCause::from_wait(status) {
+                    Some(c) => return Some((pid, c)),
+                    None => continue,
+                }
+            }
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Reaps the orphans a subreaper collected, waiting up to `patience` for those killed a
+/// moment ago to finish dying. Anything still alive after that (a task's descendant that
+/// left its process group) is left to init when we exit.
+pub fn reap_orphans(patience: std::time::Duration) {
+    let start = std::time::Instant::now();
+    loop {
+        match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {
+                if start.elapsed() >= patience {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            // ECHILD: no children left.
+            Err(_) => return,
+        }
+    }
+}

@@ -52,12 +52,20 @@ pub struct RestartTracker {
     policy: RestartPolicy,
     recent: VecDeque<u64>,
     seed: u64,
+    ceiling_ns: u64,
 }
 
 impl RestartTracker {
-    /// A tracker for `policy`; `seed` makes the jitter reproducible.
-    pub fn new(policy: RestartPolicy, seed: u64) -> Self {
-        Self { policy, recent: VecDeque::new(), seed }
+    /// A tracker for `policy` over `workers` slots; `seed` makes the jitter reproducible.
+    ///
+    /// The backoff's ceiling is lowered so that `workers` slots in a crash loop, each waiting
+    /// the longest backoff, still restart faster than the intensity limit allows: a backoff
+    /// may slow a crash loop down, but must never keep it going forever below the limit.
+    pub fn new(policy: RestartPolicy, seed: u64, workers: usize) -> Self {
+        let loop_safe = (policy.period_ns as u128 * workers.max(1) as u128 * 9
+            / (10 * (u128::from(policy.max_restarts) + 1))) as u64;
+        let ceiling_ns = policy.backoff_max_ns.min(loop_safe).max(1_000_000);
+        Self { policy, recent: VecDeque::new(), seed, ceiling_ns }
     }
 
     /// The policy in force.
@@ -91,7 +99,7 @@ impl RestartTracker {
             return 0;
         }
         let exp = (failures - 2).min(30);
-        let full = self.policy.backoff_base_ns.saturating_mul(1 << exp).min(self.policy.backoff_max_ns);
+        let full = self.policy.backoff_base_ns.saturating_mul(1 << exp).min(self.ceiling_ns);
         self.seed = mix64(self.seed ^ (slot as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(failures));
         let frac = (self.seed >> 11) as f64 / (1u64 << 53) as f64;
         (full as f64 * (0.5 + 0.5 * frac)) as u64
@@ -107,13 +115,13 @@ mod tests {
     #[test]
     fn intensity_is_a_sliding_window() {
         let policy = RestartPolicy { max_restarts: 3, period_ns: 1000 * MS, ..Default::default() };
-        let mut t = RestartTracker::new(policy, 1);
+        let mut t = RestartTracker::new(policy, 1, 1);
         assert!(t.record(0).is_ok());
         assert!(t.record(100 * MS).is_ok());
         assert!(t.record(200 * MS).is_ok());
         assert_eq!(t.record(300 * MS).unwrap_err().restarts, 4);
         // Later, the old ones have left the window.
-        let mut t = RestartTracker::new(policy, 1);
+        let mut t = RestartTracker::new(policy, 1, 1);
         for i in 0..3 {
             t.record(i * 400 * MS).unwrap();
         }
@@ -122,7 +130,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_with_jitter_and_caps() {
-        let mut t = RestartTracker::new(RestartPolicy::default(), 7);
+        let mut t = RestartTracker::new(RestartPolicy::default(), 7, 64);
         assert_eq!(t.backoff_ns(1, 0), 0);
         let b2 = t.backoff_ns(2, 0);
         assert!((5 * MS..=10 * MS).contains(&b2), "{b2}");
@@ -130,5 +138,30 @@ mod tests {
         assert!((40 * MS..=80 * MS).contains(&b5), "{b5}");
         let b40 = t.backoff_ns(40, 0);
         assert!((1000 * MS..=2000 * MS).contains(&b40), "{b40}");
+    }
+
+    /// However long the backoff grows, a loop of unhealthy deaths on every slot restarts
+    /// faster than the limit allows, so the limit always ends it.
+    #[test]
+    fn a_slow_crash_loop_still_trips_the_limit() {
+        for (workers, max, period_s) in
+            [(1usize, 100u32, 10u64), (2, 100, 10), (2, 10, 5), (16, 100, 10), (100, 100, 10)]
+        {
+            let policy = RestartPolicy { max_restarts: max, period_ns: period_s * 1000 * MS, ..Default::default() };
+            let mut t = RestartTracker::new(policy, 3, workers);
+            let mut now = 0;
+            let mut gave_up = false;
+            // Every slot dies at once, over and over, with the longest backoff.
+            for round in 0..10_000u32 {
+                let wait = (0..workers).map(|s| t.backoff_ns(30 + round, s)).max().unwrap();
+                now += wait;
+                if (0..workers).any(|_| t.record(now).is_err()) {
+                    gave_up = true;
+                    break;
+                }
+            }
+            assert!(gave_up, "{workers} workers at {max}/{period_s}s looped forever");
+            assert!(now < 4 * period_s * 1000 * MS, "{workers} workers took {}s to give up", now / 1000 / MS);
+        }
     }
 }

@@ -250,11 +250,13 @@ impl<H: Handler> ThreadBackend<H> {
 struct NoSocket;
 
 impl FaultSite for NoSocket {
-    fn garbage(&self) {
+    fn garbage(&self) -> bool {
         eprintln!("bulkhead: fault 'garbage' has no socket to corrupt in thread mode; ignored");
+        false
     }
-    fn disconnect(&self) {
-        eprintln!("bulkhead: fault 'disconnect' has no socket to close in thread mode; the thread just stops");
+    fn disconnect(&self) -> bool {
+        eprintln!("bulkhead: fault 'disconnect' has no socket to close in thread mode; ignored");
+        false
     }
 }
 

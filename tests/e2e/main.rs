@@ -5,4 +5,5 @@
 #[allow(dead_code)]
 mod common;
 mod deaths;
+mod faults;
 mod input;

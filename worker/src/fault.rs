@@ -15,14 +15,15 @@ pub const OOM_CAP: u64 = 768 << 20;
 
 /// Where the protocol faults act: the worker's socket, or nothing in thread mode.
 pub trait FaultSite {
-    /// Writes bytes that are not a frame to the supervisor.
-    fn garbage(&self);
-    /// Closes the connection to the supervisor and keeps running.
-    fn disconnect(&self);
+    /// Writes bytes that are not a frame to the supervisor; false if there is no stream.
+    fn garbage(&self) -> bool;
+    /// Closes the connection to the supervisor; false if there is no connection.
+    fn disconnect(&self) -> bool;
 }
 
 /// Injects `kind` now, on the calling thread. Most faults do not return; `freeze` returns if
-/// someone continues the process, `garbage` returns after writing; `panic` unwinds.
+/// someone continues the process; `panic` unwinds; `garbage` and `disconnect` return where
+/// there is no socket to break (thread mode).
 pub fn inject(kind: FaultKind, site: &dyn FaultSite) {
     match kind {
         FaultKind::Panic => panic!("injected fault: panic"),
@@ -46,13 +47,24 @@ pub fn inject(kind: FaultKind, site: &dyn FaultSite) {
         FaultKind::StackOverflow => {
             black_box(recurse(black_box(1)));
         }
-        FaultKind::Garbage => site.garbage(),
-        FaultKind::Disconnect => {
-            site.disconnect();
-            loop {
-                std::thread::sleep(Duration::from_secs(3600));
+        // A worker that broke its stream is broken: it stalls, still holding its task, until
+        // the supervisor kills it.
+        FaultKind::Garbage => {
+            if site.garbage() {
+                stall();
             }
         }
+        FaultKind::Disconnect => {
+            if site.disconnect() {
+                stall();
+            }
+        }
+    }
+}
+
+fn stall() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
     }
 }
 

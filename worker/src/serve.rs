@@ -122,15 +122,17 @@ impl Link {
 }
 
 impl FaultSite for Link {
-    fn garbage(&self) {
+    fn garbage(&self) -> bool {
         // An absurd length prefix, then bytes that decode as nothing.
         let _ = self.send(&[0xff, 0xff, 0xff, 0x7f, 0xde, 0xad, 0xbe, 0xef]);
+        true
     }
 
-    fn disconnect(&self) {
+    fn disconnect(&self) -> bool {
         self.disconnected.store(true, Ordering::SeqCst);
         let w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let _ = w.shutdown(std::net::Shutdown::Both);
+        true
     }
 }
 

@@ -56,6 +56,7 @@ pub(super) fn run(args: RunArgs) -> i32 {
         .retry_failed(args.retry_failed)
         .resume(args.resume)
         .handle_signals(true)
+        .reap_orphans(true)
         .results(match &args.results {
             Some(p) => ResultsTarget::File(p.clone()),
             None => ResultsTarget::Stdout,

@@ -29,6 +29,9 @@ use crate::inject::Inject;
 use crate::reap::ExitCause;
 use crate::restart::{RestartPolicy, RestartTracker};
 
+/// Worker deaths logged at warning level before the rest go to info.
+const LOGGED_DEATHS: u64 = 20;
+
 /// The most tasks in flight on one worker thread; beyond this, queueing only adds latency.
 pub const MAX_INFLIGHT_PER_THREAD: usize = 4096;
 
@@ -382,7 +385,7 @@ impl Engine {
                 panic: None,
             })
             .collect();
-        let restarts = RestartTracker::new(cfg.restart, cfg.seed);
+        let restarts = RestartTracker::new(cfg.restart, cfg.seed, cfg.workers.max(1));
         Self {
             cfg,
             slots,
@@ -756,7 +759,17 @@ impl Engine {
         let cause = cause::crash_cause(exit, reason.as_ref(), panic.as_ref(), stderr_tail);
         if crash {
             *self.counts.crashes.entry(cause.name()).or_default() += 1;
-            log::warn!("worker {slot} (pid {pid}) died: {cause}");
+            // A batch with injected faults may see thousands of deaths: the first few are
+            // worth a line each, the rest are counted in the summary and the events.
+            let n = self.counts.crashes_total();
+            if n <= LOGGED_DEATHS {
+                log::warn!("worker {slot} (pid {pid}) died: {cause}");
+                if n == LOGGED_DEATHS {
+                    log::warn!("further worker deaths are logged at info level (-v); the summary counts them all");
+                }
+            } else {
+                log::info!("worker {slot} (pid {pid}) died: {cause}");
+            }
         } else if !clean {
             log::info!("worker {slot} (pid {pid}) ended: {cause}");
         }
@@ -793,7 +806,9 @@ impl Engine {
             }
             if charged && f.task.charged >= self.cfg.attempts {
                 self.counts.quarantined += 1;
-                log::warn!("task {} quarantined after {} attempts", f.task.job.id, f.task.charged);
+                if self.counts.quarantined <= LOGGED_DEATHS {
+                    log::warn!("task {} quarantined after {} attempts", f.task.job.id, f.task.charged);
+                }
                 let id = f.task.job.id.clone();
                 let attempts = f.task.charged;
                 self.emit(sink, now, || RunEvent::TaskQuarantined { id: id.to_string(), attempts });
@@ -842,7 +857,7 @@ impl Engine {
         let failures = s.failures;
         if let Err(e) = self.restarts.record(now) {
             let msg = format!(
-                "gave up: {} worker restarts within {:.1}s exceed the limit of {}/{:.1}s (last: worker {slot} {what})",
+                "gave up: workers died {} times within {:.1}s, more than --max-restarts {}/{:.1}s allows (last: worker {slot} {what})",
                 e.restarts,
                 e.period_ns as f64 / 1e9,
                 e.max,

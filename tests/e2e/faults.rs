@@ -1,0 +1,110 @@
+//! Time, memory and protocol faults: timeouts, heartbeats, memory limits, garbage, closed
+//! sockets, and crash loops.
+
+use crate::common::*;
+
+/// The batch: one task each of hang, freeze, oom, garbage, disconnect (first attempt
+/// only) and ordinary tasks, with a timeout and a memory limit.
+#[test]
+fn time_memory_and_protocol_faults_are_survived_with_their_causes() {
+    let sb = Sandbox::new();
+    let mut input = String::new();
+    for fault in ["hang", "freeze", "oom", "garbage", "disconnect"] {
+        input.push_str(&format!(
+            "{{\"id\":\"{fault}\",\"kind\":\"sleep\",\"ms\":10,\"fault\":\"{fault}\",\"fault_attempts\":1}}\n"
+        ));
+    }
+    for i in 0..5 {
+        input.push_str(&format!("{{\"id\":\"plain{i}\",\"kind\":\"sleep\",\"ms\":20}}\n"));
+    }
+    let tasks = sb.write("tasks.jsonl", &input);
+    let done = sb.run(&["run", tasks.to_str().unwrap(), "-j", "2", "--timeout", "2s", "--memory-limit", "512M"], None);
+    done.expect_code(0);
+    let recs = by_id(&done.records());
+    assert_eq!(recs.len(), 10);
+    assert!(recs.values().all(|r| r["status"] == "ok"), "{recs:?}");
+    let expect = [
+        ("hang", "timeout"),
+        ("freeze", "unresponsive"),
+        ("oom", "oom"),
+        ("garbage", "protocol"),
+        ("disconnect", "protocol"),
+    ];
+    for (id, cause) in expect {
+        assert_eq!(recs[id]["attempts"], 2, "{}", recs[id]);
+        assert_eq!(causes(&recs[id]), [cause], "{}", recs[id]);
+    }
+    assert!(recs["oom"]["crashes"][0]["detail"].as_str().unwrap().contains("memory allocation"));
+    assert!(recs["garbage"]["crashes"][0]["detail"].as_str().unwrap().contains("exceeds the limit"));
+    assert_eq!(recs["hang"]["crashes"][0]["limit_ms"], 2000);
+    sb.assert_clean();
+}
+
+/// Every task segfaults: the restart limit stops the loop with exit 3 and says why, keeping
+/// the records already written.
+#[test]
+fn a_crash_loop_gives_up_with_exit_3() {
+    let sb = Sandbox::new();
+    let tasks =
+        sb.write("tasks.jsonl", &tasks(50, |i| format!("{{\"id\":\"s{i}\",\"kind\":\"noop\",\"fault\":\"segv\"}}")));
+    let results = sb.path("results.jsonl");
+    let done = sb.run(
+        &["run", tasks.to_str().unwrap(), "-j", "2", "--max-restarts", "10/5s", "--results", results.to_str().unwrap()],
+        None,
+    );
+    done.expect_code(3);
+    assert!(
+        done.stderr().contains("gave up: workers died 11 times within 5.0s, more than --max-restarts 10/5.0s allows"),
+        "{}",
+        done.stderr()
+    );
+    let kept = read_records(&results);
+    assert!(kept.iter().all(|r| r["status"] == "quarantined"));
+    sb.assert_clean();
+}
+
+/// A worker busy in a long computation keeps beating; it is not taken for a frozen one.
+#[test]
+fn a_long_computation_is_not_mistaken_for_a_frozen_worker() {
+    let sb = Sandbox::new();
+    // About three seconds of one core in a debug build: longer than the 2 s heartbeat limit.
+    let done = sb.run(&["run", "-j", "1"], Some("{\"id\":\"long\",\"kind\":\"sum_squares\",\"n\":120000000}\n"));
+    done.expect_code(0);
+    let r = &done.records()[0];
+    assert_eq!(r["attempts"], 1, "{r}");
+    assert!(r["ms"].as_f64().unwrap() > 500.0, "{r}");
+    sb.assert_clean();
+}
+
+/// A shell task that times out dies with its whole process group: no grandchild survives.
+#[test]
+fn a_timed_out_shell_task_leaves_no_grandchild() {
+    let sb = Sandbox::new();
+    let input = "{\"id\":\"tree\",\"kind\":\"shell\",\"cmd\":\"sleep 300 & sleep 301 & sleep 302\"}\n";
+    let done = sb.run(&["run", "-j", "1", "--timeout", "500ms", "--attempts", "1"], Some(input));
+    done.expect_code(1);
+    let r = &done.records()[0];
+    assert_eq!(r["status"], "quarantined");
+    assert_eq!(causes(r), ["timeout"]);
+    sb.assert_clean();
+}
+
+/// Repeated unhealthy deaths back off more and more; the events show it.
+#[test]
+fn restarts_back_off_after_repeated_failures() {
+    let sb = Sandbox::new();
+    let tasks =
+        sb.write("tasks.jsonl", &tasks(4, |i| format!("{{\"id\":\"p{i}\",\"kind\":\"noop\",\"fault\":\"abort\"}}")));
+    let events = sb.path("events.jsonl");
+    let done = sb.run(&["run", tasks.to_str().unwrap(), "-j", "1", "--events", events.to_str().unwrap()], None);
+    done.expect_code(1);
+    let backoffs: Vec<f64> = read_records(&events)
+        .iter()
+        .filter(|e| e["event"] == "worker_restarted")
+        .map(|e| e["backoff_ms"].as_f64().unwrap())
+        .collect();
+    assert!(backoffs.len() >= 10, "{backoffs:?}");
+    assert_eq!(backoffs[0], 0.0, "the first restart is immediate");
+    assert!(backoffs[5] > backoffs[2] && backoffs[2] > 0.0, "{backoffs:?}");
+    sb.assert_clean();
+}
