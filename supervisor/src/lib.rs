@@ -2,7 +2,9 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod compare;
 pub mod control;
+pub mod demo;
 pub mod engine;
 pub mod events;
 pub mod inject;
@@ -12,6 +14,7 @@ pub mod pool;
 pub mod process;
 pub mod progress;
 pub mod reap;
+pub mod report;
 pub mod restart;
 pub mod rundir;
 pub mod runloop;

@@ -132,6 +132,7 @@ pub struct ThreadBackend<H: Handler> {
 impl<H: Handler> ThreadBackend<H> {
     /// A backend with `slots` thread slots.
     pub fn new(handler: Arc<H>, slots: usize) -> std::io::Result<Self> {
+        quiet_task_panics();
         let (wake_read, wake) = UnixStream::pair()?;
         wake_read.set_nonblocking(true)?;
         wake.set_nonblocking(true)?;
@@ -244,6 +245,24 @@ impl<H: Handler> ThreadBackend<H> {
         }
         cx.engine.poisoned(msg, cx.now, cx.sink, cx.out);
     }
+}
+
+/// Task threads report a panic in one line, like a worker's stderr tail would show it; a
+/// backtrace only with `BULKHEAD_BACKTRACE`. Panics elsewhere keep the program's own hook.
+fn quiet_task_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let ours = std::thread::current().name().is_some_and(|n| n.starts_with("bulkhead-thread-"));
+            if !ours || std::env::var_os("BULKHEAD_BACKTRACE").is_some() {
+                return previous(info);
+            }
+            let name = std::thread::current().name().unwrap_or("?").to_string();
+            let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+            eprintln!("thread '{name}' panicked{at}: {}", panic_message(info.payload()));
+        }));
+    });
 }
 
 /// Thread mode has no socket: the protocol faults have nothing to act on.

@@ -5,5 +5,7 @@
 #[allow(dead_code)]
 mod common;
 mod deaths;
+mod demo;
 mod faults;
 mod input;
+mod thread_mode;

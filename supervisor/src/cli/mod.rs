@@ -26,6 +26,23 @@ pub struct Cli {
 enum Command {
     /// Run a batch of tasks (JSONL, or shell commands from lines with --cmd).
     Run(Box<RunArgs>),
+    /// Fault-injection demos on built-in data; no scenario: the tour.
+    Demo {
+        /// poison, segv, mutex, hang, freeze, oom, protocol, crash-loop, or tour.
+        scenario: Option<String>,
+    },
+    /// Thread vs process vs hybrid, measured side by side on the same batches.
+    Compare {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Smaller batches and shorter waits (seconds instead of a minute).
+        #[arg(long)]
+        quick: bool,
+        /// Workers of the parallel runs [default: available cores].
+        #[arg(short = 'j', long = "workers")]
+        workers: Option<usize>,
+    },
     /// Show what a running supervisor is doing.
     Status(StatusArgs),
 }
@@ -131,7 +148,10 @@ pub fn main() -> i32 {
             return if e.use_stderr() { shared::exit::BAD_INPUT } else { 0 };
         }
     };
+    // The demo shows every death in its live view; log lines would repeat them.
+    let quiet = matches!(cli.command, Command::Demo { .. });
     let level = match cli.verbose {
+        0 if quiet => "error",
         0 => "warn",
         1 => "info",
         _ => "debug",
@@ -143,6 +163,27 @@ pub fn main() -> i32 {
     match cli.command {
         Command::Run(args) => run::run(*args),
         Command::Status(args) => status::status(args),
+        Command::Demo { scenario } => crate::demo::run(scenario.as_deref()),
+        Command::Compare { json, quick, workers } => {
+            let opts = crate::compare::Options {
+                quick,
+                workers: workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+            };
+            match crate::compare::compare(&opts, |step| eprintln!("bulkhead compare: {step}")) {
+                Ok(c) if json => {
+                    println!("{}", serde_json::to_string_pretty(&c).expect("serializes"));
+                    0
+                }
+                Ok(c) => {
+                    print!("{}", crate::compare::table(&c));
+                    0
+                }
+                Err(e) => {
+                    eprintln!("bulkhead: error: compare: {e}");
+                    1
+                }
+            }
+        }
     }
 }
 

@@ -532,7 +532,7 @@ impl Engine {
     pub fn take_unsent(&mut self, slot: usize, max: usize) -> impl ExactSizeIterator<Item = Assignment<'_>> {
         let s = &mut self.slots[slot];
         let start = s.sent;
-        let end = s.inflight.len().min(start + max);
+        let end = s.inflight.len().min(start.saturating_add(max));
         s.sent = end;
         s.inflight.range(start..end).map(|f| Assignment {
             seq: f.seq,

@@ -423,3 +423,12 @@ fn bad_input_stops_dispatch_and_lets_running_tasks_finish() {
     assert!(matches!(h.engine.stop_reason(), Some(StopReason::BadInput(_))));
     assert_eq!(h.sink.records.len(), 1);
 }
+
+#[test]
+fn taking_everything_unsent_does_not_overflow() {
+    let mut h = Harness::new(EngineConfig { workers: 1, ..Default::default() });
+    h.engine.push_jobs([job("a")]);
+    h.start();
+    assert_eq!(h.engine.take_unsent(0, usize::MAX).len(), 1);
+    assert_eq!(h.engine.take_unsent(0, usize::MAX).len(), 0);
+}

@@ -1,0 +1,68 @@
+//! `bulkhead demo` and `bulkhead compare`: they run, tell the truth, and leave nothing.
+
+use crate::common::*;
+
+#[test]
+fn the_tour_shows_restarts_and_a_poisoned_state() {
+    let sb = Sandbox::new();
+    let done = sb.run(&["demo"], None);
+    done.expect_code(0);
+    let out = done.stdout();
+    for needle in [
+        "1/3  Processes",
+        "restarting",
+        "poison quarantined after 3 attempts",
+        "shared state poisoned",
+        "the whole process died (SIGSEGV)",
+        "3/3  Side by side",
+    ] {
+        assert!(out.contains(needle), "missing '{needle}' in:\n{out}");
+    }
+    assert!(!out.contains("\x1b["), "no colour when stdout is not a terminal");
+    sb.assert_clean();
+}
+
+#[test]
+fn every_scenario_tells_its_story() {
+    let sb = Sandbox::new();
+    for scenario in ["poison", "segv", "mutex", "hang", "freeze", "oom", "protocol", "crash-loop"] {
+        let done = sb.run(&["demo", scenario], None);
+        assert_eq!(done.code(), Some(0), "demo {scenario}:\n{}\n{}", done.stdout(), done.stderr());
+    }
+    let unknown = sb.run(&["demo", "teleport"], None);
+    unknown.expect_code(2);
+    assert!(unknown.stderr().contains("crash-loop"));
+    sb.assert_clean();
+}
+
+#[test]
+fn compare_measures_every_row() {
+    let sb = Sandbox::new();
+    let done = sb.run(&["compare", "--quick", "--json"], None);
+    done.expect_code(0);
+    let c: serde_json::Value = serde_json::from_str(&done.stdout()).expect("JSON");
+    let modes = c["modes"].as_array().unwrap();
+    assert_eq!(modes.iter().map(|m| m["mode"].as_str().unwrap()).collect::<Vec<_>>(), ["thread", "process", "hybrid"]);
+    for m in modes {
+        for key in [
+            "rss_total_mib",
+            "pss_total_mib",
+            "us_per_task",
+            "cpu_1_per_s",
+            "cpu_n_per_s",
+            "speedup",
+            "wait_2_s",
+            "wait_100_s",
+        ] {
+            assert!(m[key].as_f64().unwrap() > 0.0, "{key} of {}", m["mode"]);
+        }
+    }
+    assert!(modes[0]["lost"].as_u64().unwrap() > 0, "a segfault on threads loses work");
+    assert_eq!(modes[1]["lost"], 0, "on processes it loses none");
+    assert_eq!(modes[2]["lost"], 0);
+    // 100 waits at once finish far sooner than two at a time, in every mode.
+    for m in modes {
+        assert!(m["wait_100_s"].as_f64().unwrap() * 3.0 < m["wait_2_s"].as_f64().unwrap(), "{m}");
+    }
+    sb.assert_clean();
+}
