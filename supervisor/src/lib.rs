@@ -25,5 +25,5 @@ pub mod thread_mode;
 pub mod units;
 
 pub use pool::{Mode, Pool, PoolBuilder, PoolError, Run, Summary, TaskResult};
-pub use source::TaskSpec;
+pub use source::{ChannelSource, TaskSender, TaskSpec, channel};
 pub use worker::{Handler, TaskContext, TaskError, serve_if_worker};

@@ -659,3 +659,35 @@ impl Summary {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::task::{BuiltinOutput, BuiltinTask};
+    use worker::builtin::Builtin;
+
+    #[test]
+    fn thread_mode_runs_an_iterator_in_process() {
+        let pool = Pool::builder().mode(Mode::Thread).workers(2).build(Builtin::default()).unwrap();
+        let tasks = (0..50u64).map(|n| TaskSpec::with_id(format!("s{n}"), BuiltinTask::SumSquares { n }));
+        let results: Vec<_> = pool.run(tasks).unwrap().collect();
+        assert_eq!(results.len(), 50);
+        let s3 = results.iter().find(|r| r.id == "s3").unwrap();
+        assert_eq!(s3.output, Some(BuiltinOutput::Sum { sum: "5".into() }));
+    }
+
+    #[test]
+    fn a_channel_feeds_a_running_batch_one_round_trip_at_a_time() {
+        let pool = Pool::builder().mode(Mode::Thread).workers(1).build(Builtin::default()).unwrap();
+        let (tx, source) = crate::channel::<BuiltinTask>().unwrap();
+        let mut run = pool.run_source(|a| Ok(Box::new(source.admit_with(a)))).unwrap();
+        for i in 0..20 {
+            tx.send(TaskSpec::with_id(format!("t{i}"), BuiltinTask::Noop));
+            let r = run.next().expect("a result per task");
+            assert_eq!(r.id, format!("t{i}"));
+        }
+        drop(tx);
+        assert!(run.next().is_none());
+        assert_eq!(run.summary().stop, Some(StopReason::Completed));
+    }
+}

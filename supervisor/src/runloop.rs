@@ -240,7 +240,7 @@ impl<'a> Runtime<'a> {
             }
             self.jobs.clear();
             let pulled = self.source.pull(want, &mut self.jobs);
-            self.engine.push_jobs(self.jobs.drain(..));
+            self.engine.push_jobs(self.jobs.drain(..), now, sink, &mut self.actions);
             match pulled {
                 Pull::Ready => {}
                 Pull::Pending => self.source_pending = true,

@@ -194,6 +194,118 @@ where
     }
 }
 
+/// The sending half of [`channel`]: submit tasks to a run while it runs, from any thread.
+#[derive(Debug)]
+pub struct TaskSender<T> {
+    shared: std::sync::Arc<ChannelShared<T>>,
+}
+
+#[derive(Debug)]
+struct ChannelShared<T> {
+    queue: std::sync::Mutex<(std::collections::VecDeque<TaskSpec<T>>, bool)>,
+    wake: std::os::unix::net::UnixStream,
+}
+
+/// The receiving half of [`channel`], handed to [`crate::Pool::run_source`].
+#[derive(Debug)]
+pub struct ChannelSource<T> {
+    shared: std::sync::Arc<ChannelShared<T>>,
+    wake: std::os::unix::net::UnixStream,
+    inner: IterState,
+}
+
+#[derive(Debug, Default)]
+struct IterState {
+    admission: Admission,
+    index: u64,
+}
+
+/// A source fed while the run runs, like `concurrent.futures`' `submit`: send tasks through
+/// the [`TaskSender`] (from this or another thread), iterate the run for results, and drop
+/// the sender (or call [`TaskSender::close`]) when no more will come.
+///
+/// ```no_run
+/// # use bulkhead::{Pool, Handler, TaskContext, TaskError};
+/// # struct Echo;
+/// # impl Handler for Echo { type Task = u32; type Output = u32;
+/// #   fn handle(&self, t: u32, _: &TaskContext<'_>) -> Result<u32, TaskError> { Ok(t) } }
+/// let pool = Pool::builder().workers(2).build(Echo)?;
+/// let (tx, source) = bulkhead::channel::<u32>()?;
+/// let mut run = pool.run_source(|admission| Ok(Box::new(source.admit_with(admission))))?;
+/// tx.send(7);
+/// let first = run.next(); // the result of task 7, one round trip later
+/// drop(tx);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn channel<T>() -> std::io::Result<(TaskSender<T>, ChannelSource<T>)> {
+    let (read, write) = std::os::unix::net::UnixStream::pair()?;
+    read.set_nonblocking(true)?;
+    write.set_nonblocking(true)?;
+    let shared = std::sync::Arc::new(ChannelShared { queue: Default::default(), wake: write });
+    Ok((TaskSender { shared: shared.clone() }, ChannelSource { shared, wake: read, inner: IterState::default() }))
+}
+
+impl<T> TaskSender<T> {
+    /// Submits a task.
+    pub fn send(&self, task: impl Into<TaskSpec<T>>) {
+        self.shared.queue.lock().unwrap_or_else(|e| e.into_inner()).0.push_back(task.into());
+        let _ = std::io::Write::write(&mut &self.shared.wake, &[1]);
+    }
+
+    /// No more tasks will come; the run ends when those sent are done.
+    pub fn close(&self) {
+        self.shared.queue.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        let _ = std::io::Write::write(&mut &self.shared.wake, &[1]);
+    }
+}
+
+impl<T> Drop for TaskSender<T> {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl<T> ChannelSource<T> {
+    /// Uses the run's admission (resume and duplicate checks).
+    pub fn admit_with(mut self, admission: Admission) -> Self {
+        self.inner.admission = admission;
+        self
+    }
+}
+
+impl<T: Serialize> TaskSource for ChannelSource<T> {
+    fn pull(&mut self, max: usize, out: &mut Vec<Job>) -> Pull {
+        let mut buf = [0u8; 64];
+        while matches!(std::io::Read::read(&mut &self.wake, &mut buf), Ok(n) if n > 0) {}
+        let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = 0;
+        while n < max {
+            let Some(spec) = q.0.pop_front() else {
+                return if q.1 { Pull::End } else { Pull::Pending };
+            };
+            self.inner.index += 1;
+            let payload = match postcard::to_stdvec(&spec.task) {
+                Ok(p) => p,
+                Err(e) => return Pull::Failed(format!("task {}: cannot encode it: {e}", self.inner.index)),
+            };
+            let id = spec.id.unwrap_or_else(|| content_id(&payload));
+            match self.inner.admission.admit(&id) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => return Pull::Failed(format!("task {}: {e}", self.inner.index)),
+            }
+            out.push(Job { id: id.into(), payload: payload.into(), fault: spec.fault });
+            n += 1;
+        }
+        Pull::Ready
+    }
+
+    fn wake_fd(&self) -> Option<RawFd> {
+        use std::os::fd::AsRawFd;
+        Some(self.wake.as_raw_fd())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

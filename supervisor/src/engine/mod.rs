@@ -461,9 +461,19 @@ impl Engine {
         (total * 2).max(64).saturating_sub(self.queued())
     }
 
-    /// Queues new jobs.
-    pub fn push_jobs(&mut self, jobs: impl IntoIterator<Item = Job>) {
+    /// Queues new jobs and hands them out to idle workers at once.
+    pub fn push_jobs(
+        &mut self,
+        jobs: impl IntoIterator<Item = Job>,
+        now: u64,
+        sink: &mut dyn Sink,
+        out: &mut Vec<Action>,
+    ) {
+        let before = self.fresh.len();
         self.fresh.extend(jobs.into_iter().map(|job| Task { job, charged: 0, crashes: Vec::new() }));
+        if self.fresh.len() > before {
+            self.settle(now, sink, out);
+        }
     }
 
     /// No more input will come.

@@ -79,6 +79,12 @@ impl Harness {
         out
     }
 
+    fn push(&mut self, jobs: impl IntoIterator<Item = Job>) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.engine.push_jobs(jobs, self.now, &mut self.sink, &mut out);
+        out
+    }
+
     fn tick(&mut self) -> Vec<Action> {
         let mut out = Vec::new();
         self.engine.tick(self.now, &self.page, &mut self.sink, &mut out);
@@ -150,7 +156,7 @@ fn segv() -> ExitCause {
 fn tasks_flow_through_and_the_run_completes() {
     let mut h = Harness::new(EngineConfig { workers: 2, ..Default::default() });
     let mut out = Vec::new();
-    h.engine.push_jobs([job("a"), job("b"), job("c")]);
+    h.push([job("a"), job("b"), job("c")]);
     h.engine.input_ended(h.now, &mut h.sink, &mut out);
     let actions = h.start();
     // Pace unknown: one task per worker.
@@ -178,11 +184,11 @@ fn a_crash_charges_only_the_executing_task() {
     let mut h = Harness::new(EngineConfig { workers: 1, ..Default::default() });
     h.start();
     // Teach the slot that tasks are fast, so it prefetches many.
-    h.engine.push_jobs([job("warm")]);
+    h.push([job("warm")]);
     h.tick();
     let first = h.sent(0);
     h.ok(0, &[first[0].0]);
-    h.engine.push_jobs((0..10).map(|i| job(&format!("t{i}"))));
+    h.push((0..10).map(|i| job(&format!("t{i}"))));
     h.tick();
     let batch = h.sent(0);
     assert_eq!(batch.len(), 10, "fast tasks are batched");
@@ -217,7 +223,7 @@ fn a_crash_charges_only_the_executing_task() {
 #[test]
 fn poison_tasks_are_quarantined_with_every_cause() {
     let mut h = Harness::new(EngineConfig { workers: 1, attempts: 3, ..Default::default() });
-    h.engine.push_jobs([Job { fault: Some(FaultPlan { kind: FaultKind::Panic, attempts: None }), ..job("p") }]);
+    h.push([Job { fault: Some(FaultPlan { kind: FaultKind::Panic, attempts: None }), ..job("p") }]);
     let mut out = Vec::new();
     h.engine.input_ended(h.now, &mut h.sink, &mut out);
     for attempt in 1..=3 {
@@ -244,7 +250,7 @@ fn fault_attempts_limit_injection() {
 #[test]
 fn timeouts_terminate_then_kill_and_blame_the_late_task() {
     let mut h = Harness::new(EngineConfig { workers: 1, timeout_ns: Some(2_000 * MS), ..Default::default() });
-    h.engine.push_jobs([job("slow")]);
+    h.push([job("slow")]);
     h.start();
     let seq = h.sent(0)[0].0;
     h.page.0[0][0].begin(seq, h.now);
@@ -273,7 +279,7 @@ fn silence_means_unresponsive_before_the_timeout() {
         heartbeat_timeout_ns: Some(1_500 * MS),
         ..Default::default()
     });
-    h.engine.push_jobs([job("frozen")]);
+    h.push([job("frozen")]);
     h.start();
     let seq = h.sent(0)[0].0;
     h.page.0[0][0].begin(seq, h.now);
@@ -287,7 +293,7 @@ fn silence_means_unresponsive_before_the_timeout() {
 #[test]
 fn a_closed_connection_on_a_live_worker_is_a_protocol_fault() {
     let mut h = Harness::new(EngineConfig { workers: 1, ..Default::default() });
-    h.engine.push_jobs([job("d")]);
+    h.push([job("d")]);
     h.start();
     let seq = h.sent(0)[0].0;
     h.ev(Event::ChannelEnded { slot: 0, detail: None });
@@ -303,7 +309,7 @@ fn a_closed_connection_on_a_live_worker_is_a_protocol_fault() {
 #[test]
 fn a_close_explained_by_a_death_keeps_the_real_cause() {
     let mut h = Harness::new(EngineConfig { workers: 1, ..Default::default() });
-    h.engine.push_jobs([job("s")]);
+    h.push([job("s")]);
     h.start();
     let seq = h.sent(0)[0].0;
     h.ev(Event::ChannelEnded { slot: 0, detail: Some("connection closed inside a frame".into()) });
@@ -315,7 +321,7 @@ fn a_close_explained_by_a_death_keeps_the_real_cause() {
 fn a_crash_loop_hits_the_restart_limit() {
     let policy = RestartPolicy { max_restarts: 10, period_ns: 5_000 * MS, ..Default::default() };
     let mut h = Harness::new(EngineConfig { workers: 2, restart: policy, ..Default::default() });
-    h.engine.push_jobs((0..100).map(|i| job(&format!("t{i}"))));
+    h.push((0..100).map(|i| job(&format!("t{i}"))));
     let mut deaths = 0;
     while !h.engine.is_done() {
         h.start();
@@ -349,7 +355,7 @@ fn a_crash_loop_hits_the_restart_limit() {
 #[test]
 fn sigterm_drains_without_charging_and_leaves_the_rest_unfinished() {
     let mut h = Harness::new(EngineConfig { workers: 2, drain_grace_ns: 1_000 * MS, ..Default::default() });
-    h.engine.push_jobs((0..10).map(|i| job(&format!("t{i}"))));
+    h.push((0..10).map(|i| job(&format!("t{i}"))));
     h.start();
     let a = h.sent(0)[0].0;
     let b = h.sent(1)[0].0;
@@ -373,7 +379,7 @@ fn sigterm_drains_without_charging_and_leaves_the_rest_unfinished() {
 #[test]
 fn a_second_interrupt_kills_at_once() {
     let mut h = Harness::new(EngineConfig { workers: 1, ..Default::default() });
-    h.engine.push_jobs([job("a")]);
+    h.push([job("a")]);
     h.start();
     h.sent(0);
     h.ev(Event::Interrupt(Interrupt::Int));
@@ -385,7 +391,7 @@ fn a_second_interrupt_kills_at_once() {
 fn failed_tasks_are_final_unless_retries_are_asked_for() {
     for retry_failed in [false, true] {
         let mut h = Harness::new(EngineConfig { workers: 1, retry_failed, ..Default::default() });
-        h.engine.push_jobs([job("f")]);
+        h.push([job("f")]);
         let mut out = Vec::new();
         h.engine.input_ended(h.now, &mut h.sink, &mut out);
         h.start();
@@ -412,7 +418,7 @@ fn a_result_for_a_task_never_sent_is_a_protocol_fault() {
 #[test]
 fn bad_input_stops_dispatch_and_lets_running_tasks_finish() {
     let mut h = Harness::new(EngineConfig { workers: 1, ..Default::default() });
-    h.engine.push_jobs([job("a"), job("b")]);
+    h.push([job("a"), job("b")]);
     h.start();
     let a = h.sent(0)[0].0;
     let mut out = Vec::new();
@@ -427,7 +433,7 @@ fn bad_input_stops_dispatch_and_lets_running_tasks_finish() {
 #[test]
 fn taking_everything_unsent_does_not_overflow() {
     let mut h = Harness::new(EngineConfig { workers: 1, ..Default::default() });
-    h.engine.push_jobs([job("a")]);
+    h.push([job("a")]);
     h.start();
     assert_eq!(h.engine.take_unsent(0, usize::MAX).len(), 1);
     assert_eq!(h.engine.take_unsent(0, usize::MAX).len(), 0);
