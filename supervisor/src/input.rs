@@ -13,8 +13,8 @@ use serde::Deserialize;
 use shared::hash::content_id;
 use shared::task::{BuiltinTask, FaultKind};
 
-use crate::engine::{FaultPlan, Job};
-use crate::source::{Admission, Pull, TaskSource};
+use crate::engine::{FaultPlan, Job, JobBuilder};
+use crate::source::{Admission, IdSet, Pull, TaskSource};
 
 /// Longest task line accepted.
 pub const MAX_LINE: usize = 1 << 20;
@@ -24,8 +24,8 @@ pub const MAX_LINE: usize = 1 << 20;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Line<'a> {
-    #[serde(default)]
-    id: Option<serde_json::Value>,
+    #[serde(borrow, default)]
+    id: Option<IdField<'a>>,
     #[serde(borrow, default)]
     kind: Option<Cow<'a, str>>,
     #[serde(default)]
@@ -48,11 +48,37 @@ struct Line<'a> {
     fault_attempts: Option<u32>,
 }
 
+/// A task id as written: borrowed from the line unless it has escapes. Anything but a
+/// string is refused with a message that says so.
+struct IdField<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for IdField<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = IdField<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(IdField(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(IdField(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(IdField(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 /// One parsed task line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParsedTask {
+pub struct ParsedTask<'a> {
     /// Its id (given, or a hash of its content).
-    pub id: String,
+    pub id: Cow<'a, str>,
     /// The task.
     pub task: BuiltinTask,
     /// Its fault, if any.
@@ -60,14 +86,17 @@ pub struct ParsedTask {
 }
 
 /// Parses one task line (without its newline). `Ok(None)` for a blank line.
-pub fn parse_line(text: &[u8]) -> Result<Option<ParsedTask>, String> {
+pub fn parse_line(text: &[u8]) -> Result<Option<ParsedTask<'_>>, String> {
     if text.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
     let line: Line = serde_json::from_slice(text).map_err(|e| {
         let msg = e.to_string();
-        if msg.starts_with("unknown field") {
-            msg.split(" at line").next().unwrap_or(&msg).to_string()
+        let short = msg.split(" at line").next().unwrap_or(&msg).to_string();
+        if short.starts_with("unknown field") {
+            short
+        } else if short.ends_with("expected a string") && msg.contains("column") && is_id_error(text, &e) {
+            format!("'id' must be a string, not {}", short.split('`').nth(1).unwrap_or("that"))
         } else {
             format!("not a JSON task object: {msg}")
         }
@@ -130,17 +159,26 @@ pub fn parse_line(text: &[u8]) -> Result<Option<ParsedTask>, String> {
         }
     };
     let id = match line.id {
-        Some(serde_json::Value::String(s)) if !s.is_empty() => s,
-        Some(serde_json::Value::String(_)) => return Err("'id' must not be empty".into()),
-        Some(other) => return Err(format!("'id' must be a string, not {other}")),
+        Some(IdField(s)) if !s.is_empty() => s,
+        Some(_) => return Err("'id' must not be empty".into()),
         None => {
             // The content, with keys in a fixed order, names the task: reordering or adding
             // lines does not change it, so resume still matches records to tasks.
             let value: serde_json::Value = serde_json::from_slice(text).map_err(|e| e.to_string())?;
-            content_id(value.to_string().as_bytes())
+            Cow::Owned(content_id(value.to_string().as_bytes()))
         }
     };
     Ok(Some(ParsedTask { id, task, fault }))
+}
+
+/// Whether a type error points at the `"id"` field (the error's column is just past it).
+fn is_id_error(text: &[u8], e: &serde_json::Error) -> bool {
+    let col = e.column().min(text.len());
+    let before = &text[..col];
+    before.windows(4).rposition(|w| w == b"\"id\"").is_some_and(|p| {
+        let rest = &before[p + 4..];
+        !rest.contains(&b',')
+    })
 }
 
 /// A `--cmd` template: GNU parallel's replacement strings, each input line quoted for the
@@ -218,7 +256,7 @@ pub enum Format {
 
 impl Format {
     /// The task a line describes.
-    pub fn parse(&self, text: &[u8], number: u64) -> Result<Option<ParsedTask>, String> {
+    pub fn parse<'a>(&self, text: &'a [u8], number: u64) -> Result<Option<ParsedTask<'a>>, String> {
         match self {
             Format::Jsonl => parse_line(text),
             Format::Cmd(t) => {
@@ -228,7 +266,11 @@ impl Format {
                     return Ok(None);
                 }
                 let cmd = t.render(line, number);
-                Ok(Some(ParsedTask { id: content_id(cmd.as_bytes()), task: BuiltinTask::Shell { cmd }, fault: None }))
+                Ok(Some(ParsedTask {
+                    id: Cow::Owned(content_id(cmd.as_bytes())),
+                    task: BuiltinTask::Shell { cmd },
+                    fault: None,
+                }))
             }
         }
     }
@@ -276,6 +318,114 @@ pub fn validate<R: BufRead>(r: R, format: &Format, shard: Option<(u32, u32)>) ->
     Ok(count)
 }
 
+/// Checks a whole regular file before any task runs, on several threads when it is big:
+/// each thread checks the lines that start in its share of the bytes, then ids repeated
+/// across shares are looked for. Errors name the line as a sequential read would.
+pub fn validate_file(file: &std::fs::File, format: &Format, shard: Option<(u32, u32)>) -> Result<u64, (u64, String)> {
+    use std::io::Seek;
+    // Standard input may be a file someone has already read from: check from where we are.
+    let from = (&mut &*file).stream_position().unwrap_or(0);
+    let len = file.metadata().map_err(|e| (0, format!("cannot read: {e}")))?.len();
+    let size = len.saturating_sub(from);
+    let threads = if size < (4 << 20) { 1 } else { std::thread::available_parallelism().map_or(1, |n| n.get()).min(4) };
+    let sequential =
+        || validate(io::BufReader::with_capacity(1 << 20, PositionedReader { file, pos: from }), format, shard);
+    if threads == 1 {
+        return sequential();
+    }
+    let bounds: Vec<u64> = (0..=threads as u64).map(|i| from + size * i / threads as u64).collect();
+    let parts: Vec<PartCheck> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|i| {
+                let (start, end) = (bounds[i], bounds[i + 1]);
+                scope.spawn(move || check_part(file, start, end, i == 0, format, shard))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err((0, "checker thread panicked".into())))).collect()
+    });
+    let mut lines_before = 0;
+    let mut count = 0;
+    let mut admissions = Vec::new();
+    for part in parts {
+        match part {
+            Ok((lines, tasks, adm)) => {
+                lines_before += lines;
+                count += tasks;
+                admissions.push(adm);
+            }
+            Err((line, msg)) => return Err((lines_before + line, msg)),
+        }
+    }
+    for (i, a) in admissions.iter().enumerate() {
+        if admissions[i + 1..].iter().any(|b| a.seen().intersects(b.seen())) {
+            // An id repeats across shares: a sequential read names the line.
+            return sequential();
+        }
+    }
+    Ok(count)
+}
+
+/// What checking one share of a file found: (lines, tasks, admission), or the first error.
+type PartCheck = Result<(u64, u64, Admission), (u64, String)>;
+
+/// Checks the lines that start in `start..end` (`first`: the share that begins the input):
+/// (lines read, tasks, admission).
+fn check_part(
+    file: &std::fs::File,
+    start: u64,
+    end: u64,
+    first: bool,
+    format: &Format,
+    shard: Option<(u32, u32)>,
+) -> PartCheck {
+    let mut reader =
+        io::BufReader::with_capacity(1 << 20, PositionedReader { file, pos: if first { start } else { start - 1 } });
+    let mut buf = Vec::with_capacity(256);
+    let mut pos = if first { start } else { start - 1 };
+    if !first {
+        // The line holding byte start-1 belongs to the share before.
+        pos += reader.read_until(b'\n', &mut buf).map_err(|e| (1, format!("cannot read: {e}")))? as u64;
+    }
+    let mut admission = Admission::new(IdSet::default(), shard);
+    let (mut lines, mut tasks) = (0u64, 0u64);
+    while pos < end {
+        buf.clear();
+        let n = (&mut reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| (lines + 1, format!("cannot read: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        pos += n as u64;
+        lines += 1;
+        if buf.last() != Some(&b'\n') && buf.len() > MAX_LINE {
+            return Err((lines, format!("line longer than {MAX_LINE} bytes")));
+        }
+        let text = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        if let Some(t) = format.parse(text, lines).map_err(|e| (lines, e))?
+            && admission.admit(&t.id).map_err(|e| (lines, e))?
+        {
+            tasks += 1;
+        }
+    }
+    Ok((lines, tasks, admission))
+}
+
+/// Reads a file from a position with `pread`, so threads share one descriptor.
+struct PositionedReader<'a> {
+    file: &'a std::fs::File,
+    pos: u64,
+}
+
+impl Read for PositionedReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(self.file, buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
 enum Chunk {
     Jobs(Vec<Job>),
     End,
@@ -305,26 +455,31 @@ impl LineSource {
                 let _ = (&waker).write(&[1]);
                 ok
             };
-            let mut jobs = Vec::with_capacity(CHUNK);
+            let mut builder = JobBuilder::default();
             let reader = io::BufReader::with_capacity(256 << 10, input);
             let result = for_each_line(reader, |number, text| {
-                let Some(t) = format.parse(text, number)? else {
-                    return Ok(());
-                };
+                let Some(t) = format.parse(text, number)? else { return Ok(()) };
                 if !admission.admit(&t.id)? {
                     return Ok(());
                 }
-                let payload = postcard::to_stdvec(&t.task).map_err(|e| e.to_string())?;
-                jobs.push(Job { id: t.id.into(), payload: payload.into(), fault: t.fault });
-                if jobs.len() == CHUNK
-                    && !send(&tx, Chunk::Jobs(std::mem::replace(&mut jobs, Vec::with_capacity(CHUNK))))
-                {
-                    return Err("the run stopped reading".into());
+                builder
+                    .push_with(&t.id, t.fault, |buf| shared::frame::append(&t.task, buf))
+                    .map_err(|e| e.to_string())?;
+                if builder.len() == CHUNK {
+                    let mut jobs = Vec::with_capacity(CHUNK);
+                    builder.finish(&mut jobs);
+                    if !send(&tx, Chunk::Jobs(jobs)) {
+                        return Err("the run stopped reading".into());
+                    }
                 }
                 Ok(())
             });
-            if !jobs.is_empty() && !send(&tx, Chunk::Jobs(jobs)) {
-                return;
+            if !builder.is_empty() {
+                let mut jobs = Vec::new();
+                builder.finish(&mut jobs);
+                if !send(&tx, Chunk::Jobs(jobs)) {
+                    return;
+                }
             }
             let _ = match result {
                 Ok(()) => send(&tx, Chunk::End),
@@ -425,6 +580,28 @@ mod tests {
         assert_eq!(validate(input.as_bytes(), &Format::Jsonl, None), Err((4, "duplicate id 'a'".into())));
         let first_three = input.lines().take(3).collect::<Vec<_>>().join("\n");
         assert_eq!(validate(first_three.as_bytes(), &Format::Jsonl, None), Ok(2));
+    }
+
+    #[test]
+    fn a_parallel_check_names_the_same_lines_as_a_sequential_one() {
+        use std::io::Write as _;
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        let n = 140_000;
+        for i in 0..n {
+            writeln!(f, "{{\"id\":\"t{i}\",\"kind\":\"noop\"}}").unwrap();
+        }
+        f.flush().unwrap();
+        let open = |p: &std::path::Path| std::fs::File::open(p).unwrap();
+        assert_eq!(validate_file(&open(f.path()), &Format::Jsonl, None), Ok(n));
+        // A bad line deep in a later share, and a duplicate across shares.
+        for (bad, line) in [("{\"id\":\"x\",\"kind\":\"nope\"}", n + 1), ("{\"id\":\"t3\",\"kind\":\"noop\"}", n + 1)] {
+            let mut g = tempfile::NamedTempFile::new().unwrap();
+            g.write_all(&std::fs::read(f.path()).unwrap()).unwrap();
+            writeln!(g, "{bad}").unwrap();
+            g.flush().unwrap();
+            let err = validate_file(&open(g.path()), &Format::Jsonl, None).unwrap_err();
+            assert_eq!(err.0, line, "{err:?}");
+        }
     }
 
     #[test]

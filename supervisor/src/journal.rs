@@ -15,7 +15,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use shared::record::{RecordHead, Status};
+use shared::record::{RecordHead, RecordRef, Status};
 
 use crate::source::IdSet;
 
@@ -154,11 +154,11 @@ impl Journal {
     }
 
     /// Buffers one record.
-    pub fn write<T: Serialize>(&mut self, record: &T) {
+    pub fn write<O: Serialize>(&mut self, record: &RecordRef<'_, O>) {
         if self.error.is_some() {
             return;
         }
-        serde_json::to_writer(&mut self.buf, record).expect("records serialize to JSON");
+        write_record(&mut self.buf, record);
         self.buf.push(b'\n');
         if self.buf.len() >= FLUSH_BYTES {
             self.flush();
@@ -207,6 +207,62 @@ impl Drop for Journal {
         if self.owned {
             // SAFETY: we opened this file and nothing else holds it.
             unsafe { ManuallyDrop::drop(&mut self.out) };
+        }
+    }
+}
+
+/// Writes a record as JSON, the same bytes as serde would (a test checks), without serde's
+/// generic map machinery for the fixed fields: on a million tiny records, serializing was a
+/// tenth of the supervisor's time.
+pub fn write_record<O: Serialize>(buf: &mut Vec<u8>, r: &RecordRef<'_, O>) {
+    buf.extend_from_slice(b"{\"id\":");
+    write_str(buf, r.id);
+    buf.extend_from_slice(b",\"status\":\"");
+    buf.extend_from_slice(r.status.as_str().as_bytes());
+    buf.extend_from_slice(b"\",\"attempts\":");
+    buf.extend_from_slice(itoa(u64::from(r.attempts), &mut [0; 20]));
+    if let Some(ms) = r.ms {
+        buf.extend_from_slice(b",\"ms\":");
+        serde_json::to_writer(&mut *buf, &ms).expect("a float serializes");
+    }
+    if let Some(o) = r.output {
+        buf.extend_from_slice(b",\"output\":");
+        serde_json::to_writer(&mut *buf, o).expect("outputs serialize to JSON");
+    }
+    for (key, value) in [("error", r.error), ("stdout", r.stdout), ("stderr", r.stderr)] {
+        if let Some(v) = value {
+            buf.extend_from_slice(b",\"");
+            buf.extend_from_slice(key.as_bytes());
+            buf.extend_from_slice(b"\":");
+            write_str(buf, v);
+        }
+    }
+    if !r.crashes.is_empty() {
+        buf.extend_from_slice(b",\"crashes\":");
+        serde_json::to_writer(&mut *buf, r.crashes).expect("crashes serialize");
+    }
+    buf.push(b'}');
+}
+
+/// A JSON string: plain ASCII is copied as it is, anything else goes through serde_json.
+fn write_str(buf: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
+        buf.push(b'"');
+        buf.extend_from_slice(s.as_bytes());
+        buf.push(b'"');
+    } else {
+        serde_json::to_writer(&mut *buf, s).expect("strings serialize");
+    }
+}
+
+fn itoa(mut n: u64, tmp: &mut [u8; 20]) -> &[u8] {
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &tmp[i..];
         }
     }
 }
@@ -308,12 +364,13 @@ mod tests {
         assert_eq!((r.ok, r.quarantined, r.done.len()), (1, 1, 2));
         assert!(r.done.contains("b") && !r.done.contains("c"));
         assert_eq!(r.repaired_bytes, r#"{"id":"c","sta"#.len() as u64);
-        j.write(&serde_json::json!({"id": "c", "status": "ok", "attempts": 1}));
+        let rec = shared::record::Record::<()>::new("c".into(), 1, None, Ok(()), vec![]);
+        j.write(&rec.as_ref());
         j.finish();
         drop(j);
         let text = std::fs::read_to_string(&p).unwrap();
         assert_eq!(text.lines().count(), 3);
-        assert!(text.ends_with("\"status\":\"ok\"}\n"), "{text}");
+        assert!(text.ends_with("\"output\":null}\n"), "{text}");
         // A record whose newline was lost is kept and completed.
         std::fs::write(&p, "{\"id\":\"a\",\"status\":\"ok\",\"attempts\":1}").unwrap();
         let (_, r) = Journal::open(&t, true).unwrap();
@@ -331,9 +388,29 @@ mod tests {
     }
 
     #[test]
+    fn the_direct_writer_matches_serde() {
+        use shared::record::{Crash, CrashCause, Record};
+        let crash = Crash { attempt: 1, pid: 9, cause: CrashCause::Panic { message: "ü \"q\" \n".into() } };
+        let mut e = shared::proto::TaskError::new("exit status 1");
+        e.stdout = Some("out\n".into());
+        e.stderr = Some("\u{1}err".into());
+        let records: Vec<Record<serde_json::Value>> = vec![
+            Record::new("plain".into(), 1, Some(0.004), Ok(serde_json::Value::Null), vec![]),
+            Record::new("ü\"id\\".into(), 2, Some(812.5), Ok(serde_json::json!({"sum": "3"})), vec![crash.clone()]),
+            Record::new("f".into(), 1, Some(40.1), Err(e), vec![]),
+            Record::quarantined("q".into(), 3, vec![crash.clone(), crash]),
+        ];
+        for r in &records {
+            let mut buf = Vec::new();
+            write_record(&mut buf, &r.as_ref());
+            assert_eq!(String::from_utf8(buf).unwrap(), serde_json::to_string(r).unwrap());
+        }
+    }
+
+    #[test]
     fn dev_null_is_a_fine_target() {
         let (mut j, _) = Journal::open(&ResultsTarget::File("/dev/null".into()), false).unwrap();
-        j.write(&serde_json::json!({"id": "a"}));
+        j.write(&shared::record::Record::<()>::quarantined("a".into(), 3, vec![]).as_ref());
         j.finish();
         assert!(j.error().is_none());
     }

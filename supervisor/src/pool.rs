@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shared::exit;
-use shared::record::Record;
+use shared::proto::TaskError;
+use shared::record::{Record, RecordRef, Status};
 use worker::Handler;
 
 use crate::control::{ControlServer, StatusSnapshot};
@@ -437,26 +438,40 @@ struct RunSink<O> {
 impl<O: Serialize + DeserializeOwned> Sink for RunSink<O> {
     fn finished(&mut self, f: Finished<'_>) {
         let ms = f.micros.map(|m| m as f64 / 1000.0);
-        let id = f.id.into_string();
-        let record = match f.ending {
+        let (status, output, error) = match f.ending {
             Ending::Ok(bytes) => match postcard::from_bytes::<O>(bytes) {
-                Ok(o) => Record::new(id, f.attempts, ms, Ok(o), f.crashes),
-                Err(e) => Record::new(
-                    id,
-                    f.attempts,
-                    ms,
-                    Err(shared::proto::TaskError::new(format!("undecodable output: {e}"))),
-                    f.crashes,
-                ),
+                Ok(o) => (Status::Ok, Some(o), None),
+                Err(e) => (Status::Failed, None, Some(TaskError::new(format!("undecodable output: {e}")))),
             },
-            Ending::Failed(e) => Record::new(id, f.attempts, ms, Err(e), f.crashes),
-            Ending::Quarantined => Record::quarantined(id, f.attempts, f.crashes),
+            Ending::Failed(e) => (Status::Failed, None, Some(e)),
+            Ending::Quarantined => (Status::Quarantined, None, None),
+        };
+        let record = RecordRef {
+            id: f.id,
+            status,
+            attempts: f.attempts,
+            ms: if status == Status::Quarantined { None } else { ms },
+            output: output.as_ref(),
+            error: error.as_ref().map(|e| e.message.as_str()),
+            stdout: error.as_ref().and_then(|e| e.stdout.as_deref()),
+            stderr: error.as_ref().and_then(|e| e.stderr.as_deref()),
+            crashes: &f.crashes,
         };
         if let Some(j) = self.journal.as_mut() {
             j.write(&record);
         }
         if self.collect {
-            self.queue.push_back(record);
+            self.queue.push_back(Record {
+                id: f.id.to_string(),
+                status,
+                attempts: f.attempts,
+                ms: record.ms,
+                output,
+                error: error.as_ref().map(|e| e.message.clone()),
+                stdout: error.as_ref().and_then(|e| e.stdout.clone()),
+                stderr: error.as_ref().and_then(|e| e.stderr.clone()),
+                crashes: f.crashes,
+            });
         }
     }
 

@@ -10,7 +10,7 @@ use std::os::fd::RawFd;
 use serde::Serialize;
 use shared::hash::{content_id, stable_hash};
 
-use crate::engine::{FaultPlan, Job};
+use crate::engine::{FaultPlan, Job, JobBuilder};
 
 /// What a pull produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +95,12 @@ impl IdSet {
         self.0.contains(&stable_hash(id.as_bytes()))
     }
 
+    /// Whether the two sets share an id.
+    pub fn intersects(&self, other: &IdSet) -> bool {
+        let (small, big) = if self.0.len() <= other.0.len() { (self, other) } else { (other, self) };
+        small.0.iter().any(|h| big.0.contains(h))
+    }
+
     /// Ids held.
     pub fn len(&self) -> usize {
         self.0.len()
@@ -108,9 +114,11 @@ impl IdSet {
 
 /// Decides, for each task read, whether it runs: duplicates are errors, tasks that already
 /// have a final record (resume) and tasks of other shards are skipped.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Admission {
     seen: IdSet,
+    /// Check for duplicate ids; off when the whole input was checked beforehand.
+    pub check_duplicates: bool,
     /// Ids that already have a final record.
     pub done: IdSet,
     /// Only tasks of this shard `(k, n)` run.
@@ -121,10 +129,21 @@ pub struct Admission {
     pub skipped_shard: u64,
 }
 
+impl Default for Admission {
+    fn default() -> Self {
+        Self::new(IdSet::default(), None)
+    }
+}
+
 impl Admission {
     /// An admission that skips the ids in `done`.
     pub fn new(done: IdSet, shard: Option<(u32, u32)>) -> Self {
-        Self { seen: IdSet::default(), done, shard, skipped_done: 0, skipped_shard: 0 }
+        Self { seen: IdSet::default(), check_duplicates: true, done, shard, skipped_done: 0, skipped_shard: 0 }
+    }
+
+    /// The ids seen so far (when checking duplicates).
+    pub fn seen(&self) -> &IdSet {
+        &self.seen
     }
 
     /// Ok(true): run it; Ok(false): skip it; Err: a duplicate id.
@@ -135,10 +154,10 @@ impl Admission {
             self.skipped_shard += 1;
             return Ok(false);
         }
-        if !self.seen.insert(id) {
+        if self.check_duplicates && !self.seen.insert(id) {
             return Err(format!("duplicate id '{id}'"));
         }
-        if self.done.contains(id) {
+        if !self.done.is_empty() && self.done.contains(id) {
             self.skipped_done += 1;
             return Ok(false);
         }
@@ -168,29 +187,56 @@ where
     T: Serialize,
 {
     fn pull(&mut self, max: usize, out: &mut Vec<Job>) -> Pull {
-        let mut n = 0;
-        while n < max {
+        let mut chunk = Chunker::default();
+        while chunk.len() < max {
             let Some(item) = self.iter.next() else {
+                chunk.finish(out);
                 return Pull::End;
             };
             self.index += 1;
-            let spec: TaskSpec<T> = item.into();
-            let payload = match postcard::to_stdvec(&spec.task) {
-                Ok(p) => p,
-                Err(e) => {
-                    return Pull::Failed(format!("task {}: cannot encode it: {e}", self.index));
-                }
-            };
-            let id = spec.id.unwrap_or_else(|| content_id(&payload));
-            match self.admission.admit(&id) {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(e) => return Pull::Failed(format!("task {}: {e}", self.index)),
+            if let Err(e) = chunk.add(&mut self.admission, self.index, item.into()) {
+                chunk.finish(out);
+                return Pull::Failed(e);
             }
-            out.push(Job { id: id.into(), payload: payload.into(), fault: spec.fault });
-            n += 1;
         }
+        chunk.finish(out);
         Pull::Ready
+    }
+}
+
+/// Encodes tasks into a chunk of jobs, naming and admitting each.
+#[derive(Default)]
+struct Chunker {
+    builder: JobBuilder,
+    scratch: Vec<u8>,
+}
+
+impl Chunker {
+    fn len(&self) -> usize {
+        self.builder.len()
+    }
+
+    /// Adds task number `index`, unless it is to be skipped; an error for a duplicate or a
+    /// task that does not encode.
+    fn add<T: Serialize>(&mut self, admission: &mut Admission, index: u64, spec: TaskSpec<T>) -> Result<(), String> {
+        self.scratch.clear();
+        shared::frame::append(&spec.task, &mut self.scratch)
+            .map_err(|e| format!("task {index}: cannot encode it: {e}"))?;
+        let id = spec.id.unwrap_or_else(|| content_id(&self.scratch));
+        if admission.admit(&id).map_err(|e| format!("task {index}: {e}"))? {
+            let scratch = &self.scratch;
+            self.builder
+                .push_with(&id, spec.fault, |buf| {
+                    buf.extend_from_slice(scratch);
+                    Ok::<(), std::convert::Infallible>(())
+                })
+                .unwrap_or_else(|e| match e {});
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Vec<Job>) {
+        self.builder.finish(out);
     }
 }
 
@@ -278,26 +324,21 @@ impl<T: Serialize> TaskSource for ChannelSource<T> {
         let mut buf = [0u8; 64];
         while matches!(std::io::Read::read(&mut &self.wake, &mut buf), Ok(n) if n > 0) {}
         let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let mut n = 0;
-        while n < max {
+        let mut chunk = Chunker::default();
+        let state = loop {
+            if chunk.len() >= max {
+                break Pull::Ready;
+            }
             let Some(spec) = q.0.pop_front() else {
-                return if q.1 { Pull::End } else { Pull::Pending };
+                break if q.1 { Pull::End } else { Pull::Pending };
             };
             self.inner.index += 1;
-            let payload = match postcard::to_stdvec(&spec.task) {
-                Ok(p) => p,
-                Err(e) => return Pull::Failed(format!("task {}: cannot encode it: {e}", self.inner.index)),
-            };
-            let id = spec.id.unwrap_or_else(|| content_id(&payload));
-            match self.inner.admission.admit(&id) {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(e) => return Pull::Failed(format!("task {}: {e}", self.inner.index)),
+            if let Err(e) = chunk.add(&mut self.inner.admission, self.inner.index, spec) {
+                break Pull::Failed(e);
             }
-            out.push(Job { id: id.into(), payload: payload.into(), fault: spec.fault });
-            n += 1;
-        }
-        Pull::Ready
+        };
+        chunk.finish(out);
+        state
     }
 
     fn wake_fd(&self) -> Option<RawFd> {
@@ -314,7 +355,8 @@ mod tests {
     fn iter_source_hashes_ids_and_rejects_duplicates() {
         let mut s: IterSource<_, u32> = IterSource::new(vec![1u32, 2, 1].into_iter(), Admission::default());
         let mut out = Vec::new();
-        assert_eq!(s.pull(10, &mut out), Pull::Failed(format!("task 3: duplicate id '{}'", out[0].id)));
+        let pulled = s.pull(10, &mut out);
+        assert_eq!(pulled, Pull::Failed(format!("task 3: duplicate id '{}'", out[0].id())));
         assert_eq!(out.len(), 2);
         let mut done = IdSet::default();
         done.insert("b");
@@ -322,6 +364,6 @@ mod tests {
         let mut s: IterSource<_, u8> = IterSource::new(specs.into_iter(), Admission::new(done, None));
         let mut out = Vec::new();
         assert_eq!(s.pull(10, &mut out), Pull::End);
-        assert_eq!(out.iter().map(|j| &*j.id).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(out.iter().map(|j| j.id()).collect::<Vec<_>>(), ["a"]);
     }
 }

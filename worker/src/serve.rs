@@ -283,8 +283,17 @@ fn start_heartbeat(every: Duration) {
 }
 
 /// Runs one task on `slot`, publishing it on the status page, and returns its outcome.
-fn run_task<H: Handler>(handler: &H, a: &Assignment<'_>, slot: &Slot, link: &Link, scratch: &mut Vec<u8>) -> RunResult {
-    let t0 = mono_ns();
+/// `start_ns` is the clock when the task starts: the end of the previous task when it follows
+/// at once, which saves a clock read per task in a batch of tiny ones.
+fn run_task<H: Handler>(
+    handler: &H,
+    a: &Assignment<'_>,
+    slot: &Slot,
+    link: &Link,
+    scratch: &mut Vec<u8>,
+    start_ns: Option<u64>,
+) -> RunResult {
+    let t0 = start_ns.unwrap_or_else(mono_ns);
     slot.begin(a.seq, t0);
     CURRENT.with(|c| c.set(a.seq));
     let cx = TaskContext::new(a.attempt, &slot.child_pgid);
@@ -339,9 +348,11 @@ fn serve_serial<H: Handler>(
         while let Some(body) = reader.next_frame()? {
             match frame::decode::<ToWorker>(body)? {
                 ToWorker::Run(assignments) => {
+                    let mut start = None;
                     for a in &assignments {
-                        let r = run_task(handler, a, slot, link, &mut scratch);
+                        let r = run_task(handler, a, slot, link, &mut scratch, start);
                         let end = r.end_ns;
+                        start = Some(end);
                         push_outcome(&mut batch, a.seq, r, &scratch);
                         if batch.bytes() >= FLUSH_BYTES || end - last_flush >= FLUSH_EVERY_NS {
                             flush(&mut batch, &mut out, link)?;
@@ -424,7 +435,7 @@ fn serve_threaded<H: Handler>(
                 };
                 let Some(t) = task else { return };
                 let a = Assignment { seq: t.seq, attempt: t.attempt, fault: t.fault, payload: &t.payload };
-                let r = run_task(&*handler, &a, slot, link, &mut scratch);
+                let r = run_task(&*handler, &a, slot, link, &mut scratch, None);
                 push_outcome(&mut batch, t.seq, r, &scratch);
                 if flush(&mut batch, &mut out, link).is_err() {
                     return;

@@ -1,7 +1,7 @@
 //! `bulkhead run`: a batch from JSONL or from lines with `--cmd`, through the library's pool.
 
 use std::fs::File;
-use std::io::{self, IsTerminal, Seek};
+use std::io::{self, IsTerminal};
 use std::os::fd::AsFd;
 
 use shared::exit;
@@ -95,7 +95,6 @@ pub(super) fn run(args: RunArgs) -> i32 {
         ProgressArg::Auto => io::stderr().is_terminal(),
     };
     builder = builder.progress(progress);
-    let _ = total;
     // The control socket lives in a fresh private directory unless a path is given.
     let rundir;
     let control = match &args.control {
@@ -116,7 +115,10 @@ pub(super) fn run(args: RunArgs) -> i32 {
         Ok(p) => p,
         Err(e) => return pool_error(&e),
     };
-    let run = pool.run_source(|admission| {
+    let prechecked = total.is_some();
+    let run = pool.run_source(|mut admission| {
+        // A file checked whole has no duplicate ids: the reader need not remember them.
+        admission.check_duplicates = !prechecked;
         let source: Box<dyn TaskSource> = match input {
             Input::File(f, _) => Box::new(LineSource::spawn(f, format, admission)?),
             Input::Stdin => Box::new(LineSource::spawn(io::stdin(), format, admission)?),
@@ -142,13 +144,7 @@ fn precheck(f: &File, name: &str, format: &Format) -> Result<Option<u64>, i32> {
     if !regular {
         return Ok(None);
     }
-    let mut file = f;
-    let start = file.stream_position().unwrap_or(0);
-    let result = crate::input::validate(io::BufReader::with_capacity(1 << 20, file), format, None);
-    if file.seek(io::SeekFrom::Start(start)).is_err() {
-        eprintln!("bulkhead: error: cannot rewind {name} after checking it");
-        return Err(exit::BAD_INPUT);
-    }
+    let result = crate::input::validate_file(f, format, None);
     match result {
         Ok(n) => Ok(Some(n)),
         Err((line, msg)) => {

@@ -10,6 +10,7 @@
 //! bytes are borrowed from the frame they arrived in, and events.
 
 pub mod cause;
+pub mod job;
 pub mod slot;
 #[cfg(test)]
 mod tests;
@@ -22,6 +23,7 @@ use shared::record::{Crash, Status};
 use shared::shm::{self, SlotState as PageState};
 use shared::task::FaultKind;
 
+pub use job::{Job, JobBuilder};
 pub use slot::{KillReason, SlotState};
 
 use crate::events::RunEvent;
@@ -34,17 +36,6 @@ const LOGGED_DEATHS: u64 = 20;
 
 /// The most tasks in flight on one worker thread; beyond this, queueing only adds latency.
 pub const MAX_INFLIGHT_PER_THREAD: usize = 4096;
-
-/// A task as the engine holds it: an id, an opaque payload for the handler, and maybe a fault.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Job {
-    /// Unique in the batch.
-    pub id: Box<str>,
-    /// The task, postcard-encoded as the handler's task type.
-    pub payload: Box<[u8]>,
-    /// A fault the task carries.
-    pub fault: Option<FaultPlan>,
-}
 
 /// A fault carried by a task, and on which attempts it fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,7 +212,7 @@ pub enum Ending<'a> {
 #[derive(Debug)]
 pub struct Finished<'a> {
     /// The task's id.
-    pub id: Box<str>,
+    pub id: &'a str,
     /// The slot that ran the last attempt.
     pub worker: usize,
     /// Attempts used.
@@ -548,7 +539,7 @@ impl Engine {
             seq: f.seq,
             attempt: f.attempt,
             fault: f.fault,
-            payload: &f.task.job.payload,
+            payload: f.task.job.payload(),
         })
     }
 
@@ -559,7 +550,7 @@ impl Engine {
 
     /// The id of an in-flight task, for displays.
     pub fn inflight_id(&self, slot: usize, seq: u64) -> Option<&str> {
-        self.slots[slot].inflight.iter().find(|f| f.seq == seq).map(|f| &*f.task.job.id)
+        self.slots[slot].inflight.iter().find(|f| f.seq == seq).map(|f| f.task.job.id())
     }
 
     /// Checks deadlines: starts due workers, times out tasks, escalates kills.
@@ -654,7 +645,7 @@ impl Engine {
                         sink.event(
                             self.secs(now),
                             RunEvent::TaskFinished {
-                                id: f.task.job.id.to_string(),
+                                id: f.task.job.id().to_string(),
                                 worker: slot,
                                 status: Status::Ok,
                                 ms,
@@ -662,7 +653,7 @@ impl Engine {
                         );
                     }
                     sink.finished(Finished {
-                        id: f.task.job.id,
+                        id: f.task.job.id(),
                         worker: slot,
                         attempts: f.attempt,
                         micros,
@@ -671,7 +662,7 @@ impl Engine {
                     });
                 }
                 Err(e) if self.cfg.retry_failed && f.attempt < self.cfg.attempts => {
-                    log::info!("task {} failed on attempt {} ({}); retrying", f.task.job.id, f.attempt, e.message);
+                    log::info!("task {} failed on attempt {} ({}); retrying", f.task.job.id(), f.attempt, e.message);
                     let mut task = f.task;
                     task.charged += 1;
                     self.retry.push_back(task);
@@ -682,7 +673,7 @@ impl Engine {
                         sink.event(
                             self.secs(now),
                             RunEvent::TaskFinished {
-                                id: f.task.job.id.to_string(),
+                                id: f.task.job.id().to_string(),
                                 worker: slot,
                                 status: Status::Failed,
                                 ms,
@@ -690,7 +681,7 @@ impl Engine {
                         );
                     }
                     sink.finished(Finished {
-                        id: f.task.job.id,
+                        id: f.task.job.id(),
                         worker: slot,
                         attempts: f.attempt,
                         micros,
@@ -817,13 +808,12 @@ impl Engine {
             if charged && f.task.charged >= self.cfg.attempts {
                 self.counts.quarantined += 1;
                 if self.counts.quarantined <= LOGGED_DEATHS {
-                    log::warn!("task {} quarantined after {} attempts", f.task.job.id, f.task.charged);
+                    log::warn!("task {} quarantined after {} attempts", f.task.job.id(), f.task.charged);
                 }
-                let id = f.task.job.id.clone();
                 let attempts = f.task.charged;
-                self.emit(sink, now, || RunEvent::TaskQuarantined { id: id.to_string(), attempts });
+                self.emit(sink, now, || RunEvent::TaskQuarantined { id: f.task.job.id().to_string(), attempts });
                 sink.finished(Finished {
-                    id: f.task.job.id,
+                    id: f.task.job.id(),
                     worker: slot,
                     attempts,
                     micros: None,
@@ -832,7 +822,7 @@ impl Engine {
                 });
             } else {
                 self.counts.requeued += 1;
-                let (id, attempts) = (&f.task.job.id, f.task.charged);
+                let (id, attempts) = (f.task.job.id(), f.task.charged);
                 self.emit(sink, now, || RunEvent::TaskRequeued { id: id.to_string(), worker: slot, charged, attempts });
                 back.push(f.task);
             }
@@ -1110,7 +1100,7 @@ impl Engine {
                 if want_events {
                     sink.event(
                         self.secs(now),
-                        RunEvent::TaskStarted { id: task.job.id.to_string(), worker: slot, attempt },
+                        RunEvent::TaskStarted { id: task.job.id().to_string(), worker: slot, attempt },
                     );
                 }
                 self.slots[slot].inflight.push_back(InFlight { seq, task, attempt, fault });
@@ -1133,5 +1123,5 @@ pub fn fault_for(job: &Job, attempt: u32, inject: Option<&Inject>) -> Option<Fau
             _ => Some(plan.kind),
         };
     }
-    inject.and_then(|i| i.roll(&job.id, attempt))
+    inject.and_then(|i| i.roll(job.id(), attempt))
 }

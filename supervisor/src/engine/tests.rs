@@ -58,7 +58,7 @@ fn slot_page() -> Vec<shm::Slot> {
 }
 
 fn job(id: &str) -> Job {
-    Job { id: id.into(), payload: vec![0].into(), fault: None }
+    Job::new(id, &[0], None)
 }
 
 impl Harness {
@@ -223,7 +223,7 @@ fn a_crash_charges_only_the_executing_task() {
 #[test]
 fn poison_tasks_are_quarantined_with_every_cause() {
     let mut h = Harness::new(EngineConfig { workers: 1, attempts: 3, ..Default::default() });
-    h.push([Job { fault: Some(FaultPlan { kind: FaultKind::Panic, attempts: None }), ..job("p") }]);
+    h.push([Job::new("p", &[0], Some(FaultPlan { kind: FaultKind::Panic, attempts: None }))]);
     let mut out = Vec::new();
     h.engine.input_ended(h.now, &mut h.sink, &mut out);
     for attempt in 1..=3 {
@@ -242,7 +242,7 @@ fn poison_tasks_are_quarantined_with_every_cause() {
 
 #[test]
 fn fault_attempts_limit_injection() {
-    let j = Job { fault: Some(FaultPlan { kind: FaultKind::Segv, attempts: Some(1) }), ..job("x") };
+    let j = Job::new("x", &[0], Some(FaultPlan { kind: FaultKind::Segv, attempts: Some(1) }));
     assert_eq!(fault_for(&j, 1, None), Some(FaultKind::Segv));
     assert_eq!(fault_for(&j, 2, None), None);
 }
