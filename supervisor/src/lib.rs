@@ -7,6 +7,7 @@ pub mod control;
 pub mod demo;
 pub mod engine;
 pub mod events;
+pub mod idset;
 pub mod inject;
 pub mod input;
 pub mod journal;

@@ -3,12 +3,13 @@
 //! Input is pulled as the workers need it, never loaded whole, so a run over ten million
 //! tasks holds only a few thousand.
 
-use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 use std::os::fd::RawFd;
 
 use serde::Serialize;
-use shared::hash::{content_id, stable_hash};
+use shared::hash::content_id;
+
+pub use crate::idset::IdSet;
 
 use crate::engine::{FaultPlan, Job, JobBuilder};
 
@@ -75,40 +76,6 @@ impl Hasher for IdHasher {
     }
     fn write_u64(&mut self, n: u64) {
         self.0 = n;
-    }
-}
-
-/// A set of task ids, stored as their 64-bit stable hashes: 8 bytes an id whatever its
-/// length. Two distinct ids collide with odds of about n²/2^65 (3 in a million for ten
-/// million tasks), in which case the second is reported as a duplicate.
-#[derive(Debug, Default, Clone)]
-pub struct IdSet(HashSet<u64, BuildHasherDefault<IdHasher>>);
-
-impl IdSet {
-    /// Adds `id`; false if it was there.
-    pub fn insert(&mut self, id: &str) -> bool {
-        self.0.insert(stable_hash(id.as_bytes()))
-    }
-
-    /// Whether `id` is there.
-    pub fn contains(&self, id: &str) -> bool {
-        self.0.contains(&stable_hash(id.as_bytes()))
-    }
-
-    /// Whether the two sets share an id.
-    pub fn intersects(&self, other: &IdSet) -> bool {
-        let (small, big) = if self.0.len() <= other.0.len() { (self, other) } else { (other, self) };
-        small.0.iter().any(|h| big.0.contains(h))
-    }
-
-    /// Ids held.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 

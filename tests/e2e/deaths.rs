@@ -115,3 +115,30 @@ fn a_clean_run_leaves_nothing() {
     assert_eq!(done.records().len(), 50);
     sb.assert_clean();
 }
+
+/// Batching must not cost exact blame: a worker with hundreds of tiny tasks queued dies
+/// executing one of them; only that one is charged, the others it held are re-run free.
+#[test]
+fn in_a_batched_run_a_crash_charges_only_the_executing_task() {
+    let sb = Sandbox::new();
+    let mut input = tasks(3000, |i| format!("{{\"id\":\"n{i}\",\"kind\":\"noop\"}}"));
+    input.push_str("{\"id\":\"crash\",\"kind\":\"noop\",\"fault\":\"segv\",\"fault_attempts\":1}\n");
+    input.push_str(&tasks(3000, |i| format!("{{\"id\":\"m{i}\",\"kind\":\"noop\"}}")));
+    let tasks = sb.write("tasks.jsonl", &input);
+    let events = sb.path("events.jsonl");
+    let done = sb.run(&["run", tasks.to_str().unwrap(), "-j", "1", "--events", events.to_str().unwrap()], None);
+    done.expect_code(0);
+    let recs = by_id(&done.records());
+    assert_eq!(recs.len(), 6001);
+    assert_eq!(recs["crash"]["attempts"], 2);
+    assert_eq!(causes(&recs["crash"]), ["signal"]);
+    let charged: Vec<_> = recs.values().filter(|r| r["attempts"] != 1).map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(charged, ["crash"], "only the executing task is charged");
+    // The worker did hold other tasks when it died: they were requeued without charge.
+    let evs = read_records(&events);
+    let free = evs.iter().filter(|e| e["event"] == "task_requeued" && e["charged"] == false).count();
+    let paid = evs.iter().filter(|e| e["event"] == "task_requeued" && e["charged"] == true).count();
+    assert_eq!(paid, 1);
+    assert!(free >= 10, "the run was batched: {free} prefetched tasks went back to the queue");
+    sb.assert_clean();
+}
