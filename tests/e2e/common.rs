@@ -17,6 +17,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_bulkhead");
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
 static SUPERVISORS: Mutex<Option<HashSet<u32>>> = Mutex::new(None);
+/// Processes of runs a test killed on purpose: their zombies come to us, as to init.
+static EXPECTED_ORPHANS: Mutex<Option<HashSet<u32>>> = Mutex::new(None);
 static SUBREAPER: Once = Once::new();
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -120,6 +122,25 @@ impl Sandbox {
         self.tagged().into_iter().filter(|(_, c)| c == "bulkhead-worker").map(|(p, _)| p).collect()
     }
 
+    /// SIGKILLs the supervisor of `run`; its processes' zombies are then expected here.
+    pub fn kill_hard(&self, run: &Running) {
+        let mut expected = EXPECTED_ORPHANS.lock().unwrap();
+        expected.get_or_insert_with(HashSet::new).extend(self.tagged().into_iter().map(|(p, _)| p));
+        run.signal(nix::sys::signal::Signal::SIGKILL);
+    }
+
+    /// After a supervisor was SIGKILLed: its workers and their children must die by
+    /// themselves (parent-death signal), leaving nothing alive. What they leave dead is
+    /// reparented to init (here: to this test process, a subreaper) and reaped there, as
+    /// init would; the next run reclaims the runtime directory.
+    pub fn assert_nothing_alive(&self) {
+        wait_for("every process of the killed run to die", || {
+            let _ = orphan_zombies();
+            self.tagged().is_empty()
+        });
+        let _ = orphan_zombies();
+    }
+
     /// Asserts that nothing of the run is left: no tagged process, no orphan zombie, no
     /// socket file, no runtime directory.
     pub fn assert_clean(&self) {
@@ -144,6 +165,7 @@ impl Sandbox {
 fn orphan_zombies() -> Vec<(u32, String)> {
     let me = std::process::id();
     let ours = SUPERVISORS.lock().unwrap().clone().unwrap_or_default();
+    let expected = EXPECTED_ORPHANS.lock().unwrap().clone().unwrap_or_default();
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -159,7 +181,9 @@ fn orphan_zombies() -> Vec<(u32, String)> {
         if fields.len() > 1 && fields[0] == "Z" && fields[1] == me.to_string() && !ours.contains(&pid) {
             let name = stat[stat.find('(').unwrap() + 1..close].to_string();
             let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
-            out.push((pid, name));
+            if !expected.contains(&pid) {
+                out.push((pid, name));
+            }
         }
     }
     out
@@ -190,6 +214,11 @@ pub struct Running {
 impl Running {
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
+    }
+
+    /// Whether it has exited (the status is kept for `wait`).
+    pub fn exited(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_some()
     }
 
     pub fn signal(&self, sig: nix::sys::signal::Signal) {

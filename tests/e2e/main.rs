@@ -2,6 +2,7 @@
 //! test ends by checking that no worker, zombie or socket file is left behind.
 
 // Not every test module uses every helper of the harness.
+mod batch;
 #[allow(dead_code)]
 mod common;
 mod deaths;
