@@ -604,6 +604,45 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// No line, however mangled, makes the parser panic.
+        #[test]
+        fn any_bytes_are_refused_or_parsed(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let _ = parse_line(&bytes);
+        }
+
+        /// Valid task lines parse to what they say, whatever the key order and id.
+        #[test]
+        fn generated_tasks_parse_back(
+            id in "[a-zA-Z0-9_\\-\"\\\\ é]{1,12}",
+            ms in 0u64..1_000_000,
+            fault in proptest::option::of(0usize..11),
+            attempts in proptest::option::of(1u32..5),
+            reorder in proptest::prelude::any::<bool>(),
+        ) {
+            let mut fields = vec![
+                format!("\"id\":{}", serde_json::to_string(&id).unwrap()),
+                "\"kind\":\"sleep\"".to_string(),
+                format!("\"ms\":{ms}"),
+            ];
+            let kind = fault.map(|f| FaultKind::ALL[f]);
+            if let Some(k) = kind {
+                fields.push(format!("\"fault\":\"{k}\""));
+                if let Some(a) = attempts {
+                    fields.push(format!("\"fault_attempts\":{a}"));
+                }
+            }
+            if reorder {
+                fields.reverse();
+            }
+            let line = format!("{{{}}}", fields.join(","));
+            let t = parse_line(line.as_bytes()).unwrap().unwrap();
+            proptest::prop_assert_eq!(t.id.as_ref(), id.as_str());
+            proptest::prop_assert_eq!(t.task, BuiltinTask::Sleep { ms });
+            proptest::prop_assert_eq!(t.fault.map(|f| f.kind), kind);
+        }
+    }
+
     #[test]
     fn templates_work_like_gnu_parallel() {
         let t = CmdTemplate::new("gzip -9 {}");

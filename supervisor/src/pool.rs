@@ -69,6 +69,7 @@ pub struct PoolBuilder {
     shard: Option<(u32, u32)>,
     control: Option<PathBuf>,
     progress: bool,
+    expected_total: Option<u64>,
     reap_orphans: bool,
     seed: u64,
 }
@@ -102,6 +103,7 @@ impl Default for PoolBuilder {
             shard: None,
             control: None,
             progress: false,
+            expected_total: None,
             reap_orphans: false,
             seed: 0,
         }
@@ -236,9 +238,15 @@ impl PoolBuilder {
         self.control = Some(path.into());
         self
     }
-    /// Show a live progress bar on stderr.
+    /// Show live progress on stderr: a bar on a terminal, a line every few seconds
+    /// otherwise.
     pub fn progress(mut self, yes: bool) -> Self {
         self.progress = yes;
+        self
+    }
+    /// The number of tasks, when known beforehand, for the progress display's ETA.
+    pub fn expected_total(mut self, n: u64) -> Self {
+        self.expected_total = Some(n);
         self
     }
     /// Process mode: become a child subreaper and reap what dead workers' tasks leave
@@ -406,7 +414,7 @@ impl<H: Handler> Pool<H> {
             Some(path) => Some(ControlServer::bind(path).map_err(io_err(format!("listen on {}", path.display())))?),
             None => None,
         };
-        let progress = c.progress.then(Progress::new);
+        let progress = c.progress.then(|| Progress::new(c.expected_total));
         Ok(Run {
             runtime: Runtime::new(engine, backend, src, signals),
             sink: RunSink { journal, events, queue: VecDeque::new(), collect: true, observers: Vec::new() },
@@ -527,7 +535,7 @@ impl Hooks for RunHooks {
     }
 
     fn max_wait_ns(&self) -> Option<u64> {
-        self.progress.as_ref().map(|_| 100_000_000)
+        self.progress.as_ref().map(Progress::interval_ns)
     }
 }
 

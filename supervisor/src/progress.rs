@@ -1,46 +1,56 @@
-//! The live progress line on stderr (only on a terminal unless asked): done, running, failed,
-//! crashed, restarts, rate, and ETA when the total is known.
+//! Live progress on stderr: done, running, failed, crashed, restarts, rate, and an ETA when
+//! the total is known. On a terminal an indicatif bar; when asked for (`--progress always`)
+//! on something that is not one (a systemd journal, a Slurm log), a plain line every few
+//! seconds instead, since redrawing a bar there only makes noise.
+
+use std::io::{IsTerminal, Write};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::engine::Engine;
 
+/// Seconds between plain progress lines.
+const PLAIN_EVERY_NS: u64 = 5_000_000_000;
+
 /// A progress display.
 pub struct Progress {
-    bar: ProgressBar,
+    bar: Option<ProgressBar>,
     total: Option<u64>,
-}
-
-impl Default for Progress {
-    fn default() -> Self {
-        Self::new()
-    }
+    last_plain: u64,
 }
 
 impl Progress {
-    /// A spinner for a batch of unknown size.
-    pub fn new() -> Self {
-        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
-        bar.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}").expect("valid template"));
-        Self { bar, total: None }
+    /// A display for a batch of `total` tasks (if known).
+    pub fn new(total: Option<u64>) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let target = ProgressDrawTarget::stderr_with_hz(10);
+            match total {
+                Some(n) => {
+                    let bar = ProgressBar::with_draw_target(Some(n), target);
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "[{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} ETA {eta} {msg}",
+                        )
+                        .expect("valid template"),
+                    );
+                    bar
+                }
+                None => {
+                    let bar = ProgressBar::with_draw_target(None, target);
+                    bar.set_style(
+                        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}").expect("valid template"),
+                    );
+                    bar
+                }
+            }
+        });
+        Self { bar, total, last_plain: 0 }
     }
 
-    /// A bar for `total` tasks.
-    pub fn with_total(total: u64) -> Self {
-        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(10));
-        bar.set_style(
-            ProgressStyle::with_template("[{elapsed_precise}] {bar:30} {pos}/{len} ETA {eta} {msg}")
-                .expect("valid template"),
-        );
-        Self { bar, total: Some(total) }
-    }
-
-    /// Redraws from the engine's counts.
-    pub fn update(&mut self, engine: &Engine, now: u64) {
+    fn line(engine: &Engine, now: u64, with_queue: bool) -> String {
         let c = engine.counts();
         let done = c.finished();
         let secs = engine.secs(now).max(1e-9);
-        self.bar.set_position(done);
         let mut msg = format!(
             "{done} done, {} running, {} failed, {} crashed, {} restarts, {:.0}/s",
             engine.running(),
@@ -49,14 +59,45 @@ impl Progress {
             c.restarts,
             done as f64 / secs
         );
-        if self.total.is_none() {
+        if with_queue {
             msg.push_str(&format!(", {} queued", engine.queued()));
         }
-        self.bar.set_message(msg);
+        msg
+    }
+
+    /// Redraws from the engine's counts.
+    pub fn update(&mut self, engine: &Engine, now: u64) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(engine.counts().finished());
+                bar.set_message(Self::line(engine, now, self.total.is_none()));
+            }
+            None => {
+                if now.saturating_sub(self.last_plain) >= PLAIN_EVERY_NS {
+                    self.last_plain = now;
+                    let mut line = format!("bulkhead: progress: {}", Self::line(engine, now, true));
+                    if let Some(t) = self.total {
+                        let done = engine.counts().finished();
+                        let rate = done as f64 / engine.secs(now).max(1e-9);
+                        if rate > 0.0 && t > done {
+                            line.push_str(&format!(", ETA {:.0}s", (t - done) as f64 / rate));
+                        }
+                    }
+                    let _ = writeln!(std::io::stderr(), "{line}");
+                }
+            }
+        }
+    }
+
+    /// How often the loop should wake to redraw.
+    pub fn interval_ns(&self) -> u64 {
+        if self.bar.is_some() { 100_000_000 } else { 1_000_000_000 }
     }
 
     /// Leaves the last state on screen.
     pub fn finish(&mut self) {
-        self.bar.abandon();
+        if let Some(bar) = &self.bar {
+            bar.abandon();
+        }
     }
 }

@@ -190,3 +190,18 @@ fn status_shows_a_running_batch_and_strangers_change_nothing() {
     drop(_idle);
     sb.assert_clean();
 }
+
+/// Progress is shown only on a terminal unless asked for; off one it is a plain line.
+#[test]
+fn progress_is_off_unless_on_a_terminal_or_asked_for() {
+    let sb = Sandbox::new();
+    let input = tasks(20, |i| format!("{{\"id\":\"t{i}\",\"kind\":\"noop\"}}"));
+    let quiet = sb.run(&["run", "-j", "1"], Some(&input));
+    quiet.expect_code(0);
+    assert!(!quiet.stderr().contains("progress"), "{}", quiet.stderr());
+    let loud = sb.run(&["run", "-j", "1", "--progress", "always"], Some(&input));
+    loud.expect_code(0);
+    assert!(loud.stderr().contains("bulkhead: progress: "), "{}", loud.stderr());
+    assert_eq!(loud.records().len(), 20, "stdout carries results only");
+    sb.assert_clean();
+}

@@ -95,6 +95,9 @@ pub(super) fn run(args: RunArgs) -> i32 {
         ProgressArg::Auto => io::stderr().is_terminal(),
     };
     builder = builder.progress(progress);
+    if let Some(n) = total {
+        builder = builder.expected_total(n);
+    }
     // The control socket lives in a fresh private directory unless a path is given.
     let rundir;
     let control = match &args.control {
