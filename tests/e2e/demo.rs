@@ -66,3 +66,32 @@ fn compare_measures_every_row() {
     }
     sb.assert_clean();
 }
+
+#[test]
+fn run_writes_a_self_contained_report_and_report_reads_an_events_file() {
+    let sb = Sandbox::new();
+    let mut input = tasks(6, |i| format!("{{\"id\":\"t{i}\",\"kind\":\"sleep\",\"ms\":10}}"));
+    input.push_str("{\"id\":\"bad\",\"kind\":\"noop\",\"fault\":\"segv\",\"fault_attempts\":1}\n");
+    let report = sb.path("report.html");
+    let events = sb.path("events.jsonl");
+    let done = sb.run(
+        &["run", "-j", "2", "--report", report.to_str().unwrap(), "--events", events.to_str().unwrap()],
+        Some(&input),
+    );
+    done.expect_code(0);
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(html.starts_with("<!doctype html") || html.starts_with("<!DOCTYPE html"), "{}", &html[..40]);
+    for needle in ["worker 0", "worker 1", "SIGSEGV", "bad"] {
+        assert!(html.contains(needle), "missing {needle}");
+    }
+    assert!(!html.contains("http://") && !html.contains("https://"), "the page must not reach the network");
+    let out = sb.path("again.html");
+    sb.run(&["report", events.to_str().unwrap(), "-o", out.to_str().unwrap()], None).expect_code(0);
+    assert!(std::fs::read_to_string(&out).unwrap().contains("SIGSEGV"));
+    // A broken events file is refused with its line.
+    let broken = sb.write("broken.jsonl", "{\"t\":0.1,\"event\":\"shutdown\",\"reason\":\"completed\"}\nnot json\n{\"t\":0.2,\"event\":\"shutdown\",\"reason\":\"completed\"}\n");
+    let bad = sb.run(&["report", broken.to_str().unwrap(), "-o", sb.path("x.html").to_str().unwrap()], None);
+    bad.expect_code(2);
+    assert!(bad.stderr().contains("line 2"), "{}", bad.stderr());
+    sb.assert_clean();
+}

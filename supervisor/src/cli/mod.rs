@@ -43,6 +43,14 @@ enum Command {
         #[arg(short = 'j', long = "workers")]
         workers: Option<usize>,
     },
+    /// Write a self-contained HTML timeline of a run from its events file.
+    Report {
+        /// The events JSONL of a run (`run --events`).
+        events: PathBuf,
+        /// The HTML file to write.
+        #[arg(short, long, value_name = "OUT.html", default_value = "report.html")]
+        output: PathBuf,
+    },
     /// Show what a running supervisor is doing.
     Status(StatusArgs),
 }
@@ -78,6 +86,9 @@ pub struct RunArgs {
     /// Lifecycle events JSONL.
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
+    /// Write the HTML timeline of the run here at the end.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
     /// Per-worker address-space limit (512M, 2G).
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub memory_limit: Option<u64>,
@@ -163,6 +174,25 @@ pub fn main() -> i32 {
     match cli.command {
         Command::Run(args) => run::run(*args),
         Command::Status(args) => status::status(args),
+        Command::Report { events, output } => {
+            let title = format!("bulkhead run: {}", events.display());
+            match crate::report::render_file(&events, &title) {
+                Ok(html) => match std::fs::write(&output, html) {
+                    Ok(()) => {
+                        eprintln!("bulkhead: wrote {}", output.display());
+                        0
+                    }
+                    Err(e) => {
+                        eprintln!("bulkhead: error: cannot write {}: {e}", output.display());
+                        1
+                    }
+                },
+                Err(e) => {
+                    report_error(&e);
+                    shared::exit::BAD_INPUT
+                }
+            }
+        }
         Command::Demo { scenario } => crate::demo::run(scenario.as_deref()),
         Command::Compare { json, quick, workers } => {
             let opts = crate::compare::Options {

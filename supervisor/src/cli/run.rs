@@ -132,12 +132,32 @@ pub(super) fn run(args: RunArgs) -> i32 {
         Ok(r) => r,
         Err(e) => return pool_error(&e),
     };
+    // --report: the timeline is built from the events as they happen; no file is needed.
+    let timeline =
+        args.report.as_ref().map(|_| std::rc::Rc::new(std::cell::RefCell::new(crate::report::Timeline::new())));
+    let run = match &timeline {
+        Some(t) => {
+            let t = t.clone();
+            run.on_event(move |e| t.borrow_mut().push(e))
+        }
+        None => run,
+    };
     log::info!("control socket: {}", control.display());
     if progress || log::log_enabled!(log::Level::Info) {
         eprintln!("bulkhead: control socket {}", control.display());
     }
     let summary = run.finish();
     print_summary(&summary);
+    if let (Some(path), Some(t)) = (&args.report, timeline) {
+        let title = match &args.tasks {
+            Some(p) => format!("bulkhead run {}", p.display()),
+            None => "bulkhead run".to_string(),
+        };
+        match std::fs::write(path, t.borrow().to_html(&title)) {
+            Ok(()) => eprintln!("bulkhead: timeline written to {}", path.display()),
+            Err(e) => eprintln!("bulkhead: error: cannot write the report {}: {e}", path.display()),
+        }
+    }
     summary.exit_code()
 }
 
