@@ -19,6 +19,7 @@ pub mod report;
 pub mod restart;
 pub mod rundir;
 pub mod runloop;
+pub mod shard;
 pub mod signals;
 pub mod source;
 pub mod spawn;

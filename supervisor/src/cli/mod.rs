@@ -1,7 +1,9 @@
 //! The `bulkhead` command line: argument parsing and the mapping of each command's outcome
 //! to an exit code. The work is in the library.
 
+mod merge;
 mod run;
+mod slurm;
 mod status;
 
 use std::path::PathBuf;
@@ -51,6 +53,10 @@ enum Command {
         #[arg(short, long, value_name = "OUT.html", default_value = "report.html")]
         output: PathBuf,
     },
+    /// Merge the results files of shards into one, checked against the task list.
+    Merge(merge::MergeArgs),
+    /// Write (and submit) a Slurm array job that runs a batch as shards.
+    Slurm(slurm::SlurmArgs),
     /// Show what a running supervisor is doing.
     Status(StatusArgs),
 }
@@ -117,6 +123,15 @@ pub struct RunArgs {
     /// Retry tasks that failed (not only those that crashed), within --attempts.
     #[arg(long)]
     pub retry_failed: bool,
+    /// Run only shard K of N (K from 0): the tasks whose id hashes there. Without it, a run
+    /// inside a Slurm array takes its shard from SLURM_ARRAY_TASK_ID/COUNT, and inside a
+    /// Kubernetes Indexed Job from JOB_COMPLETION_INDEX with --shards. '{shard}' in --results,
+    /// --events and --report becomes K.
+    #[arg(long, value_parser = crate::shard::parse_shard, value_name = "K/N")]
+    pub shard: Option<(u32, u32)>,
+    /// Shard count, for engines that give only the index (Kubernetes' JOB_COMPLETION_INDEX).
+    #[arg(long, value_name = "N")]
+    pub shards: Option<u32>,
 }
 
 /// `--mode`.
@@ -174,6 +189,8 @@ pub fn main() -> i32 {
     match cli.command {
         Command::Run(args) => run::run(*args),
         Command::Status(args) => status::status(args),
+        Command::Merge(args) => merge::merge(args),
+        Command::Slurm(args) => slurm::slurm(args),
         Command::Report { events, output } => {
             let title = format!("bulkhead run: {}", events.display());
             match crate::report::render_file(&events, &title) {

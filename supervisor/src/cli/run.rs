@@ -20,7 +20,21 @@ enum Input {
     Stdin,
 }
 
-pub(super) fn run(args: RunArgs) -> i32 {
+pub(super) fn run(mut args: RunArgs) -> i32 {
+    let shard = match crate::shard::resolve(args.shard, args.shards, &|k| std::env::var(k).ok()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("bulkhead: error: {e}");
+            return exit::BAD_INPUT;
+        }
+    };
+    if let Some(s) = &shard {
+        eprintln!("bulkhead: shard {}/{} ({})", s.k, s.n, s.source);
+        for p in [&mut args.results, &mut args.events, &mut args.report].into_iter().flatten() {
+            *p = crate::shard::fill(p, s.k);
+        }
+    }
+    let shard = shard.map(|s| (s.k, s.n));
     let format = match &args.cmd {
         Some(t) => Format::Cmd(CmdTemplate::new(t)),
         None => Format::Jsonl,
@@ -38,10 +52,10 @@ pub(super) fn run(args: RunArgs) -> i32 {
     };
     let mut total = None;
     let checked = match &input {
-        Input::File(f, name) => precheck(f, name, &format).map(|n| total = n),
+        Input::File(f, name) => precheck(f, name, &format, shard).map(|n| total = n),
         Input::Stdin => {
             let stdin = File::from(io::stdin().as_fd().try_clone_to_owned().expect("stdin is open"));
-            precheck(&stdin, "standard input", &format).map(|n| total = n)
+            precheck(&stdin, "standard input", &format, shard).map(|n| total = n)
         }
     };
     if let Err(code) = checked {
@@ -63,6 +77,9 @@ pub(super) fn run(args: RunArgs) -> i32 {
         });
     if let Some(n) = args.workers {
         builder = builder.workers(n);
+    }
+    if let Some((k, n)) = shard {
+        builder = builder.shard(k, n);
     }
     if let Some(t) = args.timeout {
         builder = builder.timeout(t);
@@ -162,12 +179,12 @@ pub(super) fn run(args: RunArgs) -> i32 {
 }
 
 /// Checks a whole regular file; pipes and terminals are checked as they stream.
-fn precheck(f: &File, name: &str, format: &Format) -> Result<Option<u64>, i32> {
+fn precheck(f: &File, name: &str, format: &Format, shard: Option<(u32, u32)>) -> Result<Option<u64>, i32> {
     let regular = f.metadata().map(|m| m.is_file()).unwrap_or(false);
     if !regular {
         return Ok(None);
     }
-    let result = crate::input::validate_file(f, format, None);
+    let result = crate::input::validate_file(f, format, shard);
     match result {
         Ok(n) => Ok(Some(n)),
         Err((line, msg)) => {
