@@ -1,4 +1,84 @@
-//! bulkhead: run batches over crash-isolated worker processes.
+//! bulkhead runs batches of tasks over crash-isolated worker processes, and is the library
+//! behind the `bulkhead` command line.
+//!
+//! You define a task type, an output type and a [`Handler`]; a [`Pool`] runs a batch of
+//! tasks on workers and hands back a [`TaskResult`] per task as they finish: its status
+//! (`ok`, `failed`, `quarantined`), the attempts it took, its output or error, and every
+//! crash it caused. Switching between processes and threads is one line, as with Python's
+//! `concurrent.futures`:
+//!
+//! ```standalone_crate
+//! use bulkhead::{Handler, Mode, Pool, TaskContext, TaskError};
+//!
+//! struct Square;
+//!
+//! impl Handler for Square {
+//!     type Task = u64;
+//!     type Output = u64;
+//!     fn handle(&self, n: u64, _cx: &TaskContext<'_>) -> Result<u64, TaskError> {
+//!         n.checked_mul(n).ok_or_else(|| TaskError::new("overflow"))
+//!     }
+//! }
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // First thing in main: in a worker process this serves tasks and never returns.
+//!     bulkhead::serve_if_worker(Square);
+//!
+//!     for mode in [Mode::Process, Mode::Thread] {
+//!         let pool = Pool::builder().mode(mode).workers(2).build(Square)?;
+//!         let mut sum = 0;
+//!         for r in pool.run(1..=10u64)? {
+//!             sum += r.output.expect("every task is ok");
+//!         }
+//!         assert_eq!(sum, 385);
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # The rule for process mode
+//!
+//! Process mode needs an executable that knows your handler. Your own program serves: the
+//! pool starts it again with a marker in its environment, and [`serve_if_worker`] at the top
+//! of `main` sees the marker, serves tasks, and exits. Call it **first**, before starting
+//! threads, parsing arguments or touching files: a worker's start-up (parent-death signal,
+//! memory limit, moving its socket off standard input) assumes a fresh single-threaded
+//! process, and nothing before the call should have side effects twice. A program with
+//! several handlers calls it once per handler; each serves only when asked for by name
+//! ([`Handler::name`]). To use another executable, see [`PoolBuilder::worker_program`].
+//!
+//! # Theory of operation
+//!
+//! One thread owns everything (the [`runloop`]): it polls the workers' sockets and stderr
+//! pipes, signal pipes, the input's wake-up and the control socket, feeds what happens to the
+//! [`engine`] — a pure state machine that decides which worker gets which tasks, who is to
+//! blame for a death, when to retry, quarantine, restart or give up — and performs the
+//! actions it returns.
+//!
+//! - **Workers** are started with `std::process::Command` and no `pre_exec`, so std uses
+//!   posix_spawn (about 1 ms to ready, independent of the supervisor's size). Each gets one
+//!   end of a socketpair as its standard input and a small shared-memory status page.
+//! - **Messages** are serde types encoded with postcard in length-prefixed frames (see the
+//!   `shared` crate); a version handshake comes first.
+//! - **Batching**: each worker keeps about 2 ms of work queued at its measured pace (one
+//!   task at a time while the pace is unknown), so tiny tasks travel by the thousand per frame
+//!   and a slow task never strands others behind it. Results come back in batches.
+//! - **Exact blame**: before and after each task a worker stores one word on its status page.
+//!   When it dies, the supervisor reads the page: the task that was executing is charged an
+//!   attempt, tasks only queued there go back free.
+//! - **Deaths** are seen twice, as EOF (or a bad frame) on the socket and as SIGCHLD, and the
+//!   cause is decided in one place from the supervisor's own reason (timeout, unresponsive,
+//!   protocol), a panic report, the wait status, and the worker's last words on stderr (the
+//!   only place an allocation failure or a stack overflow is named).
+//! - **Restarts** back off after repeated unhealthy deaths, with jitter, and an intensity
+//!   limit in the manner of Erlang/OTP gives up on a crash loop.
+//! - **Thread mode** runs the same engine over threads of this process, sharing a real
+//!   `std::sync::Mutex` tally; there a panic poisons shared state and a segfault ends
+//!   everything, which is what it is for: the contrast.
+//! - **Results** can go to a JSONL file that is also the journal: a record there means done;
+//!   [`PoolBuilder::resume`] skips those tasks.
+//!
+//! ARCHITECTURE.md in the repository draws the same picture and lists the pitfalls.
 #![warn(missing_docs)]
 
 pub mod cli;
@@ -26,6 +106,12 @@ pub mod spawn;
 pub mod thread_mode;
 pub mod units;
 
+pub use engine::{FaultPlan, StopReason};
+pub use events::{RunEvent, Timed};
+pub use journal::ResultsTarget;
 pub use pool::{Mode, Pool, PoolBuilder, PoolError, Run, Summary, TaskResult};
+pub use shared::record::{Crash, CrashCause, Status};
+pub use shared::task::FaultKind;
 pub use source::{ChannelSource, TaskSender, TaskSpec, channel};
+pub use spawn::WorkerProgram;
 pub use worker::{Handler, TaskContext, TaskError, serve_if_worker};

@@ -291,7 +291,7 @@ impl PoolBuilder {
 
 /// A pool of crash-isolated workers for one handler.
 ///
-/// ```no_run
+/// ```standalone_crate
 /// use bulkhead::{Handler, Mode, Pool, TaskContext, TaskError};
 ///
 /// struct Square;
@@ -306,9 +306,9 @@ impl PoolBuilder {
 /// fn main() -> Result<(), Box<dyn std::error::Error>> {
 ///     bulkhead::serve_if_worker(Square); // first: a worker never gets past this line
 ///     let pool = Pool::builder().mode(Mode::Process).workers(4).build(Square)?;
-///     for r in pool.run(1..=100u64)? {
-///         println!("{} {:?}", r.id, r.output);
-///     }
+///     let results: Vec<_> = pool.run(1..=100u64)?.collect();
+///     assert_eq!(results.len(), 100);
+///     assert!(results.iter().all(|r| r.status == bulkhead::Status::Ok));
 ///     Ok(())
 /// }
 /// ```

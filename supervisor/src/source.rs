@@ -237,17 +237,20 @@ struct IterState {
 /// the [`TaskSender`] (from this or another thread), iterate the run for results, and drop
 /// the sender (or call [`TaskSender::close`]) when no more will come.
 ///
-/// ```no_run
+/// ```standalone_crate
 /// # use bulkhead::{Pool, Handler, TaskContext, TaskError};
 /// # struct Echo;
 /// # impl Handler for Echo { type Task = u32; type Output = u32;
 /// #   fn handle(&self, t: u32, _: &TaskContext<'_>) -> Result<u32, TaskError> { Ok(t) } }
+/// bulkhead::serve_if_worker(Echo);
 /// let pool = Pool::builder().workers(2).build(Echo)?;
 /// let (tx, source) = bulkhead::channel::<u32>()?;
 /// let mut run = pool.run_source(|admission| Ok(Box::new(source.admit_with(admission))))?;
 /// tx.send(7);
 /// let first = run.next(); // the result of task 7, one round trip later
+/// assert_eq!(first.and_then(|r| r.output), Some(7));
 /// drop(tx);
+/// assert!(run.next().is_none());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn channel<T>() -> std::io::Result<(TaskSender<T>, ChannelSource<T>)> {

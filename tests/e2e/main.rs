@@ -9,4 +9,5 @@ mod deaths;
 mod demo;
 mod faults;
 mod input;
+mod library;
 mod thread_mode;
