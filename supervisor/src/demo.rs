@@ -252,7 +252,9 @@ fn thread_run(paint: Paint, batch: &[TaskSpec<BuiltinTask>], extra: &[&str]) -> 
     let counter = std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).count());
     let mut lines = Vec::new();
     for line in BufReader::new(child.stderr.take().expect("piped")).lines().map_while(Result::ok) {
-        if line.starts_with("bulkhead: ") || line.starts_with("thread '") {
+        if (line.starts_with("bulkhead: ") && !line.starts_with("bulkhead: control socket"))
+            || line.starts_with("thread '")
+        {
             println!("  {}", paint.dim(&format!("| {line}")));
         }
         lines.push(line);

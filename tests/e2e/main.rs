@@ -1,8 +1,8 @@
 //! End-to-end tests: the real `bulkhead` binary, real worker processes, real faults. Every
 //! test ends by checking that no worker, zombie or socket file is left behind.
 
-// Not every test module uses every helper of the harness.
 mod batch;
+// Not every test module uses every helper of the harness.
 #[allow(dead_code)]
 mod common;
 mod deaths;

@@ -159,10 +159,7 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
         }
         None => run,
     };
-    log::info!("control socket: {}", control.display());
-    if progress || log::log_enabled!(log::Level::Info) {
-        eprintln!("bulkhead: control socket {}", control.display());
-    }
+    eprintln!("bulkhead: control socket {} (bulkhead status)", control.display());
     let summary = run.finish();
     print_summary(&summary);
     if let (Some(path), Some(t)) = (&args.report, timeline) {
