@@ -10,4 +10,5 @@ mod demo;
 mod faults;
 mod input;
 mod library;
+mod slurm;
 mod thread_mode;

@@ -1,22 +1,50 @@
-//! `bulkhead slurm`: writes an sbatch array script that runs a batch as shards, and submits
-//! it (to be written).
+//! `bulkhead slurm`: writes an sbatch script that runs a batch as a Slurm job array, one
+//! shard an array task, and submits it. Each shard is an ordinary `bulkhead run --resume`
+//! on its own results file, so a requeued, preempted or resubmitted shard continues where it
+//! stopped; Slurm does the scheduling and the retrying, bulkhead grows no cluster of its own.
+//! Checking the shards' results together is `bulkhead merge`'s.
+//!
+//! Exit codes: 0 submitted (the job id is on stdout) or printed (`--dry-run`), 2 bad usage
+//! or bad input (checked before anything is submitted), 1 sbatch refused the job.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
-use clap::Args;
+use clap::{Args, Parser};
+use shared::exit;
+
+use super::{Cli, Command as Sub, RunArgs};
+use crate::input::{CmdTemplate, Format, quote};
 
 /// Options of `bulkhead slurm`.
 #[derive(Debug, Args)]
 pub struct SlurmArgs {
-    /// The batch's task file (JSONL).
+    /// The batch's task file (JSONL, or lines for `--cmd` among the run options).
     pub tasks: PathBuf,
-    /// Number of shards (array tasks).
-    #[arg(long, value_name = "N")]
+    /// Number of shards (array tasks 0 to N-1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub shards: u32,
-    /// An extra sbatch option, repeatable (e.g. --sbatch-arg=--time=1:00:00).
+    /// Where the script, Slurm's logs (slurm-JOB_K.out) and the results go [default: the
+    /// current directory].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Each shard's results file; '{shard}' becomes its number [default:
+    /// DIR/results-{shard}.jsonl].
+    #[arg(long, value_name = "TEMPLATE")]
+    pub results: Option<PathBuf>,
+    /// A shard stopped by SIGTERM (exit 143: preemption, a time-limit warning, `scancel
+    /// --signal=TERM --batch`) requeues itself and resumes; also marks the job requeueable.
+    #[arg(long)]
+    pub requeue: bool,
+    /// Run at most M shards at once (sbatch --array=0-(N-1)%M).
+    #[arg(long, value_name = "M")]
+    pub max_running: Option<u32>,
+    /// An extra sbatch option, repeatable (e.g. --sbatch-arg=--time=1:00:00), written into the
+    /// script as an #SBATCH line after bulkhead's own, so it overrides them.
     #[arg(long = "sbatch-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub sbatch_args: Vec<String>,
-    /// Print the script instead of submitting it.
+    /// Print the script instead of submitting it (nothing is written).
     #[arg(long)]
     pub dry_run: bool,
     /// Options for each shard's `bulkhead run`, after `--`.
@@ -24,8 +52,384 @@ pub struct SlurmArgs {
     pub run_args: Vec<String>,
 }
 
+/// A command-line problem, reported before anything is submitted.
+#[derive(Debug)]
+struct Usage(String);
+
 pub(super) fn slurm(args: SlurmArgs) -> i32 {
-    let _ = args;
-    eprintln!("bulkhead: slurm is not written yet");
-    1
+    let job = match Job::prepare(&args) {
+        Ok(j) => j,
+        Err(Usage(msg)) => {
+            eprintln!("bulkhead: error: {msg}");
+            return exit::BAD_INPUT;
+        }
+    };
+    let script = job.script();
+    if args.dry_run {
+        print!("{script}");
+        return exit::OK;
+    }
+    match job.submit(&script) {
+        Ok(id) => {
+            println!("{id}");
+            eprintln!(
+                "bulkhead: submitted array job {id}: {} shards; logs {}/slurm-{id}_K.out; results {}",
+                job.shards,
+                job.dir.display(),
+                job.results.display()
+            );
+            eprintln!("bulkhead: when it has ended: {}", job.merge_command());
+            exit::OK
+        }
+        Err(Submit::Usage(msg)) => {
+            eprintln!("bulkhead: error: {msg}");
+            exit::BAD_INPUT
+        }
+        Err(Submit::Refused(msg)) => {
+            eprintln!("bulkhead: error: sbatch refused the job: {msg}");
+            1
+        }
+    }
+}
+
+/// Everything the script needs, with every path absolute: the job runs wherever Slurm puts
+/// it, possibly long after this process has gone.
+struct Job {
+    bulkhead: PathBuf,
+    tasks: PathBuf,
+    workdir: PathBuf,
+    dir: PathBuf,
+    results: PathBuf,
+    script_path: PathBuf,
+    shards: u32,
+    max_running: Option<u32>,
+    requeue: bool,
+    /// The run options as given, then `--resume` unless given.
+    run_args: Vec<String>,
+    /// `--cmd TEMPLATE` among the run options, for the merge command shown.
+    cmd: Option<String>,
+    /// The user's sbatch options, as #SBATCH arguments.
+    sbatch_lines: Vec<String>,
+}
+
+enum Submit {
+    Usage(String),
+    Refused(String),
+}
+
+impl Job {
+    fn prepare(args: &SlurmArgs) -> Result<Self, Usage> {
+        let workdir = std::env::current_dir().map_err(|e| Usage(format!("cannot read the current directory: {e}")))?;
+        let bulkhead = std::env::current_exe()
+            .map_err(|e| Usage(format!("cannot find this bulkhead executable (for the script to run): {e}")))?;
+        let tasks = absolute(&workdir, &args.tasks);
+        if !tasks.is_file() {
+            return Err(Usage(format!("{}: no such task file", args.tasks.display())));
+        }
+        let dir = absolute(&workdir, args.dir.as_deref().unwrap_or(Path::new(".")));
+        let results = match &args.results {
+            Some(r) if !r.to_string_lossy().contains("{shard}") => {
+                return Err(Usage(format!(
+                    "--results {}: needs '{{shard}}' in it, or every shard would write the same file",
+                    r.display()
+                )));
+            }
+            Some(r) => absolute(&workdir, r),
+            None => dir.join("results-{shard}.jsonl"),
+        };
+        if args.max_running == Some(0) {
+            return Err(Usage("--max-running must be at least 1".into()));
+        }
+        let sbatch_lines = args.sbatch_args.iter().map(|a| directive(a)).collect::<Result<Vec<_>, _>>()?;
+        let run = check_run_args(&tasks, &args.run_args)?;
+        // The whole task file is checked now, as `run` would on each node: a bad line is
+        // better found before N jobs wait in the queue for it.
+        let format = match &run.cmd {
+            Some(t) => Format::Cmd(CmdTemplate::new(t)),
+            None => Format::Jsonl,
+        };
+        let file = std::fs::File::open(&tasks).map_err(|e| Usage(format!("cannot open {}: {e}", tasks.display())))?;
+        let count = crate::input::validate_file(&file, &format, None)
+            .map_err(|(line, msg)| Usage(format!("{}, line {line}: {msg}", args.tasks.display())))?;
+        if count == 0 {
+            return Err(Usage(format!("{}: no tasks", args.tasks.display())));
+        }
+        let mut run_args = args.run_args.clone();
+        if !run.resume {
+            run_args.push("--resume".into());
+        }
+        let stem = tasks.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "batch".into());
+        Ok(Self {
+            script_path: dir.join(format!("bulkhead-{stem}.sbatch")),
+            bulkhead,
+            tasks,
+            workdir,
+            dir,
+            results,
+            shards: args.shards,
+            max_running: args.max_running,
+            requeue: args.requeue,
+            run_args,
+            cmd: run.cmd,
+            sbatch_lines,
+        })
+    }
+
+    fn script(&self) -> String {
+        let n = self.shards;
+        let last = n - 1;
+        let throttle = self.max_running.map(|m| format!("%{m}")).unwrap_or_default();
+        let q = |p: &Path| quote(&p.to_string_lossy());
+        let mut s = String::new();
+        s.push_str("#!/bin/bash\n");
+        s.push_str(&format!("#SBATCH --job-name=bulkhead-{}\n", sanitize(&self.stem())));
+        s.push_str(&format!("#SBATCH --array=0-{last}{throttle}\n"));
+        s.push_str(&format!("#SBATCH --output={}\n", self.dir.join("slurm-%A_%a.out").display()));
+        // A requeued shard's log continues rather than starting over.
+        s.push_str("#SBATCH --open-mode=append\n");
+        if self.requeue {
+            s.push_str("#SBATCH --requeue\n");
+        }
+        for line in &self.sbatch_lines {
+            s.push_str(&format!("#SBATCH {line}\n"));
+        }
+        s.push_str(&format!(
+            "#\n# Written by `bulkhead slurm`: array task K runs shard K of {n}. Each shard appends to its\n\
+             # own results file and resumes it, so a requeued or resubmitted shard continues where it\n\
+             # stopped (`sbatch --array=K {}` reruns shard K alone).\n\
+             # When the array has ended:\n#   {}\n\n",
+            self.script_path.display(),
+            self.merge_command()
+        ));
+        s.push_str("set -u\n");
+        s.push_str(&format!("cd {} || exit 2\n", q(&self.workdir)));
+        s.push_str(&format!("BULKHEAD={}\n", q(&self.bulkhead)));
+        // The shard is given explicitly: the run's own guess from SLURM_ARRAY_TASK_* would be
+        // wrong for a partial resubmission such as --array=2 (shard 0 of 1, the whole batch).
+        let mut cmd = format!("\"$BULKHEAD\" run {} --shard \"${{SLURM_ARRAY_TASK_ID}}/{n}\"", q(&self.tasks));
+        cmd.push_str(&format!(" --results {}", q(&self.results)));
+        for a in &self.run_args {
+            cmd.push(' ');
+            cmd.push_str(&quote(a));
+        }
+        s.push_str(&format!(
+            "\n# In the background, so that this shell can pass on a SIGTERM sent to it alone\n\
+             # (`scancel --signal=TERM --batch`, an `sbatch --signal=B:TERM@SECONDS` warning).\n\
+             {cmd} &\n\
+             pid=$!\n\
+             trap 'kill -TERM \"$pid\" 2>/dev/null' TERM\n\
+             # A trapped signal ends `wait` early; wait again until bulkhead has really exited,\n\
+             # then once more for its status (bash keeps it).\n\
+             while wait \"$pid\"; [ \"$?\" -gt 128 ] && kill -0 \"$pid\" 2>/dev/null; do :; done\n\
+             wait \"$pid\"\n\
+             rc=$?\n"
+        ));
+        if self.requeue {
+            s.push_str(
+                "\n# 143: bulkhead drained after SIGTERM; its results file holds every finished task.\n\
+                 # Requeue only a job that is still running: a cancelled one (plain scancel) is\n\
+                 # COMPLETING, and Slurm requeues a preempted one by itself.\n\
+                 task=\"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\"\n\
+                 if [ \"$rc\" -eq 143 ] && scontrol -o show job \"$task\" | grep -q 'JobState=RUNNING '; then\n\
+                 \x20   echo \"bulkhead slurm: shard ${SLURM_ARRAY_TASK_ID} stopped by SIGTERM; requeueing $task to resume\" >&2\n\
+                 \x20   scontrol requeue \"$task\"\n\
+                 fi\n",
+            );
+        }
+        s.push_str("exit \"$rc\"\n");
+        s
+    }
+
+    fn stem(&self) -> String {
+        self.tasks.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "batch".into())
+    }
+
+    /// The `bulkhead merge` that checks this batch once the array has ended.
+    fn merge_command(&self) -> String {
+        let glob = self.results.to_string_lossy().replace("{shard}", "*");
+        let out = self.dir.join(format!("{}-merged.jsonl", self.stem()));
+        let mut cmd = format!(
+            "{} merge {} --tasks {} -o {}",
+            quote(&self.bulkhead.to_string_lossy()),
+            // The glob is for the shell to expand: only the rest is quoted.
+            glob.split('*').map(quote).collect::<Vec<_>>().join("*"),
+            quote(&self.tasks.to_string_lossy()),
+            quote(&out.to_string_lossy())
+        );
+        if let Some(t) = &self.cmd {
+            cmd.push_str(&format!(" --cmd {}", quote(t)));
+        }
+        cmd
+    }
+
+    /// Writes the script into DIR and hands it to `sbatch --parsable`; returns the job id.
+    fn submit(&self, script: &str) -> Result<String, Submit> {
+        let sbatch = find_on_path("sbatch").ok_or_else(|| {
+            Submit::Usage("sbatch is not on PATH: run this on a Slurm login node (--dry-run prints the script)".into())
+        })?;
+        // The results' directory too, unless it differs by shard: a shard cannot create it.
+        let results_dir = self.results.parent().filter(|p| !p.to_string_lossy().contains("{shard}"));
+        for d in [Some(self.dir.as_path()), results_dir].into_iter().flatten() {
+            std::fs::create_dir_all(d).map_err(|e| Submit::Usage(format!("cannot create {}: {e}", d.display())))?;
+        }
+        std::fs::write(&self.script_path, script)
+            .map_err(|e| Submit::Usage(format!("cannot write {}: {e}", self.script_path.display())))?;
+        let out = Command::new(sbatch)
+            .arg("--parsable")
+            .arg(&self.script_path)
+            .current_dir(&self.workdir)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| Submit::Refused(format!("cannot run sbatch: {e}")))?;
+        let _ = std::io::stderr().write_all(&out.stderr);
+        if !out.status.success() {
+            let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            return Err(Submit::Refused(if why.is_empty() { format!("sbatch {}", out.status) } else { why }));
+        }
+        // --parsable prints "jobid" or "jobid;cluster".
+        let text = String::from_utf8_lossy(&out.stdout);
+        let id = text.trim().split(';').next().unwrap_or("").to_string();
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Submit::Refused(format!("sbatch printed no job id: {:?}", text.trim())));
+        }
+        Ok(id)
+    }
+}
+
+/// What the run options say that the script must know.
+struct RunOptions {
+    resume: bool,
+    cmd: Option<String>,
+}
+
+/// Parses the run options as `bulkhead run` will on every node, so a typo fails here, once,
+/// and refuses those that the script sets or that shards would share.
+fn check_run_args(tasks: &Path, run_args: &[String]) -> Result<RunOptions, Usage> {
+    let argv = ["bulkhead".to_string(), "run".into(), tasks.to_string_lossy().into_owned()]
+        .into_iter()
+        .chain(run_args.iter().cloned());
+    let run: Box<RunArgs> = match Cli::try_parse_from(argv) {
+        Ok(Cli { command: Sub::Run(r), .. }) => r,
+        Ok(_) => unreachable!("the argv names `run`"),
+        Err(e) => {
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or(&msg).trim_start_matches("error: ").to_string();
+            return Err(Usage(format!("in the run options after '--': {first}")));
+        }
+    };
+    let set_here = [
+        (run.shard.is_some(), "--shard", "array task K runs shard K"),
+        (run.shards.is_some(), "--shards", "give the count as `bulkhead slurm --shards N`"),
+        (run.results.is_some(), "--results", "give it to `bulkhead slurm --results`, with '{shard}'"),
+        (run.control.is_some(), "--control", "shards on one node would share the socket"),
+    ];
+    if let Some((_, flag, why)) = set_here.iter().find(|(given, ..)| *given) {
+        return Err(Usage(format!("{flag} cannot be a run option here: {why}")));
+    }
+    for (path, flag) in [(&run.events, "--events"), (&run.report, "--report")] {
+        if let Some(p) = path
+            && !p.to_string_lossy().contains("{shard}")
+        {
+            return Err(Usage(format!(
+                "{flag} {}: needs '{{shard}}' in it, or the shards would overwrite each other",
+                p.display()
+            )));
+        }
+    }
+    Ok(RunOptions { resume: run.resume, cmd: run.cmd.clone() })
+}
+
+/// An sbatch option as an #SBATCH line reads it: sbatch splits the line at whitespace unless
+/// it is in double quotes, so a value with spaces is quoted (`--comment="a b"`).
+fn directive(arg: &str) -> Result<String, Usage> {
+    let refuse = |why: &str| Err(Usage(format!("--sbatch-arg {arg:?}: {why}")));
+    if !arg.starts_with('-') {
+        return refuse("give each sbatch option whole, as --option=value");
+    }
+    if arg.contains(['\n', '\r']) {
+        return refuse("a line break cannot go in the script");
+    }
+    if !arg.contains(char::is_whitespace) {
+        return Ok(arg.to_string());
+    }
+    match arg.split_once('=') {
+        Some((key, value)) if !value.contains('"') && !key.contains(char::is_whitespace) => {
+            Ok(format!("{key}=\"{value}\""))
+        }
+        _ => refuse("a value with spaces must come as --option=value, without double quotes in it"),
+    }
+}
+
+/// `p` from `base`, without `.` components (they would show in every path of the script).
+fn absolute(base: &Path, p: &Path) -> PathBuf {
+    let joined = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+    joined.components().filter(|c| *c != std::path::Component::CurDir).collect()
+}
+
+/// A job name Slurm shows plainly.
+fn sanitize(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(name)).find(|p| {
+        use std::os::unix::fs::PermissionsExt;
+        p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(dir: &Path, extra: &[&str]) -> SlurmArgs {
+        let tasks = dir.join("tasks.jsonl");
+        std::fs::write(&tasks, "{\"id\":\"a\",\"kind\":\"noop\"}\n").unwrap();
+        let mut argv = vec!["bulkhead", "slurm"];
+        let t = tasks.to_string_lossy().into_owned();
+        argv.push(&t);
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Sub::Slurm(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn the_script_runs_each_shard_with_resume_and_requeues_on_sigterm() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_string_lossy().into_owned();
+        let a = args(dir.path(), &["--shards", "4", "--dir", &d, "--requeue", "--", "-j", "2", "--inject", "segv:0.1"]);
+        let s = Job::prepare(&a).unwrap().script();
+        assert!(s.contains("#SBATCH --array=0-3\n"), "{s}");
+        assert!(s.contains("#SBATCH --requeue\n"), "{s}");
+        assert!(s.contains("--shard \"${SLURM_ARRAY_TASK_ID}/4\""), "{s}");
+        assert!(
+            s.contains(&format!("--results '{d}/results-{{shard}}.jsonl' -j 2 --inject segv:0.1 --resume &")),
+            "{s}"
+        );
+        assert!(s.contains("scontrol requeue"), "{s}");
+        let named = args(dir.path(), &["--shards", "2", "--sbatch-arg=--time=5", "--sbatch-arg", "--comment=a b"]);
+        let s = Job::prepare(&named).unwrap().script();
+        assert!(s.contains("#SBATCH --time=5\n#SBATCH --comment=\"a b\"\n"), "{s}");
+        let plain = Job::prepare(&args(dir.path(), &["--shards", "1", "--", "--resume"])).unwrap().script();
+        assert!(!plain.contains("scontrol requeue") && !plain.contains("--requeue"), "{plain}");
+        assert_eq!(plain.matches("--resume").count(), 1, "{plain}");
+    }
+
+    #[test]
+    fn bad_options_are_refused_before_submitting() {
+        let dir = tempfile::tempdir().unwrap();
+        let refused = |extra: &[&str]| Job::prepare(&args(dir.path(), extra)).err().map(|Usage(m)| m).unwrap();
+        assert!(refused(&["--shards", "2", "--", "--shard", "0/2"]).contains("--shard"));
+        assert!(refused(&["--shards", "2", "--", "--results", "x"]).contains("--results"));
+        assert!(refused(&["--shards", "2", "--", "--events", "ev.jsonl"]).contains("{shard}"));
+        assert!(refused(&["--shards", "2", "--", "--no-such-flag"]).contains("after '--'"));
+        assert!(refused(&["--shards", "2", "--results", "r.jsonl"]).contains("{shard}"));
+        assert!(refused(&["--shards", "2", "--sbatch-arg", "-J my job"]).contains("--option=value"));
+        assert!(Cli::try_parse_from(["bulkhead", "slurm", "t", "--shards", "0"]).is_err());
+        let a = args(dir.path(), &["--shards", "2"]);
+        std::fs::write(&a.tasks, "{\"kind\":\"nope\"}\n").unwrap();
+        assert!(Job::prepare(&a).err().map(|Usage(m)| m).unwrap().contains("line 1"));
+    }
 }
