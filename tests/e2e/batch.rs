@@ -205,3 +205,31 @@ fn progress_is_off_unless_on_a_terminal_or_asked_for() {
     assert_eq!(loud.records().len(), 20, "stdout carries results only");
     sb.assert_clean();
 }
+
+/// Slurm's scancel, a Kubernetes pod's termination, systemd's stop: SIGTERM reaches every
+/// process of the job at once, workers included. The workers ignore a SIGTERM that is not
+/// their supervisor's; the supervisor drains; no task is charged; resume completes.
+#[test]
+fn a_sigterm_to_every_process_drains_without_charging_anyone() {
+    let sb = Sandbox::new();
+    let n = 40;
+    let tasks = sb.write("tasks.jsonl", &tasks(n, |i| format!("{{\"id\":\"t{i}\",\"kind\":\"sleep\",\"ms\":150}}")));
+    let results = sb.path("results.jsonl");
+    let (t, r) = (tasks.to_str().unwrap(), results.to_str().unwrap());
+    let run = sb.spawn(&["run", t, "-j", "2", "--attempts", "1", "--results", r], None);
+    wait_for("results and two busy workers", || count_lines(&results) >= 2 && sb.workers().len() == 2);
+    for (pid, _) in sb.tagged() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGTERM);
+    }
+    let done = run.wait();
+    done.expect_code(143);
+    let first = read_records(&results);
+    assert!(first.iter().all(|r| r["status"] == "ok"), "nobody is charged: {first:?}");
+    assert!(!done.stderr().contains("SIGTERM:") || !done.stderr().contains("died"), "{}", done.stderr());
+    let resumed = sb.run(&["run", t, "-j", "2", "--attempts", "1", "--results", r, "--resume"], None);
+    resumed.expect_code(0);
+    let recs = by_id(&read_records(&results));
+    assert_eq!(recs.len(), n);
+    assert!(recs.values().all(|r| r["status"] == "ok" && r["attempts"] == 1));
+    sb.assert_clean();
+}

@@ -47,11 +47,12 @@ pub(crate) fn prepare() -> Result<UnixStream, StartupError> {
     // Die with the supervisor, even when it is SIGKILLed. The signal follows the supervisor
     // thread that spawned us, which is its long-lived event-loop thread.
     prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys("arm the parent-death signal"))?;
-    if let Some(expected) = std::env::var(env::SUPERVISOR_PID).ok().and_then(|p| p.parse::<i32>().ok())
-        && getppid() != Pid::from_raw(expected)
-    {
-        // It died between our fork and the prctl: the signal will never come.
-        return Err(StartupError::Orphaned(expected));
+    if let Some(expected) = std::env::var(env::SUPERVISOR_PID).ok().and_then(|p| p.parse::<i32>().ok()) {
+        if getppid() != Pid::from_raw(expected) {
+            // It died between our fork and the prctl: the signal will never come.
+            return Err(StartupError::Orphaned(expected));
+        }
+        SUPERVISOR.store(expected, std::sync::atomic::Ordering::Relaxed);
     }
     if let Some(limit) = std::env::var(env::MEMORY_LIMIT).ok().and_then(|v| v.parse::<u64>().ok()) {
         setrlimit(Resource::RLIMIT_AS, limit, limit).map_err(sys("set the address-space limit"))?;
@@ -92,22 +93,35 @@ fn take_socket() -> Result<UnixStream, StartupError> {
 }
 
 static PAGE: OnceLock<&'static StatusPage> = OnceLock::new();
+/// The supervisor's pid: the only sender whose SIGTERM a worker obeys.
+static SUPERVISOR: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 static CHILD_GROUPS: Mutex<usize> = Mutex::new(0);
 
-/// Installs what kills the task's children when the worker is killed: a SIGTERM/SIGHUP
-/// handler that SIGKILLs every child process group published on the status page, then lets
-/// the signal end the worker as usual.
+/// Installs the worker's SIGTERM/SIGHUP handler. It obeys SIGTERM only from its supervisor
+/// (a timeout's polite kill, or the parent-death signal, which the kernel sends in the dying
+/// parent's name): it SIGKILLs every child process group published on the status page, then
+/// lets the signal end the worker as usual. A SIGTERM from anyone else is ignored: Slurm's
+/// `scancel`, a Kubernetes pod's termination or systemd's stop signal every process of the
+/// job, and the worker must not die of it while the supervisor, which got its own, drains the
+/// batch; a task killed that way would be charged as a crash instead of being left for resume.
 pub(crate) fn guard_children(page: &'static StatusPage) -> Result<(), StartupError> {
     let _ = PAGE.set(page);
-    let action = SigAction::new(SigHandler::Handler(on_term), SaFlags::SA_RESETHAND, SigSet::empty());
+    let action = SigAction::new(SigHandler::SigAction(on_term), SaFlags::SA_SIGINFO, SigSet::empty());
     for sig in [Signal::SIGTERM, Signal::SIGHUP] {
-        // SAFETY: `on_term` only does async-signal-safe things: atomic loads, kill(2), raise(3).
+        // SAFETY: `on_term` only does async-signal-safe things: atomic loads, kill(2),
+        // signal(2), raise(3).
         unsafe { signal::sigaction(sig, &action) }.map_err(sys("install the SIGTERM handler"))?;
     }
     Ok(())
 }
 
-extern "C" fn on_term(sig: libc::c_int) {
+extern "C" fn on_term(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    let supervisor = SUPERVISOR.load(std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: the kernel passes a valid siginfo with SA_SIGINFO.
+    let sender = if info.is_null() { 0 } else { unsafe { (*info).si_pid() } };
+    if sig == libc::SIGTERM && supervisor != 0 && sender != supervisor {
+        return;
+    }
     if let Some(page) = PAGE.get() {
         for slot in page.slots() {
             let pgid = slot.child_pgid.load(std::sync::atomic::Ordering::Acquire);
@@ -117,9 +131,13 @@ extern "C" fn on_term(sig: libc::c_int) {
             }
         }
     }
-    // SA_RESETHAND restored the default action: re-raise so the worker dies by this signal.
-    // SAFETY: raise(3) is async-signal-safe.
-    unsafe { libc::raise(sig) };
+    // Back to the default action, and again: the worker dies by this signal. It is blocked
+    // while this handler runs, so it is delivered as the handler returns.
+    // SAFETY: signal(2) and raise(3) are async-signal-safe.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+    }
 }
 
 /// Called when a task publishes a child process group. While any exists, the parent-death

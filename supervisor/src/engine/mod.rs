@@ -889,12 +889,17 @@ impl Engine {
     fn on_interrupt(&mut self, i: Interrupt, now: u64, out: &mut Vec<Action>) {
         match (&self.stop, self.phase) {
             (_, Phase::Done) => {}
-            (Some(StopReason::Interrupted(_)), _) | (Some(StopReason::GaveUp(_)), _) => {
-                // A second signal: no more waiting.
-                log::warn!("second signal: killing the workers now");
+            (Some(StopReason::Interrupted(_)), _) if i == Interrupt::Int => {
+                // A second Ctrl-C: no more waiting.
+                log::warn!("second SIGINT: killing the workers now");
                 for slot in 0..self.slots.len() {
                     self.terminate(slot, KillReason::Drain, true, now, out);
                 }
+            }
+            // A repeated SIGTERM is not an escalation: cluster engines and the scripts around
+            // them deliver it more than once. The grace stands.
+            (Some(StopReason::Interrupted(_)), _) | (Some(StopReason::GaveUp(_)), _) => {
+                log::info!("already stopping; a second SIGTERM changes nothing (a second SIGINT kills at once)");
             }
             (Some(StopReason::Completed), _) => {}
             _ => {

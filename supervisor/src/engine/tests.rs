@@ -388,6 +388,18 @@ fn a_second_interrupt_kills_at_once() {
 }
 
 #[test]
+fn a_repeated_sigterm_keeps_the_grace() {
+    let mut h = Harness::new(EngineConfig { workers: 1, ..Default::default() });
+    h.push([job("a")]);
+    h.start();
+    h.sent(0);
+    h.ev(Event::Interrupt(Interrupt::Term));
+    assert!(h.ev(Event::Interrupt(Interrupt::Term)).is_empty());
+    let pid = h.pid(0);
+    assert_eq!(h.ev(Event::Interrupt(Interrupt::Int)), vec![Action::Kill { slot: 0, pid, signal: Signal::SIGKILL }]);
+}
+
+#[test]
 fn failed_tasks_are_final_unless_retries_are_asked_for() {
     for retry_failed in [false, true] {
         let mut h = Harness::new(EngineConfig { workers: 1, retry_failed, ..Default::default() });
