@@ -638,58 +638,35 @@ impl Engine {
             s.failures = 0;
             let micros = Some(o.micros);
             let ms = o.micros as f64 / 1000.0;
-            match &o.result {
-                Ok(bytes) => {
-                    self.counts.ok += 1;
-                    if want_events {
-                        sink.event(
-                            self.secs(now),
-                            RunEvent::TaskFinished {
-                                id: f.task.job.id().to_string(),
-                                worker: slot,
-                                status: Status::Ok,
-                                ms,
-                            },
-                        );
-                    }
-                    sink.finished(Finished {
-                        id: f.task.job.id(),
-                        worker: slot,
-                        attempts: f.attempt,
-                        micros,
-                        ending: Ending::Ok(bytes),
-                        crashes: f.task.crashes,
-                    });
-                }
+            let (status, ending) = match &o.result {
                 Err(e) if self.cfg.retry_failed && f.attempt < self.cfg.attempts => {
                     log::info!("task {} failed on attempt {} ({}); retrying", f.task.job.id(), f.attempt, e.message);
                     let mut task = f.task;
                     task.charged += 1;
                     self.retry.push_back(task);
+                    continue;
+                }
+                Ok(bytes) => {
+                    self.counts.ok += 1;
+                    (Status::Ok, Ending::Ok(bytes))
                 }
                 Err(e) => {
                     self.counts.failed += 1;
-                    if want_events {
-                        sink.event(
-                            self.secs(now),
-                            RunEvent::TaskFinished {
-                                id: f.task.job.id().to_string(),
-                                worker: slot,
-                                status: Status::Failed,
-                                ms,
-                            },
-                        );
-                    }
-                    sink.finished(Finished {
-                        id: f.task.job.id(),
-                        worker: slot,
-                        attempts: f.attempt,
-                        micros,
-                        ending: Ending::Failed(e.clone()),
-                        crashes: f.task.crashes,
-                    });
+                    (Status::Failed, Ending::Failed(e.clone()))
                 }
+            };
+            if want_events {
+                let id = f.task.job.id().to_string();
+                sink.event(self.secs(now), RunEvent::TaskFinished { id, worker: slot, status, ms });
             }
+            sink.finished(Finished {
+                id: f.task.job.id(),
+                worker: slot,
+                attempts: f.attempt,
+                micros,
+                ending,
+                crashes: f.task.crashes,
+            });
         }
     }
 
