@@ -323,6 +323,11 @@ pub struct Slot {
     sent: usize,
     /// Mean task duration on this slot, once measured.
     ewma_ns: Option<f64>,
+    /// Most tasks to keep queued here, whatever the pace: halved by each death that threw
+    /// queued tasks back, grown by one per task finished (additive increase, multiplicative
+    /// decrease). A healthy worker soon queues its full budget; one that keeps dying does
+    /// not take thousands of tasks down with it each time.
+    cap: usize,
     /// Consecutive deaths without a healthy period.
     failures: u32,
     /// Tasks finished by the current worker.
@@ -371,6 +376,7 @@ impl Engine {
                 inflight: VecDeque::new(),
                 sent: 0,
                 ewma_ns: None,
+                cap: usize::MAX,
                 failures: 0,
                 completed: 0,
                 panic: None,
@@ -635,6 +641,7 @@ impl Engine {
                 None => ns,
             });
             s.completed += 1;
+            s.cap = s.cap.saturating_add(1);
             s.failures = 0;
             let micros = Some(o.micros);
             let ms = o.micros as f64 / 1000.0;
@@ -773,6 +780,14 @@ impl Engine {
         });
         let s = &mut self.slots[slot];
         let sent = s.sent;
+        // Tasks queued ahead of the executing one were finished, their results unsent: the
+        // worker was doing good work, and its death is no sign of a crash loop.
+        if let Some(p) = executing.iter().filter_map(|seq| s.inflight.iter().position(|f| f.seq == *seq)).min() {
+            s.completed += p as u64;
+        }
+        if s.inflight.len() > 1 {
+            s.cap = (s.cap.min(s.inflight.len()) / 2).max(1);
+        }
         let inflight: Vec<InFlight> = s.inflight.drain(..).collect();
         s.sent = 0;
         let mut back = Vec::with_capacity(inflight.len());
@@ -1045,7 +1060,7 @@ impl Engine {
             None => 1,
             Some(ns) => ((self.cfg.queue_budget_ns as f64 / ns.max(50.0)) as usize).clamp(1, MAX_INFLIGHT_PER_THREAD),
         };
-        per_thread * threads
+        (per_thread * threads).min(s.cap.max(threads))
     }
 
     fn fill(&mut self, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {

@@ -450,3 +450,47 @@ fn taking_everything_unsent_does_not_overflow() {
     assert_eq!(h.engine.take_unsent(0, usize::MAX).len(), 1);
     assert_eq!(h.engine.take_unsent(0, usize::MAX).len(), 0);
 }
+
+#[test]
+fn deaths_shrink_the_queue_and_successes_grow_it_back() {
+    let mut h = Harness::new(EngineConfig { workers: 1, ..Default::default() });
+    h.start();
+    h.push([job("warm")]);
+    let first = h.sent(0);
+    h.ok(0, &[first[0].0]);
+    h.push((0..5000).map(|i| job(&format!("t{i}"))));
+    let before = h.sent(0).len();
+    assert!(before >= 100, "fast tasks are queued by the hundred: {before}");
+    let running = h.engine.slots()[0].inflight();
+    h.die(0, segv(), &[]);
+    h.start();
+    let after = h.sent(0);
+    assert_eq!(after.len(), running / 2, "a death halves what the slot may hold");
+    // Successes grow it back, one task at a time.
+    let seqs: Vec<u64> = after.iter().map(|a| a.0).collect();
+    h.ok(0, &seqs);
+    assert_eq!(h.sent(0).len(), running / 2 + seqs.len());
+}
+
+#[test]
+fn a_worker_that_finished_tasks_before_dying_is_healthy() {
+    let policy = RestartPolicy { healthy_after_ns: u64::MAX, ..Default::default() };
+    let mut h = Harness::new(EngineConfig { workers: 1, restart: policy, ..Default::default() });
+    h.start();
+    h.push([job("warm")]);
+    let w = h.sent(0);
+    h.ok(0, &[w[0].0]);
+    for round in 0..4 {
+        h.push((0..50).map(|i| job(&format!("r{round}-{i}"))));
+        let sent = h.sent(0);
+        // It finished the first tasks (results unsent) and died on the third.
+        h.die(0, segv(), &[sent[2].0]);
+        h.tick();
+        let backoff = match h.engine.slots()[0].state {
+            SlotState::Waiting { until, .. } => until - h.now,
+            ref other => panic!("{other:?}"),
+        };
+        assert_eq!(backoff, 0, "round {round}: no backoff after a worker that did good work");
+        h.start();
+    }
+}
