@@ -1,2 +1,1902 @@
-//! The benchmark suite (being written).
-fn main() {}
+//! The benchmark suite: `cargo bench -p bulkhead` measures bulkhead on this machine, with each
+//! peer (Python's multiprocessing and concurrent.futures, GNU parallel, xargs) measured in the
+//! same run beside it, and prints one table; the same figures go to
+//! `target/bench-results.json`. Smaller batches for development:
+//! `BULKHEAD_BENCH_QUICK=1 cargo bench -p bulkhead`, or `cargo bench -p bulkhead --bench suite --
+//! --quick` (a bare `-- --quick` reaches the library's test harness too, which refuses it); bare
+//! words after `--` pick sections (`cargo bench -p bulkhead -- latency restart`).
+//!
+//! Every bulkhead figure comes from the release binary started as a child process (or, for the
+//! round trip, from the library in this process driving that binary's workers), timed from
+//! outside; repetitions of bulkhead and of its peers are interleaved so that a burst of load
+//! on this noisy machine hits both; ratios are computed from the medians of this run. The CPU
+//! that other processes used during each section is measured and printed beside it. The
+//! Python peers live in `benches/peers/`; `benches/setup.sh` installs GNU parallel if missing.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bulkhead::spawn::WorkerProgram;
+use bulkhead::{Mode, Pool, TaskSpec};
+use nix::sys::resource::{UsageWho, getrusage};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use shared::record::Status;
+use shared::task::BuiltinTask;
+use worker::builtin::Builtin;
+
+/// The release binary `cargo bench` built beside this suite.
+const BIN: &str = env!("CARGO_BIN_EXE_bulkhead");
+/// Where the peers and the setup script are.
+const BENCH_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches");
+
+const SECTIONS: [&str; 8] =
+    ["throughput", "latency", "restart", "scaling", "idle-rss", "supervisor-rss", "faults", "shell"];
+
+fn main() {
+    let opts = Opts::parse();
+    let started = Instant::now();
+    let target = target_dir();
+    let tmp = target.join("bench-tmp");
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(tmp.join("bin")).expect("create target/bench-tmp");
+    // A private copy: the library may be rebuilt in this tree while the suite runs, and every
+    // figure of one run must come from one binary.
+    let bin = tmp.join("bin").join("bulkhead");
+    fs::copy(BIN, &bin).unwrap_or_else(|e| panic!("copy {BIN}: {e}"));
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    let sz = if opts.quick { Sizes::quick() } else { Sizes::full() };
+    let python = first_line(Command::new("python3").arg("--version"));
+    let (parallel, parallel_note) = find_parallel(opts.install);
+    let cx = Ctx { sz, tmp: tmp.clone(), bin, cores, python, parallel, quick: opts.quick };
+    let machine = machine_info(&cx);
+    let header = header_lines(&cx, &machine, &parallel_note);
+    for l in &header {
+        eprintln!("{l}");
+    }
+
+    let all: [(&str, &str, SectionFn); 8] = [
+        ("throughput", "1. End-to-end no-op throughput: JSONL file in, JSONL results out, 2 workers", throughput),
+        ("latency", "2. Round trip: one no-op submitted, its result back, 1 worker process", latency),
+        ("restart", "3. Worker start and crash-to-replacement", restart),
+        ("scaling", "4. CPU-bound scaling, 1 worker to one per core", scaling),
+        ("idle-rss", "5. Idle worker memory", idle_rss),
+        ("supervisor-rss", "6. Supervisor peak RSS against batch size (no-ops streamed from a pipe)", supervisor_rss),
+        ("faults", "7. Throughput with 5% of tasks crashing their worker (CPU-bound)", faults),
+        ("shell", "8. Trivial shell commands from lines on stdin, 2 at a time", shell),
+    ];
+    let mut sections = Vec::new();
+    for (key, title, f) in all {
+        if opts.only.as_ref().is_some_and(|o| !o.iter().any(|k| k == key)) {
+            continue;
+        }
+        sections.push(run_section(&cx, key, title, f));
+    }
+    let total = started.elapsed().as_secs_f64();
+    let leftovers = descendants(std::process::id());
+    for &p in &leftovers {
+        let _ = kill(Pid::from_raw(p as i32), Signal::SIGKILL);
+    }
+
+    let mut out = String::new();
+    for l in &header {
+        let _ = writeln!(out, "{l}");
+    }
+    out.push('\n');
+    out.push_str(&render(&sections));
+    let problems: Vec<String> =
+        sections.iter().flat_map(|s| s.problems.iter().map(move |p| format!("{}: {p}", s.key))).collect();
+    let _ = writeln!(out, "\nsuite took {total:.0} s{}", if cx.quick { " (quick mode)" } else { "" });
+    if !leftovers.is_empty() {
+        let _ = writeln!(out, "WARNING: {} process(es) were left behind and killed: {leftovers:?}", leftovers.len());
+    }
+    if !problems.is_empty() {
+        let _ = writeln!(out, "PROBLEMS (bulkhead did not do what was asked; figures above may be missing):");
+        for p in &problems {
+            let _ = writeln!(out, "  - {p}");
+        }
+    }
+    print!("{out}");
+
+    let doc = json!({
+        "suite": "bulkhead",
+        "quick": cx.quick,
+        "started_unix": SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()) - total,
+        "total_secs": total,
+        "machine": machine,
+        "binary": BIN,
+        "git_head": first_line(Command::new("git").args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short", "HEAD"])),
+        "peers": {"python": cx.python, "gnu_parallel": cx.parallel, "gnu_parallel_note": parallel_note},
+        "sections": sections.iter().map(Section::to_json).collect::<Vec<_>>(),
+        "problems": problems,
+        "leftover_processes": leftovers,
+    });
+    let json_path = target.join("bench-results.json");
+    match fs::write(&json_path, serde_json::to_string_pretty(&doc).expect("serializes") + "\n") {
+        Ok(()) => println!("figures written to {}", json_path.display()),
+        Err(e) => eprintln!("bench: cannot write {}: {e}", json_path.display()),
+    }
+    let _ = fs::remove_dir_all(&tmp);
+    if !problems.is_empty() {
+        std::process::exit(1);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Options and sizes
+
+struct Opts {
+    quick: bool,
+    only: Option<Vec<String>>,
+    install: bool,
+}
+
+impl Opts {
+    fn parse() -> Self {
+        // `cargo bench -p bulkhead -- --quick` would hand --quick to the library's test harness
+        // too, which refuses it: the environment variable works with the plain command.
+        let quick = std::env::var_os("BULKHEAD_BENCH_QUICK").is_some_and(|v| !v.is_empty() && v != "0");
+        let mut o = Opts { quick, only: None, install: true };
+        for a in std::env::args().skip(1) {
+            match a.as_str() {
+                "--quick" => o.quick = true,
+                "--no-install" => o.install = false,
+                // cargo passes this to every bench binary.
+                "--bench" => {}
+                "-h" | "--help" => {
+                    println!(
+                        "cargo bench -p bulkhead [--bench suite -- [--quick] [--no-install]] [-- SECTION...]\n\
+                         BULKHEAD_BENCH_QUICK=1 cargo bench -p bulkhead   (the same as --quick)\n\
+                         --quick       smaller batches, one repetition of most peers (development)\n\
+                         --no-install  do not try to install GNU parallel when it is missing\n\
+                         SECTION       run only these: {}",
+                        SECTIONS.join(" ")
+                    );
+                    std::process::exit(0);
+                }
+                s if SECTIONS.contains(&s) => o.only.get_or_insert_with(Vec::new).push(s.to_string()),
+                s if s.starts_with('-') => eprintln!("bench: ignoring option {s}"),
+                s => {
+                    eprintln!("bench: unknown section '{s}' (sections: {})", SECTIONS.join(" "));
+                    std::process::exit(2);
+                }
+            }
+        }
+        o
+    }
+}
+
+/// Batch sizes and repetitions.
+struct Sizes {
+    noop: u64,
+    bh_reps: usize,
+    peer_reps: usize,
+    ppe_map_sample: u64,
+    chunk1_sample: u64,
+    submit_sample: u64,
+    rtt_warmup: usize,
+    rtt_samples: usize,
+    crash_noops: u64,
+    crash_runs: usize,
+    cold_reps: usize,
+    cpu_n: u64,
+    cpu_tasks: u64,
+    cpu_reps: usize,
+    py_cpu_n: u64,
+    py_cpu_tasks: u64,
+    idle_runs: usize,
+    rss_batches: [u64; 2],
+    fault_tasks: u64,
+    fault_reps: usize,
+    shell_cmds: u64,
+    shell_reps: usize,
+}
+
+impl Sizes {
+    fn full() -> Self {
+        Sizes {
+            noop: 1_000_000,
+            bh_reps: 5,
+            peer_reps: 3,
+            ppe_map_sample: 300_000,
+            chunk1_sample: 100_000,
+            submit_sample: 20_000,
+            rtt_warmup: 200,
+            rtt_samples: 2000,
+            crash_noops: 10_000,
+            crash_runs: 3,
+            cold_reps: 10,
+            cpu_n: 5_000_000,
+            cpu_tasks: 240,
+            cpu_reps: 3,
+            py_cpu_n: 200_000,
+            py_cpu_tasks: 120,
+            idle_runs: 3,
+            rss_batches: [1_000_000, 10_000_000],
+            fault_tasks: 400,
+            fault_reps: 3,
+            shell_cmds: 2000,
+            shell_reps: 3,
+        }
+    }
+
+    fn quick() -> Self {
+        Sizes {
+            noop: 100_000,
+            bh_reps: 2,
+            peer_reps: 1,
+            ppe_map_sample: 50_000,
+            chunk1_sample: 10_000,
+            submit_sample: 5_000,
+            rtt_warmup: 50,
+            rtt_samples: 500,
+            crash_noops: 2_000,
+            crash_runs: 1,
+            cold_reps: 3,
+            cpu_n: 5_000_000,
+            cpu_tasks: 60,
+            cpu_reps: 1,
+            py_cpu_n: 200_000,
+            py_cpu_tasks: 30,
+            idle_runs: 1,
+            rss_batches: [100_000, 1_000_000],
+            fault_tasks: 100,
+            fault_reps: 1,
+            shell_cmds: 300,
+            shell_reps: 1,
+        }
+    }
+}
+
+struct Ctx {
+    sz: Sizes,
+    tmp: PathBuf,
+    bin: PathBuf,
+    cores: usize,
+    python: Option<String>,
+    parallel: Option<String>,
+    quick: bool,
+}
+
+impl Ctx {
+    fn bulkhead(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.arg("run").args(["--progress", "never"]);
+        c
+    }
+
+    fn python(&self, script: &str) -> Command {
+        let mut c = Command::new("python3");
+        c.arg(format!("{BENCH_DIR}/peers/{script}"));
+        c
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.tmp.join(name)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sections, rows, the table
+
+type SectionFn = fn(&Ctx, &mut Section) -> Result<(), String>;
+
+struct Section {
+    key: &'static str,
+    title: String,
+    rows: Vec<Row>,
+    notes: Vec<String>,
+    problems: Vec<String>,
+    secs: f64,
+    noise: Option<Noise>,
+}
+
+impl Section {
+    fn note(&mut self, s: impl Into<String>) {
+        let s = s.into();
+        eprintln!("  note: {s}");
+        self.notes.push(s);
+    }
+
+    /// Something bulkhead got wrong (a failed run, a lost record, a hang).
+    fn problem(&mut self, s: impl Into<String>) {
+        let s = s.into();
+        eprintln!("  PROBLEM: {s}");
+        self.problems.push(s);
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "key": self.key,
+            "title": self.title,
+            "secs": self.secs,
+            "noise": self.noise.as_ref().map(|n| json!({"other_cores": n.other_cores, "steal_cores": n.steal_cores})),
+            "rows": self.rows.iter().map(|r| {
+                let mut v = json!({"system": r.system, "batch": r.batch, "reps": r.reps, "result": r.result,
+                    "vs": r.vs, "target": r.target});
+                if let (Value::Object(m), Value::Object(d)) = (&mut v, &r.data) {
+                    m.extend(d.clone());
+                }
+                v
+            }).collect::<Vec<_>>(),
+            "notes": self.notes,
+            "problems": self.problems,
+        })
+    }
+}
+
+#[derive(Default)]
+struct Row {
+    system: String,
+    batch: String,
+    reps: String,
+    result: String,
+    vs: String,
+    target: String,
+    data: Value,
+}
+
+fn row(system: impl Into<String>, batch: impl Into<String>, reps: impl ToString, result: impl Into<String>) -> Row {
+    Row {
+        system: system.into(),
+        batch: batch.into(),
+        reps: reps.to_string(),
+        result: result.into(),
+        data: json!({}),
+        ..Row::default()
+    }
+}
+
+impl Row {
+    fn vs(mut self, s: impl Into<String>) -> Self {
+        self.vs = s.into();
+        self
+    }
+    fn target(mut self, s: impl Into<String>) -> Self {
+        self.target = s.into();
+        self
+    }
+    fn data(mut self, v: Value) -> Self {
+        self.data = v;
+        self
+    }
+}
+
+fn run_section(cx: &Ctx, key: &'static str, title: &str, f: SectionFn) -> Section {
+    let mut s = Section {
+        key,
+        title: title.to_string(),
+        rows: Vec::new(),
+        notes: Vec::new(),
+        problems: Vec::new(),
+        secs: 0.0,
+        noise: None,
+    };
+    eprintln!("\n== {title}");
+    let before = CpuSnap::take();
+    let t0 = Instant::now();
+    match std::panic::catch_unwind(AssertUnwindSafe(|| f(cx, &mut s))) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => s.problem(e),
+        Err(p) => {
+            let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+            s.problem(format!("the section panicked: {}", msg.unwrap_or_default()));
+        }
+    }
+    s.secs = t0.elapsed().as_secs_f64();
+    s.noise = Some(Noise::between(&before, &CpuSnap::take()));
+    // Each section cleans up after itself; anything still here is big and no longer needed.
+    if let Ok(rd) = fs::read_dir(&cx.tmp) {
+        for e in rd.flatten() {
+            if e.file_name() != "bin" {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+    s
+}
+
+fn render(sections: &[Section]) -> String {
+    let head = ["system / setup", "batch", "reps", "result (median)", "bulkhead vs this", "target"];
+    let mut w = head.map(str::len);
+    for r in sections.iter().flat_map(|s| &s.rows) {
+        for (i, c) in [&r.system, &r.batch, &r.reps, &r.result, &r.vs, &r.target].into_iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: [&str; 6]| {
+        let mut s = String::from("   ");
+        for (i, c) in cells.iter().enumerate() {
+            let pad = w[i].saturating_sub(c.chars().count());
+            if i == 2 {
+                s.push_str(&format!("{}{c}", " ".repeat(pad)));
+            } else {
+                s.push_str(&format!("{c}{}", " ".repeat(pad)));
+            }
+            s.push_str("  ");
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(head);
+    out.push_str(&format!("   {}\n", "-".repeat(w.iter().sum::<usize>() + 2 * 5)));
+    for s in sections {
+        let noise = s.noise.as_ref().map(Noise::describe).unwrap_or_default();
+        out.push_str(&format!("{}  [{:.0} s; {noise}]\n", s.title, s.secs));
+        for r in &s.rows {
+            out.push_str(&line([&r.system, &r.batch, &r.reps, &r.result, &r.vs, &r.target]));
+        }
+        for n in &s.notes {
+            out.push_str(&format!("     note: {n}\n"));
+        }
+        for p in &s.problems {
+            out.push_str(&format!("     PROBLEM: {p}\n"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Throughput
+
+fn throughput(cx: &Ctx, s: &mut Section) -> Result<(), String> {
+    let n = cx.sz.noop;
+    let tasks = cx.path("noop.jsonl");
+    write_tasks(&tasks, n, noop_line("t"))?;
+    let results = cx.path("results.jsonl");
+    let peers: Vec<(&str, String, u64)> = vec![
+        ("pool-chunk1000", "Python Pool(2).imap_unordered chunksize=1000".into(), n),
+        ("ppe-map1000", "Python ProcessPoolExecutor(2).map chunksize=1000".into(), cx.sz.ppe_map_sample.min(n)),
+        ("pool-chunk1", "Python Pool(2).imap_unordered chunksize=1".into(), cx.sz.chunk1_sample.min(n)),
+        ("ppe-submit", "Python ProcessPoolExecutor(2).submit per task".into(), cx.sz.submit_sample.min(n)),
+    ];
+    let mut bh = Vec::new();
+    let mut bh_run_phase = Vec::new();
+    let mut peer_rates: Vec<Vec<f64>> = vec![Vec::new(); peers.len()];
+    let mut peer_failed: Vec<Option<String>> = vec![None; peers.len()];
+    if cx.python.is_none() {
+        s.note("python3 not found: the Python peers are skipped");
+    }
+    let reps = cx.sz.bh_reps.max(cx.sz.peer_reps);
+    for rep in 0..reps {
+        if rep < cx.sz.bh_reps {
+            let _ = fs::remove_file(&results);
+            let mut c = cx.bulkhead();
+            c.arg(&tasks).args(["-j", "2", "--results"]).arg(&results);
+            let o = execute(&mut c, Input::Null, Output::Null, bh_timeout(n), None)?;
+            o.check(&[0])?;
+            verify_results(&results, Some("t"), n, false)?;
+            let rate = n as f64 / o.secs();
+            eprintln!("  bulkhead rep {}/{}: {} ({:.2} s)", rep + 1, cx.sz.bh_reps, fmt_rate(rate), o.secs());
+            bh.push(rate);
+            if let Some(r) = parse_summary(&o.stderr).rate {
+                bh_run_phase.push(r);
+            }
+            let _ = fs::remove_file(&results);
+        }
+        if cx.python.is_none() || rep >= cx.sz.peer_reps {
+            continue;
+        }
+        for (i, (mode, label, limit)) in peers.iter().enumerate() {
+            if peer_failed[i].is_some() {
+                continue;
+            }
+            let out = cx.path("peer-results.jsonl");
+            let mut c = cx.python("throughput.py");
+            c.arg(mode).arg(&tasks).arg(&out).arg("--limit").arg(limit.to_string());
+            let r = execute(&mut c, Input::Null, Output::Capture, peer_timeout(*limit), None).and_then(|o| {
+                o.check(&[0])?;
+                let got = count_lines(&out)?;
+                if got != *limit {
+                    return Err(format!("wrote {got} results for {limit} tasks"));
+                }
+                Ok(*limit as f64 / o.secs())
+            });
+            let _ = fs::remove_file(&out);
+            match r {
+                Ok(rate) => {
+                    eprintln!("  {label} rep {}/{}: {}", rep + 1, cx.sz.peer_reps, fmt_rate(rate));
+                    peer_rates[i].push(rate);
+                }
+                Err(e) => {
+                    s.note(format!("{label} failed, skipped: {e}"));
+                    peer_failed[i] = Some(e);
+                }
+            }
+        }
+    }
+    let bh_med = median(&bh);
+    s.rows.push(
+        row("bulkhead run -j 2 --results FILE", fmt_int(n), bh.len(), fmt_rate(bh_med))
+            .target(verdict(bh_med >= 1e6, ">= 1,000,000/s"))
+            .data(json!({"unit": "tasks/s", "value": bh_med, "samples": bh, "run_phase_samples": bh_run_phase})),
+    );
+    for (i, (_, label, limit)) in peers.iter().enumerate() {
+        if peer_rates[i].is_empty() {
+            continue;
+        }
+        let m = median(&peer_rates[i]);
+        let batch = if *limit == n { fmt_int(*limit) } else { format!("{} (sample)", fmt_int(*limit)) };
+        let mut r = row(label.clone(), batch, peer_rates[i].len(), fmt_rate(m))
+            .vs(faster(bh_med / m))
+            .data(json!({"unit": "tasks/s", "value": m, "samples": peer_rates[i], "tasks": limit}));
+        if i == 0 {
+            r = r.target(verdict(bh_med / m >= 10.0, "bulkhead >= 10x"));
+        }
+        s.rows.push(r);
+    }
+    if !bh_run_phase.is_empty() {
+        s.note(format!(
+            "bulkhead's own summary line (its run phase: without process start-up and the check of the whole \
+             input file before the first task) says {} median",
+            fmt_rate(median(&bh_run_phase))
+        ));
+    }
+    s.note("every rate is tasks / wall time of the whole process (start to exit), results written to a file");
+    if peers.iter().any(|p| p.2 != n) {
+        s.note("per-task peers and PPE.map run on a sample (first N lines of the same file): rates are comparable");
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Round trip
+
+fn latency(cx: &Ctx, s: &mut Section) -> Result<(), String> {
+    let (warm, n) = (cx.sz.rtt_warmup, cx.sz.rtt_samples);
+    let dog = watchdog("the round-trip loop", Duration::from_secs(120));
+    let bh = bulkhead_round_trips(cx, warm, n)?;
+    drop(dog);
+    let (p50, p99) = (percentile(&bh, 50.0), percentile(&bh, 99.0));
+    eprintln!("  bulkhead: p50 {} p99 {}", fmt_us(p50), fmt_us(p99));
+    s.rows.push(
+        row("bulkhead library: channel().send + Run::next", fmt_int(n as u64), 1, format!("p50 {}, p99 {}", fmt_us(p50), fmt_us(p99)))
+            .target(verdict(p50 < 100.0, "p50 < 100 us"))
+            .data(json!({"unit": "us", "p50": p50, "p99": p99, "mean": mean(&bh), "max": percentile(&bh, 100.0), "warmup": warm})),
+    );
+    if cx.python.is_none() {
+        s.note("python3 not found: the Python peer is skipped");
+    } else {
+        let mut c = cx.python("latency.py");
+        c.args(["--samples", &n.to_string(), "--warmup", &warm.to_string()]);
+        let r = execute(&mut c, Input::Null, Output::Capture, Duration::from_secs(120), None).and_then(|o| {
+            o.check(&[0])?;
+            let v: Value = serde_json::from_str(o.stdout.trim()).map_err(|e| format!("bad output: {e}"))?;
+            floats(&v["samples_us"])
+        });
+        match r {
+            Ok(py) => {
+                let (q50, q99) = (percentile(&py, 50.0), percentile(&py, 99.0));
+                eprintln!("  Pool.apply: p50 {} p99 {}", fmt_us(q50), fmt_us(q99));
+                s.rows.push(
+                    row(
+                        "Python Pool(1).apply (fork)",
+                        fmt_int(py.len() as u64),
+                        1,
+                        format!("p50 {}, p99 {}", fmt_us(q50), fmt_us(q99)),
+                    )
+                    .vs(format!("{} (p50)", faster(q50 / p50)))
+                    .data(json!({"unit": "us", "p50": q50, "p99": q99, "mean": mean(&py)})),
+                );
+            }
+            Err(e) => s.note(format!("the Python peer failed, skipped: {e}")),
+        }
+    }
+    s.note(format!(
+        "process mode, 1 worker; {warm} warm-up round trips first; each timed from send to the record back"
+    ));
+    Ok(())
+}
+
+fn bulkhead_round_trips(cx: &Ctx, warmup: usize, n: usize) -> Result<Vec<f64>, String> {
+    let pool = Pool::builder()
+        .mode(Mode::Process)
+        .workers(1)
+        .worker_program(WorkerProgram { exe: cx.bin.clone(), args: vec![] })
+        .build(Builtin::default())
+        .map_err(|e| format!("build the pool: {e}"))?;
+    let (tx, src) = bulkhead::channel::<BuiltinTask>().map_err(|e| format!("channel: {e}"))?;
+    let mut run = pool.run_source(|a| Ok(Box::new(src.admit_with(a)))).map_err(|e| format!("start the run: {e}"))?;
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..warmup + n {
+        let id = format!("r{i}");
+        let spec = TaskSpec::with_id(id.clone(), BuiltinTask::Noop);
+        let t0 = Instant::now();
+        tx.send(spec);
+        let r = run.next();
+        let dt = t0.elapsed();
+        match r {
+            Some(r) if r.id == id && r.status == Status::Ok => {}
+            Some(r) => return Err(format!("round trip {i}: got the record of '{}' ({:?}) for '{id}'", r.id, r.status)),
+            None => return Err(format!("round trip {i}: the run ended without a result")),
+        }
+        if i >= warmup {
+            samples.push(dt.as_secs_f64() * 1e6);
+        }
+    }
+    drop(tx);
+    if let Some(r) = run.next() {
+        return Err(format!("a record after the last round trip: '{}'", r.id));
+    }
+    let summary = run.finish();
+    if summary.exit_code() != 0 {
+        return Err(format!("the run ended with {:?}", summary.stop));
+    }
+    Ok(samples)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Worker start and restart
+
+fn restart(cx: &Ctx, s: &mut Section) -> Result<(), String> {
+    let n = cx.sz.crash_noops;
+    let tasks = cx.path("crash.jsonl");
+    write_tasks(&tasks, n, noop_line("k"))?;
+    let mut all = Replacements::default();
+    for run in 0..cx.sz.crash_runs {
+        let (results, events) = (cx.path("crash-results.jsonl"), cx.path("crash-events.jsonl"));
+        let _ = fs::remove_file(&results);
+        let mut c = cx.bulkhead();
+        c.arg(&tasks).args(["-j", "2", "--inject", "segv:0.05", "--seed", "1", "--max-restarts", "100000/1s"]);
+        c.arg("--results").arg(&results).arg("--events").arg(&events);
+        let o = execute(&mut c, Input::Null, Output::Null, bh_timeout(n) * 2, None)?;
+        o.check(&[0, 1])?;
+        let q = verify_results(&results, Some("k"), n, true)?;
+        if o.code() == Some(1) && q == 0 {
+            return Err(format!("exit 1 with nothing quarantined; stderr: {}", tail(&o.stderr)));
+        }
+        let r = Replacements::from_events(&read_events(&events, Replacements::KINDS)?);
+        eprintln!("  run {}/{}: {} crashes, {q} quarantined, {:.2} s", run + 1, cx.sz.crash_runs, r.crashes, o.secs());
+        all.extend(r);
+        let _ = fs::remove_file(&results);
+        let _ = fs::remove_file(&events);
+    }
+    if all.replace.is_empty() {
+        return Err("no crash was followed by a replacement (no worker_exited/worker_started pairs)".into());
+    }
+    let (start_med, start_p99) = (median(&all.starts), percentile(&all.starts, 99.0));
+    s.rows.push(
+        row(
+            "bulkhead worker start: spawn to ready",
+            format!("{} starts", fmt_int(all.starts.len() as u64)),
+            cx.sz.crash_runs,
+            format!("median {}, p99 {}", fmt_ms(start_med), fmt_ms(start_p99)),
+        )
+        .data(json!({"unit": "ms", "median": start_med, "p99": start_p99, "count": all.starts.len()})),
+    );
+    all.rows(s, "", cx.sz.crash_runs);
+    if cx.python.is_none() {
+        s.note("python3 not found: the Python peer is skipped");
+    } else {
+        let mut c = cx.python("coldstart.py");
+        c.args(["--reps", &cx.sz.cold_reps.to_string()]);
+        let r = execute(&mut c, Input::Null, Output::Capture, Duration::from_secs(120), None).and_then(|o| {
+            o.check(&[0])?;
+            serde_json::from_str::<Value>(o.stdout.trim()).map_err(|e| format!("bad output: {e}"))
+        });
+        match r {
+            Ok(v) => {
+                for method in ["fork", "spawn"] {
+                    let t = floats(&v[format!("{method}_ms")])?;
+                    let m = median(&t);
+                    s.rows.push(
+                        row(
+                            format!("Python Pool(1) cold start, {method}"),
+                            "",
+                            t.len(),
+                            format!("median {}", fmt_ms(m)),
+                        )
+                        .vs(faster(m / start_med))
+                        .data(json!({"unit": "ms", "median": m, "samples": t})),
+                    );
+                }
+            }
+            Err(e) => s.note(format!("the Python peer failed, skipped: {e}")),
+        }
+    }
+    s.note(format!(
+        "from `run` of {} no-ops, -j 2, --inject segv:0.05 --seed 1 --max-restarts 100000/1s --events; start = \
+         worker_started.ms; replacement = worker_exited.t (the supervisor saw the death) to the next worker_started.t \
+         of that slot; `no backoff` leaves out the replacements whose slot first waited out a restart backoff \
+         (the policy's deliberate delay after a worker that died before it was heard to finish a task); Python's \
+         cold start is from creating the pool to the first result back, compared with bulkhead's worker start",
+        fmt_int(n)
+    ));
+    Ok(())
+}
+
+/// Worker starts and crash-to-replacement times from an events file.
+#[derive(Default)]
+struct Replacements {
+    /// `worker_started.ms` of every start.
+    starts: Vec<f64>,
+    /// (ms from the death to the replacement ready, the backoff the slot waited in between).
+    replace: Vec<(f64, f64)>,
+    crashes: u64,
+}
+
+impl Replacements {
+    const KINDS: &[&str] = &["worker_exited", "worker_restarted", "worker_started"];
+
+    fn from_events(ev: &[Value]) -> Self {
+        let mut r = Replacements::default();
+        // slot -> (time of the death, backoff waited since)
+        let mut pending: HashMap<u64, (f64, f64)> = HashMap::new();
+        for e in ev {
+            let (Some(kind), Some(t)) = (e["event"].as_str(), e["t"].as_f64()) else { continue };
+            let slot = e["worker"].as_u64().unwrap_or(u64::MAX);
+            match kind {
+                "worker_exited" if e["clean"] == Value::Bool(false) => {
+                    r.crashes += 1;
+                    pending.insert(slot, (t, 0.0));
+                }
+                "worker_restarted" => {
+                    if let Some(p) = pending.get_mut(&slot) {
+                        p.1 += e["backoff_ms"].as_f64().unwrap_or(0.0);
+                    }
+                }
+                "worker_started" => {
+                    if let Some(ms) = e["ms"].as_f64() {
+                        r.starts.push(ms);
+                    }
+                    if let Some((t0, backoff)) = pending.remove(&slot) {
+                        r.replace.push(((t - t0) * 1000.0, backoff));
+                    }
+                }
+                _ => {}
+            }
+        }
+        r
+    }
+
+    fn extend(&mut self, o: Replacements) {
+        self.starts.extend(o.starts);
+        self.replace.extend(o.replace);
+        self.crashes += o.crashes;
+    }
+
+    /// Two rows: every replacement, and those whose slot waited no backoff.
+    fn rows(&self, s: &mut Section, context: &str, runs: usize) {
+        let every: Vec<f64> = self.replace.iter().map(|r| r.0).collect();
+        let quick: Vec<f64> = self.replace.iter().filter(|r| r.1 == 0.0).map(|r| r.0).collect();
+        let backoffs: Vec<f64> = self.replace.iter().filter(|r| r.1 > 0.0).map(|r| r.1).collect();
+        for (label, v) in [("", &every), (", no backoff", &quick)] {
+            if v.is_empty() {
+                continue;
+            }
+            let (p50, p99) = (percentile(v, 50.0), percentile(v, 99.0));
+            s.rows.push(
+                row(
+                    format!("bulkhead crash to replacement ready{label}{context}"),
+                    format!("{} of {} crashes", fmt_int(v.len() as u64), fmt_int(self.crashes)),
+                    runs,
+                    format!("p50 {}, p99 {}", fmt_ms(p50), fmt_ms(p99)),
+                )
+                .target(verdict(p50 < 2.0 && p99 < 10.0, "p50 < 2 ms, p99 < 10 ms"))
+                .data(json!({"unit": "ms", "p50": p50, "p99": p99, "max": percentile(v, 100.0), "count": v.len(),
+                    "crashes": self.crashes, "backoffs": backoffs.len(), "backoff_ms_median": median(&backoffs)})),
+            );
+        }
+        if !backoffs.is_empty() {
+            s.note(format!(
+                "{} of {} replacements{context} waited a restart backoff first (median {})",
+                backoffs.len(),
+                self.replace.len(),
+                fmt_ms(median(&backoffs))
+            ));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Scaling
+
+fn scaling(cx: &Ctx, s: &mut Section) -> Result<(), String> {
+    let nw = cx.cores;
+    if nw < 2 {
+        s.note("one core: nothing to scale to; skipped");
+        return Ok(());
+    }
+    let (t, n) = (cx.sz.cpu_tasks, cx.sz.cpu_n);
+    let tasks = cx.path("cpu.jsonl");
+    write_tasks(&tasks, t, sum_squares_line("c", n))?;
+    let results = cx.path("cpu-results.jsonl");
+    let (mut one, mut all, mut task_ms) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut py1, mut pyn, mut py_ms) = (Vec::new(), Vec::new(), Vec::new());
+    let mut py_error = cx.python.is_none().then(|| "python3 not found".to_string());
+    let (mut rep, mut discarded) = (0, Vec::new());
+    while rep < cx.sz.cpu_reps {
+        // One round: bulkhead at 1 and N workers, then Python at 1 and N processes. A round
+        // during which other processes took a good share of the CPU measures them, not us:
+        // it is thrown away and run again (as many extra rounds as there are repetitions).
+        let round = Noisy::start();
+        let (mut one_r, mut all_r, mut task_ms_r) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut py1_r, mut pyn_r, mut py_ms_r) = (Vec::new(), Vec::new(), Vec::new());
+        for (j, out) in [(1, &mut one_r), (nw, &mut all_r)] {
+            let _ = fs::remove_file(&results);
+            let mut c = cx.bulkhead();
+            c.arg(&tasks).args(["-j", &j.to_string(), "--results"]).arg(&results);
+            let o = execute(&mut c, Input::Null, Output::Null, Duration::from_secs(300), None)?;
+            o.check(&[0])?;
+            verify_results(&results, Some("c"), t, false)?;
+            if j == 1 {
+                task_ms_r.push(median(&record_ms(&results)?));
+            }
+            let rate = t as f64 / o.secs();
+            eprintln!("  rep {}/{}: bulkhead -j {j}: {:.1} tasks/s", rep + 1, cx.sz.cpu_reps, rate);
+            out.push(rate);
+        }
+        for (p, out) in [(1, &mut py1_r), (nw, &mut pyn_r)] {
+            if py_error.is_some() {
+                break;
+            }
+            let mut c = cx.python("scaling.py");
+            c.args(["--procs", &p.to_string(), "--tasks", &cx.sz.py_cpu_tasks.to_string()]);
+            c.args(["--n", &cx.sz.py_cpu_n.to_string()]);
+            let r = execute(&mut c, Input::Null, Output::Capture, Duration::from_secs(300), None).and_then(|o| {
+                o.check(&[0])?;
+                serde_json::from_str::<Value>(o.stdout.trim()).map_err(|e| format!("bad output: {e}"))
+            });
+            match r {
+                Ok(v) => {
+                    let rate = v["tasks"].as_f64().unwrap_or(0.0) / v["secs"].as_f64().unwrap_or(f64::INFINITY);
+                    if p == 1 {
+                        py_ms_r.push(v["task_ms"].as_f64().unwrap_or(f64::NAN));
+                    }
+                    eprintln!("  rep {}/{}: Python Pool({p}): {:.1} tasks/s", rep + 1, cx.sz.cpu_reps, rate);
+                    out.push(rate);
+                }
+                Err(e) => py_error = Some(e),
+            }
+        }
+        let other = round.other_cores();
+        if other > NOISY_CORES && discarded.len() < cx.sz.cpu_reps {
+            eprintln!("  other processes took {other:.2} cores during this round: discarded, running it again");
+            discarded.push(other);
+            continue;
+        }
+        rep += 1;
+        one.extend(one_r);
+        all.extend(all_r);
+        task_ms.extend(task_ms_r);
+        py1.extend(py1_r);
+        pyn.extend(pyn_r);
+        py_ms.extend(py_ms_r);
+    }
+    if !discarded.is_empty() {
+        s.note(format!(
+            "{} round(s) discarded and run again because other processes took > {NOISY_CORES} cores meanwhile \
+             (they took {})",
+            discarded.len(),
+            discarded.iter().map(|c| format!("{c:.2}")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let (m1, mn) = (median(&one), median(&all));
+    let speedup = mn / m1;
+    let want = 0.95 * nw as f64;
+    let batch = format!("{t} x sum_squares n={}", fmt_count(n));
+    s.rows.push(
+        row(
+            "bulkhead run -j 1",
+            batch.clone(),
+            one.len(),
+            format!("{m1:.1} tasks/s ({} a task)", fmt_ms(median(&task_ms))),
+        )
+        .data(json!({"unit": "tasks/s", "value": m1, "samples": one, "task_ms": median(&task_ms)})),
+    );
+    s.rows.push(
+        row(format!("bulkhead run -j {nw}"), batch, all.len(), format!("{mn:.1} tasks/s, speedup {speedup:.2}x"))
+            .target(verdict(speedup >= want, &format!("speedup >= {want:.2}")))
+            .data(json!({"unit": "tasks/s", "value": mn, "samples": all, "speedup": speedup})),
+    );
+    if let Some(e) = py_error {
+        s.note(format!("the Python peer is skipped: {e}"));
+    } else {
+        let (q1, qn) = (median(&py1), median(&pyn));
+        let batch = format!("{} x pure-Python loop n={}", cx.sz.py_cpu_tasks, fmt_count(cx.sz.py_cpu_n));
+        s.rows.push(
+            row(
+                "Python Pool(1).map chunksize=1",
+                batch.clone(),
+                py1.len(),
+                format!("{q1:.1} tasks/s ({} a task)", fmt_ms(median(&py_ms))),
+            )
+            .data(json!({"unit": "tasks/s", "value": q1, "samples": py1, "task_ms": median(&py_ms)})),
+        );
+        s.rows.push(
+            row(
+                format!("Python Pool({nw}).map chunksize=1"),
+                batch,
+                pyn.len(),
+                format!("{qn:.1} tasks/s, speedup {:.2}x", qn / q1),
+            )
+            .vs(format!("speedup {speedup:.2}x vs {:.2}x", qn / q1))
+            .data(json!({"unit": "tasks/s", "value": qn, "samples": pyn, "speedup": qn / q1})),
+        );
+        s.note("Python's tasks are a different loop (its per-task time differs): compare the speedups, not the rates");
+    }
+    s.note(format!(
+        "{nw} cores; bulkhead rates are tasks / wall time of the whole process; Python's exclude pool start"
+    ));
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Idle worker memory
+
+fn idle_rss(cx: &Ctx, s: &mut Section) -> Result<(), String> {
+    let tasks = cx.path("sleep.jsonl");
+    fs::write(&tasks, "{\"id\":\"s0\",\"kind\":\"sleep\",\"ms\":900}\n").map_err(|e| format!("write: {e}"))?;
+    let (mut idle, mut idle_pss, mut busy) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..cx.sz.idle_runs {
+        let (results, events) = (cx.path("sleep-results.jsonl"), cx.path("sleep-events.jsonl"));
+        let _ = fs::remove_file(&results);
+        let mut c = cx.bulkhead();
+        c.arg(&tasks).args(["-j", "2", "--results"]).arg(&results).arg("--events").arg(&events);
+        // pid -> (VmRSS, Pss) in KiB, the latest sample once both workers have settled.
+        let mut seen: HashMap<u32, (u64, u64)> = HashMap::new();
+        let mut sample = |pid: u32, at: Duration| {
+            if at < Duration::from_millis(300) || at > Duration::from_millis(800) {
+                return;
+            }
+            for (child, comm) in children(pid) {
+                if comm == "bulkhead-worker"
+                    && let Some(rss) = proc_field(&format!("/proc/{child}/status"), "VmRSS")
+                {
+                    let pss = proc_field(&format!("/proc/{child}/smaps_rollup"), "Pss").unwrap_or(0);
+                    seen.insert(child, (rss, pss));
+                }
+            }
+        };
+        let o = execute(
+            &mut c,
+            Input::Null,
+            Output::Null,
+            Duration::from_secs(60),
+            Some((Duration::from_millis(50), &mut sample)),
+        )?;
+        o.check(&[0])?;
+        verify_results(&results, Some("s"), 1, false)?;
+        let ev = read_events(&events, &["worker_started", "task_started"])?;
+        let _ = fs::remove_file(&events);
+        let pid_of: HashMap<u64, u64> = ev
+            .iter()
+            .filter(|e| e["event"] == "worker_started")
+            .filter_map(|e| Some((e["worker"].as_u64()?, e["pid"].as_u64()?)))
+            .collect();
+        let busy_slot = ev.iter().find(|e| e["event"] == "task_started").and_then(|e| e["worker"].as_u64());
+        let busy_pid = busy_slot.and_then(|s| pid_of.get(&s)).copied();
+        let idle_pid = pid_of.values().copied().find(|&p| Some(p) != busy_pid);
+        match idle_pid.and_then(|p| seen.get(&(p as u32))) {
+            Some(&(rss, pss)) => {
+                eprintln!(
+                    "  run {}/{}: idle worker VmRSS {} PSS {}",
+                    run + 1,
+                    cx.sz.idle_runs,
+                    fmt_kib(rss),
+                    fmt_kib(pss)
+                );
+                idle.push(rss as f64);
+                idle_pss.push(pss as f64);
+            }
+            None => return Err(format!("could not sample the idle worker (workers seen: {seen:?}, pids: {pid_of:?})")),
+        }
+        if let Some(&(rss, _)) = busy_pid.and_then(|p| seen.get(&(p as u32))) {
+            busy.push(rss as f64);
+        }
+    }
+    let (rss, pss) = (median(&idle), median(&idle_pss));
+    s.rows.push(
+        row(
+            "bulkhead idle worker (-j 2, the other one sleeping)",
+            "",
+            idle.len(),
+            format!("RSS {} (PSS {})", fmt_kib(rss as u64), fmt_kib(pss as u64)),
+        )
+        .target(verdict(rss < 3.0 * 1024.0, "RSS < 3 MiB"))
+        .data(json!({"unit": "KiB", "rss_kib": rss, "pss_kib": pss, "busy_worker_rss_kib": median(&busy)})),
+    );
+    if cx.python.is_none() {
+        s.note("python3 not found: the Python peer is skipped");
+    } else {
+        let c = &mut cx.python("idle_rss.py");
+        let r = execute(c, Input::Null, Output::Capture, Duration::from_secs(60), None).and_then(|o| {
+            o.check(&[0])?;
+            serde_json::from_str::<Value>(o.stdout.trim()).map_err(|e| format!("bad output: {e}"))
+        });
+        match r {
+            Ok(v) => {
+                for method in ["fork", "spawn"] {
+                    let (Some(prss), Some(ppss)) = (v[method]["rss_kib"].as_u64(), v[method]["pss_kib"].as_u64())
+                    else {
+                        continue;
+                    };
+                    s.rows.push(
+                        row(
+                            format!("Python Pool(1) idle worker, {method}"),
+                            "",
+                            1,
+                            format!("RSS {} (PSS {})", fmt_kib(prss), fmt_kib(ppss)),
+                        )
+                        .vs(format!("{} (RSS)", smaller(prss as f64 / rss)))
+                        .data(json!({"unit": "KiB", "rss_kib": prss, "pss_kib": ppss})),
+                    );
+                }
+            }
+            Err(e) => s.note(format!("the Python peer failed, skipped: {e}")),
+        }
+    }
+    s.note("VmRSS from /proc/PID/status, PSS (shared pages split among sharers) from smaps_rollup");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Supervisor memory
+
+fn supervisor_rss(cx: &Ctx, s: &mut Section) -> Result<(), String> {
+    let mut peaks = Vec::new();
+    for n in cx.sz.rss_batches {
+        let mut c = cx.bulkhead();
+        c.args(["-j", "2", "--results", "/dev/null"]);
+        let mut hwm = 0u64;
+        let mut sample = |pid: u32, _: Duration| {
+            if let Some(v) = proc_field(&format!("/proc/{pid}/status"), "VmHWM") {
+                hwm = hwm.max(v);
+            }
+        };
+        let input = Input::Gen(Box::new(move |w| gen_lines(w, n, noop_line("p"))));
+        let o =
+            execute(&mut c, input, Output::Null, bh_timeout(n) * 2, Some((Duration::from_millis(10), &mut sample)))?;
+        o.check(&[0])?;
+        let sum = parse_summary(&o.stderr);
+        if sum.finished != Some(n) || sum.ok != Some(n) {
+            return Err(format!("{n} tasks in, summary says {:?}; stderr: {}", sum, tail(&o.stderr)));
+        }
+        let rate = n as f64 / o.secs();
+        eprintln!("  {}: VmHWM {}, {}", fmt_int(n), fmt_kib(hwm), fmt_rate(rate));
+        let mut r = row(
+            "bulkhead run -j 2 < pipe, --results /dev/null",
+            fmt_int(n),
+            1,
+            format!("peak RSS {}; {}", fmt_kib(hwm), fmt_rate(rate)),
+        )
+        .data(json!({"unit": "KiB", "vmhwm_kib": hwm, "tasks_per_s": rate, "tasks": n}));
+        if n >= 10_000_000 {
+            r = r.target(verdict((hwm as f64) < 64.0 * 1024.0, "< 64 MiB"));
+        }
+        s.rows.push(r);
+        peaks.push((n, hwm));
+    }
+    if let [(n0, a), (n1, b)] = peaks[..] {
+        s.note(format!(
+            "from {} to {} tasks the peak grew by {} ({:+.1} bytes a task)",
+            fmt_count(n0),
+            fmt_count(n1),
+            fmt_kib(b.saturating_sub(a)),
+            (b as f64 - a as f64) * 1024.0 / (n1 - n0) as f64
+        ));
+    }
+    s.note(
+        "peak = VmHWM of the supervisor process alone (not its workers), sampled every 10 ms until it exits; the \
+         JSONL is generated on the fly into its stdin",
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Faults
+
+fn faults(cx: &Ctx, s: &mut Section) -> Result<(), String> {
+    let (t, n, j) = (cx.sz.fault_tasks, cx.sz.cpu_n, cx.cores.max(1));
+    let tasks = cx.path("fault.jsonl");
+    write_tasks(&tasks, t, sum_squares_line("f", n))?;
+    let (results, events) = (cx.path("fault-results.jsonl"), cx.path("fault-events.jsonl"));
+    let (mut clean, mut faulty, mut crashes, mut quarantined) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    let mut replaced = Replacements::default();
+    let (mut rep, mut discarded) = (0, Vec::new());
+    while rep < cx.sz.fault_reps {
+        // A round is a fault-free run and a faulty one; a noisy round is run again (see scaling).
+        let round = Noisy::start();
+        let (mut clean_r, mut faulty_r, mut crashes_r, mut replaced_r) = (None, None, None, None);
+        for inject in [false, true] {
+            let _ = fs::remove_file(&results);
+            let mut c = cx.bulkhead();
+            c.arg(&tasks).args(["-j", &j.to_string(), "--results"]).arg(&results).arg("--events").arg(&events);
+            if inject {
+                c.args(["--inject", "segv:0.05", "--seed", "1", "--max-restarts", "100000/1s"]);
+            }
+            let o = execute(&mut c, Input::Null, Output::Null, Duration::from_secs(300), None)?;
+            o.check(if inject { &[0, 1] } else { &[0] })?;
+            let q = verify_results(&results, Some("f"), t, inject)?;
+            let rate = t as f64 / o.secs();
+            let sum = parse_summary(&o.stderr);
+            eprintln!(
+                "  rep {}/{}: {}: {rate:.1} tasks/s, {} crashes",
+                rep + 1,
+                cx.sz.fault_reps,
+                if inject { "segv:0.05" } else { "no faults" },
+                sum.crashes
+            );
+            if inject {
+                faulty_r = Some(rate);
+                crashes_r = Some(sum.crashes as f64);
+                quarantined = q;
+                replaced_r = Some(Replacements::from_events(&read_events(&events, Replacements::KINDS)?));
+            } else {
+                clean_r = Some(rate);
+            }
+        }
+        let other = round.other_cores();
+        if other > NOISY_CORES && discarded.len() < cx.sz.fault_reps {
+            eprintln!("  other processes took {other:.2} cores during this round: discarded, running it again");
+            discarded.push(other);
+            continue;
+        }
+        rep += 1;
+        clean.extend(clean_r);
+        faulty.extend(faulty_r);
+        crashes.extend(crashes_r);
+        if let Some(r) = replaced_r {
+            replaced.extend(r);
+        }
+    }
+    if !discarded.is_empty() {
+        s.note(format!(
+            "{} round(s) discarded and run again because other processes took > {NOISY_CORES} cores meanwhile \
+             (they took {})",
+            discarded.len(),
+            discarded.iter().map(|c| format!("{c:.2}")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let _ = fs::remove_file(&results);
+    let _ = fs::remove_file(&events);
+    let (mc, mf) = (median(&clean), median(&faulty));
+    let batch = format!("{t} x sum_squares n={}", fmt_count(n));
+    s.rows.push(
+        row(format!("bulkhead run -j {j}, no faults"), batch.clone(), clean.len(), format!("{mc:.1} tasks/s"))
+            .data(json!({"unit": "tasks/s", "value": mc, "samples": clean})),
+    );
+    s.rows.push(
+        row(
+            format!("bulkhead run -j {j} --inject segv:0.05 --seed 1"),
+            batch,
+            faulty.len(),
+            format!("{mf:.1} tasks/s = {:.1}% ({:.0} crashes)", 100.0 * mf / mc, median(&crashes)),
+        )
+        .target(verdict(mf / mc > 0.9, "> 90% of fault-free"))
+        .data(json!({"unit": "tasks/s", "value": mf, "samples": faulty, "crashes": crashes, "ratio": mf / mc,
+            "quarantined": quarantined})),
+    );
+    replaced.rows(s, " (here)", faulty.len());
+    s.note(
+        "an injected segv strikes after the task's work, so each crash throws away one whole task's CPU time; \
+         --max-restarts 100000/1s keeps the restart limit out of the way; both runs write --events",
+    );
+    if quarantined > 0 {
+        s.note(format!("{quarantined} task(s) crashed on all 3 attempts and were quarantined (counted in the rate)"));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Shell commands
+
+fn shell(cx: &Ctx, s: &mut Section) -> Result<(), String> {
+    let n = cx.sz.shell_cmds;
+    let lines = move || -> Input { Input::Gen(Box::new(move |w| gen_lines(w, n, |b, i| push_line(b, i + 1)))) };
+    let results = cx.path("shell-results.jsonl");
+    let out = cx.path("shell-out.txt");
+    let mut rates: [Vec<f64>; 3] = Default::default();
+    let mut peer_error: [Option<String>; 3] = [None, None, None];
+    if cx.parallel.is_none() {
+        peer_error[1] = Some("GNU parallel is not installed and could not be installed".into());
+    }
+    for rep in 0..cx.sz.shell_reps {
+        let _ = fs::remove_file(&results);
+        let mut c = cx.bulkhead();
+        c.args(["--cmd", "echo {}", "-j", "2", "--results"]).arg(&results);
+        let o = execute(&mut c, lines(), Output::Null, Duration::from_secs(120 + n / 20), None)?;
+        o.check(&[0])?;
+        verify_results(&results, None, n, false)?;
+        rates[0].push(n as f64 / o.secs());
+        for (i, (program, args)) in [
+            (1, ("parallel", ["--will-cite", "-j", "2", "echo", "{}"].as_slice())),
+            (2, ("xargs", ["-P", "2", "-n", "1", "echo"].as_slice())),
+        ] {
+            if peer_error[i].is_some() {
+                continue;
+            }
+            let mut c = Command::new(program);
+            c.args(args);
+            let r = execute(&mut c, lines(), Output::File(out.clone()), Duration::from_secs(120 + n / 20), None)
+                .and_then(|o| {
+                    o.check(&[0])?;
+                    match count_lines(&out)? {
+                        got if got == n => Ok(n as f64 / o.secs()),
+                        got => Err(format!("printed {got} lines for {n} commands")),
+                    }
+                });
+            match r {
+                Ok(rate) => rates[i].push(rate),
+                Err(e) => peer_error[i] = Some(e),
+            }
+        }
+        eprintln!(
+            "  rep {}/{}: bulkhead {:.0}/s, parallel {}, xargs {}",
+            rep + 1,
+            cx.sz.shell_reps,
+            rates[0].last().copied().unwrap_or(0.0),
+            rates[1].last().map_or("-".into(), |r| format!("{r:.0}/s")),
+            rates[2].last().map_or("-".into(), |r| format!("{r:.0}/s"))
+        );
+    }
+    let _ = fs::remove_file(&results);
+    let _ = fs::remove_file(&out);
+    let bh = median(&rates[0]);
+    s.rows.push(
+        row("bulkhead run --cmd 'echo {}' -j 2", fmt_int(n), rates[0].len(), fmt_rate(bh).replace("/s", " commands/s"))
+            .data(json!({"unit": "commands/s", "value": bh, "samples": rates[0]})),
+    );
+    let labels = ["", "GNU parallel -j 2 echo {}", "xargs -P 2 -n 1 echo"];
+    for i in 1..3 {
+        if let Some(e) = &peer_error[i] {
+            s.note(format!("{} skipped: {e}", labels[i]));
+            continue;
+        }
+        let m = median(&rates[i]);
+        s.rows.push(
+            row(labels[i], fmt_int(n), rates[i].len(), fmt_rate(m).replace("/s", " commands/s"))
+                .vs(faster(bh / m))
+                .data(json!({"unit": "commands/s", "value": m, "samples": rates[i]})),
+        );
+    }
+    if let Some(v) = &cx.parallel {
+        s.note(format!("{v}; bulkhead and parallel start each command through /bin/sh, xargs execs echo directly"));
+    }
+    s.note("bulkhead's records (with each command's stdout) go to a results file, the peers' output to a file");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running a child process
+
+/// Writes a child's stdin from a thread while it runs.
+type Generator = Box<dyn FnOnce(&mut dyn Write) -> io::Result<()> + Send>;
+
+enum Input {
+    Null,
+    Gen(Generator),
+}
+
+enum Output {
+    Null,
+    Capture,
+    File(PathBuf),
+}
+
+struct Outcome {
+    wall: Duration,
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+    what: String,
+}
+
+impl Outcome {
+    fn secs(&self) -> f64 {
+        self.wall.as_secs_f64()
+    }
+
+    fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    fn check(&self, allowed: &[i32]) -> Result<(), String> {
+        match self.code() {
+            Some(c) if allowed.contains(&c) => Ok(()),
+            _ => Err(format!("{} ended with {}; stderr: {}", self.what, self.status, tail(&self.stderr))),
+        }
+    }
+}
+
+type Poll<'a> = Option<(Duration, &'a mut dyn FnMut(u32, Duration))>;
+
+/// Runs `cmd` to its end, timed from just before the spawn to the return of waitpid; calls
+/// `poll` with the pid every interval while it runs. Past `timeout` the process and all its
+/// descendants are killed and this is an error (a hang).
+fn execute(
+    cmd: &mut Command,
+    input: Input,
+    output: Output,
+    timeout: Duration,
+    mut poll: Poll<'_>,
+) -> Result<Outcome, String> {
+    let what = format!("{cmd:?}").chars().take(300).collect::<String>();
+    cmd.stdin(if matches!(input, Input::Gen(_)) { Stdio::piped() } else { Stdio::null() });
+    cmd.stdout(match &output {
+        Output::Null => Stdio::null(),
+        Output::Capture => Stdio::piped(),
+        Output::File(p) => Stdio::from(File::create(p).map_err(|e| format!("create {}: {e}", p.display()))?),
+    });
+    cmd.stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start {what}: {e}"))?;
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    let waiter = thread::spawn(move || {
+        let r = reap(pid);
+        let _ = tx.send((r, Instant::now()));
+    });
+    let writer = match (input, child.stdin.take()) {
+        (Input::Gen(g), Some(mut w)) => Some(thread::spawn(move || {
+            let _ = g(&mut w);
+        })),
+        _ => None,
+    };
+    let reader = |r: Option<Box<dyn Read + Send>>| {
+        let (tx, rx) = mpsc::channel();
+        if let Some(mut r) = r {
+            thread::spawn(move || {
+                let mut v = Vec::new();
+                let _ = r.read_to_end(&mut v);
+                let _ = tx.send(v);
+            });
+        } else {
+            let _ = tx.send(Vec::new());
+        }
+        rx
+    };
+    let out_rx = reader(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let err_rx = reader(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    // The waiter thread reaps it; std's handle must not.
+    drop(child);
+    let mut timed_out = false;
+    let (status, end) = loop {
+        let wait = match &poll {
+            Some((every, _)) => *every,
+            None => timeout.saturating_sub(start.elapsed()).max(Duration::from_millis(10)),
+        };
+        match rx.recv_timeout(wait) {
+            Ok(v) => break v,
+            Err(RecvTimeoutError::Timeout) => {
+                if !timed_out && start.elapsed() >= timeout {
+                    timed_out = true;
+                    kill_tree(pid);
+                } else if let Some((_, f)) = poll.as_mut() {
+                    f(pid, start.elapsed());
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return Err(format!("lost the waiter of {what}")),
+        }
+    };
+    let _ = waiter.join();
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+    // A descendant that outlived the child may still hold the pipes; do not wait forever.
+    let grab = |rx: mpsc::Receiver<Vec<u8>>| {
+        rx.recv_timeout(Duration::from_secs(5)).map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default()
+    };
+    let (stdout, stderr) = (grab(out_rx), grab(err_rx));
+    if timed_out {
+        return Err(format!(
+            "{what} did not finish within {} s and was killed (a hang?); stderr: {}",
+            timeout.as_secs(),
+            tail(&stderr)
+        ));
+    }
+    Ok(Outcome { wall: end - start, status: ExitStatus::from_raw(status), stdout, stderr, what })
+}
+
+/// Reaps `pid` and returns its wait status. (Not wait4's ru_maxrss for memory: std starts
+/// children with vfork semantics, so that figure includes this process's own peak at spawn.)
+fn reap(pid: u32) -> i32 {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid writes only through the status pointer, which points to a live local.
+        let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+        if r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        return status;
+    }
+}
+
+fn kill_tree(pid: u32) {
+    let mut all = descendants(pid);
+    all.push(pid);
+    for p in all {
+        let _ = kill(Pid::from_raw(p as i32), Signal::SIGKILL);
+    }
+}
+
+/// Every process below `root`, from /proc.
+fn descendants(root: u32) -> Vec<u32> {
+    let table: Vec<(u32, u32)> =
+        all_pids().into_iter().filter_map(|p| proc_stat(p).map(|(_, ppid)| (p, ppid))).collect();
+    let mut out = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for &(c, pp) in &table {
+            if pp == p && !out.contains(&c) {
+                out.push(c);
+                frontier.push(c);
+            }
+        }
+    }
+    out
+}
+
+fn children(pid: u32) -> Vec<(u32, String)> {
+    all_pids()
+        .into_iter()
+        .filter_map(|p| proc_stat(p).filter(|(_, pp)| *pp == pid).map(|(comm, _)| (p, comm)))
+        .collect()
+}
+
+fn all_pids() -> Vec<u32> {
+    fs::read_dir("/proc")
+        .map(|rd| rd.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// (comm, ppid) of a process.
+fn proc_stat(pid: u32) -> Option<(String, u32)> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (open, close) = (s.find('(')?, s.rfind(')')?);
+    let ppid = s.get(close + 2..)?.split_whitespace().nth(1)?.parse().ok()?;
+    Some((s[open + 1..close].to_string(), ppid))
+}
+
+/// A `Name:   123 kB` field of a /proc file, in KiB.
+fn proc_field(path: &str, name: &str) -> Option<u64> {
+    let s = fs::read_to_string(path).ok()?;
+    s.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.split_whitespace().next()?.parse().ok())
+}
+
+fn watchdog(what: &'static str, limit: Duration) -> mpsc::Sender<()> {
+    let (tx, rx) = mpsc::channel::<()>();
+    thread::spawn(move || {
+        if let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+            eprintln!("bench: PROBLEM: {what} did not finish within {} s: bulkhead hangs; giving up", limit.as_secs());
+            std::process::exit(3);
+        }
+    });
+    tx
+}
+
+fn bh_timeout(tasks: u64) -> Duration {
+    Duration::from_secs(60 + tasks / 50_000)
+}
+
+fn peer_timeout(tasks: u64) -> Duration {
+    Duration::from_secs(60 + tasks / 2_000)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inputs and outputs
+
+fn gen_lines(w: &mut dyn Write, n: u64, mut line: impl FnMut(&mut Vec<u8>, u64)) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(1 << 16);
+    for i in 0..n {
+        line(&mut buf, i);
+        if buf.len() >= 60_000 {
+            w.write_all(&buf)?;
+            buf.clear();
+        }
+    }
+    w.write_all(&buf)?;
+    w.flush()
+}
+
+fn push_line(b: &mut Vec<u8>, i: u64) {
+    let _ = writeln!(b, "{i}");
+}
+
+fn noop_line(prefix: &'static str) -> impl FnMut(&mut Vec<u8>, u64) {
+    move |b, i| {
+        let _ = writeln!(b, "{{\"id\":\"{prefix}{i}\",\"kind\":\"noop\"}}");
+    }
+}
+
+fn sum_squares_line(prefix: &'static str, n: u64) -> impl FnMut(&mut Vec<u8>, u64) {
+    move |b, i| {
+        let _ = writeln!(b, "{{\"id\":\"{prefix}{i}\",\"kind\":\"sum_squares\",\"n\":{n}}}");
+    }
+}
+
+fn write_tasks(path: &Path, n: u64, line: impl FnMut(&mut Vec<u8>, u64)) -> Result<(), String> {
+    let f = File::create(path).map_err(|e| format!("create {}: {e}", path.display()))?;
+    gen_lines(&mut BufWriter::new(f), n, line).map_err(|e| format!("write {}: {e}", path.display()))
+}
+
+fn count_lines(path: &Path) -> Result<u64, String> {
+    let data = fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    Ok(data.iter().filter(|&&b| b == b'\n').count() as u64)
+}
+
+#[derive(Deserialize)]
+struct RecordHead<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    status: Cow<'a, str>,
+    ms: Option<f64>,
+}
+
+/// Checks a results file: exactly one record per task (`PREFIX0` to `PREFIX{n-1}` when a
+/// prefix is given), every one `ok` (or `quarantined` where allowed). Returns the quarantined.
+fn verify_results(path: &Path, prefix: Option<&str>, n: u64, allow_quarantine: bool) -> Result<u64, String> {
+    let data = fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    let mut seen = vec![false; n as usize];
+    let (mut count, mut quarantined) = (0u64, 0u64);
+    for line in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let r: RecordHead<'_> = serde_json::from_slice(line)
+            .map_err(|e| format!("results: bad record {}: {e}", String::from_utf8_lossy(line)))?;
+        match &*r.status {
+            "ok" => {}
+            "quarantined" if allow_quarantine => quarantined += 1,
+            other => return Err(format!("results: task {} ended {other}: {}", r.id, String::from_utf8_lossy(line))),
+        }
+        if let Some(p) = prefix {
+            let i = r.id.strip_prefix(p).and_then(|d| d.parse::<usize>().ok()).filter(|&i| i < seen.len());
+            let Some(i) = i else { return Err(format!("results: a record for unknown task '{}'", r.id)) };
+            if std::mem::replace(&mut seen[i], true) {
+                return Err(format!("results: two records for task '{}'", r.id));
+            }
+        }
+        count += 1;
+    }
+    if count != n {
+        return Err(format!("results: {count} records for {n} tasks"));
+    }
+    Ok(quarantined)
+}
+
+fn record_ms(path: &Path) -> Result<Vec<f64>, String> {
+    let data = fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    Ok(data.split(|&b| b == b'\n').filter_map(|l| serde_json::from_slice::<RecordHead<'_>>(l).ok()?.ms).collect())
+}
+
+/// The events of the given kinds from an events file. (A crash-heavy no-op run writes hundreds
+/// of thousands of task events; only the few worker events are kept.)
+fn read_events(path: &Path, kinds: &[&str]) -> Result<Vec<Value>, String> {
+    let s = fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    let wanted = |l: &&str| kinds.iter().any(|k| l.contains(&format!("\"event\":\"{k}\"")));
+    s.lines()
+        .filter(wanted)
+        .map(|l| serde_json::from_str(l).map_err(|e| format!("events: bad line {l}: {e}")))
+        .collect()
+}
+
+#[derive(Debug, Default)]
+struct CliSummary {
+    finished: Option<u64>,
+    ok: Option<u64>,
+    crashes: u64,
+    rate: Option<f64>,
+}
+
+/// Reads `bulkhead: N tasks: N ok, 0 failed, 0 quarantined; C worker crashes (...); 0.9s (R tasks/s)`.
+fn parse_summary(stderr: &str) -> CliSummary {
+    let Some(line) = stderr.lines().rev().find(|l| l.starts_with("bulkhead: ") && l.contains(" tasks: ")) else {
+        return CliSummary::default();
+    };
+    let before = |needle: &str| -> Option<u64> {
+        let i = line.find(needle)?;
+        line[..i].rsplit([' ', '(']).next()?.parse().ok()
+    };
+    let rate =
+        line.rfind(" tasks/s)").and_then(|end| line[..end].rsplit('(').next().and_then(|r| r.trim().parse().ok()));
+    CliSummary {
+        finished: before(" tasks: "),
+        ok: before(" ok"),
+        crashes: before(" worker crashes").unwrap_or(0),
+        rate,
+    }
+}
+
+fn floats(v: &Value) -> Result<Vec<f64>, String> {
+    v.as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()).ok_or_else(|| format!("not a list: {v}"))
+}
+
+fn tail(s: &str) -> String {
+    let s = s.trim();
+    let start = s.char_indices().rev().nth(600).map_or(0, |(i, _)| i);
+    s[start..].replace('\n', " | ")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The machine and its noise
+
+fn first_line(cmd: &mut Command) -> Option<String> {
+    let o = cmd.stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
+    let s = String::from_utf8_lossy(&o.stdout);
+    o.status.success().then(|| s.lines().next().unwrap_or("").trim().to_string()).filter(|s| !s.is_empty())
+}
+
+fn find_parallel(install: bool) -> (Option<String>, String) {
+    let probe = || first_line(Command::new("parallel").arg("--version")).filter(|v| v.contains("GNU parallel"));
+    if let Some(v) = probe() {
+        return (Some(v), "installed".into());
+    }
+    if !install {
+        return (None, "not installed (--no-install)".into());
+    }
+    eprintln!("bench: GNU parallel is missing; running benches/setup.sh to install it");
+    let mut c = Command::new("sh");
+    c.arg(format!("{BENCH_DIR}/setup.sh"));
+    match execute(&mut c, Input::Null, Output::Capture, Duration::from_secs(300), None) {
+        Ok(o) if o.code() == Some(0) => match probe() {
+            Some(v) => (Some(v), "installed by benches/setup.sh in this run".into()),
+            None => (None, "benches/setup.sh ran but `parallel --version` still fails".into()),
+        },
+        Ok(o) => (None, format!("benches/setup.sh could not install it: {}", tail(&o.stderr))),
+        Err(e) => (None, format!("benches/setup.sh failed: {e}")),
+    }
+}
+
+fn machine_info(cx: &Ctx) -> Value {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, v)| v.trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cpus = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+    let mem_kib = proc_field("/proc/meminfo", "MemTotal").unwrap_or(0);
+    let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    json!({
+        "cpu_model": model, "cpus": cpus, "cores_available": cx.cores, "kernel": kernel,
+        "mem_gib": mem_kib as f64 / 1048576.0, "loadavg_at_start": load.join(" "),
+        "bulkhead_version": first_line(Command::new(&cx.bin).arg("--version")),
+        "xargs": first_line(Command::new("xargs").arg("--version")),
+    })
+}
+
+fn header_lines(cx: &Ctx, m: &Value, parallel_note: &str) -> Vec<String> {
+    let s = |k: &str| m[k].as_str().unwrap_or("?").to_string();
+    let release = if BIN.contains("/release/") { "release profile" } else { "NOT the release profile" };
+    vec![
+        format!(
+            "bulkhead benchmark suite{}",
+            if cx.quick { " -- QUICK MODE: small batches, figures not comparable with the targets" } else { "" }
+        ),
+        format!(
+            "machine: {} x {} ({} available to this process), {:.1} GiB RAM, Linux {}; load average at start {}",
+            m["cpus"],
+            s("cpu_model"),
+            cx.cores,
+            m["mem_gib"].as_f64().unwrap_or(0.0),
+            s("kernel"),
+            s("loadavg_at_start")
+        ),
+        format!(
+            "peers:   {}; {}; {}",
+            cx.python.as_deref().unwrap_or("python3 missing"),
+            cx.parallel
+                .as_deref()
+                .map_or(format!("GNU parallel missing ({parallel_note})"), |v| format!("{v} ({parallel_note})")),
+            s("xargs")
+        ),
+        format!("binary:  {BIN} ({}, {release}), run from a private copy", s("bulkhead_version")),
+        "figures: medians of the repetitions; every ratio is from this run; [s; load] = the section's time and the \
+         CPU other processes took meanwhile"
+            .into(),
+    ]
+}
+
+/// CPU used system-wide and by this process and everything it reaped.
+struct CpuSnap {
+    busy_ticks: u64,
+    steal_ticks: u64,
+    ours_secs: f64,
+    at: Instant,
+}
+
+impl CpuSnap {
+    fn take() -> Self {
+        let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+        let v: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .chain(std::iter::repeat(0))
+            .take(8)
+            .collect();
+        // user nice system idle iowait irq softirq steal
+        let busy = v[0] + v[1] + v[2] + v[5] + v[6];
+        let secs = |who| {
+            getrusage(who).map_or(0.0, |u| {
+                let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+                t(u.user_time()) + t(u.system_time())
+            })
+        };
+        CpuSnap {
+            busy_ticks: busy,
+            steal_ticks: v[7],
+            ours_secs: secs(UsageWho::RUSAGE_SELF) + secs(UsageWho::RUSAGE_CHILDREN),
+            at: Instant::now(),
+        }
+    }
+}
+
+struct Noise {
+    other_cores: f64,
+    steal_cores: f64,
+}
+
+impl Noise {
+    fn between(a: &CpuSnap, b: &CpuSnap) -> Self {
+        // SAFETY: sysconf reads a constant; no memory is touched.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let wall = (b.at - a.at).as_secs_f64().max(1e-3);
+        let busy = b.busy_ticks.saturating_sub(a.busy_ticks) as f64 / hz;
+        let ours = b.ours_secs - a.ours_secs;
+        Noise {
+            other_cores: ((busy - ours) / wall).max(0.0),
+            steal_cores: b.steal_ticks.saturating_sub(a.steal_ticks) as f64 / hz / wall,
+        }
+    }
+
+    fn describe(&self) -> String {
+        let mut s = format!("other load {:.2} cores", self.other_cores);
+        if self.steal_cores >= 0.01 {
+            s.push_str(&format!(", steal {:.2}", self.steal_cores));
+        }
+        if self.other_cores >= 0.25 {
+            s.push_str(" NOISY");
+        }
+        s
+    }
+}
+
+/// Above this much CPU taken by other processes, a round of the scaling and fault sections is
+/// run again.
+const NOISY_CORES: f64 = 0.3;
+
+/// Measures the CPU other processes take from now on.
+struct Noisy(CpuSnap);
+
+impl Noisy {
+    fn start() -> Self {
+        Noisy(CpuSnap::take())
+    }
+
+    fn other_cores(&self) -> f64 {
+        Noise::between(&self.0, &CpuSnap::take()).other_cores
+    }
+}
+
+fn target_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(d);
+    }
+    // The binary lies in <target>/<profile>/ (or <target>/<triple>/<profile>/); cargo marks
+    // <target> with CACHEDIR.TAG.
+    Path::new(BIN)
+        .ancestors()
+        .find(|d| d.join("CACHEDIR.TAG").is_file())
+        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"), Path::to_path_buf)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics and formatting
+
+fn sorted(v: &[f64]) -> Vec<f64> {
+    let mut s: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
+    s.sort_by(f64::total_cmp);
+    s
+}
+
+fn median(v: &[f64]) -> f64 {
+    let s = sorted(v);
+    match s.len() {
+        0 => f64::NAN,
+        n if !n.is_multiple_of(2) => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+/// Nearest-rank percentile.
+fn percentile(v: &[f64], p: f64) -> f64 {
+    let s = sorted(v);
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * s.len() as f64).ceil() as usize;
+    s[rank.clamp(1, s.len()) - 1]
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+fn verdict(pass: bool, what: &str) -> String {
+    format!("{what}: {}", if pass { "PASS" } else { "MISS" })
+}
+
+fn faster(r: f64) -> String {
+    if !r.is_finite() {
+        "-".into()
+    } else if r >= 1.0 {
+        format!("{r:.2}x faster")
+    } else {
+        format!("{:.2}x slower", 1.0 / r)
+    }
+}
+
+fn smaller(r: f64) -> String {
+    if !r.is_finite() {
+        "-".into()
+    } else if r >= 1.0 {
+        format!("{r:.1}x smaller")
+    } else {
+        format!("{:.1}x larger", 1.0 / r)
+    }
+}
+
+fn fmt_int(n: u64) -> String {
+    let d = n.to_string();
+    let mut out = String::new();
+    for (i, c) in d.chars().enumerate() {
+        if i > 0 && (d.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// 5M, 200k, 1,234.
+fn fmt_count(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000 && n.is_multiple_of(1_000_000) => format!("{}M", n / 1_000_000),
+        n if n >= 1_000 && n.is_multiple_of(1_000) => format!("{}k", n / 1_000),
+        n => fmt_int(n),
+    }
+}
+
+fn fmt_rate(r: f64) -> String {
+    if !r.is_finite() {
+        "-".into()
+    } else if r >= 100.0 {
+        format!("{}/s", fmt_int(r.round() as u64))
+    } else {
+        format!("{r:.1}/s")
+    }
+}
+
+fn fmt_us(us: f64) -> String {
+    if us >= 100.0 { format!("{} us", fmt_int(us.round() as u64)) } else { format!("{us:.1} us") }
+}
+
+fn fmt_ms(ms: f64) -> String {
+    if ms >= 100.0 {
+        format!("{ms:.0} ms")
+    } else if ms >= 10.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{ms:.2} ms")
+    }
+}
+
+fn fmt_kib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
