@@ -88,7 +88,12 @@ pub struct Journal {
     buf: Vec<u8>,
     name: String,
     error: Option<io::Error>,
+    /// Bytes written since writeback was last started.
+    unsynced: u64,
 }
+
+/// Start writing back to disk every this many bytes, so the final sync has little left.
+const WRITEBACK_EVERY: u64 = 4 << 20;
 
 const FLUSH_BYTES: usize = 1 << 20;
 
@@ -111,6 +116,7 @@ impl Journal {
                         buf: Vec::new(),
                         name: "standard output".into(),
                         error: None,
+                        unsynced: 0,
                     },
                     Resumed::default(),
                 ))
@@ -149,6 +155,7 @@ impl Journal {
             buf: Vec::with_capacity(64 << 10),
             name: path.display().to_string(),
             error: None,
+            unsynced: 0,
         };
         Ok((journal, resumed))
     }
@@ -174,7 +181,19 @@ impl Journal {
         if let Err(e) = self.out.write_all(&self.buf) {
             self.error = Some(e);
         }
+        self.unsynced += self.buf.len() as u64;
         self.buf.clear();
+        if self.regular && self.unsynced >= WRITEBACK_EVERY {
+            // Ask the kernel to start writing what we wrote (without waiting): the journal
+            // reaches the disk as the run goes, and the sync at the end (0.14 s for a
+            // million records when it had everything left to do) only waits for the tail.
+            self.unsynced = 0;
+            // SAFETY: sync_file_range on our own descriptor; offset 0 and length 0 mean the
+            // whole file, and SYNC_FILE_RANGE_WRITE only starts writeback.
+            unsafe {
+                libc::sync_file_range(std::os::fd::AsRawFd::as_raw_fd(&*self.out), 0, 0, libc::SYNC_FILE_RANGE_WRITE)
+            };
+        }
     }
 
     /// The write error that stopped the journal, if any.
