@@ -106,14 +106,6 @@ impl IdSet {
         self.len() == 0
     }
 
-    /// Whether the two sets share an id.
-    pub fn intersects(&self, other: &IdSet) -> bool {
-        let (small, big) = if self.len() <= other.len() { (self, other) } else { (other, self) };
-        let mut found = false;
-        small.for_each_hash(|h| found = found || big.contains_hash(h));
-        found
-    }
-
     /// Calls `f` with every hash held.
     fn for_each_hash(&self, mut f: impl FnMut(u64)) {
         for &h in &self.hot {
@@ -290,11 +282,145 @@ mod tests {
             }
         }
         assert!(false_positives < 60, "{false_positives} of 20000 reached the disk");
-        let mut other = IdSet::default();
-        other.insert("nope");
-        assert!(!s.intersects(&other));
-        other.insert(&format!("t{}", n - 1));
-        assert!(s.intersects(&other));
         assert_eq!(s.clone().len(), n);
+    }
+}
+
+/// Id hashes collected to answer one question at the end, "does any repeat?", in bounded
+/// memory: sorted runs of up to 512k hashes (4 MiB), spilled to an unnamed temporary file,
+/// merged once. Cheaper than an [`IdSet`] when membership is not needed along the way (a
+/// whole-file check), and sequential where a set is random access.
+#[derive(Debug, Default)]
+pub struct HashRuns {
+    buf: Vec<u64>,
+    file: Option<File>,
+    end: u64,
+    runs: Vec<(u64, u64)>,
+}
+
+/// Hashes per run.
+const RUN_LEN: usize = 1 << 19;
+
+impl HashRuns {
+    /// Adds an id.
+    pub fn push(&mut self, id: &str) {
+        self.buf.push(stable_hash(id.as_bytes()));
+        if self.buf.len() >= RUN_LEN
+            && let Err(e) = self.spill()
+        {
+            log::warn!("cannot spill task ids to a temporary file ({e}); keeping them in memory");
+        }
+    }
+
+    fn spill(&mut self) -> io::Result<()> {
+        if self.file.is_none() {
+            self.file = Some(temp_file()?);
+        }
+        self.buf.sort_unstable();
+        let bytes: Vec<u8> = self.buf.iter().flat_map(|h| h.to_le_bytes()).collect();
+        self.file.as_ref().expect("just made").write_all_at(&bytes, self.end)?;
+        self.runs.push((self.end, self.buf.len() as u64));
+        self.end += bytes.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Whether any hash occurs twice across all `sets`.
+    pub fn any_repeated(sets: &mut [HashRuns]) -> bool {
+        let mut cursors: Vec<RunCursor<'_>> = Vec::new();
+        for s in sets.iter_mut() {
+            s.buf.sort_unstable();
+        }
+        for s in sets.iter() {
+            if s.buf.windows(2).any(|w| w[0] == w[1]) {
+                return true;
+            }
+            cursors.push(RunCursor::memory(&s.buf));
+            if let Some(f) = &s.file {
+                cursors.extend(s.runs.iter().map(|&(offset, len)| RunCursor::disk(f, offset, len)));
+            }
+        }
+        // A k-way merge: a repeat shows as the same value twice in a row.
+        let mut heap: std::collections::BinaryHeap<std::cmp::Reverse<(u64, usize)>> =
+            cursors.iter_mut().enumerate().filter_map(|(i, c)| c.next().map(|v| std::cmp::Reverse((v, i)))).collect();
+        let mut last = None;
+        while let Some(std::cmp::Reverse((v, i))) = heap.pop() {
+            if last == Some(v) {
+                return true;
+            }
+            last = Some(v);
+            if let Some(n) = cursors[i].next() {
+                heap.push(std::cmp::Reverse((n, i)));
+            }
+        }
+        false
+    }
+}
+
+/// Reads one sorted run, from memory or in 64 KiB stretches from the file.
+struct RunCursor<'a> {
+    memory: &'a [u64],
+    file: Option<&'a File>,
+    offset: u64,
+    left: u64,
+    block: Vec<u64>,
+    at: usize,
+}
+
+impl<'a> RunCursor<'a> {
+    fn memory(v: &'a [u64]) -> Self {
+        Self { memory: v, file: None, offset: 0, left: 0, block: Vec::new(), at: 0 }
+    }
+
+    fn disk(file: &'a File, offset: u64, len: u64) -> Self {
+        Self { memory: &[], file: Some(file), offset, left: len, block: Vec::new(), at: 0 }
+    }
+
+    fn next(&mut self) -> Option<u64> {
+        if let Some((first, rest)) = self.memory.split_first() {
+            self.memory = rest;
+            return Some(*first);
+        }
+        if self.at == self.block.len() {
+            let file = self.file?;
+            if self.left == 0 {
+                return None;
+            }
+            let n = self.left.min(8192) as usize;
+            let mut bytes = vec![0u8; n * 8];
+            file.read_exact_at(&mut bytes, self.offset).ok()?;
+            self.offset += bytes.len() as u64;
+            self.left -= n as u64;
+            self.block = bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+            self.at = 0;
+        }
+        self.at += 1;
+        self.block.get(self.at - 1).copied()
+    }
+}
+
+#[cfg(test)]
+mod run_tests {
+    use super::*;
+
+    #[test]
+    fn repeats_are_found_within_and_across_spilled_runs() {
+        let mut a = HashRuns::default();
+        let mut b = HashRuns::default();
+        for i in 0..RUN_LEN * 2 + 10 {
+            a.push(&format!("a{i}"));
+        }
+        for i in 0..1000 {
+            b.push(&format!("b{i}"));
+        }
+        assert!(a.file.is_some() && a.runs.len() == 2);
+        let mut sets = [a, b];
+        assert!(!HashRuns::any_repeated(&mut sets));
+        sets[1].push("a5");
+        assert!(HashRuns::any_repeated(&mut sets));
+        let mut c = HashRuns::default();
+        c.push("x");
+        c.push("x");
+        assert!(HashRuns::any_repeated(&mut [c]));
     }
 }

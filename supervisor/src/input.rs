@@ -278,12 +278,18 @@ impl Format {
 
 /// Reads lines (at most [`MAX_LINE`] bytes) and hands each with its number to `f`; stops at
 /// the first error `f` returns.
-pub fn for_each_line<R: BufRead>(
+pub fn for_each_line<R: BufRead>(r: R, f: impl FnMut(u64, &[u8]) -> Result<(), String>) -> Result<(), (u64, String)> {
+    for_each_line_from(r, 0, f)
+}
+
+/// [`for_each_line`] for input whose first `skipped` lines were read elsewhere.
+fn for_each_line_from<R: BufRead>(
     mut r: R,
+    skipped: u64,
     mut f: impl FnMut(u64, &[u8]) -> Result<(), String>,
 ) -> Result<(), (u64, String)> {
     let mut buf = Vec::with_capacity(256);
-    let mut number = 0u64;
+    let mut number = skipped;
     loop {
         buf.clear();
         let n = (&mut r)
@@ -318,58 +324,114 @@ pub fn validate<R: BufRead>(r: R, format: &Format, shard: Option<(u32, u32)>) ->
     Ok(count)
 }
 
+/// What checking a whole file found: its task count, and the jobs of its first lines, kept
+/// so that the run need not parse them again.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// Tasks of this shard in the file.
+    pub tasks: u64,
+    /// The jobs kept, in file order.
+    pub prefix: Prefix,
+}
+
+/// Jobs parsed while checking, from the start of the input up to `end_offset`.
+#[derive(Debug, Default)]
+pub struct Prefix {
+    chunks: Vec<JobBuilder>,
+    /// Byte offset where the kept jobs end (the next line to read).
+    pub end_offset: u64,
+    /// Lines before `end_offset`.
+    pub end_line: u64,
+    /// Whether the kept jobs are the whole input.
+    pub complete: bool,
+}
+
+/// How many bytes of parsed jobs a whole-file check keeps for the run. A file of a million
+/// tiny tasks then is parsed once, not twice, and memory stays bounded for any file.
+pub const KEEP_BYTES: usize = 32 << 20;
+
 /// Checks a whole regular file before any task runs, on several threads when it is big:
 /// each thread checks the lines that start in its share of the bytes, then ids repeated
-/// across shares are looked for. Errors name the line as a sequential read would.
-pub fn validate_file(file: &std::fs::File, format: &Format, shard: Option<(u32, u32)>) -> Result<u64, (u64, String)> {
+/// across shares are looked for. Errors name the line as a sequential read would. The jobs
+/// of the first lines, up to `keep` bytes of them, are kept for the run.
+pub fn validate_file(
+    file: &std::fs::File,
+    format: &Format,
+    shard: Option<(u32, u32)>,
+    keep: usize,
+) -> Result<Checked, (u64, String)> {
     use std::io::Seek;
     // Standard input may be a file someone has already read from: check from where we are.
     let from = (&mut &*file).stream_position().unwrap_or(0);
     let len = file.metadata().map_err(|e| (0, format!("cannot read: {e}")))?.len();
     let size = len.saturating_sub(from);
     let threads = if size < (4 << 20) { 1 } else { std::thread::available_parallelism().map_or(1, |n| n.get()).min(4) };
-    let sequential =
-        || validate(io::BufReader::with_capacity(1 << 20, PositionedReader { file, pos: from }), format, shard);
-    if threads == 1 {
-        return sequential();
-    }
     let bounds: Vec<u64> = (0..=threads as u64).map(|i| from + size * i / threads as u64).collect();
     let parts: Vec<PartCheck> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|i| {
                 let (start, end) = (bounds[i], bounds[i + 1]);
-                scope.spawn(move || check_part(file, start, end, i == 0, format, shard))
+                scope.spawn(move || check_part(file, start, end, i == 0, format, shard, keep / threads))
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err((0, "checker thread panicked".into())))).collect()
     });
     let mut lines_before = 0;
-    let mut count = 0;
-    let mut admissions = Vec::new();
+    let mut checked = Checked { tasks: 0, prefix: Prefix { end_offset: from, complete: true, ..Prefix::default() } };
+    let mut hashes = Vec::new();
     for part in parts {
         match part {
-            Ok((lines, tasks, adm)) => {
-                lines_before += lines;
-                count += tasks;
-                admissions.push(adm);
+            Ok(p) => {
+                // Kept jobs stay a prefix of the input: a share's are used only when every
+                // share before it was kept whole.
+                let prefix = &mut checked.prefix;
+                if prefix.complete {
+                    prefix.chunks.extend(p.kept);
+                    match p.kept_until {
+                        None => {
+                            prefix.end_offset = p.end;
+                            prefix.end_line = lines_before + p.lines;
+                        }
+                        Some((offset, line)) => {
+                            prefix.end_offset = offset;
+                            prefix.end_line = lines_before + line;
+                            prefix.complete = false;
+                        }
+                    }
+                }
+                lines_before += p.lines;
+                checked.tasks += p.tasks;
+                hashes.push(p.ids);
             }
             Err((line, msg)) => return Err((lines_before + line, msg)),
         }
     }
-    for (i, a) in admissions.iter().enumerate() {
-        if admissions[i + 1..].iter().any(|b| a.seen().intersects(b.seen())) {
-            // An id repeats across shares: a sequential read names the line.
-            return sequential();
-        }
+    if crate::idset::HashRuns::any_repeated(&mut hashes) {
+        // An id repeats: a sequential read names the line of its second appearance.
+        validate(io::BufReader::with_capacity(1 << 20, PositionedReader { file, pos: from }), format, shard)?;
+        return Err((0, "an id repeats (the sequential check could not place it)".into()));
     }
-    Ok(count)
+    Ok(checked)
 }
 
-/// What checking one share of a file found: (lines, tasks, admission), or the first error.
-type PartCheck = Result<(u64, u64, Admission), (u64, String)>;
+/// What checking one share of a file found.
+struct Part {
+    lines: u64,
+    tasks: u64,
+    /// Hashes of the share's ids, for the duplicate check at the end.
+    ids: crate::idset::HashRuns,
+    /// Where the share's bytes end.
+    end: u64,
+    kept: Vec<JobBuilder>,
+    /// Where keeping stopped (offset, lines before it in the share); `None`: all kept.
+    kept_until: Option<(u64, u64)>,
+}
 
-/// Checks the lines that start in `start..end` (`first`: the share that begins the input):
-/// (lines read, tasks, admission).
+/// A share's result, or its first error (its line counted within the share).
+type PartCheck = Result<Part, (u64, String)>;
+
+/// Checks the lines that start in `start..end` (`first`: the share that begins the input),
+/// keeping the jobs of its first lines up to `keep` bytes.
 fn check_part(
     file: &std::fs::File,
     start: u64,
@@ -377,6 +439,7 @@ fn check_part(
     first: bool,
     format: &Format,
     shard: Option<(u32, u32)>,
+    keep: usize,
 ) -> PartCheck {
     let mut reader =
         io::BufReader::with_capacity(1 << 20, PositionedReader { file, pos: if first { start } else { start - 1 } });
@@ -386,10 +449,17 @@ fn check_part(
         // The line holding byte start-1 belongs to the share before.
         pos += reader.read_until(b'\n', &mut buf).map_err(|e| (1, format!("cannot read: {e}")))? as u64;
     }
+    // Duplicates are looked for at the end, over every share at once.
     let mut admission = Admission::new(IdSet::default(), shard);
+    admission.check_duplicates = false;
+    let mut ids = crate::idset::HashRuns::default();
     let (mut lines, mut tasks) = (0u64, 0u64);
+    let mut kept = Vec::new();
+    let mut builder = JobBuilder::default();
+    let (mut kept_bytes, mut kept_until) = (0usize, None);
     while pos < end {
         buf.clear();
+        let line_start = pos;
         let n = (&mut reader)
             .take(MAX_LINE as u64 + 1)
             .read_until(b'\n', &mut buf)
@@ -403,13 +473,31 @@ fn check_part(
             return Err((lines, format!("line longer than {MAX_LINE} bytes")));
         }
         let text = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        if let Some(t) = format.parse(text, lines).map_err(|e| (lines, e))?
-            && admission.admit(&t.id).map_err(|e| (lines, e))?
-        {
-            tasks += 1;
+        let Some(t) = format.parse(text, lines).map_err(|e| (lines, e))? else { continue };
+        if !admission.admit(&t.id).map_err(|e| (lines, e))? {
+            continue;
+        }
+        ids.push(&t.id);
+        tasks += 1;
+        if kept_until.is_none() {
+            if kept_bytes >= keep {
+                kept_until = Some((line_start, lines - 1));
+                continue;
+            }
+            let before = builder.bytes();
+            builder
+                .push_with(&t.id, t.fault, |b| shared::frame::append(&t.task, b))
+                .map_err(|e| (lines, e.to_string()))?;
+            kept_bytes += builder.bytes() - before + JobBuilder::ENTRY_BYTES;
+            if builder.len() == CHUNK {
+                kept.push(std::mem::take(&mut builder));
+            }
         }
     }
-    Ok((lines, tasks, admission))
+    if !builder.is_empty() {
+        kept.push(builder);
+    }
+    Ok(Part { lines, tasks, ids, end: pos.max(end), kept, kept_until })
 }
 
 /// Reads a file from a position with `pread`, so threads share one descriptor.
@@ -444,49 +532,115 @@ const CHUNK: usize = 1024;
 
 impl LineSource {
     /// Starts reading `input` on a thread.
-    pub fn spawn<R: Read + Send + 'static>(input: R, format: Format, mut admission: Admission) -> io::Result<Self> {
+    pub fn spawn<R: Read + Send + 'static>(input: R, format: Format, admission: Admission) -> io::Result<Self> {
+        Self::start(
+            move |emit| {
+                let reader = io::BufReader::with_capacity(256 << 10, input);
+                emit.lines(reader, 0, &format)
+            },
+            admission,
+        )
+    }
+
+    /// Starts reading a checked file: first the jobs its check kept, then the lines after
+    /// them.
+    pub fn spawn_checked(
+        mut file: std::fs::File,
+        format: Format,
+        admission: Admission,
+        prefix: Prefix,
+    ) -> io::Result<Self> {
+        use std::io::{Seek, SeekFrom};
+        Self::start(
+            move |emit| {
+                for mut chunk in prefix.chunks {
+                    emit.kept(&mut chunk)?;
+                }
+                if prefix.complete {
+                    return Ok(());
+                }
+                file.seek(SeekFrom::Start(prefix.end_offset))
+                    .map_err(|e| (prefix.end_line + 1, format!("cannot read: {e}")))?;
+                emit.lines(io::BufReader::with_capacity(256 << 10, file), prefix.end_line, &format)
+            },
+            admission,
+        )
+    }
+
+    fn start(
+        produce: impl FnOnce(&mut Emitter) -> Result<(), (u64, String)> + Send + 'static,
+        admission: Admission,
+    ) -> io::Result<Self> {
         let (wake, waker) = UnixStream::pair()?;
         wake.set_nonblocking(true)?;
         waker.set_nonblocking(true)?;
         let (tx, rx) = sync_channel::<Chunk>(8);
         std::thread::Builder::new().name("bulkhead-input".into()).spawn(move || {
-            let send = |tx: &SyncSender<Chunk>, c: Chunk| {
-                let ok = tx.send(c).is_ok();
-                let _ = (&waker).write(&[1]);
-                ok
-            };
-            let mut builder = JobBuilder::default();
-            let reader = io::BufReader::with_capacity(256 << 10, input);
-            let result = for_each_line(reader, |number, text| {
-                let Some(t) = format.parse(text, number)? else { return Ok(()) };
-                if !admission.admit(&t.id)? {
-                    return Ok(());
-                }
-                builder
-                    .push_with(&t.id, t.fault, |buf| shared::frame::append(&t.task, buf))
-                    .map_err(|e| e.to_string())?;
-                if builder.len() == CHUNK {
-                    let mut jobs = Vec::with_capacity(CHUNK);
-                    builder.finish(&mut jobs);
-                    if !send(&tx, Chunk::Jobs(jobs)) {
-                        return Err("the run stopped reading".into());
-                    }
-                }
-                Ok(())
-            });
-            if !builder.is_empty() {
-                let mut jobs = Vec::new();
-                builder.finish(&mut jobs);
-                if !send(&tx, Chunk::Jobs(jobs)) {
-                    return;
-                }
+            let mut emit = Emitter { tx, waker, admission, builder: JobBuilder::default() };
+            let result = produce(&mut emit);
+            if emit.flush().is_err() {
+                return;
             }
             let _ = match result {
-                Ok(()) => send(&tx, Chunk::End),
-                Err((line, msg)) => send(&tx, Chunk::Failed(format!("line {line}: {msg}"))),
+                Ok(()) => emit.send(Chunk::End),
+                Err((line, msg)) => emit.send(Chunk::Failed(format!("line {line}: {msg}"))),
             };
         })?;
         Ok(Self { rx, wake, ready: VecDeque::new(), end: None })
+    }
+}
+
+/// The reader thread's side: admits jobs and sends them in chunks.
+struct Emitter {
+    tx: SyncSender<Chunk>,
+    waker: UnixStream,
+    admission: Admission,
+    builder: JobBuilder,
+}
+
+const STOPPED: &str = "the run stopped reading";
+
+impl Emitter {
+    fn send(&self, c: Chunk) -> bool {
+        let ok = self.tx.send(c).is_ok();
+        let _ = (&self.waker).write(&[1]);
+        ok
+    }
+
+    fn flush(&mut self) -> Result<(), (u64, String)> {
+        if self.builder.is_empty() {
+            return Ok(());
+        }
+        let mut jobs = Vec::with_capacity(self.builder.len());
+        self.builder.finish(&mut jobs);
+        if self.send(Chunk::Jobs(jobs)) { Ok(()) } else { Err((0, STOPPED.into())) }
+    }
+
+    /// Jobs parsed by the file's check: only resume's filter is left to apply.
+    fn kept(&mut self, chunk: &mut JobBuilder) -> Result<(), (u64, String)> {
+        let mut jobs = Vec::with_capacity(chunk.len());
+        chunk.finish(&mut jobs);
+        if !self.admission.done.is_empty() {
+            jobs.retain(|j| !self.admission.done.contains(j.id()));
+        }
+        if self.send(Chunk::Jobs(jobs)) { Ok(()) } else { Err((0, STOPPED.into())) }
+    }
+
+    /// Parses lines, numbering them after the `skipped` read before.
+    fn lines<R: BufRead>(&mut self, reader: R, skipped: u64, format: &Format) -> Result<(), (u64, String)> {
+        for_each_line_from(reader, skipped, |number, text| {
+            let Some(t) = format.parse(text, number)? else { return Ok(()) };
+            if !self.admission.admit(&t.id)? {
+                return Ok(());
+            }
+            self.builder
+                .push_with(&t.id, t.fault, |buf| shared::frame::append(&t.task, buf))
+                .map_err(|e| e.to_string())?;
+            if self.builder.len() == CHUNK {
+                self.flush().map_err(|(_, e)| e)?;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -592,14 +746,14 @@ mod tests {
         }
         f.flush().unwrap();
         let open = |p: &std::path::Path| std::fs::File::open(p).unwrap();
-        assert_eq!(validate_file(&open(f.path()), &Format::Jsonl, None), Ok(n));
+        assert_eq!(validate_file(&open(f.path()), &Format::Jsonl, None, KEEP_BYTES).map(|c| c.tasks), Ok(n));
         // A bad line deep in a later share, and a duplicate across shares.
         for (bad, line) in [("{\"id\":\"x\",\"kind\":\"nope\"}", n + 1), ("{\"id\":\"t3\",\"kind\":\"noop\"}", n + 1)] {
             let mut g = tempfile::NamedTempFile::new().unwrap();
             g.write_all(&std::fs::read(f.path()).unwrap()).unwrap();
             writeln!(g, "{bad}").unwrap();
             g.flush().unwrap();
-            let err = validate_file(&open(g.path()), &Format::Jsonl, None).unwrap_err();
+            let err = validate_file(&open(g.path()), &Format::Jsonl, None, KEEP_BYTES).unwrap_err();
             assert_eq!(err.0, line, "{err:?}");
         }
     }
@@ -640,6 +794,38 @@ mod tests {
             proptest::prop_assert_eq!(t.id.as_ref(), id.as_str());
             proptest::prop_assert_eq!(t.task, BuiltinTask::Sleep { ms });
             proptest::prop_assert_eq!(t.fault.map(|f| f.kind), kind);
+        }
+    }
+
+    /// A check keeps the jobs of the first lines only; the run reads the rest from where the
+    /// kept ones end, and gets every task once, in order, with bad-line numbers still right.
+    #[test]
+    fn a_partly_kept_file_is_read_on_from_where_the_prefix_ends() {
+        use std::io::Write as _;
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        for i in 0..5000 {
+            writeln!(f, "{{\"id\":\"t{i}\",\"kind\":\"sleep\",\"ms\":{i}}}").unwrap();
+        }
+        f.flush().unwrap();
+        let open = || std::fs::File::open(f.path()).unwrap();
+        for keep in [0, 1, 20_000, usize::MAX] {
+            let checked = validate_file(&open(), &Format::Jsonl, None, keep).unwrap();
+            assert_eq!(checked.tasks, 5000);
+            assert_eq!(checked.prefix.complete, keep == usize::MAX, "keep {keep}");
+            let mut admission = Admission::default();
+            admission.check_duplicates = false;
+            let mut src = LineSource::spawn_checked(open(), Format::Jsonl, admission, checked.prefix).unwrap();
+            let mut jobs = Vec::new();
+            loop {
+                match src.pull(10_000, &mut jobs) {
+                    Pull::End => break,
+                    Pull::Failed(e) => panic!("{e}"),
+                    Pull::Ready | Pull::Pending => std::thread::yield_now(),
+                }
+            }
+            let ids: Vec<&str> = jobs.iter().map(|j| j.id()).collect();
+            let expected: Vec<String> = (0..5000).map(|i| format!("t{i}")).collect();
+            assert_eq!(ids, expected, "keep {keep}");
         }
     }
 

@@ -108,11 +108,6 @@ impl Admission {
         Self { seen: IdSet::default(), check_duplicates: true, done, shard, skipped_done: 0, skipped_shard: 0 }
     }
 
-    /// The ids seen so far (when checking duplicates).
-    pub fn seen(&self) -> &IdSet {
-        &self.seen
-    }
-
     /// Ok(true): run it; Ok(false): skip it; Err: a duplicate id.
     pub fn admit(&mut self, id: &str) -> Result<bool, String> {
         if let Some((k, n)) = self.shard

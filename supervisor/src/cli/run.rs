@@ -16,8 +16,10 @@ use crate::rundir::RunDir;
 use crate::source::TaskSource;
 
 enum Input {
+    /// A file: a regular one is checked whole before the run.
     File(File, String),
-    Stdin,
+    /// Standard input that is not a regular file (a pipe, a terminal).
+    Stream,
 }
 
 pub(super) fn run(mut args: RunArgs) -> i32 {
@@ -48,19 +50,24 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
                 return exit::BAD_INPUT;
             }
         },
-        None => Input::Stdin,
-    };
-    let mut total = None;
-    let checked = match &input {
-        Input::File(f, name) => precheck(f, name, &format, shard).map(|n| total = n),
-        Input::Stdin => {
+        None => {
+            // `bulkhead run < tasks.jsonl`: a file all the same.
             let stdin = File::from(io::stdin().as_fd().try_clone_to_owned().expect("stdin is open"));
-            precheck(&stdin, "standard input", &format, shard).map(|n| total = n)
+            if stdin.metadata().is_ok_and(|m| m.is_file()) {
+                Input::File(stdin, "standard input".into())
+            } else {
+                Input::Stream
+            }
         }
     };
-    if let Err(code) = checked {
-        return code;
-    }
+    let checked = match &input {
+        Input::File(f, name) => match precheck(f, name, &format, shard) {
+            Ok(c) => c,
+            Err(code) => return code,
+        },
+        Input::Stream => None,
+    };
+    let total = checked.as_ref().map(|c| c.tasks);
     let mut builder = Pool::builder()
         .mode(if args.mode == ModeArg::Thread { Mode::Thread } else { Mode::Process })
         .attempts(args.attempts)
@@ -135,13 +142,16 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
         Ok(p) => p,
         Err(e) => return pool_error(&e),
     };
-    let prechecked = total.is_some();
     let run = pool.run_source(|mut admission| {
-        // A file checked whole has no duplicate ids: the reader need not remember them.
-        admission.check_duplicates = !prechecked;
-        let source: Box<dyn TaskSource> = match input {
-            Input::File(f, _) => Box::new(LineSource::spawn(f, format, admission)?),
-            Input::Stdin => Box::new(LineSource::spawn(io::stdin(), format, admission)?),
+        let source: Box<dyn TaskSource> = match (input, checked) {
+            (Input::File(f, _), Some(checked)) => {
+                // A file checked whole has no duplicate ids: the reader need not remember
+                // them; and the jobs the check parsed first are not parsed again.
+                admission.check_duplicates = false;
+                Box::new(LineSource::spawn_checked(f, format, admission, checked.prefix)?)
+            }
+            (Input::File(f, _), None) => Box::new(LineSource::spawn(f, format, admission)?),
+            (Input::Stream, _) => Box::new(LineSource::spawn(io::stdin(), format, admission)?),
         };
         Ok(source)
     });
@@ -176,14 +186,18 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
 }
 
 /// Checks a whole regular file; pipes and terminals are checked as they stream.
-fn precheck(f: &File, name: &str, format: &Format, shard: Option<(u32, u32)>) -> Result<Option<u64>, i32> {
+fn precheck(
+    f: &File,
+    name: &str,
+    format: &Format,
+    shard: Option<(u32, u32)>,
+) -> Result<Option<crate::input::Checked>, i32> {
     let regular = f.metadata().map(|m| m.is_file()).unwrap_or(false);
     if !regular {
         return Ok(None);
     }
-    let result = crate::input::validate_file(f, format, shard);
-    match result {
-        Ok(n) => Ok(Some(n)),
+    match crate::input::validate_file(f, format, shard, crate::input::KEEP_BYTES) {
+        Ok(c) => Ok(Some(c)),
         Err((line, msg)) => {
             eprintln!("bulkhead: error: {name}, line {line}: {msg}");
             Err(exit::BAD_INPUT)

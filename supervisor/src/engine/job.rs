@@ -77,6 +77,14 @@ pub struct JobBuilder {
 }
 
 impl JobBuilder {
+    /// Bytes of bookkeeping per job, besides its id and payload.
+    pub const ENTRY_BYTES: usize = std::mem::size_of::<(u32, u32, u32, Option<FaultPlan>)>();
+
+    /// Bytes of ids and payloads collected so far.
+    pub fn bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// Jobs collected so far.
     pub fn len(&self) -> usize {
         self.entries.len()
