@@ -1063,24 +1063,27 @@ impl Engine {
         (per_thread * threads).min(s.cap.max(threads))
     }
 
+    /// Whether a slot takes more work now: serving, and down to half its target (topping
+    /// up a nearly full queue would only cost small frames).
+    fn has_room(&self, s: &Slot) -> bool {
+        matches!(s.state, SlotState::Serving { .. }) && s.inflight.len() <= self.target(s) / 2
+    }
+
     fn fill(&mut self, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
-        let serving = self.slots.iter().filter(|s| matches!(s.state, SlotState::Serving { .. })).count();
-        if serving == 0 || self.queued() == 0 {
+        let with_room = self.slots.iter().filter(|s| self.has_room(s)).count();
+        if with_room == 0 || self.queued() == 0 {
             return;
         }
-        // Once the input is all here, share what is left evenly, so that one worker does not
-        // take a long tail while another idles.
-        let fair_share = (!self.input_open).then(|| self.queued().div_ceil(serving));
+        // Once the input is all here, share what is left evenly among the workers that can
+        // take it, so that one does not take a long tail while another idles.
+        let fair_share = (!self.input_open).then(|| self.queued().div_ceil(with_room));
         let want_events = sink.wants_events();
         for slot in 0..self.slots.len() {
-            if !matches!(self.slots[slot].state, SlotState::Serving { .. }) {
+            if !self.has_room(&self.slots[slot]) {
                 continue;
             }
             let target = self.target(&self.slots[slot]);
             let have = self.slots[slot].inflight.len();
-            if have > target / 2 {
-                continue;
-            }
             let mut want = target - have;
             if let Some(share) = fair_share {
                 want = want.min(share.max(1));

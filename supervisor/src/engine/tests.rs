@@ -494,3 +494,21 @@ fn a_worker_that_finished_tasks_before_dying_is_healthy() {
         h.start();
     }
 }
+
+/// The tail is shared among workers with room, not among all: a full worker does not keep a
+/// share for itself while another idles.
+#[test]
+fn the_tail_goes_to_the_workers_with_room() {
+    let mut h = Harness::new(EngineConfig { workers: 2, threads_per_worker: 50, ..Default::default() });
+    h.push((0..100).map(|i| job(&format!("w{i}"))));
+    let mut out = Vec::new();
+    h.engine.input_ended(h.now, &mut h.sink, &mut out);
+    // Worker 0 is ready first and takes a full load; worker 1 then takes all the rest.
+    h.tick();
+    let pids: Vec<_> = h.spawn_all(&[Action::Spawn { slot: 0 }, Action::Spawn { slot: 1 }]);
+    let _ = pids;
+    h.ev(Event::Ready { slot: 0 });
+    assert_eq!(h.sent(0).len(), 50);
+    h.ev(Event::Ready { slot: 1 });
+    assert_eq!(h.sent(1).len(), 50);
+}
