@@ -36,8 +36,12 @@ pub struct ModeFigures {
     pub pss_total_mib: f64,
     /// Extra PSS per worker: (8 workers - 1 worker) / 7, MiB.
     pub pss_per_worker_mib: f64,
-    /// Microseconds per no-op task, end to end, on one worker.
+    /// Microseconds per no-op task, end to end, on one worker (batched).
     pub us_per_task: f64,
+    /// Round trip of one task at a time, median, microseconds.
+    pub rtt_p50_us: f64,
+    /// Round trip of one task at a time, 99th percentile, microseconds.
+    pub rtt_p99_us: f64,
     /// Tasks of the stability batch with a final record.
     pub completed: u64,
     /// Tasks of the stability batch with none: lost.
@@ -150,6 +154,34 @@ fn measure(args: &[String], input: String) -> Result<Measured, String> {
     })
 }
 
+/// One no-op at a time through the library, `n` times after a warm-up: (p50, p99) in µs.
+/// Process mode runs workers of this very executable, which serves as its own worker.
+fn round_trip(mode: &str, n: usize) -> Result<(f64, f64), String> {
+    use shared::task::BuiltinTask;
+    let builder = crate::Pool::builder().workers(1);
+    let builder = match mode {
+        "thread" => builder.mode(crate::Mode::Thread),
+        "process" => builder.mode(crate::Mode::Process),
+        _ => builder.mode(crate::Mode::Process).threads_per_worker(2),
+    };
+    let pool = builder.build(worker::builtin::Builtin::default()).map_err(|e| e.to_string())?;
+    let (tx, source) = crate::channel::<BuiltinTask>().map_err(|e| e.to_string())?;
+    let mut run = pool.run_source(|a| Ok(Box::new(source.admit_with(a)))).map_err(|e| e.to_string())?;
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n + 100 {
+        let t = Instant::now();
+        tx.send(crate::TaskSpec::with_id(format!("r{i}"), BuiltinTask::Noop));
+        run.next().ok_or("the run ended early")?;
+        if i >= 100 {
+            times.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    drop(tx);
+    while run.next().is_some() {}
+    times.sort_by(f64::total_cmp);
+    Ok((times[times.len() / 2], times[times.len() * 99 / 100]))
+}
+
 /// RSS and PSS in bytes of `pid` and all its descendants.
 pub fn tree_memory(pid: u32) -> (u64, u64) {
     let mut rss = 0;
@@ -246,6 +278,10 @@ pub fn compare(opts: &Options, mut progress: impl FnMut(&str)) -> Result<Compari
         progress(&format!("{mode}: communication"));
         let r = measure(&mode_args(mode, 1), lines(noops, |i| format!("{{\"id\":\"n{i}\",\"kind\":\"noop\"}}")))?;
         m.us_per_task = r.secs * 1e6 / noops as f64;
+
+        let (p50, p99) = round_trip(mode, if q { 300 } else { 2000 })?;
+        m.rtt_p50_us = p50;
+        m.rtt_p99_us = p99;
 
         progress(&format!("{mode}: one segfault, one panic"));
         let batch = |fault: &str| {
@@ -349,7 +385,9 @@ pub fn table(c: &Comparison) -> String {
     row(&mut s, "memory, 8 workers: RSS total", &|m| format!("{:.1} MiB", m.rss_total_mib));
     row(&mut s, "memory, 8 workers: PSS total", &|m| format!("{:.1} MiB", m.pss_total_mib));
     row(&mut s, "memory: PSS per extra worker", &|m| format!("{:.2} MiB", m.pss_per_worker_mib));
-    row(&mut s, "communication: per no-op task", &|m| format!("{:.2} µs", m.us_per_task));
+    row(&mut s, "communication: per task, batched", &|m| format!("{:.2} µs", m.us_per_task));
+    row(&mut s, "communication: one at a time p50", &|m| format!("{:.1} µs", m.rtt_p50_us));
+    row(&mut s, "communication: one at a time p99", &|m| format!("{:.1} µs", m.rtt_p99_us));
     row(&mut s, "one segfault in 40 tasks: done", &|m| format!("{}/40, {} lost", m.completed, m.lost));
     row(&mut s, "CPU-bound: 1 worker", &|m| format!("{:.1} tasks/s", m.cpu_1_per_s));
     row(&mut s, &format!("CPU-bound: {} workers", c.workers), &|m| format!("{:.1} tasks/s", m.cpu_n_per_s));
