@@ -121,11 +121,6 @@ impl ControlServer {
         Ok(Self { listener, path: path.to_path_buf(), uid: nix::unistd::geteuid().as_raw() })
     }
 
-    /// The socket's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Adds the listening socket to the poll set.
     pub fn poll_set(&self, set: &mut PollSet) {
         let Listener::UdSocket(l) = &self.listener;

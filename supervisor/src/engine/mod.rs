@@ -398,11 +398,6 @@ impl Engine {
         }
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &EngineConfig {
-        &self.cfg
-    }
-
     /// The slots.
     pub fn slots(&self) -> &[Slot] {
         &self.slots
@@ -498,7 +493,6 @@ impl Engine {
     /// The run cannot go on (a worker speaks another protocol version): stop now.
     pub fn fatal(&mut self, message: String, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
         if self.phase != Phase::Done {
-            self.phase = Phase::Running;
             self.give_up(message, now);
             self.settle(now, sink, out);
         }
