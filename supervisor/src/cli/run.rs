@@ -68,6 +68,18 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
         Input::Stream => None,
     };
     let total = checked.as_ref().map(|c| c.tasks);
+    if args.mode == ModeArg::Thread {
+        if args.memory_limit.is_some() {
+            eprintln!(
+                "bulkhead: warning: --memory-limit bounds worker processes; thread mode has none, so it is not applied"
+            );
+        }
+        if args.threads_per_worker > 1 {
+            eprintln!(
+                "bulkhead: warning: --threads-per-worker is for worker processes (hybrid); in thread mode -j sets the threads"
+            );
+        }
+    }
     let mut builder = Pool::builder()
         .mode(if args.mode == ModeArg::Thread { Mode::Thread } else { Mode::Process })
         .attempts(args.attempts)
