@@ -1,4 +1,4 @@
-//! Link flags for the `bulkhead` executable only (not the library, not proc macros).
+//! Link flags for the executables only (not the library, not proc macros).
 //!
 //! Every worker is a fresh start of this executable, so what a start costs in memory is
 //! paid once per worker. Packed relative relocations (RELR) shrink the ~300 KB of relocation

@@ -158,7 +158,10 @@ fn measure(args: &[String], input: String) -> Result<Measured, String> {
 /// Process mode runs workers of this very executable, which serves as its own worker.
 fn round_trip(mode: &str, n: usize) -> Result<(f64, f64), String> {
     use shared::task::BuiltinTask;
-    let builder = crate::Pool::builder().workers(1);
+    let mut builder = crate::Pool::builder().workers(1);
+    if let Ok(p) = crate::spawn::WorkerProgram::builtin() {
+        builder = builder.worker_program(p);
+    }
     let builder = match mode {
         "thread" => builder.mode(crate::Mode::Thread),
         "process" => builder.mode(crate::Mode::Process),

@@ -139,7 +139,11 @@ fn every_fault_batch() -> Vec<TaskSpec<BuiltinTask>> {
 
 /// A pool tuned for a demo: short timeouts so the stories take seconds.
 fn demo_pool() -> PoolBuilder {
-    Pool::builder()
+    let builder = match crate::spawn::WorkerProgram::builtin() {
+        Ok(p) => Pool::builder().worker_program(p),
+        Err(_) => Pool::builder(),
+    };
+    builder
         .mode(Mode::Process)
         .workers(2)
         .timeout(Duration::from_millis(800))

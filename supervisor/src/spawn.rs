@@ -42,6 +42,26 @@ impl WorkerProgram {
     pub fn current() -> io::Result<Self> {
         Ok(Self { exe: std::env::current_exe()?, args: Vec::new() })
     }
+
+    /// For the built-in kinds: `bulkhead-worker` beside this executable when it is there and
+    /// of this very build (a small program, so each worker costs less memory), else this
+    /// executable itself. Asking the sibling its build id costs one start, once per run.
+    pub fn builtin() -> io::Result<Self> {
+        let me = std::env::current_exe()?;
+        let sibling = me.with_file_name("bulkhead-worker");
+        let same_build = sibling.is_file()
+            && Command::new(&sibling)
+                .arg("--build-id")
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .env_remove(env::WORKER)
+                .output()
+                .is_ok_and(|o| o.status.success() && o.stdout.trim_ascii() == worker::BUILD_ID.as_bytes());
+        if sibling.is_file() && !same_build {
+            log::info!("{} is from another build; workers run {}", sibling.display(), me.display());
+        }
+        Ok(Self { exe: if same_build { sibling } else { me }, args: Vec::new() })
+    }
 }
 
 /// How to start workers.

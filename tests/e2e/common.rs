@@ -76,7 +76,26 @@ impl Sandbox {
 
     /// Starts `bulkhead`, registered so the zombie check knows it is ours to reap.
     pub fn spawn(&self, args: &[&str], stdin: Option<&str>) -> Running {
+        self.spawn_exe(Path::new(BIN), args, stdin)
+    }
+
+    /// Starts another executable (a copy of `bulkhead`) the same way.
+    pub fn spawn_exe(&self, exe: &Path, args: &[&str], stdin: Option<&str>) -> Running {
         let mut c = self.cmd(args);
+        let envs: Vec<_> = c.get_envs().filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))).collect();
+        let mut c = if exe == Path::new(BIN) {
+            c
+        } else {
+            let mut other = Command::new(exe);
+            other
+                .args(args)
+                .current_dir(self.dir.path())
+                .envs(envs)
+                .env_remove("RUST_LOG")
+                .env_remove("RUST_BACKTRACE");
+            let _ = &mut c;
+            other
+        };
         c.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -42,3 +42,39 @@ fn the_crash_example_contains_a_segfaulting_handler() {
     assert!(text.contains("3 ok, 2 failed, 1 quarantined"), "{text}");
     sb.assert_clean();
 }
+
+fn worker_exes(sb: &Sandbox) -> Vec<String> {
+    sb.workers()
+        .into_iter()
+        .filter_map(|p| std::fs::read_link(format!("/proc/{p}/exe")).ok())
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The built-in kinds run in the small `bulkhead-worker` beside `bulkhead` when it is of the
+/// same build, and in `bulkhead` itself when it is not (a stale one is never started).
+#[test]
+fn the_small_worker_is_used_only_when_it_is_of_the_same_build() {
+    let input = "{\"id\":\"s\",\"kind\":\"sleep\",\"ms\":60000}\n";
+    let sb = Sandbox::new();
+    let run = sb.spawn(&["run", "-j", "1"], Some(input));
+    wait_for("a worker running bulkhead-worker", || worker_exes(&sb) == ["bulkhead-worker"]);
+    sb.kill_hard(&run);
+    let _ = run.wait();
+    sb.assert_nothing_alive();
+
+    // A copy of bulkhead beside a bulkhead-worker from "another build".
+    let dir = sb.path("install");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(BIN, dir.join("bulkhead")).unwrap();
+    let fake = dir.join("bulkhead-worker");
+    std::fs::write(&fake, "#!/bin/sh\necho 0.0.0-stale\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let run = sb.spawn_exe(&dir.join("bulkhead"), &["run", "-j", "1"], Some(input));
+    // The stale one answers --build-id (it runs, briefly, under its name); the worker that
+    // serves is bulkhead itself.
+    wait_for("a worker running bulkhead, not the stale bulkhead-worker", || worker_exes(&sb) == ["bulkhead"]);
+    sb.kill_hard(&run);
+    let _ = run.wait();
+    sb.assert_nothing_alive();
+}

@@ -14,6 +14,10 @@ mod startup;
 pub mod statuspage;
 
 pub use handler::{Handler, TaskContext};
+
+/// Identifies the worker code of this build (a hash of its sources): a separate worker
+/// executable is used only when its id is the supervisor's own.
+pub const BUILD_ID: &str = env!("BULKHEAD_BUILD_ID");
 pub use serve::serve_if_worker;
 pub use shared::proto::TaskError;
 

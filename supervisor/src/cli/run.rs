@@ -150,6 +150,9 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
         },
     };
     builder = builder.control_socket(&control);
+    if let Ok(program) = crate::spawn::WorkerProgram::builtin() {
+        builder = builder.worker_program(program);
+    }
     let pool = match builder.build(Builtin::default()) {
         Ok(p) => p,
         Err(e) => return pool_error(&e),
