@@ -39,6 +39,8 @@ use worker::builtin::Builtin;
 
 /// The release binary `cargo bench` built beside this suite.
 const BIN: &str = env!("CARGO_BIN_EXE_bulkhead");
+/// The built-in kinds' worker, which `bulkhead` starts when it sits beside it.
+const WORKER_BIN: &str = env!("CARGO_BIN_EXE_bulkhead-worker");
 /// Where the peers and the setup script are.
 const BENCH_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches");
 
@@ -53,9 +55,12 @@ fn main() {
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(tmp.join("bin")).expect("create target/bench-tmp");
     // A private copy: the library may be rebuilt in this tree while the suite runs, and every
-    // figure of one run must come from one binary.
+    // figure of one run must come from one build. The worker goes beside it, as installed, or
+    // bulkhead would serve as its own (bigger) worker.
     let bin = tmp.join("bin").join("bulkhead");
-    fs::copy(BIN, &bin).unwrap_or_else(|e| panic!("copy {BIN}: {e}"));
+    for (from, to) in [(BIN, &bin), (WORKER_BIN, &tmp.join("bin").join("bulkhead-worker"))] {
+        fs::copy(from, to).unwrap_or_else(|e| panic!("copy {from}: {e}"));
+    }
     let cores = thread::available_parallelism().map_or(1, |n| n.get());
     let sz = if opts.quick { Sizes::quick() } else { Sizes::full() };
     let python = first_line(Command::new("python3").arg("--version"));
@@ -192,10 +197,11 @@ struct Sizes {
     crash_runs: usize,
     cold_reps: usize,
     cpu_n: u64,
-    cpu_tasks: u64,
+    /// CPU-bound tasks per core, so that each worker gets the same share on any machine.
+    cpu_tasks_per_core: u64,
     cpu_reps: usize,
     py_cpu_n: u64,
-    py_cpu_tasks: u64,
+    py_cpu_tasks_per_core: u64,
     idle_runs: usize,
     rss_batches: [u64; 2],
     fault_tasks: u64,
@@ -219,10 +225,10 @@ impl Sizes {
             crash_runs: 3,
             cold_reps: 10,
             cpu_n: 5_000_000,
-            cpu_tasks: 240,
+            cpu_tasks_per_core: 120,
             cpu_reps: 3,
             py_cpu_n: 200_000,
-            py_cpu_tasks: 120,
+            py_cpu_tasks_per_core: 60,
             idle_runs: 3,
             rss_batches: [1_000_000, 10_000_000],
             fault_tasks: 400,
@@ -246,10 +252,10 @@ impl Sizes {
             crash_runs: 1,
             cold_reps: 3,
             cpu_n: 5_000_000,
-            cpu_tasks: 60,
+            cpu_tasks_per_core: 30,
             cpu_reps: 1,
             py_cpu_n: 200_000,
-            py_cpu_tasks: 30,
+            py_cpu_tasks_per_core: 15,
             idle_runs: 1,
             rss_batches: [100_000, 1_000_000],
             fault_tasks: 100,
@@ -604,7 +610,7 @@ fn bulkhead_round_trips(cx: &Ctx, warmup: usize, n: usize) -> Result<Vec<f64>, S
     let pool = Pool::builder()
         .mode(Mode::Process)
         .workers(1)
-        .worker_program(WorkerProgram { exe: cx.bin.clone(), args: vec![] })
+        .worker_program(WorkerProgram { exe: cx.bin.with_file_name("bulkhead-worker"), args: vec![] })
         .build(Builtin::default())
         .map_err(|e| format!("build the pool: {e}"))?;
     let (tx, src) = bulkhead::channel::<BuiltinTask>().map_err(|e| format!("channel: {e}"))?;
@@ -809,7 +815,8 @@ fn scaling(cx: &Ctx, s: &mut Section) -> Result<(), String> {
         s.note("one core: nothing to scale to; skipped");
         return Ok(());
     }
-    let (t, n) = (cx.sz.cpu_tasks, cx.sz.cpu_n);
+    let (t, n) = (cx.sz.cpu_tasks_per_core * nw as u64, cx.sz.cpu_n);
+    let py_tasks = cx.sz.py_cpu_tasks_per_core * nw as u64;
     let tasks = cx.path("cpu.jsonl");
     write_tasks(&tasks, t, sum_squares_line("c", n))?;
     let results = cx.path("cpu-results.jsonl");
@@ -843,7 +850,7 @@ fn scaling(cx: &Ctx, s: &mut Section) -> Result<(), String> {
                 break;
             }
             let mut c = cx.python("scaling.py");
-            c.args(["--procs", &p.to_string(), "--tasks", &cx.sz.py_cpu_tasks.to_string()]);
+            c.args(["--procs", &p.to_string(), "--tasks", &py_tasks.to_string()]);
             c.args(["--n", &cx.sz.py_cpu_n.to_string()]);
             let r = execute(&mut c, Input::Null, Output::Capture, Duration::from_secs(300), None).and_then(|o| {
                 o.check(&[0])?;
@@ -905,7 +912,7 @@ fn scaling(cx: &Ctx, s: &mut Section) -> Result<(), String> {
         s.note(format!("the Python peer is skipped: {e}"));
     } else {
         let (q1, qn) = (median(&py1), median(&pyn));
-        let batch = format!("{} x pure-Python loop n={}", cx.sz.py_cpu_tasks, fmt_count(cx.sz.py_cpu_n));
+        let batch = format!("{py_tasks} x pure-Python loop n={}", fmt_count(cx.sz.py_cpu_n));
         s.rows.push(
             row(
                 "Python Pool(1).map chunksize=1",
@@ -1692,7 +1699,10 @@ fn header_lines(cx: &Ctx, m: &Value, parallel_note: &str) -> Vec<String> {
                 .map_or(format!("GNU parallel missing ({parallel_note})"), |v| format!("{v} ({parallel_note})")),
             s("xargs")
         ),
-        format!("binary:  {BIN} ({}, {release}), run from a private copy", s("bulkhead_version")),
+        format!(
+            "binary:  {BIN} ({}, {release}), run from a private copy with its bulkhead-worker",
+            s("bulkhead_version")
+        ),
         "figures: medians of the repetitions; every ratio is from this run; [s; load] = the section's time and the \
          CPU other processes took meanwhile"
             .into(),
