@@ -328,7 +328,10 @@ fn read_back(file: &mut File, path: &Path, repair: bool) -> Result<Resumed, Jour
                 }
             }
             Err(_) if text.iter().all(u8::is_ascii_whitespace) => {}
-            Err(e) if at_end => {
+            // Only a line without its newline can have been cut short: records hold no raw
+            // newline, and each is written with its own. A whole line that is not a record is
+            // somebody's data, and is refused below like one in the middle.
+            Err(e) if at_end && !complete => {
                 log::warn!(
                     "results file {}: line {number} was cut short by a crash ({e}); dropping it",
                     path.display()
@@ -395,6 +398,17 @@ mod tests {
         let (_, r) = Journal::open(&t, true).unwrap();
         assert_eq!(r.ok, 1);
         assert!(std::fs::read_to_string(&p).unwrap().ends_with("}\n"));
+    }
+
+    #[test]
+    fn a_whole_last_line_that_is_not_a_record_is_refused_not_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, t) = target(&dir);
+        let text = "{\"id\":\"a\",\"status\":\"ok\",\"attempts\":1}\n{\"id\":\"z\",\"status\":\"weird\"}\n";
+        std::fs::write(&p, text).unwrap();
+        let err = Journal::open(&t, true).err().unwrap().to_string();
+        assert!(err.contains("line 2"), "{err}");
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), text, "the file is left as it was");
     }
 
     #[test]
