@@ -108,14 +108,35 @@ pub struct ControlServer {
 }
 
 impl ControlServer {
-    /// Listens at `path` (mode 0600). A stale socket left by a killed run is replaced.
+    /// Listens at `path` (mode 0600). A stale socket left by a killed run is replaced; anything
+    /// else there (a file, the socket of a live run) is left alone and refused.
     pub fn bind(path: &Path) -> io::Result<Self> {
+        use std::os::unix::fs::FileTypeExt;
+        match std::fs::symlink_metadata(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+            Ok(m) if !m.file_type().is_socket() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists and is not a socket; refusing to replace it", path.display()),
+                ));
+            }
+            Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!("{} is the control socket of a running supervisor", path.display()),
+                    ));
+                }
+                // Nobody listens: a killed run's leftover.
+                Err(_) => std::fs::remove_file(path)?,
+            },
+        }
         let name = path.to_fs_name::<GenericFilePath>()?;
         let listener = ListenerOptions::new()
             .name(name)
             .mode(0o600)
             .reclaim_name(true)
-            .try_overwrite(true)
             .nonblocking(ListenerNonblockingMode::Accept)
             .create_sync()?;
         Ok(Self { listener, path: path.to_path_buf(), uid: nix::unistd::geteuid().as_raw() })
