@@ -134,6 +134,19 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
     if let Some(n) = total {
         builder = builder.expected_total(n);
     }
+    // --report: the file is opened now, so that a path that cannot be written is refused
+    // before the batch runs rather than after; the timeline is built from the events as they
+    // happen and written at the end.
+    let report_file = match &args.report {
+        Some(path) => match std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("bulkhead: error: cannot write the report {}: {e}", path.display());
+                return exit::BAD_INPUT;
+            }
+        },
+        None => None,
+    };
     // The control socket lives in a fresh private directory unless a path is given.
     let rundir;
     let control = match &args.control {
@@ -145,7 +158,7 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
             }
             Err(e) => {
                 eprintln!("bulkhead: error: cannot create a private runtime directory: {e}");
-                return 1;
+                return exit::BAD_INPUT;
             }
         },
     };
@@ -174,7 +187,6 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
         Ok(r) => r,
         Err(e) => return pool_error(&e),
     };
-    // --report: the timeline is built from the events as they happen; no file is needed.
     let timeline =
         args.report.as_ref().map(|_| std::rc::Rc::new(std::cell::RefCell::new(crate::report::Timeline::new())));
     let run = match &timeline {
@@ -187,12 +199,13 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
     eprintln!("bulkhead: control socket {} (bulkhead status)", control.display());
     let summary = run.finish();
     print_summary(&summary);
-    if let (Some(path), Some(t)) = (&args.report, timeline) {
+    if let (Some(path), Some(mut file), Some(t)) = (&args.report, report_file, timeline) {
         let title = match &args.tasks {
             Some(p) => format!("bulkhead run {}", p.display()),
             None => "bulkhead run".to_string(),
         };
-        match std::fs::write(path, t.borrow().to_html(&title)) {
+        let html = t.borrow().to_html(&title);
+        match file.set_len(0).and_then(|()| io::Write::write_all(&mut file, html.as_bytes())) {
             Ok(()) => eprintln!("bulkhead: timeline written to {}", path.display()),
             Err(e) => eprintln!("bulkhead: error: cannot write the report {}: {e}", path.display()),
         }
@@ -220,12 +233,11 @@ fn precheck(
     }
 }
 
+/// A run that could not start: a file, path or setting it was given cannot be used (exit 2,
+/// like bad input: nothing ran, and exit 1 would claim that tasks failed).
 fn pool_error(e: &PoolError) -> i32 {
     report_error(e);
-    match e {
-        PoolError::Journal(_) | PoolError::Invalid(_) => exit::BAD_INPUT,
-        _ => 1,
-    }
+    exit::BAD_INPUT
 }
 
 fn print_summary(s: &Summary) {
