@@ -13,6 +13,8 @@ pub const GAVE_UP: i32 = 3;
 pub const INTERRUPTED: i32 = 130;
 /// Interrupted by SIGTERM; the batch is resumable.
 pub const TERMINATED: i32 = 143;
+/// Interrupted by SIGHUP (its terminal went away); the batch is resumable.
+pub const HUNG_UP: i32 = 129;
 
 /// A worker exits with this code when the supervisor speaks another protocol version.
 pub const WORKER_PROTOCOL_MISMATCH: i32 = 86;

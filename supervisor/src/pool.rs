@@ -676,6 +676,7 @@ impl Summary {
             }
             Some(StopReason::Interrupted(Interrupt::Int)) => exit::INTERRUPTED,
             Some(StopReason::Interrupted(Interrupt::Term)) => exit::TERMINATED,
+            Some(StopReason::Interrupted(Interrupt::Hup)) => exit::HUNG_UP,
             Some(StopReason::GaveUp(_)) => exit::GAVE_UP,
             Some(StopReason::BadInput(_)) => exit::BAD_INPUT,
             Some(StopReason::Poisoned(_)) => exit::TASKS_FAILED,

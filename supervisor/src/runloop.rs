@@ -189,7 +189,11 @@ impl<'a> Runtime<'a> {
                     }
                     Token::Signal(sig) => {
                         let count = self.signals.drain(sig);
-                        let which = if sig == Sig::Int { Interrupt::Int } else { Interrupt::Term };
+                        let which = match sig {
+                            Sig::Int => Interrupt::Int,
+                            Sig::Hup => Interrupt::Hup,
+                            Sig::Term | Sig::Chld => Interrupt::Term,
+                        };
                         for _ in 0..count.max(1) {
                             self.engine.handle(Event::Interrupt(which), now, sink, &mut self.actions);
                         }

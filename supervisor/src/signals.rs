@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 
 use signal_hook::SigId;
-use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 
 /// Which signal a descriptor stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +19,8 @@ pub enum Sig {
     Int,
     /// SIGTERM.
     Term,
+    /// SIGHUP.
+    Hup,
 }
 
 /// The registered signal pipes; unregistered on drop.
@@ -29,14 +31,15 @@ pub struct Signals {
 }
 
 impl Signals {
-    /// Registers SIGCHLD, and SIGINT/SIGTERM when `interrupts` (the library leaves those to
-    /// the program unless asked).
+    /// Registers SIGCHLD, and SIGINT/SIGTERM/SIGHUP when `interrupts` (the library leaves
+    /// those to the program unless asked).
     pub fn new(interrupts: bool) -> io::Result<Self> {
         let mut s = Self { pipes: Vec::new(), ids: Vec::new() };
         s.add(Sig::Chld, SIGCHLD)?;
         if interrupts {
             s.add(Sig::Int, SIGINT)?;
             s.add(Sig::Term, SIGTERM)?;
+            s.add(Sig::Hup, SIGHUP)?;
         }
         Ok(s)
     }

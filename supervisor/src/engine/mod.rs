@@ -129,13 +129,26 @@ pub enum Action {
     },
 }
 
-/// SIGINT or SIGTERM.
+/// SIGINT, SIGTERM or SIGHUP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interrupt {
     /// Ctrl-C.
     Int,
     /// A polite kill, as from systemd or a cluster's preemption.
     Term,
+    /// The terminal went away (a closed ssh session): drained like SIGTERM.
+    Hup,
+}
+
+impl Interrupt {
+    /// The signal's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Interrupt::Int => "SIGINT",
+            Interrupt::Term => "SIGTERM",
+            Interrupt::Hup => "SIGHUP",
+        }
+    }
 }
 
 /// Something that happened.
@@ -259,6 +272,7 @@ impl StopReason {
             StopReason::Completed => "completed",
             StopReason::Interrupted(Interrupt::Int) => "interrupted",
             StopReason::Interrupted(Interrupt::Term) => "terminated",
+            StopReason::Interrupted(Interrupt::Hup) => "hung_up",
             StopReason::GaveUp(_) => "gave_up",
             StopReason::BadInput(_) => "bad_input",
             StopReason::Poisoned(_) => "poisoned",
@@ -885,7 +899,7 @@ impl Engine {
             // A repeated SIGTERM is not an escalation: cluster engines and the scripts around
             // them deliver it more than once. The grace stands.
             (Some(StopReason::Interrupted(_)), _) | (Some(StopReason::GaveUp(_)), _) => {
-                log::info!("already stopping; a second SIGTERM changes nothing (a second SIGINT kills at once)");
+                log::info!("already stopping; a second {} changes nothing (a second SIGINT kills at once)", i.name());
             }
             (Some(StopReason::Completed), _) => {}
             _ => {
@@ -894,7 +908,7 @@ impl Engine {
                 self.phase = Phase::Draining { deadline: Some(now + self.cfg.drain_grace_ns) };
                 log::warn!(
                     "{}: starting nothing new; running tasks have {:.1}s to finish",
-                    if i == Interrupt::Int { "SIGINT" } else { "SIGTERM" },
+                    i.name(),
                     self.cfg.drain_grace_ns as f64 / 1e9
                 );
             }
