@@ -254,6 +254,15 @@ mod tests {
         assert!(matches!(end, Some(FrameError::TooLarge { len: u32::MAX, max: 1024 })));
     }
 
+    #[test]
+    fn a_whole_frame_that_is_not_the_message_is_a_decode_error() {
+        // A well-framed body of the wrong shape: a variant index no enum of ours has.
+        let bytes = encode(&200u32).unwrap();
+        let (frames, _) = frames_of(&bytes, 64);
+        let err = decode::<crate::proto::FromWorker>(&frames[0]).unwrap_err();
+        assert!(matches!(err, FrameError::Decode(_)), "{err:?}");
+    }
+
     proptest! {
         /// Any byte stream, cut anywhere, never panics the reader, and well-formed frames
         /// always come back intact whatever the read sizes.

@@ -79,7 +79,7 @@ impl Sandbox {
         self.spawn_exe(Path::new(BIN), args, stdin)
     }
 
-    /// Starts another executable (a copy of `bulkhead`) the same way.
+    /// Starts another executable (a copy of `bulkhead`, an example) the same way.
     pub fn spawn_exe(&self, exe: &Path, args: &[&str], stdin: Option<&str>) -> Running {
         let mut c = self.cmd(args);
         let envs: Vec<_> = c.get_envs().filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))).collect();
@@ -141,8 +141,10 @@ impl Sandbox {
         self.tagged().into_iter().filter(|(_, c)| c == "bulkhead-worker").map(|(p, _)| p).collect()
     }
 
-    /// SIGKILLs the supervisor of `run`; its processes' zombies are then expected here.
+    /// SIGKILLs the supervisor of `run`; its processes' zombies are then expected here. It is
+    /// stopped first, so that no worker it starts between the census and the kill escapes it.
     pub fn kill_hard(&self, run: &Running) {
+        run.signal(nix::sys::signal::Signal::SIGSTOP);
         let mut expected = EXPECTED_ORPHANS.lock().unwrap();
         expected.get_or_insert_with(HashSet::new).extend(self.tagged().into_iter().map(|(p, _)| p));
         run.signal(nix::sys::signal::Signal::SIGKILL);

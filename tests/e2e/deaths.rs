@@ -105,8 +105,7 @@ fn workers_killed_from_outside_change_nothing() {
     sb.assert_clean();
 }
 
-/// A worker killed while the supervisor is draining at the end is not restarted, and the
-/// run still ends cleanly.
+/// A plain run leaves nothing behind: no worker, no zombie, no socket, no runtime directory.
 #[test]
 fn a_clean_run_leaves_nothing() {
     let sb = Sandbox::new();
@@ -140,5 +139,36 @@ fn in_a_batched_run_a_crash_charges_only_the_executing_task() {
     let paid = evs.iter().filter(|e| e["event"] == "task_requeued" && e["charged"] == true).count();
     assert_eq!(paid, 1);
     assert!(free >= 10, "the run was batched: {free} prefetched tasks went back to the queue");
+    sb.assert_clean();
+}
+
+/// `--inject` strikes real faults at random; the seed it prints makes a run repeatable, and
+/// `--seed` chooses one.
+#[test]
+fn injected_faults_repeat_with_their_seed() {
+    let sb = Sandbox::new();
+    let tasks = sb.write("tasks.jsonl", &tasks(60, |i| format!("{{\"id\":\"t{i}\",\"kind\":\"noop\"}}")));
+    let t = tasks.to_str().unwrap();
+    // The ids that crashed, with their crash counts.
+    let struck = |done: &Done| -> Vec<(String, usize)> {
+        done.expect_code(0);
+        let recs = by_id(&done.records());
+        assert_eq!(recs.len(), 60);
+        recs.iter().filter_map(|(id, r)| r["crashes"].as_array().map(|c| (id.clone(), c.len()))).collect()
+    };
+    let first = sb.run(&["run", t, "-j", "2", "--inject", "segv:0.2", "--attempts", "10"], None);
+    let seed = first
+        .stderr()
+        .split("--seed ")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next().map(str::to_string))
+        .unwrap_or_else(|| panic!("no seed printed: {}", first.stderr()));
+    let a = struck(&first);
+    assert!(!a.is_empty(), "20% of 60 tasks and none crashed");
+    let again = sb.run(&["run", t, "-j", "2", "--inject", "segv:0.2", "--attempts", "10", "--seed", &seed], None);
+    assert_eq!(struck(&again), a, "the same seed strikes the same tasks");
+    let other = sb.run(&["run", t, "-j", "2", "--inject", "segv:0.2", "--attempts", "10", "--seed", "1"], None);
+    let b = struck(&other);
+    assert!((!b.is_empty() && b != a) || seed == "1", "another seed, another pattern: {a:?} {b:?}");
     sb.assert_clean();
 }

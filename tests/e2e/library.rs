@@ -13,15 +13,28 @@ fn run_example(sb: &Sandbox, name: &str) -> String {
         "{} is not built: `cargo test --workspace` builds the examples; a filtered run needs `cargo build --examples` first",
         path.display()
     );
-    let cmd = sb.cmd(&[]);
-    let out = std::process::Command::new(path)
-        .envs(cmd.get_envs().filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))))
-        .current_dir(sb.dir.path())
-        .output()
-        .expect("run the example");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    // Started like bulkhead itself (tag, sandbox, bounded wait), only another program.
+    let done = sb.spawn_exe(&path, &[], None).wait();
+    let text = done.stdout();
+    assert!(done.status().success(), "{text}\n{}", done.stderr());
     text
+}
+
+/// The pids an example's section printed: the program's own, and each result's worker.
+fn section_pids(text: &str, heading: &str) -> (u32, Vec<u32>) {
+    let section = text.split(heading).nth(1).unwrap_or_else(|| panic!("no '{heading}' in {text}"));
+    let pid_after = |line: &str, key: &str| -> Option<u32> {
+        let rest = &line[line.find(key)? + key.len()..];
+        rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    };
+    let me = pid_after(section.lines().next().unwrap(), "this program is pid ").expect("the program's pid");
+    let workers = section
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| pid_after(l, "ran in pid "))
+        .collect();
+    (me, workers)
 }
 
 #[test]
@@ -30,6 +43,13 @@ fn the_custom_task_example_runs_both_modes() {
     let text = run_example(&sb, "custom_task");
     assert!(text.contains("Process mode") && text.contains("Thread mode"), "{text}");
     assert_eq!(text.matches("longest 'impediment'").count(), 2, "{text}");
+    // The one line really changes where the code runs: other processes, then this one.
+    let (me, workers) = section_pids(&text, "Process mode");
+    assert_eq!(workers.len(), 3, "{text}");
+    assert!(workers.iter().all(|w| *w != me), "process mode ran in the program itself: {text}");
+    let (me, workers) = section_pids(&text, "Thread mode");
+    assert_eq!(workers.len(), 3, "{text}");
+    assert!(workers.iter().all(|w| *w == me), "thread mode ran elsewhere: {text}");
     sb.assert_clean();
 }
 

@@ -543,3 +543,34 @@ extern "C" fn on_fatal_signal(sig: libc::c_int, _info: *mut libc::siginfo_t, _ct
     // SAFETY: signal(2) to the default action is async-signal-safe.
     unsafe { libc::signal(sig, libc::SIG_DFL) };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(version: u32, handler: &str) -> Vec<u8> {
+        let h = Hello { version, handler: handler.into(), threads: 1, heartbeat_ms: 250 };
+        frame::encode(&ToWorker::Hello(h)).unwrap()
+    }
+
+    /// The handshake refuses a supervisor of another protocol version before reading the rest
+    /// of its hello (whose shape may differ), and a supervisor that wants another handler.
+    #[test]
+    fn a_hello_of_another_version_or_handler_is_refused() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        (&theirs).write_all(&hello(PROTOCOL_VERSION + 1, "builtin")).unwrap();
+        let err = handshake(&ours, &mut FrameReader::new(MAX_FRAME), "builtin").unwrap_err();
+        assert!(matches!(err, ServeError::Version { supervisor } if supervisor == PROTOCOL_VERSION + 1), "{err}");
+
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        (&theirs).write_all(&hello(PROTOCOL_VERSION, "other")).unwrap();
+        let err = handshake(&ours, &mut FrameReader::new(MAX_FRAME), "builtin").unwrap_err();
+        assert!(matches!(&err, ServeError::Handler { expected, .. } if expected == "other"), "{err}");
+
+        // A hello of the right version without its status page is refused too.
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        (&theirs).write_all(&hello(PROTOCOL_VERSION, "builtin")).unwrap();
+        let err = handshake(&ours, &mut FrameReader::new(MAX_FRAME), "builtin").unwrap_err();
+        assert!(matches!(err, ServeError::Handshake(_)), "{err}");
+    }
+}

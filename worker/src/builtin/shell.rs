@@ -151,8 +151,18 @@ mod tests {
         let pg = AtomicI32::new(0);
         let cx = TaskContext::new(1, &pg);
         let t = std::time::Instant::now();
-        let out = run("sleep 30 & echo started", &cx).unwrap();
+        let out = run("sleep 30 & echo $!", &cx).unwrap();
         assert!(t.elapsed() < std::time::Duration::from_secs(5));
-        assert!(matches!(out, BuiltinOutput::Shell { exit: 0, .. }));
+        let BuiltinOutput::Shell { exit: 0, stdout, .. } = out else { panic!("{out:?}") };
+        // ...and does not outlive it: the group was killed (a zombie until init reaps it).
+        let pid: i32 = stdout.trim().parse().unwrap();
+        let gone = || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        };
+        while !gone() {
+            assert!(t.elapsed() < std::time::Duration::from_secs(10), "the straggler {pid} is still running");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 }
