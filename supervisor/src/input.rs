@@ -87,6 +87,8 @@ pub struct ParsedTask<'a> {
 
 /// Parses one task line (without its newline). `Ok(None)` for a blank line.
 pub fn parse_line(text: &[u8]) -> Result<Option<ParsedTask<'_>>, String> {
+    // A byte-order mark, as some Windows editors write at the start of a file, is not content.
+    let text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
     if text.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -164,7 +166,11 @@ pub fn parse_line(text: &[u8]) -> Result<Option<ParsedTask<'_>>, String> {
         None => {
             // The content, with keys in a fixed order, names the task: reordering or adding
             // lines does not change it, so resume still matches records to tasks.
-            let value: serde_json::Value = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+            let mut value: serde_json::Value = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+            // `"id": null` means no id, as an absent one does: the same task, the same hash.
+            if let Some(m) = value.as_object_mut() {
+                m.remove("id");
+            }
             Cow::Owned(content_id(value.to_string().as_bytes()))
         }
     };
@@ -697,6 +703,13 @@ mod tests {
             parse_line(br#"{"id":"a6","kind":"sleep","ms":100,"fault":"segv","fault_attempts":1}"#).unwrap().unwrap();
         assert_eq!(t.fault, Some(FaultPlan { kind: FaultKind::Segv, attempts: Some(1) }));
         assert_eq!(parse_line(b"   ").unwrap(), None);
+    }
+
+    #[test]
+    fn a_null_id_is_no_id_and_a_byte_order_mark_is_not_content() {
+        let plain = parse_line(br#"{"kind":"noop"}"#).unwrap().unwrap();
+        assert_eq!(parse_line(br#"{"kind":"noop","id":null}"#).unwrap().unwrap().id, plain.id);
+        assert_eq!(parse_line(b"\xEF\xBB\xBF{\"kind\":\"noop\"}").unwrap().unwrap(), plain);
     }
 
     #[test]
