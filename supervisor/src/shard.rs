@@ -50,15 +50,21 @@ pub fn resolve(
             Some(v) => v.trim().parse().map(Some).map_err(|_| format!("{name}={v} is not a number")),
         }
     };
-    if let (Some(id), Some(count)) = (num("SLURM_ARRAY_TASK_ID")?, num("SLURM_ARRAY_TASK_COUNT")?) {
+    if let Some(id) = num("SLURM_ARRAY_TASK_ID")? {
         // Arrays may start anywhere (--array=1-4); shards count from 0.
         let min = num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
         let k = id
             .checked_sub(min)
             .ok_or_else(|| format!("SLURM_ARRAY_TASK_ID {id} is below SLURM_ARRAY_TASK_MIN {min}"))?;
-        let n = shards.unwrap_or(count);
+        // Without a count (an old Slurm), running the whole batch in every array task would
+        // run each task once per array task: refuse instead.
+        let count = num("SLURM_ARRAY_TASK_COUNT")?;
+        let n = shards
+            .or(count)
+            .ok_or("SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not: give --shards N (or --shard K/N)")?;
         check(k, n)?;
-        return Ok(Some(Shard { k, n, source: format!("SLURM_ARRAY_TASK_ID={id} of {count}") }));
+        let of = count.map_or_else(|| format!("--shards {n}"), |c| c.to_string());
+        return Ok(Some(Shard { k, n, source: format!("SLURM_ARRAY_TASK_ID={id} of {of}") }));
     }
     if let Some(k) = num("JOB_COMPLETION_INDEX")? {
         let n = shards.ok_or("JOB_COMPLETION_INDEX is set: give --shards N (Kubernetes does not export the count)")?;
@@ -96,6 +102,9 @@ mod tests {
             env(&[("SLURM_ARRAY_TASK_ID", "3"), ("SLURM_ARRAY_TASK_COUNT", "4"), ("SLURM_ARRAY_TASK_MIN", "1")]);
         let s = resolve(None, None, &slurm).unwrap().unwrap();
         assert_eq!((s.k, s.n), (2, 4));
+        let countless = env(&[("SLURM_ARRAY_TASK_ID", "1")]);
+        assert!(resolve(None, None, &countless).unwrap_err().contains("SLURM_ARRAY_TASK_COUNT is not"));
+        assert_eq!(resolve(None, Some(3), &countless).unwrap().unwrap().n, 3);
         let k8s = env(&[("JOB_COMPLETION_INDEX", "5")]);
         assert!(resolve(None, None, &k8s).unwrap_err().contains("--shards"));
         assert_eq!(resolve(None, Some(8), &k8s).unwrap().unwrap().k, 5);
