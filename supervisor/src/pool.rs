@@ -135,6 +135,11 @@ pub enum PoolError {
     },
 }
 
+/// The smallest address-space limit a worker is given: below it, start-up itself fails (the
+/// small worker needs about 6 MiB of address space, `bulkhead` serving as its own about 8),
+/// which would only show as workers dying at once until the restart limit.
+pub const MIN_MEMORY_LIMIT: u64 = 16 << 20;
+
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> PoolError {
     let what = what.into();
     move |source| PoolError::Io { what, source }
@@ -167,7 +172,7 @@ impl PoolBuilder {
         self.timeout = Some(d);
         self
     }
-    /// Address-space limit of each worker process, in bytes.
+    /// Address-space limit of each worker process, in bytes; at least [`MIN_MEMORY_LIMIT`].
     pub fn memory_limit(mut self, bytes: u64) -> Self {
         self.memory_limit = Some(bytes);
         self
@@ -275,6 +280,16 @@ impl PoolBuilder {
         }
         if self.threads_per_worker == 0 || self.threads_per_worker > shared::shm::MAX_SLOTS {
             return Err(PoolError::Invalid(format!("threads per worker must be 1 to {}", shared::shm::MAX_SLOTS)));
+        }
+        if let Some(limit) = self.memory_limit
+            && limit < MIN_MEMORY_LIMIT
+        {
+            let mib = |b: u64| b as f64 / f64::from(1 << 20);
+            return Err(PoolError::Invalid(format!(
+                "memory limit {:.1} MiB is below the {:.0} MiB a worker needs to start",
+                mib(limit),
+                mib(MIN_MEMORY_LIMIT)
+            )));
         }
         if let Some((k, n)) = self.shard
             && (n == 0 || k >= n)
