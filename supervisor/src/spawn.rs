@@ -113,6 +113,7 @@ pub fn spawn_worker(cfg: &SpawnConfig) -> io::Result<Spawned> {
     };
     // A panic with backtraces on takes ~100 ms instead of under 1 ms to die (FACTS.md).
     if std::env::var_os("BULKHEAD_WORKER_BACKTRACE").is_none() {
+        cmd.env(env::USER_BACKTRACE, std::env::var_os("RUST_BACKTRACE").unwrap_or_default());
         cmd.env("RUST_BACKTRACE", "0");
     }
     let child = cmd.spawn()?;

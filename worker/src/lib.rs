@@ -32,4 +32,7 @@ pub mod env {
     pub const SUPERVISOR_PID: &str = "BULKHEAD_SUPERVISOR_PID";
     /// Address-space limit in bytes.
     pub const MEMORY_LIMIT: &str = "BULKHEAD_MEMORY_LIMIT";
+    /// The user's `RUST_BACKTRACE` (empty: unset), when the supervisor set the worker's own to
+    /// 0; shell tasks get the user's back.
+    pub const USER_BACKTRACE: &str = "BULKHEAD_USER_RUST_BACKTRACE";
 }

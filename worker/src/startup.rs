@@ -60,11 +60,13 @@ pub(crate) fn prepare() -> Result<UnixStream, StartupError> {
     let _ = prctl::set_name(c"bulkhead-worker");
     // The markers must not leak into the environment of the task's own children: a task that
     // runs `bulkhead` would otherwise become a worker.
+    let _ = USER_BACKTRACE.set(std::env::var_os(env::USER_BACKTRACE));
     // SAFETY: no other thread exists yet, so nothing reads the environment concurrently.
     unsafe {
         std::env::remove_var(env::WORKER);
         std::env::remove_var(env::SUPERVISOR_PID);
         std::env::remove_var(env::MEMORY_LIMIT);
+        std::env::remove_var(env::USER_BACKTRACE);
     }
     take_socket()
 }
@@ -93,6 +95,23 @@ fn take_socket() -> Result<UnixStream, StartupError> {
 }
 
 static PAGE: OnceLock<&'static StatusPage> = OnceLock::new();
+/// See [`env::USER_BACKTRACE`]; unset outside a worker.
+static USER_BACKTRACE: OnceLock<Option<std::ffi::OsString>> = OnceLock::new();
+
+/// Puts the user's `RUST_BACKTRACE` back in a task's child command, where the supervisor
+/// turned it off for the worker itself (a backtrace makes each panicking worker ~100 ms slower
+/// to die; a user's own program run by a shell task is none of that).
+pub(crate) fn restore_user_backtrace(command: &mut std::process::Command) {
+    match USER_BACKTRACE.get() {
+        Some(Some(v)) if v.is_empty() => {
+            command.env_remove("RUST_BACKTRACE");
+        }
+        Some(Some(v)) => {
+            command.env("RUST_BACKTRACE", v);
+        }
+        _ => {}
+    }
+}
 /// The supervisor's pid: the only sender whose SIGTERM a worker obeys.
 static SUPERVISOR: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 static CHILD_GROUPS: Mutex<usize> = Mutex::new(0);

@@ -32,6 +32,7 @@ pub(super) fn run(cmd: &str, cx: &TaskContext<'_>) -> Result<BuiltinOutput, Task
             Ok(())
         });
     }
+    crate::startup::restore_user_backtrace(&mut command);
     let mut child = command.spawn().map_err(|e| TaskError::new(format!("cannot start /bin/sh: {e}")))?;
     let pgid = Pid::from_raw(child.id() as i32);
     cx.set_child_group(pgid.as_raw());
