@@ -231,17 +231,17 @@ impl<H: Handler> ThreadBackend<H> {
     fn report_poison(&self, slot: usize, id: &str, message: &str, cx: &mut Cx<'_>) {
         let report = self.report();
         let t = report.tally;
+        let at = cx.engine.secs(cx.now);
         let msg = format!(
-            "shared state poisoned: task '{id}' panicked on thread {slot} while holding the tally's lock \
-             ({message}); the tally no longer adds up (finished {} but ok {} + failed {}); \
+            "shared state poisoned at {at:.3}s: task '{id}' panicked on thread {slot} while holding the tally's \
+             lock ({message}); the tally no longer adds up (finished {} but ok {} + failed {}); \
              stopping: later results could not be counted",
             t.finished, t.ok, t.failed
         );
         eprintln!("bulkhead: {msg}");
         if cx.sink.wants_events() {
-            let t = cx.engine.secs(cx.now);
             cx.sink
-                .event(t, RunEvent::StatePoisoned { id: id.to_string(), worker: slot, message: message.to_string() });
+                .event(at, RunEvent::StatePoisoned { id: id.to_string(), worker: slot, message: message.to_string() });
         }
         cx.engine.poisoned(msg, cx.now, cx.sink, cx.out);
     }

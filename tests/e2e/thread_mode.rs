@@ -18,7 +18,8 @@ fn a_panic_really_poisons_the_shared_state_on_threads() {
     let done =
         sb.run(&["run", "--mode", "thread", "-j", "2", "--events", events.to_str().unwrap()], Some(&panic_batch()));
     assert_ne!(done.code(), Some(0), "{}", done.stderr());
-    assert!(done.stderr().contains("shared state poisoned: task 'boom'"), "{}", done.stderr());
+    assert!(done.stderr().contains("shared state poisoned at "), "{}", done.stderr());
+    assert!(done.stderr().contains("s: task 'boom' panicked"), "{}", done.stderr());
     assert!(done.stderr().contains("the shared tally is inconsistent"), "{}", done.stderr());
     let evs = read_records(&events);
     let poisoned: Vec<_> = evs.iter().filter(|e| e["event"] == "state_poisoned").collect();

@@ -60,6 +60,7 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
             }
         }
     };
+    let check_started = std::time::Instant::now();
     let checked = match &input {
         Input::File(f, name) => match precheck(f, name, &format, shard) {
             Ok(c) => c,
@@ -68,6 +69,7 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
         Input::Stream => None,
     };
     let total = checked.as_ref().map(|c| c.tasks);
+    let check_time = checked.as_ref().map(|_| check_started.elapsed());
     if args.mode == ModeArg::Thread {
         if args.memory_limit.is_some() {
             eprintln!(
@@ -198,7 +200,7 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
     };
     eprintln!("bulkhead: control socket {} (bulkhead status)", control.display());
     let summary = run.finish();
-    print_summary(&summary);
+    print_summary(&summary, check_time, args.cmd.is_some());
     if let (Some(path), Some(mut file), Some(t)) = (&args.report, report_file, timeline) {
         let title = match &args.tasks {
             Some(p) => format!("bulkhead run {}", p.display()),
@@ -227,9 +229,23 @@ fn precheck(
     match crate::input::validate_file(f, format, shard, crate::input::KEEP_BYTES) {
         Ok(c) => Ok(Some(c)),
         Err((line, msg)) => {
-            eprintln!("bulkhead: error: {name}, line {line}: {msg}");
+            eprintln!(
+                "bulkhead: error: {name}, line {line}: {msg}{}",
+                duplicate_hint(&msg, matches!(format, Format::Cmd(_)))
+            );
             Err(exit::BAD_INPUT)
         }
+    }
+}
+
+/// With --cmd a task's id is a hash of its command, so a repeated line is a repeated task,
+/// which a GNU parallel user would not expect to be refused: say why, and how to run both.
+fn duplicate_hint(msg: &str, cmd: bool) -> &'static str {
+    if cmd && msg.contains("duplicate id") {
+        " (with --cmd, a task's id is a hash of its command: this line repeats an earlier command; \
+         put {#} in --cmd to run each line, repeats included)"
+    } else {
+        ""
     }
 }
 
@@ -240,7 +256,9 @@ fn pool_error(e: &PoolError) -> i32 {
     exit::BAD_INPUT
 }
 
-fn print_summary(s: &Summary) {
+/// The summary line; its time and rate are the run's, and the check of a whole input file
+/// before it (a second pass over a big file) is said apart.
+fn print_summary(s: &Summary, check_time: Option<std::time::Duration>, cmd: bool) {
     let c = &s.counts;
     let secs = s.elapsed.as_secs_f64();
     let mut line =
@@ -255,13 +273,16 @@ fn print_summary(s: &Summary) {
         line.push_str(&format!("; {crashes} worker crashes ({}), {} restarts", causes.join(", "), c.restarts));
     }
     line.push_str(&format!("; {secs:.2}s ({:.0} tasks/s)", c.finished() as f64 / secs.max(1e-9)));
+    if let Some(t) = check_time.filter(|t| t.as_secs_f64() >= 0.01) {
+        line.push_str(&format!(", after {:.2}s checking the input", t.as_secs_f64()));
+    }
     eprintln!("{line}");
     match &s.stop {
         Some(crate::engine::StopReason::GaveUp(msg)) => {
             eprintln!("bulkhead: {msg}; finished results are kept, --resume continues")
         }
         Some(crate::engine::StopReason::BadInput(msg)) => {
-            eprintln!("bulkhead: error: {msg}; nothing after it was run")
+            eprintln!("bulkhead: error: {msg}{}; nothing after it was run", duplicate_hint(msg, cmd))
         }
         Some(crate::engine::StopReason::Interrupted(_)) => {
             eprintln!("bulkhead: interrupted; unfinished tasks have no record, --resume runs them")
