@@ -72,10 +72,17 @@ fn bad_flags_are_usage_errors() {
         &["run", "--inject", "segv:2"],
         &["run", "--workers", "0"],
         &["run", "/nonexistent/tasks.jsonl"],
+        // Paths and settings a run cannot start with: nothing runs, and exit 1 (tasks failed)
+        // would be a lie.
+        &["run", "--memory-limit", "2M"],
+        &["run", "--events", "/nonexistent/events.jsonl"],
+        &["run", "--report", "/nonexistent/report.html"],
+        &["run", "--control", "/nonexistent/control.sock"],
     ] {
-        let done = sb.run(args, Some(""));
+        let done = sb.run(args, Some("{\"id\":\"a\",\"kind\":\"noop\"}\n"));
         done.expect_code(2);
         assert!(!done.stderr().is_empty());
+        assert!(done.records().is_empty(), "{args:?} ran a task");
     }
     sb.assert_clean();
 }
