@@ -296,22 +296,25 @@ fn for_each_line_from<R: BufRead>(
 ) -> Result<(), (u64, String)> {
     let mut buf = Vec::with_capacity(256);
     let mut number = skipped;
-    loop {
-        buf.clear();
-        let n = (&mut r)
-            .take(MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| (number + 1, format!("cannot read: {e}")))?;
-        if n == 0 {
-            return Ok(());
-        }
+    while let Some(text) = next_line(&mut r, &mut buf, number + 1)? {
         number += 1;
-        if buf.last() != Some(&b'\n') && buf.len() > MAX_LINE {
-            return Err((number, format!("line longer than {MAX_LINE} bytes")));
-        }
-        let text = buf.strip_suffix(b"\n").unwrap_or(&buf);
         f(number, text).map_err(|e| (number, e))?;
     }
+    Ok(())
+}
+
+/// Reads line `number` (at most [`MAX_LINE`] bytes) into `buf`, without its newline; `None`
+/// at the end of the input.
+fn next_line<'b, R: BufRead>(r: &mut R, buf: &'b mut Vec<u8>, number: u64) -> Result<Option<&'b [u8]>, (u64, String)> {
+    buf.clear();
+    let n = r.take(MAX_LINE as u64 + 1).read_until(b'\n', buf).map_err(|e| (number, format!("cannot read: {e}")))?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() != Some(&b'\n') && buf.len() > MAX_LINE {
+        return Err((number, format!("line longer than {MAX_LINE} bytes")));
+    }
+    Ok(Some(buf.strip_suffix(b"\n").unwrap_or(buf)))
 }
 
 /// Checks a whole file before any task runs: every line parses, no id repeats. Returns the
@@ -633,20 +636,36 @@ impl Emitter {
     }
 
     /// Parses lines, numbering them after the `skipped` read before.
-    fn lines<R: BufRead>(&mut self, reader: R, skipped: u64, format: &Format) -> Result<(), (u64, String)> {
-        for_each_line_from(reader, skipped, |number, text| {
-            let Some(t) = format.parse(text, number)? else { return Ok(()) };
-            if !self.admission.admit(&t.id)? {
-                return Ok(());
+    fn lines<R: Read>(
+        &mut self,
+        mut reader: io::BufReader<R>,
+        skipped: u64,
+        format: &Format,
+    ) -> Result<(), (u64, String)> {
+        let mut buf = Vec::with_capacity(256);
+        let mut number = skipped;
+        loop {
+            // The next read may wait on a slow producer (a pipe, a terminal): what was parsed
+            // so far goes to the workers first, or it would wait for a full chunk or the end.
+            if reader.buffer().is_empty() {
+                self.flush()?;
             }
-            self.builder
-                .push_with(&t.id, t.fault, |buf| shared::frame::append(&t.task, buf))
-                .map_err(|e| e.to_string())?;
-            if self.builder.len() == CHUNK {
-                self.flush().map_err(|(_, e)| e)?;
-            }
-            Ok(())
-        })
+            let Some(text) = next_line(&mut reader, &mut buf, number + 1)? else { return Ok(()) };
+            number += 1;
+            self.line(number, text, format).map_err(|e| (number, e))?;
+        }
+    }
+
+    fn line(&mut self, number: u64, text: &[u8], format: &Format) -> Result<(), String> {
+        let Some(t) = format.parse(text, number)? else { return Ok(()) };
+        if !self.admission.admit(&t.id)? {
+            return Ok(());
+        }
+        self.builder.push_with(&t.id, t.fault, |buf| shared::frame::append(&t.task, buf)).map_err(|e| e.to_string())?;
+        if self.builder.len() == CHUNK {
+            self.flush().map_err(|(_, e)| e)?;
+        }
+        Ok(())
     }
 }
 
