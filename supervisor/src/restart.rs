@@ -138,6 +138,10 @@ mod tests {
         assert!((40 * MS..=80 * MS).contains(&b5), "{b5}");
         let b40 = t.backoff_ns(40, 0);
         assert!((1000 * MS..=2000 * MS).contains(&b40), "{b40}");
+        // Jitter: slots dying together do not restart together.
+        let same: Vec<u64> = (0..8).map(|slot| t.backoff_ns(5, slot)).collect();
+        let distinct: std::collections::BTreeSet<_> = same.iter().collect();
+        assert!(distinct.len() >= 6, "{same:?}");
     }
 
     /// However long the backoff grows, a loop of unhealthy deaths on every slot restarts

@@ -358,3 +358,61 @@ fn a_control_path_in_use_is_refused_and_left_alone() {
     assert!(!sock.exists());
     sb.assert_clean();
 }
+
+/// Input is read as it comes: the first lines' results are in the results file while stdin
+/// is still open, and the batch ends when it closes.
+#[test]
+fn results_stream_while_the_input_is_still_open() {
+    let sb = Sandbox::new();
+    let results = sb.path("results.jsonl");
+    let (run, mut stdin) = sb.spawn_stdin(&["run", "-j", "2", "--results", results.to_str().unwrap()]);
+    stdin.write_all(tasks(10, |i| format!("{{\"id\":\"a{i}\",\"kind\":\"noop\"}}")).as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    wait_for("the first results before the input ends", || count_lines(&results) == 10);
+    stdin.write_all(tasks(10, |i| format!("{{\"id\":\"b{i}\",\"kind\":\"noop\"}}")).as_bytes()).unwrap();
+    drop(stdin);
+    run.wait().expect_code(0);
+    assert_eq!(by_id(&read_records(&results)).len(), 20);
+    sb.assert_clean();
+}
+
+/// The parent-death signal, not the socket's EOF, ends the workers of a SIGKILLed
+/// supervisor: a frozen (SIGSTOPped) worker reads nothing, and still dies.
+#[test]
+fn a_frozen_worker_dies_with_a_killed_supervisor() {
+    let sb = Sandbox::new();
+    let input =
+        "{\"id\":\"f\",\"kind\":\"noop\",\"fault\":\"freeze\"}\n{\"id\":\"s\",\"kind\":\"sleep\",\"ms\":60000}\n";
+    let run = sb.spawn(&["run", "-j", "2"], Some(input));
+    let stopped = |pid: &u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('T')))
+    };
+    wait_for("a frozen worker", || sb.workers().iter().any(stopped));
+    sb.kill_hard(&run);
+    let _ = run.wait();
+    sb.assert_nothing_alive();
+}
+
+/// A long task is sent alone: the short tasks around it finish on the other worker while it
+/// runs, none stranded behind it.
+#[test]
+fn a_long_task_strands_no_short_ones_behind_it() {
+    let sb = Sandbox::new();
+    let mut input = tasks(100, |i| format!("{{\"id\":\"a{i}\",\"kind\":\"sleep\",\"ms\":5}}"));
+    input.push_str("{\"id\":\"long\",\"kind\":\"sleep\",\"ms\":1500}\n");
+    input.push_str(&tasks(100, |i| format!("{{\"id\":\"b{i}\",\"kind\":\"sleep\",\"ms\":5}}")));
+    let events = sb.path("events.jsonl");
+    let done = sb.run(&["run", "-j", "2", "--events", events.to_str().unwrap()], Some(&input));
+    done.expect_code(0);
+    let finished: std::collections::BTreeMap<String, f64> = read_records(&events)
+        .iter()
+        .filter(|e| e["event"] == "task_finished")
+        .map(|e| (e["id"].as_str().unwrap().to_string(), e["t"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(finished.len(), 201);
+    let long = finished["long"];
+    let stranded: Vec<_> = finished.iter().filter(|(id, t)| *id != "long" && **t > long).collect();
+    assert!(stranded.is_empty(), "finished after the long task: {stranded:?}");
+    sb.assert_clean();
+}

@@ -111,6 +111,17 @@ impl Sandbox {
         Running { child: Some(child) }
     }
 
+    /// Starts `bulkhead` with its stdin a pipe that the test writes to and closes when it
+    /// likes (a slow producer).
+    pub fn spawn_stdin(&self, args: &[&str]) -> (Running, std::process::ChildStdin) {
+        let mut c = self.cmd(args);
+        c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().expect("start bulkhead");
+        SUPERVISORS.lock().unwrap().get_or_insert_with(HashSet::new).insert(child.id());
+        let stdin = child.stdin.take().unwrap();
+        (Running { child: Some(child) }, stdin)
+    }
+
     /// Runs `bulkhead` to the end.
     pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Done {
         self.spawn(args, stdin).wait()

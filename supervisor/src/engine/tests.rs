@@ -512,3 +512,33 @@ fn the_tail_goes_to_the_workers_with_room() {
     h.ev(Event::Ready { slot: 1 });
     assert_eq!(h.sent(1).len(), 50);
 }
+
+/// Repeated deaths of workers that did no good back off more and more; a worker that then
+/// serves for longer than `healthy_after` resets it: its death is followed by an immediate
+/// restart.
+#[test]
+fn the_backoff_grows_with_unhealthy_deaths_and_resets_after_a_healthy_worker() {
+    let policy = RestartPolicy { healthy_after_ns: 1_000 * MS, ..Default::default() };
+    let mut h = Harness::new(EngineConfig { workers: 1, restart: policy, ..Default::default() });
+    h.start();
+    // Dies at once; returns the backoff its replacement waits, and waits it out.
+    let die_and_wait = |h: &mut Harness| -> u64 {
+        h.die(0, segv(), &[]);
+        h.tick();
+        let until = match h.engine.slots()[0].state {
+            SlotState::Waiting { until, .. } => until,
+            ref other => panic!("{other:?}"),
+        };
+        let backoff = until - h.now;
+        h.now = until;
+        h.start();
+        backoff
+    };
+    let backoffs: Vec<u64> = (0..5).map(|_| die_and_wait(&mut h)).collect();
+    assert_eq!(backoffs[0], 0, "the first replacement is immediate: {backoffs:?}");
+    assert!(backoffs[1] > 0 && backoffs[4] > backoffs[2] && backoffs[2] > backoffs[1], "{backoffs:?}");
+    // A worker that has now served for more than a second was healthy.
+    h.now += 1_001 * MS;
+    assert_eq!(die_and_wait(&mut h), 0, "reset after a healthy worker");
+    assert!(die_and_wait(&mut h) <= backoffs[1], "the growth starts over");
+}
