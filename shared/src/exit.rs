@@ -13,8 +13,9 @@ pub const GAVE_UP: i32 = 3;
 pub const INTERRUPTED: i32 = 130;
 /// Interrupted by SIGTERM; the batch is resumable.
 pub const TERMINATED: i32 = 143;
-/// Interrupted by SIGHUP (its terminal went away); the batch is resumable.
-pub const HUNG_UP: i32 = 129;
+/// Interrupted by another signal whose default would end the process (SIGHUP 129, SIGUSR1
+/// 138, SIGUSR2 140, SIGALRM 142): this plus the signal, as a shell reports it; resumable.
+pub const SIGNALLED: i32 = 128;
 
 /// A worker exits with this code when the supervisor speaks another protocol version.
 pub const WORKER_PROTOCOL_MISMATCH: i32 = 86;

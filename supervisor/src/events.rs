@@ -89,7 +89,7 @@ pub enum RunEvent {
     },
     /// The run is ending.
     Shutdown {
-        /// Why: `completed`, `interrupted`, `terminated`, `hung_up`, `gave_up`, `bad_input`, `poisoned`.
+        /// Why: `completed`, `interrupted`, `terminated`, `hung_up`, `signalled`, `gave_up`, `bad_input`, `poisoned`.
         reason: String,
     },
 }

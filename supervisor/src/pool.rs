@@ -691,7 +691,7 @@ impl Summary {
             }
             Some(StopReason::Interrupted(Interrupt::Int)) => exit::INTERRUPTED,
             Some(StopReason::Interrupted(Interrupt::Term)) => exit::TERMINATED,
-            Some(StopReason::Interrupted(Interrupt::Hup)) => exit::HUNG_UP,
+            Some(StopReason::Interrupted(Interrupt::Other(s))) => exit::SIGNALLED + *s as i32,
             Some(StopReason::GaveUp(_)) => exit::GAVE_UP,
             Some(StopReason::BadInput(_)) => exit::BAD_INPUT,
             Some(StopReason::Poisoned(_)) => exit::TASKS_FAILED,

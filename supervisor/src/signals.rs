@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 
 use signal_hook::SigId;
-use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGALRM, SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 
 /// Which signal a descriptor stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,9 +19,13 @@ pub enum Sig {
     Int,
     /// SIGTERM.
     Term,
-    /// SIGHUP.
-    Hup,
+    /// Another signal whose default would end the process: SIGHUP (a closed terminal),
+    /// SIGUSR1/SIGUSR2 (Slurm's `--signal` warning before a time limit), SIGALRM.
+    Stop(i32),
 }
+
+/// The signals that drain a run like SIGTERM, besides SIGINT and SIGTERM themselves.
+const STOP_SIGNALS: [i32; 4] = [SIGHUP, SIGUSR1, SIGUSR2, SIGALRM];
 
 /// The registered signal pipes; unregistered on drop.
 #[derive(Debug)]
@@ -31,15 +35,17 @@ pub struct Signals {
 }
 
 impl Signals {
-    /// Registers SIGCHLD, and SIGINT/SIGTERM/SIGHUP when `interrupts` (the library leaves
-    /// those to the program unless asked).
+    /// Registers SIGCHLD, and SIGINT, SIGTERM and the [`STOP_SIGNALS`] when `interrupts` (the
+    /// library leaves those to the program unless asked).
     pub fn new(interrupts: bool) -> io::Result<Self> {
         let mut s = Self { pipes: Vec::new(), ids: Vec::new() };
         s.add(Sig::Chld, SIGCHLD)?;
         if interrupts {
             s.add(Sig::Int, SIGINT)?;
             s.add(Sig::Term, SIGTERM)?;
-            s.add(Sig::Hup, SIGHUP)?;
+            for sig in STOP_SIGNALS {
+                s.add(Sig::Stop(sig), sig)?;
+            }
         }
         Ok(s)
     }

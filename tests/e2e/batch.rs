@@ -329,6 +329,31 @@ fn a_hangup_drains_and_resume_completes() {
     sb.assert_clean();
 }
 
+/// Slurm's `--signal=USR1@N` warning before a time limit reaches every process of the step:
+/// the supervisor drains (exit 138), the workers ignore a signal that is not their
+/// supervisor's, and no task is charged.
+#[test]
+fn a_usr1_to_every_process_drains_without_charging_anyone() {
+    let sb = Sandbox::new();
+    let tasks = sb.write("tasks.jsonl", &tasks(40, |i| format!("{{\"id\":\"t{i}\",\"kind\":\"sleep\",\"ms\":100}}")));
+    let results = sb.path("results.jsonl");
+    let events = sb.path("events.jsonl");
+    let (t, r, e) = (tasks.to_str().unwrap(), results.to_str().unwrap(), events.to_str().unwrap());
+    let run = sb.spawn(&["run", t, "-j", "2", "--attempts", "1", "--results", r, "--events", e], None);
+    wait_for("results and two busy workers", || count_lines(&results) >= 2 && sb.workers().len() == 2);
+    for (pid, _) in sb.tagged() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGUSR1);
+    }
+    let done = run.wait();
+    done.expect_code(138);
+    let evs = read_records(&events);
+    assert_eq!(evs.last().unwrap()["reason"], "signalled", "{evs:?}");
+    let exits: Vec<_> = evs.iter().filter(|e| e["event"] == "worker_exited").collect();
+    assert!(exits.len() == 2 && exits.iter().all(|e| e["clean"] == true), "{exits:?}");
+    assert!(read_records(&results).iter().all(|r| r["status"] == "ok" && r["attempts"] == 1));
+    sb.assert_clean();
+}
+
 /// `--control PATH` never replaces what is not a stale socket: a file, or the socket of a
 /// running batch, is refused with exit 2 and left as it was.
 #[test]

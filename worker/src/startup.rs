@@ -116,17 +116,20 @@ pub(crate) fn restore_user_backtrace(command: &mut std::process::Command) {
 static SUPERVISOR: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 static CHILD_GROUPS: Mutex<usize> = Mutex::new(0);
 
-/// Installs the worker's SIGTERM/SIGHUP handler. It obeys SIGTERM only from its supervisor
-/// (a timeout's polite kill, or the parent-death signal, which the kernel sends in the dying
+/// Installs the worker's handler of SIGTERM and of the other signals whose default would end
+/// it (SIGHUP, SIGUSR1, SIGUSR2, SIGALRM). It obeys them only from its supervisor (a
+/// timeout's polite kill, or the parent-death signal, which the kernel sends in the dying
 /// parent's name): it SIGKILLs every child process group published on the status page, then
-/// lets the signal end the worker as usual. A SIGTERM from anyone else is ignored: Slurm's
-/// `scancel`, a Kubernetes pod's termination or systemd's stop signal every process of the
-/// job, and the worker must not die of it while the supervisor, which got its own, drains the
-/// batch; a task killed that way would be charged as a crash instead of being left for resume.
+/// lets the signal end the worker as usual. From anyone else they are ignored: Slurm's
+/// `scancel` (and its `--signal` warning before a time limit), a Kubernetes pod's termination
+/// or systemd's stop signal every process of the job, and the worker must not die of it while
+/// the supervisor, which got its own, drains the batch; a task killed that way would be
+/// charged as a crash instead of being left for resume. (A handler, not SIG_IGN: the task's
+/// own child processes get the default actions back when they exec.)
 pub(crate) fn guard_children(page: &'static StatusPage) -> Result<(), StartupError> {
     let _ = PAGE.set(page);
     let action = SigAction::new(SigHandler::SigAction(on_term), SaFlags::SA_SIGINFO, SigSet::empty());
-    for sig in [Signal::SIGTERM, Signal::SIGHUP] {
+    for sig in [Signal::SIGTERM, Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGALRM] {
         // SAFETY: `on_term` only does async-signal-safe things: atomic loads, kill(2),
         // signal(2), raise(3).
         unsafe { signal::sigaction(sig, &action) }.map_err(sys("install the SIGTERM handler"))?;
@@ -138,7 +141,7 @@ extern "C" fn on_term(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut l
     let supervisor = SUPERVISOR.load(std::sync::atomic::Ordering::Relaxed);
     // SAFETY: the kernel passes a valid siginfo with SA_SIGINFO.
     let sender = if info.is_null() { 0 } else { unsafe { (*info).si_pid() } };
-    if sig == libc::SIGTERM && supervisor != 0 && sender != supervisor {
+    if supervisor != 0 && sender != supervisor {
         return;
     }
     if let Some(page) = PAGE.get() {

@@ -129,15 +129,17 @@ pub enum Action {
     },
 }
 
-/// SIGINT, SIGTERM or SIGHUP.
+/// A signal that stops a run: SIGINT, SIGTERM, or another whose default would end the
+/// process (SIGHUP, SIGUSR1, SIGUSR2, SIGALRM).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interrupt {
     /// Ctrl-C.
     Int,
     /// A polite kill, as from systemd or a cluster's preemption.
     Term,
-    /// The terminal went away (a closed ssh session): drained like SIGTERM.
-    Hup,
+    /// Drained like SIGTERM: SIGHUP (a closed ssh session), SIGUSR1 (Slurm's warning before a
+    /// time limit)...
+    Other(Signal),
 }
 
 impl Interrupt {
@@ -146,7 +148,7 @@ impl Interrupt {
         match self {
             Interrupt::Int => "SIGINT",
             Interrupt::Term => "SIGTERM",
-            Interrupt::Hup => "SIGHUP",
+            Interrupt::Other(s) => s.as_str(),
         }
     }
 }
@@ -272,7 +274,8 @@ impl StopReason {
             StopReason::Completed => "completed",
             StopReason::Interrupted(Interrupt::Int) => "interrupted",
             StopReason::Interrupted(Interrupt::Term) => "terminated",
-            StopReason::Interrupted(Interrupt::Hup) => "hung_up",
+            StopReason::Interrupted(Interrupt::Other(Signal::SIGHUP)) => "hung_up",
+            StopReason::Interrupted(Interrupt::Other(_)) => "signalled",
             StopReason::GaveUp(_) => "gave_up",
             StopReason::BadInput(_) => "bad_input",
             StopReason::Poisoned(_) => "poisoned",
