@@ -215,10 +215,11 @@ impl Job {
         }
         s.push_str(&format!(
             "\n# In the background, so that this shell can pass on a SIGTERM sent to it alone\n\
-             # (`scancel --signal=TERM --batch`, an `sbatch --signal=B:TERM@SECONDS` warning).\n\
+             # (`scancel --signal=TERM --batch`, an `sbatch --signal=B:TERM@SECONDS` or\n\
+             # `B:USR1@SECONDS` warning), always as SIGTERM: a drained shard then exits 143.\n\
              {cmd} &\n\
              pid=$!\n\
-             trap 'kill -TERM \"$pid\" 2>/dev/null' TERM\n\
+             trap 'kill -TERM \"$pid\" 2>/dev/null' TERM USR1\n\
              # A trapped signal ends `wait` early; wait again until bulkhead has really exited,\n\
              # then once more for its status (bash keeps it).\n\
              while wait \"$pid\"; [ \"$?\" -gt 128 ] && kill -0 \"$pid\" 2>/dev/null; do :; done\n\
