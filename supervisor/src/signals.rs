@@ -35,7 +35,7 @@ pub struct Signals {
 }
 
 impl Signals {
-    /// Registers SIGCHLD, and SIGINT, SIGTERM and the [`STOP_SIGNALS`] when `interrupts` (the
+    /// Registers SIGCHLD, and SIGINT, SIGTERM, SIGHUP, SIGUSR1/2 and SIGALRM when `interrupts` (the
     /// library leaves those to the program unless asked).
     pub fn new(interrupts: bool) -> io::Result<Self> {
         let mut s = Self { pipes: Vec::new(), ids: Vec::new() };
