@@ -15,7 +15,7 @@ pub const INTERRUPTED: i32 = 130;
 pub const TERMINATED: i32 = 143;
 /// Interrupted by another signal whose default would end the process (SIGHUP 129, SIGUSR1
 /// 138, SIGUSR2 140, SIGALRM 142): this plus the signal, as a shell reports it; resumable.
-pub const SIGNALLED: i32 = 128;
+pub const SIGNAL_BASE: i32 = 128;
 
 /// A worker exits with this code when the supervisor speaks another protocol version.
 pub const WORKER_PROTOCOL_MISMATCH: i32 = 86;

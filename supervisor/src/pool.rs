@@ -190,7 +190,7 @@ impl PoolBuilder {
         self.heartbeat_timeout = timeout;
         self
     }
-    /// Time running tasks get to finish after SIGINT/SIGTERM (with
+    /// Time running tasks get to finish after SIGINT, SIGTERM and the like (with
     /// [`handle_signals`](Self::handle_signals)); default 10 s.
     pub fn grace(mut self, d: Duration) -> Self {
         self.grace = d;
@@ -222,8 +222,9 @@ impl PoolBuilder {
         self.events = Some(path.into());
         self
     }
-    /// Handle SIGINT/SIGTERM: start nothing new, let running tasks finish within the grace,
-    /// then stop. Off by default in a library; the CLI turns it on.
+    /// Handle SIGINT, SIGTERM, SIGHUP, SIGUSR1/2 and SIGALRM (those not inherited as ignored):
+    /// start nothing new, let running tasks finish within the grace, then stop. Off by default
+    /// in a library; the CLI turns it on.
     pub fn handle_signals(mut self, yes: bool) -> Self {
         self.handle_signals = yes;
         self
@@ -283,6 +284,7 @@ impl PoolBuilder {
         }
         if let Some(limit) = self.memory_limit
             && limit < MIN_MEMORY_LIMIT
+            && self.mode == Mode::Process
         {
             let mib = |b: u64| b as f64 / f64::from(1 << 20);
             return Err(PoolError::Invalid(format!(
@@ -364,6 +366,12 @@ impl<H: Handler> Pool<H> {
         source: impl FnOnce(Admission) -> io::Result<Box<dyn TaskSource + 'a>>,
     ) -> Result<Run<'a, H>, PoolError> {
         let c = &self.cfg;
+        // First: a control path held by a live run refuses this one before anything here
+        // touches that run's results or events files.
+        let control = match &c.control {
+            Some(path) => Some(ControlServer::bind(path).map_err(io_err(format!("listen on {}", path.display())))?),
+            None => None,
+        };
         let (journal, resumed) = match &c.results {
             Some(t) => {
                 let (j, r) = Journal::open(t, c.resume)?;
@@ -425,10 +433,6 @@ impl<H: Handler> Pool<H> {
             }
         };
         let signals = Signals::new(c.handle_signals).map_err(io_err("install signal handlers"))?;
-        let control = match &c.control {
-            Some(path) => Some(ControlServer::bind(path).map_err(io_err(format!("listen on {}", path.display())))?),
-            None => None,
-        };
         let progress = c.progress.then(|| Progress::new(c.expected_total));
         Ok(Run {
             runtime: Runtime::new(engine, backend, src, signals),
@@ -691,7 +695,7 @@ impl Summary {
             }
             Some(StopReason::Interrupted(Interrupt::Int)) => exit::INTERRUPTED,
             Some(StopReason::Interrupted(Interrupt::Term)) => exit::TERMINATED,
-            Some(StopReason::Interrupted(Interrupt::Other(s))) => exit::SIGNALLED + *s as i32,
+            Some(StopReason::Interrupted(Interrupt::Other(s))) => exit::SIGNAL_BASE + *s as i32,
             Some(StopReason::GaveUp(_)) => exit::GAVE_UP,
             Some(StopReason::BadInput(_)) => exit::BAD_INPUT,
             Some(StopReason::Poisoned(_)) => exit::TASKS_FAILED,

@@ -191,7 +191,7 @@ impl<'a> Runtime<'a> {
                         let count = self.signals.drain(sig);
                         let which = match sig {
                             Sig::Int => Interrupt::Int,
-                            Sig::Stop(n) => Signal::try_from(n).map_or(Interrupt::Term, Interrupt::Other),
+                            Sig::Stop(s) => Interrupt::Other(s),
                             Sig::Term | Sig::Chld => Interrupt::Term,
                         };
                         for _ in 0..count.max(1) {

@@ -7,8 +7,9 @@ use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 
+use nix::sys::signal::Signal;
 use signal_hook::SigId;
-use signal_hook::consts::{SIGALRM, SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
 
 /// Which signal a descriptor stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,11 +22,11 @@ pub enum Sig {
     Term,
     /// Another signal whose default would end the process: SIGHUP (a closed terminal),
     /// SIGUSR1/SIGUSR2 (Slurm's `--signal` warning before a time limit), SIGALRM.
-    Stop(i32),
+    Stop(Signal),
 }
 
 /// The signals that drain a run like SIGTERM, besides SIGINT and SIGTERM themselves.
-const STOP_SIGNALS: [i32; 4] = [SIGHUP, SIGUSR1, SIGUSR2, SIGALRM];
+const STOP_SIGNALS: [Signal; 4] = [Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGALRM];
 
 /// The registered signal pipes; unregistered on drop.
 #[derive(Debug)]
@@ -41,10 +42,17 @@ impl Signals {
         let mut s = Self { pipes: Vec::new(), ids: Vec::new() };
         s.add(Sig::Chld, SIGCHLD)?;
         if interrupts {
-            s.add(Sig::Int, SIGINT)?;
+            // A signal the parent set to be ignored stays ignored, as POSIX shells expect:
+            // `nohup bulkhead run ...` must survive its terminal's SIGHUP, and a background
+            // job of a script its SIGINT.
+            if !ignored(SIGINT) {
+                s.add(Sig::Int, SIGINT)?;
+            }
             s.add(Sig::Term, SIGTERM)?;
             for sig in STOP_SIGNALS {
-                s.add(Sig::Stop(sig), sig)?;
+                if !ignored(sig as i32) {
+                    s.add(Sig::Stop(sig), sig as i32)?;
+                }
             }
         }
         Ok(s)
@@ -85,4 +93,14 @@ impl Drop for Signals {
             signal_hook::low_level::unregister(id);
         }
     }
+}
+
+/// Whether `sig` is set to be ignored (inherited from the parent: `nohup`, a shell's
+/// background job).
+fn ignored(sig: i32) -> bool {
+    // SAFETY: sigaction is plain data, for which all zeroes is a valid value.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a null new action only reads the current one into `old`.
+    let rc = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
+    rc == 0 && old.sa_sigaction == libc::SIG_IGN
 }

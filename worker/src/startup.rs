@@ -116,8 +116,8 @@ pub(crate) fn restore_user_backtrace(command: &mut std::process::Command) {
 static SUPERVISOR: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 static CHILD_GROUPS: Mutex<usize> = Mutex::new(0);
 
-/// Installs the worker's handler of SIGTERM and of the other signals whose default would end
-/// it (SIGHUP, SIGUSR1, SIGUSR2, SIGALRM). It obeys them only from its supervisor (a
+/// Installs the worker's handler of SIGTERM and of the other signals that cluster engines
+/// send to a whole job (SIGHUP, SIGUSR1, SIGUSR2). It obeys them only from its supervisor (a
 /// timeout's polite kill, or the parent-death signal, which the kernel sends in the dying
 /// parent's name): it SIGKILLs every child process group published on the status page, then
 /// lets the signal end the worker as usual. From anyone else they are ignored: Slurm's
@@ -125,14 +125,22 @@ static CHILD_GROUPS: Mutex<usize> = Mutex::new(0);
 /// or systemd's stop signal every process of the job, and the worker must not die of it while
 /// the supervisor, which got its own, drains the batch; a task killed that way would be
 /// charged as a crash instead of being left for resume. (A handler, not SIG_IGN: the task's
-/// own child processes get the default actions back when they exec.)
+/// own child processes get the default actions back when they exec. SIGALRM is left alone: a
+/// handler's own `alarm()` must still work. A signal the supervisor was started with ignored,
+/// as under `nohup`, stays ignored for the tasks too. SA_RESTART, so that an ignored signal
+/// does not interrupt the task's blocking calls.)
 pub(crate) fn guard_children(page: &'static StatusPage) -> Result<(), StartupError> {
     let _ = PAGE.set(page);
-    let action = SigAction::new(SigHandler::SigAction(on_term), SaFlags::SA_SIGINFO, SigSet::empty());
-    for sig in [Signal::SIGTERM, Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGALRM] {
+    let flags = SaFlags::SA_SIGINFO | SaFlags::SA_RESTART;
+    let action = SigAction::new(SigHandler::SigAction(on_term), flags, SigSet::empty());
+    for sig in [Signal::SIGTERM, Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGUSR2] {
         // SAFETY: `on_term` only does async-signal-safe things: atomic loads, kill(2),
         // signal(2), raise(3).
-        unsafe { signal::sigaction(sig, &action) }.map_err(sys("install the SIGTERM handler"))?;
+        let old = unsafe { signal::sigaction(sig, &action) }.map_err(sys("install the signal handlers"))?;
+        if sig != Signal::SIGTERM && matches!(old.handler(), SigHandler::SigIgn) {
+            // SAFETY: restoring the disposition the process started with.
+            unsafe { signal::sigaction(sig, &old) }.map_err(sys("install the signal handlers"))?;
+        }
     }
     Ok(())
 }

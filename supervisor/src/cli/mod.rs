@@ -107,7 +107,7 @@ pub struct RunArgs {
     /// Makes --inject reproducible [default: random, printed].
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
-    /// Drain time on SIGTERM/SIGINT before workers are killed.
+    /// Drain time on SIGINT, SIGTERM, SIGHUP, SIGUSR1/2 before workers are killed.
     #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DUR")]
     pub grace: Duration,
     /// Live progress on stderr.

@@ -228,12 +228,13 @@ impl Job {
         ));
         if self.requeue {
             s.push_str(
-                "\n# 143: bulkhead drained after SIGTERM; its results file holds every finished task.\n\
+                "\n# 143 (138): bulkhead drained after SIGTERM (a SIGUSR1 that reached it first); its\n\
+                 # results file holds every finished task.\n\
                  # Requeue only a job that is still running: a cancelled one (plain scancel) is\n\
                  # COMPLETING, and Slurm requeues a preempted one by itself.\n\
                  task=\"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\"\n\
-                 if [ \"$rc\" -eq 143 ] && scontrol -o show job \"$task\" | grep -q 'JobState=RUNNING '; then\n\
-                 \x20   echo \"bulkhead slurm: shard ${SLURM_ARRAY_TASK_ID} stopped by SIGTERM; requeueing $task to resume\" >&2\n\
+                 if { [ \"$rc\" -eq 143 ] || [ \"$rc\" -eq 138 ]; } && scontrol -o show job \"$task\" | grep -q 'JobState=RUNNING '; then\n\
+                 \x20   echo \"bulkhead slurm: shard ${SLURM_ARRAY_TASK_ID} stopped by a signal; requeueing $task to resume\" >&2\n\
                  \x20   scontrol requeue \"$task\"\n\
                  fi\n",
             );

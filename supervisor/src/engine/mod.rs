@@ -132,6 +132,7 @@ pub enum Action {
 /// A signal that stops a run: SIGINT, SIGTERM, or another whose default would end the
 /// process (SIGHUP, SIGUSR1, SIGUSR2, SIGALRM).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Interrupt {
     /// Ctrl-C.
     Int,
