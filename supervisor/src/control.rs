@@ -128,8 +128,12 @@ impl ControlServer {
                         format!("{} is the control socket of a running supervisor", path.display()),
                     ));
                 }
-                // Nobody listens: a killed run's leftover.
-                Err(_) => std::fs::remove_file(path)?,
+                // Nobody listens: a killed run's leftover. (Gone already: another run took it.)
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => match std::fs::remove_file(path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                },
+                Err(e) => return Err(e),
             },
         }
         let name = path.to_fs_name::<GenericFilePath>()?;

@@ -268,6 +268,7 @@ impl Format {
             Format::Cmd(t) => {
                 let line = std::str::from_utf8(text).map_err(|_| "not valid UTF-8".to_string())?;
                 let line = line.strip_suffix('\r').unwrap_or(line);
+                let line = line.strip_prefix('\u{feff}').unwrap_or(line);
                 if line.is_empty() {
                     return Ok(None);
                 }
@@ -284,28 +285,29 @@ impl Format {
 
 /// Reads lines (at most [`MAX_LINE`] bytes) and hands each with its number to `f`; stops at
 /// the first error `f` returns.
-pub fn for_each_line<R: BufRead>(r: R, f: impl FnMut(u64, &[u8]) -> Result<(), String>) -> Result<(), (u64, String)> {
-    for_each_line_from(r, 0, f)
-}
-
-/// [`for_each_line`] for input whose first `skipped` lines were read elsewhere.
-fn for_each_line_from<R: BufRead>(
+pub fn for_each_line<R: BufRead>(
     mut r: R,
-    skipped: u64,
     mut f: impl FnMut(u64, &[u8]) -> Result<(), String>,
 ) -> Result<(), (u64, String)> {
     let mut buf = Vec::with_capacity(256);
-    let mut number = skipped;
-    while let Some(text) = next_line(&mut r, &mut buf, number + 1)? {
+    let mut number = 0;
+    while let Some((text, _)) = next_line(&mut r, &mut buf, number + 1)? {
         number += 1;
         f(number, text).map_err(|e| (number, e))?;
     }
     Ok(())
 }
 
-/// Reads line `number` (at most [`MAX_LINE`] bytes) into `buf`, without its newline; `None`
-/// at the end of the input.
-fn next_line<'b, R: BufRead>(r: &mut R, buf: &'b mut Vec<u8>, number: u64) -> Result<Option<&'b [u8]>, (u64, String)> {
+/// A line without its newline, and the bytes it took from the input.
+type RawLine<'b> = (&'b [u8], usize);
+
+/// Reads line `number` (at most [`MAX_LINE`] bytes) into `buf`; `None` at the end of the
+/// input.
+fn next_line<'b, R: BufRead>(
+    r: &mut R,
+    buf: &'b mut Vec<u8>,
+    number: u64,
+) -> Result<Option<RawLine<'b>>, (u64, String)> {
     buf.clear();
     let n = r.take(MAX_LINE as u64 + 1).read_until(b'\n', buf).map_err(|e| (number, format!("cannot read: {e}")))?;
     if n == 0 {
@@ -314,7 +316,7 @@ fn next_line<'b, R: BufRead>(r: &mut R, buf: &'b mut Vec<u8>, number: u64) -> Re
     if buf.last() != Some(&b'\n') && buf.len() > MAX_LINE {
         return Err((number, format!("line longer than {MAX_LINE} bytes")));
     }
-    Ok(Some(buf.strip_suffix(b"\n").unwrap_or(buf)))
+    Ok(Some((buf.strip_suffix(b"\n").unwrap_or(buf), n)))
 }
 
 /// Checks a whole file before any task runs: every line parses, no id repeats. Returns the
@@ -467,21 +469,10 @@ fn check_part(
     let mut builder = JobBuilder::default();
     let (mut kept_bytes, mut kept_until) = (0usize, None);
     while pos < end {
-        buf.clear();
         let line_start = pos;
-        let n = (&mut reader)
-            .take(MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| (lines + 1, format!("cannot read: {e}")))?;
-        if n == 0 {
-            break;
-        }
+        let Some((text, n)) = next_line(&mut reader, &mut buf, lines + 1)? else { break };
         pos += n as u64;
         lines += 1;
-        if buf.last() != Some(&b'\n') && buf.len() > MAX_LINE {
-            return Err((lines, format!("line longer than {MAX_LINE} bytes")));
-        }
-        let text = buf.strip_suffix(b"\n").unwrap_or(&buf);
         let Some(t) = format.parse(text, lines).map_err(|e| (lines, e))? else { continue };
         if !admission.admit(&t.id).map_err(|e| (lines, e))? {
             continue;
@@ -645,12 +636,14 @@ impl Emitter {
         let mut buf = Vec::with_capacity(256);
         let mut number = skipped;
         loop {
-            // The next read may wait on a slow producer (a pipe, a terminal): what was parsed
-            // so far goes to the workers first, or it would wait for a full chunk or the end.
-            if reader.buffer().is_empty() {
+            // Without a whole line in the buffer, the next read may wait on a slow producer (a
+            // pipe, a terminal; producers that write in blocks end most writes mid-line): what
+            // was parsed so far goes to the workers first, or it would wait for a full chunk
+            // or the end.
+            if !reader.buffer().contains(&b'\n') {
                 self.flush()?;
             }
-            let Some(text) = next_line(&mut reader, &mut buf, number + 1)? else { return Ok(()) };
+            let Some((text, _)) = next_line(&mut reader, &mut buf, number + 1)? else { return Ok(()) };
             number += 1;
             self.line(number, text, format).map_err(|e| (number, e))?;
         }

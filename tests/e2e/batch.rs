@@ -354,8 +354,8 @@ fn a_usr1_to_every_process_drains_without_charging_anyone() {
     sb.assert_clean();
 }
 
-/// `--control PATH` never replaces what is not a stale socket: a file, or the socket of a
-/// running batch, is refused with exit 2 and left as it was.
+/// `--control PATH` replaces only a stale socket: a file, or the socket of a running batch,
+/// is refused with exit 2 and left as it was.
 #[test]
 fn a_control_path_in_use_is_refused_and_left_alone() {
     let sb = Sandbox::new();
@@ -366,7 +366,13 @@ fn a_control_path_in_use_is_refused_and_left_alone() {
     assert!(done.stderr().contains("is not a socket"), "{}", done.stderr());
     assert_eq!(std::fs::read_to_string(&precious).unwrap(), "precious data\n");
 
+    // A killed run's leftover, where nobody listens, is taken over.
     let sock = sb.path("c.sock");
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    assert!(sock.exists());
+    sb.run(&["run", "--control", sock.to_str().unwrap()], Some(input)).expect_code(0);
+    assert!(!sock.exists(), "removed at the end");
+
     let s = sock.to_str().unwrap();
     let slow = sb.spawn(
         &["run", "-j", "1", "--grace", "100ms", "--control", s],
@@ -391,10 +397,14 @@ fn results_stream_while_the_input_is_still_open() {
     let sb = Sandbox::new();
     let results = sb.path("results.jsonl");
     let (run, mut stdin) = sb.spawn_stdin(&["run", "-j", "2", "--results", results.to_str().unwrap()]);
-    stdin.write_all(tasks(10, |i| format!("{{\"id\":\"a{i}\",\"kind\":\"noop\"}}")).as_bytes()).unwrap();
+    // A producer that writes in blocks ends a write mid-line: the whole lines before it must
+    // not wait for the rest.
+    let first = tasks(10, |i| format!("{{\"id\":\"a{i}\",\"kind\":\"noop\"}}")) + "{\"id\":\"b0\",";
+    stdin.write_all(first.as_bytes()).unwrap();
     stdin.flush().unwrap();
     wait_for("the first results before the input ends", || count_lines(&results) == 10);
-    stdin.write_all(tasks(10, |i| format!("{{\"id\":\"b{i}\",\"kind\":\"noop\"}}")).as_bytes()).unwrap();
+    stdin.write_all(b"\"kind\":\"noop\"}\n").unwrap();
+    stdin.write_all(tasks(9, |i| format!("{{\"id\":\"b{}\",\"kind\":\"noop\"}}", i + 1)).as_bytes()).unwrap();
     drop(stdin);
     run.wait().expect_code(0);
     assert_eq!(by_id(&read_records(&results)).len(), 20);
@@ -425,7 +435,7 @@ fn a_frozen_worker_dies_with_a_killed_supervisor() {
 fn a_long_task_strands_no_short_ones_behind_it() {
     let sb = Sandbox::new();
     let mut input = tasks(100, |i| format!("{{\"id\":\"a{i}\",\"kind\":\"sleep\",\"ms\":5}}"));
-    input.push_str("{\"id\":\"long\",\"kind\":\"sleep\",\"ms\":1500}\n");
+    input.push_str("{\"id\":\"long\",\"kind\":\"sleep\",\"ms\":2500}\n");
     input.push_str(&tasks(100, |i| format!("{{\"id\":\"b{i}\",\"kind\":\"sleep\",\"ms\":5}}")));
     let events = sb.path("events.jsonl");
     let done = sb.run(&["run", "-j", "2", "--events", events.to_str().unwrap()], Some(&input));

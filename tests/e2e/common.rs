@@ -156,6 +156,13 @@ impl Sandbox {
     /// stopped first, so that no worker it starts between the census and the kill escapes it.
     pub fn kill_hard(&self, run: &Running) {
         run.signal(nix::sys::signal::Signal::SIGSTOP);
+        let pid = run.pid();
+        // Stopped, or already ended on its own (a zombie until waited for).
+        wait_for("the supervisor to stop", || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+                s.rsplit_once(')').is_some_and(|(_, rest)| matches!(rest.trim_start().chars().next(), Some('T' | 'Z')))
+            })
+        });
         let mut expected = EXPECTED_ORPHANS.lock().unwrap();
         expected.get_or_insert_with(HashSet::new).extend(self.tagged().into_iter().map(|(p, _)| p));
         run.signal(nix::sys::signal::Signal::SIGKILL);

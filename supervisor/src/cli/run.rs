@@ -136,19 +136,14 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
     if let Some(n) = total {
         builder = builder.expected_total(n);
     }
-    // --report: the file is opened now, so that a path that cannot be written is refused
-    // before the batch runs rather than after; the timeline is built from the events as they
-    // happen and written at the end.
-    let report_file = match &args.report {
-        Some(path) => match std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path) {
-            Ok(f) => Some(f),
-            Err(e) => {
-                eprintln!("bulkhead: error: cannot write the report {}: {e}", path.display());
-                return exit::BAD_INPUT;
-            }
-        },
-        None => None,
-    };
+    // --report: a path that cannot be written is refused before the batch runs rather than
+    // after it; the timeline is built from the events as they happen and written at the end.
+    if let Some(path) = &args.report
+        && let Err(e) = check_writable(path)
+    {
+        eprintln!("bulkhead: error: cannot write the report {}: {e}", path.display());
+        return exit::BAD_INPUT;
+    }
     // The control socket lives in a fresh private directory unless a path is given.
     let rundir;
     let control = match &args.control {
@@ -201,13 +196,12 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
     eprintln!("bulkhead: control socket {} (bulkhead status)", control.display());
     let summary = run.finish();
     print_summary(&summary, check_time, args.cmd.is_some());
-    if let (Some(path), Some(mut file), Some(t)) = (&args.report, report_file, timeline) {
+    if let (Some(path), Some(t)) = (&args.report, timeline) {
         let title = match &args.tasks {
             Some(p) => format!("bulkhead run {}", p.display()),
             None => "bulkhead run".to_string(),
         };
-        let html = t.borrow().to_html(&title);
-        match file.set_len(0).and_then(|()| io::Write::write_all(&mut file, html.as_bytes())) {
+        match std::fs::write(path, t.borrow().to_html(&title)) {
             Ok(()) => eprintln!("bulkhead: timeline written to {}", path.display()),
             Err(e) => eprintln!("bulkhead: error: cannot write the report {}: {e}", path.display()),
         }
@@ -249,11 +243,42 @@ fn duplicate_hint(msg: &str, cmd: bool) -> &'static str {
     }
 }
 
-/// A run that could not start: a file, path or setting it was given cannot be used (exit 2,
-/// like bad input: nothing ran, and exit 1 would claim that tasks failed).
+/// Whether `path` could be written, without leaving a file behind: an existing one (or a
+/// device such as /dev/stdout) is opened for writing, a new one created and removed.
+fn check_writable(path: &std::path::Path) -> io::Result<()> {
+    if path.exists() {
+        std::fs::OpenOptions::new().write(true).open(path).map(drop)
+    } else {
+        File::create(path)?;
+        std::fs::remove_file(path)
+    }
+}
+
+/// A run that could not start. A file, path or setting it was given that cannot be used is
+/// bad usage (exit 2: nothing ran, and 1 would claim that tasks failed); a refusal of the
+/// system (no more processes, descriptors) keeps exit 1, which a cluster may retry elsewhere.
 fn pool_error(e: &PoolError) -> i32 {
     report_error(e);
-    exit::BAD_INPUT
+    use io::ErrorKind as K;
+    match e {
+        PoolError::Io { source, .. }
+            if !matches!(
+                source.kind(),
+                K::NotFound
+                    | K::PermissionDenied
+                    | K::AlreadyExists
+                    | K::AddrInUse
+                    | K::InvalidInput
+                    | K::IsADirectory
+                    | K::NotADirectory
+                    | K::ReadOnlyFilesystem
+            ) =>
+        {
+            exit::TASKS_FAILED
+        }
+        PoolError::InWorker => exit::TASKS_FAILED,
+        _ => exit::BAD_INPUT,
+    }
 }
 
 /// The summary line; its time and rate are the run's, and the check of a whole input file
