@@ -78,6 +78,8 @@ fn bad_flags_are_usage_errors() {
         &["run", "--events", "/nonexistent/events.jsonl"],
         &["run", "--report", "/nonexistent/report.html"],
         &["run", "--control", "/nonexistent/control.sock"],
+        // {shard} in a path of a run that is not a shard would name a file "{shard}".
+        &["run", "--results", "results-{shard}.jsonl"],
     ] {
         let done = sb.run(args, Some("{\"id\":\"a\",\"kind\":\"noop\"}\n"));
         done.expect_code(2);

@@ -186,6 +186,13 @@ pub fn main() -> i32 {
         .format_timestamp(None)
         .format_target(false)
         .init();
+    if !matches!(cli.command, Command::Run(_)) {
+        // Like any Unix filter, `bulkhead merge ... | head` ends quietly at the closed pipe
+        // (exit 141) instead of failing, or panicking in eprintln!. `run` keeps it ignored:
+        // it handles a closed stdout itself and still finishes its results file.
+        // SAFETY: setting a signal's disposition to the default is always sound.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli.command {
         Command::Run(args) => run::run(*args),
         Command::Status(args) => status::status(args),

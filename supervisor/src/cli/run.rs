@@ -35,6 +35,18 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
         for p in [&mut args.results, &mut args.events, &mut args.report].into_iter().flatten() {
             *p = crate::shard::fill(p, s.k);
         }
+    } else if let Some(p) = [&args.results, &args.events, &args.report]
+        .into_iter()
+        .flatten()
+        .find(|p| p.to_string_lossy().contains("{shard}"))
+    {
+        // Not a shard: the file would be named with a literal "{shard}".
+        eprintln!(
+            "bulkhead: error: {} has {{shard}} but this run is not a shard \
+             (--shard K/N, a Slurm array task, or JOB_COMPLETION_INDEX with --shards N)",
+            p.display()
+        );
+        return exit::BAD_INPUT;
     }
     let shard = shard.map(|s| (s.k, s.n));
     let format = match &args.cmd {
@@ -232,14 +244,18 @@ fn precheck(
     }
 }
 
-/// With --cmd a task's id is a hash of its command, so a repeated line is a repeated task,
-/// which a GNU parallel user would not expect to be refused: say why, and how to run both.
+/// A task's id, when not given, is a hash of its content (with --cmd, of its command), so a
+/// repeated line is a repeated task, which a GNU parallel user would not expect to be
+/// refused: say why, and how to run both.
 fn duplicate_hint(msg: &str, cmd: bool) -> &'static str {
-    if cmd && msg.contains("duplicate id") {
+    if !msg.contains("duplicate id") {
+        ""
+    } else if cmd {
         " (with --cmd, a task's id is a hash of its command: this line repeats an earlier command; \
          put {#} in --cmd to run each line, repeats included)"
     } else {
-        ""
+        " (a task without an \"id\" is named by a hash of its content, so two identical lines are one \
+         task: give each an \"id\" to run both)"
     }
 }
 
