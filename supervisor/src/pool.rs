@@ -424,6 +424,7 @@ impl<H: Handler> Pool<H> {
                     threads: c.threads_per_worker,
                     heartbeat_ms: c.heartbeat.as_millis().clamp(10, u128::from(u32::MAX)) as u32,
                     memory_limit: c.memory_limit,
+                    drain_grace: c.handle_signals.then_some(c.grace),
                 },
                 c.workers,
                 c.reap_orphans,

@@ -77,6 +77,8 @@ pub struct SpawnConfig {
     pub heartbeat_ms: u32,
     /// Address-space limit per worker.
     pub memory_limit: Option<u64>,
+    /// The drain's grace, when the supervisor drains on signals.
+    pub drain_grace: Option<std::time::Duration>,
 }
 
 /// A started worker, not yet ready.
@@ -110,6 +112,10 @@ pub fn spawn_worker(cfg: &SpawnConfig) -> io::Result<Spawned> {
     match cfg.memory_limit {
         Some(limit) => cmd.env(env::MEMORY_LIMIT, limit.to_string()),
         None => cmd.env_remove(env::MEMORY_LIMIT),
+    };
+    match cfg.drain_grace {
+        Some(g) => cmd.env(env::DRAIN_GRACE_MS, g.as_millis().to_string()),
+        None => cmd.env_remove(env::DRAIN_GRACE_MS),
     };
     // A panic with backtraces on takes ~100 ms instead of under 1 ms to die (FACTS.md).
     if std::env::var_os("BULKHEAD_WORKER_BACKTRACE").is_none() {

@@ -354,6 +354,36 @@ fn a_usr1_to_every_process_drains_without_charging_anyone() {
     sb.assert_clean();
 }
 
+/// A signal to every process of the job (Slurm's `scancel --full`, systemd's default stop)
+/// also kills a shell task's own processes. That is not the command failing: the task is held
+/// until the drain's grace ends and left for --resume, not recorded failed.
+#[test]
+fn a_sigterm_to_every_process_leaves_shell_tasks_for_resume() {
+    let sb = Sandbox::new();
+    let quick = sb.path("quick");
+    let q = quick.to_str().unwrap();
+    let tasks = sb.write(
+        "tasks.jsonl",
+        &tasks(6, |i| format!("{{\"id\":\"c{i}\",\"kind\":\"shell\",\"cmd\":\"test -e {q} || sleep 30\"}}")),
+    );
+    let results = sb.path("results.jsonl");
+    let (t, r) = (tasks.to_str().unwrap(), results.to_str().unwrap());
+    let run = sb.spawn(&["run", t, "-j", "2", "--grace", "500ms", "--results", r], None);
+    wait_for("two commands running", || sb.tagged().iter().filter(|(_, c)| c == "sleep").count() == 2);
+    for (pid, _) in sb.tagged() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGTERM);
+    }
+    let done = run.wait();
+    done.expect_code(143);
+    assert!(read_records(&results).is_empty(), "a task killed by the job's signal was recorded");
+    std::fs::write(&quick, "").unwrap();
+    sb.run(&["run", t, "-j", "2", "--results", r, "--resume"], None).expect_code(0);
+    let recs = by_id(&read_records(&results));
+    assert_eq!(recs.len(), 6);
+    assert!(recs.values().all(|r| r["status"] == "ok" && r["attempts"] == 1), "{recs:?}");
+    sb.assert_clean();
+}
+
 /// `--control PATH` replaces only a stale socket: a file, or the socket of a running batch,
 /// is refused with exit 2 and left as it was.
 #[test]

@@ -35,4 +35,7 @@ pub mod env {
     /// The user's `RUST_BACKTRACE` (empty: unset), when the supervisor set the worker's own to
     /// 0; shell tasks get the user's back.
     pub const USER_BACKTRACE: &str = "BULKHEAD_USER_RUST_BACKTRACE";
+    /// The supervisor's drain grace in milliseconds: how long a task stays held when a
+    /// signal sent to the whole job killed its command (see the `shell` kind).
+    pub const DRAIN_GRACE_MS: &str = "BULKHEAD_DRAIN_GRACE_MS";
 }

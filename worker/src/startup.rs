@@ -61,12 +61,16 @@ pub(crate) fn prepare() -> Result<UnixStream, StartupError> {
     // The markers must not leak into the environment of the task's own children: a task that
     // runs `bulkhead` would otherwise become a worker.
     let _ = USER_BACKTRACE.set(std::env::var_os(env::USER_BACKTRACE));
+    if let Some(ms) = std::env::var(env::DRAIN_GRACE_MS).ok().and_then(|v| v.parse::<u64>().ok()) {
+        let _ = DRAIN_GRACE.set(std::time::Duration::from_millis(ms));
+    }
     // SAFETY: no other thread exists yet, so nothing reads the environment concurrently.
     unsafe {
         std::env::remove_var(env::WORKER);
         std::env::remove_var(env::SUPERVISOR_PID);
         std::env::remove_var(env::MEMORY_LIMIT);
         std::env::remove_var(env::USER_BACKTRACE);
+        std::env::remove_var(env::DRAIN_GRACE_MS);
     }
     take_socket()
 }
@@ -114,6 +118,25 @@ pub(crate) fn restore_user_backtrace(command: &mut std::process::Command) {
 }
 /// The supervisor's pid: the only sender whose SIGTERM a worker obeys.
 static SUPERVISOR: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+/// The last signal a stranger sent this worker (and that it ignored), and when (monotonic
+/// ns): a signal sent to every process of the job.
+static STRANGER_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+static STRANGER_AT_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// See [`env::DRAIN_GRACE_MS`]; unset outside a worker.
+static DRAIN_GRACE: OnceLock<std::time::Duration> = OnceLock::new();
+
+/// The supervisor's drain grace, when this is a worker of a supervisor that drains.
+pub(crate) fn drain_grace() -> Option<std::time::Duration> {
+    DRAIN_GRACE.get().copied()
+}
+
+/// Whether a stranger sent this worker `sig` within the last `within`: the same signal that
+/// killed a task's command, sent to the whole job.
+pub(crate) fn stranger_sent(sig: i32, within: std::time::Duration) -> bool {
+    use std::sync::atomic::Ordering::Acquire;
+    STRANGER_SIGNAL.load(Acquire) == sig
+        && crate::clock::mono_ns().saturating_sub(STRANGER_AT_NS.load(Acquire)) <= within.as_nanos() as u64
+}
 static CHILD_GROUPS: Mutex<usize> = Mutex::new(0);
 
 /// Installs the worker's handler of SIGTERM and of the other signals that cluster engines
@@ -150,6 +173,12 @@ extern "C" fn on_term(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut l
     // SAFETY: the kernel passes a valid siginfo with SA_SIGINFO.
     let sender = if info.is_null() { 0 } else { unsafe { (*info).si_pid() } };
     if supervisor != 0 && sender != supervisor {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime(2) is async-signal-safe; `ts` is a valid timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        let now = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+        STRANGER_AT_NS.store(now, std::sync::atomic::Ordering::Release);
+        STRANGER_SIGNAL.store(sig, std::sync::atomic::Ordering::Release);
         return;
     }
     if let Some(page) = PAGE.get() {

@@ -43,6 +43,9 @@ pub(super) fn run(cmd: &str, cx: &TaskContext<'_>) -> Result<BuiltinOutput, Task
     cx.clear_child_group();
     let (stdout, stderr) = heads;
     let status = status.map_err(|e| TaskError::new(format!("cannot wait for /bin/sh: {e}")))?;
+    if let Some(sig) = status.signal() {
+        hold_if_killed_by_the_job_signal(sig);
+    }
     match (status.code(), status.signal()) {
         (Some(0), _) => Ok(BuiltinOutput::Shell { exit: 0, stdout, stderr }),
         (code, signal) => {
@@ -61,6 +64,35 @@ pub(super) fn run(cmd: &str, cx: &TaskContext<'_>) -> Result<BuiltinOutput, Task
             })
         }
     }
+}
+
+/// A command killed by a signal sent to every process of the job (Slurm's `scancel --full` or
+/// time limit, systemd's stop with `KillMode=control-group`) did not fail: this worker got the
+/// same signal from the same stranger and ignored it, and the supervisor, which got it too, is
+/// draining. The task is held as still running until the drain's grace ends and the
+/// supervisor stops this worker, which leaves it unfinished and uncharged, for `--resume`.
+/// Should no drain come (the signal did not reach the supervisor), the failure is reported
+/// once that time has passed, as it would have been at once.
+fn hold_if_killed_by_the_job_signal(sig: i32) {
+    const JOB_SIGNALS: [i32; 4] = [libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2];
+    let Some(grace) = crate::startup::drain_grace() else { return };
+    if !JOB_SIGNALS.contains(&sig) {
+        return;
+    }
+    // This worker's own copy may be delivered a moment after the command died of its copy.
+    let seen = std::time::Duration::from_secs(2);
+    let t0 = std::time::Instant::now();
+    while !crate::startup::stranger_sent(sig, seen) {
+        if t0.elapsed() > std::time::Duration::from_millis(200) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    eprintln!(
+        "bulkhead-worker: the task's command died of a signal {sig} sent to the whole job; \
+         holding it for the drain, so that it is left for --resume rather than failed"
+    );
+    std::thread::sleep(grace + std::time::Duration::from_secs(2));
 }
 
 /// Reads both pipes to the end, keeping the first [`HEAD_BYTES`] of each. If the shell has
