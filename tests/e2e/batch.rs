@@ -287,9 +287,7 @@ fn a_sigterm_to_every_process_drains_without_charging_anyone() {
     let run =
         sb.spawn(&["run", t, "-j", "2", "--attempts", "1", "--results", r, "--events", events.to_str().unwrap()], None);
     wait_for("results and two busy workers", || count_lines(&results) >= 2 && sb.workers().len() == 2);
-    for (pid, _) in sb.tagged() {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGTERM);
-    }
+    sb.signal_all(Signal::SIGTERM);
     let done = run.wait();
     done.expect_code(143);
     let first = read_records(&results);
@@ -341,9 +339,7 @@ fn a_usr1_to_every_process_drains_without_charging_anyone() {
     let (t, r, e) = (tasks.to_str().unwrap(), results.to_str().unwrap(), events.to_str().unwrap());
     let run = sb.spawn(&["run", t, "-j", "2", "--attempts", "1", "--results", r, "--events", e], None);
     wait_for("results and two busy workers", || count_lines(&results) >= 2 && sb.workers().len() == 2);
-    for (pid, _) in sb.tagged() {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGUSR1);
-    }
+    sb.signal_all(Signal::SIGUSR1);
     let done = run.wait();
     done.expect_code(138);
     let evs = read_records(&events);
@@ -370,9 +366,7 @@ fn a_sigterm_to_every_process_leaves_shell_tasks_for_resume() {
     let (t, r) = (tasks.to_str().unwrap(), results.to_str().unwrap());
     let run = sb.spawn(&["run", t, "-j", "2", "--grace", "500ms", "--results", r], None);
     wait_for("two commands running", || sb.tagged().iter().filter(|(_, c)| c == "sleep").count() == 2);
-    for (pid, _) in sb.tagged() {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGTERM);
-    }
+    sb.signal_all(Signal::SIGTERM);
     let done = run.wait();
     done.expect_code(143);
     assert!(read_records(&results).is_empty(), "a task killed by the job's signal was recorded");

@@ -152,6 +152,14 @@ impl Sandbox {
         self.tagged().into_iter().filter(|(_, c)| c == "bulkhead-worker").map(|(p, _)| p).collect()
     }
 
+    /// Sends `sig` to every process of this sandbox, as a cluster engine or systemd signals
+    /// every process of a job.
+    pub fn signal_all(&self, sig: nix::sys::signal::Signal) {
+        for (pid, _) in self.tagged() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+        }
+    }
+
     /// SIGKILLs the supervisor of `run`; its processes' zombies are then expected here. It is
     /// stopped first, so that no worker it starts between the census and the kill escapes it.
     pub fn kill_hard(&self, run: &Running) {
