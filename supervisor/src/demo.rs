@@ -212,14 +212,15 @@ fn process_run(
 fn verdict(paint: Paint, s: &Summary, tasks: usize) {
     let c = &s.counts;
     let lost = tasks as u64 - c.finished();
+    let n = |k: u64, one: &str, many: &str| format!("{k} {}", if k == 1 { one } else { many });
     println!(
-        "  {} {} ok, {} failed, {} quarantined, {lost} lost; {} worker deaths, {} restarts, in {:.1}s",
+        "  {} {} ok, {} failed, {} quarantined, {lost} lost; {}, {}, in {:.1}s",
         paint.bold("→"),
         c.ok,
         c.failed,
         c.quarantined,
-        c.crashes_total(),
-        c.restarts,
+        n(c.crashes_total(), "worker death", "worker deaths"),
+        n(c.restarts, "restart", "restarts"),
         s.elapsed.as_secs_f64()
     );
 }
