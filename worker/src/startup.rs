@@ -118,10 +118,12 @@ pub(crate) fn restore_user_backtrace(command: &mut std::process::Command) {
 }
 /// The supervisor's pid: the only sender whose SIGTERM a worker obeys.
 static SUPERVISOR: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
-/// The last signal a stranger sent this worker (and that it ignored), and when (monotonic
-/// ns): a signal sent to every process of the job.
-static STRANGER_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
-static STRANGER_AT_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// The signals a cluster engine or systemd sends to every process of a job, which a worker
+/// takes only from its supervisor.
+pub(crate) const JOB_SIGNALS: [i32; 4] = [libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2];
+/// When a stranger last sent each of [`JOB_SIGNALS`] (monotonic ns; 0: never), each its own,
+/// so that a SIGHUP right after a SIGTERM (systemd's SendSIGHUP) does not hide it.
+static STRANGER_AT_NS: [std::sync::atomic::AtomicU64; 4] = [const { std::sync::atomic::AtomicU64::new(0) }; 4];
 /// See [`env::DRAIN_GRACE_MS`]; unset outside a worker.
 static DRAIN_GRACE: OnceLock<std::time::Duration> = OnceLock::new();
 
@@ -130,12 +132,10 @@ pub(crate) fn drain_grace() -> Option<std::time::Duration> {
     DRAIN_GRACE.get().copied()
 }
 
-/// Whether a stranger sent this worker `sig` within the last `within`: the same signal that
-/// killed a task's command, sent to the whole job.
-pub(crate) fn stranger_sent(sig: i32, within: std::time::Duration) -> bool {
-    use std::sync::atomic::Ordering::Acquire;
-    STRANGER_SIGNAL.load(Acquire) == sig
-        && crate::clock::mono_ns().saturating_sub(STRANGER_AT_NS.load(Acquire)) <= within.as_nanos() as u64
+/// When a stranger last sent this worker `sig` (monotonic ns), if ever.
+pub(crate) fn stranger_sent_at(sig: i32) -> Option<u64> {
+    let i = JOB_SIGNALS.iter().position(|&s| s == sig)?;
+    Some(STRANGER_AT_NS[i].load(std::sync::atomic::Ordering::Acquire)).filter(|&at| at != 0)
 }
 static CHILD_GROUPS: Mutex<usize> = Mutex::new(0);
 
@@ -156,9 +156,9 @@ pub(crate) fn guard_children(page: &'static StatusPage) -> Result<(), StartupErr
     let _ = PAGE.set(page);
     let flags = SaFlags::SA_SIGINFO | SaFlags::SA_RESTART;
     let action = SigAction::new(SigHandler::SigAction(on_term), flags, SigSet::empty());
-    for sig in [Signal::SIGTERM, Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGUSR2] {
-        // SAFETY: `on_term` only does async-signal-safe things: atomic loads, kill(2),
-        // signal(2), raise(3).
+    for sig in JOB_SIGNALS.map(|s| Signal::try_from(s).expect("a job signal is a signal")) {
+        // SAFETY: `on_term` only does async-signal-safe things: atomic loads and stores,
+        // clock_gettime(2), kill(2), signal(2), raise(3).
         let old = unsafe { signal::sigaction(sig, &action) }.map_err(sys("install the signal handlers"))?;
         if sig != Signal::SIGTERM && matches!(old.handler(), SigHandler::SigIgn) {
             // SAFETY: restoring the disposition the process started with.
@@ -177,8 +177,9 @@ extern "C" fn on_term(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut l
         // SAFETY: clock_gettime(2) is async-signal-safe; `ts` is a valid timespec.
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
         let now = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
-        STRANGER_AT_NS.store(now, std::sync::atomic::Ordering::Release);
-        STRANGER_SIGNAL.store(sig, std::sync::atomic::Ordering::Release);
+        if let Some(i) = JOB_SIGNALS.iter().position(|&s| s == sig) {
+            STRANGER_AT_NS[i].store(now.max(1), std::sync::atomic::Ordering::Release);
+        }
         return;
     }
     if let Some(page) = PAGE.get() {

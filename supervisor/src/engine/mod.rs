@@ -934,7 +934,10 @@ impl Engine {
                     // its heartbeats before its task's timeout, a busy one keeps beating.
                     let silent = now.saturating_sub(last_heard);
                     let unresponsive_at = self.cfg.heartbeat_timeout_ns.map(|h| last_heard + h).filter(|&at| now >= at);
-                    let overdue = self.overdue(slot, now, probe);
+                    // While a signal drains the run, the grace is the only deadline: a task past
+                    // its timeout is left to it, and stopped at its end uncharged, like every
+                    // other (a shell task held after the job's signal killed its command, too).
+                    let overdue = if self.draining_on_signal() { None } else { self.overdue(slot, now, probe) };
                     match (unresponsive_at, overdue) {
                         (Some(at), Some((_, deadline))) if deadline < at => self.time_out(slot, overdue, now, out),
                         (Some(_), _) => {
@@ -982,6 +985,11 @@ impl Engine {
         })
     }
 
+    /// A signal stopped the run: its grace is the only deadline left for running tasks.
+    fn draining_on_signal(&self) -> bool {
+        matches!(self.stop, Some(StopReason::Interrupted(_)))
+    }
+
     /// When the loop must call back with a `Tick` at the latest.
     pub fn next_deadline(&self, now: u64, probe: &dyn Probe) -> Option<u64> {
         let mut next: Option<u64> = None;
@@ -999,6 +1007,7 @@ impl Engine {
                     }
                     if let Some(limit) = self.cfg.timeout_ns
                         && !s.inflight.is_empty()
+                        && !self.draining_on_signal()
                     {
                         // The earliest deadline among tasks already running; tasks that start
                         // later are seen by polling the page a few times per timeout.

@@ -542,3 +542,31 @@ fn the_backoff_grows_with_unhealthy_deaths_and_resets_after_a_healthy_worker() {
     assert_eq!(die_and_wait(&mut h), 0, "reset after a healthy worker");
     assert!(die_and_wait(&mut h) <= backoffs[1], "the growth starts over");
 }
+
+/// Once a signal drains the run, the grace is the only deadline: a task past its timeout is
+/// not killed and charged, but stopped at the grace's end and left uncharged, like the rest.
+#[test]
+fn a_drain_on_a_signal_suspends_timeouts() {
+    let cfg = EngineConfig {
+        workers: 1,
+        timeout_ns: Some(100 * MS),
+        drain_grace_ns: 1_000 * MS,
+        heartbeat_timeout_ns: None,
+        ..Default::default()
+    };
+    let mut h = Harness::new(cfg);
+    h.push([job("held")]);
+    h.start();
+    let seq = h.sent(0)[0].0;
+    h.page.0[0][0].begin(seq, h.now);
+    h.ev(Event::Interrupt(Interrupt::Term));
+    h.now += 500 * MS;
+    assert!(h.tick().is_empty(), "past its timeout, within the grace");
+    assert!(h.engine.next_deadline(h.now, &h.page).unwrap() > h.now, "no deadline in the past to spin on");
+    h.now += 500 * MS;
+    let pid = h.pid(0);
+    assert_eq!(h.tick(), vec![Action::Kill { slot: 0, pid, signal: Signal::SIGTERM }]);
+    h.die(0, ExitCause::Signaled { signal: Signal::SIGTERM, core: false }, &[seq]);
+    assert_eq!(h.engine.counts().crashes_total(), 0);
+    assert!(h.sink.records.is_empty());
+}

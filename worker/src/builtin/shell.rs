@@ -43,9 +43,7 @@ pub(super) fn run(cmd: &str, cx: &TaskContext<'_>) -> Result<BuiltinOutput, Task
     cx.clear_child_group();
     let (stdout, stderr) = heads;
     let status = status.map_err(|e| TaskError::new(format!("cannot wait for /bin/sh: {e}")))?;
-    if let Some(sig) = status.signal() {
-        hold_if_killed_by_the_job_signal(sig);
-    }
+    hold_if_killed_by_the_job_signal(status);
     match (status.code(), status.signal()) {
         (Some(0), _) => Ok(BuiltinOutput::Shell { exit: 0, stdout, stderr }),
         (code, signal) => {
@@ -72,27 +70,36 @@ pub(super) fn run(cmd: &str, cx: &TaskContext<'_>) -> Result<BuiltinOutput, Task
 /// draining. The task is held as still running until the drain's grace ends and the
 /// supervisor stops this worker, which leaves it unfinished and uncharged, for `--resume`.
 /// Should no drain come (the signal did not reach the supervisor), the failure is reported
-/// once that time has passed, as it would have been at once.
-fn hold_if_killed_by_the_job_signal(sig: i32) {
-    const JOB_SIGNALS: [i32; 4] = [libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2];
+/// once that time has passed, as it would have been at once. A command that caught the signal
+/// and exited with 128 + its number, as shells do, counts as killed by it.
+fn hold_if_killed_by_the_job_signal(status: std::process::ExitStatus) {
+    use std::time::{Duration, Instant};
     let Some(grace) = crate::startup::drain_grace() else { return };
-    if !JOB_SIGNALS.contains(&sig) {
+    let by_code = status.code().filter(|c| (129..160).contains(c)).map(|c| c - 128);
+    let Some(sig) = status.signal().or(by_code).filter(|s| crate::startup::JOB_SIGNALS.contains(s)) else {
         return;
-    }
+    };
+    let margin = Duration::from_secs(2);
+    let window = (grace + margin).as_nanos() as u64;
     // This worker's own copy may be delivered a moment after the command died of its copy.
-    let seen = std::time::Duration::from_secs(2);
-    let t0 = std::time::Instant::now();
-    while !crate::startup::stranger_sent(sig, seen) {
-        if t0.elapsed() > std::time::Duration::from_millis(200) {
+    let t0 = Instant::now();
+    let at = loop {
+        if let Some(at) =
+            crate::startup::stranger_sent_at(sig).filter(|&at| crate::clock::mono_ns().saturating_sub(at) <= window)
+        {
+            break at;
+        }
+        if t0.elapsed() > Duration::from_millis(200) {
             return;
         }
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
+        std::thread::sleep(Duration::from_millis(2));
+    };
     eprintln!(
-        "bulkhead-worker: the task's command died of a signal {sig} sent to the whole job; \
+        "bulkhead-worker: the task's command died of signal {sig}, sent to the whole job; \
          holding it for the drain, so that it is left for --resume rather than failed"
     );
-    std::thread::sleep(grace + std::time::Duration::from_secs(2));
+    let until = at + window;
+    std::thread::sleep(Duration::from_nanos(until.saturating_sub(crate::clock::mono_ns())));
 }
 
 /// Reads both pipes to the end, keeping the first [`HEAD_BYTES`] of each. If the shell has
