@@ -104,8 +104,9 @@ fn machine_busy_s() -> f64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let Some(cpu) = stat.lines().next().and_then(|l| l.strip_prefix("cpu ")) else { return 0.0 };
     let f: Vec<u64> = cpu.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-    // user nice system idle iowait irq softirq steal: all but idle and iowait.
-    let busy: u64 = f.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
+    // user nice system idle iowait irq softirq: all but idle and iowait (and not steal, the
+    // hypervisor's, which no process of this machine took).
+    let busy: u64 = f.iter().take(7).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     busy as f64 / hz

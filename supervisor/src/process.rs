@@ -3,7 +3,7 @@
 //! into engine events: frames, a closed or broken connection, a reaped status with the tasks
 //! the status page showed executing, the last words on stderr.
 
-use std::io::{self, PipeReader, Read, Write};
+use std::io::{self, PipeReader, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 
@@ -174,7 +174,15 @@ impl ProcessBackend {
             return;
         };
         while conn.out_pos < conn.out.len() {
-            match conn.sock.write(&conn.out[conn.out_pos..]) {
+            // MSG_NOSIGNAL: a library user's program may have SIGPIPE at its default, and a
+            // worker that died must not take the supervisor with it.
+            let sent = nix::sys::socket::send(
+                conn.sock.as_raw_fd(),
+                &conn.out[conn.out_pos..],
+                nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+            )
+            .map_err(io::Error::from);
+            match sent {
                 Ok(n) => conn.out_pos += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -152,7 +152,7 @@ fn send_with_fd(sock: RawFd, bytes: &[u8], fd: RawFd) -> io::Result<()> {
         let iov = [IoSlice::new(&bytes[off..])];
         // The descriptor goes with the first byte only.
         let cmsgs: &[ControlMessage] = if off == 0 { &cmsg } else { &[] };
-        match sendmsg::<()>(sock, &iov, cmsgs, MsgFlags::empty(), None) {
+        match sendmsg::<()>(sock, &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
             Ok(n) => off += n,
             Err(nix::Error::EINTR) => continue,
             Err(e) => return Err(e.into()),

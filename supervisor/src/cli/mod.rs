@@ -186,10 +186,11 @@ pub fn main() -> i32 {
         .format_timestamp(None)
         .format_target(false)
         .init();
-    if !matches!(cli.command, Command::Run(_)) {
+    if matches!(cli.command, Command::Merge(_) | Command::Status(_) | Command::Report { .. }) {
         // Like any Unix filter, `bulkhead merge ... | head` ends quietly at the closed pipe
-        // (exit 141) instead of failing, or panicking in eprintln!. `run` keeps it ignored:
-        // it handles a closed stdout itself and still finishes its results file.
+        // (exit 141) instead of failing, or panicking in eprintln!. Commands that run pools
+        // (run, demo, compare) keep it ignored: they write to sockets of workers that may
+        // have died, and handle a closed stdout themselves.
         // SAFETY: setting a signal's disposition to the default is always sound.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }

@@ -253,9 +253,12 @@ fn duplicate_hint(msg: &str, cmd: bool) -> &'static str {
     } else if cmd {
         " (with --cmd, a task's id is a hash of its command: this line repeats an earlier command; \
          put {#} in --cmd to run each line, repeats included)"
+    } else if msg.split('\'').nth(1).is_some_and(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())) {
+        // The id looks like a content hash: most likely neither line had one.
+        " (if these lines have no \"id\": a task without one is named by a hash of its content, so \
+         identical lines are one task; give each an \"id\" to run both)"
     } else {
-        " (a task without an \"id\" is named by a hash of its content, so two identical lines are one \
-         task: give each an \"id\" to run both)"
+        ""
     }
 }
 
