@@ -171,10 +171,17 @@ fn merge_checks_shards_against_the_task_list() {
     let lost = count_lines(&files[3]);
     assert!(err.contains(&format!("{lost} of 120 tasks have no final record")), "{err}");
 
-    // A shard given twice: two final records for its tasks.
+    // The same file given twice is a slip of the command line, said as such.
     let (code, err) = merge(&sb, &[all[0], all[1], all[2], all[3], all[0]], &tasks, None);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("is given twice"), "{err}");
+    // A copy of a shard under another name: two final records for its tasks.
+    let copy = sb.path("copy-of-0.jsonl");
+    std::fs::copy(&files[0], &copy).unwrap();
+    let (code, err) = merge(&sb, &[all[0], all[1], all[2], all[3], copy.as_path()], &tasks, None);
     assert_eq!(code, Some(5), "{err}");
     assert!(err.contains("has two final records") && err.contains("(kept)"), "{err}");
+    std::fs::remove_file(&copy).unwrap();
 
     // A shard killed while writing: its torn last line is left out, with a warning naming it.
     let mut torn = std::fs::read_to_string(&files[2]).unwrap();

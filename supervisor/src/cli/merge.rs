@@ -161,6 +161,14 @@ impl Outcome {
 }
 
 pub(super) fn merge(args: MergeArgs) -> i32 {
+    // The same file twice would read as every task of it having two records.
+    let mut seen = std::collections::HashSet::new();
+    for p in &args.results {
+        if !seen.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())) {
+            eprintln!("bulkhead merge: error: results file {} is given twice", p.display());
+            return exit::BAD_INPUT;
+        }
+    }
     let format = match &args.cmd {
         Some(t) => Format::Cmd(CmdTemplate::new(t)),
         None => Format::Jsonl,
