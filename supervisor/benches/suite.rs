@@ -823,11 +823,11 @@ fn scaling(cx: &Ctx, s: &mut Section) -> Result<(), String> {
     let (mut one, mut all, mut task_ms) = (Vec::new(), Vec::new(), Vec::new());
     let (mut py1, mut pyn, mut py_ms) = (Vec::new(), Vec::new(), Vec::new());
     let mut py_error = cx.python.is_none().then(|| "python3 not found".to_string());
-    let (mut rep, mut discarded) = (0, Vec::new());
+    let (mut rep, mut discarded) = (0, Discarded::default());
     while rep < cx.sz.cpu_reps {
         // One round: bulkhead at 1 and N workers, then Python at 1 and N processes. A round
         // during which other processes took a good share of the CPU measures them, not us:
-        // it is thrown away and run again (as many extra rounds as there are repetitions).
+        // it is thrown away and run again (see `Discarded`).
         let round = Noisy::start();
         let (mut one_r, mut all_r, mut task_ms_r) = (Vec::new(), Vec::new(), Vec::new());
         let (mut py1_r, mut pyn_r, mut py_ms_r) = (Vec::new(), Vec::new(), Vec::new());
@@ -868,10 +868,7 @@ fn scaling(cx: &Ctx, s: &mut Section) -> Result<(), String> {
                 Err(e) => py_error = Some(e),
             }
         }
-        let other = round.other_cores();
-        if other > NOISY_CORES && discarded.len() < cx.sz.cpu_reps {
-            eprintln!("  other processes took {other:.2} cores during this round: discarded, running it again");
-            discarded.push(other);
+        if discarded.discard(&round, cx.sz.cpu_reps) {
             continue;
         }
         rep += 1;
@@ -882,14 +879,7 @@ fn scaling(cx: &Ctx, s: &mut Section) -> Result<(), String> {
         pyn.extend(pyn_r);
         py_ms.extend(py_ms_r);
     }
-    if !discarded.is_empty() {
-        s.note(format!(
-            "{} round(s) discarded and run again because other processes took > {NOISY_CORES} cores meanwhile \
-             (they took {})",
-            discarded.len(),
-            discarded.iter().map(|c| format!("{c:.2}")).collect::<Vec<_>>().join(", ")
-        ));
-    }
+    discarded.note(s);
     let (m1, mn) = (median(&one), median(&all));
     let speedup = mn / m1;
     let want = 0.95 * nw as f64;
@@ -1112,7 +1102,7 @@ fn faults(cx: &Ctx, s: &mut Section) -> Result<(), String> {
     let (results, events) = (cx.path("fault-results.jsonl"), cx.path("fault-events.jsonl"));
     let (mut clean, mut faulty, mut crashes, mut quarantined) = (Vec::new(), Vec::new(), Vec::new(), 0);
     let mut replaced = Replacements::default();
-    let (mut rep, mut discarded) = (0, Vec::new());
+    let (mut rep, mut discarded) = (0, Discarded::default());
     while rep < cx.sz.fault_reps {
         // A round is a fault-free run and a faulty one; a noisy round is run again (see scaling).
         let round = Noisy::start();
@@ -1145,10 +1135,7 @@ fn faults(cx: &Ctx, s: &mut Section) -> Result<(), String> {
                 clean_r = Some(rate);
             }
         }
-        let other = round.other_cores();
-        if other > NOISY_CORES && discarded.len() < cx.sz.fault_reps {
-            eprintln!("  other processes took {other:.2} cores during this round: discarded, running it again");
-            discarded.push(other);
+        if discarded.discard(&round, cx.sz.fault_reps) {
             continue;
         }
         rep += 1;
@@ -1159,14 +1146,7 @@ fn faults(cx: &Ctx, s: &mut Section) -> Result<(), String> {
             replaced.extend(r);
         }
     }
-    if !discarded.is_empty() {
-        s.note(format!(
-            "{} round(s) discarded and run again because other processes took > {NOISY_CORES} cores meanwhile \
-             (they took {})",
-            discarded.len(),
-            discarded.iter().map(|c| format!("{c:.2}")).collect::<Vec<_>>().join(", ")
-        ));
-    }
+    discarded.note(s);
     let _ = fs::remove_file(&results);
     let _ = fs::remove_file(&events);
     let (mc, mf) = (median(&clean), median(&faulty));
@@ -1782,6 +1762,35 @@ impl Noise {
 const NOISY_CORES: f64 = 0.3;
 
 /// Measures the CPU other processes take from now on.
+/// Rounds thrown away because other processes took a good share of the CPU meanwhile: they
+/// measure them, not us. As many extra rounds as there are repetitions, no more.
+#[derive(Default)]
+struct Discarded(Vec<f64>);
+
+impl Discarded {
+    /// Whether the round that `round` watched must be run again.
+    fn discard(&mut self, round: &Noisy, reps: usize) -> bool {
+        let other = round.other_cores();
+        if other > NOISY_CORES && self.0.len() < reps {
+            eprintln!("  other processes took {other:.2} cores during this round: discarded, running it again");
+            self.0.push(other);
+            return true;
+        }
+        false
+    }
+
+    fn note(&self, s: &mut Section) {
+        if !self.0.is_empty() {
+            s.note(format!(
+                "{} round(s) discarded and run again because other processes took > {NOISY_CORES} cores meanwhile \
+                 (they took {})",
+                self.0.len(),
+                self.0.iter().map(|c| format!("{c:.2}")).collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+}
+
 struct Noisy(CpuSnap);
 
 impl Noisy {
