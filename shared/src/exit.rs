@@ -9,6 +9,10 @@ pub const TASKS_FAILED: i32 = 1;
 pub const BAD_INPUT: i32 = 2;
 /// The supervisor gave up: workers died faster than `--max-restarts` allows.
 pub const GAVE_UP: i32 = 3;
+/// An output could not be written (sysexits' `EX_IOERR`): for the results file, the records up
+/// to the failure are kept; for the events file or the report, they are incomplete, which the
+/// run says on stderr.
+pub const OUTPUT_FAILED: i32 = 74;
 /// Interrupted by SIGINT; the batch is resumable.
 pub const INTERRUPTED: i32 = 130;
 /// Interrupted by SIGTERM; the batch is resumable.
