@@ -26,7 +26,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bulkhead::spawn::WorkerProgram;
+use bulkhead::WorkerProgram;
 use bulkhead::{Mode, Pool, TaskSpec};
 use nix::sys::resource::{UsageWho, getrusage};
 use nix::sys::signal::{Signal, kill};

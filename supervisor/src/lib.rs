@@ -49,7 +49,7 @@
 //!
 //! # Theory of operation
 //!
-//! One thread owns everything (the [`runloop`]): it polls the workers' sockets and stderr
+//! One thread owns everything (the [`runtime`]): it polls the workers' sockets and stderr
 //! pipes, signal pipes, the input's wake-up and the control socket, feeds what happens to the
 //! [`engine`] — a pure state machine that decides which worker gets which tasks, who is to
 //! blame for a death, when to retry, quarantine, restart or give up — and performs the
@@ -82,36 +82,20 @@
 #![warn(missing_docs)]
 
 pub mod cli;
-pub mod compare;
-pub mod control;
-pub mod demo;
 pub mod engine;
-pub mod events;
-pub mod idset;
-pub mod inject;
 pub mod input;
-pub mod journal;
+pub mod output;
 pub mod pool;
-pub mod process;
-pub mod progress;
-pub mod reap;
 pub mod report;
-pub mod restart;
-pub mod rundir;
-pub mod runloop;
-pub mod shard;
-pub mod signals;
-pub mod source;
-pub mod spawn;
-pub mod thread_mode;
-pub mod units;
+pub mod runtime;
 
+pub use engine::Mode;
+pub use engine::lifecycle::{RunEvent, Timed};
 pub use engine::{FaultPlan, StopReason};
-pub use events::{RunEvent, Timed};
-pub use journal::ResultsTarget;
-pub use pool::{Mode, Pool, PoolBuilder, PoolError, Run, Summary, TaskResult};
+pub use input::source::{ChannelSource, TaskSender, TaskSpec, channel};
+pub use output::journal::ResultsTarget;
+pub use pool::{Pool, PoolBuilder, PoolError, Run, Summary, TaskResult};
+pub use runtime::process::spawn::WorkerProgram;
 pub use shared::record::{Crash, CrashCause, Status};
 pub use shared::task::FaultKind;
-pub use source::{ChannelSource, TaskSender, TaskSpec, channel};
-pub use spawn::WorkerProgram;
 pub use worker::{Handler, TaskContext, TaskError, serve_if_worker};

@@ -23,7 +23,7 @@ use clap::Args;
 use shared::exit;
 use shared::record::{RecordHead, Status};
 
-use crate::idset::IdSet;
+use crate::input::idset::IdSet;
 use crate::input::{CmdTemplate, Format};
 
 /// Exit code: some task of the list has no final record in any results file.

@@ -1,17 +1,21 @@
 //! The `bulkhead` command line: argument parsing and the mapping of each command's outcome
 //! to an exit code. The work is in the library.
 
+pub mod compare;
+pub mod demo;
 mod merge;
 mod run;
+pub mod shard;
 mod slurm;
 mod status;
+pub mod units;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::units::{parse_duration, parse_rate, parse_size};
+use crate::cli::units::{parse_duration, parse_rate, parse_size};
 
 /// Run batches over crash-isolated worker processes.
 #[derive(Debug, Parser)]
@@ -127,7 +131,7 @@ pub struct RunArgs {
     /// inside a Slurm array takes its shard from SLURM_ARRAY_TASK_ID/COUNT, and inside a
     /// Kubernetes Indexed Job from JOB_COMPLETION_INDEX with --shards. '{shard}' in --results,
     /// --events and --report becomes K.
-    #[arg(long, value_parser = crate::shard::parse_shard, value_name = "K/N")]
+    #[arg(long, value_parser = crate::cli::shard::parse_shard, value_name = "K/N")]
     pub shard: Option<(u32, u32)>,
     /// Shard count, for engines that give only the index (Kubernetes' JOB_COMPLETION_INDEX).
     #[arg(long, value_name = "N")]
@@ -218,19 +222,19 @@ pub fn main() -> i32 {
                 }
             }
         }
-        Command::Demo { scenario } => crate::demo::run(scenario.as_deref()),
+        Command::Demo { scenario } => crate::cli::demo::run(scenario.as_deref()),
         Command::Compare { json, quick, workers } => {
-            let opts = crate::compare::Options {
+            let opts = crate::cli::compare::Options {
                 quick,
                 workers: workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
             };
-            match crate::compare::compare(&opts, |step| eprintln!("bulkhead compare: {step}")) {
+            match crate::cli::compare::compare(&opts, |step| eprintln!("bulkhead compare: {step}")) {
                 Ok(c) if json => {
                     println!("{}", serde_json::to_string_pretty(&c).expect("serializes"));
                     0
                 }
                 Ok(c) => {
-                    print!("{}", crate::compare::table(&c));
+                    print!("{}", crate::cli::compare::table(&c));
                     0
                 }
                 Err(e) => {

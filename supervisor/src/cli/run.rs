@@ -8,12 +8,13 @@ use shared::exit;
 use worker::builtin::Builtin;
 
 use super::{ModeArg, ProgressArg, RunArgs, report_error};
-use crate::inject::Inject;
+use crate::engine::Mode;
+use crate::engine::inject::Inject;
+use crate::input::source::TaskSource;
 use crate::input::{CmdTemplate, Format, LineSource};
-use crate::journal::ResultsTarget;
-use crate::pool::{Mode, Pool, PoolError, Summary};
-use crate::rundir::RunDir;
-use crate::source::TaskSource;
+use crate::output::journal::ResultsTarget;
+use crate::output::rundir::RunDir;
+use crate::pool::{Pool, PoolError, Summary};
 
 enum Input {
     /// A file: a regular one is checked whole before the run.
@@ -23,7 +24,7 @@ enum Input {
 }
 
 pub(super) fn run(mut args: RunArgs) -> i32 {
-    let shard = match crate::shard::resolve(args.shard, args.shards, &|k| std::env::var(k).ok()) {
+    let shard = match crate::cli::shard::resolve(args.shard, args.shards, &|k| std::env::var(k).ok()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("bulkhead: error: {e}");
@@ -33,7 +34,7 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
     if let Some(s) = &shard {
         eprintln!("bulkhead: shard {}/{} ({})", s.k, s.n, s.source);
         for p in [&mut args.results, &mut args.events, &mut args.report].into_iter().flatten() {
-            *p = crate::shard::fill(p, s.k);
+            *p = crate::cli::shard::fill(p, s.k);
         }
     } else if let Some(p) = [&args.results, &args.events, &args.report]
         .into_iter()
@@ -172,7 +173,7 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
         },
     };
     builder = builder.control_socket(&control);
-    if let Ok(program) = crate::spawn::WorkerProgram::builtin() {
+    if let Ok(program) = crate::runtime::process::spawn::WorkerProgram::builtin() {
         builder = builder.worker_program(program);
     }
     let pool = match builder.build(Builtin::default()) {

@@ -7,8 +7,8 @@ use interprocess::local_socket::traits::Stream as _;
 use interprocess::local_socket::{GenericFilePath, Stream, ToFsName};
 
 use super::StatusArgs;
-use crate::control::StatusSnapshot;
-use crate::rundir;
+use crate::output::control::StatusSnapshot;
+use crate::output::rundir;
 
 pub(super) fn status(args: StatusArgs) -> i32 {
     let sockets: Vec<PathBuf> = match args.socket {

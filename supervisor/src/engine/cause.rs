@@ -7,7 +7,33 @@ use shared::proto::PanicReport;
 use shared::record::CrashCause;
 
 use super::slot::KillReason;
-use crate::reap::ExitCause;
+use nix::sys::wait::WaitStatus;
+
+/// How a process ended, as the kernel reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCause {
+    /// It called exit with this status.
+    Exited(i32),
+    /// A signal ended it.
+    Signaled {
+        /// The signal.
+        signal: Signal,
+        /// Whether a core was dumped (only when RLIMIT_CORE allows).
+        core: bool,
+    },
+}
+
+impl ExitCause {
+    /// The one conversion from a raw wait status; `None` for statuses that are not an end
+    /// (stopped, continued, still running).
+    pub fn from_wait(status: WaitStatus) -> Option<Self> {
+        match status {
+            WaitStatus::Exited(_, code) => Some(ExitCause::Exited(code)),
+            WaitStatus::Signaled(_, signal, core) => Some(ExitCause::Signaled { signal, core }),
+            _ => None,
+        }
+    }
+}
 
 /// The cause to record for a worker death.
 pub fn crash_cause(

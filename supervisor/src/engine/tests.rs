@@ -11,6 +11,8 @@ use shared::shm;
 use shared::task::FaultKind;
 
 use super::*;
+use crate::engine::lifecycle::RunEvent;
+use crate::engine::restart::RestartPolicy;
 
 const MS: u64 = 1_000_000;
 

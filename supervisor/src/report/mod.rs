@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use shared::record::{CrashCause, Status};
 
-use crate::events::{RunEvent, Timed};
+use crate::engine::lifecycle::{RunEvent, Timed};
 
 /// Routine attempts (ok or failed) drawn one bar each. Above this the page would pass ~3 MB and
 /// the bars would be far narrower than a pixel anyway, so lanes switch to throughput bands;

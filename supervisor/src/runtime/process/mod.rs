@@ -3,6 +3,9 @@
 //! into engine events: frames, a closed or broken connection, a reaped status with the tasks
 //! the status page showed executing, the last words on stderr.
 
+pub mod reap;
+pub mod spawn;
+
 use std::io::{self, PipeReader, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -15,10 +18,10 @@ use shared::proto::{self, FromWorker, ToWorker};
 use shared::shm::{self, SlotState as PageState};
 use worker::statuspage::StatusPage;
 
+use crate::engine::ExitCause;
 use crate::engine::{Engine, Event, Probe};
-use crate::reap::{self, ExitCause};
-use crate::runloop::{Backend, Cx, PollSet};
-use crate::spawn::{SpawnConfig, spawn_worker};
+use crate::runtime::process::spawn::{SpawnConfig, spawn_worker};
+use crate::runtime::{Backend, Cx, PollSet};
 
 /// Bytes of a worker's stderr kept for classifying its death.
 const TAIL_BYTES: usize = 8 << 10;

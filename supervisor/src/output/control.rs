@@ -17,8 +17,8 @@ use interprocess::os::unix::local_socket::ListenerOptionsExt;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Engine;
-use crate::pool::Mode;
-use crate::runloop::PollSet;
+use crate::engine::Mode;
+use crate::runtime::PollSet;
 
 /// What `bulkhead status` shows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

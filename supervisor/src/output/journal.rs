@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use shared::record::{RecordHead, RecordRef, Status};
 
-use crate::source::IdSet;
+use crate::input::source::IdSet;
 
 /// Where results go.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,10 +14,11 @@ use shared::record::{CrashCause, Status};
 use worker::builtin::Builtin;
 
 use crate::engine::FaultPlan;
+use crate::engine::Mode;
 use crate::engine::StopReason;
-use crate::events::{RunEvent, Timed};
-use crate::pool::{Mode, Pool, PoolBuilder, Summary};
-use crate::source::TaskSpec;
+use crate::engine::lifecycle::{RunEvent, Timed};
+use crate::input::source::TaskSpec;
+use crate::pool::{Pool, PoolBuilder, Summary};
 use shared::task::{BuiltinTask, FaultKind};
 
 /// The named scenarios.
@@ -139,7 +140,7 @@ fn every_fault_batch() -> Vec<TaskSpec<BuiltinTask>> {
 
 /// A pool tuned for a demo: short timeouts so the stories take seconds.
 fn demo_pool() -> PoolBuilder {
-    let builder = match crate::spawn::WorkerProgram::builtin() {
+    let builder = match crate::runtime::process::spawn::WorkerProgram::builtin() {
         Ok(p) => Pool::builder().worker_program(p),
         Err(_) => Pool::builder(),
     };
@@ -267,7 +268,7 @@ fn thread_run(paint: Paint, batch: &[TaskSpec<BuiltinTask>], extra: &[&str]) -> 
     let exit = child.wait().map_err(|e| e.to_string())?;
     // A run killed by a signal could not remove its control socket; reclaim it, as the next
     // run would.
-    crate::rundir::reclaim(&crate::rundir::base_dir());
+    crate::output::rundir::reclaim(&crate::output::rundir::base_dir());
     Ok(ThreadRun { records: counter.join().unwrap_or(0), exit, stderr: lines, tasks: batch.len() })
 }
 

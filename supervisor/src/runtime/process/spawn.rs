@@ -138,7 +138,7 @@ pub fn spawn_worker(cfg: &SpawnConfig) -> io::Result<Spawned> {
     let sent = send_with_fd(ours.as_raw_fd(), &bytes, page_fd.as_raw_fd()).and_then(|()| ours.set_nonblocking(true));
     if let Err(e) = sent.and_then(|()| set_nonblocking(err_r.as_raw_fd())) {
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-        crate::reap::reap_blocking(pid);
+        crate::runtime::process::reap::reap_blocking(pid);
         return Err(e);
     }
     Ok(Spawned { pid, sock: ours, stderr: err_r, page })

@@ -3,13 +3,12 @@
 //! Input is pulled as the workers need it, never loaded whole, so a run over ten million
 //! tasks holds only a few thousand.
 
-use std::hash::Hasher;
 use std::os::fd::RawFd;
 
 use serde::Serialize;
 use shared::hash::content_id;
 
-pub use crate::idset::IdSet;
+pub use crate::input::idset::IdSet;
 
 use crate::engine::{FaultPlan, Job, JobBuilder};
 
@@ -58,24 +57,6 @@ impl<T> TaskSpec<T> {
     /// A task with an id.
     pub fn with_id(id: impl Into<String>, task: T) -> Self {
         Self { id: Some(id.into()), task, fault: None }
-    }
-}
-
-/// A hasher for keys that already are good 64-bit hashes.
-#[derive(Default, Clone, Copy)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
     }
 }
 

@@ -185,7 +185,7 @@ fn measure(args: &[String], input: String) -> Result<Measured, String> {
     let secs = start.elapsed().as_secs_f64();
     // A thread-mode run killed by its segfault could not remove its control socket; reclaim
     // it, as the next run would.
-    crate::rundir::reclaim(&crate::rundir::base_dir());
+    crate::output::rundir::reclaim(&crate::output::rundir::base_dir());
     done.store(true, Ordering::Relaxed);
     let _ = sampler.join();
     let _ = feeder.join();
@@ -206,7 +206,7 @@ fn measure(args: &[String], input: String) -> Result<Measured, String> {
 fn round_trip(mode: &str, n: usize) -> Result<(f64, f64), String> {
     use shared::task::BuiltinTask;
     let mut builder = crate::Pool::builder().workers(1);
-    if let Ok(p) = crate::spawn::WorkerProgram::builtin() {
+    if let Ok(p) = crate::runtime::process::spawn::WorkerProgram::builtin() {
         builder = builder.worker_program(p);
     }
     let builder = match mode {

@@ -1,39 +1,14 @@
-//! Turning the kernel's wait status into a domain type, in exactly one place, and reaping the
-//! workers we know of.
+//! Reaping: the workers we know of by pid, and, as a subreaper, any orphan; each wait status
+//! becomes an [`ExitCause`] through its one conversion.
 //!
 //! Only known pids are reaped: a `waitpid(-1)` would steal statuses from `Child::wait`
 //! elsewhere in a program that uses bulkhead as a library (FACTS.md saw ECHILD in 1 to 4 runs
 //! of 20).
 
-use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-/// How a process ended, as the kernel reported it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitCause {
-    /// It called exit with this status.
-    Exited(i32),
-    /// A signal ended it.
-    Signaled {
-        /// The signal.
-        signal: Signal,
-        /// Whether a core was dumped (only when RLIMIT_CORE allows).
-        core: bool,
-    },
-}
-
-impl ExitCause {
-    /// The one conversion from a raw wait status; `None` for statuses that are not an end
-    /// (stopped, continued, still running).
-    pub fn from_wait(status: WaitStatus) -> Option<Self> {
-        match status {
-            WaitStatus::Exited(_, code) => Some(ExitCause::Exited(code)),
-            WaitStatus::Signaled(_, signal, core) => Some(ExitCause::Signaled { signal, core }),
-            _ => None,
-        }
-    }
-}
+use crate::engine::ExitCause;
 
 /// Reaps `pid` if it has ended, without blocking.
 pub fn try_reap(pid: u32) -> Option<ExitCause> {

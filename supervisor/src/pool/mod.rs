@@ -16,35 +16,24 @@ use shared::proto::TaskError;
 use shared::record::{Record, RecordRef, Status};
 use worker::Handler;
 
-use crate::control::{ControlServer, StatusSnapshot};
-use crate::engine::{Counts, Ending, Engine, EngineConfig, Finished, Interrupt, Sink, StopReason};
-use crate::events::{RunEvent, Timed};
-use crate::inject::Inject;
-use crate::journal::{Journal, JournalError, ResultsTarget, Resumed};
-use crate::process::ProcessBackend;
-use crate::progress::Progress;
-use crate::restart::RestartPolicy;
-use crate::runloop::{Backend, Hooks, PollSet, Runtime};
-use crate::signals::Signals;
-use crate::source::{Admission, IterSource, TaskSource, TaskSpec};
-use crate::spawn::{SpawnConfig, WorkerProgram};
-use crate::thread_mode::{TallyReport, ThreadBackend};
+use crate::engine::inject::Inject;
+use crate::engine::lifecycle::{RunEvent, Timed};
+use crate::engine::restart::RestartPolicy;
+use crate::engine::{Counts, Ending, Engine, EngineConfig, Finished, Interrupt, Mode, Sink, StopReason};
+use crate::input::source::{Admission, IterSource, TaskSource, TaskSpec};
+use crate::output::control::{ControlServer, StatusSnapshot};
+use crate::output::journal::{Journal, JournalError, ResultsTarget, Resumed};
+use crate::output::progress::Progress;
+use crate::runtime::process::ProcessBackend;
+use crate::runtime::process::spawn::{SpawnConfig, WorkerProgram};
+use crate::runtime::signals::Signals;
+use crate::runtime::tally::TallyReport;
+use crate::runtime::thread_mode::ThreadBackend;
+use crate::runtime::{Backend, Hooks, PollSet, Runtime};
 use worker::clock::mono_ns;
 
 /// A task's final record: its status, attempts, output or error, and every crash.
 pub type TaskResult<O> = Record<O>;
-
-/// How tasks are isolated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Mode {
-    /// Each worker is a process: a crash ends only that worker, which is replaced, and its
-    /// task is retried.
-    #[default]
-    Process,
-    /// Each worker is a thread of this process: cheaper, but a crash ends everything and a
-    /// panic poisons the shared state.
-    Thread,
-}
 
 /// Options for a [`Pool`].
 #[derive(Clone)]

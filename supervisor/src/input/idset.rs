@@ -14,13 +14,29 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::hash::BuildHasherDefault;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::os::unix::fs::FileExt;
 
 use shared::hash::{mix64, stable_hash};
 
-use crate::source::IdHasher;
+/// A hasher for keys that already are good 64-bit hashes.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
 
 /// Ids held in memory before they are spilled.
 const HOT_MAX: usize = 1 << 18;

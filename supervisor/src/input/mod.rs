@@ -2,6 +2,9 @@
 //! reader thread and handed to the run as it needs them, so input of any length streams in
 //! bounded memory. Every bad line is reported with its number and what is wrong.
 
+pub mod idset;
+pub mod source;
+
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::io::{self, BufRead, Read, Write};
@@ -14,7 +17,7 @@ use shared::hash::content_id;
 use shared::task::{BuiltinTask, FaultKind};
 
 use crate::engine::{FaultPlan, Job, JobBuilder};
-use crate::source::{Admission, IdSet, Pull, TaskSource};
+use crate::input::source::{Admission, IdSet, Pull, TaskSource};
 
 /// Longest task line accepted.
 pub const MAX_LINE: usize = 1 << 20;
@@ -417,7 +420,7 @@ pub fn validate_file(
             Err((line, msg)) => return Err((lines_before + line, msg)),
         }
     }
-    if crate::idset::HashRuns::any_repeated(&mut hashes) {
+    if crate::input::idset::HashRuns::any_repeated(&mut hashes) {
         // An id repeats: a sequential read names the line of its second appearance.
         validate(io::BufReader::with_capacity(1 << 20, PositionedReader { file, pos: from }), format, shard)?;
         return Err((0, "an id repeats (the sequential check could not place it)".into()));
@@ -430,7 +433,7 @@ struct Part {
     lines: u64,
     tasks: u64,
     /// Hashes of the share's ids, for the duplicate check at the end.
-    ids: crate::idset::HashRuns,
+    ids: crate::input::idset::HashRuns,
     /// Where the share's bytes end.
     end: u64,
     kept: Vec<JobBuilder>,
@@ -463,7 +466,7 @@ fn check_part(
     // Duplicates are looked for at the end, over every share at once.
     let mut admission = Admission::new(IdSet::default(), shard);
     admission.check_duplicates = false;
-    let mut ids = crate::idset::HashRuns::default();
+    let mut ids = crate::input::idset::HashRuns::default();
     let (mut lines, mut tasks) = (0u64, 0u64);
     let mut kept = Vec::new();
     let mut builder = JobBuilder::default();

@@ -11,8 +11,9 @@ use std::os::fd::{AsRawFd, RawFd};
 use nix::sys::signal::Signal;
 
 use crate::engine::{Action, Engine, Event, Interrupt, Probe, Sink};
-use crate::signals::{Sig, Signals};
-use crate::source::{Pull, TaskSource};
+use crate::input::source::{Pull, TaskSource};
+use crate::runtime::signals::{Sig, Signals};
+use crate::runtime::tally::TallyReport;
 use worker::clock::mono_ns;
 
 /// What the loop hands a backend while it handles a readiness.
@@ -92,7 +93,7 @@ pub trait Backend: Probe {
     /// Ends every worker now (error paths).
     fn kill_all(&mut self);
     /// Thread mode: the shared tally.
-    fn tally(&self) -> Option<crate::thread_mode::TallyReport> {
+    fn tally(&self) -> Option<TallyReport> {
         None
     }
 }
@@ -284,7 +285,7 @@ impl<'a> Runtime<'a> {
     }
 
     /// Thread mode: the shared tally.
-    pub fn thread_report(&self) -> Option<crate::thread_mode::TallyReport> {
+    pub fn thread_report(&self) -> Option<TallyReport> {
         self.backend.tally()
     }
 

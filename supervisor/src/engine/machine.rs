@@ -1,0 +1,852 @@
+//! The [`Engine`]: the run's logical state and its one place of change.
+
+use std::collections::VecDeque;
+
+use nix::sys::signal::Signal;
+use shared::proto::{Assignment, Outcome, PanicReport};
+use shared::record::{Crash, Status};
+use shared::shm::SlotState as PageState;
+use shared::task::FaultKind;
+
+use crate::engine::inject::Inject;
+use crate::engine::lifecycle::RunEvent;
+use crate::engine::restart::RestartTracker;
+use crate::engine::{
+    Action, Counts, Ending, EngineConfig, Event, ExitCause, Finished, Interrupt, Job, KillReason,
+    MAX_INFLIGHT_PER_THREAD, Probe, Sink, SlotState, StopReason, cause,
+};
+
+/// Worker deaths logged at warning level before the rest go to info.
+const LOGGED_DEATHS: u64 = 20;
+
+#[derive(Debug)]
+struct Task {
+    job: Job,
+    /// Attempts charged (deaths while executing).
+    charged: u32,
+    crashes: Vec<Crash>,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    seq: u64,
+    task: Task,
+    attempt: u32,
+    fault: Option<FaultKind>,
+}
+
+/// One worker slot.
+#[derive(Debug)]
+pub struct Slot {
+    /// Where its worker is in its life.
+    pub state: SlotState,
+    inflight: VecDeque<InFlight>,
+    /// `inflight[..sent]` have been handed to the worker.
+    sent: usize,
+    /// Mean task duration on this slot, once measured.
+    ewma_ns: Option<f64>,
+    /// Most tasks to keep queued here, whatever the pace: halved by each death that threw
+    /// queued tasks back, grown by one per task finished (additive increase, multiplicative
+    /// decrease). A healthy worker soon queues its full budget; one that keeps dying does
+    /// not take thousands of tasks down with it each time.
+    cap: usize,
+    /// Consecutive deaths without a healthy period.
+    failures: u32,
+    /// Tasks finished by the current worker.
+    completed: u64,
+    panic: Option<PanicReport>,
+}
+
+impl Slot {
+    /// Tasks assigned to the slot's worker and not finished.
+    pub fn inflight(&self) -> usize {
+        self.inflight.len()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Draining { deadline: Option<u64> },
+    Done,
+}
+
+/// The state machine. See the module documentation.
+#[derive(Debug)]
+pub struct Engine {
+    cfg: EngineConfig,
+    slots: Vec<Slot>,
+    retry: VecDeque<Task>,
+    fresh: VecDeque<Task>,
+    input_open: bool,
+    phase: Phase,
+    stop: Option<StopReason>,
+    next_seq: u64,
+    restarts: RestartTracker,
+    counts: Counts,
+    t0: u64,
+}
+
+const MS: f64 = 1_000_000.0;
+
+impl Engine {
+    /// A run starting at `now`; every slot starts its first worker on the first tick.
+    pub fn new(cfg: EngineConfig, now: u64) -> Self {
+        let slots = (0..cfg.workers.max(1))
+            .map(|_| Slot {
+                state: SlotState::Waiting { until: now, backoff_ns: None },
+                inflight: VecDeque::new(),
+                sent: 0,
+                ewma_ns: None,
+                cap: usize::MAX,
+                failures: 0,
+                completed: 0,
+                panic: None,
+            })
+            .collect();
+        let restarts = RestartTracker::new(cfg.restart, cfg.seed, cfg.workers.max(1));
+        Self {
+            cfg,
+            slots,
+            retry: VecDeque::new(),
+            fresh: VecDeque::new(),
+            input_open: true,
+            phase: Phase::Running,
+            stop: None,
+            next_seq: 1,
+            restarts,
+            counts: Counts::default(),
+            t0: now,
+        }
+    }
+
+    /// The slots.
+    pub fn slots(&self) -> &[Slot] {
+        &self.slots
+    }
+
+    /// Running totals.
+    pub fn counts(&self) -> &Counts {
+        &self.counts
+    }
+
+    /// Tasks waiting for a worker.
+    pub fn queued(&self) -> usize {
+        self.retry.len() + self.fresh.len()
+    }
+
+    /// Tasks in flight on all workers.
+    pub fn running(&self) -> usize {
+        self.slots.iter().map(|s| s.inflight.len()).sum()
+    }
+
+    /// Why the run stopped or is stopping.
+    pub fn stop_reason(&self) -> Option<&StopReason> {
+        self.stop.as_ref()
+    }
+
+    /// True once every worker is gone and nothing remains to do.
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// Whether the run still takes input.
+    pub fn is_accepting(&self) -> bool {
+        self.phase == Phase::Running && self.input_open
+    }
+
+    /// Seconds since the run started.
+    pub fn secs(&self, now: u64) -> f64 {
+        now.saturating_sub(self.t0) as f64 / 1e9
+    }
+
+    fn emit(&self, sink: &mut dyn Sink, now: u64, ev: impl FnOnce() -> RunEvent) {
+        if sink.wants_events() {
+            sink.event(self.secs(now), ev());
+        }
+    }
+
+    /// How many more jobs the engine would like queued.
+    pub fn wants_input(&self) -> usize {
+        if !self.is_accepting() {
+            return 0;
+        }
+        let total: usize = self.slots.iter().map(|s| self.target(s)).sum();
+        (total * 2).max(64).saturating_sub(self.queued())
+    }
+
+    /// Queues new jobs and hands them out to idle workers at once.
+    pub fn push_jobs(
+        &mut self,
+        jobs: impl IntoIterator<Item = Job>,
+        now: u64,
+        sink: &mut dyn Sink,
+        out: &mut Vec<Action>,
+    ) {
+        let before = self.fresh.len();
+        self.fresh.extend(jobs.into_iter().map(|job| Task { job, charged: 0, crashes: Vec::new() }));
+        if self.fresh.len() > before {
+            self.settle(now, sink, out);
+        }
+    }
+
+    /// No more input will come.
+    pub fn input_ended(&mut self, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
+        self.input_open = false;
+        self.settle(now, sink, out);
+    }
+
+    /// The input broke: what is queued is not run; running tasks finish; the run ends with a
+    /// bad-input error.
+    pub fn input_failed(&mut self, message: String, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
+        self.input_open = false;
+        self.fresh.clear();
+        self.begin_drain(StopReason::BadInput(message), None);
+        self.settle(now, sink, out);
+    }
+
+    /// Thread mode: the shared state was poisoned; run nothing more, let running tasks end.
+    pub fn poisoned(&mut self, message: String, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
+        self.input_open = false;
+        self.begin_drain(StopReason::Poisoned(message), None);
+        self.settle(now, sink, out);
+    }
+
+    /// The run cannot go on (a worker speaks another protocol version): stop now.
+    pub fn fatal(&mut self, message: String, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
+        if self.phase != Phase::Done {
+            self.give_up(message, now);
+            self.settle(now, sink, out);
+        }
+    }
+
+    /// The loop performed `Action::Spawn`: the worker has `pid`, or could not be started.
+    pub fn spawned(
+        &mut self,
+        slot: usize,
+        result: Result<u32, String>,
+        now: u64,
+        sink: &mut dyn Sink,
+        out: &mut Vec<Action>,
+    ) {
+        let backoff = match self.slots[slot].state {
+            SlotState::Waiting { backoff_ns, .. } => backoff_ns,
+            _ => None,
+        };
+        match result {
+            Ok(pid) => {
+                self.slots[slot].state = SlotState::Starting { pid, since: now };
+                self.slots[slot].completed = 0;
+                self.slots[slot].panic = None;
+                if let Some(b) = backoff {
+                    self.counts.restarts += 1;
+                    self.emit(sink, now, || RunEvent::WorkerRestarted { worker: slot, backoff_ms: b as f64 / MS });
+                }
+            }
+            Err(e) => {
+                log::error!("worker {slot}: cannot start: {e}");
+                self.after_death(slot, true, now, &e);
+            }
+        }
+        self.settle(now, sink, out);
+    }
+
+    /// The slot's unsent assignments, at most `max`, now marked sent.
+    pub fn take_unsent(&mut self, slot: usize, max: usize) -> impl ExactSizeIterator<Item = Assignment<'_>> {
+        let s = &mut self.slots[slot];
+        let start = s.sent;
+        let end = s.inflight.len().min(start.saturating_add(max));
+        s.sent = end;
+        s.inflight.range(start..end).map(|f| Assignment {
+            seq: f.seq,
+            attempt: f.attempt,
+            fault: f.fault,
+            payload: f.task.job.payload(),
+        })
+    }
+
+    /// Whether the slot has assignments not yet sent.
+    pub fn has_unsent(&self, slot: usize) -> bool {
+        self.slots[slot].sent < self.slots[slot].inflight.len()
+    }
+
+    /// The id of an in-flight task, for displays.
+    pub fn inflight_id(&self, slot: usize, seq: u64) -> Option<&str> {
+        self.slots[slot].inflight.iter().find(|f| f.seq == seq).map(|f| f.task.job.id())
+    }
+
+    /// Checks deadlines: starts due workers, times out tasks, escalates kills.
+    pub fn tick(&mut self, now: u64, probe: &dyn Probe, sink: &mut dyn Sink, out: &mut Vec<Action>) {
+        self.on_tick(now, probe, out);
+        self.settle(now, sink, out);
+    }
+
+    /// Handles one event.
+    pub fn handle(&mut self, ev: Event<'_>, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
+        match ev {
+            Event::Ready { slot } => self.on_ready(slot, now, sink, out),
+            Event::Outcomes { slot, outcomes } => self.on_outcomes(slot, outcomes, now, sink, out),
+            Event::Heartbeat { slot } => self.heard(slot, now),
+            Event::Panic { slot, report } => {
+                self.heard(slot, now);
+                self.slots[slot].panic = Some(report);
+            }
+            Event::ChannelEnded { slot, detail } => self.on_channel_ended(slot, detail, now),
+            Event::Reaped { slot, pid, exit, executing, culprit, stderr_tail } => {
+                self.on_reaped(slot, pid, exit, &executing, culprit, &stderr_tail, now, sink)
+            }
+            Event::Interrupt(i) => self.on_interrupt(i, now, out),
+        }
+        self.settle(now, sink, out);
+    }
+
+    fn heard(&mut self, slot: usize, now: u64) {
+        if let SlotState::Serving { last_heard, .. } = &mut self.slots[slot].state {
+            *last_heard = now;
+        }
+    }
+
+    fn on_ready(&mut self, slot: usize, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
+        match self.slots[slot].state {
+            SlotState::Starting { pid, since } => {
+                self.slots[slot].state = SlotState::Serving { pid, since: now, last_heard: now };
+                self.emit(sink, now, || RunEvent::WorkerStarted {
+                    worker: slot,
+                    pid,
+                    ms: now.saturating_sub(since) as f64 / MS,
+                });
+            }
+            SlotState::Serving { .. } => self.protocol_error(slot, "sent a second ready".into(), now, out),
+            _ => {}
+        }
+    }
+
+    fn on_outcomes(
+        &mut self,
+        slot: usize,
+        outcomes: &[Outcome<'_>],
+        now: u64,
+        sink: &mut dyn Sink,
+        out: &mut Vec<Action>,
+    ) {
+        self.heard(slot, now);
+        let want_events = sink.wants_events();
+        for o in outcomes {
+            let s = &mut self.slots[slot];
+            let pos = if s.inflight.front().is_some_and(|f| f.seq == o.seq) {
+                0
+            } else {
+                match s.inflight.iter().position(|f| f.seq == o.seq) {
+                    Some(p) if p < s.sent => p,
+                    _ => {
+                        self.protocol_error(
+                            slot,
+                            format!("sent a result for task seq {} it was not given", o.seq),
+                            now,
+                            out,
+                        );
+                        return;
+                    }
+                }
+            };
+            let f = s.inflight.remove(pos).expect("position is in range");
+            s.sent -= 1;
+            let ns = o.micros as f64 * 1000.0;
+            s.ewma_ns = Some(match s.ewma_ns {
+                Some(e) => e * 0.9 + ns * 0.1,
+                None => ns,
+            });
+            s.completed += 1;
+            s.cap = s.cap.saturating_add(1);
+            s.failures = 0;
+            let micros = Some(o.micros);
+            let ms = o.micros as f64 / 1000.0;
+            let (status, ending) = match &o.result {
+                Err(e) if self.cfg.retry_failed && f.attempt < self.cfg.attempts => {
+                    log::info!("task {} failed on attempt {} ({}); retrying", f.task.job.id(), f.attempt, e.message);
+                    let mut task = f.task;
+                    task.charged += 1;
+                    self.retry.push_back(task);
+                    continue;
+                }
+                Ok(bytes) => {
+                    self.counts.ok += 1;
+                    (Status::Ok, Ending::Ok(bytes))
+                }
+                Err(e) => {
+                    self.counts.failed += 1;
+                    (Status::Failed, Ending::Failed(e.clone()))
+                }
+            };
+            if want_events {
+                let id = f.task.job.id().to_string();
+                sink.event(self.secs(now), RunEvent::TaskFinished { id, worker: slot, status, ms });
+            }
+            sink.finished(Finished {
+                id: f.task.job.id(),
+                worker: slot,
+                attempts: f.attempt,
+                micros,
+                ending,
+                crashes: f.task.crashes,
+            });
+        }
+    }
+
+    fn on_channel_ended(&mut self, slot: usize, detail: Option<String>, now: u64) {
+        match self.slots[slot].state {
+            SlotState::Starting { pid, .. } | SlotState::Serving { pid, .. } => {
+                let detail = detail.unwrap_or_else(|| "closed its connection while alive".to_string());
+                self.slots[slot].state = SlotState::Closing { pid, since: now, detail };
+            }
+            // Already ending: the close is the death we are waiting for.
+            _ => {}
+        }
+    }
+
+    fn protocol_error(&mut self, slot: usize, detail: String, now: u64, out: &mut Vec<Action>) {
+        log::warn!("worker {slot}: {detail}");
+        self.terminate(slot, KillReason::Protocol { detail }, true, now, out);
+    }
+
+    /// Starts ending the slot's worker: SIGTERM with a grace, or SIGKILL at once.
+    fn terminate(&mut self, slot: usize, reason: KillReason, hard: bool, now: u64, out: &mut Vec<Action>) {
+        let s = &mut self.slots[slot];
+        let Some(pid) = s.state.pid() else { return };
+        if let SlotState::Terminating { kill_at, reason: current, .. } = &mut s.state {
+            // Keep the first reason (a timeout stays a timeout); only escalate.
+            if hard && kill_at.is_some() {
+                *kill_at = None;
+                out.push(Action::Kill { slot, pid, signal: Signal::SIGKILL });
+            }
+            if *current == KillReason::Shutdown && reason != KillReason::Shutdown {
+                *current = reason;
+            }
+            return;
+        }
+        let (signal, kill_at) =
+            if hard { (Signal::SIGKILL, None) } else { (Signal::SIGTERM, Some(now + self.cfg.term_grace_ns)) };
+        out.push(Action::Kill { slot, pid, signal });
+        s.state = SlotState::Terminating { pid, reason, kill_at };
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_reaped(
+        &mut self,
+        slot: usize,
+        pid: u32,
+        exit: ExitCause,
+        executing: &[u64],
+        culprit: Option<u64>,
+        stderr_tail: &str,
+        now: u64,
+        sink: &mut dyn Sink,
+    ) {
+        if self.slots[slot].state.pid() != Some(pid) {
+            return;
+        }
+        // A worker we were ending dies for our reason; any other death (a closed connection
+        // included, which is usually the death arriving first) has the kernel's cause.
+        let reason = match &self.slots[slot].state {
+            SlotState::Terminating { reason, .. } => Some(reason.clone()),
+            _ => None,
+        };
+        let panic = self.slots[slot].panic.take();
+        let clean = reason == Some(KillReason::Shutdown) && exit == ExitCause::Exited(0);
+        let crash = match &reason {
+            Some(r) => r.is_crash(),
+            None => true,
+        };
+        let cause = cause::crash_cause(exit, reason.as_ref(), panic.as_ref(), stderr_tail);
+        if crash {
+            *self.counts.crashes.entry(cause.name()).or_default() += 1;
+            // A batch with injected faults may see thousands of deaths: the first few are
+            // worth a line each, the rest are counted in the summary and the events.
+            let n = self.counts.crashes_total();
+            if n <= LOGGED_DEATHS {
+                log::warn!("worker {slot} (pid {pid}) died: {cause}");
+                if n == LOGGED_DEATHS {
+                    log::warn!("further worker deaths are logged at info level (-v); the summary counts them all");
+                }
+            } else {
+                log::info!("worker {slot} (pid {pid}) died: {cause}");
+            }
+        } else if !clean {
+            log::info!("worker {slot} (pid {pid}) ended: {cause}");
+        }
+        // Whom to blame: the timed-out task; else the task the worker itself named (panic
+        // report, or the fatal-signal handler in hybrid mode); else whatever the status page
+        // shows executing. Tasks that were only queued at the worker are not charged.
+        let blamed: Vec<u64> = if !crash {
+            Vec::new()
+        } else if let Some(KillReason::Timeout { seq, .. }) = reason {
+            vec![seq]
+        } else if let Some(seq) = culprit.or(panic.as_ref().and_then(|p| p.seq)) {
+            vec![seq]
+        } else {
+            executing.to_vec()
+        };
+        let blamed_id = blamed.first().and_then(|seq| self.inflight_id(slot, *seq)).map(str::to_string);
+        self.emit(sink, now, || RunEvent::WorkerExited {
+            worker: slot,
+            pid,
+            clean,
+            cause: (!clean).then(|| cause.clone()),
+            task: blamed_id,
+        });
+        let s = &mut self.slots[slot];
+        let sent = s.sent;
+        // Tasks queued ahead of the executing one were finished, their results unsent: the
+        // worker was doing good work, and its death is no sign of a crash loop.
+        if let Some(p) = executing.iter().filter_map(|seq| s.inflight.iter().position(|f| f.seq == *seq)).min() {
+            s.completed += p as u64;
+        }
+        if s.inflight.len() > 1 {
+            s.cap = (s.cap.min(s.inflight.len()) / 2).max(1);
+        }
+        let inflight: Vec<InFlight> = s.inflight.drain(..).collect();
+        s.sent = 0;
+        let mut back = Vec::with_capacity(inflight.len());
+        for (i, mut f) in inflight.into_iter().enumerate() {
+            let charged = i < sent && blamed.contains(&f.seq);
+            if charged {
+                f.task.charged += 1;
+                f.task.crashes.push(Crash { attempt: f.attempt, pid, cause: cause.clone() });
+            }
+            if charged && f.task.charged >= self.cfg.attempts {
+                self.counts.quarantined += 1;
+                if self.counts.quarantined <= LOGGED_DEATHS {
+                    log::warn!("task {} quarantined after {} attempts", f.task.job.id(), f.task.charged);
+                }
+                let attempts = f.task.charged;
+                self.emit(sink, now, || RunEvent::TaskQuarantined { id: f.task.job.id().to_string(), attempts });
+                sink.finished(Finished {
+                    id: f.task.job.id(),
+                    worker: slot,
+                    attempts,
+                    micros: None,
+                    ending: Ending::Quarantined,
+                    crashes: f.task.crashes,
+                });
+            } else {
+                self.counts.requeued += 1;
+                let (id, attempts) = (f.task.job.id(), f.task.charged);
+                self.emit(sink, now, || RunEvent::TaskRequeued { id: id.to_string(), worker: slot, charged, attempts });
+                back.push(f.task);
+            }
+        }
+        // Back to the front, in their order: the replacement picks them up first.
+        for task in back.into_iter().rev() {
+            self.retry.push_front(task);
+        }
+        if crash {
+            self.after_death(slot, false, now, &cause.to_string());
+        } else {
+            // Shutdowns, drains and give-ups only happen while the run is ending.
+            self.slots[slot].state = SlotState::Stopped;
+        }
+    }
+
+    /// Decides the slot's future after an unplanned death (or a failed spawn): a restart
+    /// after backoff, or giving up the run.
+    fn after_death(&mut self, slot: usize, spawn_failed: bool, now: u64, what: &str) {
+        if self.phase != Phase::Running {
+            self.slots[slot].state = SlotState::Stopped;
+            return;
+        }
+        let s = &mut self.slots[slot];
+        let healthy = !spawn_failed
+            && (s.completed > 0
+                || matches!(s.state, SlotState::Serving { since, .. } if now.saturating_sub(since) >= self.cfg.restart.healthy_after_ns));
+        if healthy {
+            s.failures = 0;
+        }
+        s.failures += 1;
+        let failures = s.failures;
+        if let Err(e) = self.restarts.record(now) {
+            let msg = format!(
+                "gave up: workers died {} times within {:.1}s, more than --max-restarts {}/{:.1}s allows (last: worker {slot} {what})",
+                e.restarts,
+                e.period_ns as f64 / 1e9,
+                e.max,
+                e.period_ns as f64 / 1e9
+            );
+            self.slots[slot].state = SlotState::Stopped;
+            self.give_up(msg, now);
+            return;
+        }
+        let backoff = self.restarts.backoff_ns(failures, slot);
+        self.slots[slot].state = SlotState::Waiting { until: now + backoff, backoff_ns: Some(backoff) };
+    }
+
+    fn give_up(&mut self, msg: String, _now: u64) {
+        log::error!("{msg}");
+        self.input_open = false;
+        self.stop = Some(StopReason::GaveUp(msg));
+        // Everything goes now: the settle step kills the workers at this deadline.
+        self.phase = Phase::Draining { deadline: Some(0) };
+    }
+
+    fn begin_drain(&mut self, why: StopReason, deadline: Option<u64>) {
+        if self.phase == Phase::Running {
+            self.phase = Phase::Draining { deadline };
+            self.stop = Some(why);
+        }
+    }
+
+    fn on_interrupt(&mut self, i: Interrupt, now: u64, out: &mut Vec<Action>) {
+        match (&self.stop, self.phase) {
+            (_, Phase::Done) => {}
+            (Some(StopReason::Interrupted(_)), _) if i == Interrupt::Int => {
+                // A second Ctrl-C: no more waiting.
+                log::warn!("second SIGINT: killing the workers now");
+                for slot in 0..self.slots.len() {
+                    self.terminate(slot, KillReason::Drain, true, now, out);
+                }
+            }
+            // A repeated SIGTERM is not an escalation: cluster engines and the scripts around
+            // them deliver it more than once. The grace stands.
+            (Some(StopReason::Interrupted(_)), _) | (Some(StopReason::GaveUp(_)), _) => {
+                log::info!("already stopping; a second {} changes nothing (a second SIGINT kills at once)", i.name());
+            }
+            (Some(StopReason::Completed), _) => {}
+            _ => {
+                self.input_open = false;
+                self.stop = Some(StopReason::Interrupted(i));
+                self.phase = Phase::Draining { deadline: Some(now + self.cfg.drain_grace_ns) };
+                log::warn!(
+                    "{}: starting nothing new; running tasks have {:.1}s to finish",
+                    i.name(),
+                    self.cfg.drain_grace_ns as f64 / 1e9
+                );
+            }
+        }
+    }
+
+    fn on_tick(&mut self, now: u64, probe: &dyn Probe, out: &mut Vec<Action>) {
+        for slot in 0..self.slots.len() {
+            match self.slots[slot].state.clone() {
+                SlotState::Waiting { until, .. } if now >= until && self.phase == Phase::Running => {
+                    out.push(Action::Spawn { slot });
+                }
+                SlotState::Starting { since, .. } if now.saturating_sub(since) >= self.cfg.start_timeout_ns => {
+                    let detail = format!("not ready {:.1}s after start", self.cfg.start_timeout_ns as f64 / 1e9);
+                    self.terminate(slot, KillReason::Protocol { detail }, true, now, out);
+                }
+                SlotState::Serving { last_heard, .. } => {
+                    // Whichever limit passed first names the death: a frozen worker misses
+                    // its heartbeats before its task's timeout, a busy one keeps beating.
+                    let silent = now.saturating_sub(last_heard);
+                    let unresponsive_at = self.cfg.heartbeat_timeout_ns.map(|h| last_heard + h).filter(|&at| now >= at);
+                    // While a signal drains the run, the grace is the only deadline: a task past
+                    // its timeout is left to it, and stopped at its end uncharged, like every
+                    // other (a shell task held after the job's signal killed its command, too).
+                    let overdue = if self.draining_on_signal() { None } else { self.overdue(slot, now, probe) };
+                    match (unresponsive_at, overdue) {
+                        (Some(at), Some((_, deadline))) if deadline < at => self.time_out(slot, overdue, now, out),
+                        (Some(_), _) => {
+                            log::warn!("worker {slot}: no heartbeat for {:.1}s; killing it", silent as f64 / 1e9);
+                            let reason = KillReason::Unresponsive { silent_ms: silent / 1_000_000 };
+                            self.terminate(slot, reason, true, now, out);
+                        }
+                        (None, Some(_)) => self.time_out(slot, overdue, now, out),
+                        (None, None) => {}
+                    }
+                }
+                SlotState::Closing { since, detail, .. } if now.saturating_sub(since) >= self.cfg.protocol_grace_ns => {
+                    self.terminate(slot, KillReason::Protocol { detail }, true, now, out);
+                }
+                SlotState::Terminating { pid, kill_at: Some(at), reason } if now >= at => {
+                    out.push(Action::Kill { slot, pid, signal: Signal::SIGKILL });
+                    self.slots[slot].state = SlotState::Terminating { pid, reason, kill_at: None };
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn time_out(&mut self, slot: usize, overdue: Option<(u64, u64)>, now: u64, out: &mut Vec<Action>) {
+        let Some((seq, _)) = overdue else { return };
+        let limit_ms = self.cfg.timeout_ns.unwrap_or(0) / 1_000_000;
+        log::warn!("worker {slot}: task seq {seq} ran past {limit_ms} ms; killing its worker");
+        self.terminate(slot, KillReason::Timeout { seq, limit_ms }, false, now, out);
+    }
+
+    /// The first task on the slot's status page that has run past the timeout, with its
+    /// deadline.
+    fn overdue(&self, slot: usize, now: u64, probe: &dyn Probe) -> Option<(u64, u64)> {
+        let limit = self.cfg.timeout_ns?;
+        let s = &self.slots[slot];
+        if s.inflight.is_empty() {
+            return None;
+        }
+        let page = probe.page(slot)?;
+        page.iter().find_map(|p| match p.read() {
+            PageState::Running { seq, started_ns } if now.saturating_sub(started_ns) >= limit => {
+                Some((seq, started_ns + limit))
+            }
+            _ => None,
+        })
+    }
+
+    /// A signal stopped the run: its grace is the only deadline left for running tasks.
+    fn draining_on_signal(&self) -> bool {
+        matches!(self.stop, Some(StopReason::Interrupted(_)))
+    }
+
+    /// When the loop must call back with a `Tick` at the latest.
+    pub fn next_deadline(&self, now: u64, probe: &dyn Probe) -> Option<u64> {
+        let mut next: Option<u64> = None;
+        let mut at = |t: u64| next = Some(next.map_or(t, |n: u64| n.min(t)));
+        if let Phase::Draining { deadline: Some(d) } = self.phase {
+            at(d);
+        }
+        for (i, s) in self.slots.iter().enumerate() {
+            match &s.state {
+                SlotState::Waiting { until, .. } if self.phase == Phase::Running => at(*until),
+                SlotState::Starting { since, .. } => at(since + self.cfg.start_timeout_ns),
+                SlotState::Serving { last_heard, .. } => {
+                    if let Some(h) = self.cfg.heartbeat_timeout_ns {
+                        at(last_heard + h);
+                    }
+                    if let Some(limit) = self.cfg.timeout_ns
+                        && !s.inflight.is_empty()
+                        && !self.draining_on_signal()
+                    {
+                        // The earliest deadline among tasks already running; tasks that start
+                        // later are seen by polling the page a few times per timeout.
+                        let poll = (limit / 8).clamp(5_000_000, 100_000_000);
+                        at(now + poll);
+                        if let Some(page) = probe.page(i) {
+                            for p in page {
+                                if let PageState::Running { started_ns, .. } = p.read() {
+                                    at(started_ns + limit);
+                                }
+                            }
+                        }
+                    }
+                }
+                SlotState::Closing { since, .. } => at(since + self.cfg.protocol_grace_ns),
+                SlotState::Terminating { kill_at: Some(k), .. } => at(*k),
+                _ => {}
+            }
+        }
+        next
+    }
+
+    /// After every event: hand out work, notice completion, move a drain along.
+    fn settle(&mut self, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
+        match self.phase {
+            Phase::Running => {
+                self.fill(now, sink, out);
+                if !self.input_open && self.queued() == 0 && self.running() == 0 {
+                    self.begin_drain(StopReason::Completed, None);
+                }
+            }
+            Phase::Draining { .. } | Phase::Done => {}
+        }
+        if let Phase::Draining { deadline } = self.phase {
+            let hard = matches!(self.stop, Some(StopReason::GaveUp(_)));
+            let expired = deadline.is_some_and(|d| now >= d);
+            for slot in 0..self.slots.len() {
+                match self.slots[slot].state {
+                    SlotState::Waiting { .. } => self.slots[slot].state = SlotState::Stopped,
+                    SlotState::Starting { pid, .. } | SlotState::Serving { pid, .. }
+                        if !expired && self.slots[slot].inflight.is_empty() =>
+                    {
+                        out.push(Action::Shutdown { slot });
+                        self.slots[slot].state = SlotState::Terminating {
+                            pid,
+                            reason: KillReason::Shutdown,
+                            kill_at: Some(now + self.cfg.start_timeout_ns),
+                        };
+                    }
+                    _ => {}
+                }
+                if expired && self.slots[slot].state.pid().is_some() {
+                    let reason = if hard { KillReason::GiveUp } else { KillReason::Drain };
+                    self.terminate(slot, reason, hard, now, out);
+                }
+            }
+            if self.slots.iter().all(|s| s.state == SlotState::Stopped) {
+                self.phase = Phase::Done;
+                let reason = self.stop.get_or_insert(StopReason::Completed).word().to_string();
+                self.emit(sink, now, || RunEvent::Shutdown { reason });
+            }
+        }
+    }
+
+    /// How many tasks to keep in flight on a slot: enough for `queue_budget_ns` of work at
+    /// the measured pace, one per thread while the pace is unknown. Tiny tasks thus travel in
+    /// big batches, and a slow task never has others stranded behind it.
+    fn target(&self, s: &Slot) -> usize {
+        let threads = self.cfg.threads_per_worker.max(1) as usize;
+        let per_thread = match s.ewma_ns {
+            None => 1,
+            Some(ns) => ((self.cfg.queue_budget_ns as f64 / ns.max(50.0)) as usize).clamp(1, MAX_INFLIGHT_PER_THREAD),
+        };
+        (per_thread * threads).min(s.cap.max(threads))
+    }
+
+    /// Whether a slot takes more work now: serving, and down to half its target (topping
+    /// up a nearly full queue would only cost small frames).
+    fn has_room(&self, s: &Slot) -> bool {
+        matches!(s.state, SlotState::Serving { .. }) && s.inflight.len() <= self.target(s) / 2
+    }
+
+    fn fill(&mut self, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
+        let with_room = self.slots.iter().filter(|s| self.has_room(s)).count();
+        if with_room == 0 || self.queued() == 0 {
+            return;
+        }
+        // Once the input is all here, share what is left evenly among the workers that can
+        // take it, so that one does not take a long tail while another idles.
+        let fair_share = (!self.input_open).then(|| self.queued().div_ceil(with_room));
+        let want_events = sink.wants_events();
+        for slot in 0..self.slots.len() {
+            if !self.has_room(&self.slots[slot]) {
+                continue;
+            }
+            let target = self.target(&self.slots[slot]);
+            let have = self.slots[slot].inflight.len();
+            let mut want = target - have;
+            if let Some(share) = fair_share {
+                want = want.min(share.max(1));
+            }
+            let mut added = 0;
+            while added < want {
+                let Some(task) = self.retry.pop_front().or_else(|| self.fresh.pop_front()) else {
+                    break;
+                };
+                let attempt = task.charged + 1;
+                let fault = fault_for(&task.job, attempt, self.cfg.inject.as_ref());
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                if want_events {
+                    sink.event(
+                        self.secs(now),
+                        RunEvent::TaskStarted { id: task.job.id().to_string(), worker: slot, attempt },
+                    );
+                }
+                self.slots[slot].inflight.push_back(InFlight { seq, task, attempt, fault });
+                added += 1;
+            }
+            if added > 0 {
+                self.counts.dispatched += added as u64;
+                out.push(Action::Dispatch { slot });
+            }
+        }
+    }
+}
+
+/// The fault to inject into `attempt` of `job`: its own, while its attempts last, else a roll
+/// of `--inject`.
+pub fn fault_for(job: &Job, attempt: u32, inject: Option<&Inject>) -> Option<FaultKind> {
+    if let Some(plan) = job.fault {
+        return match plan.attempts {
+            Some(n) if attempt > n => None,
+            _ => Some(plan.kind),
+        };
+    }
+    inject.and_then(|i| i.roll(job.id(), attempt))
+}

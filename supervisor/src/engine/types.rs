@@ -1,0 +1,227 @@
+//! What goes in and out of the engine: the events it is fed, the actions it answers with, the
+//! sink that takes records and lifecycle events, why a run stopped, and the running totals.
+
+use std::collections::BTreeMap;
+
+use nix::sys::signal::Signal;
+use shared::proto::{Outcome, PanicReport, TaskError};
+use shared::record::Crash;
+use shared::shm;
+
+use crate::engine::ExitCause;
+use crate::engine::lifecycle::RunEvent;
+
+/// Something for the loop to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Start a worker in `slot`, then call [`Engine::spawned`](crate::engine::Engine::spawned).
+    Spawn {
+        /// The slot.
+        slot: usize,
+    },
+    /// Send the slot's new assignments ([`Engine::take_unsent`](crate::engine::Engine::take_unsent)).
+    Dispatch {
+        /// The slot.
+        slot: usize,
+    },
+    /// Ask the slot's worker to finish and exit.
+    Shutdown {
+        /// The slot.
+        slot: usize,
+    },
+    /// Send `signal` to the worker's process group and its task's child groups.
+    Kill {
+        /// The slot.
+        slot: usize,
+        /// The worker.
+        pid: u32,
+        /// SIGTERM first, SIGKILL when it must go now.
+        signal: Signal,
+    },
+}
+
+/// A signal that stops a run: SIGINT, SIGTERM, or another whose default would end the
+/// process (SIGHUP, SIGUSR1, SIGUSR2, SIGALRM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Interrupt {
+    /// Ctrl-C.
+    Int,
+    /// A polite kill, as from systemd or a cluster's preemption.
+    Term,
+    /// Drained like SIGTERM: SIGHUP (a closed ssh session), SIGUSR1 (Slurm's warning before a
+    /// time limit)...
+    Other(Signal),
+}
+
+impl Interrupt {
+    /// The signal's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Interrupt::Int => "SIGINT",
+            Interrupt::Term => "SIGTERM",
+            Interrupt::Other(s) => s.as_str(),
+        }
+    }
+}
+
+/// Something that happened.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// The slot's worker answered its hello.
+    Ready {
+        /// The slot.
+        slot: usize,
+    },
+    /// Results from the slot's worker.
+    Outcomes {
+        /// The slot.
+        slot: usize,
+        /// In the order they finished.
+        outcomes: &'a [Outcome<'a>],
+    },
+    /// A heartbeat.
+    Heartbeat {
+        /// The slot.
+        slot: usize,
+    },
+    /// The worker's panic hook reported a panic; its death follows.
+    Panic {
+        /// The slot.
+        slot: usize,
+        /// The report.
+        report: PanicReport,
+    },
+    /// The worker's connection ended (`detail: None`: a clean close) or broke.
+    ChannelEnded {
+        /// The slot.
+        slot: usize,
+        /// What was wrong, for a broken connection.
+        detail: Option<String>,
+    },
+    /// The slot's worker ended, as the kernel reports it.
+    Reaped {
+        /// The slot.
+        slot: usize,
+        /// The worker.
+        pid: u32,
+        /// How it ended.
+        exit: ExitCause,
+        /// Tasks its status page showed executing.
+        executing: Vec<u64>,
+        /// The task its status page names as the cause, in hybrid mode.
+        culprit: Option<u64>,
+        /// The end of its stderr.
+        stderr_tail: String,
+    },
+    /// SIGINT or SIGTERM.
+    Interrupt(Interrupt),
+}
+
+/// Reads the slots' status pages.
+pub trait Probe {
+    /// The status-page slots of `slot`'s current worker.
+    fn page(&self, slot: usize) -> Option<&[shm::Slot]>;
+}
+
+/// How a task ended, for its final record.
+#[derive(Debug)]
+pub enum Ending<'a> {
+    /// The handler's output, postcard-encoded.
+    Ok(&'a [u8]),
+    /// The handler's error.
+    Failed(TaskError),
+    /// Crashed on every attempt.
+    Quarantined,
+}
+
+/// A task's end, for its final record.
+#[derive(Debug)]
+pub struct Finished<'a> {
+    /// The task's id.
+    pub id: &'a str,
+    /// The slot that ran the last attempt.
+    pub worker: usize,
+    /// Attempts used.
+    pub attempts: u32,
+    /// Time of the last attempt in its worker.
+    pub micros: Option<u64>,
+    /// How it ended.
+    pub ending: Ending<'a>,
+    /// Its crashes, oldest first.
+    pub crashes: Vec<Crash>,
+}
+
+/// Where records and events go.
+pub trait Sink {
+    /// A task's final record.
+    fn finished(&mut self, f: Finished<'_>);
+    /// Whether anyone listens to events; if not, none are built.
+    fn wants_events(&self) -> bool;
+    /// An event, `t` seconds after the run started.
+    fn event(&mut self, t: f64, ev: RunEvent);
+    /// The loop is about to wait: write out what is buffered.
+    fn flush(&mut self) {}
+}
+
+/// Why a run stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// Every task has a final record.
+    Completed,
+    /// A signal; unfinished tasks stay for `--resume`.
+    Interrupted(Interrupt),
+    /// Workers died faster than the restart limit allows.
+    GaveUp(String),
+    /// A bad line in streamed input.
+    BadInput(String),
+    /// Thread mode: the shared state was poisoned.
+    Poisoned(String),
+}
+
+impl StopReason {
+    /// The `reason` of the `shutdown` event.
+    pub fn word(&self) -> &'static str {
+        match self {
+            StopReason::Completed => "completed",
+            StopReason::Interrupted(Interrupt::Int) => "interrupted",
+            StopReason::Interrupted(Interrupt::Term) => "terminated",
+            StopReason::Interrupted(Interrupt::Other(Signal::SIGHUP)) => "hung_up",
+            StopReason::Interrupted(Interrupt::Other(_)) => "signalled",
+            StopReason::GaveUp(_) => "gave_up",
+            StopReason::BadInput(_) => "bad_input",
+            StopReason::Poisoned(_) => "poisoned",
+        }
+    }
+}
+
+/// Running totals.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Tasks ended `ok`.
+    pub ok: u64,
+    /// Tasks ended `failed`.
+    pub failed: u64,
+    /// Tasks quarantined.
+    pub quarantined: u64,
+    /// Worker deaths by cause name.
+    pub crashes: BTreeMap<&'static str, u64>,
+    /// Workers restarted.
+    pub restarts: u64,
+    /// Tasks requeued after a death (charged or not).
+    pub requeued: u64,
+    /// Task attempts handed to workers.
+    pub dispatched: u64,
+}
+
+impl Counts {
+    /// Tasks with a final record.
+    pub fn finished(&self) -> u64 {
+        self.ok + self.failed + self.quarantined
+    }
+
+    /// All worker deaths.
+    pub fn crashes_total(&self) -> u64 {
+        self.crashes.values().sum()
+    }
+}

@@ -1,0 +1,11 @@
+//! The runtime: the one thread that owns the engine and performs its actions ([`event_loop`]),
+//! over a backend of worker processes ([`process`]) or of threads ([`thread_mode`]), with the
+//! signals that reach the run ([`signals`]).
+
+pub mod event_loop;
+pub mod process;
+pub mod signals;
+pub mod tally;
+pub mod thread_mode;
+
+pub use event_loop::{Backend, Cx, Hooks, NoHooks, PollSet, Runtime};
