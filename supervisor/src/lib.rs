@@ -94,7 +94,7 @@ pub use engine::lifecycle::{RunEvent, Timed};
 pub use engine::{FaultPlan, StopReason};
 pub use input::source::{ChannelSource, TaskSender, TaskSpec, channel};
 pub use output::journal::ResultsTarget;
-pub use pool::{Pool, PoolBuilder, PoolError, Run, Summary, TaskResult};
+pub use pool::{Pool, PoolBuilder, PoolError, Run, SettingError, Summary, TaskResult};
 pub use runtime::process::spawn::WorkerProgram;
 pub use shared::record::{Crash, CrashCause, Status};
 pub use shared::task::FaultKind;

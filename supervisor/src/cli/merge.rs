@@ -23,6 +23,7 @@ use clap::Args;
 use shared::exit;
 use shared::record::{RecordHead, Status};
 
+use crate::input::error::{IdOrigin, InputError, Problem};
 use crate::input::idset::IdSet;
 use crate::input::{CmdTemplate, Format};
 
@@ -58,14 +59,15 @@ pub struct MergeArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum MergeError {
     /// The task list has a line that is not a task, or repeats an id.
-    #[error("{path}, line {line}: {reason}")]
+    #[error("{}, {}{hint}", path.display(), super::chain(error))]
     Tasks {
         /// The task file.
         path: PathBuf,
-        /// The line, from 1.
-        line: u64,
-        /// What is wrong.
-        reason: String,
+        /// The line and what is wrong with it (with its causes in the message, so that the hint
+        /// comes last).
+        error: InputError,
+        /// What may have caused it.
+        hint: &'static str,
     },
     /// A line in the middle of a results file is not a record.
     #[error("results file {path}, line {line}: not a results record ({reason})")]
@@ -262,9 +264,9 @@ fn outcome_push<T>(count: &mut u64, shown: &mut Vec<T>, item: T) {
 /// The ids of the task list, checked as `run` checks them: every line a task, no id twice.
 fn read_task_ids(path: &Path, format: &Format, outcome: &mut Outcome) -> Result<IdSet, MergeError> {
     let mut ids = IdSet::default();
-    for_each_task(path, format, |id, _| {
+    for_each_task(path, format, |id, origin, _| {
         if !ids.insert(id) {
-            return Err(format!("duplicate id '{id}'"));
+            return Err(Problem::DuplicateId { id: id.to_string(), origin });
         }
         outcome.tasks += 1;
         Ok(())
@@ -275,7 +277,7 @@ fn read_task_ids(path: &Path, format: &Format, outcome: &mut Outcome) -> Result<
 /// The second pass over the task list, only when some task has no record: names them.
 fn find_missing(path: &Path, format: &Format, recorded: &IdSet, outcome: &mut Outcome) -> Result<(), MergeError> {
     let mut shown = Vec::new();
-    for_each_task(path, format, |id, line| {
+    for_each_task(path, format, |id, _, line| {
         if shown.len() < SHOWN && !recorded.contains(id) {
             shown.push((id.to_string(), line));
         }
@@ -285,24 +287,27 @@ fn find_missing(path: &Path, format: &Format, recorded: &IdSet, outcome: &mut Ou
     Ok(())
 }
 
-/// Calls `f` with each task's id (given, or the content hash `run` gives it) and line.
+/// Calls `f` with each task's id (given, or the content hash `run` gives it), how it got it,
+/// and its line.
 fn for_each_task(
     path: &Path,
     format: &Format,
-    mut f: impl FnMut(&str, u64) -> Result<(), String>,
+    mut f: impl FnMut(&str, IdOrigin, u64) -> Result<(), Problem>,
 ) -> Result<(), MergeError> {
     let file = File::open(path).map_err(|source| MergeError::Io { what: "open", path: path.into(), source })?;
     crate::input::for_each_line(BufReader::with_capacity(1 << 20, file), |number, text| {
         match format.parse(text, number)? {
-            Some(t) => f(&t.id, number),
+            Some(t) => f(&t.id, t.origin, number),
             None => Ok(()),
         }
     })
-    .map_err(|(line, mut reason)| {
-        if matches!(format, Format::Jsonl) && reason.starts_with("not a JSON task object") {
-            reason.push_str("; if the batch ran with `run --cmd`, give merge the same --cmd");
-        }
-        MergeError::Tasks { path: path.into(), line, reason }
+    .map_err(|error| {
+        let hint = if matches!(format, Format::Jsonl) && matches!(error.problem, Problem::NotJson(_)) {
+            "; if the batch ran with `run --cmd`, give merge the same --cmd"
+        } else {
+            ""
+        };
+        MergeError::Tasks { path: path.into(), error, hint }
     })
 }
 

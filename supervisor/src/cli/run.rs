@@ -208,7 +208,7 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
     };
     eprintln!("bulkhead: control socket {} (bulkhead status)", control.display());
     let summary = run.finish();
-    print_summary(&summary, check_time, args.cmd.is_some());
+    print_summary(&summary, check_time);
     if let (Some(path), Some(t)) = (&args.report, timeline) {
         let title = match &args.tasks {
             Some(p) => format!("bulkhead run {}", p.display()),
@@ -235,31 +235,10 @@ fn precheck(
     }
     match crate::input::validate_file(f, format, shard, crate::input::KEEP_BYTES) {
         Ok(c) => Ok(Some(c)),
-        Err((line, msg)) => {
-            eprintln!(
-                "bulkhead: error: {name}, line {line}: {msg}{}",
-                duplicate_hint(&msg, matches!(format, Format::Cmd(_)))
-            );
+        Err(e) => {
+            eprintln!("bulkhead: error: {name}, {}", super::chain(&e));
             Err(exit::BAD_INPUT)
         }
-    }
-}
-
-/// A task's id, when not given, is a hash of its content (with --cmd, of its command), so a
-/// repeated line is a repeated task, which a GNU parallel user would not expect to be
-/// refused: say why, and how to run both.
-fn duplicate_hint(msg: &str, cmd: bool) -> &'static str {
-    if !msg.contains("duplicate id") {
-        ""
-    } else if cmd {
-        " (with --cmd, a task's id is a hash of its command: this line repeats an earlier command; \
-         put {#} in --cmd to run each line, repeats included)"
-    } else if msg.split('\'').nth(1).is_some_and(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())) {
-        // The id looks like a content hash: most likely neither line had one.
-        " (if these lines have no \"id\": a task without one is named by a hash of its content, so \
-         identical lines are one task; give each an \"id\" to run both)"
-    } else {
-        ""
     }
 }
 
@@ -303,7 +282,7 @@ fn pool_error(e: &PoolError) -> i32 {
 
 /// The summary line; its time and rate are the run's, and the check of a whole input file
 /// before it (a second pass over a big file) is said apart.
-fn print_summary(s: &Summary, check_time: Option<std::time::Duration>, cmd: bool) {
+fn print_summary(s: &Summary, check_time: Option<std::time::Duration>) {
     let c = &s.counts;
     let secs = s.elapsed.as_secs_f64();
     let mut line =
@@ -327,7 +306,7 @@ fn print_summary(s: &Summary, check_time: Option<std::time::Duration>, cmd: bool
             eprintln!("bulkhead: {msg}; finished results are kept, --resume continues")
         }
         Some(crate::engine::StopReason::BadInput(msg)) => {
-            eprintln!("bulkhead: error: {msg}{}; nothing after it was run", duplicate_hint(msg, cmd))
+            eprintln!("bulkhead: error: {}; nothing after it was run", super::chain(&**msg))
         }
         Some(crate::engine::StopReason::Interrupted(_)) => {
             eprintln!("bulkhead: interrupted; unfinished tasks have no record, --resume runs them")

@@ -151,7 +151,7 @@ impl Job {
         let file = std::fs::File::open(&tasks).map_err(|e| Usage(format!("cannot open {}: {e}", tasks.display())))?;
         let count = crate::input::validate_file(&file, &format, None, 0)
             .map(|c| c.tasks)
-            .map_err(|(line, msg)| Usage(format!("{}, line {line}: {msg}", args.tasks.display())))?;
+            .map_err(|e| Usage(format!("{}, {}", args.tasks.display(), super::chain(&e))))?;
         if count == 0 {
             return Err(Usage(format!("{}: no tasks", args.tasks.display())));
         }

@@ -3,56 +3,93 @@
 
 use std::time::Duration;
 
+/// What is wrong with a duration, size or rate as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnitError {
+    /// Not a number with a unit.
+    #[error("'{0}' is not a duration (e.g. 500ms, 2s, 1m)")]
+    NotDuration(String),
+    /// A duration unit that is not known.
+    #[error("unknown unit '{unit}' in '{text}' (use ms, s, m or h)")]
+    DurationUnit {
+        /// The unit.
+        unit: String,
+        /// The whole text.
+        text: String,
+    },
+    /// Not a number with a size unit.
+    #[error("'{0}' is not a size (e.g. 512M, 2G)")]
+    NotSize(String),
+    /// A size unit that is not known.
+    #[error("unknown unit in '{0}' (use K, M, G or T)")]
+    SizeUnit(String),
+    /// Negative, zero where it cannot be, or too large.
+    #[error("'{0}' is out of range")]
+    OutOfRange(String),
+    /// Not `N/DURATION`.
+    #[error("'{0}' is not N/DURATION (e.g. 100/10s)")]
+    NotRate(String),
+    /// The count of a rate is not a count.
+    #[error("'{count}' in '{text}' is not a count")]
+    NotCount {
+        /// The count as written.
+        count: String,
+        /// The whole text.
+        text: String,
+    },
+    /// A rate over no time.
+    #[error("the period in '{0}' must be above zero")]
+    ZeroPeriod(String),
+}
+
 /// Parses a duration: a number with a unit (`ms`, `s`, `m`, `h`); a bare number is seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
     let s = s.trim();
     let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let value: f64 = num.parse().map_err(|_| format!("'{s}' is not a duration (e.g. 500ms, 2s, 1m)"))?;
+    let value: f64 = num.parse().map_err(|_| UnitError::NotDuration(s.into()))?;
     let secs = match unit.trim() {
         "ms" => value / 1000.0,
         "" | "s" => value,
         "m" | "min" => value * 60.0,
         "h" => value * 3600.0,
-        other => {
-            return Err(format!("unknown unit '{other}' in '{s}' (use ms, s, m or h)"));
-        }
+        other => return Err(UnitError::DurationUnit { unit: other.into(), text: s.into() }),
     };
     if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
-        return Err(format!("'{s}' is out of range"));
+        return Err(UnitError::OutOfRange(s.into()));
     }
     Ok(Duration::from_secs_f64(secs))
 }
 
 /// Parses a size in bytes: a number with an optional binary unit (`K`, `M`, `G`, `T`, also
 /// `KiB`, `MB`...), all powers of 1024.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, UnitError> {
     let t = s.trim();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let value: f64 = num.parse().map_err(|_| format!("'{s}' is not a size (e.g. 512M, 2G)"))?;
+    let value: f64 = num.parse().map_err(|_| UnitError::NotSize(s.into()))?;
     let mult: u64 = match unit.trim().to_ascii_uppercase().trim_end_matches('B').trim_end_matches('I') {
         "" => 1,
         "K" => 1 << 10,
         "M" => 1 << 20,
         "G" => 1 << 30,
         "T" => 1 << 40,
-        _ => return Err(format!("unknown unit in '{s}' (use K, M, G or T)")),
+        _ => return Err(UnitError::SizeUnit(s.into())),
     };
     let bytes = value * mult as f64;
     if !bytes.is_finite() || !(1.0..=1e18).contains(&bytes) {
-        return Err(format!("'{s}' is out of range"));
+        return Err(UnitError::OutOfRange(s.into()));
     }
     Ok(bytes as u64)
 }
 
 /// Parses `N/DUR`, e.g. `10/5s`.
-pub fn parse_rate(s: &str) -> Result<(u32, Duration), String> {
-    let (n, d) = s.split_once('/').ok_or_else(|| format!("'{s}' is not N/DURATION (e.g. 100/10s)"))?;
-    let n: u32 = n.trim().parse().map_err(|_| format!("'{n}' in '{s}' is not a count"))?;
+pub fn parse_rate(s: &str) -> Result<(u32, Duration), UnitError> {
+    let (n, d) = s.split_once('/').ok_or_else(|| UnitError::NotRate(s.into()))?;
+    let n: u32 = n.trim().parse().map_err(|_| UnitError::NotCount { count: n.into(), text: s.into() })?;
     let d = parse_duration(d)?;
     if d.is_zero() {
-        return Err(format!("the period in '{s}' must be above zero"));
+        return Err(UnitError::ZeroPeriod(s.into()));
     }
     Ok((n, d))
 }

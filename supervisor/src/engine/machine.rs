@@ -1,6 +1,7 @@
 //! The [`Engine`]: the run's logical state and its one place of change.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use nix::sys::signal::Signal;
 use shared::proto::{Assignment, Outcome, PanicReport};
@@ -13,8 +14,9 @@ use crate::engine::lifecycle::RunEvent;
 use crate::engine::restart::RestartTracker;
 use crate::engine::{
     Action, Counts, Ending, EngineConfig, Event, ExitCause, Finished, Interrupt, Job, KillReason,
-    MAX_INFLIGHT_PER_THREAD, Probe, Sink, SlotState, StopReason, cause,
+    MAX_INFLIGHT_PER_THREAD, Probe, Sink, SlotState, SpawnError, StopReason, cause,
 };
+use crate::input::error::InputError;
 
 /// Worker deaths logged at warning level before the rest go to info.
 const LOGGED_DEATHS: u64 = 20;
@@ -198,10 +200,10 @@ impl Engine {
 
     /// The input broke: what is queued is not run; running tasks finish; the run ends with a
     /// bad-input error.
-    pub fn input_failed(&mut self, message: String, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
+    pub fn input_failed(&mut self, error: Arc<InputError>, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
         self.input_open = false;
         self.fresh.clear();
-        self.begin_drain(StopReason::BadInput(message), None);
+        self.begin_drain(StopReason::BadInput(error), None);
         self.settle(now, sink, out);
     }
 
@@ -224,7 +226,7 @@ impl Engine {
     pub fn spawned(
         &mut self,
         slot: usize,
-        result: Result<u32, String>,
+        result: Result<u32, SpawnError>,
         now: u64,
         sink: &mut dyn Sink,
         out: &mut Vec<Action>,
@@ -244,8 +246,12 @@ impl Engine {
                 }
             }
             Err(e) => {
-                log::error!("worker {slot}: cannot start: {e}");
-                self.after_death(slot, true, now, &e);
+                let what = match std::error::Error::source(&e) {
+                    Some(source) => format!("{e}: {source}"),
+                    None => e.to_string(),
+                };
+                log::error!("worker {slot}: {what}");
+                self.after_death(slot, true, now, &what);
             }
         }
         self.settle(now, sink, out);

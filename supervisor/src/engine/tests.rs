@@ -176,7 +176,7 @@ fn tasks_flow_through_and_the_run_completes() {
         h.die(slot, ExitCause::Exited(0), &[]);
     }
     assert!(h.engine.is_done());
-    assert_eq!(h.engine.stop_reason(), Some(&StopReason::Completed));
+    assert!(matches!(h.engine.stop_reason(), Some(StopReason::Completed)));
     assert!(h.sink.events.iter().any(|e| matches!(e, RunEvent::WorkerExited { clean: true, .. })));
     assert_eq!(h.engine.counts().crashes_total(), 0);
 }
@@ -372,7 +372,7 @@ fn sigterm_drains_without_charging_and_leaves_the_rest_unfinished() {
     assert_eq!(h.tick(), vec![Action::Kill { slot: 1, pid, signal: Signal::SIGTERM }]);
     h.die(1, ExitCause::Signaled { signal: Signal::SIGTERM, core: false }, &[b]);
     assert!(h.engine.is_done());
-    assert_eq!(h.engine.stop_reason(), Some(&StopReason::Interrupted(Interrupt::Term)));
+    assert!(matches!(h.engine.stop_reason(), Some(StopReason::Interrupted(Interrupt::Term))));
     assert_eq!(h.sink.records.len(), 1);
     assert_eq!(h.engine.counts().crashes_total(), 0);
     assert!(h.sink.events.iter().any(|e| matches!(e, RunEvent::TaskRequeued { charged: false, attempts: 0, .. })));
@@ -436,7 +436,11 @@ fn bad_input_stops_dispatch_and_lets_running_tasks_finish() {
     h.start();
     let a = h.sent(0)[0].0;
     let mut out = Vec::new();
-    h.engine.input_failed("line 3: not JSON".into(), h.now, &mut h.sink, &mut out);
+    let bad = crate::input::error::InputError::new(
+        crate::input::error::Place::Line(3),
+        crate::input::error::Problem::NotUtf8,
+    );
+    h.engine.input_failed(std::sync::Arc::new(bad), h.now, &mut h.sink, &mut out);
     assert!(out.is_empty());
     assert_eq!(h.ok(0, &[a]), vec![Action::Shutdown { slot: 0 }]);
     h.die(0, ExitCause::Exited(0), &[]);

@@ -2,6 +2,7 @@
 //! sink that takes records and lifecycle events, why a run stopped, and the running totals.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use nix::sys::signal::Signal;
 use shared::proto::{Outcome, PanicReport, TaskError};
@@ -10,6 +11,7 @@ use shared::shm;
 
 use crate::engine::ExitCause;
 use crate::engine::lifecycle::RunEvent;
+use crate::input::error::InputError;
 
 /// Something for the loop to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,8 +166,25 @@ pub trait Sink {
     fn flush(&mut self) {}
 }
 
+/// Why a worker could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// The worker process did not start.
+    #[error("cannot start {}", exe.display())]
+    Process {
+        /// Its executable.
+        exe: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The worker thread did not start.
+    #[error("cannot start a thread")]
+    Thread(#[source] std::io::Error),
+}
+
 /// Why a run stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum StopReason {
     /// Every task has a final record.
     Completed,
@@ -173,8 +192,8 @@ pub enum StopReason {
     Interrupted(Interrupt),
     /// Workers died faster than the restart limit allows.
     GaveUp(String),
-    /// A bad line in streamed input.
-    BadInput(String),
+    /// A bad task in streamed input.
+    BadInput(Arc<InputError>),
     /// Thread mode: the shared state was poisoned.
     Poisoned(String),
 }

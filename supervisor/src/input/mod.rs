@@ -2,6 +2,7 @@
 //! reader thread and handed to the run as it needs them, so input of any length streams in
 //! bounded memory. Every bad line is reported with its number and what is wrong.
 
+pub mod error;
 pub mod idset;
 pub mod source;
 
@@ -10,6 +11,7 @@ use std::collections::VecDeque;
 use std::io::{self, BufRead, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 
 use serde::Deserialize;
@@ -17,43 +19,101 @@ use shared::hash::content_id;
 use shared::task::{BuiltinTask, FaultKind};
 
 use crate::engine::{FaultPlan, Job, JobBuilder};
+use crate::input::error::{IdOrigin, InputError, Place, Problem};
 use crate::input::source::{Admission, IdSet, Pull, TaskSource};
 
 /// Longest task line accepted.
 pub const MAX_LINE: usize = 1 << 20;
 
 /// A task line as written. Every field is optional here so that a missing one gets a message
-/// naming it, and unknown fields are refused (a misspelt `fualt` must not pass silently).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// naming it; the first unknown field is kept, so that it is refused by name (a misspelt
+/// `fualt` must not pass silently).
+#[derive(Default)]
 struct Line<'a> {
-    #[serde(borrow, default)]
     id: Option<IdField<'a>>,
-    #[serde(borrow, default)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(default)]
+    kind: Option<Text<'a>>,
     n: Option<u64>,
-    #[serde(default)]
     ms: Option<u64>,
-    #[serde(borrow, default)]
-    cmd: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    path: Option<Cow<'a, str>>,
-    #[serde(default)]
+    cmd: Option<Text<'a>>,
+    path: Option<Text<'a>>,
     offset: Option<u64>,
-    #[serde(default)]
     len: Option<u64>,
-    #[serde(borrow, default)]
-    pattern: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    fault: Option<Cow<'a, str>>,
-    #[serde(default)]
+    pattern: Option<Text<'a>>,
+    fault: Option<Text<'a>>,
     fault_attempts: Option<u32>,
+    unknown: Option<String>,
 }
 
-/// A task id as written: borrowed from the line unless it has escapes. Anything but a
-/// string is refused with a message that says so.
-struct IdField<'a>(Cow<'a, str>);
+impl<'de: 'a, 'a> Deserialize<'de> for Line<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Line<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a task object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut line = Line::default();
+                // Keys are matched as they stand in the line, with no allocation (this runs a
+                // million times a second).
+                while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+                    match &*key {
+                        "id" => line.id = map.next_value()?,
+                        "kind" => line.kind = map.next_value()?,
+                        "n" => line.n = map.next_value()?,
+                        "ms" => line.ms = map.next_value()?,
+                        "cmd" => line.cmd = map.next_value()?,
+                        "path" => line.path = map.next_value()?,
+                        "offset" => line.offset = map.next_value()?,
+                        "len" => line.len = map.next_value()?,
+                        "pattern" => line.pattern = map.next_value()?,
+                        "fault" => line.fault = map.next_value()?,
+                        "fault_attempts" => line.fault_attempts = map.next_value()?,
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            line.unknown.get_or_insert_with(|| key.into_owned());
+                        }
+                    }
+                }
+                Ok(line)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A string as written: borrowed from the line unless it has escapes. (serde's own `Cow`
+/// always copies.)
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A task id as written: borrowed from the line unless it has escapes. Any other JSON type is
+/// kept as the name of that type, so that it is refused by name.
+enum IdField<'a> {
+    Str(Cow<'a, str>),
+    Other(String),
+}
 
 impl<'de: 'a, 'a> Deserialize<'de> for IdField<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -64,16 +124,33 @@ impl<'de: 'a, 'a> Deserialize<'de> for IdField<'a> {
                 f.write_str("a string")
             }
             fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(IdField(Cow::Borrowed(v)))
+                Ok(IdField::Str(Cow::Borrowed(v)))
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(IdField(Cow::Owned(v.to_string())))
+                Ok(IdField::Str(Cow::Owned(v.to_string())))
             }
-            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(IdField(Cow::Owned(v)))
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(IdField::Other(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(IdField::Other(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(IdField::Other(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(IdField::Other(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(IdField::Other("an array".into()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(IdField::Other("an object".into()))
             }
         }
-        d.deserialize_str(V)
+        d.deserialize_any(V)
     }
 }
 
@@ -82,112 +159,94 @@ impl<'de: 'a, 'a> Deserialize<'de> for IdField<'a> {
 pub struct ParsedTask<'a> {
     /// Its id (given, or a hash of its content).
     pub id: Cow<'a, str>,
+    /// How it got its id.
+    pub origin: IdOrigin,
     /// The task.
     pub task: BuiltinTask,
     /// Its fault, if any.
     pub fault: Option<FaultPlan>,
 }
 
+/// The fields that belong to one kind or another; each kind takes some of them.
+const KIND_FIELDS: [&str; 7] = ["n", "ms", "cmd", "path", "offset", "len", "pattern"];
+
+/// The built-in kinds and the fields of [`KIND_FIELDS`] each takes. A new kind is one row here
+/// and one arm in [`parse_line`].
+const KINDS: [(&str, &[&str]); 5] = [
+    ("noop", &[]),
+    ("sleep", &["ms"]),
+    ("sum_squares", &["n"]),
+    ("scan", &["path", "offset", "len", "pattern"]),
+    ("shell", &["cmd"]),
+];
+
 /// Parses one task line (without its newline). `Ok(None)` for a blank line.
-pub fn parse_line(text: &[u8]) -> Result<Option<ParsedTask<'_>>, String> {
+pub fn parse_line(text: &[u8]) -> Result<Option<ParsedTask<'_>>, Problem> {
     // A byte-order mark, as some Windows editors write at the start of a file, is not content.
     let text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
     if text.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let line: Line = serde_json::from_slice(text).map_err(|e| {
-        let msg = e.to_string();
-        let short = msg.split(" at line").next().unwrap_or(&msg).to_string();
-        if short.starts_with("unknown field") {
-            short
-        } else if short.ends_with("expected a string") && msg.contains("column") && is_id_error(text, &e) {
-            format!("'id' must be a string, not {}", short.split('`').nth(1).unwrap_or("that"))
-        } else {
-            format!("not a JSON task object: {msg}")
-        }
-    })?;
-    let kind = line.kind.as_deref().ok_or("missing field 'kind'")?;
-    let need = |v: Option<u64>, f: &str| v.ok_or_else(|| format!("kind '{kind}' needs field '{f}'"));
-    let not_for = |present: bool, f: &str| {
-        if present { Err(format!("field '{f}' does not apply to kind '{kind}'")) } else { Ok(()) }
+    let line: Line = serde_json::from_slice(text).map_err(Problem::NotJson)?;
+    if let Some(field) = line.unknown {
+        return Err(Problem::UnknownField(field));
+    }
+    let given = [
+        line.n.is_some(),
+        line.ms.is_some(),
+        line.cmd.is_some(),
+        line.path.is_some(),
+        line.offset.is_some(),
+        line.len.is_some(),
+        line.pattern.is_some(),
+    ];
+    let name = line.kind.as_ref().map(|t| &*t.0).ok_or(Problem::MissingKind)?;
+    let Some(&(kind, takes)) = KINDS.iter().find(|(k, _)| *k == name) else {
+        return Err(Problem::UnknownKind(name.to_string()));
     };
-    let (has_n, has_ms, has_cmd) = (line.n.is_some(), line.ms.is_some(), line.cmd.is_some());
-    let has_scan = line.path.is_some() || line.offset.is_some() || line.len.is_some() || line.pattern.is_some();
+    if let Some((field, _)) = KIND_FIELDS.iter().zip(given).find(|(f, g)| *g && !takes.contains(f)) {
+        return Err(Problem::FieldNotForKind { kind, field });
+    }
+    let need = |v: Option<u64>, field| v.ok_or(Problem::MissingField { kind, field });
     let task = match kind {
-        "noop" => {
-            not_for(has_n, "n")?;
-            not_for(has_ms, "ms")?;
-            not_for(has_cmd, "cmd")?;
-            not_for(has_scan, "path")?;
-            BuiltinTask::Noop
-        }
-        "sleep" => {
-            not_for(has_n, "n")?;
-            not_for(has_cmd, "cmd")?;
-            not_for(has_scan, "path")?;
-            BuiltinTask::Sleep { ms: need(line.ms, "ms")? }
-        }
-        "sum_squares" => {
-            not_for(has_ms, "ms")?;
-            not_for(has_cmd, "cmd")?;
-            not_for(has_scan, "path")?;
-            BuiltinTask::SumSquares { n: need(line.n, "n")? }
-        }
+        "noop" => BuiltinTask::Noop,
+        "sleep" => BuiltinTask::Sleep { ms: need(line.ms, "ms")? },
+        "sum_squares" => BuiltinTask::SumSquares { n: need(line.n, "n")? },
         "scan" => {
-            not_for(has_n, "n")?;
-            not_for(has_ms, "ms")?;
-            not_for(has_cmd, "cmd")?;
-            let path = line.path.ok_or("kind 'scan' needs field 'path'")?.into_owned();
-            let pattern = line.pattern.ok_or("kind 'scan' needs field 'pattern'")?.into_owned();
-            regex::bytes::Regex::new(&pattern).map_err(|e| format!("bad pattern: {e}"))?;
+            let path = line.path.ok_or(Problem::MissingField { kind, field: "path" })?.0.into_owned();
+            let pattern = line.pattern.ok_or(Problem::MissingField { kind, field: "pattern" })?.0.into_owned();
+            regex::bytes::Regex::new(&pattern).map_err(Problem::BadPattern)?;
             BuiltinTask::Scan { path, offset: line.offset.unwrap_or(0), len: need(line.len, "len")?, pattern }
         }
-        "shell" => {
-            not_for(has_n, "n")?;
-            not_for(has_ms, "ms")?;
-            not_for(has_scan, "path")?;
-            BuiltinTask::Shell { cmd: line.cmd.ok_or("kind 'shell' needs field 'cmd'")?.into_owned() }
-        }
-        other => {
-            return Err(format!("unknown kind '{other}' (expected noop, sleep, sum_squares, scan or shell)"));
-        }
+        _ => BuiltinTask::Shell { cmd: line.cmd.ok_or(Problem::MissingField { kind, field: "cmd" })?.0.into_owned() },
     };
     let fault = match (line.fault, line.fault_attempts) {
         (None, None) => None,
-        (None, Some(_)) => return Err("field 'fault_attempts' needs a 'fault'".into()),
+        (None, Some(_)) => return Err(Problem::AttemptsWithoutFault),
         (Some(f), attempts) => {
-            let kind: FaultKind = f.parse().map_err(|e: shared::task::UnknownFault| e.to_string())?;
+            let kind: FaultKind = f.0.parse()?;
             if attempts == Some(0) {
-                return Err("'fault_attempts' must be at least 1".into());
+                return Err(Problem::ZeroFaultAttempts);
             }
             Some(FaultPlan { kind, attempts })
         }
     };
-    let id = match line.id {
-        Some(IdField(s)) if !s.is_empty() => s,
-        Some(_) => return Err("'id' must not be empty".into()),
+    let (id, origin) = match line.id {
+        Some(IdField::Str(s)) if !s.is_empty() => (s, IdOrigin::Given),
+        Some(IdField::Str(_)) => return Err(Problem::EmptyId),
+        Some(IdField::Other(what)) => return Err(Problem::IdNotString(what)),
         None => {
             // The content, with keys in a fixed order, names the task: reordering or adding
             // lines does not change it, so resume still matches records to tasks.
-            let mut value: serde_json::Value = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+            let mut value: serde_json::Value = serde_json::from_slice(text).map_err(Problem::NotJson)?;
             // `"id": null` means no id, as an absent one does: the same task, the same hash.
             if let Some(m) = value.as_object_mut() {
                 m.remove("id");
             }
-            Cow::Owned(content_id(value.to_string().as_bytes()))
+            (Cow::Owned(content_id(value.to_string().as_bytes())), IdOrigin::Content)
         }
     };
-    Ok(Some(ParsedTask { id, task, fault }))
-}
-
-/// Whether a type error points at the `"id"` field (the error's column is just past it).
-fn is_id_error(text: &[u8], e: &serde_json::Error) -> bool {
-    let col = e.column().min(text.len());
-    let before = &text[..col];
-    before.windows(4).rposition(|w| w == b"\"id\"").is_some_and(|p| {
-        let rest = &before[p + 4..];
-        !rest.contains(&b',')
-    })
+    Ok(Some(ParsedTask { id, origin, task, fault }))
 }
 
 /// A `--cmd` template: GNU parallel's replacement strings, each input line quoted for the
@@ -265,11 +324,11 @@ pub enum Format {
 
 impl Format {
     /// The task a line describes.
-    pub fn parse<'a>(&self, text: &'a [u8], number: u64) -> Result<Option<ParsedTask<'a>>, String> {
+    pub fn parse<'a>(&self, text: &'a [u8], number: u64) -> Result<Option<ParsedTask<'a>>, Problem> {
         match self {
             Format::Jsonl => parse_line(text),
             Format::Cmd(t) => {
-                let line = std::str::from_utf8(text).map_err(|_| "not valid UTF-8".to_string())?;
+                let line = std::str::from_utf8(text).map_err(|_| Problem::NotUtf8)?;
                 let line = line.strip_suffix('\r').unwrap_or(line);
                 let line = line.strip_prefix('\u{feff}').unwrap_or(line);
                 if line.is_empty() {
@@ -278,6 +337,7 @@ impl Format {
                 let cmd = t.render(line, number);
                 Ok(Some(ParsedTask {
                     id: Cow::Owned(content_id(cmd.as_bytes())),
+                    origin: IdOrigin::Command,
                     task: BuiltinTask::Shell { cmd },
                     fault: None,
                 }))
@@ -290,13 +350,13 @@ impl Format {
 /// the first error `f` returns.
 pub fn for_each_line<R: BufRead>(
     mut r: R,
-    mut f: impl FnMut(u64, &[u8]) -> Result<(), String>,
-) -> Result<(), (u64, String)> {
+    mut f: impl FnMut(u64, &[u8]) -> Result<(), Problem>,
+) -> Result<(), InputError> {
     let mut buf = Vec::with_capacity(256);
     let mut number = 0;
     while let Some((text, _)) = next_line(&mut r, &mut buf, number + 1)? {
         number += 1;
-        f(number, text).map_err(|e| (number, e))?;
+        f(number, text).map_err(|e| InputError::new(Place::Line(number), e))?;
     }
     Ok(())
 }
@@ -306,30 +366,27 @@ type RawLine<'b> = (&'b [u8], usize);
 
 /// Reads line `number` (at most [`MAX_LINE`] bytes) into `buf`; `None` at the end of the
 /// input.
-fn next_line<'b, R: BufRead>(
-    r: &mut R,
-    buf: &'b mut Vec<u8>,
-    number: u64,
-) -> Result<Option<RawLine<'b>>, (u64, String)> {
+fn next_line<'b, R: BufRead>(r: &mut R, buf: &'b mut Vec<u8>, number: u64) -> Result<Option<RawLine<'b>>, InputError> {
     buf.clear();
-    let n = r.take(MAX_LINE as u64 + 1).read_until(b'\n', buf).map_err(|e| (number, format!("cannot read: {e}")))?;
+    let at = Place::Line(number);
+    let n = r.take(MAX_LINE as u64 + 1).read_until(b'\n', buf).map_err(|e| InputError::new(at, Problem::Read(e)))?;
     if n == 0 {
         return Ok(None);
     }
     if buf.last() != Some(&b'\n') && buf.len() > MAX_LINE {
-        return Err((number, format!("line longer than {MAX_LINE} bytes")));
+        return Err(InputError::new(at, Problem::TooLong(MAX_LINE)));
     }
     Ok(Some((buf.strip_suffix(b"\n").unwrap_or(buf), n)))
 }
 
 /// Checks a whole file before any task runs: every line parses, no id repeats. Returns the
 /// number of tasks.
-pub fn validate<R: BufRead>(r: R, format: &Format, shard: Option<(u32, u32)>) -> Result<u64, (u64, String)> {
+pub fn validate<R: BufRead>(r: R, format: &Format, shard: Option<(u32, u32)>) -> Result<u64, InputError> {
     let mut admission = Admission::new(Default::default(), shard);
     let mut count = 0;
     for_each_line(r, |number, text| {
         if let Some(t) = format.parse(text, number)?
-            && admission.admit(&t.id)?
+            && admission.admit(&t.id, t.origin)?
         {
             count += 1;
         }
@@ -373,11 +430,11 @@ pub fn validate_file(
     format: &Format,
     shard: Option<(u32, u32)>,
     keep: usize,
-) -> Result<Checked, (u64, String)> {
+) -> Result<Checked, InputError> {
     use std::io::Seek;
     // Standard input may be a file someone has already read from: check from where we are.
     let from = (&mut &*file).stream_position().unwrap_or(0);
-    let len = file.metadata().map_err(|e| (0, format!("cannot read: {e}")))?.len();
+    let len = file.metadata().map_err(|e| InputError::new(Place::Input, Problem::Read(e)))?.len();
     let size = len.saturating_sub(from);
     let threads = if size < (4 << 20) { 1 } else { std::thread::available_parallelism().map_or(1, |n| n.get()).min(4) };
     let bounds: Vec<u64> = (0..=threads as u64).map(|i| from + size * i / threads as u64).collect();
@@ -388,7 +445,10 @@ pub fn validate_file(
                 scope.spawn(move || check_part(file, start, end, i == 0, format, shard, keep / threads))
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err((0, "checker thread panicked".into())))).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(InputError::new(Place::Input, Problem::ReaderStopped))))
+            .collect()
     });
     let mut lines_before = 0;
     let mut checked = Checked { tasks: 0, prefix: Prefix { end_offset: from, complete: true, ..Prefix::default() } };
@@ -417,13 +477,18 @@ pub fn validate_file(
                 checked.tasks += p.tasks;
                 hashes.push(p.ids);
             }
-            Err((line, msg)) => return Err((lines_before + line, msg)),
+            Err(mut e) => {
+                if let Place::Line(n) = &mut e.place {
+                    *n += lines_before;
+                }
+                return Err(e);
+            }
         }
     }
     if crate::input::idset::HashRuns::any_repeated(&mut hashes) {
-        // An id repeats: a sequential read names the line of its second appearance.
+        // An id repeats: a sequential read names the line of its second appearance. Its set
+        // of ids is exact, so if it finds none, two ids only shared a hash and the file is fine.
         validate(io::BufReader::with_capacity(1 << 20, PositionedReader { file, pos: from }), format, shard)?;
-        return Err((0, "an id repeats (the sequential check could not place it)".into()));
     }
     Ok(checked)
 }
@@ -442,7 +507,7 @@ struct Part {
 }
 
 /// A share's result, or its first error (its line counted within the share).
-type PartCheck = Result<Part, (u64, String)>;
+type PartCheck = Result<Part, InputError>;
 
 /// Checks the lines that start in `start..end` (`first`: the share that begins the input),
 /// keeping the jobs of its first lines up to `keep` bytes.
@@ -461,7 +526,8 @@ fn check_part(
     let mut pos = if first { start } else { start - 1 };
     if !first {
         // The line holding byte start-1 belongs to the share before.
-        pos += reader.read_until(b'\n', &mut buf).map_err(|e| (1, format!("cannot read: {e}")))? as u64;
+        pos +=
+            reader.read_until(b'\n', &mut buf).map_err(|e| InputError::new(Place::Line(1), Problem::Read(e)))? as u64;
     }
     // Duplicates are looked for at the end, over every share at once.
     let mut admission = Admission::new(IdSet::default(), shard);
@@ -476,8 +542,9 @@ fn check_part(
         let Some((text, n)) = next_line(&mut reader, &mut buf, lines + 1)? else { break };
         pos += n as u64;
         lines += 1;
-        let Some(t) = format.parse(text, lines).map_err(|e| (lines, e))? else { continue };
-        if !admission.admit(&t.id).map_err(|e| (lines, e))? {
+        let at = |e| InputError::new(Place::Line(lines), e);
+        let Some(t) = format.parse(text, lines).map_err(at)? else { continue };
+        if !admission.admit(&t.id, t.origin).map_err(at)? {
             continue;
         }
         ids.push(&t.id);
@@ -490,7 +557,7 @@ fn check_part(
             let before = builder.bytes();
             builder
                 .push_with(&t.id, t.fault, |b| shared::frame::append(&t.task, b))
-                .map_err(|e| (lines, e.to_string()))?;
+                .map_err(|e| at(Problem::Encode(e)))?;
             kept_bytes += builder.bytes() - before + JobBuilder::ENTRY_BYTES;
             if builder.len() == CHUNK {
                 kept.push(std::mem::take(&mut builder));
@@ -520,7 +587,7 @@ impl Read for PositionedReader<'_> {
 enum Chunk {
     Jobs(Vec<Job>),
     End,
-    Failed(String),
+    Failed(InputError),
 }
 
 /// Task lines parsed on a reader thread.
@@ -563,7 +630,7 @@ impl LineSource {
                     return Ok(());
                 }
                 file.seek(SeekFrom::Start(prefix.end_offset))
-                    .map_err(|e| (prefix.end_line + 1, format!("cannot read: {e}")))?;
+                    .map_err(|e| InputError::new(Place::Line(prefix.end_line + 1), Problem::Read(e)))?;
                 emit.lines(io::BufReader::with_capacity(256 << 10, file), prefix.end_line, &format)
             },
             admission,
@@ -571,7 +638,7 @@ impl LineSource {
     }
 
     fn start(
-        produce: impl FnOnce(&mut Emitter) -> Result<(), (u64, String)> + Send + 'static,
+        produce: impl FnOnce(&mut Emitter) -> Result<(), Stop> + Send + 'static,
         admission: Admission,
     ) -> io::Result<Self> {
         let (wake, waker) = UnixStream::pair()?;
@@ -586,7 +653,8 @@ impl LineSource {
             }
             let _ = match result {
                 Ok(()) => emit.send(Chunk::End),
-                Err((line, msg)) => emit.send(Chunk::Failed(format!("line {line}: {msg}"))),
+                Err(Stop::Bad(e)) => emit.send(Chunk::Failed(e)),
+                Err(Stop::Unwanted) => false,
             };
         })?;
         Ok(Self { rx, wake, ready: VecDeque::new(), end: None })
@@ -601,7 +669,19 @@ struct Emitter {
     builder: JobBuilder,
 }
 
-const STOPPED: &str = "the run stopped reading";
+/// Why the reader thread stops early.
+enum Stop {
+    /// A bad line: the run is told.
+    Bad(InputError),
+    /// The run stopped reading: nobody is left to tell.
+    Unwanted,
+}
+
+impl From<InputError> for Stop {
+    fn from(e: InputError) -> Self {
+        Stop::Bad(e)
+    }
+}
 
 impl Emitter {
     fn send(&self, c: Chunk) -> bool {
@@ -610,32 +690,27 @@ impl Emitter {
         ok
     }
 
-    fn flush(&mut self) -> Result<(), (u64, String)> {
+    fn flush(&mut self) -> Result<(), Stop> {
         if self.builder.is_empty() {
             return Ok(());
         }
         let mut jobs = Vec::with_capacity(self.builder.len());
         self.builder.finish(&mut jobs);
-        if self.send(Chunk::Jobs(jobs)) { Ok(()) } else { Err((0, STOPPED.into())) }
+        if self.send(Chunk::Jobs(jobs)) { Ok(()) } else { Err(Stop::Unwanted) }
     }
 
     /// Jobs parsed by the file's check: only resume's filter is left to apply.
-    fn kept(&mut self, chunk: &mut JobBuilder) -> Result<(), (u64, String)> {
+    fn kept(&mut self, chunk: &mut JobBuilder) -> Result<(), Stop> {
         let mut jobs = Vec::with_capacity(chunk.len());
         chunk.finish(&mut jobs);
         if !self.admission.done.is_empty() {
             jobs.retain(|j| !self.admission.done.contains(j.id()));
         }
-        if self.send(Chunk::Jobs(jobs)) { Ok(()) } else { Err((0, STOPPED.into())) }
+        if self.send(Chunk::Jobs(jobs)) { Ok(()) } else { Err(Stop::Unwanted) }
     }
 
     /// Parses lines, numbering them after the `skipped` read before.
-    fn lines<R: Read>(
-        &mut self,
-        mut reader: io::BufReader<R>,
-        skipped: u64,
-        format: &Format,
-    ) -> Result<(), (u64, String)> {
+    fn lines<R: Read>(&mut self, mut reader: io::BufReader<R>, skipped: u64, format: &Format) -> Result<(), Stop> {
         let mut buf = Vec::with_capacity(256);
         let mut number = skipped;
         loop {
@@ -648,18 +723,21 @@ impl Emitter {
             }
             let Some((text, _)) = next_line(&mut reader, &mut buf, number + 1)? else { return Ok(()) };
             number += 1;
-            self.line(number, text, format).map_err(|e| (number, e))?;
+            self.line(number, text, format)?;
         }
     }
 
-    fn line(&mut self, number: u64, text: &[u8], format: &Format) -> Result<(), String> {
-        let Some(t) = format.parse(text, number)? else { return Ok(()) };
-        if !self.admission.admit(&t.id)? {
+    fn line(&mut self, number: u64, text: &[u8], format: &Format) -> Result<(), Stop> {
+        let at = |e| InputError::new(Place::Line(number), e);
+        let Some(t) = format.parse(text, number).map_err(at)? else { return Ok(()) };
+        if !self.admission.admit(&t.id, t.origin).map_err(at)? {
             return Ok(());
         }
-        self.builder.push_with(&t.id, t.fault, |buf| shared::frame::append(&t.task, buf)).map_err(|e| e.to_string())?;
+        self.builder
+            .push_with(&t.id, t.fault, |buf| shared::frame::append(&t.task, buf))
+            .map_err(|e| at(Problem::Encode(e)))?;
         if self.builder.len() == CHUNK {
-            self.flush().map_err(|(_, e)| e)?;
+            self.flush()?;
         }
         Ok(())
     }
@@ -681,10 +759,10 @@ impl TaskSource for LineSource {
             match self.rx.try_recv() {
                 Ok(Chunk::Jobs(jobs)) => self.ready.extend(jobs),
                 Ok(Chunk::End) => self.end = Some(Pull::End),
-                Ok(Chunk::Failed(msg)) => self.end = Some(Pull::Failed(msg)),
+                Ok(Chunk::Failed(e)) => self.end = Some(Pull::Failed(Arc::new(e))),
                 Err(TryRecvError::Empty) => return Pull::Pending,
                 Err(TryRecvError::Disconnected) => {
-                    return Pull::Failed("the input reader stopped".into());
+                    return Pull::Failed(Arc::new(InputError::new(Place::Input, Problem::ReaderStopped)));
                 }
             }
         }
@@ -701,7 +779,7 @@ mod tests {
     use super::*;
 
     fn err(line: &str) -> String {
-        parse_line(line.as_bytes()).unwrap_err()
+        parse_line(line.as_bytes()).unwrap_err().to_string()
     }
 
     #[test]
@@ -745,23 +823,26 @@ mod tests {
         assert_eq!(err(r#"{"kind":"sleep"}"#), "kind 'sleep' needs field 'ms'");
         assert_eq!(err(r#"{"id":"x"}"#), "missing field 'kind'");
         assert!(err(r#"{"kind":"noop","fault":"segfault"}"#).starts_with("unknown fault 'segfault'"));
-        assert!(
-            err(r#"{"kind":"noop","fualt":"segv"}"#).starts_with("unknown field `fualt`"),
-            "{}",
-            err(r#"{"kind":"noop","fualt":"segv"}"#)
-        );
+        assert_eq!(err(r#"{"kind":"noop","fualt":"segv"}"#), "unknown field 'fualt'");
+        assert_eq!(err(r#"{"kind":"noop","id":{"a":[1]}}"#), "'id' must be a string, not an object");
+        assert_eq!(err(r#"{"kind":"sleep","ms":1,"offset":3}"#), "field 'offset' does not apply to kind 'sleep'");
+        assert!(matches!(
+            parse_line(b"{\"kind\":\"scan\",\"path\":\"p\",\"len\":1,\"pattern\":\"(\"}"),
+            Err(Problem::BadPattern(_))
+        ));
         assert_eq!(err(r#"{"id":7,"kind":"noop"}"#), "'id' must be a string, not 7");
         assert_eq!(err(r#"{"kind":"noop","n":3}"#), "field 'n' does not apply to kind 'noop'");
-        assert_eq!(err(r#"[1,2]"#).split(':').next(), Some("not a JSON task object"));
+        assert!(matches!(parse_line(b"[1,2]"), Err(Problem::NotJson(_))));
     }
 
     #[test]
     fn validation_names_the_line_of_a_duplicate() {
         let input =
             "{\"id\":\"a\",\"kind\":\"noop\"}\n\n{\"id\":\"b\",\"kind\":\"noop\"}\n{\"id\":\"a\",\"kind\":\"noop\"}\n";
-        assert_eq!(validate(input.as_bytes(), &Format::Jsonl, None), Err((4, "duplicate id 'a'".into())));
+        let e = validate(input.as_bytes(), &Format::Jsonl, None).unwrap_err();
+        assert_eq!(e.to_string(), "line 4: duplicate id 'a'");
         let first_three = input.lines().take(3).collect::<Vec<_>>().join("\n");
-        assert_eq!(validate(first_three.as_bytes(), &Format::Jsonl, None), Ok(2));
+        assert_eq!(validate(first_three.as_bytes(), &Format::Jsonl, None).unwrap(), 2);
     }
 
     #[test]
@@ -774,7 +855,7 @@ mod tests {
         }
         f.flush().unwrap();
         let open = |p: &std::path::Path| std::fs::File::open(p).unwrap();
-        assert_eq!(validate_file(&open(f.path()), &Format::Jsonl, None, KEEP_BYTES).map(|c| c.tasks), Ok(n));
+        assert_eq!(validate_file(&open(f.path()), &Format::Jsonl, None, KEEP_BYTES).unwrap().tasks, n);
         // A bad line deep in a later share, and a duplicate across shares.
         for (bad, line) in [("{\"id\":\"x\",\"kind\":\"nope\"}", n + 1), ("{\"id\":\"t3\",\"kind\":\"noop\"}", n + 1)] {
             let mut g = tempfile::NamedTempFile::new().unwrap();
@@ -782,7 +863,7 @@ mod tests {
             writeln!(g, "{bad}").unwrap();
             g.flush().unwrap();
             let err = validate_file(&open(g.path()), &Format::Jsonl, None, KEEP_BYTES).unwrap_err();
-            assert_eq!(err.0, line, "{err:?}");
+            assert_eq!(err.place, Place::Line(line), "{err:?}");
         }
     }
 

@@ -4,6 +4,7 @@
 //! tasks holds only a few thousand.
 
 use std::os::fd::RawFd;
+use std::sync::Arc;
 
 use serde::Serialize;
 use shared::hash::content_id;
@@ -11,9 +12,10 @@ use shared::hash::content_id;
 pub use crate::input::idset::IdSet;
 
 use crate::engine::{FaultPlan, Job, JobBuilder};
+use crate::input::error::{IdOrigin, InputError, Place, Problem};
 
 /// What a pull produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Pull {
     /// Jobs were added; more may follow at once.
     Ready,
@@ -22,7 +24,7 @@ pub enum Pull {
     /// The input is exhausted.
     End,
     /// The input is broken (a bad line); nothing more will come.
-    Failed(String),
+    Failed(Arc<InputError>),
 }
 
 /// A stream of jobs for a run.
@@ -89,8 +91,9 @@ impl Admission {
         Self { seen: IdSet::default(), check_duplicates: true, done, shard, skipped_done: 0, skipped_shard: 0 }
     }
 
-    /// Ok(true): run it; Ok(false): skip it; Err: a duplicate id.
-    pub fn admit(&mut self, id: &str) -> Result<bool, String> {
+    /// Ok(true): run it; Ok(false): skip it; Err: a duplicate id (`origin` says how the task got
+    /// it, for the message).
+    pub fn admit(&mut self, id: &str, origin: IdOrigin) -> Result<bool, Problem> {
         if let Some((k, n)) = self.shard
             && shared::hash::shard_of(id, n) != k
         {
@@ -98,7 +101,7 @@ impl Admission {
             return Ok(false);
         }
         if self.check_duplicates && !self.seen.insert(id) {
-            return Err(format!("duplicate id '{id}'"));
+            return Err(Problem::DuplicateId { id: id.to_string(), origin });
         }
         if !self.done.is_empty() && self.done.contains(id) {
             self.skipped_done += 1;
@@ -139,7 +142,7 @@ where
             self.index += 1;
             if let Err(e) = chunk.add(&mut self.admission, self.index, item.into()) {
                 chunk.finish(out);
-                return Pull::Failed(e);
+                return Pull::Failed(Arc::new(e));
             }
         }
         chunk.finish(out);
@@ -161,12 +164,20 @@ impl Chunker {
 
     /// Adds task number `index`, unless it is to be skipped; an error for a duplicate or a
     /// task that does not encode.
-    fn add<T: Serialize>(&mut self, admission: &mut Admission, index: u64, spec: TaskSpec<T>) -> Result<(), String> {
+    fn add<T: Serialize>(
+        &mut self,
+        admission: &mut Admission,
+        index: u64,
+        spec: TaskSpec<T>,
+    ) -> Result<(), InputError> {
+        let at = |e| InputError::new(Place::Task(index), e);
         self.scratch.clear();
-        shared::frame::append(&spec.task, &mut self.scratch)
-            .map_err(|e| format!("task {index}: cannot encode it: {e}"))?;
-        let id = spec.id.unwrap_or_else(|| content_id(&self.scratch));
-        if admission.admit(&id).map_err(|e| format!("task {index}: {e}"))? {
+        shared::frame::append(&spec.task, &mut self.scratch).map_err(|e| at(Problem::Encode(e)))?;
+        let (id, origin) = match spec.id {
+            Some(id) => (id, IdOrigin::Given),
+            None => (content_id(&self.scratch), IdOrigin::Content),
+        };
+        if admission.admit(&id, origin).map_err(at)? {
             let scratch = &self.scratch;
             self.builder
                 .push_with(&id, spec.fault, |buf| {
@@ -280,7 +291,7 @@ impl<T: Serialize> TaskSource for ChannelSource<T> {
             };
             self.inner.index += 1;
             if let Err(e) = chunk.add(&mut self.inner.admission, self.inner.index, spec) {
-                break Pull::Failed(e);
+                break Pull::Failed(Arc::new(e));
             }
         };
         chunk.finish(out);
@@ -302,14 +313,16 @@ mod tests {
         let mut s: IterSource<_, u32> = IterSource::new(vec![1u32, 2, 1].into_iter(), Admission::default());
         let mut out = Vec::new();
         let pulled = s.pull(10, &mut out);
-        assert_eq!(pulled, Pull::Failed(format!("task 3: duplicate id '{}'", out[0].id())));
+        let Pull::Failed(e) = pulled else { panic!("a duplicate must fail the pull, not {pulled:?}") };
+        assert_eq!(e.place, Place::Task(3));
+        assert!(matches!(&e.problem, Problem::DuplicateId { id, origin: IdOrigin::Content } if id == out[0].id()));
         assert_eq!(out.len(), 2);
         let mut done = IdSet::default();
         done.insert("b");
         let specs = vec![TaskSpec::with_id("a", 1u8), TaskSpec::with_id("b", 2u8)];
         let mut s: IterSource<_, u8> = IterSource::new(specs.into_iter(), Admission::new(done, None));
         let mut out = Vec::new();
-        assert_eq!(s.pull(10, &mut out), Pull::End);
+        assert!(matches!(s.pull(10, &mut out), Pull::End));
         assert_eq!(out.iter().map(|j| j.id()).collect::<Vec<_>>(), ["a"]);
     }
 }

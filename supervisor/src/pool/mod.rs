@@ -105,9 +105,9 @@ pub enum PoolError {
     /// The results file cannot be used.
     #[error(transparent)]
     Journal(#[from] JournalError),
-    /// A setting is out of range.
+    /// A setting is out of range, or settings contradict each other.
     #[error("invalid setting: {0}")]
-    Invalid(String),
+    Invalid(#[from] SettingError),
     /// This process is itself a bulkhead worker that was not served.
     #[error(
         "this process was started as a bulkhead worker but did not serve: call serve_if_worker first thing in main"
@@ -123,6 +123,56 @@ pub enum PoolError {
         source: io::Error,
     },
 }
+
+/// A setting a pool cannot run with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingError {
+    /// Workers out of range.
+    #[error("workers must be 1 to {max}, not {given}")]
+    Workers {
+        /// What was asked for.
+        given: usize,
+        /// The most a pool takes.
+        max: usize,
+    },
+    /// No attempt at all.
+    #[error("attempts must be at least 1")]
+    NoAttempts,
+    /// Threads per worker out of range.
+    #[error("threads per worker must be 1 to {max}, not {given}")]
+    ThreadsPerWorker {
+        /// What was asked for.
+        given: u32,
+        /// The most a worker's status page has room for.
+        max: u32,
+    },
+    /// A memory limit a worker cannot even start under.
+    #[error("memory limit {:.1} MiB is below the {:.0} MiB a worker needs to start", mib(*limit), mib(*min))]
+    MemoryLimitTooSmall {
+        /// The limit, in bytes.
+        limit: u64,
+        /// The smallest that works, in bytes.
+        min: u64,
+    },
+    /// A shard that does not exist.
+    #[error("shard {k}/{n}: K must be below N")]
+    Shard {
+        /// The shard.
+        k: u32,
+        /// The shard count.
+        n: u32,
+    },
+    /// Resume without a results file to resume from.
+    #[error("resume needs a results file")]
+    ResumeWithoutResults,
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1 << 20)
+}
+
+/// The most workers a pool takes.
+const MAX_WORKERS: usize = 4096;
 
 /// The smallest address-space limit a worker is given: below it, start-up itself fails (the
 /// small worker needs about 6 MiB of address space, `bulkhead` serving as its own about 8),
@@ -262,30 +312,26 @@ impl PoolBuilder {
         if std::env::var_os(worker::env::WORKER).is_some() {
             return Err(PoolError::InWorker);
         }
-        if self.workers == 0 || self.workers > 4096 {
-            return Err(PoolError::Invalid(format!("workers must be 1 to 4096, not {}", self.workers)));
+        if self.workers == 0 || self.workers > MAX_WORKERS {
+            return Err(SettingError::Workers { given: self.workers, max: MAX_WORKERS }.into());
         }
         if self.attempts == 0 {
-            return Err(PoolError::Invalid("attempts must be at least 1".into()));
+            return Err(SettingError::NoAttempts.into());
         }
         if self.threads_per_worker == 0 || self.threads_per_worker > shared::shm::MAX_SLOTS {
-            return Err(PoolError::Invalid(format!("threads per worker must be 1 to {}", shared::shm::MAX_SLOTS)));
+            let (given, max) = (self.threads_per_worker, shared::shm::MAX_SLOTS);
+            return Err(SettingError::ThreadsPerWorker { given, max }.into());
         }
         if let Some(limit) = self.memory_limit
             && limit < MIN_MEMORY_LIMIT
             && self.mode == Mode::Process
         {
-            let mib = |b: u64| b as f64 / f64::from(1 << 20);
-            return Err(PoolError::Invalid(format!(
-                "memory limit {:.1} MiB is below the {:.0} MiB a worker needs to start",
-                mib(limit),
-                mib(MIN_MEMORY_LIMIT)
-            )));
+            return Err(SettingError::MemoryLimitTooSmall { limit, min: MIN_MEMORY_LIMIT }.into());
         }
         if let Some((k, n)) = self.shard
             && (n == 0 || k >= n)
         {
-            return Err(PoolError::Invalid(format!("shard {k}/{n}: K must be below N")));
+            return Err(SettingError::Shard { k, n }.into());
         }
         let program = match &self.program {
             Some(p) => p.clone(),
@@ -367,7 +413,7 @@ impl<H: Handler> Pool<H> {
                 (Some(j), r)
             }
             None if c.resume => {
-                return Err(PoolError::Invalid("resume needs a results file".into()));
+                return Err(SettingError::ResumeWithoutResults.into());
             }
             None => (None, Resumed::default()),
         };
@@ -721,6 +767,6 @@ mod tests {
         }
         drop(tx);
         assert!(run.next().is_none());
-        assert_eq!(run.summary().stop, Some(StopReason::Completed));
+        assert!(matches!(run.summary().stop, Some(StopReason::Completed)));
     }
 }

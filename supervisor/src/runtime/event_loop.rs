@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use nix::sys::signal::Signal;
 
-use crate::engine::{Action, Engine, Event, Interrupt, Probe, Sink};
+use crate::engine::{Action, Engine, Event, Interrupt, Probe, Sink, SpawnError};
 use crate::input::source::{Pull, TaskSource};
 use crate::runtime::signals::{Sig, Signals};
 use crate::runtime::tally::TallyReport;
@@ -75,7 +75,7 @@ impl PollSet {
 /// Where the engine's actions are carried out: worker processes or threads.
 pub trait Backend: Probe {
     /// Starts a worker in `slot`; its pid (0 for a thread).
-    fn spawn(&mut self, slot: usize) -> Result<u32, String>;
+    fn spawn(&mut self, slot: usize) -> Result<u32, SpawnError>;
     /// Sends the slot's unsent assignments.
     fn dispatch(&mut self, slot: usize, engine: &mut Engine);
     /// Asks the slot's worker to finish and exit.
@@ -253,9 +253,9 @@ impl<'a> Runtime<'a> {
                     self.source_open = false;
                     self.engine.input_ended(now, sink, &mut self.actions);
                 }
-                Pull::Failed(msg) => {
+                Pull::Failed(error) => {
                     self.source_open = false;
-                    self.engine.input_failed(msg, now, sink, &mut self.actions);
+                    self.engine.input_failed(error, now, sink, &mut self.actions);
                 }
             }
         }

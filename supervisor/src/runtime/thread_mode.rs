@@ -33,7 +33,7 @@ use worker::{Handler, TaskContext};
 
 use crate::engine::ExitCause;
 use crate::engine::lifecycle::RunEvent;
-use crate::engine::{Engine, Event, Probe};
+use crate::engine::{Engine, Event, Probe, SpawnError};
 use crate::runtime::tally::{Tally, TallyReport};
 use crate::runtime::{Backend, Cx, PollSet};
 
@@ -334,7 +334,7 @@ impl<H: Handler> Probe for ThreadBackend<H> {
 }
 
 impl<H: Handler> Backend for ThreadBackend<H> {
-    fn spawn(&mut self, slot: usize) -> Result<u32, String> {
+    fn spawn(&mut self, slot: usize) -> Result<u32, SpawnError> {
         let inc = self.next_incarnation;
         self.next_incarnation += 1;
         let (tx, rx) = channel();
@@ -347,7 +347,7 @@ impl<H: Handler> Backend for ThreadBackend<H> {
         std::thread::Builder::new()
             .name(format!("bulkhead-thread-{slot}"))
             .spawn(move || thread_main(handler, shared, slot, inc, rx, p))
-            .map_err(|e| format!("cannot start a thread: {e}"))?;
+            .map_err(SpawnError::Thread)?;
         self.slots[slot] = Some(ThreadSlot { incarnation: inc, tx, page });
         Ok(std::process::id())
     }

@@ -19,7 +19,7 @@ use shared::shm::{self, SlotState as PageState};
 use worker::statuspage::StatusPage;
 
 use crate::engine::ExitCause;
-use crate::engine::{Engine, Event, Probe};
+use crate::engine::{Engine, Event, Probe, SpawnError};
 use crate::runtime::process::spawn::{SpawnConfig, spawn_worker};
 use crate::runtime::{Backend, Cx, PollSet};
 
@@ -127,8 +127,13 @@ impl ProcessBackend {
                         return;
                     }
                 };
-                if let Err(detail) = deliver(slot, body, cx) {
+                if let Err(e) = deliver(slot, body, cx) {
                     conn.reading = false;
+                    // The detail goes into the crash record: the error with its cause.
+                    let detail = match std::error::Error::source(&e) {
+                        Some(source) => format!("{e}: {source}"),
+                        None => e.to_string(),
+                    };
                     cx.engine.handle(Event::ChannelEnded { slot, detail: Some(detail) }, cx.now, cx.sink, cx.out);
                     return;
                 }
@@ -212,7 +217,7 @@ impl ProcessBackend {
 }
 
 /// Hands one frame from a worker to the engine; an error describes a protocol violation.
-fn deliver(slot: usize, body: &[u8], cx: &mut Cx<'_>) -> Result<(), String> {
+fn deliver(slot: usize, body: &[u8], cx: &mut Cx<'_>) -> Result<(), frame::FrameError> {
     if let Some(version) = proto::peek_version(body)
         && version != PROTOCOL_VERSION
     {
@@ -223,10 +228,7 @@ fn deliver(slot: usize, body: &[u8], cx: &mut Cx<'_>) -> Result<(), String> {
         cx.engine.fatal(msg, cx.now, cx.sink, cx.out);
         return Ok(());
     }
-    let msg = frame::decode::<FromWorker>(body).map_err(|e| {
-        let source = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
-        format!("{e}{source}")
-    })?;
+    let msg = frame::decode::<FromWorker>(body)?;
     let ev = match msg {
         FromWorker::Ready(_) => Event::Ready { slot },
         FromWorker::Results(outcomes) => {
@@ -247,8 +249,9 @@ impl Probe for ProcessBackend {
 }
 
 impl Backend for ProcessBackend {
-    fn spawn(&mut self, slot: usize) -> Result<u32, String> {
-        let s = spawn_worker(&self.cfg).map_err(|e| format!("cannot start {}: {e}", self.cfg.program.exe.display()))?;
+    fn spawn(&mut self, slot: usize) -> Result<u32, SpawnError> {
+        let s = spawn_worker(&self.cfg)
+            .map_err(|source| SpawnError::Process { exe: self.cfg.program.exe.clone(), source })?;
         let pid = s.pid;
         self.conns[slot] = Some(Conn {
             pid,

@@ -1,0 +1,157 @@
+//! What can be wrong with a run's input, as data: the place (a line of a file or stream, or
+//! the position of a task given to the library) and the problem, so that callers decide on
+//! hints and exit codes by matching variants, never by reading messages.
+
+use std::fmt;
+
+/// Where in the input a problem is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// A line of a task file or stream, from 1.
+    Line(u64),
+    /// A task handed to the library, from 1 in submission order.
+    Task(u64),
+    /// The input as a whole (it could not be read at all).
+    Input,
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Place::Line(n) => write!(f, "line {n}"),
+            Place::Task(n) => write!(f, "task {n}"),
+            Place::Input => f.write_str("the input"),
+        }
+    }
+}
+
+/// How a task got its id; a duplicate's hint depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdOrigin {
+    /// Written in the task.
+    Given,
+    /// A hash of the task's content, because it had none.
+    Content,
+    /// A hash of the command a `--cmd` template made of the line.
+    Command,
+}
+
+/// What is wrong with one task.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    /// Not JSON, or JSON but not an object of the expected shape.
+    #[error("not a JSON task object")]
+    NotJson(#[source] serde_json::Error),
+    /// A field no task kind has (a misspelt `fualt` must not pass silently).
+    #[error("unknown field '{0}'")]
+    UnknownField(String),
+    /// `id` of another JSON type.
+    #[error("'id' must be a string, not {0}")]
+    IdNotString(String),
+    /// `"id": ""`.
+    #[error("'id' must not be empty")]
+    EmptyId,
+    /// No `kind`.
+    #[error("missing field 'kind'")]
+    MissingKind,
+    /// A `kind` that is not built in.
+    #[error("unknown kind '{0}' (expected noop, sleep, sum_squares, scan or shell)")]
+    UnknownKind(String),
+    /// A field the kind needs is absent.
+    #[error("kind '{kind}' needs field '{field}'")]
+    MissingField {
+        /// The task's kind.
+        kind: &'static str,
+        /// The field.
+        field: &'static str,
+    },
+    /// A field of another kind.
+    #[error("field '{field}' does not apply to kind '{kind}'")]
+    FieldNotForKind {
+        /// The task's kind.
+        kind: &'static str,
+        /// The field.
+        field: &'static str,
+    },
+    /// A `scan` pattern that does not compile.
+    #[error("bad pattern")]
+    BadPattern(#[source] regex::Error),
+    /// A fault name that is not known.
+    #[error(transparent)]
+    UnknownFault(#[from] shared::task::UnknownFault),
+    /// `fault_attempts` without `fault`.
+    #[error("field 'fault_attempts' needs a 'fault'")]
+    AttemptsWithoutFault,
+    /// `fault_attempts: 0`.
+    #[error("'fault_attempts' must be at least 1")]
+    ZeroFaultAttempts,
+    /// A `--cmd` line that is not UTF-8.
+    #[error("not valid UTF-8")]
+    NotUtf8,
+    /// An id seen before in the batch.
+    #[error("duplicate id '{id}'{}", duplicate_hint(*.origin))]
+    DuplicateId {
+        /// The id.
+        id: String,
+        /// How the task got it.
+        origin: IdOrigin,
+    },
+    /// A task that does not encode into a frame.
+    #[error("cannot encode it")]
+    Encode(#[source] postcard::Error),
+    /// A line over the length limit.
+    #[error("line longer than {0} bytes")]
+    TooLong(usize),
+    /// The input could not be read.
+    #[error("cannot read")]
+    Read(#[source] std::io::Error),
+    /// The reader thread ended without saying why (it panicked).
+    #[error("the input reader stopped")]
+    ReaderStopped,
+}
+
+/// A repeated id is most often not a mistake in the ids themselves: say how it came about and
+/// how to run both.
+fn duplicate_hint(origin: IdOrigin) -> &'static str {
+    match origin {
+        IdOrigin::Given => "",
+        IdOrigin::Content => {
+            " (a task without an \"id\" is named by a hash of its content, so identical tasks are one \
+             task; give each an \"id\" to run both)"
+        }
+        IdOrigin::Command => {
+            " (with --cmd, a task's id is a hash of its command: this line repeats an earlier command; \
+             put {#} in --cmd to run each line, repeats included)"
+        }
+    }
+}
+
+/// A problem at its place in the input. Its message names both (`line 3: bad pattern`); its
+/// source is the problem's own cause (the JSON or regex error), so a printed chain says each
+/// thing once.
+#[derive(Debug)]
+pub struct InputError {
+    /// Where.
+    pub place: Place,
+    /// What.
+    pub problem: Problem,
+}
+
+impl InputError {
+    /// `problem` at `place`.
+    pub fn new(place: Place, problem: Problem) -> Self {
+        Self { place, problem }
+    }
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.place, self.problem)
+    }
+}
+
+impl std::error::Error for InputError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.problem)
+    }
+}
