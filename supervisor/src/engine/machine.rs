@@ -9,12 +9,13 @@ use shared::record::{Crash, Status};
 use shared::shm::SlotState as PageState;
 use shared::task::FaultKind;
 
+use crate::engine::blame::{self, Death, Verdict};
 use crate::engine::inject::Inject;
 use crate::engine::lifecycle::RunEvent;
 use crate::engine::restart::RestartTracker;
 use crate::engine::{
-    Action, Counts, Ending, EngineConfig, Event, ExitCause, Finished, Interrupt, Job, KillReason,
-    MAX_INFLIGHT_PER_THREAD, Probe, Sink, SlotState, SpawnError, StopReason, cause,
+    Action, Counts, Ending, EngineConfig, Event, Finished, Interrupt, Job, KillReason, MAX_INFLIGHT_PER_THREAD, Probe,
+    Sink, SlotState, SpawnError, StopReason,
 };
 use crate::input::error::InputError;
 
@@ -299,7 +300,8 @@ impl Engine {
             }
             Event::ChannelEnded { slot, detail } => self.on_channel_ended(slot, detail, now),
             Event::Reaped { slot, pid, exit, executing, culprit, stderr_tail } => {
-                self.on_reaped(slot, pid, exit, &executing, culprit, &stderr_tail, now, sink)
+                let death = Death { pid, exit, executing: &executing, culprit, stderr_tail: &stderr_tail };
+                self.on_reaped(slot, death, now, sink)
             }
             Event::Interrupt(i) => self.on_interrupt(i, now, out),
         }
@@ -436,36 +438,40 @@ impl Engine {
         s.state = SlotState::Terminating { pid, reason, kill_at };
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn on_reaped(
-        &mut self,
-        slot: usize,
-        pid: u32,
-        exit: ExitCause,
-        executing: &[u64],
-        culprit: Option<u64>,
-        stderr_tail: &str,
-        now: u64,
-        sink: &mut dyn Sink,
-    ) {
-        if self.slots[slot].state.pid() != Some(pid) {
+    fn on_reaped(&mut self, slot: usize, death: Death<'_>, now: u64, sink: &mut dyn Sink) {
+        if self.slots[slot].state.pid() != Some(death.pid) {
             return;
         }
-        // A worker we were ending dies for our reason; any other death (a closed connection
-        // included, which is usually the death arriving first) has the kernel's cause.
-        let reason = match &self.slots[slot].state {
+        let killed_for = match &self.slots[slot].state {
             SlotState::Terminating { reason, .. } => Some(reason.clone()),
             _ => None,
         };
         let panic = self.slots[slot].panic.take();
-        let clean = reason == Some(KillReason::Shutdown) && exit == ExitCause::Exited(0);
-        let crash = match &reason {
-            Some(r) => r.is_crash(),
-            None => true,
-        };
-        let cause = cause::crash_cause(exit, reason.as_ref(), panic.as_ref(), stderr_tail);
-        if crash {
-            *self.counts.crashes.entry(cause.name()).or_default() += 1;
+        let verdict = blame::judge(&death, killed_for.as_ref(), panic.as_ref());
+        if verdict.crash {
+            *self.counts.crashes.entry(verdict.cause.name()).or_default() += 1;
+        }
+        self.log_death(slot, death.pid, &verdict);
+        let blamed_id = verdict.blamed.first().and_then(|seq| self.inflight_id(slot, *seq)).map(str::to_string);
+        self.emit(sink, now, || RunEvent::WorkerExited {
+            worker: slot,
+            pid: death.pid,
+            clean: verdict.clean,
+            cause: (!verdict.clean).then(|| verdict.cause.clone()),
+            task: blamed_id,
+        });
+        self.settle_inflight(slot, &death, &verdict, now, sink);
+        if verdict.crash {
+            self.after_death(slot, false, now, &verdict.cause.to_string());
+        } else {
+            // Shutdowns, drains and give-ups only happen while the run is ending.
+            self.slots[slot].state = SlotState::Stopped;
+        }
+    }
+
+    fn log_death(&self, slot: usize, pid: u32, verdict: &Verdict) {
+        let cause = &verdict.cause;
+        if verdict.crash {
             // A batch with injected faults may see thousands of deaths: the first few are
             // worth a line each, the rest are counted in the summary and the events.
             let n = self.counts.crashes_total();
@@ -477,34 +483,20 @@ impl Engine {
             } else {
                 log::info!("worker {slot} (pid {pid}) died: {cause}");
             }
-        } else if !clean {
+        } else if !verdict.clean {
             log::info!("worker {slot} (pid {pid}) ended: {cause}");
         }
-        // Whom to blame: the timed-out task; else the task the worker itself named (panic
-        // report, or the fatal-signal handler in hybrid mode); else whatever the status page
-        // shows executing. Tasks that were only queued at the worker are not charged.
-        let blamed: Vec<u64> = if !crash {
-            Vec::new()
-        } else if let Some(KillReason::Timeout { seq, .. }) = reason {
-            vec![seq]
-        } else if let Some(seq) = culprit.or(panic.as_ref().and_then(|p| p.seq)) {
-            vec![seq]
-        } else {
-            executing.to_vec()
-        };
-        let blamed_id = blamed.first().and_then(|seq| self.inflight_id(slot, *seq)).map(str::to_string);
-        self.emit(sink, now, || RunEvent::WorkerExited {
-            worker: slot,
-            pid,
-            clean,
-            cause: (!clean).then(|| cause.clone()),
-            task: blamed_id,
-        });
+    }
+
+    /// Carries out a verdict on the dead worker's tasks: the blamed ones are charged (and
+    /// quarantined when out of attempts), every other one goes back to the front of the queue
+    /// uncharged.
+    fn settle_inflight(&mut self, slot: usize, death: &Death<'_>, verdict: &Verdict, now: u64, sink: &mut dyn Sink) {
         let s = &mut self.slots[slot];
         let sent = s.sent;
         // Tasks queued ahead of the executing one were finished, their results unsent: the
         // worker was doing good work, and its death is no sign of a crash loop.
-        if let Some(p) = executing.iter().filter_map(|seq| s.inflight.iter().position(|f| f.seq == *seq)).min() {
+        if let Some(p) = death.executing.iter().filter_map(|seq| s.inflight.iter().position(|f| f.seq == *seq)).min() {
             s.completed += p as u64;
         }
         if s.inflight.len() > 1 {
@@ -514,10 +506,10 @@ impl Engine {
         s.sent = 0;
         let mut back = Vec::with_capacity(inflight.len());
         for (i, mut f) in inflight.into_iter().enumerate() {
-            let charged = i < sent && blamed.contains(&f.seq);
+            let charged = i < sent && verdict.blamed.contains(&f.seq);
             if charged {
                 f.task.charged += 1;
-                f.task.crashes.push(Crash { attempt: f.attempt, pid, cause: cause.clone() });
+                f.task.crashes.push(Crash { attempt: f.attempt, pid: death.pid, cause: verdict.cause.clone() });
             }
             if charged && f.task.charged >= self.cfg.attempts {
                 self.counts.quarantined += 1;
@@ -544,12 +536,6 @@ impl Engine {
         // Back to the front, in their order: the replacement picks them up first.
         for task in back.into_iter().rev() {
             self.retry.push_front(task);
-        }
-        if crash {
-            self.after_death(slot, false, now, &cause.to_string());
-        } else {
-            // Shutdowns, drains and give-ups only happen while the run is ending.
-            self.slots[slot].state = SlotState::Stopped;
         }
     }
 

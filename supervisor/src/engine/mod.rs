@@ -9,6 +9,7 @@
 //! happen once per task and must not cost an allocation each: final records, whose output
 //! bytes are borrowed from the frame they arrived in, and events.
 
+pub mod blame;
 pub mod cause;
 pub mod config;
 pub mod inject;
