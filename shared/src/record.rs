@@ -162,52 +162,76 @@ pub struct Record<O> {
     pub crashes: Vec<Crash>,
 }
 
-impl<O> Record<O> {
-    /// A record for a task that ended with `result` after `attempts` attempts.
-    pub fn new(id: String, attempts: u32, ms: Option<f64>, result: Result<O, TaskError>, crashes: Vec<Crash>) -> Self {
-        match result {
-            Ok(output) => Self {
-                id,
-                status: Status::Ok,
-                attempts,
-                ms,
-                output: Some(output),
-                error: None,
-                stdout: None,
-                stderr: None,
-                crashes,
-            },
-            Err(e) => Self {
-                id,
-                status: Status::Failed,
-                attempts,
-                ms,
-                output: None,
-                error: Some(e.message),
-                stdout: e.stdout,
-                stderr: e.stderr,
-                crashes,
-            },
+/// How a task ended, with what it ended with: the one input from which both [`Record`] and
+/// [`RecordRef`] are built, so that which field carries what is decided in one place.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Conclusion<O, E> {
+    /// The handler returned this output.
+    Ok(O),
+    /// The handler reported this error.
+    Failed(E),
+    /// Every attempt crashed.
+    Quarantined,
+}
+
+impl<O, E> Conclusion<O, E> {
+    /// The status it is recorded with.
+    pub fn status(&self) -> Status {
+        match self {
+            Conclusion::Ok(_) => Status::Ok,
+            Conclusion::Failed(_) => Status::Failed,
+            Conclusion::Quarantined => Status::Quarantined,
         }
     }
 
-    /// A record for a task that crashed on every attempt.
-    pub fn quarantined(id: String, attempts: u32, crashes: Vec<Crash>) -> Self {
-        Self {
-            id,
-            status: Status::Quarantined,
-            attempts,
-            ms: None,
-            output: None,
-            error: None,
-            stdout: None,
-            stderr: None,
-            crashes,
+    /// The same conclusion, borrowed.
+    pub fn as_ref(&self) -> Conclusion<&O, &E> {
+        match self {
+            Conclusion::Ok(o) => Conclusion::Ok(o),
+            Conclusion::Failed(e) => Conclusion::Failed(e),
+            Conclusion::Quarantined => Conclusion::Quarantined,
         }
     }
 }
 
 impl<O> Record<O> {
+    /// A record for a task that ended with `result` after `attempts` attempts.
+    pub fn new(id: String, attempts: u32, ms: Option<f64>, result: Result<O, TaskError>, crashes: Vec<Crash>) -> Self {
+        let end = match result {
+            Ok(o) => Conclusion::Ok(o),
+            Err(e) => Conclusion::Failed(e),
+        };
+        Self::concluded(id, attempts, ms, end, crashes)
+    }
+
+    /// A record for a task that crashed on every attempt.
+    pub fn quarantined(id: String, attempts: u32, crashes: Vec<Crash>) -> Self {
+        Self::concluded(id, attempts, None, Conclusion::Quarantined, crashes)
+    }
+
+    /// The record of a task that ended as `end`, the same fields [`RecordRef::concluded`]
+    /// fills; a quarantined task has no time.
+    pub fn concluded(
+        id: String,
+        attempts: u32,
+        ms: Option<f64>,
+        end: Conclusion<O, TaskError>,
+        crashes: Vec<Crash>,
+    ) -> Self {
+        let status = end.status();
+        let (output, error) = match end {
+            Conclusion::Ok(o) => (Some(o), None),
+            Conclusion::Failed(e) => (None, Some(e)),
+            Conclusion::Quarantined => (None, None),
+        };
+        let (error, stdout, stderr) = match error {
+            Some(e) => (Some(e.message), e.stdout, e.stderr),
+            None => (None, None, None),
+        };
+        let ms = if status == Status::Quarantined { None } else { ms };
+        Self { id, status, attempts, ms, output, error, stdout, stderr, crashes }
+    }
+
     /// A borrowed view, which serializes exactly as the record does.
     pub fn as_ref(&self) -> RecordRef<'_, O> {
         RecordRef {
@@ -252,6 +276,36 @@ pub struct RecordRef<'a, O> {
     /// Its crashes.
     #[serde(skip_serializing_if = "<[Crash]>::is_empty")]
     pub crashes: &'a [Crash],
+}
+
+impl<'a, O> RecordRef<'a, O> {
+    /// The view of a task that ended as `end`, the same fields [`Record::concluded`] fills;
+    /// a quarantined task has no time.
+    pub fn concluded(
+        id: &'a str,
+        attempts: u32,
+        ms: Option<f64>,
+        end: Conclusion<&'a O, &'a TaskError>,
+        crashes: &'a [Crash],
+    ) -> Self {
+        let status = end.status();
+        let (output, error) = match end {
+            Conclusion::Ok(o) => (Some(o), None),
+            Conclusion::Failed(e) => (None, Some(e)),
+            Conclusion::Quarantined => (None, None),
+        };
+        RecordRef {
+            id,
+            status,
+            attempts,
+            ms: if status == Status::Quarantined { None } else { ms },
+            output,
+            error: error.map(|e| e.message.as_str()),
+            stdout: error.and_then(|e| e.stdout.as_deref()),
+            stderr: error.and_then(|e| e.stderr.as_deref()),
+            crashes,
+        }
+    }
 }
 
 impl<O: Clone> RecordRef<'_, O> {
@@ -314,5 +368,11 @@ mod tests {
         // The borrowed view writes the same bytes.
         assert_eq!(serde_json::to_string(&r.as_ref()).unwrap(), serde_json::to_string(&r).unwrap());
         assert_eq!(r.as_ref().to_owned(), r);
+        // Built from the same conclusion, the two agree field for field.
+        let e = TaskError::new("exit status 2");
+        let owned: Record<u8> = Record::concluded("b".into(), 1, Some(2.0), Conclusion::Failed(e.clone()), vec![]);
+        assert_eq!(RecordRef::concluded("b", 1, Some(2.0), Conclusion::Failed(&e), &[]).to_owned(), owned);
+        let q: Record<u8> = Record::concluded("q".into(), 3, Some(9.0), Conclusion::Quarantined, vec![]);
+        assert_eq!((q.status, q.ms), (Status::Quarantined, None));
     }
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shared::exit;
 use shared::proto::TaskError;
-use shared::record::{Record, RecordRef, Status};
+use shared::record::{Conclusion, Record, RecordRef};
 use worker::Handler;
 
 use crate::engine::inject::Inject;
@@ -501,40 +501,19 @@ struct RunSink<O> {
 impl<O: Serialize + DeserializeOwned> Sink for RunSink<O> {
     fn finished(&mut self, f: Finished<'_>) {
         let ms = f.micros.map(|m| m as f64 / 1000.0);
-        let (status, output, error) = match f.ending {
+        let end = match f.ending {
             Ending::Ok(bytes) => match postcard::from_bytes::<O>(bytes) {
-                Ok(o) => (Status::Ok, Some(o), None),
-                Err(e) => (Status::Failed, None, Some(TaskError::new(format!("undecodable output: {e}")))),
+                Ok(o) => Conclusion::Ok(o),
+                Err(e) => Conclusion::Failed(TaskError::new(format!("undecodable output: {e}"))),
             },
-            Ending::Failed(e) => (Status::Failed, None, Some(e)),
-            Ending::Quarantined => (Status::Quarantined, None, None),
-        };
-        let record = RecordRef {
-            id: f.id,
-            status,
-            attempts: f.attempts,
-            ms: if status == Status::Quarantined { None } else { ms },
-            output: output.as_ref(),
-            error: error.as_ref().map(|e| e.message.as_str()),
-            stdout: error.as_ref().and_then(|e| e.stdout.as_deref()),
-            stderr: error.as_ref().and_then(|e| e.stderr.as_deref()),
-            crashes: &f.crashes,
+            Ending::Failed(e) => Conclusion::Failed(e),
+            Ending::Quarantined => Conclusion::Quarantined,
         };
         if let Some(j) = self.journal.as_mut() {
-            j.write(&record);
+            j.write(&RecordRef::concluded(f.id, f.attempts, ms, end.as_ref(), &f.crashes));
         }
         if self.collect {
-            self.queue.push_back(Record {
-                id: f.id.to_string(),
-                status,
-                attempts: f.attempts,
-                ms: record.ms,
-                output,
-                error: error.as_ref().map(|e| e.message.clone()),
-                stdout: error.as_ref().and_then(|e| e.stdout.clone()),
-                stderr: error.as_ref().and_then(|e| e.stderr.clone()),
-                crashes: f.crashes,
-            });
+            self.queue.push_back(Record::concluded(f.id.to_string(), f.attempts, ms, end, f.crashes));
         }
     }
 
