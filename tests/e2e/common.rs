@@ -79,6 +79,16 @@ impl Sandbox {
         self.spawn_exe(Path::new(BIN), args, stdin)
     }
 
+    /// Starts `bulkhead` with more variables in its environment, as an engine sets them
+    /// (`JOB_COMPLETION_INDEX`).
+    pub fn spawn_env(&self, args: &[&str], env: &[(&str, &str)]) -> Running {
+        let mut c = self.cmd(args);
+        c.envs(env.iter().copied()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let child = c.spawn().expect("start bulkhead");
+        SUPERVISORS.lock().unwrap().get_or_insert_with(HashSet::new).insert(child.id());
+        Running { child: Some(child) }
+    }
+
     /// Starts another executable (a copy of `bulkhead`, an example) the same way.
     pub fn spawn_exe(&self, exe: &Path, args: &[&str], stdin: Option<&str>) -> Running {
         let mut c = self.cmd(args);
