@@ -23,11 +23,17 @@ static SUBREAPER: Once = Once::new();
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Waits until `cond` holds, polling; panics with `what` after [`PATIENCE`].
-pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    wait_for_up_to(what, PATIENCE, cond);
+}
+
+/// [`wait_for`] with a longer bound, for an outside system whose own settings say it takes
+/// longer (a Slurm cluster's scheduling intervals).
+pub fn wait_for_up_to(what: &str, patience: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     let mut pause = Duration::from_millis(1);
     while !cond() {
-        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
+        assert!(start.elapsed() < patience, "timed out waiting for {what} ({} s)", patience.as_secs());
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(50));
     }
