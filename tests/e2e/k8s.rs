@@ -9,7 +9,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -22,12 +22,7 @@ fn validator() -> Option<&'static Path> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         // BIN is TARGET/debug/bulkhead: the environment goes under this build's target/.
         let venv = Path::new(BIN).parent().and_then(Path::parent).expect("target dir").join("k8s-validate");
-        let out = Command::new("bash")
-            .arg(root.join(".ci/k8s-validate-setup.sh"))
-            .arg(&venv)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run bash: {e}"))?;
+        let out = output_of(Command::new("bash").arg(root.join(".ci/k8s-validate-setup.sh")).arg(&venv));
         let err = String::from_utf8_lossy(&out.stderr);
         if !out.status.success() {
             return Err(err.lines().last().unwrap_or("the setup script failed").to_string());
@@ -56,7 +51,7 @@ fn validate_files(cli: &Path, files: &[PathBuf], version: Option<&str>) -> Vec<S
     if let Some(v) = version {
         c.args(["-k", v]);
     }
-    let out = c.args(files).stdin(Stdio::null()).output().expect("run kubernetes-validate");
+    let out = output_of(c.args(files));
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "kubernetes-validate --strict {version:?} refused a manifest:\n{text}");
     files
@@ -94,15 +89,15 @@ fn validate(manifests: &[String]) -> Option<String> {
     assert!(minor >= 33, "the validator's newest Kubernetes is {newest}");
     let python = cli.with_file_name("python3");
     for (f, m) in files.iter().zip(manifests) {
-        let out = Command::new(&python)
-            .args([
-                "-c",
-                "import json,sys,yaml; j=yaml.safe_load(open(sys.argv[1])); \
+        let out = output_of(
+            Command::new(&python)
+                .args([
+                    "-c",
+                    "import json,sys,yaml; j=yaml.safe_load(open(sys.argv[1])); \
                  print(json.dumps(j['spec']['template']['spec']['containers'][0]['command']))",
-            ])
-            .arg(f)
-            .output()
-            .expect("run the validator's python");
+                ])
+                .arg(f),
+        );
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let parsed: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(parsed, command_of(m), "PyYAML reads another command line");
@@ -114,7 +109,7 @@ fn validate(manifests: &[String]) -> Option<String> {
 fn k8s(sb: &Sandbox, args: &[&str]) -> String {
     let mut all = vec!["k8s"];
     all.extend_from_slice(args);
-    let out = sb.cmd(&all).stdin(Stdio::null()).output().expect("run bulkhead k8s");
+    let out = output_of(&mut sb.cmd(&all));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "bulkhead k8s {args:?}:\n{err}");
     String::from_utf8(out.stdout).unwrap()
@@ -245,7 +240,7 @@ fn manifests_validate_strictly_for_kubernetes_1_33_and_the_newest() {
     let broken = manifests[0].replace("        status: \"True\"\n", "");
     assert_ne!(broken, manifests[0]);
     let f = sb.write("broken.yaml", &broken);
-    let out = Command::new(validator().unwrap()).args(["--strict", "-k", "1.33.0"]).arg(&f).output().unwrap();
+    let out = output_of(Command::new(validator().unwrap()).args(["--strict", "-k", "1.33.0"]).arg(&f));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success() && text.contains("'status' is a required property"), "{text}");
     eprintln!("{} manifests valid for Kubernetes 1.33 and {newest} (strict)", manifests.len());
@@ -427,11 +422,11 @@ fn apply_pipes_the_manifest_to_kubectl() {
         let mut args = vec!["k8s", "--apply"];
         args.extend_from_slice(&opts);
         let mut c = sb.cmd(&args);
-        c.env("PATH", path).stdin(Stdio::null());
+        c.env("PATH", path);
         if fail {
             c.env("FAKE_KUBECTL_EXIT", "1");
         }
-        c.output().unwrap()
+        output_of(&mut c)
     };
     let out = apply(&path, false);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -460,7 +455,7 @@ fn apply_pipes_the_manifest_to_kubectl() {
 #[test]
 fn help_names_the_options() {
     let sb = Sandbox::new();
-    let out = sb.cmd(&["k8s", "--help"]).output().unwrap();
+    let out = output_of(&mut sb.cmd(&["k8s", "--help"]));
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8_lossy(&out.stdout);
     for opt in ["--shards", "--image", "--volume", "--results", "--apply", "--parallelism", "RUN_ARGS"] {

@@ -25,7 +25,7 @@ fn count_lines(path: &Path) -> usize {
 
 /// A Slurm command's stdout; panics with its stderr when it fails.
 fn slurm_cmd(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).stdin(Stdio::null()).output().expect("run a Slurm command");
+    let out = output_of(Command::new(program).args(args));
     assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
