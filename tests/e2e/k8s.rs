@@ -418,6 +418,7 @@ fn apply_pipes_the_manifest_to_kubectl() {
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     let opts = ["/batch/tasks.jsonl", "--shards", "2", "--", "-j", "4"];
     let printed = k8s(&sb, &opts);
+    validate(std::slice::from_ref(&printed));
     let apply = |path: &str, fail: bool| {
         let mut args = vec!["k8s", "--apply"];
         args.extend_from_slice(&opts);
