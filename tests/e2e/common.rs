@@ -23,11 +23,17 @@ static SUBREAPER: Once = Once::new();
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Waits until `cond` holds, polling; panics with `what` after [`PATIENCE`].
-pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    wait_for_up_to(what, PATIENCE, cond);
+}
+
+/// [`wait_for`] with a longer bound, for an outside system whose own settings say it takes
+/// longer (a Slurm cluster's scheduling intervals).
+pub fn wait_for_up_to(what: &str, patience: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     let mut pause = Duration::from_millis(1);
     while !cond() {
-        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
+        assert!(start.elapsed() < patience, "timed out waiting for {what} ({} s)", patience.as_secs());
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(50));
     }
@@ -79,6 +85,15 @@ impl Sandbox {
         self.spawn_exe(Path::new(BIN), args, stdin)
     }
 
+    /// Starts `bulkhead` with more variables in its environment, as an engine sets them
+    /// (`JOB_COMPLETION_INDEX`).
+    pub fn spawn_env(&self, args: &[&str], env: &[(&str, &str)]) -> Running {
+        let mut c = self.cmd(args);
+        c.envs(env.iter().copied()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let child = spawn_ours(&mut c);
+        Running { child: Some(child) }
+    }
+
     /// Starts another executable (a copy of `bulkhead`, an example) the same way.
     pub fn spawn_exe(&self, exe: &Path, args: &[&str], stdin: Option<&str>) -> Running {
         let mut c = self.cmd(args);
@@ -99,8 +114,7 @@ impl Sandbox {
         c.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = c.spawn().expect("start bulkhead");
-        SUPERVISORS.lock().unwrap().get_or_insert_with(HashSet::new).insert(child.id());
+        let mut child = spawn_ours(&mut c);
         if let Some(input) = stdin {
             let mut w = child.stdin.take().unwrap();
             let input = input.to_string();
@@ -116,8 +130,7 @@ impl Sandbox {
     pub fn spawn_stdin(&self, args: &[&str]) -> (Running, std::process::ChildStdin) {
         let mut c = self.cmd(args);
         c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = c.spawn().expect("start bulkhead");
-        SUPERVISORS.lock().unwrap().get_or_insert_with(HashSet::new).insert(child.id());
+        let mut child = spawn_ours(&mut c);
         let stdin = child.stdin.take().unwrap();
         (Running { child: Some(child) }, stdin)
     }
@@ -206,6 +219,27 @@ impl Sandbox {
     }
 }
 
+/// Starts `c` as a child that a test waits for itself, registered so that the zombie check of a
+/// test running at the same time does not take it for an orphan and reap it: the lock is held
+/// from the spawn to the registration, and the check asks again under it before reaping.
+fn spawn_ours(c: &mut Command) -> Child {
+    let mut ours = SUPERVISORS.lock().unwrap();
+    let child = c.spawn().unwrap_or_else(|e| panic!("start {:?}: {e}", c.get_program()));
+    ours.get_or_insert_with(HashSet::new).insert(child.id());
+    child
+}
+
+/// Runs `c` to the end with its output collected (any program: a tool the test asks, a
+/// setup script), as [`spawn_ours`] starts it. Not bounded: for programs that end by
+/// themselves.
+pub fn output_of(c: &mut Command) -> Output {
+    let child = spawn_ours(c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()));
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("wait for {:?}: {e}", c.get_program()));
+    SUPERVISORS.lock().unwrap().get_or_insert_with(HashSet::new).remove(&pid);
+    out
+}
+
 /// Zombies whose parent is this test process and that are not supervisors a test is about
 /// to wait for: orphans of a run, reparented here because we are a subreaper. They are
 /// reaped as they are reported, so one test's leak does not fail the next.
@@ -227,7 +261,13 @@ fn orphan_zombies() -> Vec<(u32, String)> {
         let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
         if fields.len() > 1 && fields[0] == "Z" && fields[1] == me.to_string() && !ours.contains(&pid) {
             let name = stat[stat.find('(').unwrap() + 1..close].to_string();
+            // Asked again under the lock: a test may have started it since the census.
+            let ours = SUPERVISORS.lock().unwrap();
+            if ours.as_ref().is_some_and(|s| s.contains(&pid)) {
+                continue;
+            }
             let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+            drop(ours);
             if !expected.contains(&pid) {
                 out.push((pid, name));
             }

@@ -9,6 +9,7 @@ mod deaths;
 mod demo;
 mod faults;
 mod input;
+mod k8s;
 mod library;
 mod slurm;
 mod thread_mode;

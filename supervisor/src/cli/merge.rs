@@ -27,10 +27,7 @@ use crate::input::error::{IdOrigin, InputError, Problem};
 use crate::input::idset::IdSet;
 use crate::input::{CmdTemplate, Format};
 
-/// Exit code: some task of the list has no final record in any results file.
-pub const INCOMPLETE: i32 = 4;
-/// Exit code: a task has two final records, or a record names no task of the list.
-pub const INCONSISTENT: i32 = 5;
+pub use shared::exit::{INCOMPLETE, INCONSISTENT};
 
 /// How many ids a message lists before it only counts.
 const SHOWN: usize = 20;

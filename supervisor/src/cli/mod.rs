@@ -3,9 +3,11 @@
 
 pub mod compare;
 pub mod demo;
+mod k8s;
 mod merge;
 mod run;
 pub mod shard;
+mod sharded;
 mod slurm;
 mod status;
 pub mod units;
@@ -61,6 +63,8 @@ enum Command {
     Merge(merge::MergeArgs),
     /// Write (and submit) a Slurm array job that runs a batch as shards.
     Slurm(slurm::SlurmArgs),
+    /// Write (and apply) a Kubernetes Indexed Job that runs a batch as shards.
+    K8s(k8s::K8sArgs),
     /// Show what a running supervisor is doing.
     Status(StatusArgs),
 }
@@ -203,6 +207,7 @@ pub fn main() -> i32 {
         Command::Status(args) => status::status(args),
         Command::Merge(args) => merge::merge(args),
         Command::Slurm(args) => slurm::slurm(args),
+        Command::K8s(args) => k8s::k8s(args),
         Command::Report { events, output } => {
             let title = format!("bulkhead run: {}", events.display());
             match crate::report::render_file(&events, &title) {

@@ -11,11 +11,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use clap::{Args, Parser};
+use clap::Args;
 use shared::exit;
 
-use super::{Cli, Command as Sub, RunArgs};
-use crate::input::{CmdTemplate, Format, quote};
+use super::sharded::{self, Engine, Usage, absolute, find_on_path};
+use crate::input::quote;
 
 /// Options of `bulkhead slurm`.
 #[derive(Debug, Args)]
@@ -52,9 +52,7 @@ pub struct SlurmArgs {
     pub run_args: Vec<String>,
 }
 
-/// A command-line problem, reported before anything is submitted.
-#[derive(Debug)]
-struct Usage(String);
+const SLURM: Engine = Engine { command: "slurm", unit: "array task" };
 
 pub(super) fn slurm(args: SlurmArgs) -> i32 {
     let job = match Job::prepare(&args) {
@@ -128,40 +126,21 @@ impl Job {
         }
         let dir = absolute(&workdir, args.dir.as_deref().unwrap_or(Path::new(".")));
         let results = match &args.results {
-            Some(r) if !r.to_string_lossy().contains("{shard}") => {
-                return Err(Usage(format!(
-                    "--results {}: needs '{{shard}}' in it, or every shard would write the same file",
-                    r.display()
-                )));
+            Some(r) => {
+                sharded::check_results_template(r)?;
+                absolute(&workdir, r)
             }
-            Some(r) => absolute(&workdir, r),
             None => dir.join("results-{shard}.jsonl"),
         };
         if args.max_running == Some(0) {
             return Err(Usage("--max-running must be at least 1".into()));
         }
         let sbatch_lines = args.sbatch_args.iter().map(|a| directive(a)).collect::<Result<Vec<_>, _>>()?;
-        let run = check_run_args(&tasks, &args.run_args)?;
-        // The whole task file is checked now, as `run` would on each node: a bad line is
-        // better found before N jobs wait in the queue for it.
-        let format = match &run.cmd {
-            Some(t) => Format::Cmd(CmdTemplate::new(t)),
-            None => Format::Jsonl,
-        };
-        let file = std::fs::File::open(&tasks).map_err(|e| Usage(format!("cannot open {}: {e}", tasks.display())))?;
-        let count = crate::input::validate_file(&file, &format, None, 0)
-            .map(|c| c.tasks)
-            .map_err(|e| Usage(format!("{}, {}", args.tasks.display(), super::chain(&e))))?;
-        if count == 0 {
-            return Err(Usage(format!("{}: no tasks", args.tasks.display())));
-        }
-        let mut run_args = args.run_args.clone();
-        if !run.resume {
-            run_args.push("--resume".into());
-        }
-        let stem = tasks.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "batch".into());
+        let run = sharded::check_run_args(&SLURM, &tasks, &args.run_args)?;
+        sharded::check_task_file(&tasks, &args.tasks, run.cmd.as_deref())?;
+        let run_args = sharded::with_resume(&args.run_args, &run);
         Ok(Self {
-            script_path: dir.join(format!("bulkhead-{stem}.sbatch")),
+            script_path: dir.join(format!("bulkhead-{}.sbatch", sharded::stem(&tasks))),
             bulkhead,
             tasks,
             workdir,
@@ -244,25 +223,13 @@ impl Job {
     }
 
     fn stem(&self) -> String {
-        self.tasks.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "batch".into())
+        sharded::stem(&self.tasks)
     }
 
     /// The `bulkhead merge` that checks this batch once the array has ended.
     fn merge_command(&self) -> String {
-        let glob = self.results.to_string_lossy().replace("{shard}", "*");
         let out = self.dir.join(format!("{}-merged.jsonl", self.stem()));
-        let mut cmd = format!(
-            "{} merge {} --tasks {} -o {}",
-            quote(&self.bulkhead.to_string_lossy()),
-            // The glob is for the shell to expand: only the rest is quoted.
-            glob.split('*').map(quote).collect::<Vec<_>>().join("*"),
-            quote(&self.tasks.to_string_lossy()),
-            quote(&out.to_string_lossy())
-        );
-        if let Some(t) = &self.cmd {
-            cmd.push_str(&format!(" --cmd {}", quote(t)));
-        }
-        cmd
+        sharded::merge_command(&self.bulkhead.to_string_lossy(), &self.results, &self.tasks, &out, self.cmd.as_deref())
     }
 
     /// Writes the script into DIR and hands it to `sbatch --parsable`; returns the job id.
@@ -299,49 +266,6 @@ impl Job {
     }
 }
 
-/// What the run options say that the script must know.
-struct RunOptions {
-    resume: bool,
-    cmd: Option<String>,
-}
-
-/// Parses the run options as `bulkhead run` will on every node, so a typo fails here, once,
-/// and refuses those that the script sets or that shards would share.
-fn check_run_args(tasks: &Path, run_args: &[String]) -> Result<RunOptions, Usage> {
-    let argv = ["bulkhead".to_string(), "run".into(), tasks.to_string_lossy().into_owned()]
-        .into_iter()
-        .chain(run_args.iter().cloned());
-    let run: Box<RunArgs> = match Cli::try_parse_from(argv) {
-        Ok(Cli { command: Sub::Run(r), .. }) => r,
-        Ok(_) => unreachable!("the argv names `run`"),
-        Err(e) => {
-            let msg = e.to_string();
-            let first = msg.lines().next().unwrap_or(&msg).trim_start_matches("error: ").to_string();
-            return Err(Usage(format!("in the run options after '--': {first}")));
-        }
-    };
-    let set_here = [
-        (run.shard.is_some(), "--shard", "array task K runs shard K"),
-        (run.shards.is_some(), "--shards", "give the count as `bulkhead slurm --shards N`"),
-        (run.results.is_some(), "--results", "give it to `bulkhead slurm --results`, with '{shard}'"),
-        (run.control.is_some(), "--control", "shards on one node would share the socket"),
-    ];
-    if let Some((_, flag, why)) = set_here.iter().find(|(given, ..)| *given) {
-        return Err(Usage(format!("{flag} cannot be a run option here: {why}")));
-    }
-    for (path, flag) in [(&run.events, "--events"), (&run.report, "--report")] {
-        if let Some(p) = path
-            && !p.to_string_lossy().contains("{shard}")
-        {
-            return Err(Usage(format!(
-                "{flag} {}: needs '{{shard}}' in it, or the shards would overwrite each other",
-                p.display()
-            )));
-        }
-    }
-    Ok(RunOptions { resume: run.resume, cmd: run.cmd.clone() })
-}
-
 /// An sbatch option as an #SBATCH line reads it: sbatch splits the line at whitespace unless
 /// it is in double quotes, so a value with spaces is quoted (`--comment="a b"`).
 fn directive(arg: &str) -> Result<String, Usage> {
@@ -363,26 +287,16 @@ fn directive(arg: &str) -> Result<String, Usage> {
     }
 }
 
-/// `p` from `base`, without `.` components (they would show in every path of the script).
-fn absolute(base: &Path, p: &Path) -> PathBuf {
-    let joined = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
-    joined.components().filter(|c| *c != std::path::Component::CurDir).collect()
-}
-
 /// A job name Slurm shows plainly.
 fn sanitize(s: &str) -> String {
     s.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
 }
 
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(name)).find(|p| {
-        use std::os::unix::fs::PermissionsExt;
-        p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
+    use super::super::{Cli, Command as Sub};
     use super::*;
 
     fn args(dir: &Path, extra: &[&str]) -> SlurmArgs {
