@@ -12,3 +12,4 @@ mod input;
 mod library;
 mod slurm;
 mod thread_mode;
+mod words;

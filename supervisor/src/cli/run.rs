@@ -414,7 +414,9 @@ fn next_step(code: i32, s: &Summary, results: Option<&std::path::Path>) -> Optio
             if results.is_some() { " with --resume" } else { "" }
         ),
         (_, Some(R::Interrupted(_))) => match results {
-            Some(p) => format!("next: run the same command with --resume to continue (the records are in {})", p.display()),
+            Some(p) => {
+                format!("next: run the same command with --resume to continue (the records are in {})", p.display())
+            }
             None => "next: run again with --results FILE to make the run resumable; this one wrote to stdout, \
                      so rerun the tasks that have no record there"
                 .to_string(),
@@ -437,14 +439,19 @@ fn next_step(code: i32, s: &Summary, results: Option<&std::path::Path>) -> Optio
                 let more = if bad as usize > s.first_bad.len() { ", ..." } else { "" };
                 format!(" ({}{more})", s.first_bad.join(", "))
             };
-            let grep = match results {
-                Some(p) => format!("grep -v '\"status\":\"ok\"' {}", p.display()),
-                None => "their lines in the results on stdout".to_string(),
+            let where_ = match results {
+                Some(p) => format!("in {}: grep -v '\"status\":\"ok\"' {}", p.display(), p.display()),
+                None => "on stdout, with the others".to_string(),
             };
-            format!(
-                "next: {bad} task(s) did not end ok{named}; their records (error, crashes) are in {records}: {grep}; \
-                 --retry-failed retries failures within --attempts"
-            )
+            let mut line =
+                format!("next: {bad} task(s) did not end ok{named}; their records (error, crashes) are {where_}");
+            if s.counts.failed + s.previous_failed > 0 {
+                line.push_str("; --retry-failed retries a failure (not only a crash) within --attempts");
+            }
+            if s.counts.quarantined + s.previous_quarantined > 0 {
+                line.push_str("; a quarantined task crashed its worker on every attempt: its crashes say how");
+            }
+            line
         }
         _ => return None,
     };

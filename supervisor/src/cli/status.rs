@@ -93,6 +93,7 @@ fn started(unix: f64) -> String {
     let t = unix as libc::time_t;
     // SAFETY: localtime_r writes only into the struct it is given.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to live locals; localtime_r keeps neither.
     let ok = !unsafe { libc::localtime_r(&t, &mut tm) }.is_null();
     let ago = (now - unix).max(0.0);
     if ok {
