@@ -13,3 +13,4 @@ mod k8s;
 mod library;
 mod slurm;
 mod thread_mode;
+mod words;

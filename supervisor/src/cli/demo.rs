@@ -212,10 +212,19 @@ fn process_run(
 
 fn verdict(paint: Paint, s: &Summary, tasks: usize) {
     let c = &s.counts;
-    let lost = tasks as u64 - c.finished();
+    let unfinished = tasks as u64 - c.finished();
+    // A task without a record in process mode was not lost: the run stopped before it ended,
+    // and it is still to do.
+    let rest = match (unfinished, &s.stop) {
+        (0, _) => "none lost".to_string(),
+        (k, Some(StopReason::GaveUp(_))) => {
+            format!("{k} never finished: the run gave up before them (no record; --resume runs them)")
+        }
+        (k, _) => format!("{k} never finished: the run stopped before them (no record; --resume runs them)"),
+    };
     let n = |k: u64, one: &str, many: &str| format!("{k} {}", if k == 1 { one } else { many });
     println!(
-        "  {} {} ok, {} failed, {} quarantined, {lost} lost; {}, {}, in {:.1}s",
+        "  {} {} ok, {} failed, {} quarantined, {rest}; {}, {}, in {:.1}s",
         paint.bold("→"),
         c.ok,
         c.failed,

@@ -81,6 +81,13 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
         },
         Input::Stream => None,
     };
+    if matches!(input, Input::Stream) && io::stdin().is_terminal() {
+        // As `sort` or `cat` would, but a first-time user may not know it is waiting.
+        eprintln!(
+            "bulkhead: reading tasks from standard input (a terminal), one per line; \
+             end with Ctrl-D, or give a task file"
+        );
+    }
     let total = checked.as_ref().map(|c| c.tasks);
     let check_time = checked.as_ref().map(|_| check_started.elapsed());
     if args.mode == ModeArg::Thread {
@@ -157,6 +164,14 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
         eprintln!("bulkhead: error: cannot write the report {}: {e}", path.display());
         return exit::BAD_INPUT;
     }
+    // Opening a FIFO for writing blocks until something reads it: say so before it does.
+    for (flag, path) in [("--results", &args.results), ("--events", &args.events)] {
+        if let Some(p) = path
+            && std::fs::metadata(p).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()))
+        {
+            eprintln!("bulkhead: {flag} {} is a FIFO: waiting for a reader to open it", p.display());
+        }
+    }
     // The control socket lives in a fresh private directory unless a path is given.
     let rundir;
     let control = match &args.control {
@@ -206,9 +221,14 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
         }
         None => run,
     };
-    eprintln!("bulkhead: control socket {} (bulkhead status)", control.display());
+    // Said on a terminal, where someone may want to look; elsewhere only with -v.
+    if io::stderr().is_terminal() {
+        eprintln!("bulkhead: control socket {} (bulkhead status)", control.display());
+    } else {
+        log::info!("control socket {} (bulkhead status)", control.display());
+    }
     let summary = run.finish();
-    print_summary(&summary, check_time);
+    print_summary(&summary, total, check_time);
     if let (Some(path), Some(t)) = (&args.report, timeline) {
         let title = match &args.tasks {
             Some(p) => format!("bulkhead run {}", p.display()),
@@ -219,7 +239,11 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
             Err(e) => eprintln!("bulkhead: error: cannot write the report {}: {e}", path.display()),
         }
     }
-    summary.exit_code()
+    let code = summary.exit_code();
+    if let Some(line) = next_step(code, &summary, args.results.as_deref()) {
+        eprintln!("{line}");
+    }
+    code
 }
 
 /// Checks a whole regular file; pipes and terminals are checked as they stream.
@@ -280,13 +304,34 @@ fn pool_error(e: &PoolError) -> i32 {
     }
 }
 
-/// The summary line; its time and rate are the run's, and the check of a whole input file
-/// before it (a second pass over a big file) is said apart.
-fn print_summary(s: &Summary, check_time: Option<std::time::Duration>) {
+/// The summary, printed. Its words come from [`summary_lines`]; a failed run's last line,
+/// from [`next_step`].
+fn print_summary(s: &Summary, total: Option<u64>, check_time: Option<std::time::Duration>) {
+    for line in summary_lines(s, total, check_time) {
+        eprintln!("{line}");
+    }
+}
+
+/// The summary's lines: what the run did, counted from what it recorded. Its time and rate are
+/// the run's; the check of a whole input file before it (a second pass over a big file) is
+/// said apart. `total`: the tasks of a checked input file, for what never ran.
+fn summary_lines(s: &Summary, total: Option<u64>, check_time: Option<std::time::Duration>) -> Vec<String> {
     let c = &s.counts;
     let secs = s.elapsed.as_secs_f64();
-    let mut line =
-        format!("bulkhead: {} tasks: {} ok, {} failed, {} quarantined", c.finished(), c.ok, c.failed, c.quarantined);
+    let mut lines = Vec::new();
+    let poisoned = matches!(s.stop, Some(crate::engine::StopReason::Poisoned(_)));
+    let mut line = if poisoned {
+        // Not "N tasks: N ok": the records are there, but not all of them can be believed.
+        format!(
+            "bulkhead: {} tasks recorded ({} ok, {} failed, {} quarantined), but the shared state was poisoned",
+            c.finished(),
+            c.ok,
+            c.failed,
+            c.quarantined
+        )
+    } else {
+        format!("bulkhead: {} tasks: {} ok, {} failed, {} quarantined", c.finished(), c.ok, c.failed, c.quarantined)
+    };
     let previous = s.previous_ok + s.previous_failed + s.previous_quarantined;
     if previous > 0 {
         line.push_str(&format!(" (plus {previous} from earlier runs)"));
@@ -296,31 +341,45 @@ fn print_summary(s: &Summary, check_time: Option<std::time::Duration>) {
         let causes: Vec<String> = c.crashes.iter().map(|(k, v)| format!("{v} {k}")).collect();
         line.push_str(&format!("; {crashes} worker crashes ({}), {} restarts", causes.join(", "), c.restarts));
     }
+    if c.slots_retired > 0 {
+        line.push_str(&format!("; {} workers not started (the system's process limit)", c.slots_retired));
+    }
     line.push_str(&format!("; {secs:.2}s ({:.0} tasks/s)", c.finished() as f64 / secs.max(1e-9)));
     if let Some(t) = check_time.filter(|t| t.as_secs_f64() >= 0.01) {
         line.push_str(&format!(", after {:.2}s checking the input", t.as_secs_f64()));
     }
-    eprintln!("{line}");
+    lines.push(line);
+    let never_ran = |finished: u64| match total {
+        Some(t) => format!("{} never ran", t.saturating_sub(finished + previous)),
+        None => "the rest of the input was not read".to_string(),
+    };
     match &s.stop {
         Some(crate::engine::StopReason::GaveUp(msg)) => {
-            eprintln!("bulkhead: {msg}; finished results are kept, --resume continues")
+            lines.push(format!("bulkhead: {msg}; finished results are kept, --resume continues"))
         }
         Some(crate::engine::StopReason::BadInput(msg)) => {
-            eprintln!("bulkhead: error: {}; nothing after it was run", super::chain(&**msg))
+            lines.push(format!("bulkhead: error: {}; nothing after it was run", super::chain(&**msg)))
         }
         Some(crate::engine::StopReason::Interrupted(_)) => {
-            eprintln!("bulkhead: interrupted; unfinished tasks have no record, --resume runs them")
+            lines.push("bulkhead: interrupted; unfinished tasks have no record, --resume runs them".to_string())
         }
         Some(crate::engine::StopReason::Poisoned(_)) => {
             if let Some(t) = &s.tally {
-                eprintln!(
+                lines.push(format!(
+                    "bulkhead: {} ran before the poison (the tally counts them: trustworthy), {} ran after it \
+                     in a process whose shared state was corrupt (recorded, not counted: do not trust them), {}",
+                    t.trusted,
+                    t.untrusted,
+                    never_ran(c.finished())
+                ));
+                lines.push(format!(
                     "bulkhead: the shared tally {} (finished {}, ok {}, failed {}); {} later updates refused",
                     if t.consistent() { "adds up" } else { "is inconsistent" },
                     t.tally.finished,
                     t.tally.ok,
                     t.tally.failed,
                     t.refused
-                );
+                ));
             }
         }
         _ => {}
@@ -328,6 +387,73 @@ fn print_summary(s: &Summary, check_time: Option<std::time::Duration>) {
     if let Some(e) = &s.output_error
         && !s.broken_pipe
     {
-        eprintln!("bulkhead: error: {e}");
+        lines.push(format!("bulkhead: error: {e}"));
     }
+    lines
+}
+
+/// A failed run's last line: what to do next, chosen by how the run ended (its exit code and
+/// stop reason). `None` for a run that needs nothing done. A new ending gets its arm here.
+fn next_step(code: i32, s: &Summary, results: Option<&std::path::Path>) -> Option<String> {
+    use crate::engine::StopReason as R;
+    let records = results.map_or("stdout (the results)".to_string(), |p| p.display().to_string());
+    let line = match (code, &s.stop) {
+        (exit::OK, _) | (141, _) => return None,
+        (_, Some(R::Poisoned(_))) => "next: rerun in process mode (--mode process): a panicking task there \
+             takes down only its own worker, and its retry runs in a fresh one"
+            .to_string(),
+        (exit::BAD_INPUT, Some(R::BadInput(e))) => format!(
+            "next: fix {} of the input and run again{}",
+            e.place,
+            if results.is_some() { " with --resume (the tasks before it are recorded)" } else { "" }
+        ),
+        (exit::GAVE_UP, Some(R::GaveUp(_))) => format!(
+            "next: the causes are in the crashes above and in the records in {records}; \
+             if the workers died of the load, not of a bug, allow more with --max-restarts N/DUR, \
+             then run again{}",
+            if results.is_some() { " with --resume" } else { "" }
+        ),
+        (_, Some(R::Interrupted(_))) => match results {
+            Some(p) => {
+                format!("next: run the same command with --resume to continue (the records are in {})", p.display())
+            }
+            None => "next: run again with --results FILE to make the run resumable; this one wrote to stdout, \
+                     so rerun the tasks that have no record there"
+                .to_string(),
+        },
+        (exit::OUTPUT_FAILED, _) => format!(
+            "next: the output could not be written ({}): free the space or fix the path, then run again{}",
+            s.output_error.as_deref().unwrap_or("see above"),
+            if results.is_some() { " with --resume" } else { "" }
+        ),
+        (exit::TASKS_FAILED, _) if s.output_error.is_some() && !s.broken_pipe => format!(
+            "next: the output could not be written ({}): fix it, then run again{}",
+            s.output_error.as_deref().unwrap_or_default(),
+            if results.is_some() { " with --resume" } else { "" }
+        ),
+        (exit::TASKS_FAILED, _) => {
+            let bad = s.counts.failed + s.counts.quarantined + s.previous_failed + s.previous_quarantined;
+            let named = if s.first_bad.is_empty() {
+                String::new()
+            } else {
+                let more = if bad as usize > s.first_bad.len() { ", ..." } else { "" };
+                format!(" ({}{more})", s.first_bad.join(", "))
+            };
+            let where_ = match results {
+                Some(p) => format!("in {}: grep -v '\"status\":\"ok\"' {}", p.display(), p.display()),
+                None => "on stdout, with the others".to_string(),
+            };
+            let mut line =
+                format!("next: {bad} task(s) did not end ok{named}; their records (error, crashes) are {where_}");
+            if s.counts.failed + s.previous_failed > 0 {
+                line.push_str("; --retry-failed retries a failure (not only a crash) within --attempts");
+            }
+            if s.counts.quarantined + s.previous_quarantined > 0 {
+                line.push_str("; a quarantined task crashed its worker on every attempt: its crashes say how");
+            }
+            line
+        }
+        _ => return None,
+    };
+    Some(format!("bulkhead: {line}"))
 }

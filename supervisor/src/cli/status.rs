@@ -50,6 +50,11 @@ fn query(path: &Path) -> Result<StatusSnapshot, String> {
 
 fn print_snapshot(path: &Path, s: &StatusSnapshot) {
     println!("batch of pid {} ({} mode), running {:.1}s   [{}]", s.pid, s.mode, s.elapsed_s, path.display());
+    // Several runs of one user on one machine: what tells them apart is how each was started.
+    if !s.command.is_empty() {
+        println!("  command: {}", shell_words(&s.command));
+        println!("  started: {}   in {}", started(s.started_unix), s.cwd);
+    }
     println!(
         "  tasks: {} done ({} ok, {} failed, {} quarantined), {} running, {} queued, {:.0}/s",
         s.done, s.ok, s.failed, s.quarantined, s.running, s.queued, s.rate
@@ -67,5 +72,41 @@ fn print_snapshot(path: &Path, s: &StatusSnapshot) {
     for w in &s.workers {
         let pid = w.pid.map_or("-".to_string(), |p| p.to_string());
         println!("  {:<6} {:<8} {:<12} {}", w.slot, pid, w.state, w.tasks);
+    }
+}
+
+/// A command line as a shell would take it back: words with spaces or quotes in single quotes.
+fn shell_words(words: &[String]) -> String {
+    let quote = |w: &String| {
+        if !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%{}".contains(c)) {
+            w.clone()
+        } else {
+            format!("'{}'", w.replace('\'', "'\\''"))
+        }
+    };
+    words.iter().map(quote).collect::<Vec<_>>().join(" ")
+}
+
+/// A start time as local wall-clock time (`date`'s format), and how long ago.
+fn started(unix: f64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+    let t = unix as libc::time_t;
+    // SAFETY: localtime_r writes only into the struct it is given.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to live locals; localtime_r keeps neither.
+    let ok = !unsafe { libc::localtime_r(&t, &mut tm) }.is_null();
+    let ago = (now - unix).max(0.0);
+    if ok {
+        format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} ({ago:.0}s ago)",
+            tm.tm_year + 1900,
+            tm.tm_mon + 1,
+            tm.tm_mday,
+            tm.tm_hour,
+            tm.tm_min,
+            tm.tm_sec
+        )
+    } else {
+        format!("{ago:.0}s ago")
     }
 }

@@ -77,7 +77,9 @@ pub fn parse_size(s: &str) -> Result<u64, UnitError> {
         _ => return Err(UnitError::SizeUnit(s.into())),
     };
     let bytes = value * mult as f64;
-    if !bytes.is_finite() || !(1.0..=1e18).contains(&bytes) {
+    // Zero is a size; whether it is big enough is for the setting that takes it to say, so
+    // that `0` and `1` get the same answer.
+    if !bytes.is_finite() || !(0.0..=1e18).contains(&bytes) {
         return Err(UnitError::OutOfRange(s.into()));
     }
     Ok(bytes as u64)
@@ -110,6 +112,7 @@ mod tests {
         assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
         assert_eq!(parse_size("1.5k").unwrap(), 1536);
         assert!(parse_size("12X").is_err());
+        assert_eq!(parse_size("0").unwrap(), 0);
         assert_eq!(parse_rate("10/5s").unwrap(), (10, Duration::from_secs(5)));
         assert!(parse_rate("10").is_err());
     }

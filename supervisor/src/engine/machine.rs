@@ -251,8 +251,24 @@ impl Engine {
                     Some(source) => format!("{e}: {source}"),
                     None => e.to_string(),
                 };
-                log::error!("worker {slot}: {what}");
-                self.after_death(slot, true, now, &what);
+                let live = self.slots.iter().filter(|s| s.state.pid().is_some()).count();
+                if e.is_process_limit() && live > 0 && self.phase == Phase::Running {
+                    // The system allows no more: go on with the workers it allowed, say so
+                    // once, and leave this slot empty rather than count a crash loop.
+                    if self.counts.slots_retired == 0 {
+                        eprintln!(
+                            "bulkhead: worker {slot}: {what}: the system allows no more processes{}; \
+                             running with {live} of {} workers",
+                            process_limit_note(),
+                            self.slots.len()
+                        );
+                    }
+                    self.counts.slots_retired += 1;
+                    self.slots[slot].state = SlotState::Stopped;
+                } else {
+                    log::error!("worker {slot}: {what}");
+                    self.after_death(slot, true, now, &what);
+                }
             }
         }
         self.settle(now, sink, out);
@@ -828,6 +844,17 @@ impl Engine {
                 out.push(Action::Dispatch { slot });
             }
         }
+    }
+}
+
+/// The user's process limit, when there is one, for the message that names why a worker could
+/// not start (the other causes of EAGAIN, a cgroup's pids.max, have no such number at hand).
+fn process_limit_note() -> String {
+    match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NPROC) {
+        Ok((soft, _)) if soft != nix::sys::resource::RLIM_INFINITY => {
+            format!(" (ulimit -u is {soft}: processes and threads of this user)")
+        }
+        _ => String::new(),
     }
 }
 

@@ -183,6 +183,16 @@ pub enum SpawnError {
     Thread(#[source] std::io::Error),
 }
 
+impl SpawnError {
+    /// Whether the system refused for a limit on processes or threads (`fork` and `clone`
+    /// fail with EAGAIN at RLIMIT_NPROC, at the cgroup's pids.max, at the kernel's
+    /// threads-max): trying again at once cannot help, running with fewer workers can.
+    pub fn is_process_limit(&self) -> bool {
+        let (SpawnError::Process { source, .. } | SpawnError::Thread(source)) = self;
+        source.raw_os_error() == Some(libc::EAGAIN)
+    }
+}
+
 /// Why a run stopped.
 #[derive(Debug, Clone)]
 pub enum StopReason {
@@ -231,6 +241,9 @@ pub struct Counts {
     pub requeued: u64,
     /// Task attempts handed to workers.
     pub dispatched: u64,
+    /// Worker slots given up because the system allowed no more processes: the run went on
+    /// with the others.
+    pub slots_retired: u64,
 }
 
 impl Counts {

@@ -42,6 +42,12 @@ pub enum Problem {
     /// Not JSON, or JSON but not an object of the expected shape.
     #[error("not a JSON task object")]
     NotJson(#[source] serde_json::Error),
+    /// A line that opens a JSON array: the input is one JSON document, not one task per line.
+    #[error(
+        "a JSON array, not a task object: the input must hold one task per line (JSON Lines); \
+         `jq -c '.[]' FILE` turns an array into lines"
+    )]
+    Array,
     /// A field no task kind has (a misspelt `fualt` must not pass silently).
     #[error("unknown field '{0}'")]
     UnknownField(String),

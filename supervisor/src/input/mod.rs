@@ -180,6 +180,12 @@ const KINDS: [(&str, &[&str]); 5] = [
     ("shell", &["cmd"]),
 ];
 
+/// A line that is not a task object: one that opens a JSON array (a whole file written as one
+/// array, or an array on each line) gets its own problem, since its fix is the file's layout.
+fn not_json(text: &[u8], e: serde_json::Error) -> Problem {
+    if text.trim_ascii_start().starts_with(b"[") { Problem::Array } else { Problem::NotJson(e) }
+}
+
 /// Parses one task line (without its newline). `Ok(None)` for a blank line.
 pub fn parse_line(text: &[u8]) -> Result<Option<ParsedTask<'_>>, Problem> {
     // A byte-order mark, as some Windows editors write at the start of a file, is not content.
@@ -187,7 +193,7 @@ pub fn parse_line(text: &[u8]) -> Result<Option<ParsedTask<'_>>, Problem> {
     if text.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let line: Line = serde_json::from_slice(text).map_err(Problem::NotJson)?;
+    let line: Line = serde_json::from_slice(text).map_err(|e| not_json(text, e))?;
     if let Some(field) = line.unknown {
         return Err(Problem::UnknownField(field));
     }
@@ -832,7 +838,8 @@ mod tests {
         ));
         assert_eq!(err(r#"{"id":7,"kind":"noop"}"#), "'id' must be a string, not 7");
         assert_eq!(err(r#"{"kind":"noop","n":3}"#), "field 'n' does not apply to kind 'noop'");
-        assert!(matches!(parse_line(b"[1,2]"), Err(Problem::NotJson(_))));
+        assert!(matches!(parse_line(b"[1,2]"), Err(Problem::Array)));
+        assert!(matches!(parse_line(b"1"), Err(Problem::NotJson(_))));
     }
 
     #[test]

@@ -51,6 +51,15 @@ pub struct StatusSnapshot {
     pub stopping: Option<String>,
     /// Each worker slot.
     pub workers: Vec<WorkerStatus>,
+    /// The supervisor's command line, to tell one run of a user from another.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// When the run started, in seconds since the Unix epoch.
+    #[serde(default)]
+    pub started_unix: f64,
+    /// The directory it was started in.
+    #[serde(default)]
+    pub cwd: String,
 }
 
 /// One worker slot in a snapshot.
@@ -71,7 +80,11 @@ impl StatusSnapshot {
     pub fn of(engine: &Engine, now: u64, mode: Mode) -> Self {
         let c = engine.counts();
         let elapsed_s = engine.secs(now);
+        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         Self {
+            command: std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect(),
+            started_unix: (wall.as_secs_f64() - elapsed_s).max(0.0),
+            cwd: std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
             pid: std::process::id(),
             mode: if mode == Mode::Thread { "thread" } else { "process" }.into(),
             elapsed_s,
@@ -105,6 +118,9 @@ pub struct ControlServer {
     listener: Listener,
     path: PathBuf,
     uid: u32,
+    /// Connections dropped, by the stranger's uid (`None`: credentials unreadable). Each
+    /// stranger is logged once, at its first try; a thousand tries make one line and a count.
+    refused: BTreeMap<Option<u32>, u64>,
 }
 
 impl ControlServer {
@@ -143,7 +159,7 @@ impl ControlServer {
             .reclaim_name(true)
             .nonblocking(ListenerNonblockingMode::Accept)
             .create_sync()?;
-        Ok(Self { listener, path: path.to_path_buf(), uid: nix::unistd::geteuid().as_raw() })
+        Ok(Self { listener, path: path.to_path_buf(), uid: nix::unistd::geteuid().as_raw(), refused: BTreeMap::new() })
     }
 
     /// Adds the listening socket to the poll set.
@@ -164,9 +180,23 @@ impl ControlServer {
                     return;
                 }
             };
-            let uid = stream.peer_creds().ok().and_then(|c| c.euid());
+            let creds = stream.peer_creds().ok();
+            let uid = creds.as_ref().and_then(|c| c.euid());
             if uid != Some(self.uid) {
-                log::warn!("control socket: dropped a connection from uid {uid:?}");
+                let tries = self.refused.entry(uid).or_insert(0);
+                *tries += 1;
+                if *tries == 1 {
+                    let who = match uid {
+                        Some(u) => format!("uid {u}"),
+                        None => "a peer whose credentials cannot be read".into(),
+                    };
+                    let pid = creds.and_then(|c| c.pid()).map(|p| format!(" (pid {p})")).unwrap_or_default();
+                    log::warn!(
+                        "control socket: refused a connection from {who}{pid}: it answers only uid {}; \
+                         further tries from {who} are counted, not logged",
+                        self.uid
+                    );
+                }
                 continue;
             }
             let mut line = serde_json::to_vec(&snapshot()).expect("snapshots serialize");
@@ -181,6 +211,11 @@ impl ControlServer {
 
 impl Drop for ControlServer {
     fn drop(&mut self) {
+        // The count of what was not logged, once per stranger, beside its one warning.
+        for (uid, tries) in self.refused.iter().filter(|(_, t)| **t > 1) {
+            let who = uid.map_or("peers of unknown uid".to_string(), |u| format!("uid {u}"));
+            eprintln!("bulkhead: control socket: refused {tries} connections from {who} in all");
+        }
         let _ = std::fs::remove_file(&self.path);
     }
 }

@@ -47,20 +47,29 @@ impl Progress {
         Self { bar, total, last_plain: 0 }
     }
 
-    fn line(engine: &Engine, now: u64, with_queue: bool) -> String {
+    /// The counts, all from one reading of the engine. `done`: how the finished count is
+    /// written, or `None` where a bar with a known total shows it as its position (said twice,
+    /// from two readings of a moving count, the two disagree on screen). What is queued is named for what
+    /// it is: while the input is open, tasks read ahead of need (a constant buffer, not a
+    /// backlog); once it is all read, tasks still waiting for a worker.
+    fn line(engine: &Engine, now: u64, done_text: Option<String>) -> String {
         let c = engine.counts();
         let done = c.finished();
         let secs = engine.secs(now).max(1e-9);
-        let mut msg = format!(
-            "{done} done, {} running, {} failed, {} crashed, {} restarts, {:.0}/s",
+        let mut msg = done_text.map(|d| format!("{d} done, ")).unwrap_or_default();
+        msg.push_str(&format!(
+            "{} running, {} failed, {} crashed, {} restarts, {:.0}/s",
             engine.running(),
             c.failed + c.quarantined,
             c.crashes_total(),
             c.restarts,
             done as f64 / secs
-        );
-        if with_queue {
-            msg.push_str(&format!(", {} queued", engine.queued()));
+        ));
+        let queued = engine.queued();
+        if engine.is_accepting() {
+            msg.push_str(&format!(", {queued} read ahead"));
+        } else if queued > 0 {
+            msg.push_str(&format!(", {queued} waiting"));
         }
         msg
     }
@@ -69,15 +78,21 @@ impl Progress {
     pub fn update(&mut self, engine: &Engine, now: u64) {
         match &self.bar {
             Some(bar) => {
+                // The message first: setting the position may draw, and must draw this text.
+                let done = self.total.is_none().then(|| engine.counts().finished().to_string());
+                bar.set_message(Self::line(engine, now, done));
                 bar.set_position(engine.counts().finished());
-                bar.set_message(Self::line(engine, now, self.total.is_none()));
             }
             None => {
                 if now.saturating_sub(self.last_plain) >= PLAIN_EVERY_NS {
                     self.last_plain = now;
-                    let mut line = format!("bulkhead: progress: {}", Self::line(engine, now, true));
+                    let done = engine.counts().finished();
+                    let done_text = match self.total {
+                        Some(t) => format!("{done}/{t}"),
+                        None => done.to_string(),
+                    };
+                    let mut line = format!("bulkhead: progress: {}", Self::line(engine, now, Some(done_text)));
                     if let Some(t) = self.total {
-                        let done = engine.counts().finished();
                         let rate = done as f64 / engine.secs(now).max(1e-9);
                         if rate > 0.0 && t > done {
                             line.push_str(&format!(", ETA {:.0}s", (t - done) as f64 / rate));

@@ -106,7 +106,7 @@ pub enum PoolError {
     #[error(transparent)]
     Journal(#[from] JournalError),
     /// A setting is out of range, or settings contradict each other.
-    #[error("invalid setting: {0}")]
+    #[error("invalid setting")]
     Invalid(#[from] SettingError),
     /// This process is itself a bulkhead worker that was not served.
     #[error(
@@ -147,12 +147,21 @@ pub enum SettingError {
         max: u32,
     },
     /// A memory limit a worker cannot even start under.
-    #[error("memory limit {:.1} MiB is below the {:.0} MiB a worker needs to start", mib(*limit), mib(*min))]
+    #[error("memory limit {} is below the {} a worker needs to start", size(*limit), size(*min))]
     MemoryLimitTooSmall {
         /// The limit, in bytes.
         limit: u64,
         /// The smallest that works, in bytes.
         min: u64,
+    },
+    /// A task timeout too short for any task to finish: dispatching a task and hearing its
+    /// result alone take about a millisecond, so every task would be charged a timeout.
+    #[error("timeout {given:?} is below the {min:?} a task needs to be started and heard from")]
+    TimeoutTooShort {
+        /// What was asked for.
+        given: Duration,
+        /// The shortest accepted.
+        min: Duration,
     },
     /// A shard that does not exist.
     #[error("shard {k}/{n}: K must be below N")]
@@ -167,9 +176,23 @@ pub enum SettingError {
     ResumeWithoutResults,
 }
 
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / f64::from(1 << 20)
+/// A size as a person reads it: bytes below a KiB, else the largest binary unit.
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1 << 10 {
+        return format!("{bytes} byte{}", if bytes == 1 { "" } else { "s" });
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if v.fract() == 0.0 { format!("{v:.0} {}", UNITS[unit]) } else { format!("{v:.1} {}", UNITS[unit]) }
 }
+
+/// The shortest task timeout a pool takes.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
 
 /// The most workers a pool takes.
 const MAX_WORKERS: usize = 4096;
@@ -328,6 +351,11 @@ impl PoolBuilder {
         {
             return Err(SettingError::MemoryLimitTooSmall { limit, min: MIN_MEMORY_LIMIT }.into());
         }
+        if let Some(given) = self.timeout
+            && given < MIN_TIMEOUT
+        {
+            return Err(SettingError::TimeoutTooShort { given, min: MIN_TIMEOUT }.into());
+        }
         if let Some((k, n)) = self.shard
             && (n == 0 || k >= n)
         {
@@ -472,7 +500,14 @@ impl<H: Handler> Pool<H> {
         let progress = c.progress.then(|| Progress::new(c.expected_total));
         Ok(Run {
             runtime: Runtime::new(engine, backend, src, signals),
-            sink: RunSink { journal, events, queue: VecDeque::new(), collect: true, observers: Vec::new() },
+            sink: RunSink {
+                journal,
+                events,
+                queue: VecDeque::new(),
+                collect: true,
+                observers: Vec::new(),
+                first_bad: Vec::new(),
+            },
             hooks: RunHooks { control, progress, mode: c.mode },
             previous,
             started: Instant::now(),
@@ -495,6 +530,8 @@ struct RunSink<O> {
     events: Option<BufWriter<File>>,
     queue: VecDeque<TaskResult<O>>,
     collect: bool,
+    /// The first few tasks that ended failed or quarantined, to name them at the end.
+    first_bad: Vec<String>,
     observers: Vec<Observer>,
 }
 
@@ -509,6 +546,9 @@ impl<O: Serialize + DeserializeOwned> Sink for RunSink<O> {
             Ending::Failed(e) => Conclusion::Failed(e),
             Ending::Quarantined => Conclusion::Quarantined,
         };
+        if status != Status::Ok && self.first_bad.len() < FIRST_BAD {
+            self.first_bad.push(f.id.to_string());
+        }
         if let Some(j) = self.journal.as_mut() {
             j.write(&RecordRef::concluded(f.id, f.attempts, ms, end.as_ref(), &f.crashes));
         }
@@ -653,6 +693,7 @@ impl<'a, H: Handler> Run<'a, H> {
             tally: (self.pool_mode == Mode::Thread).then(|| self.runtime.thread_report()).flatten(),
             output_error: self.sink.journal.as_ref().and_then(|j| j.error()),
             broken_pipe: self.sink.journal.as_ref().is_some_and(|j| j.broken_pipe()),
+            first_bad: self.sink.first_bad.clone(),
         }
     }
 }
@@ -694,7 +735,12 @@ pub struct Summary {
     pub output_error: Option<String>,
     /// Whether the results' reader went away.
     pub broken_pipe: bool,
+    /// The ids of the first tasks (at most 5) of this run that ended failed or quarantined.
+    pub first_bad: Vec<String>,
 }
+
+/// How many failed tasks a summary names.
+const FIRST_BAD: usize = 5;
 
 impl Summary {
     /// The exit code the SPEC gives this ending.

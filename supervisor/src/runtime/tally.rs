@@ -26,6 +26,11 @@ pub struct TallyReport {
     pub refused: u64,
     /// Threads abandoned because they could not be killed (hung tasks).
     pub abandoned: u64,
+    /// Results recorded whose update the tally took: they ran before the poison.
+    pub trusted: u64,
+    /// Results recorded whose update the tally refused: they ran after the poison, in a
+    /// process whose shared state was already corrupt.
+    pub untrusted: u64,
 }
 
 impl TallyReport {

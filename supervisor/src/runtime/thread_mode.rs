@@ -53,6 +53,8 @@ struct Done {
     seq: u64,
     micros: u64,
     result: Result<Vec<u8>, TaskError>,
+    /// Whether the shared tally took this result (false: refused, the lock was poisoned).
+    counted: bool,
 }
 
 enum ThreadEvent {
@@ -65,6 +67,9 @@ enum ThreadEvent {
 struct Shared {
     tally: Mutex<Tally>,
     refused: AtomicU64,
+    /// Results delivered whose update the tally took, and whose update it refused.
+    delivered_counted: AtomicU64,
+    delivered_refused: AtomicU64,
     events: Mutex<Sender<(usize, u64, ThreadEvent)>>,
     wake: UnixStream,
 }
@@ -109,6 +114,8 @@ impl<H: Handler> ThreadBackend<H> {
             shared: Arc::new(Shared {
                 tally: Mutex::new(Tally::default()),
                 refused: AtomicU64::new(0),
+                delivered_counted: AtomicU64::new(0),
+                delivered_refused: AtomicU64::new(0),
                 events: Mutex::new(tx),
                 wake,
             }),
@@ -133,6 +140,8 @@ impl<H: Handler> ThreadBackend<H> {
             poisoned,
             refused: self.shared.refused.load(Ordering::Relaxed),
             abandoned: self.abandoned_total,
+            trusted: self.shared.delivered_counted.load(Ordering::Relaxed),
+            untrusted: self.shared.delivered_refused.load(Ordering::Relaxed),
         }
     }
 
@@ -149,6 +158,9 @@ impl<H: Handler> ThreadBackend<H> {
             match ev {
                 ThreadEvent::Ready => cx.engine.handle(Event::Ready { slot }, cx.now, cx.sink, cx.out),
                 ThreadEvent::Results(done) => {
+                    let counted = done.iter().filter(|d| d.counted).count() as u64;
+                    self.shared.delivered_counted.fetch_add(counted, Ordering::Relaxed);
+                    self.shared.delivered_refused.fetch_add(done.len() as u64 - counted, Ordering::Relaxed);
                     let outcomes: Vec<Outcome> = done
                         .iter()
                         .map(|d| Outcome {
@@ -267,10 +279,13 @@ fn thread_main<H: Handler>(
     shared.send(slot, inc, ThreadEvent::Ready);
     let child_group = AtomicI32::new(0);
     let current = AtomicU64::new(0);
+    // Outside the unwinding closure: what a batch finished before a panic is still delivered,
+    // so that those tasks keep their results instead of running again.
+    let mut done: Vec<Done> = Vec::new();
     let body = catch_unwind(AssertUnwindSafe(|| {
         while let Ok(msg) = rx.recv() {
             let Msg::Run(batch) = msg else { return };
-            let mut done = Vec::with_capacity(batch.len());
+            done.reserve(batch.len());
             for a in batch {
                 current.store(a.seq, Ordering::Relaxed);
                 let t0 = mono_ns();
@@ -289,7 +304,7 @@ fn thread_main<H: Handler>(
                 if let Some(kind) = a.fault.filter(|k| *k != FaultKind::Panic) {
                     fault::inject(kind, &NoSocket);
                 }
-                match shared.tally.lock() {
+                let counted = match shared.tally.lock() {
                     Ok(mut t) => {
                         t.finished += 1;
                         if a.fault == Some(FaultKind::Panic) {
@@ -302,21 +317,26 @@ fn thread_main<H: Handler>(
                             t.failed += 1;
                         }
                         t.busy_us += micros;
+                        true
                     }
                     Err(_) => {
                         shared.refused.fetch_add(1, Ordering::Relaxed);
+                        false
                     }
-                }
+                };
                 page[0].end(a.seq);
                 current.store(0, Ordering::Relaxed);
-                done.push(Done { seq: a.seq, micros, result });
+                done.push(Done { seq: a.seq, micros, result, counted });
             }
-            shared.send(slot, inc, ThreadEvent::Results(done));
+            shared.send(slot, inc, ThreadEvent::Results(std::mem::take(&mut done)));
         }
     }));
     match body {
         Ok(()) => shared.send(slot, inc, ThreadEvent::Exited),
         Err(payload) => {
+            if !done.is_empty() {
+                shared.send(slot, inc, ThreadEvent::Results(done));
+            }
             let seq = current.load(Ordering::Relaxed);
             shared.send(
                 slot,
