@@ -546,7 +546,7 @@ impl<O: Serialize + DeserializeOwned> Sink for RunSink<O> {
             Ending::Failed(e) => Conclusion::Failed(e),
             Ending::Quarantined => Conclusion::Quarantined,
         };
-        if status != Status::Ok && self.first_bad.len() < FIRST_BAD {
+        if !matches!(end, Conclusion::Ok(_)) && self.first_bad.len() < FIRST_BAD {
             self.first_bad.push(f.id.to_string());
         }
         if let Some(j) = self.journal.as_mut() {
