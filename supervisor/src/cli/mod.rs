@@ -248,11 +248,5 @@ pub fn main() -> i32 {
 
 /// Prints an error with its chain of causes, as `bulkhead: error: a: b: c`.
 pub fn report_error(e: &dyn std::error::Error) {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(&format!(": {s}"));
-        src = s.source();
-    }
-    eprintln!("bulkhead: error: {msg}");
+    eprintln!("bulkhead: error: {}", worker::ErrorChain(e));
 }

@@ -24,12 +24,12 @@ use std::sync::{Arc, Mutex};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde_bytes::Bytes;
-use shared::proto::{Outcome, PanicReport, TaskError};
+use shared::proto::{Assignment, Outcome, PanicReport, TaskError};
 use shared::shm::{self, SlotState as PageState};
 use shared::task::FaultKind;
-use worker::clock::mono_ns;
-use worker::fault::{self, FaultSite};
-use worker::{Handler, TaskContext};
+use worker::Handler;
+use worker::execute::{Executed, OwnedAssignment, execute, executing, panic_message};
+use worker::fault::FaultSite;
 
 use crate::engine::ExitCause;
 use crate::engine::lifecycle::RunEvent;
@@ -37,15 +37,8 @@ use crate::engine::{Engine, Event, Probe};
 use crate::runtime::tally::{Tally, TallyReport};
 use crate::runtime::{Backend, Cx, PollSet};
 
-struct Owned {
-    seq: u64,
-    attempt: u32,
-    fault: Option<FaultKind>,
-    payload: Vec<u8>,
-}
-
 enum Msg {
-    Run(Vec<Owned>),
+    Run(Vec<OwnedAssignment>),
     Shutdown,
 }
 
@@ -246,16 +239,6 @@ impl FaultSite for NoSocket {
     }
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_string()
-    }
-}
-
 fn thread_main<H: Handler>(
     handler: Arc<H>,
     shared: Arc<Shared>,
@@ -265,51 +248,22 @@ fn thread_main<H: Handler>(
     page: Arc<[shm::Slot]>,
 ) {
     shared.send(slot, inc, ThreadEvent::Ready);
-    let child_group = AtomicI32::new(0);
-    let current = AtomicU64::new(0);
+    let mut scratch = Vec::new();
     let body = catch_unwind(AssertUnwindSafe(|| {
         while let Ok(msg) = rx.recv() {
             let Msg::Run(batch) = msg else { return };
             let mut done = Vec::with_capacity(batch.len());
-            for a in batch {
-                current.store(a.seq, Ordering::Relaxed);
-                let t0 = mono_ns();
-                page[0].begin(a.seq, t0);
-                let cx = TaskContext::new(a.attempt, &child_group);
-                let result = match postcard::from_bytes::<H::Task>(&a.payload) {
-                    Ok(task) => handler.handle(task, &cx),
-                    Err(e) => Err(TaskError::new(format!("cannot decode the task: {e}"))),
-                };
-                cx.clear_child_group();
-                let result = result.and_then(|o| {
-                    postcard::to_stdvec(&o).map_err(|e| TaskError::new(format!("cannot encode the output: {e}")))
-                });
-                let micros = (mono_ns() - t0) / 1000;
+            for t in batch {
                 // Every fault but `panic` does here what it does anywhere: most end the process.
-                if let Some(kind) = a.fault.filter(|k| *k != FaultKind::Panic) {
-                    fault::inject(kind, &NoSocket);
-                }
-                match shared.tally.lock() {
-                    Ok(mut t) => {
-                        t.finished += 1;
-                        if a.fault == Some(FaultKind::Panic) {
-                            // Between two updates that belong together, with the lock held.
-                            panic!("injected fault: panic");
-                        }
-                        if result.is_ok() {
-                            t.ok += 1;
-                        } else {
-                            t.failed += 1;
-                        }
-                        t.busy_us += micros;
-                    }
-                    Err(_) => {
-                        shared.refused.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                page[0].end(a.seq);
-                current.store(0, Ordering::Relaxed);
-                done.push(Done { seq: a.seq, micros, result });
+                // `panic` fires in the tally's update instead, with its lock held.
+                let panics = t.fault == Some(FaultKind::Panic);
+                let a = Assignment { fault: t.fault.filter(|k| *k != FaultKind::Panic), ..t.as_assignment() };
+                let r = execute(&*handler, &a, &page[0], &NoSocket, &mut scratch, None, |r| count(&shared, r, panics));
+                let result = match r.error {
+                    None => Ok(scratch.clone()),
+                    Some(e) => Err(e),
+                };
+                done.push(Done { seq: t.seq, micros: r.micros, result });
             }
             shared.send(slot, inc, ThreadEvent::Results(done));
         }
@@ -317,12 +271,30 @@ fn thread_main<H: Handler>(
     match body {
         Ok(()) => shared.send(slot, inc, ThreadEvent::Exited),
         Err(payload) => {
-            let seq = current.load(Ordering::Relaxed);
-            shared.send(
-                slot,
-                inc,
-                ThreadEvent::Died { seq: (seq != 0).then_some(seq), message: panic_message(&*payload) },
-            );
+            shared.send(slot, inc, ThreadEvent::Died { seq: executing(), message: panic_message(&*payload) });
+        }
+    }
+}
+
+/// Adds a finished task to the shared tally under its lock, as threaded code does. An
+/// injected `panic` fires between two updates that belong together, so the lock is poisoned
+/// and the tally left inconsistent; once it is, every later update is refused and counted.
+fn count(shared: &Shared, r: &Executed, panics: bool) {
+    match shared.tally.lock() {
+        Ok(mut t) => {
+            t.finished += 1;
+            if panics {
+                panic!("injected fault: panic");
+            }
+            if r.error.is_none() {
+                t.ok += 1;
+            } else {
+                t.failed += 1;
+            }
+            t.busy_us += r.micros;
+        }
+        Err(_) => {
+            shared.refused.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -356,10 +328,8 @@ impl<H: Handler> Backend for ThreadBackend<H> {
         let Some(s) = self.slots[slot].as_ref() else {
             return;
         };
-        let batch: Vec<Owned> = engine
-            .take_unsent(slot, usize::MAX)
-            .map(|a| Owned { seq: a.seq, attempt: a.attempt, fault: a.fault, payload: a.payload.to_vec() })
-            .collect();
+        let batch: Vec<OwnedAssignment> =
+            engine.take_unsent(slot, usize::MAX).map(|a| OwnedAssignment::copy(&a)).collect();
         let _ = s.tx.send(Msg::Run(batch));
     }
 

@@ -223,10 +223,7 @@ fn deliver(slot: usize, body: &[u8], cx: &mut Cx<'_>) -> Result<(), String> {
         cx.engine.fatal(msg, cx.now, cx.sink, cx.out);
         return Ok(());
     }
-    let msg = frame::decode::<FromWorker>(body).map_err(|e| {
-        let source = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
-        format!("{e}{source}")
-    })?;
+    let msg = frame::decode::<FromWorker>(body).map_err(|e| worker::ErrorChain(&e).to_string())?;
     let ev = match msg {
         FromWorker::Ready(_) => Event::Ready { slot },
         FromWorker::Results(outcomes) => {
