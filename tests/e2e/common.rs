@@ -99,8 +99,7 @@ impl Sandbox {
         c.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = c.spawn().expect("start bulkhead");
-        SUPERVISORS.lock().unwrap().get_or_insert_with(HashSet::new).insert(child.id());
+        let mut child = spawn_supervisor(&mut c);
         if let Some(input) = stdin {
             let mut w = child.stdin.take().unwrap();
             let input = input.to_string();
@@ -116,8 +115,7 @@ impl Sandbox {
     pub fn spawn_stdin(&self, args: &[&str]) -> (Running, std::process::ChildStdin) {
         let mut c = self.cmd(args);
         c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = c.spawn().expect("start bulkhead");
-        SUPERVISORS.lock().unwrap().get_or_insert_with(HashSet::new).insert(child.id());
+        let mut child = spawn_supervisor(&mut c);
         let stdin = child.stdin.take().unwrap();
         (Running { child: Some(child) }, stdin)
     }
@@ -204,6 +202,16 @@ impl Sandbox {
         let leftovers: Vec<_> = std::fs::read_dir(self.path("run")).unwrap().flatten().map(|e| e.path()).collect();
         assert!(leftovers.is_empty(), "runtime directories left behind: {leftovers:?}");
     }
+}
+
+/// Starts a supervisor and records it as this test's own, holding the record's lock across
+/// the spawn: a supervisor that exits at once (a usage error) would otherwise be a zombie
+/// before it is recorded, and another test's zombie sweep would reap it as an orphan.
+fn spawn_supervisor(c: &mut Command) -> Child {
+    let mut ours = SUPERVISORS.lock().unwrap();
+    let child = c.spawn().expect("start bulkhead");
+    ours.get_or_insert_with(HashSet::new).insert(child.id());
+    child
 }
 
 /// Zombies whose parent is this test process and that are not supervisors a test is about
