@@ -7,9 +7,8 @@ pub mod source;
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, Read};
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 
 use serde::Deserialize;
@@ -18,6 +17,7 @@ use shared::task::{BuiltinTask, FaultKind};
 
 use crate::engine::{FaultPlan, Job, JobBuilder};
 use crate::input::source::{Admission, IdSet, Pull, TaskSource};
+use crate::runtime::waker::{Waker, Wakeup, wake_pair};
 
 /// Longest task line accepted.
 pub const MAX_LINE: usize = 1 << 20;
@@ -526,7 +526,7 @@ enum Chunk {
 /// Task lines parsed on a reader thread.
 pub struct LineSource {
     rx: Receiver<Chunk>,
-    wake: UnixStream,
+    wake: Wakeup,
     ready: VecDeque<Job>,
     end: Option<Pull>,
 }
@@ -574,9 +574,7 @@ impl LineSource {
         produce: impl FnOnce(&mut Emitter) -> Result<(), (u64, String)> + Send + 'static,
         admission: Admission,
     ) -> io::Result<Self> {
-        let (wake, waker) = UnixStream::pair()?;
-        wake.set_nonblocking(true)?;
-        waker.set_nonblocking(true)?;
+        let (wake, waker) = wake_pair()?;
         let (tx, rx) = sync_channel::<Chunk>(8);
         std::thread::Builder::new().name("bulkhead-input".into()).spawn(move || {
             let mut emit = Emitter { tx, waker, admission, builder: JobBuilder::default() };
@@ -596,7 +594,7 @@ impl LineSource {
 /// The reader thread's side: admits jobs and sends them in chunks.
 struct Emitter {
     tx: SyncSender<Chunk>,
-    waker: UnixStream,
+    waker: Waker,
     admission: Admission,
     builder: JobBuilder,
 }
@@ -606,7 +604,7 @@ const STOPPED: &str = "the run stopped reading";
 impl Emitter {
     fn send(&self, c: Chunk) -> bool {
         let ok = self.tx.send(c).is_ok();
-        let _ = (&self.waker).write(&[1]);
+        self.waker.wake();
         ok
     }
 
@@ -668,8 +666,7 @@ impl Emitter {
 impl TaskSource for LineSource {
     fn pull(&mut self, max: usize, out: &mut Vec<Job>) -> Pull {
         // Empty the wake-up first: a chunk sent after this leaves its byte for the next poll.
-        let mut buf = [0u8; 256];
-        while matches!((&self.wake).read(&mut buf), Ok(n) if n > 0) {}
+        self.wake.drain();
         while out.len() < max {
             if let Some(j) = self.ready.pop_front() {
                 out.push(j);

@@ -13,9 +13,7 @@
 //! poisons the lock); a test pins it, since the standard library may change the default
 //! mutex in a future edition.
 
-use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -35,6 +33,7 @@ use crate::engine::ExitCause;
 use crate::engine::lifecycle::RunEvent;
 use crate::engine::{Engine, Event, Probe};
 use crate::runtime::tally::{Tally, TallyReport};
+use crate::runtime::waker::{Waker, Wakeup, wake_pair};
 use crate::runtime::{Backend, Cx, PollSet};
 
 enum Msg {
@@ -59,13 +58,13 @@ struct Shared {
     tally: Mutex<Tally>,
     refused: AtomicU64,
     events: Mutex<Sender<(usize, u64, ThreadEvent)>>,
-    wake: UnixStream,
+    wake: Waker,
 }
 
 impl Shared {
     fn send(&self, slot: usize, incarnation: u64, ev: ThreadEvent) {
         let _ = self.events.lock().unwrap_or_else(|e| e.into_inner()).send((slot, incarnation, ev));
-        let _ = (&self.wake).write(&[1]);
+        self.wake.wake();
     }
 }
 
@@ -80,7 +79,7 @@ pub struct ThreadBackend<H: Handler> {
     handler: Arc<H>,
     shared: Arc<Shared>,
     rx: Receiver<(usize, u64, ThreadEvent)>,
-    wake_read: UnixStream,
+    wake_read: Wakeup,
     slots: Vec<Option<ThreadSlot>>,
     next_incarnation: u64,
     /// Deaths decided by `kill` (abandoned threads), delivered on the next wake-up.
@@ -93,9 +92,7 @@ impl<H: Handler> ThreadBackend<H> {
     /// A backend with `slots` thread slots.
     pub fn new(handler: Arc<H>, slots: usize) -> std::io::Result<Self> {
         quiet_task_panics();
-        let (wake_read, wake) = UnixStream::pair()?;
-        wake_read.set_nonblocking(true)?;
-        wake.set_nonblocking(true)?;
+        let (wake_read, wake) = wake_pair()?;
         let (tx, rx) = channel();
         Ok(Self {
             handler,
@@ -130,8 +127,7 @@ impl<H: Handler> ThreadBackend<H> {
     }
 
     fn process_events(&mut self, cx: &mut Cx<'_>) {
-        let mut buf = [0u8; 256];
-        while matches!((&self.wake_read).read(&mut buf), Ok(n) if n > 0) {}
+        self.wake_read.drain();
         for (slot, signal) in std::mem::take(&mut self.abandoned) {
             self.deliver_death(slot, ExitCause::Signaled { signal, core: false }, cx);
         }
@@ -352,7 +348,7 @@ impl<H: Handler> Backend for ThreadBackend<H> {
         eprintln!("bulkhead: thread {slot} cannot be killed; abandoned, still running, and replaced");
         self.abandoned_total += 1;
         self.abandoned.push((slot, signal));
-        let _ = (&self.shared.wake).write(&[1]);
+        self.shared.wake.wake();
     }
 
     fn poll_set(&self, set: &mut PollSet) {
