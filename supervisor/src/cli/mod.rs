@@ -3,6 +3,7 @@
 
 pub mod compare;
 pub mod demo;
+pub mod load;
 mod merge;
 mod run;
 pub mod shard;
