@@ -1,5 +1,5 @@
-//! The exit codes of `bulkhead`, pinned by the SPEC; scripts and cluster retry policies rely on
-//! them, so they live in the contract crate.
+//! The exit codes of `bulkhead`, fixed once and for all (README.md lists them): scripts and
+//! cluster retry policies rely on them, so they live in the contract crate.
 
 /// Every task ended `ok`.
 pub const OK: i32 = 0;

@@ -1,8 +1,8 @@
 //! What a worker does before it serves: tie its life to the supervisor's, bound its memory,
 //! move the inherited socket out of the way, and arrange that its task's children die with
-//! it. FACTS.md explains why all of this happens here and not in a `pre_exec` closure of the
-//! supervisor: any `pre_exec` moves std's spawn from posix_spawn to fork, 45 ms per spawn for
-//! a 1 GiB supervisor instead of about 1.
+//! it. All of this happens here and not in a `pre_exec` closure of the supervisor: any
+//! `pre_exec` moves std's spawn from posix_spawn (vfork) to plain fork, measured at 45 ms per
+//! spawn for a supervisor holding 1 GiB instead of about 1.2 ms from spawn to a ready worker.
 
 use std::fs::File;
 use std::io;

@@ -74,7 +74,7 @@ impl PollSet {
 
 /// Where the engine's actions are carried out: worker processes or threads.
 pub trait Backend: Probe {
-    /// Starts a worker in `slot`; its pid (0 for a thread).
+    /// Starts a worker in `slot`; its pid (for a thread, the supervisor's own).
     fn spawn(&mut self, slot: usize) -> Result<u32, String>;
     /// Sends the slot's unsent assignments.
     fn dispatch(&mut self, slot: usize, engine: &mut Engine);

@@ -1,7 +1,7 @@
 //! Signals as readable descriptors: signal-hook writes a byte to a socket per delivery, and
 //! the event loop polls the read ends with everything else. Nothing runs in signal context
-//! beyond that write, and nothing busy-polls. SIGCHLD coalesces (50 exits gave 35 to 44
-//! wake-ups in FACTS.md), so a wake-up only means "reap whatever has ended".
+//! beyond that write, and nothing busy-polls. SIGCHLD coalesces (50 children exiting at once
+//! gave 35 to 44 wake-ups), so a wake-up only means "reap whatever has ended".
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
