@@ -151,7 +151,7 @@ fn parse_line(text: &[u8]) -> Result<Option<Timed>, String> {
     #[derive(Deserialize)]
     struct Head<'a> {
         // Required, so that a line without a time is an error, not an event from the future.
-        #[allow(dead_code)]
+        #[expect(dead_code, reason = "read only by serde, to refuse a line without a time")]
         t: f64,
         #[serde(borrow)]
         event: Cow<'a, str>,
