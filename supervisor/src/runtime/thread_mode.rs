@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 
+use nix::poll::PollFlags;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde_bytes::Bytes;
@@ -352,10 +353,10 @@ impl<H: Handler> Backend for ThreadBackend<H> {
     }
 
     fn poll_set(&self, set: &mut PollSet) {
-        set.push(self.wake_read.as_raw_fd(), libc::POLLIN, 0);
+        set.push(self.wake_read.as_raw_fd(), PollFlags::POLLIN, 0);
     }
 
-    fn ready(&mut self, _token: u32, _revents: i16, cx: &mut Cx<'_>) {
+    fn ready(&mut self, _token: u32, _revents: PollFlags, cx: &mut Cx<'_>) {
         self.process_events(cx);
     }
 
