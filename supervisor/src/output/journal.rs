@@ -234,7 +234,7 @@ pub fn write_record<O: Serialize>(buf: &mut Vec<u8>, r: &RecordRef<'_, O>) {
     buf.extend_from_slice(b",\"status\":\"");
     buf.extend_from_slice(r.status.as_str().as_bytes());
     buf.extend_from_slice(b"\",\"attempts\":");
-    buf.extend_from_slice(itoa(u64::from(r.attempts), &mut [0; 20]));
+    buf.extend_from_slice(itoa::Buffer::new().format(r.attempts).as_bytes());
     if let Some(ms) = r.ms {
         buf.extend_from_slice(b",\"ms\":");
         serde_json::to_writer(&mut *buf, &ms).expect("a float serializes");
@@ -266,18 +266,6 @@ fn write_str(buf: &mut Vec<u8>, s: &str) {
         buf.push(b'"');
     } else {
         serde_json::to_writer(&mut *buf, s).expect("strings serialize");
-    }
-}
-
-fn itoa(mut n: u64, tmp: &mut [u8; 20]) -> &[u8] {
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &tmp[i..];
-        }
     }
 }
 
