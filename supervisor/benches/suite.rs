@@ -28,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bulkhead::WorkerProgram;
 use bulkhead::cli::load::{CpuSnap, NOISY_CORES, OtherLoad};
+use bulkhead::cli::units::group_digits;
 use bulkhead::{Mode, Pool, TaskSpec};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -1809,15 +1810,7 @@ fn smaller(r: f64) -> String {
 }
 
 fn fmt_int(n: u64) -> String {
-    let d = n.to_string();
-    let mut out = String::new();
-    for (i, c) in d.chars().enumerate() {
-        if i > 0 && (d.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    group_digits(n)
 }
 
 /// 5M, 200k, 1,234.

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use shared::record::{CrashCause, Status};
 
+use crate::cli::units::group_digits as group;
 use crate::report::timeline::*;
 
 /// Bins drawn over all lanes together in the aggregated view (each costs ~200 bytes).
@@ -50,19 +51,6 @@ pub(super) fn esc(s: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(out)
-}
-
-/// `1234567` as `1,234,567`.
-pub(super) fn group(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// A duration in milliseconds, to a sensible precision.
