@@ -105,10 +105,10 @@ impl Journal {
                 }
                 // A descriptor of our own for standard output: closing it at the end leaves
                 // the process's fd 1 open.
-                let out = io::stdout().as_fd().try_clone_to_owned().map_err(|source| JournalError::Io {
-                    path: PathBuf::from("standard output"),
-                    source,
-                })?;
+                let out = io::stdout()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(|source| JournalError::Io { path: PathBuf::from("standard output"), source })?;
                 Ok((
                     Self {
                         out: File::from(out),
