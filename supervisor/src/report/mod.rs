@@ -1,8 +1,8 @@
 //! The HTML timeline report of a run, drawn from its events stream: one self-contained page
 //! (inline CSS, SVG and a little JS; nothing is fetched) with a lane per worker slot, a bar per
 //! task attempt coloured by outcome, a marker at every worker death, and a summary. What the
-//! events mean is defined in `engine::lifecycle`; [`events`] reads them one at a time into the
-//! [`timeline`] model, and [`page`] draws it.
+//! events mean is defined in `engine::lifecycle`; `events` reads them one at a time into the
+//! `timeline` model, and `page` draws it.
 
 mod events;
 mod page;

@@ -192,8 +192,8 @@ pub(super) struct Counts {
 }
 
 /// A run's timeline built one event at a time, in memory bounded by the worker slots, the
-/// deaths and the attempts in flight (not by the number of tasks). [`render`] and
-/// [`render_file`] are the usual way in; this is for a caller that has the events as a stream.
+/// deaths and the attempts in flight (not by the number of tasks). [`render`](super::render) and
+/// [`render_file`](super::render_file) are the usual way in; this is for a caller that has the events as a stream.
 #[derive(Debug, Clone)]
 pub struct Timeline {
     pub(super) lanes: Vec<Lane>,
