@@ -1,7 +1,7 @@
-//! The exit codes of `bulkhead`, pinned by the SPEC; scripts and cluster retry policies rely on
-//! them, so they live in the contract crate. [`CODES`] lists every one with its meaning and
-//! what a retry of the run can do, so that the documentation's table and the Kubernetes
-//! manifest's `podFailurePolicy` are made from the same list as the constants.
+//! The exit codes of `bulkhead` (README.md lists them): scripts and cluster retry policies
+//! rely on them, so they live in the contract crate. [`CODES`] lists every one with its
+//! meaning and what a retry of the run can do, so that the documentation's table and the
+//! Kubernetes manifest's `podFailurePolicy` are made from the same list as the constants.
 
 /// Every task ended `ok`.
 pub const OK: i32 = 0;

@@ -1,5 +1,6 @@
-//! The records of a results file: one final record per task, in the shape the SPEC pins, and
-//! the crash causes they carry.
+//! The records of a results file: one final record per task, in a shape that readers of
+//! results files rely on (README.md shows it; a test here pins it), and the crash causes
+//! they carry.
 
 use std::fmt;
 
@@ -41,7 +42,8 @@ impl fmt::Display for Status {
 pub struct Crash {
     /// The attempt that died.
     pub attempt: u32,
-    /// The worker's process id (0 in thread mode).
+    /// The worker's process id; in thread mode, where the worker is a thread, the supervisor's
+    /// own.
     pub pid: u32,
     /// Why it died.
     #[serde(flatten)]
@@ -340,7 +342,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn records_have_the_spec_shape() {
+    fn records_have_the_documented_shape() {
         let r = Record::new(
             "a6".into(),
             2,

@@ -2,7 +2,7 @@
 //!
 //! Tasks cross the wire postcard-encoded as [`BuiltinTask`]; outputs come back as
 //! [`BuiltinOutput`], which serializes to postcard as a tagged enum and to JSON (results
-//! files) in the plain shape the SPEC shows, e.g. `{"sum":"333"}` or `null`.
+//! files) in a plain shape, e.g. `{"sum":"333"}` or `null`, with no tag to unwrap.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -177,7 +177,7 @@ enum Tagged {
     Shell { exit: i32, stdout: String, stderr: String },
 }
 
-/// The JSON form: untagged, as the SPEC's result lines show it.
+/// The JSON form: untagged, so a result line shows the output itself.
 #[derive(Serialize, Deserialize)]
 #[serde(untagged)]
 enum Plain {

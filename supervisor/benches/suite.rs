@@ -27,8 +27,9 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bulkhead::WorkerProgram;
+use bulkhead::cli::load::{CpuSnap, NOISY_CORES, OtherLoad};
+use bulkhead::cli::units::group_digits;
 use bulkhead::{Mode, Pool, TaskSpec};
-use nix::sys::resource::{UsageWho, getrusage};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::Deserialize;
@@ -306,7 +307,7 @@ struct Section {
     notes: Vec<String>,
     problems: Vec<String>,
     secs: f64,
-    noise: Option<Noise>,
+    noise: Option<OtherLoad>,
 }
 
 impl Section {
@@ -402,7 +403,7 @@ fn run_section(cx: &Ctx, key: &'static str, title: &str, f: SectionFn) -> Sectio
         }
     }
     s.secs = t0.elapsed().as_secs_f64();
-    s.noise = Some(Noise::between(&before, &CpuSnap::take()));
+    s.noise = Some(OtherLoad::since(&before));
     // Each section cleans up after itself; anything still here is big and no longer needed.
     if let Ok(rd) = fs::read_dir(&cx.tmp) {
         for e in rd.flatten() {
@@ -438,7 +439,7 @@ fn render(sections: &[Section]) -> String {
     let mut out = line(head);
     out.push_str(&format!("   {}\n", "-".repeat(w.iter().sum::<usize>() + 2 * 5)));
     for s in sections {
-        let noise = s.noise.as_ref().map(Noise::describe).unwrap_or_default();
+        let noise = s.noise.as_ref().map(describe).unwrap_or_default();
         out.push_str(&format!("{}  [{:.0} s; {noise}]\n", s.title, s.secs));
         for r in &s.rows {
             out.push_str(&line([&r.system, &r.batch, &r.reps, &r.result, &r.vs, &r.target]));
@@ -1689,79 +1690,19 @@ fn header_lines(cx: &Ctx, m: &Value, parallel_note: &str) -> Vec<String> {
     ]
 }
 
-/// CPU used system-wide and by this process and everything it reaped.
-struct CpuSnap {
-    busy_ticks: u64,
-    steal_ticks: u64,
-    ours_secs: f64,
-    at: Instant,
-}
-
-impl CpuSnap {
-    fn take() -> Self {
-        let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
-        let v: Vec<u64> = stat
-            .lines()
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|x| x.parse().ok())
-            .chain(std::iter::repeat(0))
-            .take(8)
-            .collect();
-        // user nice system idle iowait irq softirq steal
-        let busy = v[0] + v[1] + v[2] + v[5] + v[6];
-        let secs = |who| {
-            getrusage(who).map_or(0.0, |u| {
-                let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
-                t(u.user_time()) + t(u.system_time())
-            })
-        };
-        CpuSnap {
-            busy_ticks: busy,
-            steal_ticks: v[7],
-            ours_secs: secs(UsageWho::RUSAGE_SELF) + secs(UsageWho::RUSAGE_CHILDREN),
-            at: Instant::now(),
-        }
+/// How the section's load reads in the table: other processes' CPU, the hypervisor's steal,
+/// and NOISY above the threshold at which a round is run again.
+fn describe(n: &OtherLoad) -> String {
+    let mut s = format!("other load {:.2} cores", n.other_cores);
+    if n.steal_cores >= 0.01 {
+        s.push_str(&format!(", steal {:.2}", n.steal_cores));
     }
-}
-
-struct Noise {
-    other_cores: f64,
-    steal_cores: f64,
-}
-
-impl Noise {
-    fn between(a: &CpuSnap, b: &CpuSnap) -> Self {
-        // SAFETY: sysconf reads a constant; no memory is touched.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        let wall = (b.at - a.at).as_secs_f64().max(1e-3);
-        let busy = b.busy_ticks.saturating_sub(a.busy_ticks) as f64 / hz;
-        let ours = b.ours_secs - a.ours_secs;
-        Noise {
-            other_cores: ((busy - ours) / wall).max(0.0),
-            steal_cores: b.steal_ticks.saturating_sub(a.steal_ticks) as f64 / hz / wall,
-        }
+    if n.noisy() {
+        s.push_str(" NOISY");
     }
-
-    fn describe(&self) -> String {
-        let mut s = format!("other load {:.2} cores", self.other_cores);
-        if self.steal_cores >= 0.01 {
-            s.push_str(&format!(", steal {:.2}", self.steal_cores));
-        }
-        if self.other_cores >= 0.25 {
-            s.push_str(" NOISY");
-        }
-        s
-    }
+    s
 }
 
-/// Above this much CPU taken by other processes, a round of the scaling and fault sections is
-/// run again.
-const NOISY_CORES: f64 = 0.3;
-
-/// Measures the CPU other processes take from now on.
 /// Rounds thrown away because other processes took a good share of the CPU meanwhile: they
 /// measure them, not us. As many extra rounds as there are repetitions, no more.
 #[derive(Default)]
@@ -1770,8 +1711,9 @@ struct Discarded(Vec<f64>);
 impl Discarded {
     /// Whether the round that `round` watched must be run again.
     fn discard(&mut self, round: &Noisy, reps: usize) -> bool {
-        let other = round.other_cores();
-        if other > NOISY_CORES && self.0.len() < reps {
+        let load = OtherLoad::since(&round.0);
+        let other = load.other_cores;
+        if load.noisy() && self.0.len() < reps {
             eprintln!("  other processes took {other:.2} cores during this round: discarded, running it again");
             self.0.push(other);
             return true;
@@ -1791,15 +1733,12 @@ impl Discarded {
     }
 }
 
+/// What one round of a section started from, to tell whether other processes took part.
 struct Noisy(CpuSnap);
 
 impl Noisy {
     fn start() -> Self {
         Noisy(CpuSnap::take())
-    }
-
-    fn other_cores(&self) -> f64 {
-        Noise::between(&self.0, &CpuSnap::take()).other_cores
     }
 }
 
@@ -1871,15 +1810,7 @@ fn smaller(r: f64) -> String {
 }
 
 fn fmt_int(n: u64) -> String {
-    let d = n.to_string();
-    let mut out = String::new();
-    for (i, c) in d.chars().enumerate() {
-        if i > 0 && (d.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    group_digits(n)
 }
 
 /// 5M, 200k, 1,234.

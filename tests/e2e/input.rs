@@ -1,4 +1,5 @@
-//! Bad input: every case the SPEC names is refused with its line and exit code 2, and
+//! Bad input: every kind of bad line in `CASES` (not a JSON object, an unknown kind, a missing
+//! field, a duplicate id, an unknown fault) is refused with its line and exit code 2, and
 //! nothing is lost.
 
 use crate::common::*;

@@ -2,8 +2,6 @@
 //! test ends by checking that no worker, zombie or socket file is left behind.
 
 mod batch;
-// Not every test module uses every helper of the harness.
-#[allow(dead_code)]
 mod common;
 mod deaths;
 mod demo;

@@ -67,12 +67,16 @@ fn a_hung_thread_is_abandoned_not_killed() {
     let sb = Sandbox::new();
     let mut input = tasks(3, |i| format!("{{\"id\":\"a{i}\",\"kind\":\"sleep\",\"ms\":10}}"));
     input.push_str("{\"id\":\"stuck\",\"kind\":\"sleep\",\"ms\":10,\"fault\":\"hang\",\"fault_attempts\":1}\n");
-    let done = sb.run(&["run", "--mode", "thread", "-j", "2", "--timeout", "300ms"], Some(&input));
+    let run = sb.spawn(&["run", "--mode", "thread", "-j", "2", "--timeout", "300ms"], Some(&input));
+    let supervisor = run.pid();
+    let done = run.wait();
     done.expect_code(0);
     assert!(done.stderr().contains("cannot be killed; abandoned"), "{}", done.stderr());
     let recs = by_id(&done.records());
     assert_eq!(recs["stuck"]["attempts"], 2);
     assert_eq!(causes(&recs["stuck"]), ["timeout"]);
+    // The worker was a thread: its crash names the supervisor's own process.
+    assert_eq!(recs["stuck"]["crashes"][0]["pid"], supervisor);
     sb.assert_clean();
 }
 

@@ -7,12 +7,15 @@
 
 pub mod builtin;
 pub mod clock;
+mod error_chain;
+pub mod execute;
 pub mod fault;
 mod handler;
 mod serve;
 mod startup;
 pub mod statuspage;
 
+pub use error_chain::ErrorChain;
 pub use handler::{Handler, TaskContext};
 
 /// Identifies the worker code of this build (a hash of its sources): a separate worker

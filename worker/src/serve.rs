@@ -7,7 +7,6 @@
 //! executing at any moment is published on the status page (one store per task), so the
 //! supervisor knows which task to blame if the worker dies with results still unsent.
 
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io::{self, IoSliceMut, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -19,16 +18,15 @@ use std::time::Duration;
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use serde_bytes::Bytes;
 use shared::frame::{self, FrameError, FrameReader, MAX_FRAME};
-use shared::proto::{
-    self, Assignment, FromWorker, Hello, Outcome, PanicReport, Ready, ResultsBatch, TaskError, ToWorker,
-};
-use shared::shm::Slot;
+use shared::proto::{self, FromWorker, Hello, Outcome, PanicReport, Ready, ResultsBatch, ToWorker};
 use shared::{PROTOCOL_VERSION, exit};
 
 use crate::clock::mono_ns;
 use crate::env;
-use crate::fault::{self, FaultSite};
-use crate::handler::{Handler, TaskContext};
+use crate::error_chain::ErrorChain;
+use crate::execute::{Executed, OwnedAssignment, execute, executing, panic_message};
+use crate::fault::FaultSite;
+use crate::handler::Handler;
 use crate::startup::{self, StartupError};
 use crate::statuspage::StatusPage;
 
@@ -36,8 +34,6 @@ use crate::statuspage::StatusPage;
 const FLUSH_EVERY_NS: u64 = 1_000_000;
 /// Flush results when the batch reaches this size.
 const FLUSH_BYTES: usize = 256 << 10;
-/// Outputs larger than this are replaced by an error: they would not fit a frame.
-const MAX_OUTPUT: usize = (MAX_FRAME as usize) / 2;
 
 /// Why a worker stopped serving.
 #[derive(Debug, thiserror::Error)]
@@ -83,13 +79,7 @@ pub fn serve_if_worker<H: Handler>(handler: H) {
         Ok(()) => 0,
         Err(ServeError::Frame(FrameError::Closed)) => 0,
         Err(e) => {
-            let mut msg = format!("bulkhead worker {}: {e}", std::process::id());
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
-            eprintln!("{msg}");
+            eprintln!("bulkhead worker {}: {}", std::process::id(), ErrorChain(&e));
             e.exit_code()
         }
     };
@@ -106,11 +96,6 @@ struct Link {
 }
 
 static LINK: OnceLock<Link> = OnceLock::new();
-
-thread_local! {
-    /// The seq this thread is executing, for the panic hook; 0 when idle.
-    static CURRENT: Cell<u64> = const { Cell::new(0) };
-}
 
 impl Link {
     fn send(&self, bytes: &[u8]) -> io::Result<()> {
@@ -235,19 +220,13 @@ fn install_panic_hook() {
         // The default hook prints the message and location to stderr, whose tail the
         // supervisor keeps.
         default(info);
-        let seq = CURRENT.with(Cell::get);
-        let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
-            (*s).to_string()
-        } else if let Some(s) = info.payload().downcast_ref::<String>() {
-            s.clone()
-        } else {
-            "non-string panic payload".to_string()
-        };
+        let seq = executing();
+        let message = panic_message(info.payload());
         if let Some(link) = LINK.get() {
-            if seq != 0 {
+            if let Some(seq) = seq {
                 link.page.header().culprit.store(seq, Ordering::SeqCst);
             }
-            let report = FromWorker::Panic(PanicReport { seq: (seq != 0).then_some(seq), message });
+            let report = FromWorker::Panic(PanicReport { seq, message });
             if let Ok(bytes) = frame::encode(&report) {
                 let _ = link.send(&bytes);
             }
@@ -282,49 +261,7 @@ fn start_heartbeat(every: Duration) {
     }
 }
 
-/// Runs one task on `slot`, publishing it on the status page, and returns its outcome.
-/// `start_ns` is the clock when the task starts: the end of the previous task when it follows
-/// at once, which saves a clock read per task in a batch of tiny ones.
-fn run_task<H: Handler>(
-    handler: &H,
-    a: &Assignment<'_>,
-    slot: &Slot,
-    link: &Link,
-    scratch: &mut Vec<u8>,
-    start_ns: Option<u64>,
-) -> RunResult {
-    let t0 = start_ns.unwrap_or_else(mono_ns);
-    slot.begin(a.seq, t0);
-    CURRENT.with(|c| c.set(a.seq));
-    let cx = TaskContext::new(a.attempt, &slot.child_pgid);
-    let result = match postcard::from_bytes::<H::Task>(a.payload) {
-        Ok(task) => handler.handle(task, &cx),
-        Err(e) => Err(TaskError::new(format!("cannot decode the task for handler '{}': {e}", handler.name()))),
-    };
-    cx.clear_child_group();
-    if let Some(kind) = a.fault {
-        fault::inject(kind, link);
-    }
-    scratch.clear();
-    let result = result.and_then(|out| match frame::append(&out, scratch) {
-        Ok(()) if scratch.len() <= MAX_OUTPUT => Ok(()),
-        Ok(()) => Err(TaskError::new(format!("output of {} bytes exceeds the limit of {MAX_OUTPUT}", scratch.len()))),
-        Err(e) => Err(TaskError::new(format!("cannot encode the output: {e}"))),
-    });
-    let t1 = mono_ns();
-    CURRENT.with(|c| c.set(0));
-    slot.end(a.seq);
-    RunResult { end_ns: t1, micros: (t1 - t0) / 1000, error: result.err() }
-}
-
-struct RunResult {
-    end_ns: u64,
-    micros: u64,
-    /// `None`: the output is in the scratch buffer.
-    error: Option<TaskError>,
-}
-
-fn push_outcome(batch: &mut ResultsBatch, seq: u64, r: RunResult, scratch: &[u8]) {
+fn push_outcome(batch: &mut ResultsBatch, seq: u64, r: Executed, scratch: &[u8]) {
     let result = match r.error {
         None => Ok(Bytes::new(scratch)),
         Some(e) => Err(e),
@@ -350,7 +287,7 @@ fn serve_serial<H: Handler>(
                 ToWorker::Run(assignments) => {
                     let mut start = None;
                     for a in &assignments {
-                        let r = run_task(handler, a, slot, link, &mut scratch, start);
+                        let r = execute(handler, a, slot, link, &mut scratch, start, |_| {});
                         let end = r.end_ns;
                         start = Some(end);
                         push_outcome(&mut batch, a.seq, r, &scratch);
@@ -388,16 +325,8 @@ fn flush(batch: &mut ResultsBatch, out: &mut Vec<u8>, link: &Link) -> Result<(),
     link.send(out).map_err(|e| ServeError::Frame(FrameError::Io(e)))
 }
 
-/// An assignment copied out of the read buffer, for another thread.
-struct Owned {
-    seq: u64,
-    attempt: u32,
-    fault: Option<shared::task::FaultKind>,
-    payload: Vec<u8>,
-}
-
 struct Queue {
-    tasks: Mutex<(VecDeque<Owned>, bool)>,
+    tasks: Mutex<(VecDeque<OwnedAssignment>, bool)>,
     ready: Condvar,
 }
 
@@ -434,8 +363,7 @@ fn serve_threaded<H: Handler>(
                     }
                 };
                 let Some(t) = task else { return };
-                let a = Assignment { seq: t.seq, attempt: t.attempt, fault: t.fault, payload: &t.payload };
-                let r = run_task(&*handler, &a, slot, link, &mut scratch, None);
+                let r = execute(&*handler, &t.as_assignment(), slot, link, &mut scratch, None, |_| {});
                 push_outcome(&mut batch, t.seq, r, &scratch);
                 if flush(&mut batch, &mut out, link).is_err() {
                     return;
@@ -458,14 +386,7 @@ fn serve_threaded<H: Handler>(
             match frame::decode::<ToWorker>(body) {
                 Ok(ToWorker::Run(assignments)) => {
                     let mut q = queue.tasks.lock().unwrap_or_else(|e| e.into_inner());
-                    for a in assignments {
-                        q.0.push_back(Owned {
-                            seq: a.seq,
-                            attempt: a.attempt,
-                            fault: a.fault,
-                            payload: a.payload.to_vec(),
-                        });
-                    }
+                    q.0.extend(assignments.iter().map(OwnedAssignment::copy));
                     drop(q);
                     queue.ready.notify_all();
                 }
@@ -524,8 +445,7 @@ const FATAL: [nix::sys::signal::Signal; 5] = [
 static PREVIOUS: OnceLock<[Option<nix::sys::signal::SigAction>; 5]> = OnceLock::new();
 
 extern "C" fn on_fatal_signal(sig: libc::c_int, _info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
-    let seq = CURRENT.with(Cell::get);
-    if seq != 0
+    if let Some(seq) = executing()
         && let Some(link) = LINK.get()
     {
         let _ = link.page.header().culprit.compare_exchange(0, seq, Ordering::SeqCst, Ordering::SeqCst);

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::cli::load::{CpuSnap, NOISY_CORES, OtherLoad};
+
 /// Options of `bulkhead compare`.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -75,53 +77,9 @@ pub struct Comparison {
     pub fetches: (u64, u64),
     /// Per mode.
     pub modes: Vec<ModeFigures>,
-    /// CPU that other processes of the machine took while this ran, in cores: above a
-    /// quarter of a core the CPU-bound and timing figures measure them as much as us.
+    /// CPU that other processes of the machine took while this ran, in cores: above
+    /// [`NOISY_CORES`] the CPU-bound and timing figures measure them as much as us.
     pub other_load_cores: f64,
-}
-
-/// How much CPU the rest of the machine takes while a comparison runs: the busy time of
-/// every CPU (/proc/stat) less this process's and its waited-for children's.
-struct OtherLoad {
-    busy_s: f64,
-    own_s: f64,
-    at: std::time::Instant,
-}
-
-impl OtherLoad {
-    fn start() -> Self {
-        Self { busy_s: machine_busy_s(), own_s: own_cpu_s(), at: std::time::Instant::now() }
-    }
-
-    fn cores(&self) -> f64 {
-        let other = (machine_busy_s() - self.busy_s) - (own_cpu_s() - self.own_s);
-        (other / self.at.elapsed().as_secs_f64().max(1e-9)).max(0.0)
-    }
-}
-
-/// Seconds all CPUs spent busy since boot.
-fn machine_busy_s() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(cpu) = stat.lines().next().and_then(|l| l.strip_prefix("cpu ")) else { return 0.0 };
-    let f: Vec<u64> = cpu.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-    // user nice system idle iowait irq softirq: all but idle and iowait (and not steal, the
-    // hypervisor's, which no process of this machine took).
-    let busy: u64 = f.iter().take(7).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    busy as f64 / hz
-}
-
-/// CPU seconds of this process and of its children that have been waited for.
-fn own_cpu_s() -> f64 {
-    let secs = |who| {
-        let u = nix::sys::resource::getrusage(who).ok();
-        u.map_or(0.0, |u| {
-            let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
-            t(u.user_time()) + t(u.system_time())
-        })
-    };
-    secs(nix::sys::resource::UsageWho::RUSAGE_SELF) + secs(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
 }
 
 /// What a child run did.
@@ -308,7 +266,7 @@ pub fn compare(opts: &Options, mut progress: impl FnMut(&str)) -> Result<Compari
     let cpu_tasks = if q { 24 } else { 120 };
     let cpu_n = if q { 1_000_000 } else { 5_000_000 };
     let (fetches, fetch_ms) = if q { (100u64, 50u64) } else { (100, 500) };
-    let load = OtherLoad::start();
+    let load = CpuSnap::take();
     let mut modes = Vec::new();
     for mode in ["thread", "process", "hybrid"] {
         let mut m = ModeFigures { mode: mode.into(), ..Default::default() };
@@ -420,7 +378,7 @@ pub fn compare(opts: &Options, mut progress: impl FnMut(&str)) -> Result<Compari
         quick: q,
         fetches: (fetches, fetch_ms),
         modes,
-        other_load_cores: load.cores(),
+        other_load_cores: OtherLoad::since(&load).other_cores,
     })
 }
 
@@ -463,6 +421,3 @@ pub fn table(c: &Comparison) -> String {
     }
     s
 }
-
-/// Other processes' CPU above which figures are not trusted (as in the benchmark suite).
-const NOISY_CORES: f64 = 0.25;

@@ -56,7 +56,7 @@ pub struct MergeArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum MergeError {
     /// The task list has a line that is not a task, or repeats an id.
-    #[error("{}, {}{hint}", path.display(), super::chain(error))]
+    #[error("{}, {}{hint}", path.display(), worker::ErrorChain(error))]
     Tasks {
         /// The task file.
         path: PathBuf,

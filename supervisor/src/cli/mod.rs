@@ -4,6 +4,7 @@
 pub mod compare;
 pub mod demo;
 mod k8s;
+pub mod load;
 mod merge;
 mod run;
 pub mod shard;
@@ -253,16 +254,5 @@ pub fn main() -> i32 {
 
 /// Prints an error with its chain of causes, as `bulkhead: error: a: b: c`.
 pub fn report_error(e: &dyn std::error::Error) {
-    eprintln!("bulkhead: error: {}", chain(e));
-}
-
-/// An error and its chain of causes, as `a: b: c`.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(&format!(": {s}"));
-        src = s.source();
-    }
-    msg
+    eprintln!("bulkhead: error: {}", worker::ErrorChain(e));
 }

@@ -260,7 +260,7 @@ fn precheck(
     match crate::input::validate_file(f, format, shard, crate::input::KEEP_BYTES) {
         Ok(c) => Ok(Some(c)),
         Err(e) => {
-            eprintln!("bulkhead: error: {name}, {}", super::chain(&e));
+            eprintln!("bulkhead: error: {name}, {}", worker::ErrorChain(&e));
             Err(exit::BAD_INPUT)
         }
     }
@@ -358,7 +358,7 @@ fn summary_lines(s: &Summary, total: Option<u64>, check_time: Option<std::time::
             lines.push(format!("bulkhead: {msg}; finished results are kept, --resume continues"))
         }
         Some(crate::engine::StopReason::BadInput(msg)) => {
-            lines.push(format!("bulkhead: error: {}; nothing after it was run", super::chain(&**msg)))
+            lines.push(format!("bulkhead: error: {}; nothing after it was run", worker::ErrorChain(&**msg)))
         }
         Some(crate::engine::StopReason::Interrupted(_)) => {
             lines.push("bulkhead: interrupted; unfinished tasks have no record, --resume runs them".to_string())

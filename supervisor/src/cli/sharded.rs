@@ -90,7 +90,7 @@ pub(super) fn check_task_file(path: &Path, shown: &Path, cmd: Option<&str>) -> R
     let file = std::fs::File::open(path).map_err(|e| Usage(format!("cannot open {}: {e}", path.display())))?;
     let count = crate::input::validate_file(&file, &format, None, 0)
         .map(|c| c.tasks)
-        .map_err(|e| Usage(format!("{}, {}", shown.display(), super::chain(&e))))?;
+        .map_err(|e| Usage(format!("{}, {}", shown.display(), worker::ErrorChain(&e))))?;
     if count == 0 {
         return Err(Usage(format!("{}: no tasks", shown.display())));
     }

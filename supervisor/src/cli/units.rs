@@ -1,5 +1,5 @@
 //! Durations (`500ms`, `2s`, `1m`, `1h`) and sizes (`512M`, `2G`) as the command line writes
-//! them.
+//! them, and counts as the report and the benchmark print them (`1,234,567`).
 
 use std::time::Duration;
 
@@ -40,6 +40,19 @@ pub enum UnitError {
     /// A rate over no time.
     #[error("the period in '{0}' must be above zero")]
     ZeroPeriod(String),
+}
+
+/// `1234567` as `1,234,567`.
+pub fn group_digits(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Parses a duration: a number with a unit (`ms`, `s`, `m`, `h`); a bare number is seconds.

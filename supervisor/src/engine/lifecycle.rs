@@ -13,7 +13,7 @@ pub enum RunEvent {
     WorkerStarted {
         /// The worker slot (a lane in the report).
         worker: usize,
-        /// The process id (0 in thread mode).
+        /// The process id; in thread mode, where the worker is a thread, the supervisor's own.
         pid: u32,
         /// Milliseconds from spawn to ready.
         ms: f64,

@@ -247,10 +247,7 @@ impl Engine {
                 }
             }
             Err(e) => {
-                let what = match std::error::Error::source(&e) {
-                    Some(source) => format!("{e}: {source}"),
-                    None => e.to_string(),
-                };
+                let what = worker::ErrorChain(&e).to_string();
                 let live = self.slots.iter().filter(|s| s.state.pid().is_some()).count();
                 if e.is_process_limit() && live > 0 && self.phase == Phase::Running {
                     // The system allows no more: go on with the workers it allowed, say so

@@ -148,7 +148,7 @@ impl IdSet {
 impl Cold {
     fn new() -> io::Result<Self> {
         Ok(Self {
-            file: temp_file()?,
+            file: tempfile::tempfile()?,
             end: 0,
             runs: Vec::new(),
             bloom: Bloom::with_capacity(0),
@@ -217,24 +217,6 @@ impl Cold {
                 }
                 done += n as u64;
             }
-        }
-    }
-}
-
-/// An unnamed temporary file: it vanishes with the process however that ends.
-fn temp_file() -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = std::env::temp_dir();
-    let unnamed =
-        std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_TMPFILE).mode(0o600).open(&dir);
-    match unnamed {
-        Ok(f) => Ok(f),
-        // Filesystems without O_TMPFILE: a named file, unlinked at once.
-        Err(_) => {
-            let path = dir.join(format!("bulkhead-ids-{}-{:x}", std::process::id(), worker::clock::mono_ns()));
-            let f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&path)?;
-            std::fs::remove_file(&path)?;
-            Ok(f)
         }
     }
 }
@@ -330,7 +312,7 @@ impl HashRuns {
 
     fn spill(&mut self) -> io::Result<()> {
         if self.file.is_none() {
-            self.file = Some(temp_file()?);
+            self.file = Some(tempfile::tempfile()?);
         }
         self.buf.sort_unstable();
         let bytes: Vec<u8> = self.buf.iter().flat_map(|h| h.to_le_bytes()).collect();

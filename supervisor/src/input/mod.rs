@@ -8,9 +8,8 @@ pub mod source;
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, Read};
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 
@@ -21,6 +20,7 @@ use shared::task::{BuiltinTask, FaultKind};
 use crate::engine::{FaultPlan, Job, JobBuilder};
 use crate::input::error::{IdOrigin, InputError, Place, Problem};
 use crate::input::source::{Admission, IdSet, Pull, TaskSource};
+use crate::runtime::waker::{Waker, Wakeup, wake_pair};
 
 /// Longest task line accepted.
 pub const MAX_LINE: usize = 1 << 20;
@@ -599,7 +599,7 @@ enum Chunk {
 /// Task lines parsed on a reader thread.
 pub struct LineSource {
     rx: Receiver<Chunk>,
-    wake: UnixStream,
+    wake: Wakeup,
     ready: VecDeque<Job>,
     end: Option<Pull>,
 }
@@ -647,9 +647,7 @@ impl LineSource {
         produce: impl FnOnce(&mut Emitter) -> Result<(), Stop> + Send + 'static,
         admission: Admission,
     ) -> io::Result<Self> {
-        let (wake, waker) = UnixStream::pair()?;
-        wake.set_nonblocking(true)?;
-        waker.set_nonblocking(true)?;
+        let (wake, waker) = wake_pair()?;
         let (tx, rx) = sync_channel::<Chunk>(8);
         std::thread::Builder::new().name("bulkhead-input".into()).spawn(move || {
             let mut emit = Emitter { tx, waker, admission, builder: JobBuilder::default() };
@@ -670,7 +668,7 @@ impl LineSource {
 /// The reader thread's side: admits jobs and sends them in chunks.
 struct Emitter {
     tx: SyncSender<Chunk>,
-    waker: UnixStream,
+    waker: Waker,
     admission: Admission,
     builder: JobBuilder,
 }
@@ -692,7 +690,7 @@ impl From<InputError> for Stop {
 impl Emitter {
     fn send(&self, c: Chunk) -> bool {
         let ok = self.tx.send(c).is_ok();
-        let _ = (&self.waker).write(&[1]);
+        self.waker.wake();
         ok
     }
 
@@ -752,8 +750,7 @@ impl Emitter {
 impl TaskSource for LineSource {
     fn pull(&mut self, max: usize, out: &mut Vec<Job>) -> Pull {
         // Empty the wake-up first: a chunk sent after this leaves its byte for the next poll.
-        let mut buf = [0u8; 256];
-        while matches!((&self.wake).read(&mut buf), Ok(n) if n > 0) {}
+        self.wake.drain();
         while out.len() < max {
             if let Some(j) = self.ready.pop_front() {
                 out.push(j);

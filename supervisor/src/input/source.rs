@@ -13,6 +13,7 @@ pub use crate::input::idset::IdSet;
 
 use crate::engine::{FaultPlan, Job, JobBuilder};
 use crate::input::error::{IdOrigin, InputError, Place, Problem};
+use crate::runtime::waker::{Waker, Wakeup, wake_pair};
 
 /// What a pull produced.
 #[derive(Debug, Clone)]
@@ -203,14 +204,14 @@ pub struct TaskSender<T> {
 #[derive(Debug)]
 struct ChannelShared<T> {
     queue: std::sync::Mutex<(std::collections::VecDeque<TaskSpec<T>>, bool)>,
-    wake: std::os::unix::net::UnixStream,
+    wake: Waker,
 }
 
 /// The receiving half of [`channel`], handed to [`crate::Pool::run_source`].
 #[derive(Debug)]
 pub struct ChannelSource<T> {
     shared: std::sync::Arc<ChannelShared<T>>,
-    wake: std::os::unix::net::UnixStream,
+    wake: Wakeup,
     inner: IterState,
 }
 
@@ -241,9 +242,7 @@ struct IterState {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn channel<T>() -> std::io::Result<(TaskSender<T>, ChannelSource<T>)> {
-    let (read, write) = std::os::unix::net::UnixStream::pair()?;
-    read.set_nonblocking(true)?;
-    write.set_nonblocking(true)?;
+    let (read, write) = wake_pair()?;
     let shared = std::sync::Arc::new(ChannelShared { queue: Default::default(), wake: write });
     Ok((TaskSender { shared: shared.clone() }, ChannelSource { shared, wake: read, inner: IterState::default() }))
 }
@@ -252,13 +251,13 @@ impl<T> TaskSender<T> {
     /// Submits a task.
     pub fn send(&self, task: impl Into<TaskSpec<T>>) {
         self.shared.queue.lock().unwrap_or_else(|e| e.into_inner()).0.push_back(task.into());
-        let _ = std::io::Write::write(&mut &self.shared.wake, &[1]);
+        self.shared.wake.wake();
     }
 
     /// No more tasks will come; the run ends when those sent are done.
     pub fn close(&self) {
         self.shared.queue.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
-        let _ = std::io::Write::write(&mut &self.shared.wake, &[1]);
+        self.shared.wake.wake();
     }
 }
 
@@ -278,8 +277,7 @@ impl<T> ChannelSource<T> {
 
 impl<T: Serialize> TaskSource for ChannelSource<T> {
     fn pull(&mut self, max: usize, out: &mut Vec<Job>) -> Pull {
-        let mut buf = [0u8; 64];
-        while matches!(std::io::Read::read(&mut &self.wake, &mut buf), Ok(n) if n > 0) {}
+        self.wake.drain();
         let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
         let mut chunk = Chunker::default();
         let state = loop {

@@ -165,7 +165,7 @@ impl ControlServer {
     /// Adds the listening socket to the poll set.
     pub fn poll_set(&self, set: &mut PollSet) {
         let Listener::UdSocket(l) = &self.listener;
-        set.push(l.as_fd().as_raw_fd(), libc::POLLIN, 0);
+        set.push(l.as_fd().as_raw_fd(), nix::poll::PollFlags::POLLIN, 0);
     }
 
     /// Accepts waiting connections and answers those of our user with a snapshot.

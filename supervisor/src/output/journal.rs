@@ -9,8 +9,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
-use std::mem::ManuallyDrop;
-use std::os::fd::FromRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
@@ -82,8 +81,7 @@ pub struct Resumed {
 
 /// An open results file.
 pub struct Journal {
-    out: ManuallyDrop<File>,
-    owned: bool,
+    out: File,
     regular: bool,
     buf: Vec<u8>,
     name: String,
@@ -105,13 +103,15 @@ impl Journal {
                 if resume {
                     return Err(JournalError::ResumeStdout);
                 }
-                // SAFETY: fd 1 stays open for the life of the process; ManuallyDrop keeps us
-                // from closing it.
-                let out = ManuallyDrop::new(unsafe { File::from_raw_fd(1) });
+                // A descriptor of our own for standard output: closing it at the end leaves
+                // the process's fd 1 open.
+                let out = io::stdout()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(|source| JournalError::Io { path: PathBuf::from("standard output"), source })?;
                 Ok((
                     Self {
-                        out,
-                        owned: false,
+                        out: File::from(out),
                         regular: false,
                         buf: Vec::new(),
                         name: "standard output".into(),
@@ -149,8 +149,7 @@ impl Journal {
         }
         let file = opts.open(path).map_err(io_err)?;
         let journal = Self {
-            out: ManuallyDrop::new(file),
-            owned: true,
+            out: file,
             regular,
             buf: Vec::with_capacity(64 << 10),
             name: path.display().to_string(),
@@ -191,7 +190,7 @@ impl Journal {
             // SAFETY: sync_file_range on our own descriptor; offset 0 and length 0 mean the
             // whole file, and SYNC_FILE_RANGE_WRITE only starts writeback.
             unsafe {
-                libc::sync_file_range(std::os::fd::AsRawFd::as_raw_fd(&*self.out), 0, 0, libc::SYNC_FILE_RANGE_WRITE)
+                libc::sync_file_range(std::os::fd::AsRawFd::as_raw_fd(&self.out), 0, 0, libc::SYNC_FILE_RANGE_WRITE)
             };
         }
     }
@@ -223,10 +222,6 @@ impl Journal {
 impl Drop for Journal {
     fn drop(&mut self) {
         self.flush();
-        if self.owned {
-            // SAFETY: we opened this file and nothing else holds it.
-            unsafe { ManuallyDrop::drop(&mut self.out) };
-        }
     }
 }
 
@@ -239,7 +234,7 @@ pub fn write_record<O: Serialize>(buf: &mut Vec<u8>, r: &RecordRef<'_, O>) {
     buf.extend_from_slice(b",\"status\":\"");
     buf.extend_from_slice(r.status.as_str().as_bytes());
     buf.extend_from_slice(b"\",\"attempts\":");
-    buf.extend_from_slice(itoa(u64::from(r.attempts), &mut [0; 20]));
+    buf.extend_from_slice(itoa::Buffer::new().format(r.attempts).as_bytes());
     if let Some(ms) = r.ms {
         buf.extend_from_slice(b",\"ms\":");
         serde_json::to_writer(&mut *buf, &ms).expect("a float serializes");
@@ -271,18 +266,6 @@ fn write_str(buf: &mut Vec<u8>, s: &str) {
         buf.push(b'"');
     } else {
         serde_json::to_writer(&mut *buf, s).expect("strings serialize");
-    }
-}
-
-fn itoa(mut n: u64, tmp: &mut [u8; 20]) -> &[u8] {
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &tmp[i..];
-        }
     }
 }
 

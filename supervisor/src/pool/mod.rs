@@ -743,7 +743,8 @@ pub struct Summary {
 const FIRST_BAD: usize = 5;
 
 impl Summary {
-    /// The exit code the SPEC gives this ending.
+    /// The exit code of this ending (the codes of [`shared::exit`]; 141 when the results'
+    /// reader went away, as for a shell pipeline killed by SIGPIPE).
     pub fn exit_code(&self) -> i32 {
         if self.broken_pipe {
             return 141;

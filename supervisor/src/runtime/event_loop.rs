@@ -6,8 +6,9 @@
 //! turns what it finds into engine events, and performs the actions that come back. Nothing
 //! else touches the run's state.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
 
 use crate::engine::{Action, Engine, Event, Interrupt, Probe, Sink, SpawnError};
@@ -29,9 +30,14 @@ pub struct Cx<'a> {
 }
 
 /// The descriptors of one `poll(2)` call, each with the token of its owner.
+///
+/// The set is cleared and refilled before every call, from descriptors that their owners
+/// (the signals, the source, the backend, the hooks) keep open until the call returns; that
+/// is what the `'static` borrows below stand for. The buffer is kept between calls so that
+/// the loop allocates nothing per wake-up.
 #[derive(Default)]
 pub struct PollSet {
-    fds: Vec<libc::pollfd>,
+    fds: Vec<PollFd<'static>>,
     tokens: Vec<Token>,
     owner: Owner,
 }
@@ -53,8 +59,8 @@ enum Token {
 
 impl PollSet {
     /// Adds a descriptor to watch for `events`, tagged `token`.
-    pub fn push(&mut self, fd: RawFd, events: i16, token: u32) {
-        self.fds.push(libc::pollfd { fd, events, revents: 0 });
+    pub fn push(&mut self, fd: RawFd, events: PollFlags, token: u32) {
+        self.fds.push(PollFd::new(borrow(fd), events));
         self.tokens.push(match self.owner {
             Owner::Backend => Token::Backend(token),
             Owner::Hook => Token::Hook(token),
@@ -62,7 +68,7 @@ impl PollSet {
     }
 
     fn push_token(&mut self, fd: RawFd, token: Token) {
-        self.fds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+        self.fds.push(PollFd::new(borrow(fd), PollFlags::POLLIN));
         self.tokens.push(token);
     }
 
@@ -72,9 +78,17 @@ impl PollSet {
     }
 }
 
+/// Borrows `fd` for one poll call of a [`PollSet`].
+fn borrow(fd: RawFd) -> BorrowedFd<'static> {
+    // SAFETY: the set is cleared before the next call, and every owner keeps its descriptor
+    // open until this call has returned (see [`PollSet`]). A descriptor closed regardless
+    // would only read POLLNVAL.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
 /// Where the engine's actions are carried out: worker processes or threads.
 pub trait Backend: Probe {
-    /// Starts a worker in `slot`; its pid (0 for a thread).
+    /// Starts a worker in `slot`; its pid (for a thread, the supervisor's own).
     fn spawn(&mut self, slot: usize) -> Result<u32, SpawnError>;
     /// Sends the slot's unsent assignments.
     fn dispatch(&mut self, slot: usize, engine: &mut Engine);
@@ -85,7 +99,7 @@ pub trait Backend: Probe {
     /// Adds the descriptors to watch.
     fn poll_set(&self, set: &mut PollSet);
     /// One of its descriptors is ready.
-    fn ready(&mut self, token: u32, revents: i16, cx: &mut Cx<'_>);
+    fn ready(&mut self, token: u32, revents: PollFlags, cx: &mut Cx<'_>);
     /// Collects ended workers (on SIGCHLD, and in thread mode on every wake-up).
     fn reap(&mut self, cx: &mut Cx<'_>);
     /// Workers alive.
@@ -171,15 +185,16 @@ impl<'a> Runtime<'a> {
         self.build_set(hooks);
         let timeout_ms = match wait_ns {
             None => 1000,
-            Some(ns) => ns.div_ceil(1_000_000).min(1000) as i32,
+            Some(ns) => ns.div_ceil(1_000_000).min(1000) as u16,
         };
-        // SAFETY: `fds` is a valid array of pollfd of the given length.
-        let n = unsafe { libc::poll(self.set.fds.as_mut_ptr(), self.set.fds.len() as libc::nfds_t, timeout_ms) };
+        // An error is EINTR (a signal, whose pipe the next call finds readable) or EAGAIN:
+        // either way there is nothing to read this time.
+        let n = poll(&mut self.set.fds, PollTimeout::from(timeout_ms)).unwrap_or(0);
         let now = mono_ns();
         if n > 0 {
             for i in 0..self.set.fds.len() {
-                let revents = self.set.fds[i].revents;
-                if revents == 0 {
+                let revents = self.set.fds[i].revents().unwrap_or(PollFlags::empty());
+                if revents.is_empty() {
                     continue;
                 }
                 match self.set.tokens[i] {

@@ -7,5 +7,6 @@ pub mod process;
 pub mod signals;
 pub mod tally;
 pub mod thread_mode;
+pub mod waker;
 
 pub use event_loop::{Backend, Cx, Hooks, NoHooks, PollSet, Runtime};

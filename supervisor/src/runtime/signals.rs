@@ -1,15 +1,16 @@
 //! Signals as readable descriptors: signal-hook writes a byte to a socket per delivery, and
 //! the event loop polls the read ends with everything else. Nothing runs in signal context
-//! beyond that write, and nothing busy-polls. SIGCHLD coalesces (50 exits gave 35 to 44
-//! wake-ups in FACTS.md), so a wake-up only means "reap whatever has ended".
+//! beyond that write, and nothing busy-polls. SIGCHLD coalesces (50 children exiting at once
+//! gave 35 to 44 wake-ups), so a wake-up only means "reap whatever has ended".
 
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::net::UnixStream;
 
 use nix::sys::signal::Signal;
 use signal_hook::SigId;
 use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
+
+use crate::runtime::waker::{Wakeup, wake_pair};
 
 /// Which signal a descriptor stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +32,7 @@ const STOP_SIGNALS: [Signal; 4] = [Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGU
 /// The registered signal pipes; unregistered on drop.
 #[derive(Debug)]
 pub struct Signals {
-    pipes: Vec<(Sig, UnixStream)>,
+    pipes: Vec<(Sig, Wakeup)>,
     ids: Vec<SigId>,
 }
 
@@ -59,8 +60,7 @@ impl Signals {
     }
 
     fn add(&mut self, sig: Sig, num: i32) -> io::Result<()> {
-        let (r, w) = UnixStream::pair()?;
-        r.set_nonblocking(true)?;
+        let (r, w) = wake_pair()?;
         self.ids.push(signal_hook::low_level::pipe::register(num, w)?);
         self.pipes.push((sig, r));
         Ok(())
@@ -73,17 +73,7 @@ impl Signals {
 
     /// Empties the pipe of `sig`; returns how many deliveries it held.
     pub fn drain(&mut self, sig: Sig) -> usize {
-        let mut n = 0;
-        if let Some((_, p)) = self.pipes.iter_mut().find(|(s, _)| *s == sig) {
-            let mut buf = [0u8; 64];
-            while let Ok(k) = p.read(&mut buf) {
-                if k == 0 {
-                    break;
-                }
-                n += k;
-            }
-        }
-        n
+        self.pipes.iter().find(|(s, _)| *s == sig).map_or(0, |(_, p)| p.drain())
     }
 }
 

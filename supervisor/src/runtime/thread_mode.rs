@@ -13,39 +13,32 @@
 //! poisons the lock); a test pins it, since the standard library may change the default
 //! mutex in a future edition.
 
-use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 
+use nix::poll::PollFlags;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde_bytes::Bytes;
-use shared::proto::{Outcome, PanicReport, TaskError};
+use shared::proto::{Assignment, Outcome, PanicReport, TaskError};
 use shared::shm::{self, SlotState as PageState};
 use shared::task::FaultKind;
-use worker::clock::mono_ns;
-use worker::fault::{self, FaultSite};
-use worker::{Handler, TaskContext};
+use worker::Handler;
+use worker::execute::{Executed, OwnedAssignment, execute, executing, panic_message};
+use worker::fault::FaultSite;
 
 use crate::engine::ExitCause;
 use crate::engine::lifecycle::RunEvent;
 use crate::engine::{Engine, Event, Probe, SpawnError};
 use crate::runtime::tally::{Tally, TallyReport};
+use crate::runtime::waker::{Waker, Wakeup, wake_pair};
 use crate::runtime::{Backend, Cx, PollSet};
 
-struct Owned {
-    seq: u64,
-    attempt: u32,
-    fault: Option<FaultKind>,
-    payload: Vec<u8>,
-}
-
 enum Msg {
-    Run(Vec<Owned>),
+    Run(Vec<OwnedAssignment>),
     Shutdown,
 }
 
@@ -71,13 +64,13 @@ struct Shared {
     delivered_counted: AtomicU64,
     delivered_refused: AtomicU64,
     events: Mutex<Sender<(usize, u64, ThreadEvent)>>,
-    wake: UnixStream,
+    wake: Waker,
 }
 
 impl Shared {
     fn send(&self, slot: usize, incarnation: u64, ev: ThreadEvent) {
         let _ = self.events.lock().unwrap_or_else(|e| e.into_inner()).send((slot, incarnation, ev));
-        let _ = (&self.wake).write(&[1]);
+        self.wake.wake();
     }
 }
 
@@ -92,7 +85,7 @@ pub struct ThreadBackend<H: Handler> {
     handler: Arc<H>,
     shared: Arc<Shared>,
     rx: Receiver<(usize, u64, ThreadEvent)>,
-    wake_read: UnixStream,
+    wake_read: Wakeup,
     slots: Vec<Option<ThreadSlot>>,
     next_incarnation: u64,
     /// Deaths decided by `kill` (abandoned threads), delivered on the next wake-up.
@@ -105,9 +98,7 @@ impl<H: Handler> ThreadBackend<H> {
     /// A backend with `slots` thread slots.
     pub fn new(handler: Arc<H>, slots: usize) -> std::io::Result<Self> {
         quiet_task_panics();
-        let (wake_read, wake) = UnixStream::pair()?;
-        wake_read.set_nonblocking(true)?;
-        wake.set_nonblocking(true)?;
+        let (wake_read, wake) = wake_pair()?;
         let (tx, rx) = channel();
         Ok(Self {
             handler,
@@ -146,8 +137,7 @@ impl<H: Handler> ThreadBackend<H> {
     }
 
     fn process_events(&mut self, cx: &mut Cx<'_>) {
-        let mut buf = [0u8; 256];
-        while matches!((&self.wake_read).read(&mut buf), Ok(n) if n > 0) {}
+        self.wake_read.drain();
         for (slot, signal) in std::mem::take(&mut self.abandoned) {
             self.deliver_death(slot, ExitCause::Signaled { signal, core: false }, cx);
         }
@@ -258,16 +248,6 @@ impl FaultSite for NoSocket {
     }
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_string()
-    }
-}
-
 fn thread_main<H: Handler>(
     handler: Arc<H>,
     shared: Arc<Shared>,
@@ -277,8 +257,7 @@ fn thread_main<H: Handler>(
     page: Arc<[shm::Slot]>,
 ) {
     shared.send(slot, inc, ThreadEvent::Ready);
-    let child_group = AtomicI32::new(0);
-    let current = AtomicU64::new(0);
+    let mut scratch = Vec::new();
     // Outside the unwinding closure: what a batch finished before a panic is still delivered,
     // so that those tasks keep their results instead of running again.
     let mut done: Vec<Done> = Vec::new();
@@ -286,47 +265,20 @@ fn thread_main<H: Handler>(
         while let Ok(msg) = rx.recv() {
             let Msg::Run(batch) = msg else { return };
             done.reserve(batch.len());
-            for a in batch {
-                current.store(a.seq, Ordering::Relaxed);
-                let t0 = mono_ns();
-                page[0].begin(a.seq, t0);
-                let cx = TaskContext::new(a.attempt, &child_group);
-                let result = match postcard::from_bytes::<H::Task>(&a.payload) {
-                    Ok(task) => handler.handle(task, &cx),
-                    Err(e) => Err(TaskError::new(format!("cannot decode the task: {e}"))),
-                };
-                cx.clear_child_group();
-                let result = result.and_then(|o| {
-                    postcard::to_stdvec(&o).map_err(|e| TaskError::new(format!("cannot encode the output: {e}")))
-                });
-                let micros = (mono_ns() - t0) / 1000;
+            for t in batch {
                 // Every fault but `panic` does here what it does anywhere: most end the process.
-                if let Some(kind) = a.fault.filter(|k| *k != FaultKind::Panic) {
-                    fault::inject(kind, &NoSocket);
-                }
-                let counted = match shared.tally.lock() {
-                    Ok(mut t) => {
-                        t.finished += 1;
-                        if a.fault == Some(FaultKind::Panic) {
-                            // Between two updates that belong together, with the lock held.
-                            panic!("injected fault: panic");
-                        }
-                        if result.is_ok() {
-                            t.ok += 1;
-                        } else {
-                            t.failed += 1;
-                        }
-                        t.busy_us += micros;
-                        true
-                    }
-                    Err(_) => {
-                        shared.refused.fetch_add(1, Ordering::Relaxed);
-                        false
-                    }
+                // `panic` fires in the tally's update instead, with its lock held.
+                let panics = t.fault == Some(FaultKind::Panic);
+                let a = Assignment { fault: t.fault.filter(|k| *k != FaultKind::Panic), ..t.as_assignment() };
+                let mut counted = false;
+                let r = execute(&*handler, &a, &page[0], &NoSocket, &mut scratch, None, |r| {
+                    counted = count(&shared, r, panics);
+                });
+                let result = match r.error {
+                    None => Ok(scratch.clone()),
+                    Some(e) => Err(e),
                 };
-                page[0].end(a.seq);
-                current.store(0, Ordering::Relaxed);
-                done.push(Done { seq: a.seq, micros, result, counted });
+                done.push(Done { seq: t.seq, micros: r.micros, result, counted });
             }
             shared.send(slot, inc, ThreadEvent::Results(std::mem::take(&mut done)));
         }
@@ -335,14 +287,35 @@ fn thread_main<H: Handler>(
         Ok(()) => shared.send(slot, inc, ThreadEvent::Exited),
         Err(payload) => {
             if !done.is_empty() {
-                shared.send(slot, inc, ThreadEvent::Results(done));
+                shared.send(slot, inc, ThreadEvent::Results(std::mem::take(&mut done)));
             }
-            let seq = current.load(Ordering::Relaxed);
-            shared.send(
-                slot,
-                inc,
-                ThreadEvent::Died { seq: (seq != 0).then_some(seq), message: panic_message(&*payload) },
-            );
+            shared.send(slot, inc, ThreadEvent::Died { seq: executing(), message: panic_message(&*payload) });
+        }
+    }
+}
+
+/// Adds a finished task to the shared tally under its lock, as threaded code does; whether it
+/// was counted. An injected `panic` fires between two updates that belong together, so the
+/// lock is poisoned and the tally left inconsistent; once it is, every later update is
+/// refused and counted as refused.
+fn count(shared: &Shared, r: &Executed, panics: bool) -> bool {
+    match shared.tally.lock() {
+        Ok(mut t) => {
+            t.finished += 1;
+            if panics {
+                panic!("injected fault: panic");
+            }
+            if r.error.is_none() {
+                t.ok += 1;
+            } else {
+                t.failed += 1;
+            }
+            t.busy_us += r.micros;
+            true
+        }
+        Err(_) => {
+            shared.refused.fetch_add(1, Ordering::Relaxed);
+            false
         }
     }
 }
@@ -376,10 +349,8 @@ impl<H: Handler> Backend for ThreadBackend<H> {
         let Some(s) = self.slots[slot].as_ref() else {
             return;
         };
-        let batch: Vec<Owned> = engine
-            .take_unsent(slot, usize::MAX)
-            .map(|a| Owned { seq: a.seq, attempt: a.attempt, fault: a.fault, payload: a.payload.to_vec() })
-            .collect();
+        let batch: Vec<OwnedAssignment> =
+            engine.take_unsent(slot, usize::MAX).map(|a| OwnedAssignment::copy(&a)).collect();
         let _ = s.tx.send(Msg::Run(batch));
     }
 
@@ -402,14 +373,14 @@ impl<H: Handler> Backend for ThreadBackend<H> {
         eprintln!("bulkhead: thread {slot} cannot be killed; abandoned, still running, and replaced");
         self.abandoned_total += 1;
         self.abandoned.push((slot, signal));
-        let _ = (&self.shared.wake).write(&[1]);
+        self.shared.wake.wake();
     }
 
     fn poll_set(&self, set: &mut PollSet) {
-        set.push(self.wake_read.as_raw_fd(), libc::POLLIN, 0);
+        set.push(self.wake_read.as_raw_fd(), PollFlags::POLLIN, 0);
     }
 
-    fn ready(&mut self, _token: u32, _revents: i16, cx: &mut Cx<'_>) {
+    fn ready(&mut self, _token: u32, _revents: PollFlags, cx: &mut Cx<'_>) {
         self.process_events(cx);
     }
 

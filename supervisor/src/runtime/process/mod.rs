@@ -10,7 +10,10 @@ use std::io::{self, PipeReader, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 
+use nix::errno::Errno;
+use nix::poll::PollFlags;
 use nix::sys::signal::{Signal, killpg};
+use nix::sys::socket::{MsgFlags, recv};
 use nix::unistd::Pid;
 use shared::PROTOCOL_VERSION;
 use shared::frame::{self, FrameError, FrameReader, MAX_FRAME};
@@ -129,11 +132,8 @@ impl ProcessBackend {
                 };
                 if let Err(e) = deliver(slot, body, cx) {
                     conn.reading = false;
-                    // The detail goes into the crash record: the error with its cause.
-                    let detail = match std::error::Error::source(&e) {
-                        Some(source) => format!("{e}: {source}"),
-                        None => e.to_string(),
-                    };
+                    // The detail goes into the crash record: the error with its causes.
+                    let detail = worker::ErrorChain(&e).to_string();
                     cx.engine.handle(Event::ChannelEnded { slot, detail: Some(detail) }, cx.now, cx.sink, cx.out);
                     return;
                 }
@@ -304,32 +304,32 @@ impl Backend for ProcessBackend {
     fn poll_set(&self, set: &mut PollSet) {
         for (slot, conn) in self.conns.iter().enumerate() {
             let Some(conn) = conn else { continue };
-            let mut events = 0;
+            let mut events = PollFlags::empty();
             if conn.reading {
-                events |= libc::POLLIN;
+                events |= PollFlags::POLLIN;
             }
             if conn.out_pos < conn.out.len() {
-                events |= libc::POLLOUT;
+                events |= PollFlags::POLLOUT;
             }
-            if events != 0 {
+            if !events.is_empty() {
                 set.push(conn.sock.as_raw_fd(), events, (slot * 2) as u32);
             }
             if let Some(e) = &conn.stderr {
-                set.push(e.as_raw_fd(), libc::POLLIN, (slot * 2 + 1) as u32);
+                set.push(e.as_raw_fd(), PollFlags::POLLIN, (slot * 2 + 1) as u32);
             }
         }
     }
 
-    fn ready(&mut self, token: u32, revents: i16, cx: &mut Cx<'_>) {
+    fn ready(&mut self, token: u32, revents: PollFlags, cx: &mut Cx<'_>) {
         let slot = (token / 2) as usize;
         if token % 2 == 1 {
             self.read_stderr(slot);
             return;
         }
-        if revents & libc::POLLOUT != 0 {
+        if revents.contains(PollFlags::POLLOUT) {
             self.flush_out(slot);
         }
-        if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+        if revents.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
             self.read_frames(slot, cx);
         }
     }
@@ -390,10 +390,7 @@ impl Backend for ProcessBackend {
 fn would_block(conn: &Option<Conn>) -> bool {
     let Some(c) = conn else { return true };
     let mut probe = [0u8; 1];
-    // SAFETY: a non-blocking peek into a local buffer.
-    let n =
-        unsafe { libc::recv(c.sock.as_raw_fd(), probe.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
-    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+    matches!(recv(c.sock.as_raw_fd(), &mut probe, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT), Err(Errno::EAGAIN))
 }
 
 impl Drop for ProcessBackend {

@@ -1,0 +1,187 @@
+//! Micro-benchmarks of the paths written by hand for speed, each beside the plain serde (or
+//! std) way it replaces, so that a change to either is measured: the record writer, the
+//! frame encoders of a `Run` batch and of a results batch, and the id set.
+//!
+//! `cargo bench -p bulkhead --bench hot_paths` (divan's options after `--`). A plain
+//! `cargo bench -p bulkhead` runs these and then the suite; the suite's own words
+//! (`-- --quick`, `-- latency restart`) are the suite's, so with them this binary runs with
+//! divan's defaults, or not at all when sections are named.
+
+use std::collections::HashSet;
+use std::hint::black_box;
+
+use bulkhead::input::idset::IdSet;
+use bulkhead::output::journal::write_record;
+use divan::Bencher;
+use serde_bytes::Bytes;
+use shared::frame;
+use shared::proto::{self, Assignment, FromWorker, Outcome, ResultsBatch, ToWorker};
+use shared::record::{Crash, CrashCause, Record};
+
+/// Options of the benchmark suite, which cargo hands to every bench binary.
+const SUITE_OPTIONS: [&str; 2] = ["--quick", "--no-install"];
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    if args.iter().any(|a| SUITE_OPTIONS.contains(&a.as_str())) {
+        if args.iter().any(|a| !a.starts_with('-')) {
+            eprintln!("hot_paths: skipped (suite sections were named)");
+            return;
+        }
+        divan::Divan::default().main();
+        return;
+    }
+    divan::main();
+}
+
+/// Records as a run writes them: mostly `ok` with a small output, some with a crash.
+fn records() -> Vec<Record<serde_json::Value>> {
+    (0..1000u32)
+        .map(|i| {
+            let crashes = if i % 10 == 0 {
+                vec![Crash {
+                    attempt: 1,
+                    pid: 31_000 + i,
+                    cause: CrashCause::Signal { signal: "SIGSEGV".into(), core: false, detail: None },
+                }]
+            } else {
+                Vec::new()
+            };
+            let output = serde_json::json!({ "sum": (u64::from(i) * 7919).to_string() });
+            Record::new(format!("task-{i:06}"), 1 + u32::from(i % 10 == 0), Some(0.25), Ok(output), crashes)
+        })
+        .collect()
+}
+
+mod record_writer {
+    use super::*;
+
+    /// 1000 records through the hand-written writer.
+    #[divan::bench]
+    fn by_hand(b: Bencher) {
+        let recs = records();
+        let mut buf = Vec::with_capacity(256 << 10);
+        b.counter(divan::counter::ItemsCount::new(recs.len())).bench_local(|| {
+            buf.clear();
+            for r in &recs {
+                write_record(&mut buf, &r.as_ref());
+                buf.push(b'\n');
+            }
+            black_box(buf.len())
+        });
+    }
+
+    /// The same records through serde_json, the bytes the writer must equal.
+    #[divan::bench]
+    fn serde(b: Bencher) {
+        let recs = records();
+        let mut buf = Vec::with_capacity(256 << 10);
+        b.counter(divan::counter::ItemsCount::new(recs.len())).bench_local(|| {
+            buf.clear();
+            for r in &recs {
+                serde_json::to_writer(&mut buf, &r.as_ref()).unwrap();
+                buf.push(b'\n');
+            }
+            black_box(buf.len())
+        });
+    }
+}
+
+mod run_frame {
+    use super::*;
+
+    fn payloads() -> Vec<Vec<u8>> {
+        (0..256u64).map(|i| postcard::to_stdvec(&("noop", i)).unwrap()).collect()
+    }
+
+    fn assignments(p: &[Vec<u8>]) -> impl ExactSizeIterator<Item = Assignment<'_>> {
+        p.iter().enumerate().map(|(i, payload)| Assignment { seq: i as u64 + 1, attempt: 1, fault: None, payload })
+    }
+
+    /// A batch of 256 assignments written in place.
+    #[divan::bench]
+    fn in_place(b: Bencher) {
+        let p = payloads();
+        let mut buf = Vec::with_capacity(64 << 10);
+        b.counter(divan::counter::ItemsCount::new(p.len())).bench_local(|| {
+            buf.clear();
+            proto::encode_run(&mut buf, assignments(&p)).unwrap();
+            black_box(buf.len())
+        });
+    }
+
+    /// The same batch collected into a `Vec` and encoded by serde.
+    #[divan::bench]
+    fn serde(b: Bencher) {
+        let p = payloads();
+        b.counter(divan::counter::ItemsCount::new(p.len())).bench_local(|| {
+            let frame = frame::encode(&ToWorker::Run(assignments(&p).collect())).unwrap();
+            black_box(frame.len())
+        });
+    }
+}
+
+mod results_frame {
+    use super::*;
+
+    /// 256 outcomes encoded as they come, then framed.
+    #[divan::bench]
+    fn as_they_come(b: Bencher) {
+        let out = postcard::to_stdvec(&Some(42u64)).unwrap();
+        let mut batch = ResultsBatch::default();
+        let mut buf = Vec::with_capacity(64 << 10);
+        b.counter(divan::counter::ItemsCount::new(256usize)).bench_local(|| {
+            for seq in 1..=256 {
+                batch.push(&Outcome { seq, micros: 3, result: Ok(Bytes::new(&out)) }).unwrap();
+            }
+            buf.clear();
+            batch.take_frame(&mut buf);
+            black_box(buf.len())
+        });
+    }
+
+    /// The same outcomes collected into a `Vec` and encoded by serde.
+    #[divan::bench]
+    fn serde(b: Bencher) {
+        let out = postcard::to_stdvec(&Some(42u64)).unwrap();
+        b.counter(divan::counter::ItemsCount::new(256usize)).bench_local(|| {
+            let outcomes: Vec<Outcome<'_>> =
+                (1..=256).map(|seq| Outcome { seq, micros: 3, result: Ok(Bytes::new(&out)) }).collect();
+            black_box(frame::encode(&FromWorker::Results(outcomes)).unwrap().len())
+        });
+    }
+}
+
+mod id_set {
+    use super::*;
+
+    fn ids() -> Vec<String> {
+        (0..100_000).map(|i| format!("task-{i:08}")).collect()
+    }
+
+    /// 100 000 ids into the id set (64-bit hashes, duplicate check included).
+    #[divan::bench]
+    fn insert(b: Bencher) {
+        let ids = ids();
+        b.counter(divan::counter::ItemsCount::new(ids.len())).bench_local(|| {
+            let mut set = IdSet::default();
+            for id in &ids {
+                black_box(set.insert(id));
+            }
+            set.len()
+        });
+    }
+
+    /// The same ids into a `HashSet<String>`, which holds every id's bytes.
+    #[divan::bench]
+    fn hash_set_of_strings(b: Bencher) {
+        let ids = ids();
+        b.counter(divan::counter::ItemsCount::new(ids.len())).bench_local(|| {
+            let mut set = HashSet::new();
+            for id in &ids {
+                black_box(set.insert(id.clone()));
+            }
+            set.len()
+        });
+    }
+}
