@@ -98,8 +98,31 @@ fn exe() -> std::path::PathBuf {
     std::env::current_exe().expect("the running executable has a path")
 }
 
+/// Why a comparison could not be measured.
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    /// A run could not start or be waited for.
+    #[error("cannot {what}")]
+    Io {
+        /// What was tried.
+        what: &'static str,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The library refused the round-trip run.
+    #[error("cannot run the round trips")]
+    Pool(#[from] crate::pool::PoolError),
+    /// A measuring thread panicked.
+    #[error("a measurement thread panicked")]
+    Panicked,
+    /// The round-trip run ended before its last task.
+    #[error("the round-trip run ended early")]
+    EndedEarly,
+}
+
 /// Runs `bulkhead run ARGS` on `input`, sampling the tree's memory every 5 ms.
-fn measure(args: &[String], input: String) -> Result<Measured, String> {
+fn measure(args: &[String], input: String) -> Result<Measured, CompareError> {
     let start = Instant::now();
     let mut child = Command::new(exe())
         .arg("run")
@@ -109,7 +132,7 @@ fn measure(args: &[String], input: String) -> Result<Measured, String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start bulkhead run: {e}"))?;
+        .map_err(|source| CompareError::Io { what: "start bulkhead run", source })?;
     let pid = child.id();
     let mut stdin = child.stdin.take().expect("piped");
     let feeder = std::thread::spawn(move || {
@@ -139,7 +162,7 @@ fn measure(args: &[String], input: String) -> Result<Measured, String> {
         }
         s
     });
-    let status = child.wait().map_err(|e| e.to_string())?;
+    let status = child.wait().map_err(|source| CompareError::Io { what: "wait for bulkhead run", source })?;
     let secs = start.elapsed().as_secs_f64();
     // A thread-mode run killed by its segfault could not remove its control socket; reclaim
     // it, as the next run would.
@@ -161,7 +184,7 @@ fn measure(args: &[String], input: String) -> Result<Measured, String> {
 
 /// One no-op at a time through the library, `n` times after a warm-up: (p50, p99) in µs.
 /// Process mode runs workers of this very executable, which serves as its own worker.
-fn round_trip(mode: &str, n: usize) -> Result<(f64, f64), String> {
+fn round_trip(mode: &str, n: usize) -> Result<(f64, f64), CompareError> {
     use shared::task::BuiltinTask;
     let mut builder = crate::Pool::builder().workers(1);
     if let Ok(p) = crate::runtime::process::spawn::WorkerProgram::builtin() {
@@ -172,14 +195,15 @@ fn round_trip(mode: &str, n: usize) -> Result<(f64, f64), String> {
         "process" => builder.mode(crate::Mode::Process),
         _ => builder.mode(crate::Mode::Process).threads_per_worker(2),
     };
-    let pool = builder.build(worker::builtin::Builtin::default()).map_err(|e| e.to_string())?;
-    let (tx, source) = crate::channel::<BuiltinTask>().map_err(|e| e.to_string())?;
-    let mut run = pool.run_source(|a| Ok(Box::new(source.admit_with(a)))).map_err(|e| e.to_string())?;
+    let pool = builder.build(worker::builtin::Builtin::default())?;
+    let (tx, source) =
+        crate::channel::<BuiltinTask>().map_err(|source| CompareError::Io { what: "open a task channel", source })?;
+    let mut run = pool.run_source(|a| Ok(Box::new(source.admit_with(a))))?;
     let mut times = Vec::with_capacity(n);
     for i in 0..n + 100 {
         let t = Instant::now();
         tx.send(crate::TaskSpec::with_id(format!("r{i}"), BuiltinTask::Noop));
-        run.next().ok_or("the run ended early")?;
+        run.next().ok_or(CompareError::EndedEarly)?;
         if i >= 100 {
             times.push(t.elapsed().as_secs_f64() * 1e6);
         }
@@ -259,7 +283,7 @@ fn with_stdout(mut args: Vec<String>) -> Vec<String> {
 }
 
 /// Runs every measurement.
-pub fn compare(opts: &Options, mut progress: impl FnMut(&str)) -> Result<Comparison, String> {
+pub fn compare(opts: &Options, mut progress: impl FnMut(&str)) -> Result<Comparison, CompareError> {
     let q = opts.quick;
     let workers = opts.workers.max(1);
     let noops = if q { 20_000 } else { 200_000 };
@@ -360,7 +384,7 @@ pub fn compare(opts: &Options, mut progress: impl FnMut(&str)) -> Result<Compari
         }
     }
     for (i, w, h) in handles {
-        let r = h.join().map_err(|_| "a measurement thread panicked".to_string())??;
+        let r = h.join().map_err(|_| CompareError::Panicked)??;
         if w == 2 {
             modes[i].wait_2_s = r.secs;
         } else {

@@ -88,13 +88,44 @@ pub fn run(name: Option<&str>) -> i32 {
             0
         }
         Err(e) => {
-            eprintln!("bulkhead: demo '{name}' did not go as it should: {e}");
+            eprintln!("bulkhead: demo '{name}' did not go as it should: {}", worker::ErrorChain(&e));
             1
         }
     }
 }
 
-type Outcome = Result<(), String>;
+type Outcome = Result<(), DemoError>;
+
+/// Why a demo did not go as it should.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The pool refused to run.
+    #[error("cannot run the batch")]
+    Pool(#[from] crate::pool::PoolError),
+    /// A process the demo needs did not start or could not be waited for.
+    #[error("cannot {what}")]
+    Io {
+        /// What the demo tried.
+        what: &'static str,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The run did something else than the story says it does.
+    #[error("expected {expected}{}", saw.as_ref().map(|s| format!(", {s}")).unwrap_or_default())]
+    Unexpected {
+        /// What the story says.
+        expected: &'static str,
+        /// What happened instead, where it says more.
+        saw: Option<String>,
+    },
+}
+
+impl DemoError {
+    fn unexpected(expected: &'static str) -> Self {
+        DemoError::Unexpected { expected, saw: None }
+    }
+}
 
 fn section(paint: Paint, title: &str, note: &str) {
     println!();
@@ -203,9 +234,9 @@ fn process_run(
     paint: Paint,
     builder: PoolBuilder,
     batch: Vec<TaskSpec<BuiltinTask>>,
-) -> Result<(Summary, Vec<shared::record::Record<shared::task::BuiltinOutput>>), String> {
-    let pool = builder.build(Builtin::default()).map_err(|e| e.to_string())?;
-    let mut run = pool.run(batch).map_err(|e| e.to_string())?.on_event(live(paint));
+) -> Result<(Summary, Vec<shared::record::Record<shared::task::BuiltinOutput>>), DemoError> {
+    let pool = builder.build(Builtin::default())?;
+    let mut run = pool.run(batch)?.on_event(live(paint));
     let records: Vec<_> = run.by_ref().collect();
     Ok((run.summary(), records))
 }
@@ -244,8 +275,8 @@ struct ThreadRun {
 }
 
 /// Runs a batch with `bulkhead run --mode thread` in a child process, echoing its stderr.
-fn thread_run(paint: Paint, batch: &[TaskSpec<BuiltinTask>], extra: &[&str]) -> Result<ThreadRun, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+fn thread_run(paint: Paint, batch: &[TaskSpec<BuiltinTask>], extra: &[&str]) -> Result<ThreadRun, DemoError> {
+    let exe = std::env::current_exe().map_err(|source| DemoError::Io { what: "find this executable", source })?;
     let mut input = String::new();
     for t in batch {
         input.push_str(&task_line(t));
@@ -258,7 +289,7 @@ fn thread_run(paint: Paint, batch: &[TaskSpec<BuiltinTask>], extra: &[&str]) -> 
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start a thread-mode run: {e}"))?;
+        .map_err(|source| DemoError::Io { what: "start a thread-mode run", source })?;
     let mut stdin = child.stdin.take().expect("piped");
     std::thread::spawn(move || {
         let _ = stdin.write_all(input.as_bytes());
@@ -274,7 +305,7 @@ fn thread_run(paint: Paint, batch: &[TaskSpec<BuiltinTask>], extra: &[&str]) -> 
         }
         lines.push(line);
     }
-    let exit = child.wait().map_err(|e| e.to_string())?;
+    let exit = child.wait().map_err(|source| DemoError::Io { what: "wait for the thread-mode run", source })?;
     // A run killed by a signal could not remove its control socket; reclaim it, as the next
     // run would.
     crate::output::rundir::reclaim(&crate::output::rundir::base_dir());
@@ -330,10 +361,10 @@ fn tour(paint: Paint) -> Outcome {
     let quarantined: Vec<_> =
         records.iter().filter(|r| r.status == Status::Quarantined).map(|r| r.id.as_str()).collect();
     if records.len() != batch.len() || quarantined != ["poison"] || summary.counts.ok as usize != batch.len() - 1 {
-        return Err(format!(
-            "expected every task but 'poison' ok, got {} records, quarantined {quarantined:?}",
-            records.len()
-        ));
+        return Err(DemoError::Unexpected {
+            expected: "every task but 'poison' ok",
+            saw: Some(format!("got {} records, quarantined {quarantined:?}", records.len())),
+        });
     }
     let deaths = summary.counts.crashes_total();
 
@@ -357,7 +388,7 @@ fn tour(paint: Paint) -> Outcome {
         panic_run.exit.code().map_or("by signal".into(), |c| c.to_string())
     );
     if !said_poisoned || panic_run.exit.success() {
-        return Err("thread mode did not report the poisoned state".into());
+        return Err(DemoError::unexpected("thread mode to report the poisoned state"));
     }
     println!("  {}", paint.bold("one segfault on one thread:"));
     let mut segv_batch = every_fault_batch();
@@ -374,7 +405,10 @@ fn tour(paint: Paint) -> Outcome {
         segv_run.tasks - segv_run.records
     );
     if sig.as_deref() != Some("SIGSEGV") {
-        return Err(format!("expected the thread-mode run to die by SIGSEGV, it ended with {:?}", segv_run.exit));
+        return Err(DemoError::Unexpected {
+            expected: "the thread-mode run to die by SIGSEGV",
+            saw: Some(format!("it ended with {:?}", segv_run.exit)),
+        });
     }
 
     section(paint, "3/3  Side by side", "");
@@ -413,7 +447,7 @@ fn poison(paint: Paint) -> Outcome {
     let q: Vec<_> = recs.iter().filter(|r| r.status == Status::Quarantined).collect();
     match q.as_slice() {
         [r] if r.id == "poison" && r.crashes.len() == 3 && s.counts.ok == 12 => Ok(()),
-        _ => Err("expected only 'poison' quarantined with 3 crashes".into()),
+        _ => Err(DemoError::unexpected("only 'poison' quarantined with 3 crashes")),
     }
 }
 
@@ -436,7 +470,7 @@ fn segv(paint: Paint) -> Outcome {
         r.tasks - r.records
     );
     if s.counts.ok != 11 || sig.as_deref() != Some("SIGSEGV") {
-        return Err("expected 11 ok on processes and SIGSEGV on threads".into());
+        return Err(DemoError::unexpected("11 ok on processes and SIGSEGV on threads"));
     }
     Ok(())
 }
@@ -462,7 +496,9 @@ fn mutex(paint: Paint) -> Outcome {
     let (s, _) = process_run(paint, demo_pool(), batch)?;
     verdict(paint, &s, n);
     if !inconsistent || s.counts.ok != 8 || s.counts.quarantined != 1 {
-        return Err("expected a poisoned, inconsistent tally on threads and 8 ok + 1 quarantined on processes".into());
+        return Err(DemoError::unexpected(
+            "a poisoned, inconsistent tally on threads and 8 ok + 1 quarantined on processes",
+        ));
     }
     Ok(())
 }
@@ -492,7 +528,7 @@ fn hang(paint: Paint) -> Outcome {
         r.tasks
     );
     if s.counts.ok != 7 || s.counts.crashes.get("timeout") != Some(&1) || !abandoned {
-        return Err("expected a timeout on processes and an abandoned thread".into());
+        return Err(DemoError::unexpected("a timeout on processes and an abandoned thread"));
     }
     Ok(())
 }
@@ -510,7 +546,7 @@ fn freeze(paint: Paint) -> Outcome {
     verdict(paint, &s, n);
     (s.counts.crashes.get("unresponsive") == Some(&1) && s.counts.ok == 7)
         .then_some(())
-        .ok_or("expected one unresponsive worker".into())
+        .ok_or(DemoError::unexpected("one unresponsive worker"))
 }
 
 fn oom(paint: Paint) -> Outcome {
@@ -524,7 +560,7 @@ fn oom(paint: Paint) -> Outcome {
     let n = batch.len();
     let (s, _) = process_run(paint, demo_pool(), batch)?;
     verdict(paint, &s, n);
-    (s.counts.crashes.get("oom") == Some(&1) && s.counts.ok == 7).then_some(()).ok_or("expected one oom".into())
+    (s.counts.crashes.get("oom") == Some(&1) && s.counts.ok == 7).then_some(()).ok_or(DemoError::unexpected("one oom"))
 }
 
 fn protocol(paint: Paint) -> Outcome {
@@ -541,7 +577,7 @@ fn protocol(paint: Paint) -> Outcome {
     verdict(paint, &s, n);
     (s.counts.crashes.get("protocol") == Some(&2) && s.counts.ok == 8)
         .then_some(())
-        .ok_or("expected two protocol deaths".into())
+        .ok_or(DemoError::unexpected("two protocol deaths"))
 }
 
 fn crash_loop(paint: Paint) -> Outcome {
@@ -560,6 +596,9 @@ fn crash_loop(paint: Paint) -> Outcome {
             println!("  {} {msg} (exit code {})", paint.bold("→"), s.exit_code());
             Ok(())
         }
-        other => Err(format!("expected the supervisor to give up, it stopped with {other:?}")),
+        other => Err(DemoError::Unexpected {
+            expected: "the supervisor to give up",
+            saw: Some(format!("it stopped with {other:?}")),
+        }),
     }
 }

@@ -244,7 +244,7 @@ pub fn main() -> i32 {
                     0
                 }
                 Err(e) => {
-                    eprintln!("bulkhead: error: compare: {e}");
+                    eprintln!("bulkhead: error: compare: {}", worker::ErrorChain(&e));
                     1
                 }
             }

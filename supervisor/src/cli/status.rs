@@ -32,7 +32,7 @@ pub(super) fn status(args: StatusArgs) -> i32 {
             }
             Ok(snap) => print_snapshot(&path, &snap),
             Err(e) => {
-                eprintln!("bulkhead: {}: {e}", path.display());
+                eprintln!("bulkhead: {}: {}", path.display(), worker::ErrorChain(&e));
                 code = 1;
             }
         }
@@ -40,12 +40,29 @@ pub(super) fn status(args: StatusArgs) -> i32 {
     code
 }
 
-fn query(path: &Path) -> Result<StatusSnapshot, String> {
-    let name = path.to_fs_name::<GenericFilePath>().map_err(|e| e.to_string())?;
-    let stream = Stream::connect(name).map_err(|e| format!("cannot connect: {e}"))?;
+/// Why a run's control socket gave no snapshot.
+#[derive(Debug, thiserror::Error)]
+enum QueryError {
+    /// The path is not a socket name.
+    #[error("not a socket path")]
+    Name(#[source] std::io::Error),
+    /// Nobody answers there.
+    #[error("cannot connect")]
+    Connect(#[source] std::io::Error),
+    /// The answer could not be read.
+    #[error("cannot read")]
+    Read(#[source] std::io::Error),
+    /// The answer is not a snapshot.
+    #[error("unexpected answer")]
+    Answer(#[source] serde_json::Error),
+}
+
+fn query(path: &Path) -> Result<StatusSnapshot, QueryError> {
+    let name = path.to_fs_name::<GenericFilePath>().map_err(QueryError::Name)?;
+    let stream = Stream::connect(name).map_err(QueryError::Connect)?;
     let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).map_err(|e| format!("cannot read: {e}"))?;
-    serde_json::from_str(&line).map_err(|e| format!("unexpected answer: {e}"))
+    BufReader::new(stream).read_line(&mut line).map_err(QueryError::Read)?;
+    serde_json::from_str(&line).map_err(QueryError::Answer)
 }
 
 fn print_snapshot(path: &Path, s: &StatusSnapshot) {
