@@ -547,7 +547,7 @@ fn crash_loop(paint: Paint) -> Outcome {
     let (s, _) = process_run(paint, demo_pool().max_restarts(10, Duration::from_secs(5)), batch)?;
     verdict(paint, &s, n);
     match &s.stop {
-        Some(StopReason::GaveUp(msg)) => {
+        Some(msg @ StopReason::RestartLimit(_)) => {
             println!("  {} {msg} (exit code {})", paint.bold("→"), s.exit_code());
             Ok(())
         }

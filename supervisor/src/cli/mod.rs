@@ -206,14 +206,18 @@ pub fn main() -> i32 {
         Command::Report { events, output } => {
             let title = format!("bulkhead run: {}", events.display());
             match crate::report::render_file(&events, &title) {
-                Ok(html) => match std::fs::write(&output, html) {
+                Ok(html) => match crate::output::files::write_atomically(&output, html.as_bytes()) {
                     Ok(()) => {
                         eprintln!("bulkhead: wrote {}", output.display());
                         0
                     }
                     Err(e) => {
-                        eprintln!("bulkhead: error: cannot write {}: {e}", output.display());
-                        1
+                        let path = output.display().to_string();
+                        report_error(&crate::output::failure::OutputFailure::Report {
+                            path,
+                            error: std::sync::Arc::new(e),
+                        });
+                        shared::exit::OUTPUT_FAILED
                     }
                 },
                 Err(e) => {
@@ -248,11 +252,5 @@ pub fn main() -> i32 {
 
 /// Prints an error with its chain of causes, as `bulkhead: error: a: b: c`.
 pub fn report_error(e: &dyn std::error::Error) {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(&format!(": {s}"));
-        src = s.source();
-    }
-    eprintln!("bulkhead: error: {msg}");
+    eprintln!("bulkhead: error: {}", crate::output::failure::error_chain(e));
 }

@@ -12,6 +12,8 @@ use crate::engine::Mode;
 use crate::engine::inject::Inject;
 use crate::input::source::TaskSource;
 use crate::input::{CmdTemplate, Format, LineSource};
+use crate::output::failure::OutputFailure;
+use crate::output::files::Role;
 use crate::output::journal::ResultsTarget;
 use crate::output::rundir::RunDir;
 use crate::pool::{Pool, PoolError, Summary};
@@ -50,6 +52,24 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
         return exit::BAD_INPUT;
     }
     let shard = shard.map(|s| (s.k, s.n));
+    // Before anything is opened or runs: no output may overwrite the input or another
+    // output, nor be opened through a planted symlink.
+    let stdin = std::path::Path::new("/dev/stdin");
+    let mut paths = Vec::new();
+    match args.tasks.as_deref().filter(|p| p.as_os_str() != "-") {
+        Some(p) => paths.push((Role::Input, p)),
+        None if std::fs::metadata(stdin).is_ok_and(|m| m.is_file()) => paths.push((Role::Input, stdin)),
+        None => {}
+    }
+    for (role, p) in [(Role::Results, &args.results), (Role::Events, &args.events), (Role::Report, &args.report)] {
+        if let Some(p) = p {
+            paths.push((role, p.as_path()));
+        }
+    }
+    if let Err(e) = crate::output::files::check(&paths) {
+        report_error(&e);
+        return exit::BAD_INPUT;
+    }
     let format = match &args.cmd {
         Some(t) => Format::Cmd(CmdTemplate::new(t)),
         None => Format::Jsonl,
@@ -207,17 +227,22 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
         None => run,
     };
     eprintln!("bulkhead: control socket {} (bulkhead status)", control.display());
-    let summary = run.finish();
+    let mut summary = run.finish();
     print_summary(&summary, check_time, args.cmd.is_some());
     if let (Some(path), Some(t)) = (&args.report, timeline) {
         let title = match &args.tasks {
             Some(p) => format!("bulkhead run {}", p.display()),
             None => "bulkhead run".to_string(),
         };
-        match std::fs::write(path, t.borrow().to_html(&title)) {
+        match crate::output::files::write_atomically(path, t.borrow().to_html(&title).as_bytes()) {
             Ok(()) => eprintln!("bulkhead: timeline written to {}", path.display()),
-            Err(e) => eprintln!("bulkhead: error: cannot write the report {}: {e}", path.display()),
+            Err(e) => summary
+                .output_failures
+                .push(OutputFailure::Report { path: path.display().to_string(), error: std::sync::Arc::new(e) }),
         }
+    }
+    for f in &summary.output_failures {
+        report_error(f);
     }
     summary.exit_code()
 }
@@ -321,18 +346,31 @@ fn print_summary(s: &Summary, check_time: Option<std::time::Duration>, cmd: bool
     if let Some(t) = check_time.filter(|t| t.as_secs_f64() >= 0.01) {
         line.push_str(&format!(", after {:.2}s checking the input", t.as_secs_f64()));
     }
+    if let Some(w) = s.records_written.filter(|&w| w != c.finished()) {
+        line.push_str(&format!("; {w} record(s) written"));
+    }
     eprintln!("{line}");
+    use crate::engine::StopReason as R;
+    // Only a results file still at its path is where --resume looks.
+    let kept = if s.resumable {
+        "finished results are kept, --resume continues"
+    } else {
+        "--resume cannot continue from where these results went"
+    };
     match &s.stop {
-        Some(crate::engine::StopReason::GaveUp(msg)) => {
-            eprintln!("bulkhead: {msg}; finished results are kept, --resume continues")
+        Some(why @ (R::RestartLimit(_) | R::ProtocolMismatch { .. })) => eprintln!("bulkhead: {why}; {kept}"),
+        Some(why @ R::ResultsWriteFailed { .. }) => {
+            let written = s.records_written.unwrap_or(0);
+            eprintln!("bulkhead: error: {why}; the run stopped: {written} record(s) were written, {kept}")
         }
-        Some(crate::engine::StopReason::BadInput(msg)) => {
+        Some(R::BadInput(msg)) => {
             eprintln!("bulkhead: error: {msg}{}; nothing after it was run", duplicate_hint(msg, cmd))
         }
-        Some(crate::engine::StopReason::Interrupted(_)) => {
+        Some(R::Interrupted(_)) if s.resumable => {
             eprintln!("bulkhead: interrupted; unfinished tasks have no record, --resume runs them")
         }
-        Some(crate::engine::StopReason::Poisoned(_)) => {
+        Some(R::Interrupted(_)) => eprintln!("bulkhead: interrupted; unfinished tasks have no record"),
+        Some(R::Poisoned(_)) => {
             if let Some(t) = &s.tally {
                 eprintln!(
                     "bulkhead: the shared tally {} (finished {}, ok {}, failed {}); {} later updates refused",
@@ -344,11 +382,6 @@ fn print_summary(s: &Summary, check_time: Option<std::time::Duration>, cmd: bool
                 );
             }
         }
-        _ => {}
-    }
-    if let Some(e) = &s.output_error
-        && !s.broken_pipe
-    {
-        eprintln!("bulkhead: error: {e}");
+        Some(R::Completed) | None => {}
     }
 }

@@ -13,7 +13,7 @@ use crate::engine::lifecycle::RunEvent;
 use crate::engine::restart::RestartTracker;
 use crate::engine::{
     Action, Counts, Ending, EngineConfig, Event, ExitCause, Finished, Interrupt, Job, KillReason,
-    MAX_INFLIGHT_PER_THREAD, Probe, Sink, SlotState, StopReason, cause,
+    MAX_INFLIGHT_PER_THREAD, Probe, RestartLimit, Sink, SlotState, StopReason, cause,
 };
 
 /// Worker deaths logged at warning level before the rest go to info.
@@ -212,10 +212,11 @@ impl Engine {
         self.settle(now, sink, out);
     }
 
-    /// The run cannot go on (a worker speaks another protocol version): stop now.
-    pub fn fatal(&mut self, message: String, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
+    /// The run cannot go on (a worker speaks another protocol version, the results cannot
+    /// be written): stop now.
+    pub fn fatal(&mut self, why: StopReason, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
         if self.phase != Phase::Done {
-            self.give_up(message, now);
+            self.give_up(why, now);
             self.settle(now, sink, out);
         }
     }
@@ -564,25 +565,25 @@ impl Engine {
         s.failures += 1;
         let failures = s.failures;
         if let Err(e) = self.restarts.record(now) {
-            let msg = format!(
-                "gave up: workers died {} times within {:.1}s, more than --max-restarts {}/{:.1}s allows (last: worker {slot} {what})",
-                e.restarts,
-                e.period_ns as f64 / 1e9,
-                e.max,
-                e.period_ns as f64 / 1e9
-            );
+            let why = StopReason::RestartLimit(RestartLimit {
+                restarts: e.restarts,
+                max: e.max,
+                period_ns: e.period_ns,
+                slot,
+                what: what.to_string(),
+            });
             self.slots[slot].state = SlotState::Stopped;
-            self.give_up(msg, now);
+            self.give_up(why, now);
             return;
         }
         let backoff = self.restarts.backoff_ns(failures, slot);
         self.slots[slot].state = SlotState::Waiting { until: now + backoff, backoff_ns: Some(backoff) };
     }
 
-    fn give_up(&mut self, msg: String, _now: u64) {
-        log::error!("{msg}");
+    fn give_up(&mut self, why: StopReason, _now: u64) {
+        log::error!("{why}");
         self.input_open = false;
-        self.stop = Some(StopReason::GaveUp(msg));
+        self.stop = Some(why);
         // Everything goes now: the settle step kills the workers at this deadline.
         self.phase = Phase::Draining { deadline: Some(0) };
     }
@@ -606,7 +607,7 @@ impl Engine {
             }
             // A repeated SIGTERM is not an escalation: cluster engines and the scripts around
             // them deliver it more than once. The grace stands.
-            (Some(StopReason::Interrupted(_)), _) | (Some(StopReason::GaveUp(_)), _) => {
+            (Some(r), _) if r.is_fatal() || matches!(r, StopReason::Interrupted(_)) => {
                 log::info!("already stopping; a second {} changes nothing (a second SIGINT kills at once)", i.name());
             }
             (Some(StopReason::Completed), _) => {}
@@ -746,7 +747,7 @@ impl Engine {
             Phase::Draining { .. } | Phase::Done => {}
         }
         if let Phase::Draining { deadline } = self.phase {
-            let hard = matches!(self.stop, Some(StopReason::GaveUp(_)));
+            let hard = self.stop.as_ref().is_some_and(StopReason::is_fatal);
             let expired = deadline.is_some_and(|d| now >= d);
             for slot in 0..self.slots.len() {
                 match self.slots[slot].state {

@@ -26,4 +26,4 @@ pub use config::{EngineConfig, FaultPlan, MAX_INFLIGHT_PER_THREAD, Mode};
 pub use job::{Job, JobBuilder};
 pub use machine::{Engine, Slot, fault_for};
 pub use slot::{KillReason, SlotState};
-pub use types::{Action, Counts, Ending, Event, Finished, Interrupt, Probe, Sink, StopReason};
+pub use types::{Action, Counts, Ending, Event, Finished, Interrupt, Probe, RestartLimit, Sink, StopReason};

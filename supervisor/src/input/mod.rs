@@ -3,6 +3,7 @@
 //! bounded memory. Every bad line is reported with its number and what is wrong.
 
 pub mod idset;
+pub mod lines;
 pub mod source;
 
 use std::borrow::Cow;
@@ -19,8 +20,7 @@ use shared::task::{BuiltinTask, FaultKind};
 use crate::engine::{FaultPlan, Job, JobBuilder};
 use crate::input::source::{Admission, IdSet, Pull, TaskSource};
 
-/// Longest task line accepted.
-pub const MAX_LINE: usize = 1 << 20;
+pub use lines::MAX_LINE;
 
 /// A task line as written. Every field is optional here so that a missing one gets a message
 /// naming it, and unknown fields are refused (a misspelt `fualt` must not pass silently).
@@ -311,15 +311,11 @@ fn next_line<'b, R: BufRead>(
     buf: &'b mut Vec<u8>,
     number: u64,
 ) -> Result<Option<RawLine<'b>>, (u64, String)> {
-    buf.clear();
-    let n = r.take(MAX_LINE as u64 + 1).read_until(b'\n', buf).map_err(|e| (number, format!("cannot read: {e}")))?;
-    if n == 0 {
-        return Ok(None);
+    match lines::read_line(r, buf, number) {
+        Ok(line) => Ok(line.map(|l| (l.text, l.bytes))),
+        Err(lines::LineError::TooLong { .. }) => Err((number, format!("line longer than {MAX_LINE} bytes"))),
+        Err(lines::LineError::Read { source, .. }) => Err((number, format!("cannot read: {source}"))),
     }
-    if buf.last() != Some(&b'\n') && buf.len() > MAX_LINE {
-        return Err((number, format!("line longer than {MAX_LINE} bytes")));
-    }
-    Ok(Some((buf.strip_suffix(b"\n").unwrap_or(buf), n)))
 }
 
 /// Checks a whole file before any task runs: every line parses, no id repeats. Returns the

@@ -7,13 +7,14 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use shared::record::{CrashCause, Status};
 
 use crate::engine::lifecycle::{RunEvent, Timed};
+use crate::input::lines::MAX_LINE;
 
 /// Routine attempts (ok or failed) drawn one bar each. Above this the page would pass ~3 MB and
 /// the bars would be far narrower than a pixel anyway, so lanes switch to throughput bands;
@@ -33,8 +34,6 @@ const MAX_ROWS: usize = 6;
 const COMPACT_DEATHS: usize = 4_000;
 /// Rows of each table; every death stays on the timeline regardless.
 const MAX_TABLE_ROWS: usize = 500;
-/// Longest events line read; a real one is a few hundred bytes.
-const MAX_LINE: usize = 16 << 20;
 /// User strings (task ids, panic messages) are cut to this many characters in the page.
 const ID_CHARS: usize = 120;
 const TEXT_CHARS: usize = 400;
@@ -86,42 +85,47 @@ pub fn render_file(path: &Path, title: &str) -> Result<String, ReportError> {
     Ok(timeline.to_html(title))
 }
 
-/// Feeds every event of `reader` to `timeline`, one line at a time.
-fn read_events(mut reader: impl BufRead, path: &Path, timeline: &mut Timeline) -> Result<(), ReportError> {
+/// Feeds every event of `reader` to `timeline`, one line at a time, by the torn-last-line
+/// rule of [`crate::input::lines`].
+fn read_events(reader: impl BufRead, path: &Path, timeline: &mut Timeline) -> Result<(), ReportError> {
+    use crate::input::lines::{Judged, LineError, Lines};
     let bad = |line, reason| ReportError::BadLine { path: path.to_path_buf(), line, reason };
-    let mut buf = Vec::new();
-    let mut number = 0u64;
-    // A bad line without a newline is forgiven only if nothing follows it: that is what a
-    // writer killed mid-line leaves.
+    let mut lines = Lines::new(reader);
     let mut torn: Option<(u64, String)> = None;
+    // `run --resume --events` appends each run to the stream: a run begins after a
+    // `shutdown`, or where time goes back (a run killed before its shutdown). The page draws
+    // the last run, and says so.
+    let (mut runs, mut run_line, mut ended, mut last_t) = (1u64, 1u64, false, f64::NEG_INFINITY);
     loop {
-        buf.clear();
-        let n = (&mut reader)
-            .take(MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut buf)
-            .map_err(|source| ReportError::Io { path: path.to_path_buf(), source })?;
-        if n == 0 {
-            break;
-        }
-        number += 1;
-        let complete = buf.last() == Some(&b'\n');
-        if !complete && buf.len() > MAX_LINE {
-            return Err(bad(number, format!("longer than {MAX_LINE} bytes")));
-        }
-        let text = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        let text = text.strip_suffix(b"\r").unwrap_or(text);
-        if text.iter().all(u8::is_ascii_whitespace) {
+        let line = match lines.next_line() {
+            Ok(Some(l)) => l,
+            Ok(None) => break,
+            Err(LineError::Read { source, .. }) => return Err(ReportError::Io { path: path.to_path_buf(), source }),
+            Err(e @ LineError::TooLong { .. }) => return Err(bad(e.line(), format!("longer than {MAX_LINE} bytes"))),
+        };
+        if line.is_blank() {
             continue;
         }
-        if let Some((line, reason)) = torn.take() {
-            return Err(bad(line, reason));
+        match line.judge(parse_line(line.text)) {
+            Judged::Item(Some(event)) => {
+                if ended || event.t < last_t {
+                    *timeline = Timeline::new();
+                    runs += 1;
+                    run_line = line.number;
+                }
+                ended = matches!(event.event, RunEvent::Shutdown { .. });
+                last_t = event.t;
+                timeline.push(&event)
+            }
+            Judged::Item(None) => {}
+            Judged::Bad(reason) => return Err(bad(line.number, reason)),
+            Judged::Torn(reason) => torn = Some((line.number, reason)),
         }
-        match parse_line(text) {
-            Ok(Some(event)) => timeline.push(&event),
-            Ok(None) => {}
-            Err(reason) if complete => return Err(bad(number, reason)),
-            Err(reason) => torn = Some((number, reason)),
-        }
+    }
+    if runs > 1 {
+        timeline.note(format!(
+            "The events file holds {runs} runs, one after the other (appended by --resume); this page draws the last one, from line {run_line}."
+        ));
     }
     if let Some((line, reason)) = torn {
         log::warn!("events file {}: line {line} was cut short ({reason}); skipping it", path.display());
