@@ -85,6 +85,9 @@ pub struct Engine {
     restarts: RestartTracker,
     counts: Counts,
     t0: u64,
+    /// Times the whole run was stopped (SIGTSTP, SIGSTOP of the job, a suspend): when each
+    /// pause ended and how long it was. A task's timeout does not count them.
+    pauses: Vec<(u64, u64)>,
 }
 
 const MS: f64 = 1_000_000.0;
@@ -117,6 +120,7 @@ impl Engine {
             restarts,
             counts: Counts::default(),
             t0: now,
+            pauses: Vec::new(),
         }
     }
 
@@ -297,6 +301,7 @@ impl Engine {
                 self.on_reaped(slot, pid, exit, &executing, culprit, &stderr_tail, now, sink)
             }
             Event::Interrupt(i) => self.on_interrupt(i, now, out),
+            Event::Paused { ns } => self.on_paused(ns, now),
         }
         self.settle(now, sink, out);
     }
@@ -666,6 +671,41 @@ impl Engine {
         }
     }
 
+    /// The run was stopped for `ns` until `now`: no worker could speak, no task could run.
+    /// Every worker gets a fresh heartbeat window from now, and every deadline moves by the
+    /// pause, before anyone is judged.
+    fn on_paused(&mut self, ns: u64, now: u64) {
+        log::warn!("the run was stopped for {:.1}s; no worker or task is charged for it", ns as f64 / 1e9);
+        self.pauses.push((now, ns));
+        if let Phase::Draining { deadline: Some(d) } = &mut self.phase
+            && *d > 0
+        {
+            *d += ns;
+        }
+        for s in &mut self.slots {
+            match &mut s.state {
+                SlotState::Serving { last_heard, .. } => *last_heard = now,
+                SlotState::Starting { since, .. } | SlotState::Closing { since, .. } => *since += ns,
+                SlotState::Terminating { kill_at: Some(k), .. } => *k += ns,
+                _ => {}
+            }
+        }
+    }
+
+    /// How far past its planned wake-up the loop must have been away to count as a pause:
+    /// half the heartbeat limit (1 s of the default 2 s), since a pause that short plus a
+    /// heartbeat interval already comes near the silence that condemns a worker; in thread
+    /// mode, which has no heartbeats, the same 1 s (for the timeouts).
+    pub fn pause_threshold_ns(&self) -> u64 {
+        self.cfg.heartbeat_timeout_ns.unwrap_or(2_000_000_000) / 2
+    }
+
+    /// Time paused since `since`, to add to a deadline counted from it (a pause that ended
+    /// after a task started began after it too: nothing starts during a pause).
+    fn paused_since(&self, since: u64) -> u64 {
+        self.pauses.iter().filter(|(end, _)| *end > since).map(|(_, ns)| ns).sum()
+    }
+
     fn time_out(&mut self, slot: usize, overdue: Option<(u64, u64)>, now: u64, out: &mut Vec<Action>) {
         let Some((seq, _)) = overdue else { return };
         let limit_ms = self.cfg.timeout_ns.unwrap_or(0) / 1_000_000;
@@ -683,8 +723,10 @@ impl Engine {
         }
         let page = probe.page(slot)?;
         page.iter().find_map(|p| match p.read() {
-            PageState::Running { seq, started_ns } if now.saturating_sub(started_ns) >= limit => {
-                Some((seq, started_ns + limit))
+            PageState::Running { seq, started_ns }
+                if now.saturating_sub(started_ns) >= limit + self.paused_since(started_ns) =>
+            {
+                Some((seq, started_ns + limit + self.paused_since(started_ns)))
             }
             _ => None,
         })
@@ -721,7 +763,7 @@ impl Engine {
                         if let Some(page) = probe.page(i) {
                             for p in page {
                                 if let PageState::Running { started_ns, .. } = p.read() {
-                                    at(started_ns + limit);
+                                    at(started_ns + limit + self.paused_since(started_ns));
                                 }
                             }
                         }

@@ -116,6 +116,13 @@ pub enum Event<'a> {
     },
     /// SIGINT or SIGTERM.
     Interrupt(Interrupt),
+    /// The whole run was stopped for `ns` and goes on now: SIGTSTP (the workers were stopped
+    /// with it), a SIGSTOP of the job, a frozen cgroup, a suspended machine; seen as the loop
+    /// being away far longer than it meant to sleep.
+    Paused {
+        /// How long.
+        ns: u64,
+    },
 }
 
 /// Reads the slots' status pages.

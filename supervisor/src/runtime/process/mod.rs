@@ -367,6 +367,12 @@ impl Backend for ProcessBackend {
         self.conns.iter().flatten().count()
     }
 
+    fn freeze(&mut self, stop: bool) {
+        for conn in self.conns.iter().flatten() {
+            Self::signal_groups(conn, if stop { Signal::SIGSTOP } else { Signal::SIGCONT });
+        }
+    }
+
     fn kill_all(&mut self) {
         for conn in self.conns.iter_mut() {
             if let Some(c) = conn.take() {
