@@ -209,8 +209,16 @@ impl Sandbox {
 /// Zombies whose parent is this test process and that are not supervisors a test is about
 /// to wait for: orphans of a run, reparented here because we are a subreaper. They are
 /// reaped as they are reported, so one test's leak does not fail the next.
+///
+/// An orphan is told from a child of our own by its process group: what a run leaves
+/// (workers, their tasks' children) lives in process groups of its own, while everything
+/// the tests start themselves (supervisors, `bulkhead status`, `sh`, `kill`) inherits the
+/// test process's group. Tests run in parallel, so another test's child that has exited but
+/// that its test has not yet waited for is a zombie here too: it must be neither reported
+/// nor reaped (which would steal its exit status).
 fn orphan_zombies() -> Vec<(u32, String)> {
     let me = std::process::id();
+    let my_group = nix::unistd::getpgrp().as_raw().to_string();
     let ours = SUPERVISORS.lock().unwrap().clone().unwrap_or_default();
     let expected = EXPECTED_ORPHANS.lock().unwrap().clone().unwrap_or_default();
     let mut out = Vec::new();
@@ -225,7 +233,12 @@ fn orphan_zombies() -> Vec<(u32, String)> {
             continue;
         };
         let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        if fields.len() > 1 && fields[0] == "Z" && fields[1] == me.to_string() && !ours.contains(&pid) {
+        if fields.len() > 2
+            && fields[0] == "Z"
+            && fields[1] == me.to_string()
+            && fields[2] != my_group
+            && !ours.contains(&pid)
+        {
             let name = stat[stat.find('(').unwrap() + 1..close].to_string();
             let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
             if !expected.contains(&pid) {

@@ -7,6 +7,7 @@ mod batch;
 mod common;
 mod deaths;
 mod demo;
+mod edges;
 mod faults;
 mod input;
 mod library;

@@ -211,6 +211,13 @@ pub fn merge_into(
     let listed = read_task_ids(tasks, format, &mut outcome)?;
     let mut recorded = IdSet::default();
     for path in results {
+        if let Some(holder) = crate::output::journal::being_written(path) {
+            log::warn!(
+                "results file {} is still being written by a running batch{}: merging the records it holds now",
+                path.display(),
+                holder.map(|p| format!(" (pid {p})")).unwrap_or_default()
+            );
+        }
         let torn = for_each_record(path, |head, raw, line| {
             let place = || Place { id: head.id.clone(), file: path.clone(), line };
             if !listed.contains(&head.id) {
@@ -322,7 +329,9 @@ fn for_each_record(
         let line = match lines.next_line() {
             Ok(Some(l)) => l,
             Ok(None) => return Ok(torn),
-            Err(LineError::Read { source, .. }) => return Err(MergeError::Io { what: "read", path: path.into(), source }),
+            Err(LineError::Read { source, .. }) => {
+                return Err(MergeError::Io { what: "read", path: path.into(), source });
+            }
             Err(e @ LineError::TooLong { .. }) => {
                 return Err(MergeError::Corrupt { path: path.into(), line: e.line(), reason: e.to_string() });
             }

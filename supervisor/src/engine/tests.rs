@@ -367,7 +367,9 @@ fn a_crash_loop_hits_the_restart_limit() {
         h.now = h.engine.next_deadline(h.now, &h.page).unwrap_or(h.now + MS).max(h.now + MS);
         assert!(deaths < 50, "never gave up");
     }
-    let Some(why @ StopReason::RestartLimit(_)) = h.engine.stop_reason() else { panic!("{:?}", h.engine.stop_reason()) };
+    let Some(why @ StopReason::RestartLimit(_)) = h.engine.stop_reason() else {
+        panic!("{:?}", h.engine.stop_reason())
+    };
     let msg = why.to_string();
     assert!(msg.contains("more than --max-restarts 10/5.0s allows"), "{msg}");
     assert_eq!(deaths, 11);

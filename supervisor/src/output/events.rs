@@ -88,7 +88,8 @@ impl EventsFile {
         if let Err(e) = result {
             let e = Arc::new(e);
             self.error = Some(e.clone());
-            let failure = OutputFailure::Events { path: self.path.display().to_string(), written: self.written, error: e };
+            let failure =
+                OutputFailure::Events { path: self.path.display().to_string(), written: self.written, error: e };
             log::error!("{}; the run goes on without its events", crate::output::failure::error_chain(&failure));
         }
     }
@@ -117,7 +118,10 @@ fn cut_torn_tail(file: &File, len: u64) -> io::Result<()> {
         if let Some(i) = part.iter().rposition(|&b| b == b'\n') {
             let keep = start + i as u64 + 1;
             if keep < len {
-                log::warn!("events file: its last line ({} bytes) was cut short by a killed run; cutting it off", len - keep);
+                log::warn!(
+                    "events file: its last line ({} bytes) was cut short by a killed run; cutting it off",
+                    len - keep
+                );
                 file.set_len(keep)?;
             }
             return Ok(());

@@ -61,7 +61,9 @@ impl OutputFailure {
     pub fn is_results(&self) -> bool {
         matches!(
             self,
-            OutputFailure::Results { .. } | OutputFailure::ResultsDeleted { .. } | OutputFailure::ResultsReplaced { .. }
+            OutputFailure::Results { .. }
+                | OutputFailure::ResultsDeleted { .. }
+                | OutputFailure::ResultsReplaced { .. }
         )
     }
 }

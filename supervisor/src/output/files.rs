@@ -36,7 +36,9 @@ impl fmt::Display for Role {
 #[derive(Debug, thiserror::Error)]
 pub enum PathError {
     /// Two roles name one file: one would overwrite the other.
-    #[error("{first} and {second} are the same file ({path}): the run would overwrite one with the other; name different files")]
+    #[error(
+        "{first} and {second} are the same file ({path}): the run would overwrite one with the other; name different files"
+    )]
     Same {
         /// The first role.
         first: Role,
@@ -120,7 +122,12 @@ fn check_symlink(role: Role, path: &Path) -> Result<(), PathError> {
     let sticky_world_writable = d.mode() & 0o1002 == 0o1002;
     let me = nix::unistd::geteuid().as_raw();
     if sticky_world_writable && link.uid() != me && link.uid() != d.uid() {
-        return Err(PathError::UnsafeSymlink { role, path: path.to_path_buf(), dir: dir.to_path_buf(), owner: link.uid() });
+        return Err(PathError::UnsafeSymlink {
+            role,
+            path: path.to_path_buf(),
+            dir: dir.to_path_buf(),
+            owner: link.uid(),
+        });
     }
     Ok(())
 }

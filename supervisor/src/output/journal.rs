@@ -239,9 +239,7 @@ impl Journal {
             self.unsynced = 0;
             // SAFETY: sync_file_range on our own descriptor; offset 0 and length 0 mean the
             // whole file, and SYNC_FILE_RANGE_WRITE only starts writeback.
-            unsafe {
-                libc::sync_file_range(std::os::fd::AsRawFd::as_raw_fd(&**f), 0, 0, libc::SYNC_FILE_RANGE_WRITE)
-            };
+            unsafe { libc::sync_file_range(std::os::fd::AsRawFd::as_raw_fd(&**f), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
         }
     }
 
@@ -330,6 +328,17 @@ pub(crate) fn write_waiting(mut out: &File, buf: &[u8]) -> (usize, io::Result<()
         }
     }
     (done, Ok(()))
+}
+
+/// Whether a run holds the lock of the results file at `path` (it is still being written),
+/// and its pid where known. For readers such as `merge`, which read it all the same.
+pub fn being_written(path: &Path) -> Option<Option<u32>> {
+    let file = File::open(path).ok()?;
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        Ok(_) => None,
+        Err((f, Errno::EWOULDBLOCK)) => Some(lock_holder(&f)),
+        Err(_) => None,
+    }
 }
 
 /// The pid holding a `flock` on `file`, from `/proc/locks` (a line such as
