@@ -269,7 +269,6 @@ fn events_and_report_on_a_full_disk_are_said_out_loud_with_exit_74() {
 #[test]
 fn a_non_blocking_stdout_read_slowly_gets_every_record() {
     use std::io::Read;
-    use std::os::fd::OwnedFd;
     let sb = Sandbox::new();
     let n = 12_218;
     let tasks = sb.write("tasks.jsonl", &noops(n));
@@ -280,7 +279,7 @@ fn a_non_blocking_stdout_read_slowly_gets_every_record() {
     let mut child = sb
         .cmd(&["run", tasks.to_str().unwrap(), "-j", "2"])
         .stdin(Stdio::null())
-        .stdout(Stdio::from(OwnedFd::from(write_end)))
+        .stdout(Stdio::from(write_end))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

@@ -513,7 +513,9 @@ fn oom(paint: Paint) -> Outcome {
         "     --memory-limit 256M per worker: the allocator fails, the worker dies, the host never feels it",
     );
     let n = batch.len();
-    let (s, _) = process_run(paint, demo_pool(), batch)?;
+    // No task here hangs: a longer timeout costs nothing, and on a loaded machine filling
+    // 256 MiB page by page may take longer than the other stories' 800 ms.
+    let (s, _) = process_run(paint, demo_pool().timeout(Duration::from_secs(30)), batch)?;
     verdict(paint, &s, n);
     (s.counts.crashes.get("oom") == Some(&1) && s.counts.ok == 7).then_some(()).ok_or("expected one oom".into())
 }

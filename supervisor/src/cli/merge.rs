@@ -27,9 +27,9 @@ use crate::input::idset::IdSet;
 use crate::input::{CmdTemplate, Format};
 
 /// Exit code: some task of the list has no final record in any results file.
-pub const INCOMPLETE: i32 = 4;
+pub const INCOMPLETE: i32 = exit::MERGE_INCOMPLETE;
 /// Exit code: a task has two final records, or a record names no task of the list.
-pub const INCONSISTENT: i32 = 5;
+pub const INCONSISTENT: i32 = exit::MERGE_INCONSISTENT;
 
 /// How many ids a message lists before it only counts.
 const SHOWN: usize = 20;

@@ -727,7 +727,7 @@ impl Summary {
             return exit::BAD_INPUT;
         }
         if self.broken_pipe {
-            return exit::SIGNAL_BASE + libc::SIGPIPE;
+            return exit::BROKEN_PIPE;
         }
         if !self.output_failures.is_empty() || matches!(self.stop, Some(StopReason::ResultsWriteFailed { .. })) {
             return exit::OUTPUT_FAILED;
