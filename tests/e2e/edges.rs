@@ -46,36 +46,44 @@ fn two_runs_started_together_on_one_results_file_one_is_refused() {
 
 #[test]
 fn a_resume_while_a_run_appends_is_refused_because_of_the_lock() {
+    use std::io::Write;
     let sb = Sandbox::new();
-    let tasks = sb.write("tasks.jsonl", &sleeps(400, 10));
     let results = sb.path("results.jsonl");
     let r = results.to_str().unwrap();
-    let mut first = sb.spawn(&["run", tasks.to_str().unwrap(), "-j", "2", "--results", r], None);
-    wait_for("the first records", || std::fs::metadata(&results).is_ok_and(|m| m.len() > 0));
+    // The first run reads its tasks from a pipe the test holds open: it keeps the file (and
+    // its lock) for as long as the test feeds it, appending as lines arrive.
+    let (first, mut feed) = sb.spawn_stdin(&["run", "-j", "2", "--results", r]);
     let link = sb.path("same-file.jsonl");
-    std::fs::hard_link(&results, &link).unwrap();
-    let mut refusals = 0;
-    // Resumes while the first run appends, through the file's path and through a hard link:
-    // each is refused at once, before reading a byte (the reader would race the writer).
-    while !first.exited() && refusals < 6 {
-        let path = if refusals % 2 == 0 { r } else { link.to_str().unwrap() };
-        let second = sb.run(&["run", tasks.to_str().unwrap(), "-j", "2", "--results", path, "--resume"], None);
-        if second.code() == Some(0) {
-            // The first run ended between the check and the start: nothing was left to run.
-            assert!(second.stderr().contains("0 tasks"), "{}", second.stderr());
-            break;
+    let mut all = String::new();
+    for round in 0..6 {
+        let lines = tasks(50, |i| format!("{{\"id\":\"r{round}-{i}\",\"kind\":\"noop\"}}"));
+        feed.write_all(lines.as_bytes()).unwrap();
+        feed.flush().unwrap();
+        all.push_str(&lines);
+        wait_for("the fed tasks' records", || count_lines(&results) >= 50 * (round + 1));
+        if round == 0 {
+            std::fs::hard_link(&results, &link).unwrap();
         }
+        // Through the file's path and through a hard link: refused at once, before reading a
+        // byte (a reader racing the writer once panicked or misjudged its newest record).
+        let path = if round % 2 == 0 { r } else { link.to_str().unwrap() };
+        let tasks = sb.write("tasks.jsonl", &all);
+        let second = sb.run(&["run", tasks.to_str().unwrap(), "--results", path, "--resume"], None);
         second.expect_code(2);
         assert!(second.stderr().contains(&format!("pid {}", first.pid())), "{}", second.stderr());
-        refusals += 1;
+        // Merge may read it, and says it is being written.
+        let merged = sb.cmd(&["merge", r, "--tasks", tasks.to_str().unwrap()]).output().unwrap();
+        let err = String::from_utf8_lossy(&merged.stderr);
+        assert!(err.contains("is still being written by a running batch"), "{err}");
     }
-    assert!(refusals > 0, "the first run ended before any resume was tried");
+    drop(feed);
     first.wait().expect_code(0);
-    assert_one_record_each(&read_records(&results), 400);
-    // Merge reads a finished file without a word about a writer.
-    let merged = sb.cmd(&["merge", r, "--tasks", tasks.to_str().unwrap()]).output().unwrap();
-    assert_eq!(merged.status.code(), Some(0), "{}", String::from_utf8_lossy(&merged.stderr));
+    assert_one_record_each(&read_records(&results), 300);
     sb.assert_clean();
+}
+
+fn count_lines(p: &std::path::Path) -> usize {
+    std::fs::read_to_string(p).map_or(0, |t| t.lines().count())
 }
 
 #[test]

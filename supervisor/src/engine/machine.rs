@@ -675,7 +675,10 @@ impl Engine {
     /// Every worker gets a fresh heartbeat window from now, and every deadline moves by the
     /// pause, before anyone is judged.
     fn on_paused(&mut self, ns: u64, now: u64) {
-        log::warn!("the run was stopped for {:.1}s; no worker or task is charged for it", ns as f64 / 1e9);
+        log::warn!(
+            "the supervisor was away for {:.1}s (stopped, suspended, or not called); no worker or task is charged for it",
+            ns as f64 / 1e9
+        );
         self.pauses.push((now, ns));
         if let Phase::Draining { deadline: Some(d) } = &mut self.phase
             && *d > 0
