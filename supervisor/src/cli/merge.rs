@@ -197,7 +197,11 @@ pub(super) fn merge(args: MergeArgs) -> i32 {
 
 fn fail(e: &MergeError) -> i32 {
     super::report_error(e);
-    exit::BAD_INPUT
+    match e {
+        // The merged output could not be written: a loss of output, as for `run`.
+        MergeError::Io { what: "write" | "sync", .. } => exit::OUTPUT_FAILED,
+        _ => exit::BAD_INPUT,
+    }
 }
 
 /// Merges `results` into `out` (when given), checked against the task list at `tasks`.
