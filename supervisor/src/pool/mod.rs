@@ -729,10 +729,12 @@ impl Summary {
         if self.broken_pipe {
             return exit::BROKEN_PIPE;
         }
-        if !self.output_failures.is_empty() || matches!(self.stop, Some(StopReason::ResultsWriteFailed { .. })) {
+        if !self.output_failures.is_empty() {
             return exit::OUTPUT_FAILED;
         }
         match &self.stop {
+            Some(StopReason::BadInput(_)) => exit::BAD_INPUT,
+            Some(StopReason::ResultsWriteFailed { .. }) => exit::OUTPUT_FAILED,
             Some(StopReason::RestartLimit(_) | StopReason::ProtocolMismatch { .. }) => exit::GAVE_UP,
             Some(StopReason::Interrupted(Interrupt::Int)) => exit::INTERRUPTED,
             Some(StopReason::Interrupted(Interrupt::Term)) => exit::TERMINATED,
@@ -743,7 +745,6 @@ impl Summary {
                     self.counts.failed + self.counts.quarantined + self.previous_failed + self.previous_quarantined;
                 if bad > 0 { exit::TASKS_FAILED } else { exit::OK }
             }
-            Some(StopReason::BadInput(_) | StopReason::ResultsWriteFailed { .. }) => unreachable!("decided above"),
         }
     }
 }
@@ -753,6 +754,58 @@ mod tests {
     use super::*;
     use shared::task::{BuiltinOutput, BuiltinTask};
     use worker::builtin::Builtin;
+
+    #[test]
+    fn exit_codes_follow_the_documented_precedence() {
+        let base = Summary {
+            stop: Some(StopReason::Completed),
+            counts: Counts::default(),
+            previous_ok: 0,
+            previous_failed: 0,
+            previous_quarantined: 0,
+            elapsed: Duration::ZERO,
+            tally: None,
+            output_failures: Vec::new(),
+            broken_pipe: false,
+            records_written: None,
+            resumable: true,
+        };
+        let events = OutputFailure::Events {
+            path: "e".into(),
+            written: 1,
+            error: Arc::new(io::Error::from(io::ErrorKind::StorageFull)),
+        };
+        let with = |stop: StopReason, lost: bool, failed: u64| {
+            let mut s = base.clone();
+            s.stop = Some(stop);
+            s.counts.failed = failed;
+            if lost {
+                s.output_failures.push(events.clone());
+            }
+            s.exit_code()
+        };
+        let limit = StopReason::RestartLimit(crate::engine::RestartLimit {
+            restarts: 11,
+            max: 10,
+            period_ns: 1,
+            slot: 0,
+            what: "x".into(),
+        });
+        assert_eq!(with(StopReason::Completed, false, 0), exit::OK);
+        assert_eq!(with(StopReason::Completed, false, 1), exit::TASKS_FAILED);
+        assert_eq!(with(StopReason::Completed, true, 1), exit::OUTPUT_FAILED);
+        assert_eq!(with(StopReason::Interrupted(Interrupt::Term), false, 1), exit::TERMINATED);
+        assert_eq!(with(StopReason::Interrupted(Interrupt::Term), true, 0), exit::OUTPUT_FAILED);
+        assert_eq!(with(limit.clone(), false, 1), exit::GAVE_UP);
+        assert_eq!(with(limit, true, 0), exit::OUTPUT_FAILED);
+        let write = StopReason::ResultsWriteFailed { path: "r".into(), error: "full".into() };
+        assert_eq!(with(write, false, 0), exit::OUTPUT_FAILED);
+        assert_eq!(with(StopReason::BadInput("x".into()), true, 1), exit::BAD_INPUT);
+        let mut piped = base.clone();
+        piped.broken_pipe = true;
+        piped.output_failures.push(events);
+        assert_eq!(piped.exit_code(), exit::BROKEN_PIPE);
+    }
 
     #[test]
     fn thread_mode_runs_an_iterator_in_process() {
