@@ -2,14 +2,20 @@
 //! rely on them, so they live in the contract crate. [`CODES`] lists every one with its
 //! meaning and what a retry of the run can do, so that the documentation's table and the
 //! Kubernetes manifest's `podFailurePolicy` are made from the same list as the constants.
+//! When several apply to one run, the first of this order wins: [`BAD_INPUT`],
+//! [`BROKEN_PIPE`], [`OUTPUT_FAILED`], [`GAVE_UP`], the signals ([`INTERRUPTED`],
+//! [`TERMINATED`], [`SIGNAL_BASE`] + N), [`TASKS_FAILED`], [`OK`].
 
 /// Every task ended `ok`.
 pub const OK: i32 = 0;
 /// Some task ended `failed` or `quarantined`.
 pub const TASKS_FAILED: i32 = 1;
-/// Bad usage or bad input (flags, task lines, an existing results file without `--resume`).
+/// Bad usage or bad input (flags, task lines, an existing results or events file without
+/// `--resume`, outputs that are the same file as each other or the input, a results file
+/// locked by another run).
 pub const BAD_INPUT: i32 = 2;
-/// The supervisor gave up: workers died faster than `--max-restarts` allows.
+/// The supervisor gave up: workers died faster than `--max-restarts` allows, or a worker
+/// speaks another protocol version.
 pub const GAVE_UP: i32 = 3;
 /// `bulkhead merge`: some task of the list has no final record in any results file.
 pub const INCOMPLETE: i32 = 4;
@@ -17,8 +23,10 @@ pub const INCOMPLETE: i32 = 4;
 pub const INCONSISTENT: i32 = 5;
 /// An output could not be written (sysexits' `EX_IOERR`): for the results file, the records up
 /// to the failure are kept; for the events file or the report, they are incomplete, which the
-/// run says on stderr.
+/// run says on stderr; a results file deleted or replaced during the run, too.
 pub const OUTPUT_FAILED: i32 = 74;
+/// The reader of the results on standard output went away (as `head` does): 128 + SIGPIPE.
+pub const BROKEN_PIPE: i32 = 141;
 /// Interrupted by SIGINT; the batch is resumable.
 pub const INTERRUPTED: i32 = 130;
 /// Interrupted by SIGTERM; the batch is resumable.
@@ -91,14 +99,14 @@ pub const CODES: &[Meaning] = &[
     Meaning {
         codes: &[BAD_INPUT],
         name: "BAD_INPUT",
-        run: "bad usage or bad input (flags, a task line, a results file without `--resume`)",
+        run: "bad usage or bad input (flags, a task line, a results or events file without `--resume`, outputs that are one file, a results file another run holds)",
         merge: "bad usage or unreadable input; nothing written",
         retry: Retry::StopBatch,
     },
     Meaning {
         codes: &[GAVE_UP],
         name: "GAVE_UP",
-        run: "gave up: workers died faster than `--max-restarts` allows",
+        run: "gave up: workers died faster than `--max-restarts` allows, or a worker speaks another protocol version",
         merge: "",
         retry: Retry::Resume,
     },
@@ -119,7 +127,7 @@ pub const CODES: &[Meaning] = &[
     Meaning {
         codes: &[OUTPUT_FAILED],
         name: "OUTPUT_FAILED",
-        run: "an output could not be written (results: the records up to the failure are kept; events or report: incomplete, said on stderr)",
+        run: "an output could not be written or was lost (results: the run stops, the records up to the failure are kept; a results file deleted or replaced mid-run; events or report: incomplete); each said on stderr",
         merge: "",
         retry: Retry::AfterFix,
     },
@@ -134,6 +142,13 @@ pub const CODES: &[Meaning] = &[
         codes: &[INTERRUPTED],
         name: "INTERRUPTED",
         run: "interrupted by SIGINT after draining; resumable",
+        merge: "",
+        retry: Retry::Resume,
+    },
+    Meaning {
+        codes: &[BROKEN_PIPE],
+        name: "BROKEN_PIPE",
+        run: "the reader of the results on standard output went away (as `head` does); what it read is all there is",
         merge: "",
         retry: Retry::Resume,
     },

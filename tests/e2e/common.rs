@@ -243,10 +243,17 @@ pub fn output_of(c: &mut Command) -> Output {
 /// Zombies whose parent is this test process and that are not supervisors a test is about
 /// to wait for: orphans of a run, reparented here because we are a subreaper. They are
 /// reaped as they are reported, so one test's leak does not fail the next.
+///
+/// An orphan is told from a child of our own by its process group: what a run leaves
+/// (workers, their tasks' children) lives in process groups of its own, while everything
+/// the tests start themselves (supervisors, `bulkhead status`, `sh`, `kill`) inherits the
+/// test process's group. Tests run in parallel, so another test's child that has exited but
+/// that its test has not yet waited for is a zombie here too: it must be neither reported
+/// nor reaped (which would steal its exit status).
 fn orphan_zombies() -> Vec<(u32, String)> {
     let me = std::process::id();
+    let my_group = nix::unistd::getpgrp().as_raw().to_string();
     let ours = SUPERVISORS.lock().unwrap().clone().unwrap_or_default();
-    let expected = EXPECTED_ORPHANS.lock().unwrap().clone().unwrap_or_default();
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -259,7 +266,12 @@ fn orphan_zombies() -> Vec<(u32, String)> {
             continue;
         };
         let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        if fields.len() > 1 && fields[0] == "Z" && fields[1] == me.to_string() && !ours.contains(&pid) {
+        if fields.len() > 2
+            && fields[0] == "Z"
+            && fields[1] == me.to_string()
+            && fields[2] != my_group
+            && !ours.contains(&pid)
+        {
             let name = stat[stat.find('(').unwrap() + 1..close].to_string();
             // Asked again under the lock: a test may have started it since the census.
             let ours = SUPERVISORS.lock().unwrap();
@@ -268,7 +280,11 @@ fn orphan_zombies() -> Vec<(u32, String)> {
             }
             let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
             drop(ours);
-            if !expected.contains(&pid) {
+            // Asked now, not before the scan: a test registers its run's processes before it
+            // kills them, so one that is a zombie already is registered by now; a copy taken
+            // before the scan missed those that another test killed during it.
+            let expected = EXPECTED_ORPHANS.lock().unwrap().as_ref().is_some_and(|e| e.contains(&pid));
+            if !expected {
                 out.push((pid, name));
             }
         }
@@ -343,10 +359,32 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // A test that failed while its run was live (or dropped it on purpose): the
+            // SIGKILLed supervisor's workers come here as orphans, expected ones, which must
+            // not fail the next test's check.
+            let mut expected = EXPECTED_ORPHANS.lock().unwrap();
+            expected.get_or_insert_with(HashSet::new).extend(processes_of_run(c.id()));
+            drop(expected);
             let _ = c.kill();
             let _ = c.wait();
         }
     }
+}
+
+/// The processes carrying the test tag that the run of `supervisor` carries.
+fn processes_of_run(supervisor: u32) -> Vec<u32> {
+    let Ok(env) = std::fs::read(format!("/proc/{supervisor}/environ")) else { return Vec::new() };
+    let Some(tag) = env.split(|b| *b == 0).find(|kv| kv.starts_with(b"BULKHEAD_TEST_TAG=")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == tag)) {
+            out.push(pid);
+        }
+    }
+    out
 }
 
 /// A finished `bulkhead`.

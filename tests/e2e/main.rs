@@ -5,6 +5,7 @@ mod batch;
 mod common;
 mod deaths;
 mod demo;
+mod edges;
 mod faults;
 mod input;
 mod k8s;

@@ -97,13 +97,15 @@ fn every_fatal_fault_ends_the_thread_mode_process_as_the_kernel_would() {
     for (fault, code, signal, words) in expect {
         // The fault strikes first; the others would take long enough to still be running.
         let mut input = format!("{{\"id\":\"x\",\"kind\":\"noop\",\"fault\":\"{fault}\",\"fault_attempts\":1}}\n");
-        input.push_str(&tasks(4, |i| format!("{{\"id\":\"a{i}\",\"kind\":\"sleep\",\"ms\":5000}}")));
+        // (60 s: on a loaded machine an oom fault took over 5 s to exhaust memory; the fault
+        // ends the process, so the sleeps cost nothing.)
+        input.push_str(&tasks(4, |i| format!("{{\"id\":\"a{i}\",\"kind\":\"sleep\",\"ms\":60000}}")));
         let threads = sb.run(&["run", "--mode", "thread", "-j", "2"], Some(&input));
         let st = threads.status();
         assert_eq!((st.code(), st.signal()), (code, signal), "{fault}: {st:?}\n{}", threads.stderr());
         assert!(threads.stderr().contains(words), "{fault}: {}", threads.stderr());
         assert!(threads.records().is_empty(), "{fault}: nothing finished before the process died");
-        let procs = sb.run(&["run", "-j", "2", "--memory-limit", "256M"], Some(&input.replace("5000", "10")));
+        let procs = sb.run(&["run", "-j", "2", "--memory-limit", "256M"], Some(&input.replace("60000", "10")));
         procs.expect_code(0);
         let recs = by_id(&procs.records());
         assert_eq!(recs.len(), 5, "{fault}");

@@ -15,7 +15,7 @@
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufReader, BufWriter, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
@@ -196,7 +196,11 @@ pub(super) fn merge(args: MergeArgs) -> i32 {
 
 fn fail(e: &MergeError) -> i32 {
     super::report_error(e);
-    exit::BAD_INPUT
+    match e {
+        // The merged output could not be written: a loss of output, as for `run`.
+        MergeError::Io { what: "write" | "sync", .. } => exit::OUTPUT_FAILED,
+        _ => exit::BAD_INPUT,
+    }
 }
 
 /// Merges `results` into `out` (when given), checked against the task list at `tasks`.
@@ -210,6 +214,13 @@ pub fn merge_into(
     let listed = read_task_ids(tasks, format, &mut outcome)?;
     let mut recorded = IdSet::default();
     for path in results {
+        if let Some(holder) = crate::output::journal::being_written(path) {
+            log::warn!(
+                "results file {} is still being written by a running batch{}: merging the records it holds now",
+                path.display(),
+                holder.map(|p| format!(" (pid {p})")).unwrap_or_default()
+            );
+        }
         let torn = for_each_record(path, |head, raw, line| {
             let place = || Place { id: head.id.clone(), file: path.clone(), line };
             if !listed.contains(&head.id) {
@@ -316,27 +327,31 @@ fn for_each_record(
     path: &Path,
     mut f: impl FnMut(RecordHead, &[u8], u64) -> Result<(), MergeError>,
 ) -> Result<Option<(u64, String)>, MergeError> {
-    let io_err = |source| MergeError::Io { what: "read", path: path.into(), source };
+    use crate::input::lines::{Judged, LineError, Lines};
     let file = File::open(path).map_err(|source| MergeError::Io { what: "open", path: path.into(), source })?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut line = Vec::new();
-    let mut number = 0u64;
+    let mut lines = Lines::new(BufReader::with_capacity(1 << 20, file));
+    let mut torn = None;
     loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line).map_err(io_err)? == 0 {
-            return Ok(None);
-        }
-        number += 1;
-        let text = line.strip_suffix(b"\n").unwrap_or(&line);
-        if text.iter().all(u8::is_ascii_whitespace) {
+        let line = match lines.next_line() {
+            Ok(Some(l)) => l,
+            Ok(None) => return Ok(torn),
+            Err(LineError::Read { source, .. }) => {
+                return Err(MergeError::Io { what: "read", path: path.into(), source });
+            }
+            Err(e @ LineError::TooLong { .. }) => {
+                return Err(MergeError::Corrupt { path: path.into(), line: e.line(), reason: e.to_string() });
+            }
+        };
+        if line.is_blank() {
             continue;
         }
-        match serde_json::from_slice::<RecordHead>(text) {
-            Ok(head) => f(head, text, number)?,
-            // Only the end of a file can be torn: a shard killed in the middle of a write.
-            Err(e) if reader.fill_buf().map_err(io_err)?.is_empty() => return Ok(Some((number, e.to_string()))),
-            Err(e) => {
-                return Err(MergeError::Corrupt { path: path.into(), line: number, reason: e.to_string() });
+        match line.judge(serde_json::from_slice::<RecordHead>(line.text)) {
+            Judged::Item(head) => f(head, line.text, line.number)?,
+            // Only the end of a file can be torn: a shard killed in the middle of a write, or
+            // one still writing.
+            Judged::Torn(e) => torn = Some((line.number, e.to_string())),
+            Judged::Bad(e) => {
+                return Err(MergeError::Corrupt { path: path.into(), line: line.number, reason: e.to_string() });
             }
         }
     }

@@ -212,14 +212,18 @@ pub fn main() -> i32 {
         Command::Report { events, output } => {
             let title = format!("bulkhead run: {}", events.display());
             match crate::report::render_file(&events, &title) {
-                Ok(html) => match std::fs::write(&output, html) {
+                Ok(html) => match crate::output::files::write_atomically(&output, html.as_bytes()) {
                     Ok(()) => {
                         eprintln!("bulkhead: wrote {}", output.display());
                         0
                     }
                     Err(e) => {
-                        eprintln!("bulkhead: error: cannot write {}: {e}", output.display());
-                        1
+                        let path = output.display().to_string();
+                        report_error(&crate::output::failure::OutputFailure::Report {
+                            path,
+                            error: std::sync::Arc::new(e),
+                        });
+                        shared::exit::OUTPUT_FAILED
                     }
                 },
                 Err(e) => {

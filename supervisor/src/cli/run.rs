@@ -12,6 +12,8 @@ use crate::engine::Mode;
 use crate::engine::inject::Inject;
 use crate::input::source::TaskSource;
 use crate::input::{CmdTemplate, Format, LineSource};
+use crate::output::failure::OutputFailure;
+use crate::output::files::Role;
 use crate::output::journal::ResultsTarget;
 use crate::output::rundir::RunDir;
 use crate::pool::{Pool, PoolError, Summary};
@@ -50,6 +52,24 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
         return exit::BAD_INPUT;
     }
     let shard = shard.map(|s| (s.k, s.n));
+    // Before anything is opened or runs: no output may overwrite the input or another
+    // output, nor be opened through a planted symlink.
+    let stdin = std::path::Path::new("/dev/stdin");
+    let mut paths = Vec::new();
+    match args.tasks.as_deref().filter(|p| p.as_os_str() != "-") {
+        Some(p) => paths.push((Role::Input, p)),
+        None if std::fs::metadata(stdin).is_ok_and(|m| m.is_file()) => paths.push((Role::Input, stdin)),
+        None => {}
+    }
+    for (role, p) in [(Role::Results, &args.results), (Role::Events, &args.events), (Role::Report, &args.report)] {
+        if let Some(p) = p {
+            paths.push((role, p.as_path()));
+        }
+    }
+    if let Err(e) = crate::output::files::check(&paths) {
+        report_error(&e);
+        return exit::BAD_INPUT;
+    }
     let format = match &args.cmd {
         Some(t) => Format::Cmd(CmdTemplate::new(t)),
         None => Format::Jsonl,
@@ -227,17 +247,22 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
     } else {
         log::info!("control socket {} (bulkhead status)", control.display());
     }
-    let summary = run.finish();
+    let mut summary = run.finish();
     print_summary(&summary, total, check_time);
     if let (Some(path), Some(t)) = (&args.report, timeline) {
         let title = match &args.tasks {
             Some(p) => format!("bulkhead run {}", p.display()),
             None => "bulkhead run".to_string(),
         };
-        match std::fs::write(path, t.borrow().to_html(&title)) {
+        match crate::output::files::write_atomically(path, t.borrow().to_html(&title).as_bytes()) {
             Ok(()) => eprintln!("bulkhead: timeline written to {}", path.display()),
-            Err(e) => eprintln!("bulkhead: error: cannot write the report {}: {e}", path.display()),
+            Err(e) => summary
+                .output_failures
+                .push(OutputFailure::Report { path: path.display().to_string(), error: std::sync::Arc::new(e) }),
         }
+    }
+    for f in &summary.output_failures {
+        report_error(f);
     }
     let code = summary.exit_code();
     if let Some(line) = next_step(code, &summary, args.results.as_deref()) {
@@ -348,22 +373,35 @@ fn summary_lines(s: &Summary, total: Option<u64>, check_time: Option<std::time::
     if let Some(t) = check_time.filter(|t| t.as_secs_f64() >= 0.01) {
         line.push_str(&format!(", after {:.2}s checking the input", t.as_secs_f64()));
     }
+    if let Some(w) = s.records_written.filter(|&w| w != c.finished()) {
+        line.push_str(&format!("; {w} record(s) written"));
+    }
     lines.push(line);
     let never_ran = |finished: u64| match total {
         Some(t) => format!("{} never ran", t.saturating_sub(finished + previous)),
         None => "the rest of the input was not read".to_string(),
     };
+    use crate::engine::StopReason as R;
+    // Only a results file still at its path is where --resume looks.
+    let kept = if s.resumable {
+        "finished results are kept, --resume continues"
+    } else {
+        "--resume cannot continue from where these results went"
+    };
     match &s.stop {
-        Some(crate::engine::StopReason::GaveUp(msg)) => {
-            lines.push(format!("bulkhead: {msg}; finished results are kept, --resume continues"))
+        Some(why @ (R::RestartLimit(_) | R::ProtocolMismatch { .. })) => lines.push(format!("bulkhead: {why}; {kept}")),
+        Some(why @ R::ResultsWriteFailed { .. }) => {
+            let written = s.records_written.unwrap_or(0);
+            lines.push(format!("bulkhead: error: {why}; the run stopped: {written} record(s) were written, {kept}"))
         }
-        Some(crate::engine::StopReason::BadInput(msg)) => {
-            lines.push(format!("bulkhead: error: {}; nothing after it was run", worker::ErrorChain(&**msg)))
+        Some(R::BadInput(e)) => {
+            lines.push(format!("bulkhead: error: {}; nothing after it was run", worker::ErrorChain(&**e)))
         }
-        Some(crate::engine::StopReason::Interrupted(_)) => {
+        Some(R::Interrupted(_)) if s.resumable => {
             lines.push("bulkhead: interrupted; unfinished tasks have no record, --resume runs them".to_string())
         }
-        Some(crate::engine::StopReason::Poisoned(_)) => {
+        Some(R::Interrupted(_)) => lines.push("bulkhead: interrupted; unfinished tasks have no record".to_string()),
+        Some(R::Poisoned(_)) => {
             if let Some(t) = &s.tally {
                 lines.push(format!(
                     "bulkhead: {} ran before the poison (the tally counts them: trustworthy), {} ran after it \
@@ -382,12 +420,7 @@ fn summary_lines(s: &Summary, total: Option<u64>, check_time: Option<std::time::
                 ));
             }
         }
-        _ => {}
-    }
-    if let Some(e) = &s.output_error
-        && !s.broken_pipe
-    {
-        lines.push(format!("bulkhead: error: {e}"));
+        Some(R::Completed) | None => {}
     }
     lines
 }
@@ -407,7 +440,7 @@ fn next_step(code: i32, s: &Summary, results: Option<&std::path::Path>) -> Optio
             e.place,
             if results.is_some() { " with --resume (the tasks before it are recorded)" } else { "" }
         ),
-        (exit::GAVE_UP, Some(R::GaveUp(_))) => format!(
+        (exit::GAVE_UP, Some(R::RestartLimit(_) | R::ProtocolMismatch { .. })) => format!(
             "next: the causes are in the crashes above and in the records in {records}; \
              if the workers died of the load, not of a bug, allow more with --max-restarts N/DUR, \
              then run again{}",
@@ -421,15 +454,10 @@ fn next_step(code: i32, s: &Summary, results: Option<&std::path::Path>) -> Optio
                      so rerun the tasks that have no record there"
                 .to_string(),
         },
+        // The failure itself, with its path and error, is the line above.
         (exit::OUTPUT_FAILED, _) => format!(
-            "next: the output could not be written ({}): free the space or fix the path, then run again{}",
-            s.output_error.as_deref().unwrap_or("see above"),
-            if results.is_some() { " with --resume" } else { "" }
-        ),
-        (exit::TASKS_FAILED, _) if s.output_error.is_some() && !s.broken_pipe => format!(
-            "next: the output could not be written ({}): fix it, then run again{}",
-            s.output_error.as_deref().unwrap_or_default(),
-            if results.is_some() { " with --resume" } else { "" }
+            "next: free the space or fix the path named above, then run again{}",
+            if s.resumable { " with --resume" } else { "" }
         ),
         (exit::TASKS_FAILED, _) => {
             let bad = s.counts.failed + s.counts.quarantined + s.previous_failed + s.previous_quarantined;

@@ -15,7 +15,7 @@ use crate::engine::lifecycle::RunEvent;
 use crate::engine::restart::RestartTracker;
 use crate::engine::{
     Action, Counts, Ending, EngineConfig, Event, Finished, Interrupt, Job, KillReason, MAX_INFLIGHT_PER_THREAD, Probe,
-    Sink, SlotState, SpawnError, StopReason,
+    RestartLimit, Sink, SlotState, SpawnError, StopReason,
 };
 use crate::input::error::InputError;
 
@@ -88,6 +88,9 @@ pub struct Engine {
     restarts: RestartTracker,
     counts: Counts,
     t0: u64,
+    /// Times the whole run was stopped (SIGTSTP, SIGSTOP of the job, a suspend): when each
+    /// pause ended and how long it was. A task's timeout does not count them.
+    pauses: Vec<(u64, u64)>,
 }
 
 const MS: f64 = 1_000_000.0;
@@ -120,6 +123,7 @@ impl Engine {
             restarts,
             counts: Counts::default(),
             t0: now,
+            pauses: Vec::new(),
         }
     }
 
@@ -215,10 +219,11 @@ impl Engine {
         self.settle(now, sink, out);
     }
 
-    /// The run cannot go on (a worker speaks another protocol version): stop now.
-    pub fn fatal(&mut self, message: String, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
+    /// The run cannot go on (a worker speaks another protocol version, the results cannot
+    /// be written): stop now.
+    pub fn fatal(&mut self, why: StopReason, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
         if self.phase != Phase::Done {
-            self.give_up(message, now);
+            self.give_up(why, now);
             self.settle(now, sink, out);
         }
     }
@@ -317,6 +322,7 @@ impl Engine {
                 self.on_reaped(slot, death, now, sink)
             }
             Event::Interrupt(i) => self.on_interrupt(i, now, out),
+            Event::Paused { ns } => self.on_paused(ns, now),
         }
         self.settle(now, sink, out);
     }
@@ -569,25 +575,25 @@ impl Engine {
         s.failures += 1;
         let failures = s.failures;
         if let Err(e) = self.restarts.record(now) {
-            let msg = format!(
-                "gave up: workers died {} times within {:.1}s, more than --max-restarts {}/{:.1}s allows (last: worker {slot} {what})",
-                e.restarts,
-                e.period_ns as f64 / 1e9,
-                e.max,
-                e.period_ns as f64 / 1e9
-            );
+            let why = StopReason::RestartLimit(RestartLimit {
+                restarts: e.restarts,
+                max: e.max,
+                period_ns: e.period_ns,
+                slot,
+                what: what.to_string(),
+            });
             self.slots[slot].state = SlotState::Stopped;
-            self.give_up(msg, now);
+            self.give_up(why, now);
             return;
         }
         let backoff = self.restarts.backoff_ns(failures, slot);
         self.slots[slot].state = SlotState::Waiting { until: now + backoff, backoff_ns: Some(backoff) };
     }
 
-    fn give_up(&mut self, msg: String, _now: u64) {
-        log::error!("{msg}");
+    fn give_up(&mut self, why: StopReason, _now: u64) {
+        log::error!("{why}");
         self.input_open = false;
-        self.stop = Some(StopReason::GaveUp(msg));
+        self.stop = Some(why);
         // Everything goes now: the settle step kills the workers at this deadline.
         self.phase = Phase::Draining { deadline: Some(0) };
     }
@@ -611,7 +617,7 @@ impl Engine {
             }
             // A repeated SIGTERM is not an escalation: cluster engines and the scripts around
             // them deliver it more than once. The grace stands.
-            (Some(StopReason::Interrupted(_)), _) | (Some(StopReason::GaveUp(_)), _) => {
+            (Some(r), _) if r.is_fatal() || matches!(r, StopReason::Interrupted(_)) => {
                 log::info!("already stopping; a second {} changes nothing (a second SIGINT kills at once)", i.name());
             }
             (Some(StopReason::Completed), _) => {}
@@ -670,6 +676,44 @@ impl Engine {
         }
     }
 
+    /// The run was stopped for `ns` until `now`: no worker could speak, no task could run.
+    /// Every worker gets a fresh heartbeat window from now, and every deadline moves by the
+    /// pause, before anyone is judged.
+    fn on_paused(&mut self, ns: u64, now: u64) {
+        log::warn!(
+            "the supervisor was away for {:.1}s (stopped, suspended, or not called); no worker or task is charged for it",
+            ns as f64 / 1e9
+        );
+        self.pauses.push((now, ns));
+        if let Phase::Draining { deadline: Some(d) } = &mut self.phase
+            && *d > 0
+        {
+            *d += ns;
+        }
+        for s in &mut self.slots {
+            match &mut s.state {
+                SlotState::Serving { last_heard, .. } => *last_heard = now,
+                SlotState::Starting { since, .. } | SlotState::Closing { since, .. } => *since += ns,
+                SlotState::Terminating { kill_at: Some(k), .. } => *k += ns,
+                _ => {}
+            }
+        }
+    }
+
+    /// How far past its planned wake-up the loop must have been away to count as a pause:
+    /// half the heartbeat limit (1 s of the default 2 s), since a pause that short plus a
+    /// heartbeat interval already comes near the silence that condemns a worker; in thread
+    /// mode, which has no heartbeats, the same 1 s (for the timeouts).
+    pub fn pause_threshold_ns(&self) -> u64 {
+        self.cfg.heartbeat_timeout_ns.unwrap_or(2_000_000_000) / 2
+    }
+
+    /// Time paused since `since`, to add to a deadline counted from it (a pause that ended
+    /// after a task started began after it too: nothing starts during a pause).
+    fn paused_since(&self, since: u64) -> u64 {
+        self.pauses.iter().filter(|(end, _)| *end > since).map(|(_, ns)| ns).sum()
+    }
+
     fn time_out(&mut self, slot: usize, overdue: Option<(u64, u64)>, now: u64, out: &mut Vec<Action>) {
         let Some((seq, _)) = overdue else { return };
         let limit_ms = self.cfg.timeout_ns.unwrap_or(0) / 1_000_000;
@@ -687,8 +731,10 @@ impl Engine {
         }
         let page = probe.page(slot)?;
         page.iter().find_map(|p| match p.read() {
-            PageState::Running { seq, started_ns } if now.saturating_sub(started_ns) >= limit => {
-                Some((seq, started_ns + limit))
+            PageState::Running { seq, started_ns }
+                if now.saturating_sub(started_ns) >= limit + self.paused_since(started_ns) =>
+            {
+                Some((seq, started_ns + limit + self.paused_since(started_ns)))
             }
             _ => None,
         })
@@ -725,7 +771,7 @@ impl Engine {
                         if let Some(page) = probe.page(i) {
                             for p in page {
                                 if let PageState::Running { started_ns, .. } = p.read() {
-                                    at(started_ns + limit);
+                                    at(started_ns + limit + self.paused_since(started_ns));
                                 }
                             }
                         }
@@ -751,7 +797,7 @@ impl Engine {
             Phase::Draining { .. } | Phase::Done => {}
         }
         if let Phase::Draining { deadline } = self.phase {
-            let hard = matches!(self.stop, Some(StopReason::GaveUp(_)));
+            let hard = self.stop.as_ref().is_some_and(StopReason::is_fatal);
             let expired = deadline.is_some_and(|d| now >= d);
             for slot in 0..self.slots.len() {
                 match self.slots[slot].state {

@@ -27,4 +27,6 @@ pub use config::{EngineConfig, FaultPlan, MAX_INFLIGHT_PER_THREAD, Mode};
 pub use job::{Job, JobBuilder};
 pub use machine::{Engine, Slot, fault_for};
 pub use slot::{KillReason, SlotState};
-pub use types::{Action, Counts, Ending, Event, Finished, Interrupt, Probe, Sink, SpawnError, StopReason};
+pub use types::{
+    Action, Counts, Ending, Event, Finished, Interrupt, Probe, RestartLimit, Sink, SpawnError, StopReason,
+};

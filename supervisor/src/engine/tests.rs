@@ -293,6 +293,35 @@ fn silence_means_unresponsive_before_the_timeout() {
 }
 
 #[test]
+fn a_pause_charges_nobody_and_does_not_count_against_the_timeout() {
+    let mut h = Harness::new(EngineConfig {
+        workers: 1,
+        timeout_ns: Some(2_000 * MS),
+        heartbeat_timeout_ns: Some(1_500 * MS),
+        ..Default::default()
+    });
+    h.push([job("paused")]);
+    h.start();
+    let seq = h.sent(0)[0].0;
+    h.page.0[0][0].begin(seq, h.now);
+    h.now += 500 * MS;
+    h.ev(Event::Heartbeat { slot: 0 });
+    // Stopped for 10 s: past the heartbeat limit and the timeout, but nobody could run.
+    h.now += 10_000 * MS;
+    h.ev(Event::Paused { ns: 10_000 * MS });
+    assert!(h.tick().is_empty(), "nobody is judged on waking");
+    // A fresh heartbeat window: silence after the pause is still caught.
+    h.now += 1_000 * MS;
+    h.ev(Event::Heartbeat { slot: 0 });
+    assert!(h.tick().is_empty());
+    // The timeout counts the 2 s the task could run: 0.5 s before, 1.5 s after.
+    assert_eq!(h.engine.next_deadline(h.now, &h.page).map(|d| d <= h.now + 500 * MS), Some(true));
+    h.now += 500 * MS;
+    let pid = h.pid(0);
+    assert_eq!(h.tick(), vec![Action::Kill { slot: 0, pid, signal: Signal::SIGTERM }]);
+}
+
+#[test]
 fn a_closed_connection_on_a_live_worker_is_a_protocol_fault() {
     let mut h = Harness::new(EngineConfig { workers: 1, ..Default::default() });
     h.push([job("d")]);
@@ -338,7 +367,10 @@ fn a_crash_loop_hits_the_restart_limit() {
         h.now = h.engine.next_deadline(h.now, &h.page).unwrap_or(h.now + MS).max(h.now + MS);
         assert!(deaths < 50, "never gave up");
     }
-    let Some(StopReason::GaveUp(msg)) = h.engine.stop_reason() else { panic!("{:?}", h.engine.stop_reason()) };
+    let Some(why @ StopReason::RestartLimit(_)) = h.engine.stop_reason() else {
+        panic!("{:?}", h.engine.stop_reason())
+    };
+    let msg = why.to_string();
     assert!(msg.contains("more than --max-restarts 10/5.0s allows"), "{msg}");
     assert_eq!(deaths, 11);
     // Backoff grew between the unhealthy deaths.

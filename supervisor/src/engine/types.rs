@@ -118,6 +118,13 @@ pub enum Event<'a> {
     },
     /// SIGINT or SIGTERM.
     Interrupt(Interrupt),
+    /// The whole run was stopped for `ns` and goes on now: SIGTSTP (the workers were stopped
+    /// with it), a SIGSTOP of the job, a frozen cgroup, a suspended machine; seen as the loop
+    /// being away far longer than it meant to sleep.
+    Paused {
+        /// How long.
+        ns: u64,
+    },
 }
 
 /// Reads the slots' status pages.
@@ -193,19 +200,65 @@ impl SpawnError {
     }
 }
 
-/// Why a run stopped.
-#[derive(Debug, Clone)]
+/// Why a run stopped. The exit code each gives is decided in one place,
+/// [`Summary::exit_code`](crate::pool::Summary::exit_code).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StopReason {
     /// Every task has a final record.
+    #[error("every task has a final record")]
     Completed,
     /// A signal; unfinished tasks stay for `--resume`.
+    #[error("interrupted by {}", .0.name())]
     Interrupted(Interrupt),
     /// Workers died faster than the restart limit allows.
-    GaveUp(String),
+    #[error(transparent)]
+    RestartLimit(RestartLimit),
+    /// A worker speaks another protocol version than this supervisor.
+    #[error(
+        "worker {slot} speaks protocol version {theirs}, this supervisor {ours}: the executable changed under a running batch?"
+    )]
+    ProtocolMismatch {
+        /// The worker's slot.
+        slot: usize,
+        /// Its version.
+        theirs: u32,
+        /// Ours.
+        ours: u32,
+    },
+    /// The results could not be written: running more tasks would only lose their records.
+    #[error("cannot write results to {path}: {error}")]
+    ResultsWriteFailed {
+        /// The results file, or "standard output".
+        path: String,
+        /// The system's error.
+        error: String,
+    },
     /// A bad task in streamed input.
+    #[error("{0}")]
     BadInput(Arc<InputError>),
     /// Thread mode: the shared state was poisoned.
+    #[error("the shared state was poisoned: {0}")]
     Poisoned(String),
+}
+
+/// The restart limit was passed: more restarts within the period than allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "gave up: workers died {restarts} times within {:.1}s, more than --max-restarts {max}/{:.1}s allows (last: worker {slot} {what})",
+    *.period_ns as f64 / 1e9,
+    *.period_ns as f64 / 1e9
+)]
+pub struct RestartLimit {
+    /// Restarts counted within the period.
+    pub restarts: u32,
+    /// Restarts allowed within the period.
+    pub max: u32,
+    /// The period.
+    pub period_ns: u64,
+    /// The slot whose death passed the limit.
+    pub slot: usize,
+    /// How that worker ended.
+    pub what: String,
 }
 
 impl StopReason {
@@ -217,10 +270,19 @@ impl StopReason {
             StopReason::Interrupted(Interrupt::Term) => "terminated",
             StopReason::Interrupted(Interrupt::Other(Signal::SIGHUP)) => "hung_up",
             StopReason::Interrupted(Interrupt::Other(_)) => "signalled",
-            StopReason::GaveUp(_) => "gave_up",
+            StopReason::RestartLimit(_) | StopReason::ProtocolMismatch { .. } => "gave_up",
+            StopReason::ResultsWriteFailed { .. } => "output_failed",
             StopReason::BadInput(_) => "bad_input",
             StopReason::Poisoned(_) => "poisoned",
         }
+    }
+
+    /// Whether the run stops at once, killing what runs (rather than draining).
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            StopReason::RestartLimit(_) | StopReason::ProtocolMismatch { .. } | StopReason::ResultsWriteFailed { .. }
+        )
     }
 }
 

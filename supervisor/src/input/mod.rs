@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod idset;
+pub mod lines;
 pub mod source;
 
 use std::borrow::Cow;
@@ -22,8 +23,7 @@ use crate::input::error::{IdOrigin, InputError, Place, Problem};
 use crate::input::source::{Admission, IdSet, Pull, TaskSource};
 use crate::runtime::waker::{Waker, Wakeup, wake_pair};
 
-/// Longest task line accepted.
-pub const MAX_LINE: usize = 1 << 20;
+pub use lines::MAX_LINE;
 
 /// A task line as written. Every field is optional here so that a missing one gets a message
 /// naming it; the first unknown field is kept, so that it is refused by name (a misspelt
@@ -373,16 +373,12 @@ type RawLine<'b> = (&'b [u8], usize);
 /// Reads line `number` (at most [`MAX_LINE`] bytes) into `buf`; `None` at the end of the
 /// input.
 fn next_line<'b, R: BufRead>(r: &mut R, buf: &'b mut Vec<u8>, number: u64) -> Result<Option<RawLine<'b>>, InputError> {
-    buf.clear();
     let at = Place::Line(number);
-    let n = r.take(MAX_LINE as u64 + 1).read_until(b'\n', buf).map_err(|e| InputError::new(at, Problem::Read(e)))?;
-    if n == 0 {
-        return Ok(None);
+    match lines::read_line(r, buf, number) {
+        Ok(line) => Ok(line.map(|l| (l.text, l.bytes))),
+        Err(lines::LineError::TooLong { .. }) => Err(InputError::new(at, Problem::TooLong(MAX_LINE))),
+        Err(lines::LineError::Read { source, .. }) => Err(InputError::new(at, Problem::Read(source))),
     }
-    if buf.last() != Some(&b'\n') && buf.len() > MAX_LINE {
-        return Err(InputError::new(at, Problem::TooLong(MAX_LINE)));
-    }
-    Ok(Some((buf.strip_suffix(b"\n").unwrap_or(buf), n)))
 }
 
 /// Checks a whole file before any task runs: every line parses, no id repeats. Returns the

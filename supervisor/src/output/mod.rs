@@ -2,6 +2,9 @@
 //! control socket that answers `bulkhead status`, and the private run directory it lives in.
 
 pub mod control;
+pub mod events;
+pub mod failure;
+pub mod files;
 pub mod journal;
 pub mod progress;
 pub mod rundir;

@@ -3,8 +3,7 @@
 //! same API; there is one engine.
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +21,9 @@ use crate::engine::restart::RestartPolicy;
 use crate::engine::{Counts, Ending, Engine, EngineConfig, Finished, Interrupt, Mode, Sink, StopReason};
 use crate::input::source::{Admission, IterSource, TaskSource, TaskSpec};
 use crate::output::control::{ControlServer, StatusSnapshot};
+use crate::output::events::{EventsError, EventsFile};
+use crate::output::failure::OutputFailure;
+use crate::output::files::{PathError, Role};
 use crate::output::journal::{Journal, JournalError, ResultsTarget, Resumed};
 use crate::output::progress::Progress;
 use crate::runtime::process::ProcessBackend;
@@ -105,6 +107,12 @@ pub enum PoolError {
     /// The results file cannot be used.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The events file cannot be used.
+    #[error(transparent)]
+    Events(#[from] EventsError),
+    /// Output paths that would destroy a file (two roles on one file, an unsafe symlink).
+    #[error(transparent)]
+    Paths(#[from] PathError),
     /// A setting is out of range, or settings contradict each other.
     #[error("invalid setting")]
     Invalid(#[from] SettingError),
@@ -435,6 +443,16 @@ impl<H: Handler> Pool<H> {
             Some(path) => Some(ControlServer::bind(path).map_err(io_err(format!("listen on {}", path.display())))?),
             None => None,
         };
+        // Before anything is opened: no output may overwrite another, nor follow a planted
+        // symlink.
+        let mut paths = Vec::new();
+        if let Some(ResultsTarget::File(p)) = &c.results {
+            paths.push((Role::Results, p.as_path()));
+        }
+        if let Some(p) = &c.events {
+            paths.push((Role::Events, p.as_path()));
+        }
+        crate::output::files::check(&paths)?;
         let (journal, resumed) = match &c.results {
             Some(t) => {
                 let (j, r) = Journal::open(t, c.resume)?;
@@ -446,16 +464,7 @@ impl<H: Handler> Pool<H> {
             None => (None, Resumed::default()),
         };
         let events = match &c.events {
-            Some(p) => {
-                let f = OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .append(c.resume)
-                    .truncate(!c.resume)
-                    .open(p)
-                    .map_err(io_err(format!("open the events file {}", p.display())))?;
-                Some(BufWriter::with_capacity(256 << 10, f))
-            }
+            Some(p) => Some(EventsFile::open(p, c.resume)?),
             None => None,
         };
         let previous = (resumed.ok, resumed.failed, resumed.quarantined);
@@ -527,7 +536,7 @@ type Observer = Box<dyn FnMut(&Timed)>;
 
 struct RunSink<O> {
     journal: Option<Journal>,
-    events: Option<BufWriter<File>>,
+    events: Option<EventsFile>,
     queue: VecDeque<TaskResult<O>>,
     collect: bool,
     /// The first few tasks that ended failed or quarantined, to name them at the end.
@@ -564,8 +573,7 @@ impl<O: Serialize + DeserializeOwned> Sink for RunSink<O> {
     fn event(&mut self, t: f64, event: RunEvent) {
         let timed = Timed { t, event };
         if let Some(w) = self.events.as_mut() {
-            let _ = serde_json::to_writer(&mut *w, &timed);
-            let _ = w.write_all(b"\n");
+            w.write(&timed);
         }
         for o in &mut self.observers {
             o(&timed);
@@ -577,7 +585,7 @@ impl<O: Serialize + DeserializeOwned> Sink for RunSink<O> {
             j.flush();
         }
         if let Some(w) = self.events.as_mut() {
-            let _ = w.flush();
+            w.flush();
         }
     }
 }
@@ -641,18 +649,24 @@ impl<'a, H: Handler> Run<'a, H> {
             if let Some(j) = self.sink.journal.as_mut() {
                 j.finish();
             }
+            if let Some(e) = self.sink.events.as_mut() {
+                e.flush();
+            }
             if let Some(p) = self.hooks.progress.as_mut() {
                 p.finish();
             }
             return;
         }
-        let failure = self.sink.journal.as_ref().and_then(|j| j.error());
-        if let Some(msg) = failure
-            && !matches!(self.runtime.engine.stop_reason(), Some(StopReason::GaveUp(_)))
+        // Results that cannot be written stop the run: every further task would lose its
+        // record. (A closed pipe is the reader's choice, like `head`: the same stop, exit 141.)
+        let failure = self.sink.journal.as_ref().and_then(Journal::failure);
+        if let Some(OutputFailure::Results { path, error }) = failure
+            && !self.runtime.engine.stop_reason().is_some_and(StopReason::is_fatal)
         {
             let now = mono_ns();
             let mut out = Vec::new();
-            self.runtime.engine.fatal(msg, now, &mut self.sink, &mut out);
+            let why = StopReason::ResultsWriteFailed { path, error: error.to_string() };
+            self.runtime.engine.fatal(why, now, &mut self.sink, &mut out);
             // The actions are the kills of every worker; the next step performs them.
             for a in out {
                 self.runtime.push_action(a);
@@ -691,10 +705,28 @@ impl<'a, H: Handler> Run<'a, H> {
             previous_quarantined: self.previous.2,
             elapsed: self.started.elapsed(),
             tally: (self.pool_mode == Mode::Thread).then(|| self.runtime.thread_report()).flatten(),
-            output_error: self.sink.journal.as_ref().and_then(|j| j.error()),
+            output_failures: self.output_failures(),
             broken_pipe: self.sink.journal.as_ref().is_some_and(|j| j.broken_pipe()),
             first_bad: self.sink.first_bad.clone(),
+            records_written: self.sink.journal.as_ref().map(Journal::written),
+            resumable: self.sink.journal.as_ref().is_some_and(Journal::resumable),
         }
+    }
+
+    /// The outputs that are incomplete or gone (a closed results pipe is not among them: its
+    /// reader chose to stop).
+    fn output_failures(&self) -> Vec<OutputFailure> {
+        let mut v = Vec::new();
+        if let Some(j) = &self.sink.journal {
+            if !j.broken_pipe() {
+                v.extend(j.failure());
+            }
+            if self.done {
+                v.extend(j.lost());
+            }
+        }
+        v.extend(self.sink.events.as_ref().and_then(EventsFile::failure));
+        v
     }
 }
 
@@ -731,36 +763,59 @@ pub struct Summary {
     pub elapsed: Duration,
     /// Thread mode: the shared tally.
     pub tally: Option<TallyReport>,
-    /// Why results could not be written, if they could not.
-    pub output_error: Option<String>,
+    /// Outputs that are incomplete or gone: results that could not be written, a results
+    /// file deleted or replaced during the run, events that could not be written (and, from
+    /// the CLI, the report).
+    pub output_failures: Vec<OutputFailure>,
     /// Whether the results' reader went away.
     pub broken_pipe: bool,
     /// The ids of the first tasks (at most 5) of this run that ended failed or quarantined.
     pub first_bad: Vec<String>,
+    /// Records this run wrote whole to its results target, if it had one.
+    pub records_written: Option<u64>,
+    /// Whether `--resume` can continue this batch: its results are in a regular file that is
+    /// still at its path.
+    pub resumable: bool,
 }
 
 /// How many failed tasks a summary names.
 const FIRST_BAD: usize = 5;
 
 impl Summary {
-    /// The exit code of this ending (the codes of [`shared::exit`]; 141 when the results'
-    /// reader went away, as for a shell pipeline killed by SIGPIPE).
+    /// The exit code of this ending: the one place where reasons become codes. When several
+    /// apply, the first of this list wins:
+    ///
+    /// 1. 2, bad input: a bad line in streamed input stopped the run;
+    /// 2. 141, the results' reader closed its pipe (as `head` does: SIGPIPE's 128 + 13);
+    /// 3. 74, an output could not be written or was lost: results (the run stopped), a results
+    ///    file deleted or replaced during the run, events, the report;
+    /// 4. 3, the supervisor gave up: the restart limit, or a worker of another protocol version;
+    /// 5. 130, 143, 128 + N: a signal stopped the run (resumable);
+    /// 6. 1, a task failed or was quarantined, or thread mode's shared state was poisoned;
+    /// 7. 0, every task ok.
     pub fn exit_code(&self) -> i32 {
+        if matches!(self.stop, Some(StopReason::BadInput(_))) {
+            return exit::BAD_INPUT;
+        }
         if self.broken_pipe {
-            return 141;
+            return exit::BROKEN_PIPE;
+        }
+        if !self.output_failures.is_empty() {
+            return exit::OUTPUT_FAILED;
         }
         match &self.stop {
-            Some(StopReason::Completed) | None => {
-                let bad =
-                    self.counts.failed + self.counts.quarantined + self.previous_failed + self.previous_quarantined;
-                if bad > 0 || self.output_error.is_some() { exit::TASKS_FAILED } else { exit::OK }
-            }
+            Some(StopReason::BadInput(_)) => exit::BAD_INPUT,
+            Some(StopReason::ResultsWriteFailed { .. }) => exit::OUTPUT_FAILED,
+            Some(StopReason::RestartLimit(_) | StopReason::ProtocolMismatch { .. }) => exit::GAVE_UP,
             Some(StopReason::Interrupted(Interrupt::Int)) => exit::INTERRUPTED,
             Some(StopReason::Interrupted(Interrupt::Term)) => exit::TERMINATED,
             Some(StopReason::Interrupted(Interrupt::Other(s))) => exit::SIGNAL_BASE + *s as i32,
-            Some(StopReason::GaveUp(_)) => exit::GAVE_UP,
-            Some(StopReason::BadInput(_)) => exit::BAD_INPUT,
             Some(StopReason::Poisoned(_)) => exit::TASKS_FAILED,
+            Some(StopReason::Completed) | None => {
+                let bad =
+                    self.counts.failed + self.counts.quarantined + self.previous_failed + self.previous_quarantined;
+                if bad > 0 { exit::TASKS_FAILED } else { exit::OK }
+            }
         }
     }
 }
@@ -770,6 +825,63 @@ mod tests {
     use super::*;
     use shared::task::{BuiltinOutput, BuiltinTask};
     use worker::builtin::Builtin;
+
+    #[test]
+    fn exit_codes_follow_the_documented_precedence() {
+        let base = Summary {
+            stop: Some(StopReason::Completed),
+            counts: Counts::default(),
+            previous_ok: 0,
+            previous_failed: 0,
+            previous_quarantined: 0,
+            elapsed: Duration::ZERO,
+            tally: None,
+            output_failures: Vec::new(),
+            broken_pipe: false,
+            records_written: None,
+            resumable: true,
+            first_bad: Vec::new(),
+        };
+        let events = OutputFailure::Events {
+            path: "e".into(),
+            written: 1,
+            error: Arc::new(io::Error::from(io::ErrorKind::StorageFull)),
+        };
+        let with = |stop: StopReason, lost: bool, failed: u64| {
+            let mut s = base.clone();
+            s.stop = Some(stop);
+            s.counts.failed = failed;
+            if lost {
+                s.output_failures.push(events.clone());
+            }
+            s.exit_code()
+        };
+        let limit = StopReason::RestartLimit(crate::engine::RestartLimit {
+            restarts: 11,
+            max: 10,
+            period_ns: 1,
+            slot: 0,
+            what: "x".into(),
+        });
+        assert_eq!(with(StopReason::Completed, false, 0), exit::OK);
+        assert_eq!(with(StopReason::Completed, false, 1), exit::TASKS_FAILED);
+        assert_eq!(with(StopReason::Completed, true, 1), exit::OUTPUT_FAILED);
+        assert_eq!(with(StopReason::Interrupted(Interrupt::Term), false, 1), exit::TERMINATED);
+        assert_eq!(with(StopReason::Interrupted(Interrupt::Term), true, 0), exit::OUTPUT_FAILED);
+        assert_eq!(with(limit.clone(), false, 1), exit::GAVE_UP);
+        assert_eq!(with(limit, true, 0), exit::OUTPUT_FAILED);
+        let write = StopReason::ResultsWriteFailed { path: "r".into(), error: "full".into() };
+        assert_eq!(with(write, false, 0), exit::OUTPUT_FAILED);
+        let bad = crate::input::error::InputError::new(
+            crate::input::error::Place::Line(1),
+            crate::input::error::Problem::MissingKind,
+        );
+        assert_eq!(with(StopReason::BadInput(Arc::new(bad)), true, 1), exit::BAD_INPUT);
+        let mut piped = base.clone();
+        piped.broken_pipe = true;
+        piped.output_failures.push(events);
+        assert_eq!(piped.exit_code(), exit::BROKEN_PIPE);
+    }
 
     #[test]
     fn thread_mode_runs_an_iterator_in_process() {

@@ -2,16 +2,14 @@
 //! by a killed run forgiven with a note, any other bad line refused with its number.
 
 use std::borrow::Cow;
-use std::io::{self, BufRead, Read};
+use std::io::{self, BufRead};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::engine::lifecycle::Timed;
+use crate::engine::lifecycle::{RunEvent, Timed};
+use crate::input::lines::MAX_LINE;
 use crate::report::timeline::Timeline;
-
-/// Longest events line read; a real one is a few hundred bytes.
-const MAX_LINE: usize = 16 << 20;
 
 /// Why an events file cannot be turned into a report.
 #[derive(Debug, thiserror::Error)]
@@ -37,42 +35,47 @@ pub enum ReportError {
     },
 }
 
-/// Feeds every event of `reader` to `timeline`, one line at a time.
-pub(super) fn read_events(mut reader: impl BufRead, path: &Path, timeline: &mut Timeline) -> Result<(), ReportError> {
+/// Feeds every event of `reader` to `timeline`, one line at a time, by the torn-last-line
+/// rule of [`crate::input::lines`].
+pub(super) fn read_events(reader: impl BufRead, path: &Path, timeline: &mut Timeline) -> Result<(), ReportError> {
+    use crate::input::lines::{Judged, LineError, Lines};
     let bad = |line, reason| ReportError::BadLine { path: path.to_path_buf(), line, reason };
-    let mut buf = Vec::new();
-    let mut number = 0u64;
-    // A bad line without a newline is forgiven only if nothing follows it: that is what a
-    // writer killed mid-line leaves.
+    let mut lines = Lines::new(reader);
     let mut torn: Option<(u64, String)> = None;
+    // `run --resume --events` appends each run to the stream: a run begins after a
+    // `shutdown`, or where time goes back (a run killed before its shutdown). The page draws
+    // the last run, and says so.
+    let (mut runs, mut run_line, mut ended, mut last_t) = (1u64, 1u64, false, f64::NEG_INFINITY);
     loop {
-        buf.clear();
-        let n = (&mut reader)
-            .take(MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut buf)
-            .map_err(|source| ReportError::Io { path: path.to_path_buf(), source })?;
-        if n == 0 {
-            break;
-        }
-        number += 1;
-        let complete = buf.last() == Some(&b'\n');
-        if !complete && buf.len() > MAX_LINE {
-            return Err(bad(number, format!("longer than {MAX_LINE} bytes")));
-        }
-        let text = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        let text = text.strip_suffix(b"\r").unwrap_or(text);
-        if text.iter().all(u8::is_ascii_whitespace) {
+        let line = match lines.next_line() {
+            Ok(Some(l)) => l,
+            Ok(None) => break,
+            Err(LineError::Read { source, .. }) => return Err(ReportError::Io { path: path.to_path_buf(), source }),
+            Err(e @ LineError::TooLong { .. }) => return Err(bad(e.line(), format!("longer than {MAX_LINE} bytes"))),
+        };
+        if line.is_blank() {
             continue;
         }
-        if let Some((line, reason)) = torn.take() {
-            return Err(bad(line, reason));
+        match line.judge(parse_line(line.text)) {
+            Judged::Item(Some(event)) => {
+                if ended || event.t < last_t {
+                    *timeline = Timeline::new();
+                    runs += 1;
+                    run_line = line.number;
+                }
+                ended = matches!(event.event, RunEvent::Shutdown { .. });
+                last_t = event.t;
+                timeline.push(&event)
+            }
+            Judged::Item(None) => {}
+            Judged::Bad(reason) => return Err(bad(line.number, reason)),
+            Judged::Torn(reason) => torn = Some((line.number, reason)),
         }
-        match parse_line(text) {
-            Ok(Some(event)) => timeline.push(&event),
-            Ok(None) => {}
-            Err(reason) if complete => return Err(bad(number, reason)),
-            Err(reason) => torn = Some((number, reason)),
-        }
+    }
+    if runs > 1 {
+        timeline.note(format!(
+            "The events file holds {runs} runs, one after the other (appended by --resume); this page draws the last one, from line {run_line}."
+        ));
     }
     if let Some((line, reason)) = torn {
         log::warn!("events file {}: line {line} was cut short ({reason}); skipping it", path.display());

@@ -110,6 +110,9 @@ pub trait Backend: Probe {
     fn tally(&self) -> Option<TallyReport> {
         None
     }
+    /// Stops (SIGSTOP) or continues (SIGCONT) every worker and its tasks' children, for
+    /// SIGTSTP. Threads stop with the process, so by default this does nothing.
+    fn freeze(&mut self, _stop: bool) {}
 }
 
 /// Extra duties of the loop that are not the engine's: flushing output before it sleeps,
@@ -144,6 +147,34 @@ pub struct Runtime<'a> {
     actions: Vec<Action>,
     jobs: Vec<crate::engine::Job>,
     set: PollSet,
+    /// The clocks when the last `poll` returned, to see the loop was away (stopped,
+    /// suspended) far longer than it meant to sleep.
+    woke: Clocks,
+}
+
+/// CLOCK_MONOTONIC and CLOCK_BOOTTIME at one moment: the first stops during a suspend, the
+/// second does not.
+#[derive(Debug, Clone, Copy)]
+struct Clocks {
+    mono: u64,
+    boot: u64,
+}
+
+impl Clocks {
+    fn now() -> Self {
+        let boot = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+            .map_or(0, |t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64);
+        Self { mono: mono_ns(), boot }
+    }
+
+    /// How much longer than `meant_ns` the loop was away since `before`: the monotonic time
+    /// past what it meant to sleep (the process was stopped, or starved), or the time the
+    /// machine was suspended (boot time that monotonic time did not see).
+    fn away_since(self, before: Clocks, meant_ns: u64) -> u64 {
+        let mono = self.mono.saturating_sub(before.mono);
+        let suspended = self.boot.saturating_sub(before.boot).saturating_sub(mono);
+        mono.saturating_sub(meant_ns).max(suspended)
+    }
 }
 
 impl<'a> Runtime<'a> {
@@ -164,6 +195,7 @@ impl<'a> Runtime<'a> {
             actions: Vec::new(),
             jobs: Vec::new(),
             set: PollSet::default(),
+            woke: Clocks::now(),
         }
     }
 
@@ -190,7 +222,16 @@ impl<'a> Runtime<'a> {
         // An error is EINTR (a signal, whose pipe the next call finds readable) or EAGAIN:
         // either way there is nothing to read this time.
         let n = poll(&mut self.set.fds, PollTimeout::from(timeout_ms)).unwrap_or(0);
-        let now = mono_ns();
+        let clocks = Clocks::now();
+        let now = clocks.mono;
+        // Away far longer than meant (the whole job was stopped, the machine suspended, the
+        // loop starved): the workers could not be heard meanwhile, so before any readiness or
+        // deadline is judged, the engine gives everyone a fresh window.
+        let away = clocks.away_since(self.woke, u64::from(timeout_ms) * 1_000_000);
+        self.woke = clocks;
+        if away >= self.engine.pause_threshold_ns() {
+            self.engine.handle(Event::Paused { ns: away }, now, sink, &mut self.actions);
+        }
         if n > 0 {
             for i in 0..self.set.fds.len() {
                 let revents = self.set.fds[i].revents().unwrap_or(PollFlags::empty());
@@ -203,12 +244,16 @@ impl<'a> Runtime<'a> {
                         let mut cx = Cx { engine: &mut self.engine, sink, out: &mut self.actions, now };
                         self.backend.reap(&mut cx);
                     }
+                    Token::Signal(Sig::Tstp) => {
+                        self.signals.drain(Sig::Tstp);
+                        self.suspend(sink);
+                    }
                     Token::Signal(sig) => {
                         let count = self.signals.drain(sig);
                         let which = match sig {
                             Sig::Int => Interrupt::Int,
                             Sig::Stop(s) => Interrupt::Other(s),
-                            Sig::Term | Sig::Chld => Interrupt::Term,
+                            Sig::Term | Sig::Chld | Sig::Tstp => Interrupt::Term,
                         };
                         for _ in 0..count.max(1) {
                             self.engine.handle(Event::Interrupt(which), now, sink, &mut self.actions);
@@ -227,6 +272,21 @@ impl<'a> Runtime<'a> {
         self.engine.tick(now, &*self.backend, sink, &mut self.actions);
         self.perform(now, sink);
         true
+    }
+
+    /// SIGTSTP: stop the workers and their tasks, then this process (as the terminal would
+    /// have); once continued (SIGCONT, `fg`), continue them and tell the engine how long the
+    /// run stood still, so that no timeout counts it.
+    fn suspend(&mut self, sink: &mut dyn Sink) {
+        log::warn!("SIGTSTP: stopping the workers and the supervisor (SIGCONT or fg continues)");
+        self.backend.freeze(true);
+        let before = Clocks::now();
+        let _ = nix::sys::signal::raise(Signal::SIGSTOP);
+        let after = Clocks::now();
+        self.backend.freeze(false);
+        self.woke = after;
+        let ns = after.away_since(before, 0);
+        self.engine.handle(Event::Paused { ns }, after.mono, sink, &mut self.actions);
     }
 
     fn build_set(&mut self, hooks: &dyn Hooks) {

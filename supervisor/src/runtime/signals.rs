@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use nix::sys::signal::Signal;
 use signal_hook::SigId;
-use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM, SIGTSTP};
 
 use crate::runtime::waker::{Wakeup, wake_pair};
 
@@ -21,6 +21,8 @@ pub enum Sig {
     Int,
     /// SIGTERM.
     Term,
+    /// SIGTSTP (Ctrl-Z): stop the workers, then the supervisor itself.
+    Tstp,
     /// Another signal whose default would end the process: SIGHUP (a closed terminal),
     /// SIGUSR1/SIGUSR2 (Slurm's `--signal` warning before a time limit), SIGALRM.
     Stop(Signal),
@@ -50,6 +52,11 @@ impl Signals {
                 s.add(Sig::Int, SIGINT)?;
             }
             s.add(Sig::Term, SIGTERM)?;
+            // The workers are in process groups of their own, so the terminal's Ctrl-Z
+            // reaches only the supervisor: it stops them itself.
+            if !ignored(SIGTSTP) {
+                s.add(Sig::Tstp, SIGTSTP)?;
+            }
             for sig in STOP_SIGNALS {
                 if !ignored(sig as i32) {
                     s.add(Sig::Stop(sig), sig as i32)?;

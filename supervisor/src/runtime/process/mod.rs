@@ -221,11 +221,8 @@ fn deliver(slot: usize, body: &[u8], cx: &mut Cx<'_>) -> Result<(), frame::Frame
     if let Some(version) = proto::peek_version(body)
         && version != PROTOCOL_VERSION
     {
-        let msg = format!(
-            "worker {slot} speaks protocol version {version}, this supervisor {PROTOCOL_VERSION}: \
-             the executable changed under a running batch?"
-        );
-        cx.engine.fatal(msg, cx.now, cx.sink, cx.out);
+        let why = crate::engine::StopReason::ProtocolMismatch { slot, theirs: version, ours: PROTOCOL_VERSION };
+        cx.engine.fatal(why, cx.now, cx.sink, cx.out);
         return Ok(());
     }
     let msg = frame::decode::<FromWorker>(body)?;
@@ -371,6 +368,12 @@ impl Backend for ProcessBackend {
 
     fn live(&self) -> usize {
         self.conns.iter().flatten().count()
+    }
+
+    fn freeze(&mut self, stop: bool) {
+        for conn in self.conns.iter().flatten() {
+            Self::signal_groups(conn, if stop { Signal::SIGSTOP } else { Signal::SIGCONT });
+        }
     }
 
     fn kill_all(&mut self) {
