@@ -1,8 +1,11 @@
 //! `bulkhead run`: a batch from JSONL or from lines with `--cmd`, through the library's pool.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, IsTerminal};
 use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::rc::Rc;
 
 use shared::exit;
 use worker::builtin::Builtin;
@@ -11,7 +14,7 @@ use super::{ModeArg, ProgressArg, RunArgs, report_error};
 use crate::inject::Inject;
 use crate::input::{CmdTemplate, Format, LineSource};
 use crate::journal::ResultsTarget;
-use crate::pool::{Mode, Pool, PoolError, Summary};
+use crate::pool::{Mode, Pool, PoolBuilder, PoolError, Run, Summary};
 use crate::rundir::RunDir;
 use crate::source::TaskSource;
 
@@ -23,32 +26,10 @@ enum Input {
 }
 
 pub(super) fn run(mut args: RunArgs) -> i32 {
-    let shard = match crate::shard::resolve(args.shard, args.shards, &|k| std::env::var(k).ok()) {
+    let shard = match resolve_shard(&mut args) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("bulkhead: error: {e}");
-            return exit::BAD_INPUT;
-        }
+        Err(code) => return code,
     };
-    if let Some(s) = &shard {
-        eprintln!("bulkhead: shard {}/{} ({})", s.k, s.n, s.source);
-        for p in [&mut args.results, &mut args.events, &mut args.report].into_iter().flatten() {
-            *p = crate::shard::fill(p, s.k);
-        }
-    } else if let Some(p) = [&args.results, &args.events, &args.report]
-        .into_iter()
-        .flatten()
-        .find(|p| p.to_string_lossy().contains("{shard}"))
-    {
-        // Not a shard: the file would be named with a literal "{shard}".
-        eprintln!(
-            "bulkhead: error: {} has {{shard}} but this run is not a shard \
-             (--shard K/N, a Slurm array task, or JOB_COMPLETION_INDEX with --shards N)",
-            p.display()
-        );
-        return exit::BAD_INPUT;
-    }
-    let shard = shard.map(|s| (s.k, s.n));
     let format = match &args.cmd {
         Some(t) => Format::Cmd(CmdTemplate::new(t)),
         None => Format::Jsonl,
@@ -82,100 +63,14 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
     };
     let total = checked.as_ref().map(|c| c.tasks);
     let check_time = checked.as_ref().map(|_| check_started.elapsed());
-    if args.mode == ModeArg::Thread {
-        if args.memory_limit.is_some() {
-            eprintln!(
-                "bulkhead: warning: --memory-limit bounds worker processes; thread mode has none, so it is not applied"
-            );
-        }
-        if args.threads_per_worker > 1 {
-            eprintln!(
-                "bulkhead: warning: --threads-per-worker is for worker processes (hybrid); in thread mode -j sets the threads"
-            );
-        }
-    }
-    let mut builder = Pool::builder()
-        .mode(if args.mode == ModeArg::Thread { Mode::Thread } else { Mode::Process })
-        .attempts(args.attempts)
-        .threads_per_worker(args.threads_per_worker)
-        .max_restarts(args.max_restarts.0, args.max_restarts.1)
-        .grace(args.grace)
-        .retry_failed(args.retry_failed)
-        .resume(args.resume)
-        .handle_signals(true)
-        .reap_orphans(true)
-        .results(match &args.results {
-            Some(p) => ResultsTarget::File(p.clone()),
-            None => ResultsTarget::Stdout,
-        });
-    if let Some(n) = args.workers {
-        builder = builder.workers(n);
-    }
-    if let Some((k, n)) = shard {
-        builder = builder.shard(k, n);
-    }
-    if let Some(t) = args.timeout {
-        builder = builder.timeout(t);
-    }
-    if let Some(m) = args.memory_limit {
-        builder = builder.memory_limit(m);
-    }
-    if let Some(e) = &args.events {
-        builder = builder.events(e);
-    }
-    if let Some(spec) = &args.inject {
-        let seed =
-            args.seed.unwrap_or_else(|| shared::hash::mix64(worker::clock::mono_ns() ^ u64::from(std::process::id())));
-        match Inject::parse(spec, seed) {
-            Ok(i) => {
-                if args.seed.is_none() {
-                    eprintln!("bulkhead: injecting faults {i} with seed {seed} (repeat with --seed {seed})");
-                }
-                builder = builder.inject(i);
-            }
-            Err(e) => {
-                eprintln!("bulkhead: error: --inject: {e}");
-                return exit::BAD_INPUT;
-            }
-        }
-    }
-    let progress = match args.progress {
-        ProgressArg::Always => true,
-        ProgressArg::Never => false,
-        ProgressArg::Auto => io::stderr().is_terminal(),
+    let mut setup = match PoolSetup::new(&args, shard, Some(ResultsTarget::Stdout)) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
-    builder = builder.progress(progress);
     if let Some(n) = total {
-        builder = builder.expected_total(n);
+        setup.builder = setup.builder.expected_total(n);
     }
-    // --report: a path that cannot be written is refused before the batch runs rather than
-    // after it; the timeline is built from the events as they happen and written at the end.
-    if let Some(path) = &args.report
-        && let Err(e) = check_writable(path)
-    {
-        eprintln!("bulkhead: error: cannot write the report {}: {e}", path.display());
-        return exit::BAD_INPUT;
-    }
-    // The control socket lives in a fresh private directory unless a path is given.
-    let rundir;
-    let control = match &args.control {
-        Some(p) => p.clone(),
-        None => match RunDir::create() {
-            Ok(d) => {
-                rundir = d;
-                rundir.control_socket()
-            }
-            Err(e) => {
-                eprintln!("bulkhead: error: cannot create a private runtime directory: {e}");
-                return exit::BAD_INPUT;
-            }
-        },
-    };
-    builder = builder.control_socket(&control);
-    if let Ok(program) = crate::spawn::WorkerProgram::builtin() {
-        builder = builder.worker_program(program);
-    }
-    let pool = match builder.build(Builtin::default()) {
+    let pool = match setup.builder.build(Builtin::default()) {
         Ok(p) => p,
         Err(e) => return pool_error(&e),
     };
@@ -196,29 +91,181 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
         Ok(r) => r,
         Err(e) => return pool_error(&e),
     };
-    let timeline =
-        args.report.as_ref().map(|_| std::rc::Rc::new(std::cell::RefCell::new(crate::report::Timeline::new())));
-    let run = match &timeline {
-        Some(t) => {
-            let t = t.clone();
-            run.on_event(move |e| t.borrow_mut().push(e))
-        }
-        None => run,
-    };
-    eprintln!("bulkhead: control socket {} (bulkhead status)", control.display());
+    let (run, timeline) = attach_timeline(run, &args);
+    eprintln!("bulkhead: control socket {} (bulkhead status)", setup.control.display());
     let summary = run.finish();
     print_summary(&summary, check_time, args.cmd.is_some());
-    if let (Some(path), Some(t)) = (&args.report, timeline) {
-        let title = match &args.tasks {
-            Some(p) => format!("bulkhead run {}", p.display()),
-            None => "bulkhead run".to_string(),
+    let title = match &args.tasks {
+        Some(p) => format!("bulkhead run {}", p.display()),
+        None => "bulkhead run".to_string(),
+    };
+    write_timeline(&args, timeline, &title);
+    summary.exit_code()
+}
+
+/// Resolves the run's shard (from the options or the cluster engine's environment) and puts
+/// it into the `{shard}` of file names; a `{shard}` outside a shard is refused (exit 2).
+pub(super) fn resolve_shard(args: &mut RunArgs) -> Result<Option<(u32, u32)>, i32> {
+    let shard = match crate::shard::resolve(args.shard, args.shards, &|k| std::env::var(k).ok()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("bulkhead: error: {e}");
+            return Err(exit::BAD_INPUT);
+        }
+    };
+    if let Some(s) = &shard {
+        eprintln!("bulkhead: shard {}/{} ({})", s.k, s.n, s.source);
+        for p in [&mut args.results, &mut args.events, &mut args.report].into_iter().flatten() {
+            *p = crate::shard::fill(p, s.k);
+        }
+    } else if let Some(p) = [&args.results, &args.events, &args.report]
+        .into_iter()
+        .flatten()
+        .find(|p| p.to_string_lossy().contains("{shard}"))
+    {
+        // Not a shard: the file would be named with a literal "{shard}".
+        eprintln!(
+            "bulkhead: error: {} has {{shard}} but this run is not a shard \
+             (--shard K/N, a Slurm array task, or JOB_COMPLETION_INDEX with --shards N)",
+            p.display()
+        );
+        return Err(exit::BAD_INPUT);
+    }
+    Ok(shard.map(|s| (s.k, s.n)))
+}
+
+/// A pool configured from the run options, and the control socket it will listen on.
+pub(super) struct PoolSetup {
+    pub builder: PoolBuilder,
+    pub control: PathBuf,
+    /// The private directory of the control socket, removed when the run is over.
+    _rundir: Option<RunDir>,
+}
+
+impl PoolSetup {
+    /// Applies every pool option of `args`; `results` is where records go without
+    /// `--results` (nowhere when `None`). Bad options are reported here (exit 2).
+    pub(super) fn new(args: &RunArgs, shard: Option<(u32, u32)>, results: Option<ResultsTarget>) -> Result<Self, i32> {
+        if args.mode == ModeArg::Thread {
+            if args.memory_limit.is_some() {
+                eprintln!(
+                    "bulkhead: warning: --memory-limit bounds worker processes; thread mode has none, so it is not applied"
+                );
+            }
+            if args.threads_per_worker > 1 {
+                eprintln!(
+                    "bulkhead: warning: --threads-per-worker is for worker processes (hybrid); in thread mode -j sets the threads"
+                );
+            }
+        }
+        let mut builder = Pool::builder()
+            .mode(if args.mode == ModeArg::Thread { Mode::Thread } else { Mode::Process })
+            .attempts(args.attempts)
+            .threads_per_worker(args.threads_per_worker)
+            .max_restarts(args.max_restarts.0, args.max_restarts.1)
+            .grace(args.grace)
+            .retry_failed(args.retry_failed)
+            .resume(args.resume)
+            .handle_signals(true)
+            .reap_orphans(true);
+        builder = match &args.results {
+            Some(p) => builder.results(ResultsTarget::File(p.clone())),
+            None => match results {
+                Some(r) => builder.results(r),
+                None => builder,
+            },
         };
-        match std::fs::write(path, t.borrow().to_html(&title)) {
+        if let Some(n) = args.workers {
+            builder = builder.workers(n);
+        }
+        if let Some((k, n)) = shard {
+            builder = builder.shard(k, n);
+        }
+        if let Some(t) = args.timeout {
+            builder = builder.timeout(t);
+        }
+        if let Some(m) = args.memory_limit {
+            builder = builder.memory_limit(m);
+        }
+        if let Some(e) = &args.events {
+            builder = builder.events(e);
+        }
+        if let Some(spec) = &args.inject {
+            let seed = args
+                .seed
+                .unwrap_or_else(|| shared::hash::mix64(worker::clock::mono_ns() ^ u64::from(std::process::id())));
+            match Inject::parse(spec, seed) {
+                Ok(i) => {
+                    if args.seed.is_none() {
+                        eprintln!("bulkhead: injecting faults {i} with seed {seed} (repeat with --seed {seed})");
+                    }
+                    builder = builder.inject(i);
+                }
+                Err(e) => {
+                    eprintln!("bulkhead: error: --inject: {e}");
+                    return Err(exit::BAD_INPUT);
+                }
+            }
+        }
+        let progress = match args.progress {
+            ProgressArg::Always => true,
+            ProgressArg::Never => false,
+            ProgressArg::Auto => io::stderr().is_terminal(),
+        };
+        builder = builder.progress(progress);
+        // --report: a path that cannot be written is refused before the batch runs rather than
+        // after it; the timeline is built from the events as they happen and written at the end.
+        if let Some(path) = &args.report
+            && let Err(e) = check_writable(path)
+        {
+            eprintln!("bulkhead: error: cannot write the report {}: {e}", path.display());
+            return Err(exit::BAD_INPUT);
+        }
+        // The control socket lives in a fresh private directory unless a path is given.
+        let (control, rundir) = match &args.control {
+            Some(p) => (p.clone(), None),
+            None => match RunDir::create() {
+                Ok(d) => (d.control_socket(), Some(d)),
+                Err(e) => {
+                    eprintln!("bulkhead: error: cannot create a private runtime directory: {e}");
+                    return Err(exit::BAD_INPUT);
+                }
+            },
+        };
+        builder = builder.control_socket(&control);
+        if let Ok(program) = crate::spawn::WorkerProgram::builtin() {
+            builder = builder.worker_program(program);
+        }
+        Ok(Self { builder, control, _rundir: rundir })
+    }
+}
+
+/// The timeline of `--report`, built from the run's events as they happen.
+pub(super) type Timeline = Option<Rc<RefCell<crate::report::Timeline>>>;
+
+/// With `--report`, records the run's events for the timeline.
+pub(super) fn attach_timeline<'a>(
+    run: Run<'a, Builtin>,
+    args: &RunArgs,
+) -> (Run<'a, Builtin>, Timeline) {
+    match &args.report {
+        Some(_) => {
+            let t = Rc::new(RefCell::new(crate::report::Timeline::new()));
+            let seen = t.clone();
+            (run.on_event(move |e| seen.borrow_mut().push(e)), Some(t))
+        }
+        None => (run, None),
+    }
+}
+
+/// Writes the `--report` timeline, if asked for.
+pub(super) fn write_timeline(args: &RunArgs, timeline: Timeline, title: &str) {
+    if let (Some(path), Some(t)) = (&args.report, timeline) {
+        match std::fs::write(path, t.borrow().to_html(title)) {
             Ok(()) => eprintln!("bulkhead: timeline written to {}", path.display()),
             Err(e) => eprintln!("bulkhead: error: cannot write the report {}: {e}", path.display()),
         }
     }
-    summary.exit_code()
 }
 
 /// Checks a whole regular file; pipes and terminals are checked as they stream.
@@ -276,7 +323,7 @@ fn check_writable(path: &std::path::Path) -> io::Result<()> {
 /// A run that could not start. A file, path or setting it was given that cannot be used is
 /// bad usage (exit 2: nothing ran, and 1 would claim that tasks failed); a refusal of the
 /// system (no more processes, descriptors) keeps exit 1, which a cluster may retry elsewhere.
-fn pool_error(e: &PoolError) -> i32 {
+pub(super) fn pool_error(e: &PoolError) -> i32 {
     report_error(e);
     use io::ErrorKind as K;
     match e {
@@ -302,7 +349,7 @@ fn pool_error(e: &PoolError) -> i32 {
 
 /// The summary line; its time and rate are the run's, and the check of a whole input file
 /// before it (a second pass over a big file) is said apart.
-fn print_summary(s: &Summary, check_time: Option<std::time::Duration>, cmd: bool) {
+pub(super) fn print_summary(s: &Summary, check_time: Option<std::time::Duration>, cmd: bool) {
     let c = &s.counts;
     let secs = s.elapsed.as_secs_f64();
     let mut line =
