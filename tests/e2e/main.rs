@@ -10,5 +10,6 @@ mod demo;
 mod faults;
 mod input;
 mod library;
+mod scan;
 mod slurm;
 mod thread_mode;
