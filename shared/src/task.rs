@@ -199,7 +199,9 @@ enum Tagged {
 #[serde(untagged)]
 enum Plain {
     Nothing(()),
-    Sum { sum: String },
+    Sum {
+        sum: String,
+    },
     Scan {
         matched_lines: u64,
         counts: BTreeMap<String, u64>,
@@ -209,7 +211,11 @@ enum Plain {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         lines: Option<String>,
     },
-    Shell { exit: i32, stdout: String, stderr: String },
+    Shell {
+        exit: i32,
+        stdout: String,
+        stderr: String,
+    },
 }
 
 impl From<BuiltinOutput> for Tagged {

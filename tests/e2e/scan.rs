@@ -27,7 +27,7 @@ fn access_log(path: &Path, lines: usize, chunk: u64) -> Vec<u8> {
             i * 7
         );
         // Never end a line just before a boundary: lengthen it by a byte instead.
-        if (text.len() + line.len() + 1) as u64 % chunk == 0 {
+        if ((text.len() + line.len() + 1) as u64).is_multiple_of(chunk) {
             line.push('x');
         }
         text.extend_from_slice(line.as_bytes());
@@ -111,8 +111,23 @@ fn scan_totals_stay_exact_when_workers_crash() {
     let c = chunk.to_string();
     let done = sb.run(
         &[
-            "scan", "access.log", "-e", PATTERN, "-j", "2", "--chunk", &c, "--json", "--inject", "segv:0.05,panic:0.05",
-            "--seed", "11", "--attempts", "10", "--results", "r.jsonl",
+            "scan",
+            "access.log",
+            "-e",
+            PATTERN,
+            "-j",
+            "2",
+            "--chunk",
+            &c,
+            "--json",
+            "--inject",
+            "segv:0.05,panic:0.05",
+            "--seed",
+            "11",
+            "--attempts",
+            "10",
+            "--results",
+            "r.jsonl",
         ],
         None,
     );
@@ -139,7 +154,8 @@ fn a_scan_resumed_after_a_sigkill_gives_the_same_totals() {
     let mut kills = 0;
     let answer = loop {
         assert!(kills < 20, "the scan never completed");
-        let mut args = vec!["scan", "access.log", "-e", PATTERN, "-j", "2", "--chunk", &c, "--json", "--results", "r.jsonl"];
+        let mut args =
+            vec!["scan", "access.log", "-e", PATTERN, "-j", "2", "--chunk", &c, "--json", "--results", "r.jsonl"];
         if kills > 0 {
             args.push("--resume");
         }
@@ -178,7 +194,19 @@ fn lines_without_end_are_cut_in_bounded_memory() {
     drop(f);
     for max_line in ["64K", "1M"] {
         let done = sb.run(
-            &["scan", "one.line", "-e", "a", "--max-line", max_line, "--chunk", "1M", "--memory-limit", "64M", "--json"],
+            &[
+                "scan",
+                "one.line",
+                "-e",
+                "a",
+                "--max-line",
+                max_line,
+                "--chunk",
+                "1M",
+                "--memory-limit",
+                "64M",
+                "--json",
+            ],
             None,
         );
         done.expect_code(0);

@@ -244,10 +244,7 @@ impl PoolSetup {
 pub(super) type Timeline = Option<Rc<RefCell<crate::report::Timeline>>>;
 
 /// With `--report`, records the run's events for the timeline.
-pub(super) fn attach_timeline<'a>(
-    run: Run<'a, Builtin>,
-    args: &RunArgs,
-) -> (Run<'a, Builtin>, Timeline) {
+pub(super) fn attach_timeline<'a>(run: Run<'a, Builtin>, args: &RunArgs) -> (Run<'a, Builtin>, Timeline) {
     match &args.report {
         Some(_) => {
             let t = Rc::new(RefCell::new(crate::report::Timeline::new()));

@@ -110,11 +110,11 @@ impl RunOptions {
     /// The same options as `run`, one parser for both; `run`'s task file becomes a hidden
     /// option (the files here are what is searched), `--cmd` is hidden and refused.
     fn adapt(cmd: clap::Command) -> clap::Command {
-        cmd.mut_arg("tasks", |a| a.long("tasks").hide(true))
-            .mut_arg("cmd", |a| a.hide(true))
-            .mut_arg("results", |a| {
-                a.help("Results JSONL of the ranges, appended as they finish: the journal --resume continues [default: none]")
-            })
+        cmd.mut_arg("tasks", |a| a.long("tasks").hide(true)).mut_arg("cmd", |a| a.hide(true)).mut_arg("results", |a| {
+            a.help(
+                "Results JSONL of the ranges, appended as they finish: the journal --resume continues [default: none]",
+            )
+        })
     }
 }
 
@@ -195,11 +195,7 @@ pub(super) fn scan(args: ScanArgs) -> i32 {
             return exit::BAD_INPUT;
         }
         if let Some(first) = planned_ids.insert((meta.dev(), meta.ino()), path) {
-            eprintln!(
-                "bulkhead: error: {} is {} again: each file is searched once",
-                path.display(),
-                first.display()
-            );
+            eprintln!("bulkhead: error: {} is {} again: each file is searched once", path.display(), first.display());
             return exit::BAD_INPUT;
         }
         let bytes = meta.len();
@@ -409,7 +405,14 @@ struct LineWriter {
 
 impl LineWriter {
     fn new(on: bool, prefix: bool, total: usize) -> Self {
-        Self { on, prefix, next: 0, ready: BTreeMap::new(), out: io::BufWriter::with_capacity(256 << 10, io::stdout()), total }
+        Self {
+            on,
+            prefix,
+            next: 0,
+            ready: BTreeMap::new(),
+            out: io::BufWriter::with_capacity(256 << 10, io::stdout()),
+            total,
+        }
     }
 
     fn done(&mut self, i: usize, lines: String) {
@@ -512,7 +515,12 @@ impl<'a> Answer<'a> {
             no_value: if grouped { t.matched_lines - counted.min(t.matched_lines) } else { 0 },
             files: planned
                 .iter()
-                .map(|p| FileAnswer { path: &p.shown, bytes: p.bytes, ranges: p.ranges, matched_lines: p.matched_lines })
+                .map(|p| FileAnswer {
+                    path: &p.shown,
+                    bytes: p.bytes,
+                    ranges: p.ranges,
+                    matched_lines: p.matched_lines,
+                })
                 .collect(),
             ranges: Ranges {
                 total,
@@ -567,7 +575,7 @@ fn fmt_int(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -23,8 +23,11 @@ pub use shell::HEAD_BYTES;
 pub struct Builtin {
     /// Compiled patterns by source and counted group: scan tasks over ranges of one file
     /// share a pattern, and compiling it per task would cost more than scanning a small range.
-    patterns: Mutex<HashMap<(String, Option<String>), Arc<scan::Pattern>>>,
+    patterns: Mutex<PatternCache>,
 }
+
+/// Compiled patterns by (pattern, counted group).
+type PatternCache = HashMap<(String, Option<String>), Arc<scan::Pattern>>;
 
 impl Builtin {
     /// The name both sides use for this handler.

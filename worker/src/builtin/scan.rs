@@ -11,8 +11,8 @@
 //! it ended there, and the rest is skipped without being kept.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::fs::File;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::os::unix::fs::FileExt;
 
@@ -442,7 +442,13 @@ mod tests {
     }
 
     /// Runs consecutive ranges of `chunk` bytes over the file and adds them up.
-    fn in_ranges(path: &str, size: u64, chunk: u64, p: &Pattern, max_line: u64) -> (u64, BTreeMap<String, u64>, u64, String) {
+    fn in_ranges(
+        path: &str,
+        size: u64,
+        chunk: u64,
+        p: &Pattern,
+        max_line: u64,
+    ) -> (u64, BTreeMap<String, u64>, u64, String) {
         let (mut n, mut counts, mut long, mut out) = (0, BTreeMap::new(), 0, String::new());
         let mut off = 0;
         while off < size {
@@ -503,7 +509,9 @@ mod tests {
         text.extend_from_slice(b"tail without newline GET");
         let f = file(&text);
         let path = f.path().to_str().unwrap();
-        for pat in [r"GET", r"^ab", r"x$", r"\s+4", r"[^q]{70}", r"(?P<w>[a-c]+)\t", r"q*", r"\Ab", r"(4)0(4)", r"(?-m)^a"] {
+        for pat in
+            [r"GET", r"^ab", r"x$", r"\s+4", r"[^q]{70}", r"(?P<w>[a-c]+)\t", r"q*", r"\Ab", r"(4)0(4)", r"(?-m)^a"]
+        {
             for max_line in [1u64, 13, 50, 200] {
                 let group = if pat.contains("?P<w>") { Some("w") } else { None };
                 let p = Pattern::new(pat, group).unwrap();
