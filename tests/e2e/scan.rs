@@ -226,3 +226,36 @@ fn lines_without_end_are_cut_in_bounded_memory() {
     assert_eq!((out["matched_lines"].as_u64(), out["long_lines"].as_u64()), (Some(0), Some(1)), "{out}");
     sb.assert_clean();
 }
+
+#[test]
+fn shards_add_up_to_the_whole_through_their_results() {
+    let sb = Sandbox::new();
+    let chunk = 2053;
+    let text = access_log(&sb.path("access.log"), 10_000, chunk);
+    let want = plain_count(&text, PATTERN);
+    let c = chunk.to_string();
+    let mut all = String::new();
+    let mut shares = 0;
+    for k in 0..3 {
+        let shard = format!("{k}/3");
+        let out = format!("r-{k}.jsonl");
+        let done = sb.run(
+            &["scan", "access.log", "-e", PATTERN, "--chunk", &c, "--shard", &shard, "--results", &out, "--json"],
+            None,
+        );
+        done.expect_code(0);
+        shares += totals(&done.stdout()).0;
+        all.push_str(&std::fs::read_to_string(sb.path(&out)).unwrap());
+    }
+    assert_eq!(shares, want.0);
+    sb.write("all.jsonl", &all);
+    let whole = sb.run(
+        &["scan", "access.log", "-e", PATTERN, "--chunk", &c, "--results", "all.jsonl", "--resume", "--json"],
+        None,
+    );
+    whole.expect_code(0);
+    let (n, counts, v) = totals(&whole.stdout());
+    assert_eq!((n, counts), (want.0, want.1));
+    assert_eq!(v["ranges"]["ran"], 0, "every range was done: {v}");
+    sb.assert_clean();
+}

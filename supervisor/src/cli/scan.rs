@@ -272,8 +272,13 @@ pub(super) fn scan(args: ScanArgs) -> i32 {
     let summary = started.summary();
     print_summary(&summary, None, false);
     write_timeline(&run, timeline, &format!("bulkhead scan {}", planned[0].shown));
-    let complete = totals.resumed + totals.ran == ranges.len() as u64;
-    let answer = Answer::new(&totals, &planned, ranges.len() as u64, top, grouped);
+    // A shard runs the ranges whose id hashes to it: its totals are its share.
+    let expected = match shard {
+        Some((k, n)) => ranges.iter().filter(|r| shared::hash::shard_of(&r.id, n) == k).count(),
+        None => ranges.len(),
+    };
+    let complete = totals.resumed + totals.ran == expected as u64;
+    let answer = Answer::new(&totals, &planned, expected as u64, top, grouped);
     let printed = if lines {
         eprintln!("bulkhead: {} matching lines", fmt_int(totals.matched_lines));
         Ok(())
@@ -301,8 +306,15 @@ pub(super) fn scan(args: ScanArgs) -> i32 {
         eprintln!(
             "bulkhead: the totals are INCOMPLETE: {} of {} ranges counted{}",
             totals.resumed + totals.ran - totals.failed.len() as u64,
-            ranges.len(),
+            expected,
             if complete { "" } else { "; --results FILE --resume continues" }
+        );
+    }
+    if let Some((k, n)) = shard {
+        eprintln!(
+            "bulkhead: shard {k}/{n}: these totals are its {expected} of {} ranges; for the whole, put the \
+             shards' results files into one (cat) and scan the same files with --results THAT --resume",
+            ranges.len()
         );
     }
     match summary.exit_code() {
