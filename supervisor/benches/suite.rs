@@ -1368,6 +1368,10 @@ fn scan(cx: &Ctx, s: &mut Section) -> Result<(), String> {
     if cx.python.is_none() {
         skipped[6] = Some("python3 is not installed".into());
     }
+    let escaped: String = SCAN_PATTERN
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_string() } else { format!("\\{c}") })
+        .collect();
     let mut peaks = Peaks::default();
     let mut reference: Option<(u64, BTreeMap<String, u64>)> = None;
     let mut discarded = Discarded::default();
@@ -1402,10 +1406,10 @@ fn scan(cx: &Ctx, s: &mut Section) -> Result<(), String> {
                     None,
                 )?,
                 5 => execute(
-                    // -q: the pattern goes to rg as one argument, not through a shell.
+                    // parallel runs the command through a shell (its -q did not work with
+                    // --pipepart here): the pattern goes backslash-escaped.
                     Command::new("parallel").args([
                         "--will-cite",
-                        "-q",
                         "-j",
                         &n,
                         "--pipepart",
@@ -1415,7 +1419,7 @@ fn scan(cx: &Ctx, s: &mut Section) -> Result<(), String> {
                         "16M",
                         "rg",
                         "-c",
-                        SCAN_PATTERN,
+                        &escaped,
                     ]),
                     Input::Null,
                     Output::Capture,
