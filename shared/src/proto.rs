@@ -13,7 +13,7 @@ use crate::frame::{self, HEADER_LEN};
 use crate::task::FaultKind;
 
 /// Bumped on any change to the encoding of these messages.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Messages from the supervisor to a worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -117,8 +117,16 @@ pub enum BuiltinTask {
         offset: u64,
         /// Length of the range in bytes.
         len: u64,
-        /// A regex; its first capture group's values are counted.
+        /// A regex, matched against each line (without its newline).
         pattern: String,
+        /// The capture group whose values are counted: a name, or `None` for the first group
+        /// (none counted when the pattern has no group).
+        group: Option<String>,
+        /// Also return the matching lines themselves, in file order.
+        lines: bool,
+        /// Longest line searched whole, in bytes ([`SCAN_MAX_LINE`] when `None`): a longer
+        /// line is counted in `long_lines` and only its first `max_line` bytes are searched.
+        max_line: Option<u64>,
     },
     /// Runs `/bin/sh -c cmd` in its own process group.
     Shell {
@@ -154,8 +162,13 @@ pub enum BuiltinOutput {
     Scan {
         /// Lines that matched.
         matched_lines: u64,
-        /// How often each value of the first capture group occurred.
+        /// How often each value of the counted capture group occurred (lossy UTF-8).
         counts: BTreeMap<String, u64>,
+        /// Lines longer than the task's `max_line`, whichever matched: each was cut.
+        long_lines: u64,
+        /// With `lines`: the matching lines, each followed by a newline (lossy UTF-8; a cut
+        /// line as far as it was searched).
+        lines: Option<String>,
     },
     /// A shell command that exited 0.
     Shell {
@@ -168,12 +181,16 @@ pub enum BuiltinOutput {
     },
 }
 
+/// The longest line a `scan` task searches whole unless it says otherwise: 1 MiB. Its read
+/// buffer holds one such line beside a block of reading, so it bounds the task's memory.
+pub const SCAN_MAX_LINE: u64 = 1 << 20;
+
 /// The postcard form: a plain tagged enum.
 #[derive(Serialize, Deserialize)]
 enum Tagged {
     Nothing,
     Sum { sum: String },
-    Scan { matched_lines: u64, counts: BTreeMap<String, u64> },
+    Scan { matched_lines: u64, counts: BTreeMap<String, u64>, long_lines: u64, lines: Option<String> },
     Shell { exit: i32, stdout: String, stderr: String },
 }
 
@@ -182,9 +199,23 @@ enum Tagged {
 #[serde(untagged)]
 enum Plain {
     Nothing(()),
-    Sum { sum: String },
-    Scan { matched_lines: u64, counts: BTreeMap<String, u64> },
-    Shell { exit: i32, stdout: String, stderr: String },
+    Sum {
+        sum: String,
+    },
+    Scan {
+        matched_lines: u64,
+        counts: BTreeMap<String, u64>,
+        // Records written before these fields existed read as 0 and no lines.
+        #[serde(default)]
+        long_lines: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lines: Option<String>,
+    },
+    Shell {
+        exit: i32,
+        stdout: String,
+        stderr: String,
+    },
 }
 
 impl From<BuiltinOutput> for Tagged {
@@ -192,7 +223,9 @@ impl From<BuiltinOutput> for Tagged {
         match o {
             BuiltinOutput::Nothing => Tagged::Nothing,
             BuiltinOutput::Sum { sum } => Tagged::Sum { sum },
-            BuiltinOutput::Scan { matched_lines, counts } => Tagged::Scan { matched_lines, counts },
+            BuiltinOutput::Scan { matched_lines, counts, long_lines, lines } => {
+                Tagged::Scan { matched_lines, counts, long_lines, lines }
+            }
             BuiltinOutput::Shell { exit, stdout, stderr } => Tagged::Shell { exit, stdout, stderr },
         }
     }
@@ -206,9 +239,13 @@ impl Serialize for BuiltinOutput {
             match self {
                 BuiltinOutput::Nothing => s.serialize_unit(),
                 BuiltinOutput::Sum { sum } => Plain::Sum { sum: sum.clone() }.serialize(s),
-                BuiltinOutput::Scan { matched_lines, counts } => {
-                    Plain::Scan { matched_lines: *matched_lines, counts: counts.clone() }.serialize(s)
+                BuiltinOutput::Scan { matched_lines, counts, long_lines, lines } => Plain::Scan {
+                    matched_lines: *matched_lines,
+                    counts: counts.clone(),
+                    long_lines: *long_lines,
+                    lines: lines.clone(),
                 }
+                .serialize(s),
                 BuiltinOutput::Shell { exit, stdout, stderr } => {
                     Plain::Shell { exit: *exit, stdout: stdout.clone(), stderr: stderr.clone() }.serialize(s)
                 }
@@ -228,14 +265,18 @@ impl<'de> Deserialize<'de> for BuiltinOutput {
             Ok(match Plain::deserialize(d)? {
                 Plain::Nothing(()) => BuiltinOutput::Nothing,
                 Plain::Sum { sum } => BuiltinOutput::Sum { sum },
-                Plain::Scan { matched_lines, counts } => BuiltinOutput::Scan { matched_lines, counts },
+                Plain::Scan { matched_lines, counts, long_lines, lines } => {
+                    BuiltinOutput::Scan { matched_lines, counts, long_lines, lines }
+                }
                 Plain::Shell { exit, stdout, stderr } => BuiltinOutput::Shell { exit, stdout, stderr },
             })
         } else {
             Ok(match Tagged::deserialize(d)? {
                 Tagged::Nothing => BuiltinOutput::Nothing,
                 Tagged::Sum { sum } => BuiltinOutput::Sum { sum },
-                Tagged::Scan { matched_lines, counts } => BuiltinOutput::Scan { matched_lines, counts },
+                Tagged::Scan { matched_lines, counts, long_lines, lines } => {
+                    BuiltinOutput::Scan { matched_lines, counts, long_lines, lines }
+                }
                 Tagged::Shell { exit, stdout, stderr } => BuiltinOutput::Shell { exit, stdout, stderr },
             })
         }
@@ -251,9 +292,23 @@ mod tests {
         let sum = BuiltinOutput::Sum { sum: "333333283333335000000".into() };
         assert_eq!(serde_json::to_string(&sum).unwrap(), r#"{"sum":"333333283333335000000"}"#);
         assert_eq!(serde_json::to_string(&BuiltinOutput::Nothing).unwrap(), "null");
-        for o in
-            [sum, BuiltinOutput::Nothing, BuiltinOutput::Shell { exit: 0, stdout: "a".into(), stderr: String::new() }]
-        {
+        let scan = BuiltinOutput::Scan {
+            matched_lines: 3,
+            counts: BTreeMap::from([("200".to_string(), 2), ("404".to_string(), 1)]),
+            long_lines: 1,
+            lines: Some("a 200\n".into()),
+        };
+        // An older record, without long_lines and lines, still reads.
+        assert_eq!(
+            serde_json::from_str::<BuiltinOutput>(r#"{"matched_lines":1,"counts":{}}"#).unwrap(),
+            BuiltinOutput::Scan { matched_lines: 1, counts: BTreeMap::new(), long_lines: 0, lines: None }
+        );
+        for o in [
+            sum,
+            BuiltinOutput::Nothing,
+            BuiltinOutput::Shell { exit: 0, stdout: "a".into(), stderr: String::new() },
+            scan,
+        ] {
             let bytes = postcard::to_stdvec(&o).unwrap();
             assert_eq!(postcard::from_bytes::<BuiltinOutput>(&bytes).unwrap(), o);
             let json = serde_json::to_string(&o).unwrap();

@@ -39,6 +39,9 @@ fn golden_frames() {
             offset: 0,
             len: 8_388_608,
             pattern: r"status=(\d{3})".into(),
+            group: Some("status".into()),
+            lines: false,
+            max_line: None,
         })
         .unwrap(),
     ];

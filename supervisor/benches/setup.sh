@@ -1,9 +1,10 @@
 #!/bin/sh
-# Installs what the benchmark's peers need and a machine may lack: GNU parallel (the
-# `parallel` of moreutils is another program and does not count). Called by the suite when
-# `parallel --version` does not say "GNU parallel"; the suite skips that peer if this fails.
+# Installs what the benchmark's peers need and a machine may lack, from Debian's packages:
+# GNU parallel (the `parallel` of moreutils is another program and does not count) and
+# ripgrep (`rg`, the scan section's peer). Called by the suite when either is missing; the
+# suite skips a peer that this could not install.
 set -eu
-if parallel --version 2>/dev/null | grep -q "GNU parallel"; then
+if parallel --version 2>/dev/null | grep -q "GNU parallel" && command -v rg >/dev/null 2>&1; then
     exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
@@ -15,8 +16,9 @@ if [ "$(id -u)" != 0 ]; then
     SUDO="sudo -n"
 fi
 export DEBIAN_FRONTEND=noninteractive
-if ! $SUDO apt-get install -y -q parallel >/dev/null 2>&1; then
+if ! $SUDO apt-get install -y -q parallel ripgrep >/dev/null 2>&1; then
     $SUDO apt-get update -q >/dev/null 2>&1 || true
-    $SUDO apt-get install -y -q parallel >/dev/null
+    $SUDO apt-get install -y -q parallel ripgrep >/dev/null
 fi
 parallel --version | head -n 1
+rg --version | head -n 1

@@ -14,7 +14,7 @@
 //! Python peers live in `benches/peers/`; `benches/setup.sh` installs GNU parallel if missing.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -45,8 +45,8 @@ const WORKER_BIN: &str = env!("CARGO_BIN_EXE_bulkhead-worker");
 /// Where the peers and the setup script are.
 const BENCH_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches");
 
-const SECTIONS: [&str; 8] =
-    ["throughput", "latency", "restart", "scaling", "idle-rss", "supervisor-rss", "faults", "shell"];
+const SECTIONS: [&str; 9] =
+    ["throughput", "latency", "restart", "scaling", "idle-rss", "supervisor-rss", "faults", "shell", "scan"];
 
 fn main() {
     let opts = Opts::parse();
@@ -73,7 +73,7 @@ fn main() {
         eprintln!("{l}");
     }
 
-    let all: [(&str, &str, SectionFn); 8] = [
+    let all: [(&str, &str, SectionFn); 9] = [
         ("throughput", "1. End-to-end no-op throughput: JSONL file in, JSONL results out, 2 workers", throughput),
         ("latency", "2. Round trip: one no-op submitted, its result back, 1 worker process", latency),
         ("restart", "3. Worker start and crash-to-replacement", restart),
@@ -82,6 +82,7 @@ fn main() {
         ("supervisor-rss", "6. Supervisor peak RSS against batch size (no-ops streamed from a pipe)", supervisor_rss),
         ("faults", "7. Throughput with 5% of tasks crashing their worker (CPU-bound)", faults),
         ("shell", "8. Trivial shell commands from lines on stdin, 2 at a time", shell),
+        ("scan", "9. A regex over a big access log: count requests by status code", scan),
     ];
     let mut sections = Vec::new();
     for (key, title, f) in all {
@@ -1257,6 +1258,309 @@ fn shell(cx: &Ctx, s: &mut Section) -> Result<(), String> {
     Ok(())
 }
 
+/// The scan section's pattern: the status code of an access log line.
+const SCAN_PATTERN: &str = r#"" (\d{3}) "#;
+
+/// An Apache-style access log of about `bytes`, the same bytes on every machine and run:
+/// generated into target/ once and reused (it takes a while; 1 GiB is ~10 M lines).
+fn access_log(bytes: u64) -> Result<PathBuf, String> {
+    let dir = target_dir().join("bench-data");
+    let path = dir.join(format!("access-{}m.log", bytes >> 20));
+    if fs::metadata(&path).is_ok_and(|m| m.len() >= bytes) {
+        return Ok(path);
+    }
+    fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    eprintln!("  generating {} (once)", path.display());
+    let part = path.with_extension("part");
+    let f = File::create(&part).map_err(|e| format!("create {}: {e}", part.display()))?;
+    let mut w = io::BufWriter::with_capacity(1 << 20, f);
+    let pages = ["/", "/index.html", "/api/items", "/api/users", "/static/app.js", "/static/style.css", "/login"];
+    let agents = ["Mozilla/5.0 (X11; Linux x86_64)", "curl/8.5.0", "Mozilla/5.0 (Macintosh)", "Googlebot/2.1"];
+    let (mut written, mut i, mut x) = (0u64, 0u64, 0x5eed_u64);
+    let mut line = Vec::with_capacity(256);
+    while written < bytes {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let r = x >> 16;
+        // 80% 200, 8% 304, 6% 404, 3% 301, 2% 500, 1% 503.
+        let status = match r % 100 {
+            0..80 => 200,
+            80..88 => 304,
+            88..94 => 404,
+            94..97 => 301,
+            97..99 => 500,
+            _ => 503,
+        };
+        line.clear();
+        let _ = writeln!(
+            line,
+            "10.{}.{}.{} - - [01/Dec/2026:{:02}:{:02}:{:02} +0000] \"GET {}/{} HTTP/1.1\" {status} {} \"-\" \"{}\"",
+            (r >> 8) % 256,
+            (r >> 16) % 256,
+            (r >> 24) % 256,
+            (i / 3600) % 24,
+            (i / 60) % 60,
+            i % 60,
+            pages[(r >> 32) as usize % pages.len()],
+            (r >> 12) % 100_000,
+            (r >> 20) % 50_000,
+            agents[(r >> 40) as usize % agents.len()]
+        );
+        w.write_all(&line).map_err(|e| format!("write {}: {e}", part.display()))?;
+        written += line.len() as u64;
+        i += 1;
+    }
+    w.flush().map_err(|e| format!("write {}: {e}", part.display()))?;
+    fs::rename(&part, &path).map_err(|e| format!("rename {}: {e}", part.display()))?;
+    Ok(path)
+}
+
+/// Peak resident memory (KiB) of a process and, separately, of the largest of its
+/// descendants, sampled while it runs.
+#[derive(Default)]
+struct Peaks {
+    supervisor: u64,
+    worker: u64,
+}
+
+fn scan(cx: &Ctx, s: &mut Section) -> Result<(), String> {
+    let bytes: u64 = if cx.quick { 128 << 20 } else { 1 << 30 };
+    let log = access_log(bytes)?;
+    let logs = log.to_str().ok_or("a path that is not UTF-8")?.to_string();
+    let size = fs::metadata(&log).map_err(|e| e.to_string())?.len();
+    let n = cx.cores.max(2).to_string();
+    let reps = if cx.quick { 1 } else { 3 };
+    let rg = first_line(Command::new("rg").arg("--version"));
+    // Page cache warm for everyone.
+    execute(Command::new("cat").arg(&log), Input::Null, Output::Null, Duration::from_secs(300), None)?;
+    let bh = |args: &[&str]| {
+        let mut c = Command::new(&cx.bin);
+        c.args(["scan", &logs, "-e", SCAN_PATTERN, "--json", "--progress", "never"]).args(args);
+        c
+    };
+    let json_total = |o: &Outcome| -> Result<(u64, BTreeMap<String, u64>), String> {
+        let v: Value = serde_json::from_str(o.stdout.trim()).map_err(|e| format!("{e}: {}", tail(&o.stdout)))?;
+        let counts = v["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|x| (x["value"].as_str().unwrap_or("").to_string(), x["count"].as_u64().unwrap_or(0)))
+            .collect();
+        Ok((v["matched_lines"].as_u64().unwrap_or(0), counts))
+    };
+    let timeout = Duration::from_secs(600);
+    let names = [
+        "cat FILE > /dev/null (the floor)",
+        "bulkhead scan -c -j 1 (count lines)",
+        "bulkhead scan -j 1 (by status)",
+        "bulkhead scan -j N (by status)",
+        "rg -c (one thread, count lines)",
+        "parallel --pipepart --block 16M rg -c, N jobs",
+        "Python Pool(N), re per line, 16 MiB ranges",
+    ];
+    let mut secs: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    let mut skipped: Vec<Option<String>> = vec![None; names.len()];
+    if rg.is_none() {
+        skipped[4] = Some("rg is not installed (benches/setup.sh installs Debian's ripgrep)".into());
+        skipped[5] = skipped[4].clone();
+    }
+    if cx.parallel.is_none() {
+        skipped[5] = Some("GNU parallel is not installed".into());
+    }
+    if cx.python.is_none() {
+        skipped[6] = Some("python3 is not installed".into());
+    }
+    let escaped: String = SCAN_PATTERN
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_string() } else { format!("\\{c}") })
+        .collect();
+    let mut peaks = Peaks::default();
+    let mut reference: Option<(u64, BTreeMap<String, u64>)> = None;
+    let mut discarded = Discarded::default();
+    let mut rep = 0;
+    while rep < reps {
+        let round = Noisy::start();
+        let mut this: Vec<Option<f64>> = vec![None; names.len()];
+        for (k, slot) in this.iter_mut().enumerate() {
+            if skipped[k].is_some() {
+                continue;
+            }
+            let o = match k {
+                0 => execute(Command::new("cat").arg(&log), Input::Null, Output::Null, timeout, None)?,
+                1 => execute(&mut bh(&["-c", "-j", "1"]), Input::Null, Output::Capture, timeout, None)?,
+                2 => execute(&mut bh(&["-j", "1"]), Input::Null, Output::Capture, timeout, None)?,
+                3 => {
+                    let mut sample = |pid: u32, _: Duration| {
+                        let hwm = |p: u32| proc_field(&format!("/proc/{p}/status"), "VmHWM").unwrap_or(0);
+                        peaks.supervisor = peaks.supervisor.max(hwm(pid));
+                        for c in descendants(pid) {
+                            peaks.worker = peaks.worker.max(hwm(c));
+                        }
+                    };
+                    let poll: Poll<'_> = Some((Duration::from_millis(20), &mut sample));
+                    execute(&mut bh(&["-j", &n]), Input::Null, Output::Capture, timeout, poll)?
+                }
+                4 => execute(
+                    Command::new("rg").args(["-c", SCAN_PATTERN]).arg(&log),
+                    Input::Null,
+                    Output::Capture,
+                    timeout,
+                    None,
+                )?,
+                5 => execute(
+                    // parallel runs the command through a shell (its -q did not work with
+                    // --pipepart here): the pattern goes backslash-escaped.
+                    Command::new("parallel").args([
+                        "--will-cite",
+                        "-j",
+                        &n,
+                        "--pipepart",
+                        "-a",
+                        &logs,
+                        "--block",
+                        "16M",
+                        "rg",
+                        "-c",
+                        &escaped,
+                    ]),
+                    Input::Null,
+                    Output::Capture,
+                    timeout,
+                    None,
+                )?,
+                _ => execute(
+                    cx.python("scan.py").args(["--procs", &n, "--pattern", SCAN_PATTERN, &logs]),
+                    Input::Null,
+                    Output::Capture,
+                    timeout,
+                    None,
+                )?,
+            };
+            // A peer that fails is skipped and said; bulkhead failing is the section's problem.
+            if let Err(e) = o.check(&[0]) {
+                if k < 4 {
+                    return Err(e);
+                }
+                skipped[k] = Some(e);
+                continue;
+            }
+            // Every answer is checked against the first: the same lines, the same values.
+            let got = match k {
+                1 => Some((json_total(&o)?.0, None)),
+                2 | 3 => json_total(&o).map(|(a, b)| Some((a, Some(b))))?,
+                4 => Some((o.stdout.trim().parse::<u64>().map_err(|e| format!("rg -c: {e}"))?, None)),
+                5 => Some((o.stdout.lines().filter_map(|l| l.trim().parse::<u64>().ok()).sum(), None)),
+                6 => {
+                    let v: Value = serde_json::from_str(o.stdout.trim()).map_err(|e| format!("scan.py: {e}"))?;
+                    let counts = v["counts"]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                        .collect();
+                    Some((v["matched_lines"].as_u64().unwrap_or(0), Some(counts)))
+                }
+                _ => None,
+            };
+            if let Some((lines, counts)) = got {
+                match (&reference, counts) {
+                    (None, Some(c)) => reference = Some((lines, c)),
+                    (Some((want, _)), _) if lines != *want => {
+                        s.problem(format!("{}: {lines} matching lines, the others {want}", names[k]))
+                    }
+                    (Some((_, want)), Some(c)) if &c != want => {
+                        s.problem(format!("{}: counts by value differ from the others'", names[k]))
+                    }
+                    _ => {}
+                }
+            }
+            *slot = Some(o.secs());
+            eprintln!("  rep {}: {}: {:.2} s", rep + 1, names[k], o.secs());
+        }
+        if discarded.discard(&round, reps) {
+            continue;
+        }
+        for (k, t) in this.into_iter().enumerate() {
+            if let Some(t) = t {
+                secs[k].push(t);
+            }
+        }
+        rep += 1;
+    }
+    // Crashes: 5% of the ranges segfault their worker; the totals must not move.
+    let o = execute(
+        &mut bh(&["-j", &n, "--inject", "segv:0.05", "--seed", "5", "--attempts", "10"]),
+        Input::Null,
+        Output::Capture,
+        timeout,
+        None,
+    )?;
+    o.check(&[0])?;
+    let injected = json_total(&o)?;
+    let crashes = parse_summary(&o.stderr);
+    let exact = reference.as_ref() == Some(&injected);
+    if !exact {
+        s.problem("with --inject segv:0.05 the totals differ from the fault-free run's");
+    }
+    discarded.note(s);
+    let m: Vec<f64> = secs.iter().map(|v| if v.is_empty() { f64::NAN } else { median(v) }).collect();
+    let gib = size as f64 / (1u64 << 30) as f64;
+    let label = |k: usize| names[k].replace('N', &n);
+    let batch = format!("{:.2} GiB", gib);
+    for k in 0..names.len() {
+        if let Some(why) = &skipped[k] {
+            s.note(format!("{} skipped: {why}", names[k]));
+            continue;
+        }
+        let mut r = row(label(k), batch.clone(), secs[k].len(), format!("{:.2} s", m[k]))
+            .data(json!({"unit": "s", "value": m[k], "samples": secs[k]}));
+        match k {
+            1 if m[4].is_finite() => {
+                r = r
+                    .vs(format!("{:.2}x rg -c's time", m[1] / m[4]))
+                    .target(verdict(m[1] <= 1.25 * m[4], "<= 1.25x rg -c"));
+            }
+            3 => {
+                let scale = m[2] / m[3];
+                let mut t = vec![verdict(scale >= 1.8, &format!("1 -> {n} workers {scale:.2}x >= 1.8x"))];
+                if m[4].is_finite() {
+                    t.push(verdict(m[3] < m[4], "faster than rg -c"));
+                }
+                r = r.vs(format!("{scale:.2}x -j 1")).target(t.join("; "));
+            }
+            4..=6 => {
+                r = r.vs(faster(m[k] / m[3]));
+                if k == 6 {
+                    r = r.target(verdict(m[6] / m[3] >= 7.0, ">= 7x faster"));
+                }
+            }
+            _ => {}
+        }
+        s.rows.push(r);
+    }
+    let (sup, wk) = (peaks.supervisor, peaks.worker);
+    s.rows.push(
+        row(
+            format!("bulkhead scan -j {n}: peak RSS"),
+            batch.clone(),
+            1,
+            format!("supervisor {}, worker {}", fmt_kib(sup), fmt_kib(wk)),
+        )
+        .target(verdict(sup < 64 << 10 && wk < 64 << 10, "< 64 MiB each"))
+        .data(json!({"supervisor_kib": sup, "worker_kib": wk})),
+    );
+    s.rows.push(
+        row(format!("bulkhead scan -j {n} --inject segv:0.05"), batch, 1, format!("{} crashes", crashes.crashes))
+            .target(verdict(exact, "totals identical")),
+    );
+    if let Some(v) = rg {
+        s.note(format!("{v}; every tool's count is checked against bulkhead's"));
+    }
+    s.note(format!(
+        "pattern {SCAN_PATTERN}; page cache warm; bulkhead -j 1 and rg -c are one thread each, -j {n} and the peers use {n}"
+    ));
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Running a child process
 
@@ -1617,7 +1921,11 @@ fn first_line(cmd: &mut Command) -> Option<String> {
 
 fn find_parallel(install: bool) -> (Option<String>, String) {
     let probe = || first_line(Command::new("parallel").arg("--version")).filter(|v| v.contains("GNU parallel"));
-    if let Some(v) = probe() {
+    // setup.sh also installs ripgrep, the scan section's peer.
+    let rg = first_line(Command::new("rg").arg("--version")).is_some();
+    if let Some(v) = probe()
+        && (rg || !install)
+    {
         return (Some(v), "installed".into());
     }
     if !install {

@@ -324,7 +324,7 @@ fn task_line(t: &TaskSpec<BuiltinTask>) -> String {
         BuiltinTask::Shell { cmd } => {
             write!(s, "\"kind\":\"shell\",\"cmd\":{}", serde_json::to_string(cmd).expect("serializes"))
         }
-        BuiltinTask::Scan { path, offset, len, pattern } => write!(
+        BuiltinTask::Scan { path, offset, len, pattern, .. } => write!(
             s,
             "\"kind\":\"scan\",\"path\":{},\"offset\":{offset},\"len\":{len},\"pattern\":{}",
             serde_json::to_string(path).expect("serializes"),

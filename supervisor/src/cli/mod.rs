@@ -7,6 +7,7 @@ mod k8s;
 pub mod load;
 mod merge;
 mod run;
+mod scan;
 pub mod shard;
 mod sharded;
 mod slurm;
@@ -35,6 +36,8 @@ pub struct Cli {
 enum Command {
     /// Run a batch of tasks (JSONL, or shell commands from lines with --cmd).
     Run(Box<RunArgs>),
+    /// Search big files with a regex on all cores: count matching lines or a group's values.
+    Scan(Box<scan::ScanArgs>),
     /// Fault-injection demos on built-in data; no scenario: the tour.
     Demo {
         /// poison, segv, mutex, hang, freeze, oom, protocol, crash-loop, or tour.
@@ -205,6 +208,7 @@ pub fn main() -> i32 {
     }
     match cli.command {
         Command::Run(args) => run::run(*args),
+        Command::Scan(args) => scan::scan(*args),
         Command::Status(args) => status::status(args),
         Command::Merge(args) => merge::merge(args),
         Command::Slurm(args) => slurm::slurm(args),

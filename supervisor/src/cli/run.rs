@@ -1,8 +1,11 @@
 //! `bulkhead run`: a batch from JSONL or from lines with `--cmd`, through the library's pool.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, IsTerminal};
 use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::rc::Rc;
 
 use shared::exit;
 use worker::builtin::Builtin;
@@ -16,7 +19,7 @@ use crate::output::failure::OutputFailure;
 use crate::output::files::Role;
 use crate::output::journal::ResultsTarget;
 use crate::output::rundir::RunDir;
-use crate::pool::{Pool, PoolError, Summary};
+use crate::pool::{Pool, PoolBuilder, PoolError, Run, Summary};
 
 enum Input {
     /// A file: a regular one is checked whole before the run.
@@ -26,56 +29,27 @@ enum Input {
 }
 
 pub(super) fn run(mut args: RunArgs) -> i32 {
-    let shard = match crate::cli::shard::resolve(args.shard, args.shards, &|k| std::env::var(k).ok()) {
+    let shard = match resolve_shard(&mut args) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("bulkhead: error: {e}");
-            return exit::BAD_INPUT;
-        }
+        Err(code) => return code,
     };
-    if let Some(s) = &shard {
-        eprintln!("bulkhead: shard {}/{} ({})", s.k, s.n, s.source);
-        for p in [&mut args.results, &mut args.events, &mut args.report].into_iter().flatten() {
-            *p = crate::cli::shard::fill(p, s.k);
-        }
-    } else if let Some(p) = [&args.results, &args.events, &args.report]
-        .into_iter()
-        .flatten()
-        .find(|p| p.to_string_lossy().contains("{shard}"))
-    {
-        // Not a shard: the file would be named with a literal "{shard}".
-        eprintln!(
-            "bulkhead: error: {} has {{shard}} but this run is not a shard \
-             (--shard K/N, a Slurm array task, or JOB_COMPLETION_INDEX with --shards N)",
-            p.display()
-        );
-        return exit::BAD_INPUT;
-    }
-    let shard = shard.map(|s| (s.k, s.n));
-    // Before anything is opened or runs: no output may overwrite the input or another
-    // output, nor be opened through a planted symlink.
+    let tasks = args.tasks.as_deref().filter(|p| p.as_os_str() != "-");
+    // `bulkhead run < tasks.jsonl`: the input is a file all the same.
     let stdin = std::path::Path::new("/dev/stdin");
-    let mut paths = Vec::new();
-    match args.tasks.as_deref().filter(|p| p.as_os_str() != "-") {
-        Some(p) => paths.push((Role::Input, p)),
-        None if std::fs::metadata(stdin).is_ok_and(|m| m.is_file()) => paths.push((Role::Input, stdin)),
-        None => {}
-    }
-    for (role, p) in [(Role::Results, &args.results), (Role::Events, &args.events), (Role::Report, &args.report)] {
-        if let Some(p) = p {
-            paths.push((role, p.as_path()));
-        }
-    }
-    if let Err(e) = crate::output::files::check(&paths) {
-        report_error(&e);
-        return exit::BAD_INPUT;
+    let input_path = match tasks {
+        Some(p) => Some(p),
+        None if std::fs::metadata(stdin).is_ok_and(|m| m.is_file()) => Some(stdin),
+        None => None,
+    };
+    if let Err(code) = check_outputs(&args, input_path.as_slice()) {
+        return code;
     }
     let format = match &args.cmd {
         Some(t) => Format::Cmd(CmdTemplate::new(t)),
         None => Format::Jsonl,
     };
     // A regular file is checked whole before any task runs; a pipe is checked as it streams.
-    let input = match args.tasks.as_deref().filter(|p| p.as_os_str() != "-") {
+    let input = match tasks {
         Some(path) => match File::open(path) {
             Ok(f) => Input::File(f, path.display().to_string()),
             Err(e) => {
@@ -84,7 +58,6 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
             }
         },
         None => {
-            // `bulkhead run < tasks.jsonl`: a file all the same.
             let stdin = File::from(io::stdin().as_fd().try_clone_to_owned().expect("stdin is open"));
             if stdin.metadata().is_ok_and(|m| m.is_file()) {
                 Input::File(stdin, "standard input".into())
@@ -110,108 +83,14 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
     }
     let total = checked.as_ref().map(|c| c.tasks);
     let check_time = checked.as_ref().map(|_| check_started.elapsed());
-    if args.mode == ModeArg::Thread {
-        if args.memory_limit.is_some() {
-            eprintln!(
-                "bulkhead: warning: --memory-limit bounds worker processes; thread mode has none, so it is not applied"
-            );
-        }
-        if args.threads_per_worker > 1 {
-            eprintln!(
-                "bulkhead: warning: --threads-per-worker is for worker processes (hybrid); in thread mode -j sets the threads"
-            );
-        }
-    }
-    let mut builder = Pool::builder()
-        .mode(if args.mode == ModeArg::Thread { Mode::Thread } else { Mode::Process })
-        .attempts(args.attempts)
-        .threads_per_worker(args.threads_per_worker)
-        .max_restarts(args.max_restarts.0, args.max_restarts.1)
-        .grace(args.grace)
-        .retry_failed(args.retry_failed)
-        .resume(args.resume)
-        .handle_signals(true)
-        .reap_orphans(true)
-        .results(match &args.results {
-            Some(p) => ResultsTarget::File(p.clone()),
-            None => ResultsTarget::Stdout,
-        });
-    if let Some(n) = args.workers {
-        builder = builder.workers(n);
-    }
-    if let Some((k, n)) = shard {
-        builder = builder.shard(k, n);
-    }
-    if let Some(t) = args.timeout {
-        builder = builder.timeout(t);
-    }
-    if let Some(m) = args.memory_limit {
-        builder = builder.memory_limit(m);
-    }
-    if let Some(e) = &args.events {
-        builder = builder.events(e);
-    }
-    if let Some(spec) = &args.inject {
-        let seed =
-            args.seed.unwrap_or_else(|| shared::hash::mix64(worker::clock::mono_ns() ^ u64::from(std::process::id())));
-        match Inject::parse(spec, seed) {
-            Ok(i) => {
-                if args.seed.is_none() {
-                    eprintln!("bulkhead: injecting faults {i} with seed {seed} (repeat with --seed {seed})");
-                }
-                builder = builder.inject(i);
-            }
-            Err(e) => {
-                eprintln!("bulkhead: error: --inject: {e}");
-                return exit::BAD_INPUT;
-            }
-        }
-    }
-    let progress = match args.progress {
-        ProgressArg::Always => true,
-        ProgressArg::Never => false,
-        ProgressArg::Auto => io::stderr().is_terminal(),
+    let mut setup = match PoolSetup::new(&args, shard, Some(ResultsTarget::Stdout)) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
-    builder = builder.progress(progress);
     if let Some(n) = total {
-        builder = builder.expected_total(n);
+        setup.builder = setup.builder.expected_total(n);
     }
-    // --report: a path that cannot be written is refused before the batch runs rather than
-    // after it; the timeline is built from the events as they happen and written at the end.
-    if let Some(path) = &args.report
-        && let Err(e) = check_writable(path)
-    {
-        eprintln!("bulkhead: error: cannot write the report {}: {e}", path.display());
-        return exit::BAD_INPUT;
-    }
-    // Opening a FIFO for writing blocks until something reads it: say so before it does.
-    for (flag, path) in [("--results", &args.results), ("--events", &args.events)] {
-        if let Some(p) = path
-            && std::fs::metadata(p).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()))
-        {
-            eprintln!("bulkhead: {flag} {} is a FIFO: waiting for a reader to open it", p.display());
-        }
-    }
-    // The control socket lives in a fresh private directory unless a path is given.
-    let rundir;
-    let control = match &args.control {
-        Some(p) => p.clone(),
-        None => match RunDir::create() {
-            Ok(d) => {
-                rundir = d;
-                rundir.control_socket()
-            }
-            Err(e) => {
-                eprintln!("bulkhead: error: cannot create a private runtime directory: {e}");
-                return exit::BAD_INPUT;
-            }
-        },
-    };
-    builder = builder.control_socket(&control);
-    if let Ok(program) = crate::runtime::process::spawn::WorkerProgram::builtin() {
-        builder = builder.worker_program(program);
-    }
-    let pool = match builder.build(Builtin::default()) {
+    let pool = match setup.builder.clone().build(Builtin::default()) {
         Ok(p) => p,
         Err(e) => return pool_error(&e),
     };
@@ -232,43 +111,226 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
         Ok(r) => r,
         Err(e) => return pool_error(&e),
     };
-    let timeline =
-        args.report.as_ref().map(|_| std::rc::Rc::new(std::cell::RefCell::new(crate::report::Timeline::new())));
-    let run = match &timeline {
-        Some(t) => {
-            let t = t.clone();
-            run.on_event(move |e| t.borrow_mut().push(e))
-        }
-        None => run,
-    };
-    // Said on a terminal, where someone may want to look; elsewhere only with -v.
-    if io::stderr().is_terminal() {
-        eprintln!("bulkhead: control socket {} (bulkhead status)", control.display());
-    } else {
-        log::info!("control socket {} (bulkhead status)", control.display());
-    }
+    let (run, timeline) = attach_timeline(run, &args);
+    setup.announce();
     let mut summary = run.finish();
     print_summary(&summary, total, check_time);
-    if let (Some(path), Some(t)) = (&args.report, timeline) {
-        let title = match &args.tasks {
-            Some(p) => format!("bulkhead run {}", p.display()),
-            None => "bulkhead run".to_string(),
+    let title = match &args.tasks {
+        Some(p) => format!("bulkhead run {}", p.display()),
+        None => "bulkhead run".to_string(),
+    };
+    write_timeline(&args, timeline, &title, &mut summary);
+    finish(&summary, args.results.as_deref())
+}
+
+/// The end of a run: every lost output said, the exit code, and the line that says what to
+/// do next.
+pub(super) fn finish(summary: &Summary, results: Option<&std::path::Path>) -> i32 {
+    for f in &summary.output_failures {
+        report_error(f);
+    }
+    let code = summary.exit_code();
+    if let Some(line) = next_step(code, summary, results) {
+        eprintln!("{line}");
+    }
+    code
+}
+
+/// Resolves the run's shard (from the options or the cluster engine's environment) and puts
+/// it into the `{shard}` of file names; a `{shard}` outside a shard is refused (exit 2).
+pub(super) fn resolve_shard(args: &mut RunArgs) -> Result<Option<(u32, u32)>, i32> {
+    let shard = match crate::cli::shard::resolve(args.shard, args.shards, &|k| std::env::var(k).ok()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("bulkhead: error: {e}");
+            return Err(exit::BAD_INPUT);
+        }
+    };
+    if let Some(s) = &shard {
+        eprintln!("bulkhead: shard {}/{} ({})", s.k, s.n, s.source);
+        for p in [&mut args.results, &mut args.events, &mut args.report].into_iter().flatten() {
+            *p = crate::cli::shard::fill(p, s.k);
+        }
+    } else if let Some(p) = [&args.results, &args.events, &args.report]
+        .into_iter()
+        .flatten()
+        .find(|p| p.to_string_lossy().contains("{shard}"))
+    {
+        // Not a shard: the file would be named with a literal "{shard}".
+        eprintln!(
+            "bulkhead: error: {} has {{shard}} but this run is not a shard \
+             (--shard K/N, a Slurm array task, or JOB_COMPLETION_INDEX with --shards N)",
+            p.display()
+        );
+        return Err(exit::BAD_INPUT);
+    }
+    Ok(shard.map(|s| (s.k, s.n)))
+}
+
+/// Before anything is opened or runs: no output may overwrite an input or another output,
+/// nor be opened through a planted symlink (exit 2).
+pub(super) fn check_outputs(args: &RunArgs, inputs: &[&std::path::Path]) -> Result<(), i32> {
+    let mut paths: Vec<(Role, &std::path::Path)> = inputs.iter().map(|p| (Role::Input, *p)).collect();
+    for (role, p) in [(Role::Results, &args.results), (Role::Events, &args.events), (Role::Report, &args.report)] {
+        if let Some(p) = p {
+            paths.push((role, p.as_path()));
+        }
+    }
+    crate::output::files::check(&paths).map_err(|e| {
+        report_error(&e);
+        exit::BAD_INPUT
+    })
+}
+
+/// A pool configured from the run options, and the control socket it will listen on.
+pub(super) struct PoolSetup {
+    /// The pool's options, to add to before building.
+    pub builder: PoolBuilder,
+    control: PathBuf,
+    /// The private directory of the control socket, removed when the run is over.
+    _rundir: Option<RunDir>,
+}
+
+impl PoolSetup {
+    /// Applies every pool option of `args`; `results` is where records go without
+    /// `--results` (nowhere when `None`). Bad options are reported here (exit 2).
+    pub(super) fn new(args: &RunArgs, shard: Option<(u32, u32)>, results: Option<ResultsTarget>) -> Result<Self, i32> {
+        if args.mode == ModeArg::Thread {
+            if args.memory_limit.is_some() {
+                eprintln!(
+                    "bulkhead: warning: --memory-limit bounds worker processes; thread mode has none, so it is not applied"
+                );
+            }
+            if args.threads_per_worker > 1 {
+                eprintln!(
+                    "bulkhead: warning: --threads-per-worker is for worker processes (hybrid); in thread mode -j sets the threads"
+                );
+            }
+        }
+        let mut builder = Pool::builder()
+            .mode(if args.mode == ModeArg::Thread { Mode::Thread } else { Mode::Process })
+            .attempts(args.attempts)
+            .threads_per_worker(args.threads_per_worker)
+            .max_restarts(args.max_restarts.0, args.max_restarts.1)
+            .grace(args.grace)
+            .retry_failed(args.retry_failed)
+            .resume(args.resume)
+            .handle_signals(true)
+            .reap_orphans(true);
+        match (&args.results, results) {
+            (Some(p), _) => builder = builder.results(ResultsTarget::File(p.clone())),
+            (None, Some(r)) => builder = builder.results(r),
+            (None, None) => {}
+        }
+        if let Some(n) = args.workers {
+            builder = builder.workers(n);
+        }
+        if let Some((k, n)) = shard {
+            builder = builder.shard(k, n);
+        }
+        if let Some(t) = args.timeout {
+            builder = builder.timeout(t);
+        }
+        if let Some(m) = args.memory_limit {
+            builder = builder.memory_limit(m);
+        }
+        if let Some(e) = &args.events {
+            builder = builder.events(e);
+        }
+        if let Some(spec) = &args.inject {
+            let seed = args
+                .seed
+                .unwrap_or_else(|| shared::hash::mix64(worker::clock::mono_ns() ^ u64::from(std::process::id())));
+            match Inject::parse(spec, seed) {
+                Ok(i) => {
+                    if args.seed.is_none() {
+                        eprintln!("bulkhead: injecting faults {i} with seed {seed} (repeat with --seed {seed})");
+                    }
+                    builder = builder.inject(i);
+                }
+                Err(e) => {
+                    eprintln!("bulkhead: error: --inject: {e}");
+                    return Err(exit::BAD_INPUT);
+                }
+            }
+        }
+        let progress = match args.progress {
+            ProgressArg::Always => true,
+            ProgressArg::Never => false,
+            ProgressArg::Auto => io::stderr().is_terminal(),
         };
-        match crate::output::files::write_atomically(path, t.borrow().to_html(&title).as_bytes()) {
+        builder = builder.progress(progress);
+        // --report: a path that cannot be written is refused before the batch runs rather than
+        // after it; the timeline is built from the events as they happen and written at the end.
+        if let Some(path) = &args.report
+            && let Err(e) = check_writable(path)
+        {
+            eprintln!("bulkhead: error: cannot write the report {}: {e}", path.display());
+            return Err(exit::BAD_INPUT);
+        }
+        // Opening a FIFO for writing blocks until something reads it: say so before it does.
+        for (flag, path) in [("--results", &args.results), ("--events", &args.events)] {
+            if let Some(p) = path
+                && std::fs::metadata(p).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()))
+            {
+                eprintln!("bulkhead: {flag} {} is a FIFO: waiting for a reader to open it", p.display());
+            }
+        }
+        // The control socket lives in a fresh private directory unless a path is given.
+        let (control, rundir) = match &args.control {
+            Some(p) => (p.clone(), None),
+            None => match RunDir::create() {
+                Ok(d) => (d.control_socket(), Some(d)),
+                Err(e) => {
+                    eprintln!("bulkhead: error: cannot create a private runtime directory: {e}");
+                    return Err(exit::BAD_INPUT);
+                }
+            },
+        };
+        builder = builder.control_socket(&control);
+        if let Ok(program) = crate::runtime::process::spawn::WorkerProgram::builtin() {
+            builder = builder.worker_program(program);
+        }
+        Ok(Self { builder, control, _rundir: rundir })
+    }
+
+    /// Says where `bulkhead status` finds the run: on a terminal, where someone may want to
+    /// look; elsewhere only with -v.
+    pub(super) fn announce(&self) {
+        if io::stderr().is_terminal() {
+            eprintln!("bulkhead: control socket {} (bulkhead status)", self.control.display());
+        } else {
+            log::info!("control socket {} (bulkhead status)", self.control.display());
+        }
+    }
+}
+
+/// The timeline of `--report`, built from the run's events as they happen.
+pub(super) type Timeline = Option<Rc<RefCell<crate::report::Timeline>>>;
+
+/// With `--report`, records the run's events for the timeline.
+pub(super) fn attach_timeline<'a>(run: Run<'a, Builtin>, args: &RunArgs) -> (Run<'a, Builtin>, Timeline) {
+    match &args.report {
+        Some(_) => {
+            let t = Rc::new(RefCell::new(crate::report::Timeline::new()));
+            let seen = t.clone();
+            (run.on_event(move |e| seen.borrow_mut().push(e)), Some(t))
+        }
+        None => (run, None),
+    }
+}
+
+/// Writes the `--report` timeline, if asked for, replacing the old one only once the new one
+/// is whole; a failure is an output lost, in the summary.
+pub(super) fn write_timeline(args: &RunArgs, timeline: Timeline, title: &str, summary: &mut Summary) {
+    if let (Some(path), Some(t)) = (&args.report, timeline) {
+        match crate::output::files::write_atomically(path, t.borrow().to_html(title).as_bytes()) {
             Ok(()) => eprintln!("bulkhead: timeline written to {}", path.display()),
             Err(e) => summary
                 .output_failures
                 .push(OutputFailure::Report { path: path.display().to_string(), error: std::sync::Arc::new(e) }),
         }
     }
-    for f in &summary.output_failures {
-        report_error(f);
-    }
-    let code = summary.exit_code();
-    if let Some(line) = next_step(code, &summary, args.results.as_deref()) {
-        eprintln!("{line}");
-    }
-    code
 }
 
 /// Checks a whole regular file; pipes and terminals are checked as they stream.
@@ -305,7 +367,7 @@ fn check_writable(path: &std::path::Path) -> io::Result<()> {
 /// A run that could not start. A file, path or setting it was given that cannot be used is
 /// bad usage (exit 2: nothing ran, and 1 would claim that tasks failed); a refusal of the
 /// system (no more processes, descriptors) keeps exit 1, which a cluster may retry elsewhere.
-fn pool_error(e: &PoolError) -> i32 {
+pub(super) fn pool_error(e: &PoolError) -> i32 {
     report_error(e);
     use io::ErrorKind as K;
     match e {
@@ -331,7 +393,7 @@ fn pool_error(e: &PoolError) -> i32 {
 
 /// The summary, printed. Its words come from [`summary_lines`]; a failed run's last line,
 /// from [`next_step`].
-fn print_summary(s: &Summary, total: Option<u64>, check_time: Option<std::time::Duration>) {
+pub(super) fn print_summary(s: &Summary, total: Option<u64>, check_time: Option<std::time::Duration>) {
     for line in summary_lines(s, total, check_time) {
         eprintln!("{line}");
     }

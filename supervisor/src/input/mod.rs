@@ -186,6 +186,26 @@ fn not_json(text: &[u8], e: serde_json::Error) -> Problem {
     if text.trim_ascii_start().starts_with(b"[") { Problem::Array } else { Problem::NotJson(e) }
 }
 
+/// Checks that a scan task's pattern compiles. The tasks of one scan share their pattern, and
+/// compiling it for each of thousands of lines took minutes: each distinct pattern is
+/// compiled once per reader thread (the last 64 remembered).
+fn check_pattern(pattern: &str) -> Result<(), Problem> {
+    thread_local! {
+        static GOOD: std::cell::RefCell<std::collections::HashSet<String>> = Default::default();
+    }
+    GOOD.with_borrow_mut(|good| {
+        if good.contains(pattern) {
+            return Ok(());
+        }
+        regex::bytes::Regex::new(pattern).map_err(Problem::BadPattern)?;
+        if good.len() >= 64 {
+            good.clear();
+        }
+        good.insert(pattern.to_string());
+        Ok(())
+    })
+}
+
 /// Parses one task line (without its newline). `Ok(None)` for a blank line.
 pub fn parse_line(text: &[u8]) -> Result<Option<ParsedTask<'_>>, Problem> {
     // A byte-order mark, as some Windows editors write at the start of a file, is not content.
@@ -221,8 +241,9 @@ pub fn parse_line(text: &[u8]) -> Result<Option<ParsedTask<'_>>, Problem> {
         "scan" => {
             let path = line.path.ok_or(Problem::MissingField { kind, field: "path" })?.0.into_owned();
             let pattern = line.pattern.ok_or(Problem::MissingField { kind, field: "pattern" })?.0.into_owned();
-            regex::bytes::Regex::new(&pattern).map_err(Problem::BadPattern)?;
-            BuiltinTask::Scan { path, offset: line.offset.unwrap_or(0), len: need(line.len, "len")?, pattern }
+            check_pattern(&pattern)?;
+            let (offset, len) = (line.offset.unwrap_or(0), need(line.len, "len")?);
+            BuiltinTask::Scan { path, offset, len, pattern, group: None, lines: false, max_line: None }
         }
         _ => BuiltinTask::Shell { cmd: line.cmd.ok_or(Problem::MissingField { kind, field: "cmd" })?.0.into_owned() },
     };
@@ -795,6 +816,20 @@ mod tests {
             parse_line(br#"{"id":"a6","kind":"sleep","ms":100,"fault":"segv","fault_attempts":1}"#).unwrap().unwrap();
         assert_eq!(t.fault, Some(FaultPlan { kind: FaultKind::Segv, attempts: Some(1) }));
         assert_eq!(parse_line(b"   ").unwrap(), None);
+    }
+
+    #[test]
+    fn scan_lines_sharing_a_pattern_check_each_once_and_a_bad_one_is_still_named() {
+        // 3,000 identical patterns once took minutes to check (compiled per line).
+        for i in 0..3000 {
+            let line = format!(
+                r#"{{"id":"s{i}","kind":"scan","path":"a.log","offset":{},"len":100,"pattern":"\" (\\d{{3}}) "}}"#,
+                i * 100
+            );
+            assert!(parse_line(line.as_bytes()).unwrap().is_some());
+        }
+        let bad = parse_line(br#"{"kind":"scan","path":"a.log","len":1,"pattern":"(\\d{3}"}"#);
+        assert!(matches!(bad, Err(Problem::BadPattern(_))), "{bad:?}");
     }
 
     #[test]

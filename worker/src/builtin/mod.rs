@@ -4,12 +4,13 @@
 mod scan;
 mod shell;
 
+pub use scan::{MAX_MAX_LINE, Pattern, PatternError};
+
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use regex::bytes::Regex;
 use shared::proto::TaskError;
 use shared::task::{BuiltinOutput, BuiltinTask};
 
@@ -20,26 +21,30 @@ pub use shell::HEAD_BYTES;
 /// The handler for [`BuiltinTask`]s.
 #[derive(Debug, Default)]
 pub struct Builtin {
-    /// Compiled patterns by source: scan tasks over shards of one file share a pattern, and
-    /// compiling it per task would cost more than scanning a small range.
-    regexes: Mutex<HashMap<String, Arc<Regex>>>,
+    /// Compiled patterns by source and counted group: scan tasks over ranges of one file
+    /// share a pattern, and compiling it per task would cost more than scanning a small range.
+    patterns: Mutex<PatternCache>,
 }
+
+/// Compiled patterns by (pattern, counted group).
+type PatternCache = HashMap<(String, Option<String>), Arc<scan::Pattern>>;
 
 impl Builtin {
     /// The name both sides use for this handler.
     pub const NAME: &'static str = "bulkhead-builtin";
 
-    fn regex(&self, pattern: &str) -> Result<Arc<Regex>, TaskError> {
-        let mut cache = self.regexes.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(re) = cache.get(pattern) {
-            return Ok(re.clone());
+    fn pattern(&self, pattern: String, group: Option<String>) -> Result<Arc<scan::Pattern>, TaskError> {
+        let mut cache = self.patterns.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (pattern, group);
+        if let Some(p) = cache.get(&key) {
+            return Ok(p.clone());
         }
-        let re = Arc::new(Regex::new(pattern).map_err(|e| TaskError::new(format!("bad pattern: {e}")))?);
+        let p = Arc::new(scan::Pattern::new(&key.0, key.1.as_deref()).map_err(|e| TaskError::new(e.to_string()))?);
         if cache.len() >= 64 {
             cache.clear();
         }
-        cache.insert(pattern.to_string(), re.clone());
-        Ok(re)
+        cache.insert(key, p.clone());
+        Ok(p)
     }
 }
 
@@ -59,9 +64,9 @@ impl Handler for Builtin {
                 Ok(BuiltinOutput::Nothing)
             }
             BuiltinTask::SumSquares { n } => Ok(BuiltinOutput::Sum { sum: sum_squares(n)?.to_string() }),
-            BuiltinTask::Scan { path, offset, len, pattern } => {
-                let re = self.regex(&pattern)?;
-                scan::scan(&path, offset, len, &re)
+            BuiltinTask::Scan { path, offset, len, pattern, group, lines, max_line } => {
+                let p = self.pattern(pattern, group)?;
+                scan::scan(&path, offset, len, &p, lines, max_line.unwrap_or(shared::task::SCAN_MAX_LINE))
             }
             BuiltinTask::Shell { cmd } => shell::run(&cmd, cx),
         }

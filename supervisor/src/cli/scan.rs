@@ -1,0 +1,618 @@
+//! `bulkhead scan`: a regex over big files in one command. It plans byte ranges of each
+//! file, runs them as ordinary `scan` tasks through the pool (so every option of `run`
+//! applies: workers, timeouts, memory limit, injected faults, results with resume, events,
+//! report, shards), merges the one final result of each range, and prints the answer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, BufRead, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use clap::{ArgMatches, Args, FromArgMatches};
+use serde::Serialize;
+use shared::exit;
+use shared::task::{BuiltinOutput, BuiltinTask};
+use worker::builtin::{Builtin, MAX_MAX_LINE, Pattern};
+
+use super::RunArgs;
+use super::run::{PoolSetup, attach_timeline, pool_error, print_summary, resolve_shard, write_timeline};
+use crate::cli::units::parse_size;
+use crate::{Status, TaskSpec};
+
+/// Ranges are this long unless `--chunk` says otherwise, or the file is small: 16 MiB
+/// ranges keep a 1 GiB file in 64 tasks (a few ms of dispatch) with work for every worker.
+const DEFAULT_CHUNK: u64 = 16 << 20;
+
+/// With `--lines`, a range returns its matching lines in one result, which must fit a
+/// frame: ranges are at most this long.
+const LINES_CHUNK: u64 = 8 << 20;
+
+/// Options of `bulkhead scan`.
+#[derive(Debug, Args)]
+#[command(after_long_help = AFTER_HELP)]
+pub struct ScanArgs {
+    /// The files to search (regular files: their size plans the ranges).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// The regex (Rust `regex` syntax), matched against each line without its newline.
+    #[arg(short = 'e', long, value_name = "RE")]
+    pub pattern: String,
+    /// Count the values of this named group, `(?P<NAME>...)` [default: the first group].
+    #[arg(short = 'g', long, value_name = "NAME")]
+    pub group: Option<String>,
+    /// Count matching lines only, even when the pattern has a group (faster).
+    #[arg(short = 'c', long, conflicts_with_all = ["group", "lines"])]
+    pub count: bool,
+    /// Case-insensitive.
+    #[arg(short = 'i', long)]
+    pub ignore_case: bool,
+    /// Print the matching lines, in file order ('FILE:' before each with several files).
+    #[arg(long)]
+    pub lines: bool,
+    /// Show the N most frequent values; the rest are one row.
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+    /// Print the answer as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Bytes per range (task) [default: 16M, less for small files; at most 8M with --lines].
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub chunk: Option<u64>,
+    /// Longer lines are counted as long and searched in their first SIZE bytes only.
+    #[arg(long, value_parser = parse_size, default_value = "1M", value_name = "SIZE")]
+    pub max_line: u64,
+    #[command(flatten)]
+    pub run: RunOptions,
+}
+
+const AFTER_HELP: &str = "\
+Output: with a capture group (the first, or --group NAME), a table of the group's values \
+sorted by count: value, count, share of the matching lines; then the total. Without a group \
+(or with --count), the number of matching lines (per file, then the total, for several \
+files). --lines prints the matching lines instead, the counts going to stderr. --json prints \
+{\"matched_lines\", \"long_lines\", \"values\": [{\"value\", \"count\", \"share\"}], \"others\", \
+\"no_value\", \"files\": [{\"path\", \"bytes\", \"ranges\", \"matched_lines\"}], \"ranges\": {\"total\", \
+\"ran\", \"resumed\", \"failed\"}}.
+
+Each range is a `scan` task: {\"kind\":\"scan\",\"path\",\"offset\",\"len\",\"pattern\"}; a line \
+belongs to the range holding its first byte, so the ranges count every line once. Its record \
+(in --results) has output {\"matched_lines\": N, \"counts\": {VALUE: N}, \"long_lines\": N}, \
+and \"lines\" with --lines. A range that crashes its worker is retried; only its one final \
+result is counted, so the totals are exact. If a range fails or is quarantined the totals \
+are incomplete: they are printed, marked so, and the exit status is 1.
+
+Exit: 0 all ranges counted, 1 some failed, 2 bad usage, 74 the answer could not be written, \
+and the codes of `run` for signals and giving up (then --results FILE --resume continues).";
+
+/// The pool options of `run`, for `scan`: its task file and `--cmd` are not scan's.
+#[derive(Debug)]
+pub struct RunOptions(pub RunArgs);
+
+impl FromArgMatches for RunOptions {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        RunArgs::from_arg_matches(m).map(Self)
+    }
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches(m)
+    }
+}
+
+impl Args for RunOptions {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        Self::adapt(RunArgs::augment_args(cmd))
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::adapt(RunArgs::augment_args_for_update(cmd))
+    }
+}
+
+impl RunOptions {
+    /// The same options as `run`, one parser for both; `run`'s task file becomes a hidden
+    /// option (the files here are what is searched), `--cmd` is hidden and refused.
+    fn adapt(cmd: clap::Command) -> clap::Command {
+        cmd.mut_arg("tasks", |a| a.long("tasks").hide(true)).mut_arg("cmd", |a| a.hide(true)).mut_arg("results", |a| {
+            a.help(
+                "Results JSONL of the ranges, appended as they finish: the journal --resume continues [default: none]",
+            )
+        })
+    }
+}
+
+/// One planned range.
+struct Range {
+    file: usize,
+    offset: u64,
+    id: String,
+}
+
+/// A file to search.
+struct Planned {
+    shown: String,
+    bytes: u64,
+    ranges: u64,
+    matched_lines: u64,
+}
+
+/// The merged answer.
+#[derive(Default)]
+struct Totals {
+    matched_lines: u64,
+    long_lines: u64,
+    counts: HashMap<String, u64>,
+    resumed: u64,
+    ran: u64,
+    failed: Vec<String>,
+}
+
+pub(super) fn scan(args: ScanArgs) -> i32 {
+    let ScanArgs { files, pattern, group, count, ignore_case, lines, top, json, chunk, max_line, run } = args;
+    let mut run = run.0;
+    if run.tasks.is_some() || run.cmd.is_some() {
+        eprintln!("bulkhead: error: scan takes files to search, not a task file or --cmd (those are for `run`)");
+        return exit::BAD_INPUT;
+    }
+    if max_line == 0 || max_line > MAX_MAX_LINE {
+        eprintln!("bulkhead: error: --max-line must be 1 to {}M, not {max_line} bytes", MAX_MAX_LINE >> 20);
+        return exit::BAD_INPUT;
+    }
+    if chunk == Some(0) {
+        eprintln!("bulkhead: error: --chunk must be at least 1 byte");
+        return exit::BAD_INPUT;
+    }
+    let pattern = if ignore_case { format!("(?i){pattern}") } else { pattern };
+    let compiled = match Pattern::new(&pattern, group.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("bulkhead: error: --pattern: {e}");
+            return exit::BAD_INPUT;
+        }
+    };
+    // The counted group, as the tasks name it: counting alone skips captures.
+    let grouped = !count && compiled.counts_group();
+    let shard = match resolve_shard(&mut run) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let workers = run.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let mut planned = Vec::new();
+    let mut ranges = Vec::new();
+    let mut tasks = Vec::new();
+    let mut planned_ids = HashMap::new();
+    for path in &files {
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("bulkhead: error: cannot read {}: {e}", path.display());
+                return exit::BAD_INPUT;
+            }
+        };
+        if !meta.is_file() {
+            eprintln!(
+                "bulkhead: error: {} is not a regular file: scan plans ranges by a file's size \
+                 (for a device or a pipe, use a `scan` task with an explicit len in `bulkhead run`)",
+                path.display()
+            );
+            return exit::BAD_INPUT;
+        }
+        if let Some(first) = planned_ids.insert((meta.dev(), meta.ino()), path) {
+            eprintln!("bulkhead: error: {} is {} again: each file is searched once", path.display(), first.display());
+            return exit::BAD_INPUT;
+        }
+        let bytes = meta.len();
+        let len = plan_chunk(chunk, bytes, workers, lines);
+        let file = planned.len();
+        let mut offset = 0;
+        let mut n = 0;
+        while offset < bytes {
+            let task = BuiltinTask::Scan {
+                path: path.to_string_lossy().into_owned(),
+                offset,
+                len,
+                pattern: pattern.clone(),
+                group: if grouped { group.clone() } else { None },
+                lines,
+                max_line: Some(max_line),
+            };
+            let id = range_id(&task, &meta, grouped);
+            ranges.push(Range { file, offset, id: id.clone() });
+            tasks.push(TaskSpec::with_id(id, task));
+            offset += len;
+            n += 1;
+        }
+        planned.push(Planned { shown: path.display().to_string(), bytes, ranges: n, matched_lines: 0 });
+    }
+    let index: HashMap<String, usize> = ranges.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
+    let mut totals = Totals::default();
+    let mut out = LineWriter::new(lines, planned.len() > 1, ranges.len());
+    // On resume the ranges already done are skipped by the pool; their results are in the
+    // results file, read here.
+    if run.resume
+        && let Some(path) = &run.results
+        && let Err(e) = read_done(path, &index, &ranges, &mut planned, &mut totals, &mut out)
+    {
+        eprintln!("bulkhead: error: cannot read {} to resume: {e}", path.display());
+        return exit::BAD_INPUT;
+    }
+    let mut setup = match PoolSetup::new(&run, shard, None) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    setup.builder = setup.builder.expected_total(tasks.len() as u64);
+    let pool = match setup.builder.build(Builtin::default()) {
+        Ok(p) => p,
+        Err(e) => return pool_error(&e),
+    };
+    let started = match pool.run(tasks) {
+        Ok(r) => r,
+        Err(e) => return pool_error(&e),
+    };
+    let (mut started, timeline) = attach_timeline(started, &run);
+    let mut write_error = None;
+    for r in started.by_ref() {
+        let Some(&i) = index.get(&r.id) else { continue };
+        totals.ran += 1;
+        match (r.status, r.output) {
+            (Status::Ok, Some(o)) => add(&mut totals, &mut planned[ranges[i].file], &mut out, i, o),
+            (status, _) => {
+                let why = r.error.unwrap_or_else(|| status.as_str().to_string());
+                let range = &ranges[i];
+                let what = format!("{} from byte {}: {why}", planned[range.file].shown, range.offset);
+                eprintln!("bulkhead: error: range {what}");
+                totals.failed.push(what);
+                out.skip(i);
+            }
+        }
+        if let Err(e) = out.flush_ready(&planned, &ranges) {
+            write_error.get_or_insert(e);
+        }
+    }
+    if let Err(e) = out.out.flush() {
+        write_error.get_or_insert(e);
+    }
+    let mut summary = started.summary();
+    print_summary(&summary, None, None);
+    write_timeline(&run, timeline, &format!("bulkhead scan {}", planned[0].shown), &mut summary);
+    // A shard runs the ranges whose id hashes to it: its totals are its share.
+    let expected = match shard {
+        Some((k, n)) => ranges.iter().filter(|r| shared::hash::shard_of(&r.id, n) == k).count(),
+        None => ranges.len(),
+    };
+    let complete = totals.resumed + totals.ran == expected as u64;
+    let answer = Answer::new(&totals, &planned, expected as u64, top, grouped);
+    let printed = if lines {
+        eprintln!("bulkhead: {} matching lines", fmt_int(totals.matched_lines));
+        Ok(())
+    } else if json {
+        print_json(&answer)
+    } else {
+        print_table(&answer, &planned, grouped)
+    };
+    if let Some(e) = write_error.or(printed.err()) {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            return 141;
+        }
+        eprintln!("bulkhead: error: cannot write the answer to standard output: {e}");
+        return exit::OUTPUT_FAILED;
+    }
+    if totals.long_lines > 0 {
+        eprintln!(
+            "bulkhead: {} lines were longer than --max-line {} and were searched in their first {} bytes only",
+            fmt_int(totals.long_lines),
+            max_line,
+            max_line
+        );
+    }
+    if !totals.failed.is_empty() || !complete {
+        eprintln!(
+            "bulkhead: the totals are INCOMPLETE: {} of {} ranges counted{}",
+            totals.resumed + totals.ran - totals.failed.len() as u64,
+            expected,
+            if complete { "" } else { "; --results FILE --resume continues" }
+        );
+    }
+    if let Some((k, n)) = shard {
+        eprintln!(
+            "bulkhead: shard {k}/{n}: these totals are its {expected} of {} ranges; for the whole, put the \
+             shards' results files into one (cat) and scan the same files with --results THAT --resume",
+            ranges.len()
+        );
+    }
+    match summary.exit_code() {
+        exit::OK if !totals.failed.is_empty() => exit::TASKS_FAILED,
+        code => code,
+    }
+}
+
+/// The range length for a file of `bytes`: `--chunk`, or 16 MiB, or less so that a small
+/// file still gives each worker a few ranges (never under 64 KiB).
+fn plan_chunk(chunk: Option<u64>, bytes: u64, workers: usize, lines: bool) -> u64 {
+    let len = chunk.unwrap_or_else(|| (bytes / (4 * workers.max(1) as u64)).clamp(64 << 10, DEFAULT_CHUNK));
+    if lines { len.min(LINES_CHUNK) } else { len }
+}
+
+/// A range's id: the hash of its task and of the file's identity (size, modification time,
+/// inode), so a resume against a changed file or another pattern counts nothing stale.
+fn range_id(task: &BuiltinTask, meta: &std::fs::Metadata, grouped: bool) -> String {
+    let mut bytes = postcard::to_stdvec(task).expect("a task encodes");
+    for n in [meta.len(), meta.mtime() as u64, meta.mtime_nsec() as u64, meta.ino(), u64::from(grouped)] {
+        bytes.extend_from_slice(&n.to_le_bytes());
+    }
+    format!("scan-{}", shared::hash::content_id(&bytes))
+}
+
+/// Adds one range's result.
+fn add(totals: &mut Totals, file: &mut Planned, out: &mut LineWriter, i: usize, o: BuiltinOutput) {
+    if let BuiltinOutput::Scan { matched_lines, counts, long_lines, lines } = o {
+        totals.matched_lines += matched_lines;
+        totals.long_lines += long_lines;
+        file.matched_lines += matched_lines;
+        for (k, v) in counts {
+            *totals.counts.entry(k).or_insert(0) += v;
+        }
+        out.done(i, lines.unwrap_or_default());
+    } else {
+        out.skip(i);
+    }
+}
+
+/// What a results record says about a range.
+#[derive(serde::Deserialize)]
+struct Done {
+    id: String,
+    status: Status,
+    #[serde(default)]
+    output: Option<BuiltinOutput>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// Reads the results of an earlier run: the ranges it finished count now.
+fn read_done(
+    path: &Path,
+    index: &HashMap<String, usize>,
+    ranges: &[Range],
+    planned: &mut [Planned],
+    totals: &mut Totals,
+    out: &mut LineWriter,
+) -> io::Result<()> {
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for line in io::BufReader::new(f).split(b'\n') {
+        // A torn last line (the run was killed mid-write) is not a record; the journal cuts it.
+        let Ok(r) = serde_json::from_slice::<Done>(&line?) else { continue };
+        let Some(&i) = index.get(&r.id) else { continue };
+        totals.resumed += 1;
+        match (r.status, r.output) {
+            (Status::Ok, Some(o)) => add(totals, &mut planned[ranges[i].file], out, i, o),
+            (status, _) => {
+                let range = &ranges[i];
+                let what = format!(
+                    "{} from byte {}: {} in an earlier run",
+                    planned[range.file].shown,
+                    range.offset,
+                    r.error.unwrap_or_else(|| status.as_str().to_string())
+                );
+                eprintln!("bulkhead: error: range {what}");
+                totals.failed.push(what);
+                out.skip(i);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `--lines`: ranges finish in any order; their lines are printed in file order, each range
+/// as soon as all before it are out.
+struct LineWriter {
+    on: bool,
+    prefix: bool,
+    next: usize,
+    ready: BTreeMap<usize, Option<String>>,
+    out: io::BufWriter<io::Stdout>,
+    total: usize,
+}
+
+impl LineWriter {
+    fn new(on: bool, prefix: bool, total: usize) -> Self {
+        Self {
+            on,
+            prefix,
+            next: 0,
+            ready: BTreeMap::new(),
+            out: io::BufWriter::with_capacity(256 << 10, io::stdout()),
+            total,
+        }
+    }
+
+    fn done(&mut self, i: usize, lines: String) {
+        if self.on {
+            self.ready.insert(i, Some(lines));
+        }
+    }
+
+    /// A range without lines to print (it failed: said on stderr).
+    fn skip(&mut self, i: usize) {
+        if self.on {
+            self.ready.insert(i, None);
+        }
+    }
+
+    fn flush_ready(&mut self, planned: &[Planned], ranges: &[Range]) -> io::Result<()> {
+        while let Some(lines) = self.ready.remove(&self.next) {
+            if let Some(text) = lines {
+                if self.prefix {
+                    let name = &planned[ranges[self.next].file].shown;
+                    for l in text.lines() {
+                        writeln!(self.out, "{name}:{l}")?;
+                    }
+                } else {
+                    self.out.write_all(text.as_bytes())?;
+                }
+            }
+            self.next += 1;
+        }
+        if self.next == self.total {
+            self.out.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// The answer, as printed.
+#[derive(Serialize)]
+struct Answer<'a> {
+    matched_lines: u64,
+    long_lines: u64,
+    values: Vec<Value<'a>>,
+    /// The values past `--top`: how many, and their count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    others: Option<Others>,
+    /// Matching lines where the group took no part.
+    no_value: u64,
+    files: Vec<FileAnswer<'a>>,
+    ranges: Ranges<'a>,
+}
+
+#[derive(Serialize)]
+struct Value<'a> {
+    value: &'a str,
+    count: u64,
+    share: f64,
+}
+
+#[derive(Serialize)]
+struct Others {
+    values: usize,
+    count: u64,
+    share: f64,
+}
+
+#[derive(Serialize)]
+struct FileAnswer<'a> {
+    path: &'a str,
+    bytes: u64,
+    ranges: u64,
+    matched_lines: u64,
+}
+
+#[derive(Serialize)]
+struct Ranges<'a> {
+    total: u64,
+    ran: u64,
+    resumed: u64,
+    failed: &'a [String],
+    complete: bool,
+}
+
+impl<'a> Answer<'a> {
+    fn new(t: &'a Totals, planned: &'a [Planned], total: u64, top: Option<usize>, grouped: bool) -> Self {
+        let share = |n: u64| if t.matched_lines == 0 { 0.0 } else { n as f64 / t.matched_lines as f64 };
+        let mut all: Vec<(&str, u64)> = t.counts.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let counted: u64 = all.iter().map(|v| v.1).sum();
+        let shown = top.unwrap_or(usize::MAX).min(all.len());
+        let rest = &all[shown..];
+        let others = (!rest.is_empty()).then(|| {
+            let count = rest.iter().map(|v| v.1).sum();
+            Others { values: rest.len(), count, share: share(count) }
+        });
+        Answer {
+            matched_lines: t.matched_lines,
+            long_lines: t.long_lines,
+            values: all[..shown].iter().map(|&(value, count)| Value { value, count, share: share(count) }).collect(),
+            others,
+            no_value: if grouped { t.matched_lines - counted.min(t.matched_lines) } else { 0 },
+            files: planned
+                .iter()
+                .map(|p| FileAnswer {
+                    path: &p.shown,
+                    bytes: p.bytes,
+                    ranges: p.ranges,
+                    matched_lines: p.matched_lines,
+                })
+                .collect(),
+            ranges: Ranges {
+                total,
+                ran: t.ran,
+                resumed: t.resumed,
+                failed: &t.failed,
+                complete: t.failed.is_empty() && t.ran + t.resumed == total,
+            },
+        }
+    }
+}
+
+fn print_json(a: &Answer<'_>) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    serde_json::to_writer(&mut out, a).map_err(io::Error::from)?;
+    writeln!(out)?;
+    out.flush()
+}
+
+fn print_table(a: &Answer<'_>, planned: &[Planned], grouped: bool) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    if !grouped {
+        if planned.len() > 1 {
+            for f in &a.files {
+                writeln!(out, "{}:{}", f.path, f.matched_lines)?;
+            }
+            writeln!(out, "total:{}", a.matched_lines)?;
+        } else {
+            writeln!(out, "{}", a.matched_lines)?;
+        }
+        return out.flush();
+    }
+    let mut rows: Vec<(String, u64, f64)> = a.values.iter().map(|v| (v.value.to_string(), v.count, v.share)).collect();
+    if let Some(o) = &a.others {
+        rows.push((format!("({} other values)", fmt_int(o.values as u64)), o.count, o.share));
+    }
+    if a.no_value > 0 {
+        let share = a.no_value as f64 / a.matched_lines.max(1) as f64;
+        rows.push(("(group not matched)".to_string(), a.no_value, share));
+    }
+    rows.push(("total".to_string(), a.matched_lines, if a.matched_lines > 0 { 1.0 } else { 0.0 }));
+    let w = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0).max(5);
+    let cw = rows.iter().map(|r| fmt_int(r.1).len()).max().unwrap_or(0).max(5);
+    writeln!(out, "{:<w$}  {:>cw$}  {:>6}", "value", "count", "share")?;
+    for (v, c, s) in rows {
+        writeln!(out, "{v:<w$}  {:>cw$}  {:>5.1}%", fmt_int(c), s * 100.0)?;
+    }
+    out.flush()
+}
+
+fn fmt_int(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_files_get_small_ranges_and_lines_fit_a_frame() {
+        assert_eq!(plan_chunk(None, 1 << 30, 2, false), 16 << 20);
+        assert_eq!(plan_chunk(None, 8 << 20, 2, false), 1 << 20);
+        assert_eq!(plan_chunk(None, 1000, 2, false), 64 << 10);
+        assert_eq!(plan_chunk(Some(100), 1 << 30, 2, false), 100);
+        assert_eq!(plan_chunk(Some(1 << 30), 1 << 30, 2, true), 8 << 20);
+    }
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(fmt_int(0), "0");
+        assert_eq!(fmt_int(999), "999");
+        assert_eq!(fmt_int(1000), "1,000");
+        assert_eq!(fmt_int(9_408_058), "9,408,058");
+    }
+}
