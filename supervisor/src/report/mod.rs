@@ -210,6 +210,55 @@ mod tests {
     }
 
     #[test]
+    fn run_strings_are_escaped_wherever_they_land() {
+        // One hostile string as a task id, a panic message, a signal name, a queued task's id,
+        // a poison message, the shutdown reason and the title: every place the page shows text
+        // from the run.
+        let p = "<script>alert(\"x&y\")</script>";
+        let escaped = "&lt;script&gt;alert(&quot;x&amp;y&quot;)&lt;/script&gt;";
+        let signal_cut = "&lt;script&gt;alert(&quot;x&amp;y&quot;)&lt;/sc…";
+        let queued = format!("{p}q");
+        let signal = CrashCause::Signal { signal: p.into(), core: false, detail: None };
+        let events = vec![
+            started(0.0, 0, 10),
+            dispatched(0.0, p, 0, 1),
+            dispatched(0.0, &queued, 0, 1),
+            died(0.5, 0, 10, CrashCause::Panic { message: p.into() }, p),
+            requeued(0.5, p, 0, true),
+            requeued(0.5, &queued, 0, false),
+            at(0.5, RunEvent::WorkerRestarted { worker: 0, backoff_ms: 1.0 }),
+            started(0.6, 0, 11),
+            dispatched(0.6, p, 0, 2),
+            died(0.7, 0, 11, signal, p),
+            at(0.7, RunEvent::TaskQuarantined { id: p.into(), attempts: 2 }),
+            at(0.75, RunEvent::StatePoisoned { id: p.into(), worker: 0, message: p.into() }),
+            at(0.8, RunEvent::Shutdown { reason: p.into() }),
+        ];
+        let html = render(&events, p);
+        // Nowhere raw: not as markup, not as an attribute's quote, not as a bare ampersand.
+        assert!(!html.contains(p), "the raw string got through");
+        assert!(!html.contains("x&y") && !html.contains("(\"x"), "a quote or an ampersand got through");
+        assert_eq!(count(&html, "<script>"), 1, "only the page's own script");
+        // And escaped in each place, so that none of them passes by dropping the string.
+        for place in [
+            format!("<title>{escaped}</title>"),
+            format!("<h1>{escaped}</h1>"),
+            format!("shutdown: <b class=\"bad\">{escaped}</b>"),
+            // A signal's name is cut short.
+            format!("<small>({signal_cut} 1)</small>"),
+            format!("<title>{escaped} · attempt 1 · worker 0\ncrashed its worker: panicked: {escaped}; requeued"),
+            format!("blamed task: {escaped} (attempt 2, quarantined)"),
+            format!("not charged:\n{escaped}q</title>"),
+            format!("by task {escaped}: {escaped}</title>"),
+            format!("<td>panicked: {escaped}</td><td><code>{escaped}</code></td>"),
+            format!("<td>killed by {signal_cut}</td><td><code>{escaped}</code> <span class=\"tag q\">"),
+            format!("<tr><td><code>{escaped}</code></td>"),
+        ] {
+            assert!(html.contains(&place), "not found escaped: {place}");
+        }
+    }
+
+    #[test]
     fn long_user_strings_are_cut() {
         let id = "é".repeat(10_000);
         let events = vec![started(0.0, 0, 1), dispatched(0.0, &id, 0, 1), finished(0.1, &id, 0, 1.0)];

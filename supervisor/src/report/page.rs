@@ -1,9 +1,13 @@
 //! The page: a self-contained HTML document drawn from a [`Timeline`], with the chart as
 //! inline SVG, the style sheet (`style.css`) and the zoom script (`zoom.js`) included whole.
+//! The markup is written with `maud`, which escapes every spliced value but the markup it made
+//! itself and the two included files (marked [`PreEscaped`]): text from the run cannot become
+//! markup.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
+use maud::{DOCTYPE, Markup, PreEscaped, Render, html};
 use shared::record::{CrashCause, Status};
 
 use crate::cli::units::group_digits as group;
@@ -27,10 +31,10 @@ impl Timeline {
     }
 }
 
-/// Escapes text for HTML content and attribute values. Control characters (other than the
-/// newlines tooltips use) are replaced, and `://` is broken up so that nothing in a page can
-/// even look like a link to fetch.
-pub(super) fn esc(s: &str) -> Cow<'_, str> {
+/// Escapes text for HTML content and attribute values, as maud does, and more: control
+/// characters (other than the newlines tooltips use) are replaced, and `://` is broken up so
+/// that nothing in a page can even look like a link to fetch.
+fn esc(s: &str) -> Cow<'_, str> {
     if !s.chars().any(|c| matches!(c, '&' | '<' | '>' | '"' | '\'' | ':') || (c.is_control() && c != '\n')) {
         return Cow::Borrowed(s);
     }
@@ -51,6 +55,27 @@ pub(super) fn esc(s: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(out)
+}
+
+/// Text from the run (task ids, causes, messages, notes, the title) in the page: [`esc`]aped.
+/// A plain `&str` splice is escaped by maud already; this adds the defanging of `://` and
+/// control characters.
+struct Text<'a>(&'a str);
+
+impl Render for Text<'_> {
+    fn render_to(&self, buffer: &mut String) {
+        buffer.push_str(&esc(self.0));
+    }
+}
+
+/// A number with a fixed count of decimals, written straight into the page: digits, a sign and
+/// a point need no escaping, and no `String` is made for each of the thousands of coordinates.
+struct Fixed(f64, usize);
+
+impl Render for Fixed {
+    fn render_to(&self, buffer: &mut String) {
+        let _ = write!(buffer, "{:.*}", self.1, self.0);
+    }
 }
 
 /// A duration in milliseconds, to a sensible precision.
@@ -188,314 +213,313 @@ impl<'a> Page<'a> {
     }
 
     /// A tooltip, unless the page is compact.
-    fn tip(&self, text: &str) -> String {
-        if self.compact { String::new() } else { format!("<title>{}</title>", esc(text)) }
+    fn tip(&self, text: &str) -> Markup {
+        html! {
+            @if !self.compact {
+                title { (Text(text)) }
+            }
+        }
     }
 
     fn html(&self, title: &str) -> String {
         let tl = self.tl;
-        let title = esc(title);
-        let mut o = String::with_capacity(64 * 1024 + tl.routine.len() * 160 + tl.exits.len() * 400);
-        o.push_str("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n");
-        // The page may fetch nothing at all, whatever ends up in it.
-        o.push_str(
-            "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; \
-             style-src 'unsafe-inline'; script-src 'unsafe-inline'\">\n",
-        );
-        o.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
-        let _ = write!(o, "<title>{title}</title>\n<style>\n{CSS}");
-        for (name, colour) in CAUSES {
-            let _ = write!(o, ".c-{name}{{--c:{colour}}}");
-        }
-        o.push_str("</style></head><body>\n");
-        let _ = writeln!(
-            o,
-            "<header><h1>{title}</h1><p class=\"sub\">bulkhead run timeline · {} events · {} worker slot{} · {}</p></header>",
-            group(tl.counts.events),
-            tl.lanes.len(),
-            plural(tl.lanes.len() as u64),
-            fmt_t(tl.t_end)
-        );
-        self.summary(&mut o);
-        self.legend(&mut o);
-        self.chart(&mut o);
-        self.notes(&mut o);
-        self.deaths_table(&mut o);
-        self.tasks_table(&mut o);
-        o.push_str("<footer>Self-contained: no scripts, fonts or styles are loaded from anywhere. Hover for details; times are seconds since the run started.</footer>\n");
-        let _ = write!(o, "<script>\n{JS}</script>\n</body></html>\n");
+        let page = html! {
+            (DOCTYPE) "\n"
+            html lang="en" {
+                head {
+                    meta charset="utf-8";
+                    "\n"
+                    // The page may fetch nothing at all, whatever ends up in it.
+                    meta http-equiv="Content-Security-Policy"
+                        content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'";
+                    "\n"
+                    meta name="viewport" content="width=device-width, initial-scale=1";
+                    "\n"
+                    title { (Text(title)) }
+                    "\n"
+                    style {
+                        "\n"
+                        (PreEscaped(CSS))
+                        @for (name, colour) in CAUSES {
+                            ".c-" (name) "{--c:" (colour) "}"
+                        }
+                    }
+                }
+                body {
+                    "\n"
+                    header {
+                        h1 { (Text(title)) }
+                        p class="sub" {
+                            "bulkhead run timeline · " (group(tl.counts.events)) " events · "
+                            (tl.lanes.len()) " worker slot" (plural(tl.lanes.len() as u64)) " · " (fmt_t(tl.t_end))
+                        }
+                    }
+                    "\n"
+                    (self.summary()) "\n"
+                    (self.legend()) "\n"
+                    (self.chart()) "\n"
+                    (self.notes())
+                    (self.deaths_table())
+                    (self.tasks_table())
+                    footer {
+                        "Self-contained: no scripts, fonts or styles are loaded from anywhere. Hover for details; \
+                         times are seconds since the run started."
+                    }
+                    "\n"
+                    script { "\n" (PreEscaped(JS)) }
+                    "\n"
+                }
+            }
+        };
+        let mut o = page.into_string();
+        o.push('\n');
         o
     }
 
-    fn summary(&self, o: &mut String) {
-        let c = &self.tl.counts;
+    fn summary(&self) -> Markup {
+        let tl = self.tl;
+        let c = &tl.counts;
         let deaths: u64 = c.deaths.values().sum();
-        o.push_str("<section class=\"cards\">");
-        // Duration and shutdown.
         let (reason, cls) = match &c.shutdown {
             Some((_, r)) if r == "completed" => (r.as_str(), "good"),
             Some((_, r)) => (r.as_str(), "bad"),
             None => ("no shutdown in the log", "bad"),
         };
-        let _ = write!(
-            o,
-            "<div class=\"card\"><div class=\"k\">Duration</div><div class=\"v\">{}</div><div class=\"s\">shutdown: <b class=\"{cls}\">{}</b></div></div>",
-            fmt_t(self.tl.t_end),
-            esc(reason)
-        );
-        // Tasks.
         let finished = c.ok + c.failed + c.quarantined;
-        let rate = if self.tl.t_end > 0.0 { finished as f64 / self.tl.t_end } else { 0.0 };
-        let _ = write!(
-            o,
-            "<div class=\"card\"><div class=\"k\">Tasks</div><div class=\"v\">{}</div><div class=\"s chips\">\
-             <span><i class=\"dot ok\"></i>{} ok</span> <span><i class=\"dot failed\"></i>{} failed</span> \
-             <span><i class=\"dot quarantined\"></i>{} quarantined</span></div><div class=\"s\">{} attempts · {} retries · {rate:.0}/s</div></div>",
-            group(finished),
-            group(c.ok),
-            group(c.failed),
-            group(c.quarantined),
-            group(c.attempts),
-            group(c.retries),
-        );
-        // Deaths by cause.
-        let _ = write!(
-            o,
-            "<div class=\"card wide\"><div class=\"k\">Worker deaths</div><div class=\"v{}\">{}</div><div class=\"s chips\">",
-            if deaths > 0 { " bad" } else { "" },
-            group(deaths)
-        );
-        if deaths == 0 {
-            o.push_str("none");
-        }
-        for (name, _) in CAUSES {
-            if let Some(n) = c.deaths.get(name) {
-                let extra = if name == "signal" && !c.signals.is_empty() {
-                    let parts: Vec<String> =
-                        c.signals.iter().map(|(s, n)| format!("{} {}", esc(s), group(*n))).collect();
-                    format!(" <small>({})</small>", parts.join(", "))
-                } else {
-                    String::new()
-                };
-                let _ = write!(
-                    o,
-                    "<span class=\"chip\"><i class=\"sw c-{name}\"></i>{name} <b>{}</b>{extra}</span>",
-                    group(*n)
-                );
-            }
-        }
-        for (name, n) in &c.deaths {
-            if !CAUSES.iter().any(|(k, _)| k == name) {
-                let _ = write!(
-                    o,
-                    "<span class=\"chip\"><i class=\"sw c-unknown\"></i>{} <b>{}</b></span>",
-                    esc(name),
-                    group(*n)
-                );
-            }
-        }
-        let _ = write!(
-            o,
-            "</div><div class=\"s\">{} charged · {} requeued free</div></div>",
-            group(c.requeued_charged),
-            group(c.requeued_free)
-        );
-        // Restarts and recovery.
+        let rate = if tl.t_end > 0.0 { finished as f64 / tl.t_end } else { 0.0 };
         let mut rec: Vec<f64> =
-            self.tl.exits.iter().filter(|e| !e.clean).filter_map(|e| e.recovered.map(|r| (r - e.t) * 1e3)).collect();
+            tl.exits.iter().filter(|e| !e.clean).filter_map(|e| e.recovered.map(|r| (r - e.t) * 1e3)).collect();
         rec.sort_by(f64::total_cmp);
         let recovery = match (rec.get(rec.len() / 2), rec.last()) {
             (Some(med), Some(max)) => format!("back in {} median, {} max", fmt_ms(*med), fmt_ms(*max)),
             _ => "no death was followed by a replacement".to_string(),
         };
-        let _ = write!(
-            o,
-            "<div class=\"card\"><div class=\"k\">Restarts</div><div class=\"v\">{}</div><div class=\"s\">{recovery}</div><div class=\"s\">backoff {} in all · {} processes</div></div>",
-            group(c.restarts),
-            fmt_ms(c.backoff_ms),
-            group(c.processes)
-        );
-        if c.poisoned > 0 {
-            let _ = write!(
-                o,
-                "<div class=\"card\"><div class=\"k\">Shared state poisoned</div><div class=\"v bad\">{}</div><div class=\"s\">thread mode: a panic while holding the lock</div></div>",
-                group(c.poisoned)
-            );
+        html! {
+            section class="cards" {
+                // Duration and shutdown.
+                div class="card" {
+                    div class="k" { "Duration" }
+                    div class="v" { (fmt_t(tl.t_end)) }
+                    div class="s" { "shutdown: " b class=(cls) { (Text(reason)) } }
+                }
+                // Tasks.
+                div class="card" {
+                    div class="k" { "Tasks" }
+                    div class="v" { (group(finished)) }
+                    div class="s chips" {
+                        span { i class="dot ok" {} (group(c.ok)) " ok" }
+                        " "
+                        span { i class="dot failed" {} (group(c.failed)) " failed" }
+                        " "
+                        span { i class="dot quarantined" {} (group(c.quarantined)) " quarantined" }
+                    }
+                    div class="s" {
+                        (group(c.attempts)) " attempts · " (group(c.retries)) " retries · " (Fixed(rate, 0)) "/s"
+                    }
+                }
+                // Deaths by cause.
+                div class="card wide" {
+                    div class="k" { "Worker deaths" }
+                    div class=(if deaths > 0 { "v bad" } else { "v" }) { (group(deaths)) }
+                    div class="s chips" {
+                        @if deaths == 0 { "none" }
+                        @for (name, _) in CAUSES {
+                            @if let Some(n) = c.deaths.get(name) {
+                                span class="chip" {
+                                    i class={ "sw c-" (name) } {}
+                                    (name) " " b { (group(*n)) }
+                                    @if name == "signal" && !c.signals.is_empty() {
+                                        " "
+                                        small {
+                                            "("
+                                            @for (i, (s, n)) in c.signals.iter().enumerate() {
+                                                @if i > 0 { ", " }
+                                                (Text(s)) " " (group(*n))
+                                            }
+                                            ")"
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        @for (name, n) in &c.deaths {
+                            @if !CAUSES.iter().any(|(k, _)| k == name) {
+                                span class="chip" { i class="sw c-unknown" {} (Text(name)) " " b { (group(*n)) } }
+                            }
+                        }
+                    }
+                    div class="s" {
+                        (group(c.requeued_charged)) " charged · " (group(c.requeued_free)) " requeued free"
+                    }
+                }
+                // Restarts and recovery.
+                div class="card" {
+                    div class="k" { "Restarts" }
+                    div class="v" { (group(c.restarts)) }
+                    div class="s" { (recovery) }
+                    div class="s" { "backoff " (fmt_ms(c.backoff_ms)) " in all · " (group(c.processes)) " processes" }
+                }
+                @if c.poisoned > 0 {
+                    div class="card" {
+                        div class="k" { "Shared state poisoned" }
+                        div class="v bad" { (group(c.poisoned)) }
+                        div class="s" { "thread mode: a panic while holding the lock" }
+                    }
+                }
+            }
         }
-        o.push_str("</section>\n");
     }
 
-    fn legend(&self, o: &mut String) {
-        o.push_str("<section class=\"legend\"><div><b>Attempts</b>");
-        for (cls, label) in [
-            ("ok", "ok"),
-            ("ok retry", "ok on a retry"),
-            ("failed", "failed"),
-            ("failedretried", "failed, retried"),
-            ("crashed", "crashed its worker (charged, requeued)"),
-            ("quarantined", "crashed, quarantined"),
-            ("unfinished", "no end in the log"),
-        ] {
-            let _ = write!(o, "<span><i class=\"sw b {cls}\"></i>{label}</span>");
+    fn legend(&self) -> Markup {
+        let seen = CAUSES.iter().filter(|(n, _)| self.tl.counts.deaths.contains_key(*n));
+        html! {
+            section class="legend" {
+                div {
+                    b { "Attempts" }
+                    @for (cls, label) in [
+                        ("ok", "ok"),
+                        ("ok retry", "ok on a retry"),
+                        ("failed", "failed"),
+                        ("failedretried", "failed, retried"),
+                        ("crashed", "crashed its worker (charged, requeued)"),
+                        ("quarantined", "crashed, quarantined"),
+                        ("unfinished", "no end in the log"),
+                    ] {
+                        span { i class={ "sw b " (cls) } {} (label) }
+                    }
+                    span { i class="sw strip" {} "queued there when it died (requeued, not charged)" }
+                }
+                div {
+                    b { "Workers" }
+                    span { i class="sw life" {} "process up" }
+                    span { i class="sw starting" {} "starting (spawn to ready)" }
+                    span { i class="sw down" {} "down after a death (backoff)" }
+                    span {
+                        svg class="mksw" viewBox="-7 -8 14 16" { path class="c-signal" d="M0,-5V8M-5,-6h10l-5,8z" {} }
+                        "death (colour: cause)"
+                    }
+                    @for (name, _) in seen {
+                        span { i class={ "sw c-" (name) } {} (name) }
+                    }
+                    @if !self.tl.poisons.is_empty() {
+                        span {
+                            svg class="mksw" viewBox="-7 -8 14 16" { path class="poison" d="M0,-6l5,5l-5,5l-5,-5z" {} }
+                            "state poisoned"
+                        }
+                    }
+                }
+            }
         }
-        o.push_str("<span><i class=\"sw strip\"></i>queued there when it died (requeued, not charged)</span>");
-        o.push_str("</div><div><b>Workers</b><span><i class=\"sw life\"></i>process up</span><span><i class=\"sw starting\"></i>starting (spawn to ready)</span><span><i class=\"sw down\"></i>down after a death (backoff)</span>");
-        o.push_str("<span><svg class=\"mksw\" viewBox=\"-7 -8 14 16\"><path class=\"c-signal\" d=\"M0,-5V8M-5,-6h10l-5,8z\"/></svg>death (colour: cause)</span>");
-        for (name, _) in CAUSES.iter().filter(|(n, _)| self.tl.counts.deaths.contains_key(*n)) {
-            let _ = write!(o, "<span><i class=\"sw c-{name}\"></i>{name}</span>");
-        }
-        if !self.tl.poisons.is_empty() {
-            o.push_str("<span><svg class=\"mksw\" viewBox=\"-7 -8 14 16\"><path class=\"poison\" d=\"M0,-6l5,5l-5,5l-5,-5z\"/></svg>state poisoned</span>");
-        }
-        o.push_str("</div></section>\n");
     }
 
-    fn chart(&self, o: &mut String) {
+    fn chart(&self) -> Markup {
         let g = &self.geo;
         let tl = self.tl;
-        let _ = write!(
-            o,
-            "<section class=\"chart\"><div class=\"hint\"><span>Hover a bar or a marker for details. Drag across the chart to zoom in; double-click to zoom out.</span><span id=\"zinfo\">0 – {}</span></div>",
-            fmt_t(g.span)
-        );
-        if tl.aggregated {
-            let _ = write!(
-                o,
-                "<div class=\"agg\">{} attempts are too many to draw one by one: each lane shows completions per time bin (height; hover for counts). Every death, and every attempt a death touched, is still drawn.</div>",
-                group(tl.routine_total)
-            );
-        }
-        let _ = write!(
-            o,
-            "<svg id=\"tl\" viewBox=\"0 0 {w} {h}\" data-left=\"{l}\" data-pw=\"{pw}\" data-span=\"{span}\" data-top=\"{top}\" data-bottom=\"{bot}\" role=\"img\" aria-label=\"timeline\">",
-            w = g.width,
-            h = g.height,
-            l = g.left,
-            pw = g.plot_w,
-            span = g.span,
-            top = g.axis_y,
-            bot = g.bottom,
-        );
-        let _ = write!(
-            o,
-            "<defs><clipPath id=\"clip\"><rect x=\"{}\" y=\"0\" width=\"{}\" height=\"{}\"/></clipPath>\
-             <pattern id=\"pdown\" width=\"5\" height=\"5\" patternUnits=\"userSpaceOnUse\" patternTransform=\"rotate(45)\"><rect width=\"5\" height=\"5\" fill=\"#fdeceb\"/><rect width=\"2\" height=\"5\" fill=\"#eda19a\"/></pattern>\
-             <pattern id=\"pstart\" width=\"5\" height=\"5\" patternUnits=\"userSpaceOnUse\" patternTransform=\"rotate(-45)\"><rect width=\"5\" height=\"5\" fill=\"#e6f0fb\"/><rect width=\"2\" height=\"5\" fill=\"#9cc3ea\"/></pattern></defs>",
-            g.left - 1.0,
-            g.plot_w + 2.0,
-            g.height
-        );
-        // Lane backgrounds and the pool row's frame.
-        let _ = write!(
-            o,
-            "<rect class=\"poolbg\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\"/>",
-            g.left, g.pool_y, g.plot_w, g.pool_h
-        );
-        for r in 0..self.order.len() {
-            let y = g.lanes_y + r as f64 * g.lane_h;
-            let _ = write!(
-                o,
-                "<rect class=\"lbg{}\" x=\"0\" y=\"{y}\" width=\"{}\" height=\"{}\"/>",
-                r % 2,
-                g.width,
-                g.lane_h
-            );
-        }
-        // Time axis.
-        o.push_str("<g id=\"ax\">");
         let step = nice_step(g.span / 8.0);
         let decimals = (-(step.log10() + 1e-9).floor()).clamp(0.0, 9.0) as usize;
+        let mut ticks = Vec::new();
         let mut v = 0.0;
-        for _ in 0..40 {
-            if v > g.span * (1.0 + 1e-9) {
-                break;
-            }
-            let x = g.left + g.x(v);
-            let _ = write!(
-                o,
-                "<line x1=\"{x:.2}\" x2=\"{x:.2}\" y1=\"{}\" y2=\"{}\"/><text x=\"{x:.2}\" y=\"{}\">{v:.decimals$}</text>",
-                g.axis_y,
-                g.bottom,
-                g.axis_y - 8.0
-            );
+        while ticks.len() < 40 && v <= g.span * (1.0 + 1e-9) {
+            ticks.push(v);
             v += step;
         }
-        o.push_str("</g>");
-        let _ = write!(o, "<text class=\"unit\" x=\"{}\" y=\"{}\">seconds</text>", g.left - 28.0, g.axis_y - 8.0);
-        // Everything placed in time: one group, stretched by the zoom.
-        let mut hatched = String::new();
-        let mut lives = String::new();
-        for &li in &self.order {
-            self.lane_states(&mut lives, &mut hatched, li);
-        }
-        let _ = write!(
-            o,
-            "<g clip-path=\"url(#clip)\"><g id=\"zr\">{hatched}</g><g id=\"zg\" transform=\"translate({} 0)\">{lives}",
-            g.left
-        );
-        self.pool(o);
+        // Everything placed in time goes in one group, stretched by the zoom; the hatched
+        // starts and gaps are moved and resized by the script instead, to keep their slant.
+        let states: Vec<(Markup, Markup)> = self.order.iter().map(|&li| self.lane_states(li)).collect();
         let rows = self.lane_rows();
-        if tl.aggregated {
-            self.bands(o);
-        }
-        for &li in &self.order {
-            self.bars(o, li, &rows[li]);
-        }
-        self.free_strips(o);
-        o.push_str("</g>");
-        // Markers keep their shape under the zoom: the script moves them instead.
-        for e in tl.exits.iter().filter(|e| !e.clean) {
-            self.death_marker(o, e);
-        }
-        for p in &tl.poisons {
-            self.poison_marker(o, p);
-        }
-        o.push_str("</g>");
-        // Labels over the lanes' left margin.
-        let _ = write!(
-            o,
-            "<text class=\"lab\" x=\"{}\" y=\"{}\">workers ready</text>",
-            g.left - 10.0,
-            g.pool_y + g.pool_h / 2.0 + 4.0
-        );
-        for (r, &li) in self.order.iter().enumerate() {
-            let lane = &tl.lanes[li];
-            let y = g.lanes_y + r as f64 * g.lane_h;
-            let big = g.lane_h >= 30.0;
-            let _ = write!(
-                o,
-                "<text class=\"lab\" x=\"{}\" y=\"{:.1}\"><title>worker slot {}: {} process{}, {} death{}</title>worker {}</text>",
-                g.left - 10.0,
-                y + if big { g.lane_h / 2.0 - 1.0 } else { g.lane_h / 2.0 + 4.0 },
-                lane.worker,
-                lane.lives.len(),
-                if lane.lives.len() == 1 { "" } else { "es" },
-                lane.deaths,
-                plural(lane.deaths),
-                lane.worker
-            );
-            if big && lane.deaths > 0 {
-                let _ = write!(
-                    o,
-                    "<text class=\"lab sublab\" x=\"{}\" y=\"{:.1}\">{} death{}</text>",
-                    g.left - 10.0,
-                    y + g.lane_h / 2.0 + 11.0,
-                    group(lane.deaths),
-                    plural(lane.deaths)
-                );
+        html! {
+            section class="chart" {
+                div class="hint" {
+                    span {
+                        "Hover a bar or a marker for details. Drag across the chart to zoom in; \
+                         double-click to zoom out."
+                    }
+                    span id="zinfo" { "0 – " (fmt_t(g.span)) }
+                }
+                @if tl.aggregated {
+                    div class="agg" {
+                        (group(tl.routine_total))
+                        " attempts are too many to draw one by one: each lane shows completions per time \
+                         bin (height; hover for counts). Every death, and every attempt a death touched, \
+                         is still drawn."
+                    }
+                }
+                svg id="tl" viewBox={ "0 0 " (g.width) " " (g.height) } data-left=(g.left) data-pw=(g.plot_w)
+                    data-span=(g.span) data-top=(g.axis_y) data-bottom=(g.bottom) role="img" aria-label="timeline" {
+                    defs {
+                        clipPath id="clip" {
+                            rect x=(g.left - 1.0) y="0" width=(g.plot_w + 2.0) height=(g.height) {}
+                        }
+                        pattern id="pdown" width="5" height="5" patternUnits="userSpaceOnUse"
+                            patternTransform="rotate(45)" {
+                            rect width="5" height="5" fill="#fdeceb" {}
+                            rect width="2" height="5" fill="#eda19a" {}
+                        }
+                        pattern id="pstart" width="5" height="5" patternUnits="userSpaceOnUse"
+                            patternTransform="rotate(-45)" {
+                            rect width="5" height="5" fill="#e6f0fb" {}
+                            rect width="2" height="5" fill="#9cc3ea" {}
+                        }
+                    }
+                    // Lane backgrounds and the pool row's frame.
+                    rect class="poolbg" x=(g.left) y=(g.pool_y) width=(g.plot_w) height=(g.pool_h) {}
+                    @for r in 0..self.order.len() {
+                        rect class={ "lbg" (r % 2) } x="0" y=(g.lanes_y + r as f64 * g.lane_h) width=(g.width)
+                            height=(g.lane_h) {}
+                    }
+                    // Time axis.
+                    g id="ax" {
+                        @for v in &ticks {
+                            @let x = Fixed(g.left + g.x(*v), 2);
+                            line x1=(x) x2=(x) y1=(g.axis_y) y2=(g.bottom) {}
+                            text x=(x) y=(g.axis_y - 8.0) { (Fixed(*v, decimals)) }
+                        }
+                    }
+                    text class="unit" x=(g.left - 28.0) y=(g.axis_y - 8.0) { "seconds" }
+                    g clip-path="url(#clip)" {
+                        g id="zr" {
+                            @for (hatched, _) in &states { (hatched) }
+                        }
+                        g id="zg" transform={ "translate(" (g.left) " 0)" } {
+                            @for (_, lives) in &states { (lives) }
+                            (self.pool())
+                            @if tl.aggregated { (self.bands()) }
+                            @for &li in &self.order { (self.bars(li, &rows[li])) }
+                            (self.free_strips())
+                        }
+                        // Markers keep their shape under the zoom: the script moves them instead.
+                        @for e in tl.exits.iter().filter(|e| !e.clean) { (self.death_marker(e)) }
+                        @for p in &tl.poisons { (self.poison_marker(p)) }
+                    }
+                    // Labels over the lanes' left margin.
+                    text class="lab" x=(g.left - 10.0) y=(g.pool_y + g.pool_h / 2.0 + 4.0) { "workers ready" }
+                    @for (r, &li) in self.order.iter().enumerate() {
+                        @let lane = &tl.lanes[li];
+                        @let y = g.lanes_y + r as f64 * g.lane_h;
+                        @let big = g.lane_h >= 30.0;
+                        text class="lab" x=(g.left - 10.0)
+                            y=(Fixed(y + if big { g.lane_h / 2.0 - 1.0 } else { g.lane_h / 2.0 + 4.0 }, 1)) {
+                            title {
+                                "worker slot " (lane.worker) ": " (lane.lives.len()) " process"
+                                (if lane.lives.len() == 1 { "" } else { "es" }) ", " (lane.deaths) " death"
+                                (plural(lane.deaths))
+                            }
+                            "worker " (lane.worker)
+                        }
+                        @if big && lane.deaths > 0 {
+                            text class="lab sublab" x=(g.left - 10.0) y=(Fixed(y + g.lane_h / 2.0 + 11.0, 1)) {
+                                (group(lane.deaths)) " death" (plural(lane.deaths))
+                            }
+                        }
+                    }
+                    rect id="sel" x="0" y=(g.axis_y) width="0" height=(g.bottom - g.axis_y) style="display:none" {}
+                }
             }
         }
-        let _ = write!(
-            o,
-            "<rect id=\"sel\" x=\"0\" y=\"{}\" width=\"0\" height=\"{}\" style=\"display:none\"/>",
-            g.axis_y,
-            g.bottom - g.axis_y
-        );
-        o.push_str("</svg></section>\n");
     }
 
     /// The workers-ready step line over the lanes.
-    fn pool(&self, o: &mut String) {
+    fn pool(&self) -> Markup {
         let g = &self.geo;
         let mut steps = self.tl.pool.clone();
         steps.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -514,34 +538,31 @@ impl<'a> Page<'a> {
             let _ = write!(d, "H{x:.3}V{:.1}", y(n));
         }
         let _ = write!(d, "H{:.3}V{:.1}Z", g.x(self.tl.t_end), y(0));
-        let _ = write!(
-            o,
-            "<path class=\"pool\" d=\"{d}\"><title>workers ready over time (of {} slots): dips are deaths until the replacement is ready</title></path>",
-            self.tl.lanes.len()
-        );
+        html! {
+            path class="pool" d=(d) {
+                title {
+                    "workers ready over time (of " (self.tl.lanes.len())
+                    " slots): dips are deaths until the replacement is ready"
+                }
+            }
+        }
     }
 
     fn lane_y(&self, li: usize) -> f64 {
         self.geo.lanes_y + self.rank[li] as f64 * self.geo.lane_h
     }
 
-    /// Process lives, starts and dead gaps of one lane.
-    /// Process lives (into `o`, stretched by the zoom) and the hatched starts and dead gaps
-    /// (into `hatched`, moved and resized by the script so that the hatching keeps its slant).
-    fn lane_states(&self, o: &mut String, hatched: &mut String, li: usize) {
+    /// Process lives, starts and dead gaps of one lane: the hatched starts and dead gaps
+    /// (first, moved and resized by the script so that the hatching keeps its slant) and the
+    /// process lives (second, stretched by the zoom).
+    fn lane_states(&self, li: usize) -> (Markup, Markup) {
         let g = &self.geo;
         let lane = &self.tl.lanes[li];
-        let y = self.lane_y(li) + 1.5;
-        let h = g.lane_h - 3.0;
-        let mut span = |cls: &str, x0: f64, x1: f64, tip: String| {
-            let _ = write!(
-                hatched,
-                "<rect class=\"{cls}\" x=\"{:.3}\" y=\"{y:.1}\" width=\"{:.3}\" height=\"{h:.1}\">{}</rect>",
-                g.left + x0,
-                (x1 - x0).max(0.0),
-                self.tip(&tip)
-            );
-        };
+        let y = Fixed(self.lane_y(li) + 1.5, 1);
+        let h = Fixed(g.lane_h - 3.0, 1);
+        // (class, from, to, tooltip) of each hatched span; (from, to, tooltip) of each life.
+        let mut hatched: Vec<(&str, f64, f64, String)> = Vec::new();
+        let mut lives: Vec<(f64, f64, String)> = Vec::new();
         for life in &lane.lives {
             let end = life.ended.map_or(self.tl.t_end, |(t, _)| t);
             let ended = match life.ended {
@@ -553,24 +574,16 @@ impl<'a> Page<'a> {
             let (x0, x1, x2) = (g.x(life.spawned), g.x(life.ready), g.x(end));
             let spawn = fmt_ms((life.ready - life.spawned) * 1e3);
             if x1 > x0 {
-                span(
-                    "starting",
-                    x0,
-                    x1,
-                    format!("worker {} (pid {}) starting: ready in {spawn}", lane.worker, life.pid),
-                );
+                let tip = format!("worker {} (pid {}) starting: ready in {spawn}", lane.worker, life.pid);
+                hatched.push(("starting", x0, x1, tip));
             }
-            let _ = write!(
-                o,
-                "<rect class=\"life\" x=\"{x1:.3}\" y=\"{y:.1}\" width=\"{:.3}\" height=\"{h:.1}\">{}</rect>",
-                (x2 - x1).max(0.0),
-                self.tip(&format!(
-                    "worker {} (pid {})\nready at {} (spawn took {spawn})\n{ended}",
-                    lane.worker,
-                    life.pid,
-                    fmt_t(life.ready)
-                )),
+            let tip = format!(
+                "worker {} (pid {})\nready at {} (spawn took {spawn})\n{ended}",
+                lane.worker,
+                life.pid,
+                fmt_t(life.ready)
             );
+            lives.push((x1, x2, tip));
         }
         for down in &lane.downs {
             let to = down.to.unwrap_or(self.tl.t_end);
@@ -585,8 +598,23 @@ impl<'a> Page<'a> {
                 fmt_ms((to - down.from) * 1e3),
                 fmt_t(down.from)
             );
-            span("down", g.x(down.from), g.x(to), tip);
+            hatched.push(("down", g.x(down.from), g.x(to), tip));
         }
+        let hatched = html! {
+            @for (cls, x0, x1, tip) in &hatched {
+                rect class=(cls) x=(Fixed(g.left + x0, 3)) y=(y) width=(Fixed((x1 - x0).max(0.0), 3)) height=(h) {
+                    (self.tip(tip))
+                }
+            }
+        };
+        let lives = html! {
+            @for (x1, x2, tip) in &lives {
+                rect class="life" x=(Fixed(*x1, 3)) y=(y) width=(Fixed((x2 - x1).max(0.0), 3)) height=(h) {
+                    (self.tip(tip))
+                }
+            }
+        };
+        (hatched, lives)
     }
 
     /// Packs each lane's bars into rows so that overlapping attempts (threads of a hybrid
@@ -631,43 +659,48 @@ impl<'a> Page<'a> {
         (self.lane_y(li) + pad, h - 2.0 * pad - strip + 1.0)
     }
 
-    fn bars(&self, o: &mut String, li: usize, rows: &LaneRows<'_>) {
+    fn bars(&self, li: usize, rows: &LaneRows<'_>) -> Markup {
         let g = &self.geo;
         let (top, height) = self.bar_band(li);
         let rh = height / rows.rows as f64;
+        let bar_h = Fixed((rh - if rows.rows > 1 { 0.6 } else { 0.0 }).max(1.0), 1);
         let worker = self.tl.lanes[li].worker;
-        for &(b, row) in &rows.bars {
-            let x0 = g.x(b.start);
-            // A zero width hides a rect entirely; the stroke gives it a pixel at any zoom.
-            let w = (g.x(b.end) - x0).max(0.001);
-            let y = top + row as f64 * rh;
-            let attempt = if b.attempt > 0 { format!("attempt {}", b.attempt) } else { "attempt ?".to_string() };
-            let (cls, what) = match b.kind {
-                BarKind::Ok if b.attempt > 1 => ("ok retry", "ok".to_string()),
-                BarKind::Ok => ("ok", "ok".to_string()),
-                BarKind::Failed => ("failed", "failed".to_string()),
-                BarKind::FailedRetried => {
-                    ("failedretried", "failed; retried (ends where the retry was dispatched)".into())
+        html! {
+            @for &(b, row) in &rows.bars {
+                @let x0 = g.x(b.start);
+                // A zero width hides a rect entirely; the stroke gives it a pixel at any zoom.
+                @let w = (g.x(b.end) - x0).max(0.001);
+                @let (cls, what) = self.bar_kind(b);
+                rect class={ "b " (cls) } x=(Fixed(x0, 3)) y=(Fixed(top + row as f64 * rh, 1)) width=(Fixed(w, 3))
+                    height=(bar_h) {
+                    title {
+                        (Text(&b.id)) " · attempt "
+                        @if b.attempt > 0 { (b.attempt) } @else { "?" }
+                        " · worker " (worker) "\n" (Text(&what))
+                        @match b.ms {
+                            Some(ms) => { " · " (fmt_ms(ms)) }
+                            None => { " · " (fmt_ms((b.end - b.start) * 1e3)) " until " (fmt_t(b.end)) }
+                        }
+                        "\nfrom " (fmt_t(b.start))
+                    }
                 }
-                BarKind::Crashed(e) => ("crashed", format!("crashed its worker: {}; requeued", self.cause_text(e))),
-                BarKind::Quarantined(Some(e)) => {
-                    ("quarantined", format!("crashed its worker: {}; quarantined", self.cause_text(e)))
-                }
-                BarKind::Quarantined(None) => ("quarantined", "quarantined".to_string()),
-                BarKind::Unfinished => ("unfinished", "dispatched; no end in the log".to_string()),
-            };
-            let took = match b.ms {
-                Some(ms) => format!(" · {}", fmt_ms(ms)),
-                None => format!(" · {} until {}", fmt_ms((b.end - b.start) * 1e3), fmt_t(b.end)),
-            };
-            let _ = write!(
-                o,
-                "<rect class=\"b {cls}\" x=\"{x0:.3}\" y=\"{y:.1}\" width=\"{w:.3}\" height=\"{:.1}\"><title>{} · {attempt} · worker {worker}\n{}{took}\nfrom {}</title></rect>",
-                (rh - if rows.rows > 1 { 0.6 } else { 0.0 }).max(1.0),
-                esc(&b.id),
-                esc(&what),
-                fmt_t(b.start)
-            );
+            }
+        }
+    }
+
+    /// A bar's class and what became of the attempt, for its tooltip.
+    fn bar_kind(&self, b: &Bar) -> (&'static str, Cow<'static, str>) {
+        match b.kind {
+            BarKind::Ok if b.attempt > 1 => ("ok retry", "ok".into()),
+            BarKind::Ok => ("ok", "ok".into()),
+            BarKind::Failed => ("failed", "failed".into()),
+            BarKind::FailedRetried => ("failedretried", "failed; retried (ends where the retry was dispatched)".into()),
+            BarKind::Crashed(e) => ("crashed", format!("crashed its worker: {}; requeued", self.cause_text(e)).into()),
+            BarKind::Quarantined(Some(e)) => {
+                ("quarantined", format!("crashed its worker: {}; quarantined", self.cause_text(e)).into())
+            }
+            BarKind::Quarantined(None) => ("quarantined", "quarantined".into()),
+            BarKind::Unfinished => ("unfinished", "dispatched; no end in the log".into()),
         }
     }
 
@@ -682,7 +715,7 @@ impl<'a> Page<'a> {
     }
 
     /// Throughput bands of the aggregated view.
-    fn bands(&self, o: &mut String) {
+    fn bands(&self) -> Markup {
         let g = &self.geo;
         let tl = self.tl;
         let used = tl.lanes.iter().map(|l| l.bins.len()).max().unwrap_or(0);
@@ -709,87 +742,77 @@ impl<'a> Page<'a> {
             })
             .collect();
         let peak = grouped.iter().flatten().map(|b| u64::from(b.ok) + u64::from(b.failed)).max().unwrap_or(0).max(1);
-        for (li, bins) in grouped.iter().enumerate() {
-            let (top, height) = self.bar_band(li);
-            let bottom = top + height;
-            for (i, b) in bins.iter().enumerate() {
-                let n = u64::from(b.ok) + u64::from(b.failed);
-                if n == 0 {
-                    continue;
+        html! {
+            @for (li, bins) in grouped.iter().enumerate() {
+                @let (top, height) = self.bar_band(li);
+                @let bottom = top + height;
+                @for (i, b) in bins.iter().enumerate() {
+                    @let n = u64::from(b.ok) + u64::from(b.failed);
+                    @if n > 0 {
+                        @let t0 = i as f64 * w;
+                        @let t1 = ((i + 1) as f64 * w).min(tl.t_end.max(t0));
+                        @let x0 = Fixed(g.x(t0), 3);
+                        @let bw = Fixed((g.x(t1) - g.x(t0)).max(0.001), 3);
+                        @let h_ok = f64::from(b.ok) / peak as f64 * height;
+                        @let h_failed = f64::from(b.failed) / peak as f64 * height;
+                        g class="bin" {
+                            title {
+                                "worker " (tl.lanes[li].worker) " · " (fmt_t(t0)) "–" (fmt_t(t1)) "\n"
+                                (group(u64::from(b.ok))) " ok · " (group(u64::from(b.failed))) " failed · "
+                                (Fixed(n as f64 / w, 0)) "/s · busy " (Fixed(b.busy / w * 100.0, 0)) "%"
+                            }
+                            @if b.ok > 0 {
+                                rect class="ok" x=(x0) y=(Fixed(bottom - h_ok, 2)) width=(bw) height=(Fixed(h_ok, 2)) {}
+                            }
+                            @if b.failed > 0 {
+                                rect class="failed" x=(x0) y=(Fixed(bottom - h_ok - h_failed, 2)) width=(bw)
+                                    height=(Fixed(h_failed.max(0.5), 2)) {}
+                            }
+                        }
+                    }
                 }
-                let t0 = i as f64 * w;
-                let t1 = ((i + 1) as f64 * w).min(tl.t_end.max(t0));
-                let x0 = g.x(t0);
-                let bw = (g.x(t1) - x0).max(0.001);
-                let h_ok = f64::from(b.ok) / peak as f64 * height;
-                let h_failed = f64::from(b.failed) / peak as f64 * height;
-                let _ = write!(
-                    o,
-                    "<g class=\"bin\"><title>worker {} · {}–{}\n{} ok · {} failed · {:.0}/s · busy {:.0}%</title>",
-                    tl.lanes[li].worker,
-                    fmt_t(t0),
-                    fmt_t(t1),
-                    group(u64::from(b.ok)),
-                    group(u64::from(b.failed)),
-                    n as f64 / w,
-                    b.busy / w * 100.0
-                );
-                if b.ok > 0 {
-                    let _ = write!(
-                        o,
-                        "<rect class=\"ok\" x=\"{x0:.3}\" y=\"{:.2}\" width=\"{bw:.3}\" height=\"{h_ok:.2}\"/>",
-                        bottom - h_ok
-                    );
-                }
-                if b.failed > 0 {
-                    let _ = write!(
-                        o,
-                        "<rect class=\"failed\" x=\"{x0:.3}\" y=\"{:.2}\" width=\"{bw:.3}\" height=\"{:.2}\"/>",
-                        bottom - h_ok - h_failed,
-                        h_failed.max(0.5)
-                    );
-                }
-                o.push_str("</g>");
             }
         }
     }
 
     /// One thin strip per death for the tasks only queued at the worker, returned unrun.
-    fn free_strips(&self, o: &mut String) {
+    fn free_strips(&self) -> Markup {
         let g = &self.geo;
-        for e in self.tl.exits.iter().filter(|e| e.free > 0) {
-            let (top, height) = self.bar_band(e.lane);
-            let y = top + height + 1.0;
-            let sh = (g.lane_h * 0.12).round().max(2.0) - 1.0;
-            let x0 = g.x(e.free_since);
-            let w = (g.x(e.t) - x0).max(0.001);
+        let sh = Fixed((g.lane_h * 0.12).round().max(2.0) - 1.0, 1);
+        let free_names = |e: &Exit| {
             let mut names = e.free_ids.clone();
             if e.free > names.len() as u64 {
                 names.push(format!("and {} more", group(e.free - names.len() as u64)));
             }
-            let tip = self.tip(&format!(
-                "{} task{} queued at worker {} (pid {}) when it {} at {}; requeued, not charged:\n{}",
-                group(e.free),
-                plural(e.free),
-                self.tl.lanes[e.lane].worker,
-                e.pid,
-                if e.clean { "exited" } else { "died" },
-                fmt_t(e.t),
-                names.join(", ")
-            ));
-            let _ = write!(
-                o,
-                "<rect class=\"strip\" x=\"{x0:.3}\" y=\"{y:.1}\" width=\"{w:.3}\" height=\"{sh:.1}\">{tip}</rect>"
-            );
+            names.join(", ")
+        };
+        html! {
+            @for e in self.tl.exits.iter().filter(|e| e.free > 0) {
+                @let (top, height) = self.bar_band(e.lane);
+                @let x0 = g.x(e.free_since);
+                @let tip = format!(
+                    "{} task{} queued at worker {} (pid {}) when it {} at {}; requeued, not charged:\n{}",
+                    group(e.free),
+                    plural(e.free),
+                    self.tl.lanes[e.lane].worker,
+                    e.pid,
+                    if e.clean { "exited" } else { "died" },
+                    fmt_t(e.t),
+                    free_names(e)
+                );
+                rect class="strip" x=(Fixed(x0, 3)) y=(Fixed(top + height + 1.0, 1))
+                    width=(Fixed((g.x(e.t) - x0).max(0.001), 3)) height=(sh) {
+                    (self.tip(&tip))
+                }
+            }
         }
     }
 
-    fn death_marker(&self, o: &mut String, e: &Exit) {
+    fn death_marker(&self, e: &Exit) -> Markup {
         let g = &self.geo;
         let lane = &self.tl.lanes[e.lane];
         let y = self.lane_y(e.lane);
         let x = g.x(e.t);
-        let cls = cause_class(e.cause.as_ref());
         let cause = match &e.cause {
             Some(c) => format!("{}: {c}", c.name()),
             None => "unknown cause".to_string(),
@@ -824,39 +847,38 @@ impl<'a> Page<'a> {
             }
             (None, _) => tip.push_str("\nno replacement in the log"),
         }
-        let _ = write!(
-            o,
-            "<g class=\"mk d c-{cls}\" transform=\"translate({:.3} 0)\"><title>{}</title><path d=\"M0,{:.1}V{:.1}M-5,{:.1}h10l-5,8z\"/></g>",
-            g.left + x,
-            esc(&tip),
-            y + 2.0,
-            y + g.lane_h - 1.0,
-            y - 4.0
-        );
+        let d = format!("M0,{:.1}V{:.1}M-5,{:.1}h10l-5,8z", y + 2.0, y + g.lane_h - 1.0, y - 4.0);
+        html! {
+            g class={ "mk d c-" (cause_class(e.cause.as_ref())) }
+                transform={ "translate(" (Fixed(g.left + x, 3)) " 0)" } {
+                title { (Text(&tip)) }
+                path d=(d) {}
+            }
+        }
     }
 
-    fn poison_marker(&self, o: &mut String, p: &Poison) {
+    fn poison_marker(&self, p: &Poison) -> Markup {
         let g = &self.geo;
         let y = self.lane_y(p.lane) + g.lane_h / 2.0;
         let x = g.x(p.t);
-        let _ = write!(
-            o,
-            "<g class=\"mk poison\" transform=\"translate({:.3} 0)\"><title>{}</title><path d=\"M0,{:.1}l6,6l-6,6l-6,-6z\"/></g>",
-            g.left + x,
-            esc(&format!(
-                "shared state poisoned at {} on worker {}\nby task {}: {}",
-                fmt_t(p.t),
-                self.tl.lanes[p.lane].worker,
-                p.id,
-                p.message
-            )),
-            y - 6.0
+        let tip = format!(
+            "shared state poisoned at {} on worker {}\nby task {}: {}",
+            fmt_t(p.t),
+            self.tl.lanes[p.lane].worker,
+            p.id,
+            p.message
         );
+        html! {
+            g class="mk poison" transform={ "translate(" (Fixed(g.left + x, 3)) " 0)" } {
+                title { (Text(&tip)) }
+                path d={ "M0," (Fixed(y - 6.0, 1)) "l6,6l-6,6l-6,-6z" } {}
+            }
+        }
     }
 
-    fn notes(&self, o: &mut String) {
+    fn notes(&self) -> Markup {
         let tl = self.tl;
-        let mut notes: Vec<String> = tl.notes.iter().map(|n| esc(n).into_owned()).collect();
+        let mut notes = tl.notes.clone();
         if tl.counts.events == 0 {
             notes.push("The events stream is empty: there is nothing to draw.".to_string());
         }
@@ -882,100 +904,141 @@ impl<'a> Page<'a> {
                 group(tl.counts.unknown_lane_events)
             ));
         }
-        if notes.is_empty() {
-            return;
+        html! {
+            @if !notes.is_empty() {
+                section class="notes" {
+                    ul {
+                        @for n in &notes { li { (Text(n)) } }
+                    }
+                }
+                "\n"
+            }
         }
-        o.push_str("<section class=\"notes\"><ul>");
-        for n in notes {
-            let _ = write!(o, "<li>{n}</li>");
-        }
-        o.push_str("</ul></section>\n");
     }
 
-    fn deaths_table(&self, o: &mut String) {
+    fn deaths_table(&self) -> Markup {
         let tl = self.tl;
         let deaths: Vec<(usize, &Exit)> = tl.exits.iter().enumerate().filter(|(_, e)| !e.clean).collect();
-        if deaths.is_empty() {
-            return;
-        }
-        let _ = write!(
-            o,
-            "<section><h2>Worker deaths <small>{}</small></h2><table><thead><tr><th>time</th><th>worker</th><th>pid</th><th>cause</th><th>details</th><th>blamed task</th><th>requeued</th><th>back after</th><th>backoff</th></tr></thead><tbody>",
-            group(deaths.len() as u64)
-        );
-        for (i, e) in deaths.iter().take(MAX_TABLE_ROWS) {
-            let cls = cause_class(e.cause.as_ref());
-            let detail = e.cause.as_ref().map_or(String::new(), ToString::to_string);
-            let blamed = match &e.blamed {
-                Some(id) => {
-                    let fate =
-                        e.charged.iter().find(|h| &h.id == id).map_or("", |h| {
-                            if h.quarantined { " <span class=\"tag q\">quarantined</span>" } else { "" }
-                        });
-                    format!("<code>{}</code>{fate}", esc(id))
+        html! {
+            @if !deaths.is_empty() {
+                section {
+                    h2 { "Worker deaths " small { (group(deaths.len() as u64)) } }
+                    table {
+                        thead {
+                            tr {
+                                @for h in [
+                                    "time", "worker", "pid", "cause", "details", "blamed task", "requeued",
+                                    "back after", "backoff",
+                                ] {
+                                    th { (h) }
+                                }
+                            }
+                        }
+                        tbody {
+                            @for (i, e) in deaths.iter().take(MAX_TABLE_ROWS) {
+                                @let cls = cause_class(e.cause.as_ref());
+                                @let quarantined = |id: &String| {
+                                    e.charged.iter().find(|h| &h.id == id).is_some_and(|h| h.quarantined)
+                                };
+                                tr id={ "row-" (i) } {
+                                    td class="num" { (fmt_t(e.t)) }
+                                    td class="num" { (tl.lanes[e.lane].worker) }
+                                    td class="num" { (e.pid) }
+                                    td { i class={ "sw c-" (cls) } {} (cls) }
+                                    td {
+                                        @if let Some(c) = &e.cause { (Text(&c.to_string())) }
+                                    }
+                                    td {
+                                        @match &e.blamed {
+                                            Some(id) => {
+                                                code { (Text(id)) }
+                                                @if quarantined(id) {
+                                                    " " span class="tag q" { "quarantined" }
+                                                }
+                                            }
+                                            None => { "—" }
+                                        }
+                                    }
+                                    td class="num" { (e.charged.len()) " charged, " (group(e.free)) " free" }
+                                    td class="num" {
+                                        @match e.recovered {
+                                            Some(r) => { (fmt_ms((r - e.t) * 1e3)) }
+                                            None => { "—" }
+                                        }
+                                    }
+                                    td class="num" {
+                                        @match e.backoff_ms {
+                                            Some(b) => { (fmt_ms(b)) }
+                                            None => { "—" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    @if deaths.len() > MAX_TABLE_ROWS {
+                        p class="more" {
+                            "First " (MAX_TABLE_ROWS) " of " (group(deaths.len() as u64))
+                            " deaths; every one is marked on the timeline."
+                        }
+                    }
                 }
-                None => "—".to_string(),
-            };
-            let _ = write!(
-                o,
-                "<tr id=\"row-{i}\"><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td><i class=\"sw c-{cls}\"></i>{cls}</td><td>{}</td><td>{blamed}</td><td class=\"num\">{} charged, {} free</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
-                fmt_t(e.t),
-                tl.lanes[e.lane].worker,
-                e.pid,
-                esc(&detail),
-                e.charged.len(),
-                group(e.free),
-                e.recovered.map_or("—".to_string(), |r| fmt_ms((r - e.t) * 1e3)),
-                e.backoff_ms.map_or("—".to_string(), fmt_ms),
-            );
+                "\n"
+            }
         }
-        o.push_str("</tbody></table>");
-        if deaths.len() > MAX_TABLE_ROWS {
-            let _ = write!(
-                o,
-                "<p class=\"more\">First {MAX_TABLE_ROWS} of {} deaths; every one is marked on the timeline.</p>",
-                group(deaths.len() as u64)
-            );
-        }
-        o.push_str("</section>\n");
     }
 
-    fn tasks_table(&self, o: &mut String) {
+    fn tasks_table(&self) -> Markup {
         let tl = self.tl;
-        if tl.hist.is_empty() {
-            return;
-        }
         let mut tasks: Vec<(&String, &Hist)> = tl.hist.iter().collect();
         tasks.sort_by(|a, b| a.1.first.total_cmp(&b.1.first).then_with(|| a.0.cmp(b.0)));
-        let _ = write!(
-            o,
-            "<section><h2>Tasks that crashed a worker <small>{}</small></h2><table><thead><tr><th>task</th><th>first crash</th><th>crashes</th><th>causes</th><th>outcome</th></tr></thead><tbody>",
-            group(tasks.len() as u64)
-        );
-        for (id, h) in tasks.iter().take(MAX_TABLE_ROWS) {
-            let outcome = match h.outcome {
-                Outcome::Pending => "<span class=\"tag u\">no end in the log</span>".to_string(),
-                Outcome::Finished(Status::Ok, a) => format!("<span class=\"tag ok\">ok</span> on attempt {a}"),
-                Outcome::Finished(Status::Failed, a) => format!("<span class=\"tag f\">failed</span> on attempt {a}"),
-                Outcome::Finished(Status::Quarantined, a) | Outcome::Quarantined(a) => {
-                    format!("<span class=\"tag q\">quarantined</span> after {a} attempts")
+        html! {
+            @if !tasks.is_empty() {
+                section {
+                    h2 { "Tasks that crashed a worker " small { (group(tasks.len() as u64)) } }
+                    table {
+                        thead {
+                            tr {
+                                @for h in ["task", "first crash", "crashes", "causes", "outcome"] { th { (h) } }
+                            }
+                        }
+                        tbody {
+                            @for (id, h) in tasks.iter().take(MAX_TABLE_ROWS) {
+                                tr {
+                                    td { code { (Text(id)) } }
+                                    td class="num" { (fmt_t(h.first)) }
+                                    td class="num" { (group(h.crashes)) }
+                                    td {
+                                        @for (i, c) in h.causes.iter().enumerate() {
+                                            @if i > 0 { ", " }
+                                            (Text(c))
+                                        }
+                                    }
+                                    td {
+                                        @match h.outcome {
+                                            Outcome::Pending => { span class="tag u" { "no end in the log" } }
+                                            Outcome::Finished(Status::Ok, a) => {
+                                                span class="tag ok" { "ok" } " on attempt " (a)
+                                            }
+                                            Outcome::Finished(Status::Failed, a) => {
+                                                span class="tag f" { "failed" } " on attempt " (a)
+                                            }
+                                            Outcome::Finished(Status::Quarantined, a) | Outcome::Quarantined(a) => {
+                                                span class="tag q" { "quarantined" } " after " (a) " attempts"
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    @if tasks.len() > MAX_TABLE_ROWS {
+                        p class="more" { "First " (MAX_TABLE_ROWS) " of " (group(tasks.len() as u64)) " tasks." }
+                    }
                 }
-            };
-            let causes: Vec<String> = h.causes.iter().map(|c| esc(c).into_owned()).collect();
-            let _ = write!(
-                o,
-                "<tr><td><code>{}</code></td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{outcome}</td></tr>",
-                esc(id),
-                fmt_t(h.first),
-                group(h.crashes),
-                causes.join(", ")
-            );
+                "\n"
+            }
         }
-        o.push_str("</tbody></table>");
-        if tasks.len() > MAX_TABLE_ROWS {
-            let _ = write!(o, "<p class=\"more\">First {MAX_TABLE_ROWS} of {} tasks.</p>", group(tasks.len() as u64));
-        }
-        o.push_str("</section>\n");
     }
 }
 
