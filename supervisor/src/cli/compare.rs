@@ -179,13 +179,15 @@ fn round_trip(mode: &str, n: usize) -> Result<(f64, f64), String> {
     for i in 0..n + 100 {
         let t = Instant::now();
         tx.send(crate::TaskSpec::with_id(format!("r{i}"), BuiltinTask::Noop));
-        run.next().ok_or("the run ended early")?;
+        run.next().ok_or("the run ended early")?.map_err(|e| e.to_string())?;
         if i >= 100 {
             times.push(t.elapsed().as_secs_f64() * 1e6);
         }
     }
     drop(tx);
-    while run.next().is_some() {}
+    for r in run {
+        r.map_err(|e| e.to_string())?;
+    }
     times.sort_by(f64::total_cmp);
     Ok((times[times.len() / 2], times[times.len() * 99 / 100]))
 }

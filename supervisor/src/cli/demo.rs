@@ -206,7 +206,8 @@ fn process_run(
 ) -> Result<(Summary, Vec<shared::record::Record<shared::task::BuiltinOutput>>), String> {
     let pool = builder.build(Builtin::default()).map_err(|e| e.to_string())?;
     let mut run = pool.run(batch).map_err(|e| e.to_string())?.on_event(live(paint));
-    let records: Vec<_> = run.by_ref().collect();
+    // A stop (the crash-loop story gives up) is told by the summary's verdict.
+    let records: Vec<_> = run.by_ref().filter_map(Result::ok).collect();
     Ok((run.summary(), records))
 }
 

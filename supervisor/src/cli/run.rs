@@ -125,7 +125,10 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
     if let Some(t) = args.timeout {
         builder = builder.timeout(t);
     }
-    if let Some(m) = args.memory_limit {
+    // Thread mode has no worker process to bound (the warning above said so).
+    if let Some(m) = args.memory_limit
+        && args.mode != ModeArg::Thread
+    {
         builder = builder.memory_limit(m);
     }
     if let Some(e) = &args.events {
@@ -227,7 +230,9 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
     } else {
         log::info!("control socket {} (bulkhead status)", control.display());
     }
-    let summary = run.finish();
+    // The summary says how a stopped run ended; its tasks left behind have no record, and
+    // --resume runs them.
+    let summary = run.finish().unwrap_or_else(|e| *e.summary);
     print_summary(&summary, total, check_time);
     if let (Some(path), Some(t)) = (&args.report, timeline) {
         let title = match &args.tasks {
@@ -299,7 +304,6 @@ fn pool_error(e: &PoolError) -> i32 {
         {
             exit::TASKS_FAILED
         }
-        PoolError::InWorker => exit::TASKS_FAILED,
         _ => exit::BAD_INPUT,
     }
 }

@@ -44,6 +44,8 @@ struct Conn {
     tail: Vec<u8>,
     reading: bool,
     line: Vec<u8>,
+    /// The worker answered its hello: it serves.
+    ready: bool,
 }
 
 /// Worker processes, one per slot.
@@ -130,6 +132,9 @@ impl ProcessBackend {
                         return;
                     }
                 };
+                if proto::peek_version(body).is_some() {
+                    conn.ready = true;
+                }
                 if let Err(e) = deliver(slot, body, cx) {
                     conn.reading = false;
                     // The detail goes into the crash record: the error with its causes.
@@ -264,6 +269,7 @@ impl Backend for ProcessBackend {
             tail: Vec::new(),
             reading: true,
             line: Vec::new(),
+            ready: false,
         });
         Ok(pid)
     }
@@ -273,7 +279,10 @@ impl Backend for ProcessBackend {
             return;
         };
         while engine.has_unsent(slot) {
-            let batch = engine.take_unsent(slot, BATCH);
+            // A frame the worker can read: by count, and by bytes (many large tasks would
+            // otherwise add up past the frame limit and kill the worker that reads it).
+            let n = engine.unsent_fitting(slot, BATCH, MAX_FRAME as usize - 64, 32);
+            let batch = engine.take_unsent(slot, n);
             proto::encode_run(&mut conn.out, batch).expect("assignments always encode");
         }
         self.flush_out(slot);
@@ -359,7 +368,13 @@ impl Backend for ProcessBackend {
             // Its task's children die with it, and anything left in its own group.
             Self::signal_groups(&conn, Signal::SIGKILL);
             let stderr_tail = String::from_utf8_lossy(&conn.tail).into_owned();
+            let conn_ready = conn.ready;
             drop(conn);
+            if !conn_ready && let Some(msg) = misuse(&self.cfg, slot, pid, &exit, &stderr_tail) {
+                // Every replacement would end the same way: stop now, with the reason,
+                // rather than after the restart limit.
+                cx.engine.fatal(msg, cx.now, cx.sink, cx.out);
+            }
             cx.engine.handle(
                 Event::Reaped { slot, pid, exit, executing, culprit, stderr_tail },
                 cx.now,
@@ -383,6 +398,30 @@ impl Backend for ProcessBackend {
         if self.reap_any {
             reap::reap_orphans(std::time::Duration::from_secs(1));
         }
+    }
+}
+
+/// The run's error when a worker ended before its handshake in a way that every replacement
+/// would repeat: its program built a pool instead of serving, exited cleanly without serving,
+/// or refused the handshake (another build, another handler); `None` for any other death.
+fn misuse(cfg: &SpawnConfig, slot: usize, pid: u32, exit: &ExitCause, stderr_tail: &str) -> Option<String> {
+    let said = stderr_tail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("nothing").trim();
+    let (exe, handler) = (cfg.program.exe.display(), &cfg.handler);
+    let hint = format!(
+        "call bulkhead::serve_if_worker::<{handler}>() as the first line of main in {exe}, before anything else runs"
+    );
+    match exit {
+        ExitCause::Exited(shared::exit::WORKER_NOT_SERVED) => Some(format!(
+            "worker {slot} (pid {pid}) did not serve handler '{handler}': its program built a pool instead; {hint}"
+        )),
+        ExitCause::Exited(0) => Some(format!(
+            "worker {slot} (pid {pid}) exited before its handshake without serving handler '{handler}': {hint} \
+             (its last words: {said})"
+        )),
+        ExitCause::Exited(shared::exit::WORKER_PROTOCOL_MISMATCH) => {
+            Some(format!("worker {slot} (pid {pid}) refused its handshake: {said}"))
+        }
+        _ => None,
     }
 }
 

@@ -72,6 +72,8 @@ pub struct SpawnConfig {
     pub program: WorkerProgram,
     /// The handler it must serve.
     pub handler: String,
+    /// That handler's value, postcard-encoded, for the hello.
+    pub config: std::sync::Arc<[u8]>,
     /// Task threads per worker.
     pub threads: u32,
     /// Heartbeat interval.
@@ -135,6 +137,7 @@ pub fn spawn_worker(cfg: &SpawnConfig) -> io::Result<Spawned> {
         handler: cfg.handler.clone(),
         threads: cfg.threads,
         heartbeat_ms: cfg.heartbeat_ms,
+        config: cfg.config.to_vec(),
     });
     let bytes = frame::encode(&hello).map_err(io::Error::other)?;
     let sent = send_with_fd(ours.as_raw_fd(), &bytes, page_fd.as_raw_fd()).and_then(|()| ours.set_nonblocking(true));
