@@ -953,4 +953,37 @@ mod tests {
         assert!(run.next().is_none());
         assert!(matches!(run.summary().stop, Some(StopReason::Completed)));
     }
+
+    #[test]
+    fn thread_mode_refuses_a_memory_limit_and_task_limits_are_checked() {
+        let b = || Pool::builder().mode(Mode::Thread).workers(1);
+        let refused = |r: Result<Pool<Builtin>, PoolError>| match r {
+            Err(PoolError::Invalid(e)) => e,
+            Err(e) => panic!("not a setting error: {e}"),
+            Ok(_) => panic!("built"),
+        };
+        assert_eq!(refused(b().memory_limit(1 << 30).build(Builtin::default())), SettingError::MemoryLimitInThreadMode);
+        assert_eq!(
+            refused(b().max_task_bytes(0).build(Builtin::default())),
+            SettingError::TaskLimit { given: 0, max: MAX_TASK_BYTES }
+        );
+        let over = MAX_TASK_BYTES + 1;
+        assert_eq!(
+            refused(b().max_task_bytes(over).build(Builtin::default())),
+            SettingError::TaskLimit { given: over, max: MAX_TASK_BYTES }
+        );
+        assert!(Pool::builder().memory_limit(1 << 30).build(Builtin::default()).is_ok());
+    }
+
+    #[test]
+    fn a_task_over_the_input_limit_fails_alone_unrun() {
+        let pool = Pool::builder().mode(Mode::Thread).workers(1).max_task_bytes(64).build(Builtin::default()).unwrap();
+        let tasks = vec![BuiltinTask::Shell { cmd: "x".repeat(100) }, BuiltinTask::Noop];
+        let mut results = pool.run(tasks).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+        results.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!((results[0].status, results[0].attempts), (shared::record::Status::Failed, 0));
+        let error = results[0].error.as_deref().unwrap();
+        assert!(error.contains("over the limit of 64 bytes"), "{error}");
+        assert_eq!(results[1].status, shared::record::Status::Ok);
+    }
 }
