@@ -370,7 +370,11 @@ impl Backend for ProcessBackend {
             let stderr_tail = String::from_utf8_lossy(&conn.tail).into_owned();
             let conn_ready = conn.ready;
             drop(conn);
-            if !conn_ready && let Some(msg) = misuse(&self.cfg, slot, pid, &exit, &stderr_tail) {
+            // Only while the run goes on: a stop already decided keeps its reason.
+            if !conn_ready
+                && cx.engine.stop_reason().is_none()
+                && let Some(msg) = misuse(&self.cfg, slot, pid, &exit, &stderr_tail)
+            {
                 // Every replacement would end the same way: stop now, with the reason,
                 // rather than after the restart limit.
                 cx.engine.fatal(msg, cx.now, cx.sink, cx.out);
