@@ -42,6 +42,9 @@ pub const OTHER_SIGNALS: [i32; 4] = [SIGNAL_BASE + 1, SIGNAL_BASE + 10, SIGNAL_B
 pub const WORKER_PROTOCOL_MISMATCH: i32 = 86;
 /// A worker exits with this code when its start-up fails (no socket, no status page).
 pub const WORKER_SETUP_FAILED: i32 = 87;
+/// A worker exits with this code when its program reached the building of a pool without
+/// serving the handler it was started for (no call to `serve_if_worker` for it came first).
+pub const WORKER_NOT_SERVED: i32 = 88;
 
 /// What running a shard again can do after `bulkhead run` ended with a code: the answer a
 /// cluster engine's retry policy needs.

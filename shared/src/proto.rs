@@ -38,6 +38,10 @@ pub struct Hello {
     pub threads: u32,
     /// How often the worker proves it is alive when it has nothing else to say.
     pub heartbeat_ms: u32,
+    /// The handler the pool was built with, postcard-encoded: the worker serves this value,
+    /// not one of its own making, so a configured handler behaves as in thread mode.
+    #[serde(with = "serde_bytes")]
+    pub config: Vec<u8>,
 }
 
 /// One task for a worker to run.
@@ -249,9 +253,14 @@ mod tests {
 
     #[test]
     fn version_is_read_before_the_rest() {
-        let hello =
-            frame::encode(&ToWorker::Hello(Hello { version: 7, handler: "h".into(), threads: 1, heartbeat_ms: 500 }))
-                .unwrap();
+        let hello = frame::encode(&ToWorker::Hello(Hello {
+            version: 7,
+            handler: "h".into(),
+            threads: 1,
+            heartbeat_ms: 500,
+            config: vec![1, 2],
+        }))
+        .unwrap();
         assert_eq!(peek_version(&hello[HEADER_LEN..]), Some(7));
         let ready = frame::encode(&FromWorker::Ready(Ready { version: 9, pid: 1 })).unwrap();
         assert_eq!(peek_version(&ready[HEADER_LEN..]), Some(9));

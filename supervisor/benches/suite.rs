@@ -626,8 +626,11 @@ fn bulkhead_round_trips(cx: &Ctx, warmup: usize, n: usize) -> Result<Vec<f64>, S
         let r = run.next();
         let dt = t0.elapsed();
         match r {
-            Some(r) if r.id == id && r.status == Status::Ok => {}
-            Some(r) => return Err(format!("round trip {i}: got the record of '{}' ({:?}) for '{id}'", r.id, r.status)),
+            Some(Ok(r)) if r.id == id && r.status == Status::Ok => {}
+            Some(Err(e)) => return Err(format!("round trip {i}: {e}")),
+            Some(Ok(r)) => {
+                return Err(format!("round trip {i}: got the record of '{}' ({:?}) for '{id}'", r.id, r.status));
+            }
             None => return Err(format!("round trip {i}: the run ended without a result")),
         }
         if i >= warmup {
@@ -636,9 +639,9 @@ fn bulkhead_round_trips(cx: &Ctx, warmup: usize, n: usize) -> Result<Vec<f64>, S
     }
     drop(tx);
     if let Some(r) = run.next() {
-        return Err(format!("a record after the last round trip: '{}'", r.id));
+        return Err(format!("a record after the last round trip: {r:?}"));
     }
-    let summary = run.finish();
+    let summary = run.finish().map_err(|e| e.to_string())?;
     if summary.exit_code() != 0 {
         return Err(format!("the run ended with {:?}", summary.stop));
     }

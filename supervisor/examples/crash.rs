@@ -8,6 +8,7 @@
 
 use bulkhead::{Handler, Mode, Pool, Status, TaskContext, TaskError, TaskSpec};
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Parse;
 
 impl Handler for Parse {
@@ -31,13 +32,14 @@ impl Handler for Parse {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    bulkhead::serve_if_worker(Parse);
+    bulkhead::serve_if_worker::<Parse>();
 
     let inputs = ["12", "flaky", "-7", "segfault", "forty", "30"];
     let pool = Pool::builder().mode(Mode::Process).workers(2).attempts(3).build(Parse)?;
     let tasks = inputs.iter().map(|s| TaskSpec::with_id(*s, s.to_string()));
     let mut run = pool.run(tasks)?;
     for r in run.by_ref() {
+        let r = r?;
         print!("{:<9} {:<12} attempts {}", r.id, r.status.to_string(), r.attempts);
         if let Some(v) = r.output {
             print!("  = {v}");

@@ -23,6 +23,7 @@ struct Stats {
     worker_pid: u32,
 }
 
+#[derive(Serialize, Deserialize)]
 struct Analyse;
 
 impl Handler for Analyse {
@@ -54,13 +55,13 @@ fn documents() -> Vec<TaskSpec<Document>> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // First thing in main: when this program is started as a worker, this line serves tasks
     // and never returns.
-    bulkhead::serve_if_worker(Analyse);
+    bulkhead::serve_if_worker::<Analyse>();
 
     for mode in [Mode::Process, Mode::Thread] {
         // The one line that chooses isolation.
         let pool = Pool::builder().mode(mode).workers(2).build(Analyse)?;
         println!("{mode:?} mode (this program is pid {}):", std::process::id());
-        let mut results: Vec<_> = pool.run(documents())?.collect();
+        let mut results = pool.run(documents())?.collect::<Result<Vec<_>, _>>()?;
         results.sort_by(|a, b| a.id.cmp(&b.id));
         for r in &results {
             match (&r.output, &r.error) {

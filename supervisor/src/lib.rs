@@ -4,31 +4,38 @@
 //! You define a task type, an output type and a [`Handler`]; a [`Pool`] runs a batch of
 //! tasks on workers and hands back a [`TaskResult`] per task as they finish: its status
 //! (`ok`, `failed`, `quarantined`), the attempts it took, its output or error, and every
-//! crash it caused. Switching between processes and threads is one line, as with Python's
+//! crash it caused. A run that stops before its end (a crash loop it gave up on, bad input,
+//! an interrupt) ends with a [`RunError`] that lists every task it left unrun. Switching between processes and threads is one line, as with Python's
 //! `concurrent.futures`:
 //!
 //! ```standalone_crate
 //! use bulkhead::{Handler, Mode, Pool, TaskContext, TaskError};
+//! use serde::{Deserialize, Serialize};
 //!
-//! struct Square;
+//! // The handler's value is its configuration: the pool sends it to every worker.
+//! #[derive(Serialize, Deserialize)]
+//! struct Power {
+//!     exponent: u32,
+//! }
 //!
-//! impl Handler for Square {
+//! impl Handler for Power {
 //!     type Task = u64;
 //!     type Output = u64;
 //!     fn handle(&self, n: u64, _cx: &TaskContext<'_>) -> Result<u64, TaskError> {
-//!         n.checked_mul(n).ok_or_else(|| TaskError::new("overflow"))
+//!         n.checked_pow(self.exponent).ok_or_else(|| TaskError::new("overflow"))
 //!     }
 //! }
 //!
 //! fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     // First thing in main: in a worker process this serves tasks and never returns.
-//!     bulkhead::serve_if_worker(Square);
+//!     bulkhead::serve_if_worker::<Power>();
 //!
 //!     for mode in [Mode::Process, Mode::Thread] {
-//!         let pool = Pool::builder().mode(mode).workers(2).build(Square)?;
+//!         let pool = Pool::builder().mode(mode).workers(2).build(Power { exponent: 2 })?;
 //!         let mut sum = 0;
 //!         for r in pool.run(1..=10u64)? {
-//!             sum += r.output.expect("every task is ok");
+//!             // `?`: a run that stopped early (gave up, interrupted) ends with its error.
+//!             sum += r?.output.expect("every task is ok");
 //!         }
 //!         assert_eq!(sum, 385);
 //!     }
@@ -44,8 +51,12 @@
 //! threads, parsing arguments or touching files: a worker's start-up (parent-death signal,
 //! memory limit, moving its socket off standard input) assumes a fresh single-threaded
 //! process, and nothing before the call should have side effects twice. A program with
-//! several handlers calls it once per handler; each serves only when asked for by name
-//! ([`Handler::name`]). To use another executable, see [`PoolBuilder::worker_program`].
+//! several handlers calls it once per handler type; each serves only when asked for by name
+//! ([`Handler::name`]). The worker serves the very handler value the pool was built with: it
+//! travels, serialized, with the handshake. A worker that reaches [`PoolBuilder::build`]
+//! instead (the call is missing, or comes too late) exits at once, and the run stops at that
+//! first worker with an error that names the call and where it goes. To use another
+//! executable, see [`PoolBuilder::worker_program`].
 //!
 //! # Theory of operation
 //!
@@ -90,11 +101,12 @@ pub mod report;
 pub mod runtime;
 
 pub use engine::Mode;
+pub use engine::config::MAX_TASK_BYTES;
 pub use engine::lifecycle::{RunEvent, Timed};
 pub use engine::{FaultPlan, StopReason};
 pub use input::source::{ChannelSource, TaskSender, TaskSpec, channel};
 pub use output::journal::ResultsTarget;
-pub use pool::{Pool, PoolBuilder, PoolError, Run, SettingError, Summary, TaskResult};
+pub use pool::{NotRun, Pool, PoolBuilder, PoolError, Run, RunError, SettingError, Summary, TaskResult};
 pub use runtime::process::spawn::WorkerProgram;
 pub use shared::record::{Crash, CrashCause, Status};
 pub use shared::task::FaultKind;

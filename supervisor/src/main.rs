@@ -3,6 +3,6 @@
 
 fn main() {
     // First, before anything else: a worker never gets past this line.
-    bulkhead::serve_if_worker(worker::builtin::Builtin::default());
+    bulkhead::serve_if_worker::<worker::builtin::Builtin>();
     std::process::exit(bulkhead::cli::main());
 }

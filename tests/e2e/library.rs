@@ -98,3 +98,107 @@ fn the_small_worker_is_used_only_when_it_is_of_the_same_build() {
     let _ = run.wait();
     sb.assert_nothing_alive();
 }
+
+/// Runs the scanner example's `scenario` and returns its stdout.
+fn scanner(sb: &Sandbox, scenario: &str) -> String {
+    let path = PathBuf::from(BIN).parent().unwrap().join("examples").join("scanner");
+    assert!(path.exists(), "{} is not built: `cargo build --examples` first", path.display());
+    let done = sb.spawn_exe(&path, &[scenario], None).wait();
+    assert!(done.status().success(), "{}\n{}", done.stdout(), done.stderr());
+    done.stdout()
+}
+
+/// A handler with fields (a pattern, a flag) is the handler the workers run: the same counts
+/// in worker processes as on threads, and the counts of that configuration (case ignored:
+/// "ERROR", "Error" and "error" all match), not of a default one.
+#[test]
+fn a_configured_handler_gives_the_same_answers_in_both_modes() {
+    let sb = Sandbox::new();
+    let text = scanner(&sb, "modes");
+    let expected = "3 matching lines (app.log=2 net.log=1 ok.log=0)";
+    assert!(text.contains(&format!("Process: {expected}")), "{text}");
+    assert!(text.contains(&format!("Thread: {expected}")), "{text}");
+    sb.assert_clean();
+}
+
+/// `run(vec![5, 6, 5])`: three tasks named by position, each with its own result.
+#[test]
+fn equal_task_values_run_as_separate_tasks() {
+    let sb = Sandbox::new();
+    let text = scanner(&sb, "duplicates");
+    assert_eq!(text, "task 0 = Some(25)\ntask 1 = Some(36)\ntask 2 = Some(25)\n");
+    sb.assert_clean();
+}
+
+/// A crash loop: the plain loop ends with the give-up as an error, and every task has its
+/// outcome, the one that crashed the workers with its crashes.
+#[test]
+fn a_give_up_is_an_error_of_the_loop_with_every_task_not_run() {
+    let sb = Sandbox::new();
+    let text = scanner(&sb, "give-up");
+    assert!(text.contains("error: gave up: workers died 4 times"), "{text}");
+    assert!(text.contains("4 task(s) not run"), "{text}");
+    assert!(text.contains("not run: 0 after 4 attempt(s), 4 crash(es)"), "{text}");
+    for id in 1..=3 {
+        assert!(text.contains(&format!("not run: {id} after 0 attempt(s)")), "{text}");
+    }
+    assert!(text.contains("records: 0"), "{text}");
+    sb.assert_clean();
+}
+
+/// An interrupt after the first result: the running task ends, the rest are not run, and
+/// records plus tasks not run are all six.
+#[test]
+fn an_interrupt_is_an_error_of_the_loop_with_every_task_accounted_for() {
+    let sb = Sandbox::new();
+    let text = scanner(&sb, "interrupt");
+    assert!(text.contains("error: interrupted by SIGINT"), "{text}");
+    let records = text.lines().filter(|l| l.starts_with("task ") && l.ends_with(" ok")).count();
+    let not_run = text.lines().filter(|l| l.starts_with("not run: ")).count();
+    assert!(records >= 1 && not_run >= 1, "{text}");
+    assert_eq!(records + not_run, 6, "{text}");
+    assert!(text.contains(&format!("records: {records}")), "{text}");
+    sb.assert_clean();
+}
+
+/// A task over the input limit (a builder setting here, 1 MiB) fails alone, unrun, with its
+/// size and the limit; the others run.
+#[test]
+fn an_oversized_input_fails_only_its_task() {
+    let sb = Sandbox::new();
+    let text = scanner(&sb, "oversized");
+    assert!(text.contains("task 0 ok = 1"), "{text}");
+    assert!(text.contains("task 2 ok = 1"), "{text}");
+    assert!(
+        text.contains("task 1 failed: task input of 2097156 bytes is over the limit of 1048576 bytes a task may have"),
+        "{text}"
+    );
+    sb.assert_clean();
+}
+
+/// A program that builds a pool without `serve_if_worker` first: the run stops at its first
+/// workers with the hint (the call to add, and where), not after a hundred restarts, and the
+/// program's own code ran once per worker started at most (one file per start of `main`).
+#[test]
+fn forgetting_serve_if_worker_fails_at_the_first_worker_with_the_hint() {
+    let sb = Sandbox::new();
+    let path = PathBuf::from(BIN).parent().unwrap().join("examples").join("forgot_serve");
+    assert!(path.exists(), "{} is not built: `cargo build --examples` first", path.display());
+    let done = sb.spawn_exe(&path, &[], None).wait();
+    let text = done.stdout();
+    assert_eq!(done.code(), Some(1), "{text}\n{}", done.stderr());
+    assert!(text.contains("did not serve handler 'forgot_serve::Count'"), "{text}");
+    assert!(
+        text.contains("call bulkhead::serve_if_worker::<forgot_serve::Count>() as the first line of main"),
+        "{text}"
+    );
+    assert!(text.contains("10 task(s) not run"), "{text}");
+    let starts = std::fs::read_dir(sb.dir.path())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("started-"))
+        .count();
+    // The program itself, and at most one worker per slot (2) before the stop.
+    assert!((2..=3).contains(&starts), "{starts} starts of main: {text}");
+    println!("forgot_serve: {}", text.trim());
+    sb.assert_clean();
+}

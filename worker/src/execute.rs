@@ -68,7 +68,7 @@ pub fn execute<H: Handler>(
     let cx = TaskContext::new(a.attempt, &slot.child_pgid);
     let result = match postcard::from_bytes::<H::Task>(a.payload) {
         Ok(task) => handler.handle(task, &cx),
-        Err(e) => Err(TaskError::new(format!("cannot decode the task for handler '{}': {e}", handler.name()))),
+        Err(e) => Err(TaskError::new(format!("cannot decode the task for handler '{}': {e}", H::name()))),
     };
     cx.clear_child_group();
     if let Some(kind) = a.fault {
@@ -130,6 +130,7 @@ mod tests {
 
     use super::*;
 
+    #[derive(serde::Serialize, serde::Deserialize)]
     struct Bytes;
 
     impl Handler for Bytes {

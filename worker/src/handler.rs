@@ -11,32 +11,39 @@ use shared::proto::TaskError;
 /// `bulkhead` binary implement it too ([`crate::builtin::Builtin`]).
 ///
 /// A handler runs in worker processes (process mode) or on threads of the supervisor
-/// (thread mode), so it must be `Send + Sync` and must not rely on state of the process
-/// that created it: in process mode each worker gets its own copy, built by the call to
-/// [`crate::serve_if_worker`] in that worker.
+/// (thread mode), so it must be `Send + Sync`. Its value is its configuration: the pool
+/// serializes the handler it was built with and every worker process deserializes its own
+/// copy from the handshake, so a field (a pattern, a flag) holds the same value in both
+/// modes. A field that should not travel (a cache, a connection) is `#[serde(skip)]` and
+/// starts from its `Default` in each worker.
 ///
 /// ```
+/// use serde::{Deserialize, Serialize};
 /// use worker::{Handler, TaskContext, TaskError};
 ///
-/// struct Double;
+/// #[derive(Serialize, Deserialize)]
+/// struct Multiply {
+///     by: u64,
+/// }
 ///
-/// impl Handler for Double {
+/// impl Handler for Multiply {
 ///     type Task = u64;
 ///     type Output = u64;
 ///     fn handle(&self, n: u64, _cx: &TaskContext<'_>) -> Result<u64, TaskError> {
-///         n.checked_mul(2).ok_or_else(|| TaskError::new("overflow"))
+///         n.checked_mul(self.by).ok_or_else(|| TaskError::new("overflow"))
 ///     }
 /// }
 /// ```
-pub trait Handler: Send + Sync + 'static {
+pub trait Handler: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// One task, as the supervisor sends it (postcard on the wire).
     type Task: Serialize + DeserializeOwned + Send + 'static;
     /// What a task produces.
     type Output: Serialize + DeserializeOwned + Send + 'static;
 
     /// Names the handler so that a worker serves the handler its supervisor expects. The
-    /// default, the type's name, suits one handler per program.
-    fn name(&self) -> &str {
+    /// default, the type's name, suits any program; it is known before a worker has the
+    /// handler's value, which comes with the handshake.
+    fn name() -> &'static str {
         std::any::type_name::<Self>()
     }
 

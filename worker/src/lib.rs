@@ -21,7 +21,7 @@ pub use handler::{Handler, TaskContext};
 /// Identifies the worker code of this build (a hash of its sources): a separate worker
 /// executable is used only when its id is the supervisor's own.
 pub const BUILD_ID: &str = env!("BULKHEAD_BUILD_ID");
-pub use serve::serve_if_worker;
+pub use serve::{exit_if_unserved_worker, serve_if_worker};
 pub use shared::proto::TaskError;
 
 /// Environment variables through which a supervisor configures the workers it starts. They

@@ -46,6 +46,14 @@ enum ServeError {
     Handler { expected: String, actual: String },
     #[error("bad handshake: {0}")]
     Handshake(&'static str),
+    #[error(
+        "cannot decode the handler '{name}' the pool was built with: is this program of another build than the supervisor's?"
+    )]
+    Config {
+        name: &'static str,
+        #[source]
+        source: postcard::Error,
+    },
     #[error("connection to the supervisor failed")]
     Frame(#[from] FrameError),
     #[error("cannot map the status page")]
@@ -55,27 +63,33 @@ enum ServeError {
 impl ServeError {
     fn exit_code(&self) -> i32 {
         match self {
-            ServeError::Version { .. } | ServeError::Handler { .. } => exit::WORKER_PROTOCOL_MISMATCH,
+            ServeError::Version { .. } | ServeError::Handler { .. } | ServeError::Config { .. } => {
+                exit::WORKER_PROTOCOL_MISMATCH
+            }
             _ => exit::WORKER_SETUP_FAILED,
         }
     }
 }
 
-/// If this process was started as a worker for `handler`, serves tasks and exits; otherwise
+/// If this process was started as a worker for handler `H`, serves tasks and exits; otherwise
 /// returns at once and the program goes on as usual.
 ///
 /// Call it first thing in `main`, before starting threads or touching the terminal: the
 /// worker's start-up (parent-death signal, memory limit, moving the socket off stdin) assumes
-/// a fresh single-threaded process. A program with several handlers calls it once per
-/// handler; only the one the supervisor asked for serves.
-pub fn serve_if_worker<H: Handler>(handler: H) {
+/// a fresh single-threaded process, and whatever runs before the call runs again in every
+/// worker. The worker serves the handler value the pool was built with, which comes with the
+/// handshake. A program with several handlers calls it once per handler type; only the one
+/// the supervisor asked for serves. A worker that gets past every call (none serves the
+/// handler asked for) exits when it reaches `PoolBuilder::build`, and the pool stops with a
+/// message that names this function.
+pub fn serve_if_worker<H: Handler>() {
     let Some(name) = std::env::var_os(env::WORKER) else {
         return;
     };
-    if name != handler.name() {
+    if name != H::name() {
         return;
     }
-    let code = match serve(handler) {
+    let code = match serve::<H>() {
         Ok(()) => 0,
         Err(ServeError::Frame(FrameError::Closed)) => 0,
         Err(e) => {
@@ -84,6 +98,23 @@ pub fn serve_if_worker<H: Handler>(handler: H) {
         }
     };
     std::process::exit(code);
+}
+
+/// Called where a program builds a pool: in a worker process, that means no call to
+/// [`serve_if_worker`] served the handler the supervisor asked for, so this worker says so
+/// on stderr and exits with [`exit::WORKER_NOT_SERVED`] at once, before the program's own
+/// code goes on to run a second time. Outside a worker it returns.
+pub fn exit_if_unserved_worker() {
+    let Some(name) = std::env::var_os(env::WORKER) else {
+        return;
+    };
+    let name = name.to_string_lossy();
+    eprintln!(
+        "bulkhead worker {}: started as a worker for handler '{name}', this program built a pool instead of \
+         serving: call bulkhead::serve_if_worker::<{name}>() as the first line of main",
+        std::process::id()
+    );
+    std::process::exit(exit::WORKER_NOT_SERVED);
 }
 
 /// The worker's end of the connection, reachable from the panic hook, the heartbeat thread
@@ -121,10 +152,12 @@ impl FaultSite for Link {
     }
 }
 
-fn serve<H: Handler>(handler: H) -> Result<(), ServeError> {
+fn serve<H: Handler>() -> Result<(), ServeError> {
     let sock = startup::prepare()?;
     let mut reader = FrameReader::new(MAX_FRAME);
-    let (hello, page_fd) = handshake(&sock, &mut reader, handler.name())?;
+    let (hello, page_fd) = handshake(&sock, &mut reader, H::name())?;
+    let handler: H =
+        postcard::from_bytes(&hello.config).map_err(|source| ServeError::Config { name: H::name(), source })?;
     let page = StatusPage::open(&page_fd).map_err(ServeError::Page)?;
     drop(page_fd);
     let writer = sock.try_clone().map_err(|e| ServeError::Frame(FrameError::Io(e)))?;
@@ -469,7 +502,7 @@ mod tests {
     use super::*;
 
     fn hello(version: u32, handler: &str) -> Vec<u8> {
-        let h = Hello { version, handler: handler.into(), threads: 1, heartbeat_ms: 250 };
+        let h = Hello { version, handler: handler.into(), threads: 1, heartbeat_ms: 250, config: Vec::new() };
         frame::encode(&ToWorker::Hello(h)).unwrap()
     }
 

@@ -4,7 +4,7 @@
 //! id, and serves as its own worker otherwise. Started by hand, it says so.
 
 fn main() {
-    worker::serve_if_worker(worker::builtin::Builtin::default());
+    worker::serve_if_worker::<worker::builtin::Builtin>();
     if std::env::args().nth(1).as_deref() == Some("--build-id") {
         println!("{}", worker::BUILD_ID);
         return;

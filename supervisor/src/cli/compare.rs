@@ -116,6 +116,9 @@ pub enum CompareError {
     /// A measuring thread panicked.
     #[error("a measurement thread panicked")]
     Panicked,
+    /// The round-trip run stopped before its last task.
+    #[error("the round-trip run stopped")]
+    Stopped(#[source] Box<crate::pool::RunError>),
     /// The round-trip run ended before its last task.
     #[error("the round-trip run ended early")]
     EndedEarly,
@@ -203,13 +206,15 @@ fn round_trip(mode: &str, n: usize) -> Result<(f64, f64), CompareError> {
     for i in 0..n + 100 {
         let t = Instant::now();
         tx.send(crate::TaskSpec::with_id(format!("r{i}"), BuiltinTask::Noop));
-        run.next().ok_or(CompareError::EndedEarly)?;
+        run.next().ok_or(CompareError::EndedEarly)?.map_err(|e| CompareError::Stopped(Box::new(e)))?;
         if i >= 100 {
             times.push(t.elapsed().as_secs_f64() * 1e6);
         }
     }
     drop(tx);
-    while run.next().is_some() {}
+    for r in run {
+        r.map_err(|e| CompareError::Stopped(Box::new(e)))?;
+    }
     times.sort_by(f64::total_cmp);
     Ok((times[times.len() / 2], times[times.len() * 99 / 100]))
 }

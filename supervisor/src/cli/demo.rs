@@ -237,7 +237,8 @@ fn process_run(
 ) -> Result<(Summary, Vec<shared::record::Record<shared::task::BuiltinOutput>>), DemoError> {
     let pool = builder.build(Builtin::default())?;
     let mut run = pool.run(batch)?.on_event(live(paint));
-    let records: Vec<_> = run.by_ref().collect();
+    // A stop (the crash-loop story gives up) is told by the summary's verdict.
+    let records: Vec<_> = run.by_ref().filter_map(Result::ok).collect();
     Ok((run.summary(), records))
 }
 
@@ -248,7 +249,7 @@ fn verdict(paint: Paint, s: &Summary, tasks: usize) {
     // and it is still to do.
     let rest = match (unfinished, &s.stop) {
         (0, _) => "none lost".to_string(),
-        (k, Some(StopReason::RestartLimit(_) | StopReason::ProtocolMismatch { .. })) => {
+        (k, Some(StopReason::RestartLimit(_) | StopReason::ProtocolMismatch { .. } | StopReason::NotServed { .. })) => {
             format!("{k} never finished: the run gave up before them (no record; --resume runs them)")
         }
         (k, _) => format!("{k} never finished: the run stopped before them (no record; --resume runs them)"),

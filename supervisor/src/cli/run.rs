@@ -113,7 +113,9 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
     };
     let (run, timeline) = attach_timeline(run, &args);
     setup.announce();
-    let mut summary = run.finish();
+    // The summary says how a stopped run ended; its tasks left behind have no record, and
+    // --resume runs them.
+    let mut summary = run.finish().unwrap_or_else(|e| *e.summary);
     print_summary(&summary, total, check_time);
     let title = match &args.tasks {
         Some(p) => format!("bulkhead run {}", p.display()),
@@ -231,7 +233,10 @@ impl PoolSetup {
         if let Some(t) = args.timeout {
             builder = builder.timeout(t);
         }
-        if let Some(m) = args.memory_limit {
+        // Thread mode has no worker process to bound (the warning above said so).
+        if let Some(m) = args.memory_limit
+            && args.mode != ModeArg::Thread
+        {
             builder = builder.memory_limit(m);
         }
         if let Some(e) = &args.events {
@@ -386,7 +391,6 @@ pub(super) fn pool_error(e: &PoolError) -> i32 {
         {
             exit::TASKS_FAILED
         }
-        PoolError::InWorker => exit::TASKS_FAILED,
         _ => exit::BAD_INPUT,
     }
 }
@@ -451,7 +455,9 @@ fn summary_lines(s: &Summary, total: Option<u64>, check_time: Option<std::time::
         "--resume cannot continue from where these results went"
     };
     match &s.stop {
-        Some(why @ (R::RestartLimit(_) | R::ProtocolMismatch { .. })) => lines.push(format!("bulkhead: {why}; {kept}")),
+        Some(why @ (R::RestartLimit(_) | R::ProtocolMismatch { .. } | R::NotServed { .. })) => {
+            lines.push(format!("bulkhead: {why}; {kept}"))
+        }
         Some(why @ R::ResultsWriteFailed { .. }) => {
             let written = s.records_written.unwrap_or(0);
             lines.push(format!("bulkhead: error: {why}; the run stopped: {written} record(s) were written, {kept}"))
@@ -502,7 +508,7 @@ fn next_step(code: i32, s: &Summary, results: Option<&std::path::Path>) -> Optio
             e.place,
             if results.is_some() { " with --resume (the tasks before it are recorded)" } else { "" }
         ),
-        (exit::GAVE_UP, Some(R::RestartLimit(_) | R::ProtocolMismatch { .. })) => format!(
+        (exit::GAVE_UP, Some(R::RestartLimit(_) | R::ProtocolMismatch { .. } | R::NotServed { .. })) => format!(
             "next: the causes are in the crashes above and in the records in {records}; \
              if the workers died of the load, not of a bug, allow more with --max-restarts N/DUR, \
              then run again{}",

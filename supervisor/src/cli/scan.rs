@@ -248,7 +248,9 @@ pub(super) fn scan(args: ScanArgs) -> i32 {
     };
     let (mut started, timeline) = attach_timeline(started, &run);
     let mut write_error = None;
-    for r in started.by_ref() {
+    // A stop ends the iteration with its error; the summary and the completeness check below
+    // say what it left undone.
+    for r in started.by_ref().filter_map(Result::ok) {
         let Some(&i) = index.get(&r.id) else { continue };
         totals.ran += 1;
         match (r.status, r.output) {

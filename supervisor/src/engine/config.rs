@@ -9,6 +9,11 @@ use crate::engine::restart::RestartPolicy;
 /// The most tasks in flight on one worker thread; beyond this, queueing only adds latency.
 pub const MAX_INFLIGHT_PER_THREAD: usize = 4096;
 
+/// The largest task input a worker can be sent: one task must fit in one message frame
+/// (16 MiB) beside the few bytes of its assignment (sequence number, attempt, fault, lengths:
+/// at most 33).
+pub const MAX_TASK_BYTES: usize = shared::MAX_FRAME as usize - 64;
+
 /// A fault carried by a task, and on which attempts it fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FaultPlan {
@@ -49,6 +54,8 @@ pub struct EngineConfig {
     pub queue_budget_ns: u64,
     /// Seed for backoff jitter.
     pub seed: u64,
+    /// The largest encoded task input; a larger task fails when it is taken in, unrun.
+    pub max_task_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -68,6 +75,7 @@ impl Default for EngineConfig {
             inject: None,
             queue_budget_ns: 2_000_000,
             seed: 0,
+            max_task_bytes: MAX_TASK_BYTES,
         }
     }
 }

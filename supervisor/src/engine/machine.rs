@@ -147,6 +147,13 @@ impl Engine {
         self.slots.iter().map(|s| s.inflight.len()).sum()
     }
 
+    /// Every task taken in and not concluded, with the attempts charged to it and its
+    /// crashes: once a stopped run is done, the tasks the stop left behind.
+    pub fn unfinished(&self) -> impl Iterator<Item = (&str, u32, &[Crash])> {
+        let held = self.slots.iter().flat_map(|s| s.inflight.iter().map(|f| &f.task));
+        held.chain(self.retry.iter()).chain(self.fresh.iter()).map(|t| (t.job.id(), t.charged, t.crashes.as_slice()))
+    }
+
     /// Why the run stopped or is stopping.
     pub fn stop_reason(&self) -> Option<&StopReason> {
         self.stop.as_ref()
@@ -182,7 +189,8 @@ impl Engine {
         (total * 2).max(64).saturating_sub(self.queued())
     }
 
-    /// Queues new jobs and hands them out to idle workers at once.
+    /// Queues new jobs and hands them out to idle workers at once. A job over the input limit
+    /// fails here, unrun: no worker could be sent it.
     pub fn push_jobs(
         &mut self,
         jobs: impl IntoIterator<Item = Job>,
@@ -191,7 +199,25 @@ impl Engine {
         out: &mut Vec<Action>,
     ) {
         let before = self.fresh.len();
-        self.fresh.extend(jobs.into_iter().map(|job| Task { job, charged: 0, crashes: Vec::new() }));
+        for job in jobs {
+            let (len, max) = (job.payload().len(), self.cfg.max_task_bytes);
+            if len > max {
+                self.counts.failed += 1;
+                let message =
+                    format!("task input of {len} bytes is over the limit of {max} bytes a task may have; not run");
+                let ending = Ending::Failed(shared::proto::TaskError::new(message));
+                sink.finished(Finished {
+                    id: job.id(),
+                    worker: 0,
+                    attempts: 0,
+                    micros: None,
+                    ending,
+                    crashes: Vec::new(),
+                });
+                continue;
+            }
+            self.fresh.push_back(Task { job, charged: 0, crashes: Vec::new() });
+        }
         if self.fresh.len() > before {
             self.settle(now, sink, out);
         }
@@ -203,11 +229,11 @@ impl Engine {
         self.settle(now, sink, out);
     }
 
-    /// The input broke: what is queued is not run; running tasks finish; the run ends with a
-    /// bad-input error.
+    /// The input broke: what is queued is not run (it stays queued, for
+    /// [`unfinished`](Self::unfinished)); running tasks finish; the run ends with a bad-input
+    /// error.
     pub fn input_failed(&mut self, error: Arc<InputError>, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
         self.input_open = false;
-        self.fresh.clear();
         self.begin_drain(StopReason::BadInput(error), None);
         self.settle(now, sink, out);
     }
@@ -288,6 +314,24 @@ impl Engine {
             fault: f.fault,
             payload: f.task.job.payload(),
         })
+    }
+
+    /// How many of the slot's next unsent assignments, at most `max`, fit in `bytes` when
+    /// each costs its payload plus `overhead`; at least one while any is unsent (a task alone
+    /// is within the input limit, which is below a frame's).
+    pub fn unsent_fitting(&self, slot: usize, max: usize, bytes: usize, overhead: usize) -> usize {
+        let s = &self.slots[slot];
+        let mut total = 0usize;
+        let n = s
+            .inflight
+            .range(s.sent..)
+            .take(max)
+            .take_while(|f| {
+                total += f.task.job.payload().len() + overhead;
+                total <= bytes
+            })
+            .count();
+        n.max(usize::from(s.sent < s.inflight.len()))
     }
 
     /// Whether the slot has assignments not yet sent.

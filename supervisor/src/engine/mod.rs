@@ -28,5 +28,5 @@ pub use job::{Job, JobBuilder};
 pub use machine::{Engine, Slot, fault_for};
 pub use slot::{KillReason, SlotState};
 pub use types::{
-    Action, Counts, Ending, Event, Finished, Interrupt, Probe, RestartLimit, Sink, SpawnError, StopReason,
+    Action, Counts, Ending, Event, Finished, Interrupt, Misuse, Probe, RestartLimit, Sink, SpawnError, StopReason,
 };

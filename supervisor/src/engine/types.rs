@@ -225,6 +225,16 @@ pub enum StopReason {
         /// Ours.
         ours: u32,
     },
+    /// A worker did not serve the pool's handler: every replacement would end the same way.
+    #[error("worker {slot} (pid {pid}) {misuse}")]
+    NotServed {
+        /// The worker's slot.
+        slot: usize,
+        /// Its process.
+        pid: u32,
+        /// What it did instead.
+        misuse: Misuse,
+    },
     /// The results could not be written: running more tasks would only lose their records.
     #[error("cannot write results to {path}: {error}")]
     ResultsWriteFailed {
@@ -239,6 +249,42 @@ pub enum StopReason {
     /// Thread mode: the shared state was poisoned.
     #[error("the shared state was poisoned: {0}")]
     Poisoned(String),
+}
+
+/// How a worker failed to serve the pool's handler; each says what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Misuse {
+    /// Its program reached building a pool: `serve_if_worker` was not called first.
+    #[error(
+        "did not serve handler '{handler}': its program built a pool instead; call \
+         bulkhead::serve_if_worker::<{handler}>() as the first line of main in {exe}, before anything else runs"
+    )]
+    BuiltAPool {
+        /// The pool's handler.
+        handler: String,
+        /// The worker's executable.
+        exe: String,
+    },
+    /// It exited with status 0 before its handshake.
+    #[error(
+        "exited before its handshake without serving handler '{handler}': call \
+         bulkhead::serve_if_worker::<{handler}>() as the first line of main in {exe}, before anything else runs \
+         (its last words: {said})"
+    )]
+    ExitedEarly {
+        /// The pool's handler.
+        handler: String,
+        /// The worker's executable.
+        exe: String,
+        /// Its last line on stderr.
+        said: String,
+    },
+    /// It refused the handshake (another handler, a configuration it cannot decode).
+    #[error("refused its handshake: {said}")]
+    Refused {
+        /// Its last line on stderr.
+        said: String,
+    },
 }
 
 /// The restart limit was passed: more restarts within the period than allowed.
@@ -270,7 +316,9 @@ impl StopReason {
             StopReason::Interrupted(Interrupt::Term) => "terminated",
             StopReason::Interrupted(Interrupt::Other(Signal::SIGHUP)) => "hung_up",
             StopReason::Interrupted(Interrupt::Other(_)) => "signalled",
-            StopReason::RestartLimit(_) | StopReason::ProtocolMismatch { .. } => "gave_up",
+            StopReason::RestartLimit(_) | StopReason::ProtocolMismatch { .. } | StopReason::NotServed { .. } => {
+                "gave_up"
+            }
             StopReason::ResultsWriteFailed { .. } => "output_failed",
             StopReason::BadInput(_) => "bad_input",
             StopReason::Poisoned(_) => "poisoned",
@@ -281,7 +329,10 @@ impl StopReason {
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            StopReason::RestartLimit(_) | StopReason::ProtocolMismatch { .. } | StopReason::ResultsWriteFailed { .. }
+            StopReason::RestartLimit(_)
+                | StopReason::ProtocolMismatch { .. }
+                | StopReason::NotServed { .. }
+                | StopReason::ResultsWriteFailed { .. }
         )
     }
 }

@@ -34,6 +34,8 @@ pub enum IdOrigin {
     Content,
     /// A hash of the command a `--cmd` template made of the line.
     Command,
+    /// Its position in a library run's input, because it had none.
+    Position,
 }
 
 /// What is wrong with one task.
@@ -129,6 +131,7 @@ fn duplicate_hint(origin: IdOrigin) -> &'static str {
             " (with --cmd, a task's id is a hash of its command: this line repeats an earlier command; \
              put {#} in --cmd to run each line, repeats included)"
         }
+        IdOrigin::Position => " (a task without an id is named by its position from 0: a given id takes that name)",
     }
 }
 

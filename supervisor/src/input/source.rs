@@ -39,10 +39,12 @@ pub trait TaskSource {
 }
 
 /// One task for [`crate::Pool::run`], with an optional id and fault. A bare task converts into
-/// one with neither: its id is then a hash of its content.
+/// one with neither: its id is then its position in the input, counted from 0 (`"0"`, `"1"`,
+/// ...), or a hash of its content when the pool asks for content ids
+/// ([`crate::PoolBuilder::content_ids`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskSpec<T> {
-    /// Unique in the batch; `None` for a content hash.
+    /// Unique in the batch; `None` for the task's position (or its content hash).
     pub id: Option<String>,
     /// The task.
     pub task: T,
@@ -78,6 +80,9 @@ pub struct Admission {
     pub skipped_done: u64,
     /// Tasks skipped because another shard runs them.
     pub skipped_shard: u64,
+    /// Name a library task without an id by a hash of its content instead of its position,
+    /// so that a resumed run knows it whatever its place in the input.
+    pub content_ids: bool,
 }
 
 impl Default for Admission {
@@ -89,7 +94,15 @@ impl Default for Admission {
 impl Admission {
     /// An admission that skips the ids in `done`.
     pub fn new(done: IdSet, shard: Option<(u32, u32)>) -> Self {
-        Self { seen: IdSet::default(), check_duplicates: true, done, shard, skipped_done: 0, skipped_shard: 0 }
+        Self {
+            seen: IdSet::default(),
+            check_duplicates: true,
+            done,
+            shard,
+            skipped_done: 0,
+            skipped_shard: 0,
+            content_ids: false,
+        }
     }
 
     /// Ok(true): run it; Ok(false): skip it; Err: a duplicate id (`origin` says how the task got
@@ -163,7 +176,7 @@ impl Chunker {
         self.builder.len()
     }
 
-    /// Adds task number `index`, unless it is to be skipped; an error for a duplicate or a
+    /// Adds task number `index` (from 1), unless it is to be skipped; an error for a duplicate or a
     /// task that does not encode.
     fn add<T: Serialize>(
         &mut self,
@@ -176,7 +189,8 @@ impl Chunker {
         shared::frame::append(&spec.task, &mut self.scratch).map_err(|e| at(Problem::Encode(e)))?;
         let (id, origin) = match spec.id {
             Some(id) => (id, IdOrigin::Given),
-            None => (content_id(&self.scratch), IdOrigin::Content),
+            None if admission.content_ids => (content_id(&self.scratch), IdOrigin::Content),
+            None => ((index - 1).to_string(), IdOrigin::Position),
         };
         if admission.admit(&id, origin).map_err(at)? {
             let scratch = &self.scratch;
@@ -227,16 +241,17 @@ struct IterState {
 ///
 /// ```standalone_crate
 /// # use bulkhead::{Pool, Handler, TaskContext, TaskError};
+/// # #[derive(serde::Serialize, serde::Deserialize)]
 /// # struct Echo;
 /// # impl Handler for Echo { type Task = u32; type Output = u32;
 /// #   fn handle(&self, t: u32, _: &TaskContext<'_>) -> Result<u32, TaskError> { Ok(t) } }
-/// bulkhead::serve_if_worker(Echo);
+/// bulkhead::serve_if_worker::<Echo>();
 /// let pool = Pool::builder().workers(2).build(Echo)?;
 /// let (tx, source) = bulkhead::channel::<u32>()?;
 /// let mut run = pool.run_source(|admission| Ok(Box::new(source.admit_with(admission))))?;
 /// tx.send(7);
 /// let first = run.next(); // the result of task 7, one round trip later
-/// assert_eq!(first.and_then(|r| r.output), Some(7));
+/// assert_eq!(first.and_then(|r| r.ok()?.output), Some(7));
 /// drop(tx);
 /// assert!(run.next().is_none());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -307,8 +322,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn iter_source_hashes_ids_and_rejects_duplicates() {
-        let mut s: IterSource<_, u32> = IterSource::new(vec![1u32, 2, 1].into_iter(), Admission::default());
+    fn iter_source_names_tasks_by_position_so_equal_values_both_run() {
+        let mut s: IterSource<_, u32> = IterSource::new(vec![5u32, 6, 5].into_iter(), Admission::default());
+        let mut out = Vec::new();
+        assert!(matches!(s.pull(10, &mut out), Pull::End));
+        assert_eq!(out.iter().map(|j| j.id()).collect::<Vec<_>>(), ["0", "1", "2"]);
+        // A given id that takes a position's name is a duplicate, named as such.
+        let specs = vec![TaskSpec::from(5u32), TaskSpec::with_id("0", 6)];
+        let mut s: IterSource<_, u32> = IterSource::new(specs.into_iter(), Admission::default());
+        let Pull::Failed(e) = s.pull(10, &mut out) else { panic!("a duplicate must fail the pull") };
+        assert!(matches!(&e.problem, Problem::DuplicateId { origin: IdOrigin::Given, .. }), "{e}");
+    }
+
+    #[test]
+    fn iter_source_hashes_ids_when_asked_and_rejects_duplicates() {
+        let admission = Admission { content_ids: true, ..Admission::default() };
+        let mut s: IterSource<_, u32> = IterSource::new(vec![1u32, 2, 1].into_iter(), admission);
         let mut out = Vec::new();
         let pulled = s.pull(10, &mut out);
         let Pull::Failed(e) = pulled else { panic!("a duplicate must fail the pull, not {pulled:?}") };

@@ -12,9 +12,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shared::exit;
 use shared::proto::TaskError;
-use shared::record::{Conclusion, Record, RecordRef};
+use shared::record::{Conclusion, Crash, Record, RecordRef};
 use worker::Handler;
 
+use crate::engine::config::MAX_TASK_BYTES;
 use crate::engine::inject::Inject;
 use crate::engine::lifecycle::{RunEvent, Timed};
 use crate::engine::restart::RestartPolicy;
@@ -63,6 +64,8 @@ pub struct PoolBuilder {
     expected_total: Option<u64>,
     reap_orphans: bool,
     seed: u64,
+    content_ids: bool,
+    max_task_bytes: usize,
 }
 
 impl std::fmt::Debug for PoolBuilder {
@@ -97,6 +100,8 @@ impl Default for PoolBuilder {
             expected_total: None,
             reap_orphans: false,
             seed: 0,
+            content_ids: false,
+            max_task_bytes: MAX_TASK_BYTES,
         }
     }
 }
@@ -116,11 +121,16 @@ pub enum PoolError {
     /// A setting is out of range, or settings contradict each other.
     #[error("invalid setting")]
     Invalid(#[from] SettingError),
-    /// This process is itself a bulkhead worker that was not served.
-    #[error(
-        "this process was started as a bulkhead worker but did not serve: call serve_if_worker first thing in main"
-    )]
-    InWorker,
+    /// The handler cannot be serialized for the workers (a field whose `Serialize` fails,
+    /// or a configuration larger than a message may be).
+    #[error("cannot serialize the handler '{name}' to send it to the workers")]
+    Handler {
+        /// The handler's name.
+        name: &'static str,
+        /// Why.
+        #[source]
+        source: postcard::Error,
+    },
     /// The system refused something the run needs.
     #[error("cannot {what}")]
     Io {
@@ -182,6 +192,18 @@ pub enum SettingError {
     /// Resume without a results file to resume from.
     #[error("resume needs a results file")]
     ResumeWithoutResults,
+    /// A memory limit in thread mode, where the workers are threads of this process and
+    /// nothing bounds one thread's memory.
+    #[error("thread mode cannot apply a memory limit: its workers share this process's memory (use process mode)")]
+    MemoryLimitInThreadMode,
+    /// A task input limit no task could meet, or one above what a message can carry.
+    #[error("task input limit must be 1 to {max} bytes, not {given}")]
+    TaskLimit {
+        /// What was asked for.
+        given: usize,
+        /// The most a message carries.
+        max: usize,
+    },
 }
 
 /// A size as a person reads it: bytes below a KiB, else the largest binary unit.
@@ -201,6 +223,9 @@ fn size(bytes: u64) -> String {
 
 /// The shortest task timeout a pool takes.
 pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
+
+/// The largest serialized handler a handshake carries (the rest of its frame is small).
+const MAX_CONFIG: usize = (shared::MAX_FRAME as usize) / 2;
 
 /// The most workers a pool takes.
 const MAX_WORKERS: usize = 4096;
@@ -237,12 +262,17 @@ impl PoolBuilder {
         self.attempts = n;
         self
     }
-    /// Per-task wall-clock limit; the worker running a late task is killed.
+    /// Per-task wall-clock limit. In process mode the worker running a late task is killed
+    /// and replaced, and the attempt counts as a crash. In thread mode a thread cannot be
+    /// killed: a late task's thread is abandoned, still running until the process exits, and
+    /// replaced ([`build`](Self::build) warns of it through `log`).
     pub fn timeout(mut self, d: Duration) -> Self {
         self.timeout = Some(d);
         self
     }
     /// Address-space limit of each worker process, in bytes; at least [`MIN_MEMORY_LIMIT`].
+    /// Process mode only: thread mode refuses it at [`build`](Self::build), since nothing
+    /// bounds the memory of one thread.
     pub fn memory_limit(mut self, bytes: u64) -> Self {
         self.memory_limit = Some(bytes);
         self
@@ -332,17 +362,37 @@ impl PoolBuilder {
         self.reap_orphans = yes;
         self
     }
+    /// Names each task given without an id by a hash of its content instead of its position
+    /// in the input (`"0"`, `"1"`, ...): a resumed run then recognises a done task wherever
+    /// it now stands, and equal tasks are one task (the second is refused as a duplicate).
+    /// Off by default, so that equal values run as separate tasks.
+    pub fn content_ids(mut self, yes: bool) -> Self {
+        self.content_ids = yes;
+        self
+    }
+    /// The largest task input, in bytes once encoded (postcard), up to and by default
+    /// [`MAX_TASK_BYTES`] (what one message to a worker carries). A larger task fails alone
+    /// when the run takes it in, with an error that names its size, and is never sent; the
+    /// same in both modes.
+    pub fn max_task_bytes(mut self, bytes: usize) -> Self {
+        self.max_task_bytes = bytes;
+        self
+    }
     /// Seed for restart jitter.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
         self
     }
 
-    /// Builds the pool for `handler`.
+    /// Builds the pool for `handler`, the value every worker serves (each process mode
+    /// worker gets a copy, serialized with its handshake). In a worker process that did not
+    /// serve (no [`serve_if_worker`](crate::serve_if_worker) for this handler came first in
+    /// `main`), it says so on stderr and exits the process, so that the program's own code
+    /// does not run on in the worker; the pool that started the worker stops with the hint.
     pub fn build<H: Handler>(self, handler: H) -> Result<Pool<H>, PoolError> {
-        if std::env::var_os(worker::env::WORKER).is_some() {
-            return Err(PoolError::InWorker);
-        }
+        // A worker whose program got here without serving exits now, before the program's
+        // own work runs a second time; the pool that started it names the missing call.
+        worker::exit_if_unserved_worker();
         if self.workers == 0 || self.workers > MAX_WORKERS {
             return Err(SettingError::Workers { given: self.workers, max: MAX_WORKERS }.into());
         }
@@ -353,11 +403,16 @@ impl PoolBuilder {
             let (given, max) = (self.threads_per_worker, shared::shm::MAX_SLOTS);
             return Err(SettingError::ThreadsPerWorker { given, max }.into());
         }
+        if self.memory_limit.is_some() && self.mode == Mode::Thread {
+            return Err(SettingError::MemoryLimitInThreadMode.into());
+        }
         if let Some(limit) = self.memory_limit
             && limit < MIN_MEMORY_LIMIT
-            && self.mode == Mode::Process
         {
             return Err(SettingError::MemoryLimitTooSmall { limit, min: MIN_MEMORY_LIMIT }.into());
+        }
+        if self.max_task_bytes == 0 || self.max_task_bytes > MAX_TASK_BYTES {
+            return Err(SettingError::TaskLimit { given: self.max_task_bytes, max: MAX_TASK_BYTES }.into());
         }
         if let Some(given) = self.timeout
             && given < MIN_TIMEOUT
@@ -373,7 +428,19 @@ impl PoolBuilder {
             Some(p) => p.clone(),
             None => WorkerProgram::current().map_err(io_err("find this executable to start workers"))?,
         };
-        Ok(Pool { handler: Arc::new(handler), cfg: self, program })
+        if let (Mode::Thread, Some(t)) = (self.mode, self.timeout) {
+            log::warn!(
+                "thread mode: a task past its {t:?} timeout cannot be stopped; its thread is abandoned, still \
+                 running until the process exits, and replaced (process mode kills it)"
+            );
+        }
+        // The workers serve this very value: it goes to each with its handshake.
+        let config = postcard::to_stdvec(&handler).map_err(|source| PoolError::Handler { name: H::name(), source })?;
+        if config.len() > MAX_CONFIG {
+            let source = postcard::Error::SerializeBufferFull;
+            return Err(PoolError::Handler { name: H::name(), source });
+        }
+        Ok(Pool { handler: Arc::new(handler), config: config.into(), cfg: self, program })
     }
 }
 
@@ -382,6 +449,7 @@ impl PoolBuilder {
 /// ```standalone_crate
 /// use bulkhead::{Handler, Mode, Pool, TaskContext, TaskError};
 ///
+/// #[derive(serde::Serialize, serde::Deserialize)]
 /// struct Square;
 /// impl Handler for Square {
 ///     type Task = u64;
@@ -392,9 +460,9 @@ impl PoolBuilder {
 /// }
 ///
 /// fn main() -> Result<(), Box<dyn std::error::Error>> {
-///     bulkhead::serve_if_worker(Square); // first: a worker never gets past this line
+///     bulkhead::serve_if_worker::<Square>(); // first: a worker never gets past this line
 ///     let pool = Pool::builder().mode(Mode::Process).workers(4).build(Square)?;
-///     let results: Vec<_> = pool.run(1..=100u64)?.collect();
+///     let results = pool.run(1..=100u64)?.collect::<Result<Vec<_>, _>>()?;
 ///     assert_eq!(results.len(), 100);
 ///     assert!(results.iter().all(|r| r.status == bulkhead::Status::Ok));
 ///     Ok(())
@@ -402,6 +470,8 @@ impl PoolBuilder {
 /// ```
 pub struct Pool<H> {
     handler: Arc<H>,
+    /// The handler, serialized for the workers' handshakes.
+    config: Arc<[u8]>,
     cfg: PoolBuilder,
     program: WorkerProgram,
 }
@@ -468,7 +538,8 @@ impl<H: Handler> Pool<H> {
             None => None,
         };
         let previous = (resumed.ok, resumed.failed, resumed.quarantined);
-        let admission = Admission::new(std::mem::take(&mut { resumed }.done), c.shard);
+        let mut admission = Admission::new(std::mem::take(&mut { resumed }.done), c.shard);
+        admission.content_ids = c.content_ids;
         let src = source(admission).map_err(io_err("start reading the tasks"))?;
         let now = mono_ns();
         let timeout_ns = c.timeout.map(|d| d.as_nanos() as u64);
@@ -484,6 +555,7 @@ impl<H: Handler> Pool<H> {
                 retry_failed: c.retry_failed,
                 inject: c.inject.clone(),
                 seed: c.seed,
+                max_task_bytes: c.max_task_bytes,
                 ..EngineConfig::default()
             },
             now,
@@ -492,7 +564,8 @@ impl<H: Handler> Pool<H> {
             Mode::Process => Box::new(ProcessBackend::new(
                 SpawnConfig {
                     program: self.program.clone(),
-                    handler: self.handler.name().to_string(),
+                    handler: H::name().to_string(),
+                    config: self.config.clone(),
                     threads: c.threads_per_worker,
                     heartbeat_ms: c.heartbeat.as_millis().clamp(10, u128::from(u32::MAX)) as u32,
                     memory_limit: c.memory_limit,
@@ -521,6 +594,7 @@ impl<H: Handler> Pool<H> {
             previous,
             started: Instant::now(),
             done: false,
+            reported: false,
             pool_mode: c.mode,
         })
     }
@@ -623,6 +697,28 @@ impl Hooks for RunHooks {
 
 /// A batch in progress. Iterate it for results as they finish, or call
 /// [`finish`](Run::finish) to run it to the end.
+///
+/// Each item is a `Result`: `Ok` with a task's final record (`ok`, `failed` or
+/// `quarantined`), and, when the run stopped before its end (it gave up on a crash loop, met
+/// bad input, was interrupted, could not write its results), one last `Err` that says why and
+/// lists every task the run had taken and did not conclude ([`RunError::not_run`]). So the
+/// plain loop sees a stop:
+///
+/// ```standalone_crate
+/// # use bulkhead::{Handler, Pool, TaskContext, TaskError};
+/// # #[derive(serde::Serialize, serde::Deserialize)]
+/// # struct Echo;
+/// # impl Handler for Echo { type Task = u32; type Output = u32;
+/// #   fn handle(&self, t: u32, _: &TaskContext<'_>) -> Result<u32, TaskError> { Ok(t) } }
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # bulkhead::serve_if_worker::<Echo>();
+/// let pool = Pool::builder().workers(2).build(Echo)?;
+/// for r in pool.run(vec![5, 6, 5])? {
+///     let r = r?; // a stopped run ends the loop with its error
+///     println!("task {} ended {}", r.id, r.status);
+/// }
+/// # Ok(()) }
+/// ```
 pub struct Run<'a, H: Handler> {
     runtime: Runtime<'a>,
     sink: RunSink<H::Output>,
@@ -630,7 +726,42 @@ pub struct Run<'a, H: Handler> {
     previous: (u64, u64, u64),
     started: Instant,
     done: bool,
+    /// The stop's error has been handed out.
+    reported: bool,
     pool_mode: Mode,
+}
+
+/// A task the run took in and did not conclude, because the run stopped first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotRun {
+    /// The task's id.
+    pub id: String,
+    /// Attempts charged to it before the stop (its crashes).
+    pub attempts: u32,
+    /// Its crashes, oldest first.
+    pub crashes: Vec<Crash>,
+}
+
+/// A run that stopped before every task it took had its outcome. Tasks the run never took
+/// from its input (it reads ahead only a few thousand) are neither here nor in the records.
+#[derive(Debug, thiserror::Error)]
+#[error("{}; {} task(s) not run", stop_words(&self.summary), self.not_run.len())]
+pub struct RunError {
+    /// How the run ended: its stop reason and counts.
+    pub summary: Box<Summary>,
+    /// Every task the stop left behind, in no particular order.
+    pub not_run: Vec<NotRun>,
+}
+
+/// What stopped a run, as the first words of its error.
+fn stop_words(s: &Summary) -> String {
+    if let Some(f) = s.output_failures.first() {
+        return format!("an output was lost: {}", worker::ErrorChain(f));
+    }
+    match &s.stop {
+        Some(why) => worker::ErrorChain(why).to_string(),
+        None => "still running".to_string(),
+    }
 }
 
 impl<'a, H: Handler> Run<'a, H> {
@@ -675,14 +806,35 @@ impl<'a, H: Handler> Run<'a, H> {
     }
 
     /// Runs the batch to its end, discarding results as they come (they are in the results
-    /// file, if one was given), and returns the summary.
-    pub fn finish(mut self) -> Summary {
+    /// file, if one was given), and returns the summary; an error when the run stopped
+    /// before its end, with the tasks it left behind.
+    #[must_use = "a run that stopped early is only seen in this result"]
+    pub fn finish(mut self) -> Result<Summary, RunError> {
         self.sink.collect = false;
         self.sink.queue.clear();
         while !self.done {
             self.step();
         }
-        self.summary()
+        match self.stopped_error() {
+            Some(e) => Err(e),
+            None => Ok(self.summary()),
+        }
+    }
+
+    /// Once the run is done: its error, if it stopped short of its end.
+    fn stopped_error(&self) -> Option<RunError> {
+        let summary = self.summary();
+        let completed = matches!(summary.stop, Some(StopReason::Completed) | None);
+        if completed && summary.output_failures.is_empty() {
+            return None;
+        }
+        let not_run = self
+            .runtime
+            .engine
+            .unfinished()
+            .map(|(id, attempts, crashes)| NotRun { id: id.to_string(), attempts, crashes: crashes.to_vec() })
+            .collect();
+        Some(RunError { summary: Box::new(summary), not_run })
     }
 
     /// Sends the run SIGINT-like: start nothing new, let running tasks finish.
@@ -731,15 +883,19 @@ impl<'a, H: Handler> Run<'a, H> {
 }
 
 impl<H: Handler> Iterator for Run<'_, H> {
-    type Item = TaskResult<H::Output>;
+    type Item = Result<TaskResult<H::Output>, RunError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             if let Some(r) = self.sink.queue.pop_front() {
-                return Some(r);
+                return Some(Ok(r));
             }
             if self.done {
-                return None;
+                if self.reported {
+                    return None;
+                }
+                self.reported = true;
+                return self.stopped_error().map(Err);
             }
             self.step();
         }
@@ -806,7 +962,9 @@ impl Summary {
         match &self.stop {
             Some(StopReason::BadInput(_)) => exit::BAD_INPUT,
             Some(StopReason::ResultsWriteFailed { .. }) => exit::OUTPUT_FAILED,
-            Some(StopReason::RestartLimit(_) | StopReason::ProtocolMismatch { .. }) => exit::GAVE_UP,
+            Some(StopReason::RestartLimit(_) | StopReason::ProtocolMismatch { .. } | StopReason::NotServed { .. }) => {
+                exit::GAVE_UP
+            }
             Some(StopReason::Interrupted(Interrupt::Int)) => exit::INTERRUPTED,
             Some(StopReason::Interrupted(Interrupt::Term)) => exit::TERMINATED,
             Some(StopReason::Interrupted(Interrupt::Other(s))) => exit::SIGNAL_BASE + *s as i32,
@@ -887,7 +1045,7 @@ mod tests {
     fn thread_mode_runs_an_iterator_in_process() {
         let pool = Pool::builder().mode(Mode::Thread).workers(2).build(Builtin::default()).unwrap();
         let tasks = (0..50u64).map(|n| TaskSpec::with_id(format!("s{n}"), BuiltinTask::SumSquares { n }));
-        let results: Vec<_> = pool.run(tasks).unwrap().collect();
+        let results: Vec<_> = pool.run(tasks).unwrap().collect::<Result<_, _>>().unwrap();
         assert_eq!(results.len(), 50);
         let s3 = results.iter().find(|r| r.id == "s3").unwrap();
         assert_eq!(s3.output, Some(BuiltinOutput::Sum { sum: "5".into() }));
@@ -900,11 +1058,44 @@ mod tests {
         let mut run = pool.run_source(|a| Ok(Box::new(source.admit_with(a)))).unwrap();
         for i in 0..20 {
             tx.send(TaskSpec::with_id(format!("t{i}"), BuiltinTask::Noop));
-            let r = run.next().expect("a result per task");
+            let r = run.next().expect("a result per task").unwrap();
             assert_eq!(r.id, format!("t{i}"));
         }
         drop(tx);
         assert!(run.next().is_none());
         assert!(matches!(run.summary().stop, Some(StopReason::Completed)));
+    }
+
+    #[test]
+    fn thread_mode_refuses_a_memory_limit_and_task_limits_are_checked() {
+        let b = || Pool::builder().mode(Mode::Thread).workers(1);
+        let refused = |r: Result<Pool<Builtin>, PoolError>| match r {
+            Err(PoolError::Invalid(e)) => e,
+            Err(e) => panic!("not a setting error: {e}"),
+            Ok(_) => panic!("built"),
+        };
+        assert_eq!(refused(b().memory_limit(1 << 30).build(Builtin::default())), SettingError::MemoryLimitInThreadMode);
+        assert_eq!(
+            refused(b().max_task_bytes(0).build(Builtin::default())),
+            SettingError::TaskLimit { given: 0, max: MAX_TASK_BYTES }
+        );
+        let over = MAX_TASK_BYTES + 1;
+        assert_eq!(
+            refused(b().max_task_bytes(over).build(Builtin::default())),
+            SettingError::TaskLimit { given: over, max: MAX_TASK_BYTES }
+        );
+        assert!(Pool::builder().memory_limit(1 << 30).build(Builtin::default()).is_ok());
+    }
+
+    #[test]
+    fn a_task_over_the_input_limit_fails_alone_unrun() {
+        let pool = Pool::builder().mode(Mode::Thread).workers(1).max_task_bytes(64).build(Builtin::default()).unwrap();
+        let tasks = vec![BuiltinTask::Shell { cmd: "x".repeat(100) }, BuiltinTask::Noop];
+        let mut results = pool.run(tasks).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+        results.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!((results[0].status, results[0].attempts), (shared::record::Status::Failed, 0));
+        let error = results[0].error.as_deref().unwrap();
+        assert!(error.contains("over the limit of 64 bytes"), "{error}");
+        assert_eq!(results[1].status, shared::record::Status::Ok);
     }
 }

@@ -18,11 +18,13 @@ use crate::handler::{Handler, TaskContext};
 
 pub use shell::HEAD_BYTES;
 
-/// The handler for [`BuiltinTask`]s.
-#[derive(Debug, Default)]
+/// The handler for [`BuiltinTask`]s. It has no configuration: what travels to a worker is
+/// nothing, and each worker starts with its own empty cache.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Builtin {
     /// Compiled patterns by source and counted group: scan tasks over ranges of one file
     /// share a pattern, and compiling it per task would cost more than scanning a small range.
+    #[serde(skip)]
     patterns: Mutex<PatternCache>,
 }
 
@@ -52,7 +54,7 @@ impl Handler for Builtin {
     type Task = BuiltinTask;
     type Output = BuiltinOutput;
 
-    fn name(&self) -> &str {
+    fn name() -> &'static str {
         Self::NAME
     }
 

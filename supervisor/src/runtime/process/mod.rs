@@ -22,7 +22,7 @@ use shared::shm::{self, SlotState as PageState};
 use worker::statuspage::StatusPage;
 
 use crate::engine::ExitCause;
-use crate::engine::{Engine, Event, Probe, SpawnError};
+use crate::engine::{Engine, Event, Misuse, Probe, SpawnError, StopReason};
 use crate::runtime::process::spawn::{SpawnConfig, spawn_worker};
 use crate::runtime::{Backend, Cx, PollSet};
 
@@ -44,6 +44,8 @@ struct Conn {
     tail: Vec<u8>,
     reading: bool,
     line: Vec<u8>,
+    /// The worker answered its hello: it serves.
+    ready: bool,
 }
 
 /// Worker processes, one per slot.
@@ -130,6 +132,9 @@ impl ProcessBackend {
                         return;
                     }
                 };
+                if proto::peek_version(body).is_some() {
+                    conn.ready = true;
+                }
                 if let Err(e) = deliver(slot, body, cx) {
                     conn.reading = false;
                     // The detail goes into the crash record: the error with its causes.
@@ -261,6 +266,7 @@ impl Backend for ProcessBackend {
             tail: Vec::new(),
             reading: true,
             line: Vec::new(),
+            ready: false,
         });
         Ok(pid)
     }
@@ -270,7 +276,10 @@ impl Backend for ProcessBackend {
             return;
         };
         while engine.has_unsent(slot) {
-            let batch = engine.take_unsent(slot, BATCH);
+            // A frame the worker can read: by count, and by bytes (many large tasks would
+            // otherwise add up past the frame limit and kill the worker that reads it).
+            let n = engine.unsent_fitting(slot, BATCH, MAX_FRAME as usize - 64, 32);
+            let batch = engine.take_unsent(slot, n);
             proto::encode_run(&mut conn.out, batch).expect("assignments always encode");
         }
         self.flush_out(slot);
@@ -356,7 +365,17 @@ impl Backend for ProcessBackend {
             // Its task's children die with it, and anything left in its own group.
             Self::signal_groups(&conn, Signal::SIGKILL);
             let stderr_tail = String::from_utf8_lossy(&conn.tail).into_owned();
+            let conn_ready = conn.ready;
             drop(conn);
+            // Only while the run goes on: a stop already decided keeps its reason.
+            if !conn_ready
+                && cx.engine.stop_reason().is_none()
+                && let Some(why) = misuse(&self.cfg, slot, pid, &exit, &stderr_tail)
+            {
+                // Every replacement would end the same way: stop now, with the reason,
+                // rather than after the restart limit.
+                cx.engine.fatal(why, cx.now, cx.sink, cx.out);
+            }
             cx.engine.handle(
                 Event::Reaped { slot, pid, exit, executing, culprit, stderr_tail },
                 cx.now,
@@ -387,6 +406,21 @@ impl Backend for ProcessBackend {
             reap::reap_orphans(std::time::Duration::from_secs(1));
         }
     }
+}
+
+/// The run's error when a worker ended before its handshake in a way that every replacement
+/// would repeat: its program built a pool instead of serving, exited cleanly without serving,
+/// or refused the handshake (another build, another handler); `None` for any other death.
+fn misuse(cfg: &SpawnConfig, slot: usize, pid: u32, exit: &ExitCause, stderr_tail: &str) -> Option<StopReason> {
+    let said = stderr_tail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("nothing").trim().to_string();
+    let (exe, handler) = (cfg.program.exe.display().to_string(), cfg.handler.clone());
+    let misuse = match exit {
+        ExitCause::Exited(shared::exit::WORKER_NOT_SERVED) => Misuse::BuiltAPool { handler, exe },
+        ExitCause::Exited(0) => Misuse::ExitedEarly { handler, exe, said },
+        ExitCause::Exited(shared::exit::WORKER_PROTOCOL_MISMATCH) => Misuse::Refused { said },
+        _ => return None,
+    };
+    Some(StopReason::NotServed { slot, pid, misuse })
 }
 
 /// Whether the socket has nothing more to read right now (the dead worker's data is all in).

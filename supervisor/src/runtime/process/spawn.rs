@@ -72,6 +72,8 @@ pub struct SpawnConfig {
     pub program: WorkerProgram,
     /// The handler it must serve.
     pub handler: String,
+    /// That handler's value, postcard-encoded, for the hello.
+    pub config: std::sync::Arc<[u8]>,
     /// Task threads per worker.
     pub threads: u32,
     /// Heartbeat interval.
@@ -135,9 +137,17 @@ pub fn spawn_worker(cfg: &SpawnConfig) -> io::Result<Spawned> {
         handler: cfg.handler.clone(),
         threads: cfg.threads,
         heartbeat_ms: cfg.heartbeat_ms,
+        config: cfg.config.to_vec(),
     });
     let bytes = frame::encode(&hello).map_err(io::Error::other)?;
-    let sent = send_with_fd(ours.as_raw_fd(), &bytes, page_fd.as_raw_fd()).and_then(|()| ours.set_nonblocking(true));
+    let sent = match send_with_fd(ours.as_raw_fd(), &bytes, page_fd.as_raw_fd()) {
+        // The worker is already gone (a program that exits at once, before it serves): its
+        // death, with its exit status and last words, is for the reaper to report, as any
+        // other; calling it a failed start would hide why.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET)) => Ok(()),
+        other => other,
+    }
+    .and_then(|()| ours.set_nonblocking(true));
     if let Err(e) = sent.and_then(|()| set_nonblocking(&err_r)) {
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         crate::runtime::process::reap::reap_blocking(pid);
