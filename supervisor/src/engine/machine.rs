@@ -67,11 +67,35 @@ impl Slot {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where the run is in its life, with what each stage needs: whether input may still come
+/// while it runs; why it stops and until when running tasks may finish while it drains; why
+/// it stopped once it has.
+#[derive(Debug, Clone)]
 enum Phase {
-    Running,
-    Draining { deadline: Option<u64> },
-    Done,
+    /// Handing out tasks.
+    Running {
+        /// More input may come.
+        input_open: bool,
+    },
+    /// Starting nothing new; running tasks finish until `deadline` (none: they all may), then
+    /// the workers are stopped.
+    Draining {
+        /// Why.
+        reason: StopReason,
+        /// When the rest is killed; 0: at once.
+        deadline: Option<u64>,
+    },
+    /// Every worker is stopped.
+    Done {
+        /// Why the run stopped.
+        reason: StopReason,
+    },
+}
+
+impl Phase {
+    fn is_running(&self) -> bool {
+        matches!(self, Phase::Running { .. })
+    }
 }
 
 /// The state machine. See the module documentation.
@@ -81,9 +105,7 @@ pub struct Engine {
     slots: Vec<Slot>,
     retry: VecDeque<Task>,
     fresh: VecDeque<Task>,
-    input_open: bool,
     phase: Phase,
-    stop: Option<StopReason>,
     next_seq: u64,
     restarts: RestartTracker,
     counts: Counts,
@@ -116,9 +138,7 @@ impl Engine {
             slots,
             retry: VecDeque::new(),
             fresh: VecDeque::new(),
-            input_open: true,
-            phase: Phase::Running,
-            stop: None,
+            phase: Phase::Running { input_open: true },
             next_seq: 1,
             restarts,
             counts: Counts::default(),
@@ -156,17 +176,20 @@ impl Engine {
 
     /// Why the run stopped or is stopping.
     pub fn stop_reason(&self) -> Option<&StopReason> {
-        self.stop.as_ref()
+        match &self.phase {
+            Phase::Running { .. } => None,
+            Phase::Draining { reason, .. } | Phase::Done { reason } => Some(reason),
+        }
     }
 
     /// True once every worker is gone and nothing remains to do.
     pub fn is_done(&self) -> bool {
-        self.phase == Phase::Done
+        matches!(self.phase, Phase::Done { .. })
     }
 
     /// Whether the run still takes input.
     pub fn is_accepting(&self) -> bool {
-        self.phase == Phase::Running && self.input_open
+        matches!(self.phase, Phase::Running { input_open: true })
     }
 
     /// Seconds since the run started.
@@ -225,7 +248,7 @@ impl Engine {
 
     /// No more input will come.
     pub fn input_ended(&mut self, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
-        self.input_open = false;
+        self.close_input();
         self.settle(now, sink, out);
     }
 
@@ -233,14 +256,12 @@ impl Engine {
     /// [`unfinished`](Self::unfinished)); running tasks finish; the run ends with a bad-input
     /// error.
     pub fn input_failed(&mut self, error: Arc<InputError>, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
-        self.input_open = false;
         self.begin_drain(StopReason::BadInput(error), None);
         self.settle(now, sink, out);
     }
 
     /// Thread mode: the shared state was poisoned; run nothing more, let running tasks end.
     pub fn poisoned(&mut self, message: String, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
-        self.input_open = false;
         self.begin_drain(StopReason::Poisoned(message), None);
         self.settle(now, sink, out);
     }
@@ -248,7 +269,7 @@ impl Engine {
     /// The run cannot go on (a worker speaks another protocol version, the results cannot
     /// be written): stop now.
     pub fn fatal(&mut self, why: StopReason, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
-        if self.phase != Phase::Done {
+        if !self.is_done() {
             self.give_up(why, now);
             self.settle(now, sink, out);
         }
@@ -280,7 +301,7 @@ impl Engine {
             Err(e) => {
                 let what = worker::ErrorChain(&e).to_string();
                 let live = self.slots.iter().filter(|s| s.state.pid().is_some()).count();
-                if e.is_process_limit() && live > 0 && self.phase == Phase::Running {
+                if e.is_process_limit() && live > 0 && self.phase.is_running() {
                     // The system allows no more: go on with the workers it allowed, say so
                     // once, and leave this slot empty rather than count a crash loop.
                     if self.counts.slots_retired == 0 {
@@ -605,7 +626,7 @@ impl Engine {
     /// Decides the slot's future after an unplanned death (or a failed spawn): a restart
     /// after backoff, or giving up the run.
     fn after_death(&mut self, slot: usize, spawn_failed: bool, now: u64, what: &str) {
-        if self.phase != Phase::Running {
+        if !self.phase.is_running() {
             self.slots[slot].state = SlotState::Stopped;
             return;
         }
@@ -636,23 +657,28 @@ impl Engine {
 
     fn give_up(&mut self, why: StopReason, _now: u64) {
         log::error!("{why}");
-        self.input_open = false;
-        self.stop = Some(why);
         // Everything goes now: the settle step kills the workers at this deadline.
-        self.phase = Phase::Draining { deadline: Some(0) };
+        self.phase = Phase::Draining { reason: why, deadline: Some(0) };
     }
 
+    /// Starts a drain for `why`, unless the run already stops for another reason.
     fn begin_drain(&mut self, why: StopReason, deadline: Option<u64>) {
-        if self.phase == Phase::Running {
-            self.phase = Phase::Draining { deadline };
-            self.stop = Some(why);
+        if self.phase.is_running() {
+            self.phase = Phase::Draining { reason: why, deadline };
+        }
+    }
+
+    /// No more input will come (in a drain, none is read anyway).
+    fn close_input(&mut self) {
+        if let Phase::Running { input_open } = &mut self.phase {
+            *input_open = false;
         }
     }
 
     fn on_interrupt(&mut self, i: Interrupt, now: u64, out: &mut Vec<Action>) {
-        match (&self.stop, self.phase) {
-            (_, Phase::Done) => {}
-            (Some(StopReason::Interrupted(_)), _) if i == Interrupt::Int => {
+        match &self.phase {
+            Phase::Done { .. } => {}
+            Phase::Draining { reason: StopReason::Interrupted(_), .. } if i == Interrupt::Int => {
                 // A second Ctrl-C: no more waiting.
                 log::warn!("second SIGINT: killing the workers now");
                 for slot in 0..self.slots.len() {
@@ -661,14 +687,14 @@ impl Engine {
             }
             // A repeated SIGTERM is not an escalation: cluster engines and the scripts around
             // them deliver it more than once. The grace stands.
-            (Some(r), _) if r.is_fatal() || matches!(r, StopReason::Interrupted(_)) => {
+            Phase::Draining { reason: r, .. } if r.is_fatal() || matches!(r, StopReason::Interrupted(_)) => {
                 log::info!("already stopping; a second {} changes nothing (a second SIGINT kills at once)", i.name());
             }
-            (Some(StopReason::Completed), _) => {}
-            _ => {
-                self.input_open = false;
-                self.stop = Some(StopReason::Interrupted(i));
-                self.phase = Phase::Draining { deadline: Some(now + self.cfg.drain_grace_ns) };
+            Phase::Draining { reason: StopReason::Completed, .. } => {}
+            // Running, or draining for a reason a signal outranks (bad input, a poison).
+            Phase::Running { .. } | Phase::Draining { .. } => {
+                let deadline = Some(now + self.cfg.drain_grace_ns);
+                self.phase = Phase::Draining { reason: StopReason::Interrupted(i), deadline };
                 log::warn!(
                     "{}: starting nothing new; running tasks have {:.1}s to finish",
                     i.name(),
@@ -681,7 +707,7 @@ impl Engine {
     fn on_tick(&mut self, now: u64, probe: &dyn Probe, out: &mut Vec<Action>) {
         for slot in 0..self.slots.len() {
             match self.slots[slot].state.clone() {
-                SlotState::Waiting { until, .. } if now >= until && self.phase == Phase::Running => {
+                SlotState::Waiting { until, .. } if now >= until && self.phase.is_running() => {
                     out.push(Action::Spawn { slot });
                 }
                 SlotState::Starting { since, .. } if now.saturating_sub(since) >= self.cfg.start_timeout_ns => {
@@ -729,7 +755,7 @@ impl Engine {
             ns as f64 / 1e9
         );
         self.pauses.push((now, ns));
-        if let Phase::Draining { deadline: Some(d) } = &mut self.phase
+        if let Phase::Draining { deadline: Some(d), .. } = &mut self.phase
             && *d > 0
         {
             *d += ns;
@@ -786,19 +812,19 @@ impl Engine {
 
     /// A signal stopped the run: its grace is the only deadline left for running tasks.
     fn draining_on_signal(&self) -> bool {
-        matches!(self.stop, Some(StopReason::Interrupted(_)))
+        matches!(self.phase, Phase::Draining { reason: StopReason::Interrupted(_), .. })
     }
 
     /// When the loop must call back with a `Tick` at the latest.
     pub fn next_deadline(&self, now: u64, probe: &dyn Probe) -> Option<u64> {
         let mut next: Option<u64> = None;
         let mut at = |t: u64| next = Some(next.map_or(t, |n: u64| n.min(t)));
-        if let Phase::Draining { deadline: Some(d) } = self.phase {
+        if let Phase::Draining { deadline: Some(d), .. } = self.phase {
             at(d);
         }
         for (i, s) in self.slots.iter().enumerate() {
             match &s.state {
-                SlotState::Waiting { until, .. } if self.phase == Phase::Running => at(*until),
+                SlotState::Waiting { until, .. } if self.phase.is_running() => at(*until),
                 SlotState::Starting { since, .. } => at(since + self.cfg.start_timeout_ns),
                 SlotState::Serving { last_heard, .. } => {
                     if let Some(h) = self.cfg.heartbeat_timeout_ns {
@@ -831,17 +857,14 @@ impl Engine {
 
     /// After every event: hand out work, notice completion, move a drain along.
     fn settle(&mut self, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
-        match self.phase {
-            Phase::Running => {
-                self.fill(now, sink, out);
-                if !self.input_open && self.queued() == 0 && self.running() == 0 {
-                    self.begin_drain(StopReason::Completed, None);
-                }
+        if let Phase::Running { input_open } = self.phase {
+            self.fill(now, sink, out);
+            if !input_open && self.queued() == 0 && self.running() == 0 {
+                self.begin_drain(StopReason::Completed, None);
             }
-            Phase::Draining { .. } | Phase::Done => {}
         }
-        if let Phase::Draining { deadline } = self.phase {
-            let hard = self.stop.as_ref().is_some_and(StopReason::is_fatal);
+        if let Phase::Draining { reason, deadline } = &self.phase {
+            let (hard, deadline) = (reason.is_fatal(), *deadline);
             let expired = deadline.is_some_and(|d| now >= d);
             for slot in 0..self.slots.len() {
                 match self.slots[slot].state {
@@ -864,9 +887,14 @@ impl Engine {
                 }
             }
             if self.slots.iter().all(|s| s.state == SlotState::Stopped) {
-                self.phase = Phase::Done;
-                let reason = self.stop.get_or_insert(StopReason::Completed).word().to_string();
-                self.emit(sink, now, || RunEvent::Shutdown { reason });
+                let Phase::Draining { reason, .. } =
+                    std::mem::replace(&mut self.phase, Phase::Running { input_open: false })
+                else {
+                    unreachable!("checked above: the run is draining")
+                };
+                let word = reason.word().to_string();
+                self.phase = Phase::Done { reason };
+                self.emit(sink, now, || RunEvent::Shutdown { reason: word });
             }
         }
     }
@@ -896,7 +924,8 @@ impl Engine {
         }
         // Once the input is all here, share what is left evenly among the workers that can
         // take it, so that one does not take a long tail while another idles.
-        let fair_share = (!self.input_open).then(|| self.queued().div_ceil(with_room));
+        let input_open = matches!(self.phase, Phase::Running { input_open: true });
+        let fair_share = (!input_open).then(|| self.queued().div_ceil(with_room));
         let want_events = sink.wants_events();
         for slot in 0..self.slots.len() {
             if !self.has_room(&self.slots[slot]) {
