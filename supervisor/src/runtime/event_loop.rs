@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
 
-use crate::engine::{Action, Engine, Event, Interrupt, Probe, Sink, SpawnError};
+use crate::engine::{Action, Engine, Event, Probe, Sink, SpawnError};
 use crate::input::source::{Pull, TaskSource};
 use crate::runtime::signals::{Sig, Signals};
 use crate::runtime::tally::TallyReport;
@@ -239,22 +239,17 @@ impl<'a> Runtime<'a> {
                     continue;
                 }
                 match self.set.tokens[i] {
-                    Token::Signal(Sig::Chld) => {
-                        self.signals.drain(Sig::Chld);
+                    Token::Signal(Sig::Child) => {
+                        self.signals.drain(Sig::Child);
                         let mut cx = Cx { engine: &mut self.engine, sink, out: &mut self.actions, now };
                         self.backend.reap(&mut cx);
                     }
-                    Token::Signal(Sig::Tstp) => {
-                        self.signals.drain(Sig::Tstp);
+                    Token::Signal(Sig::Suspend) => {
+                        self.signals.drain(Sig::Suspend);
                         self.suspend(sink);
                     }
-                    Token::Signal(sig) => {
+                    Token::Signal(sig @ Sig::Drain(which)) => {
                         let count = self.signals.drain(sig);
-                        let which = match sig {
-                            Sig::Int => Interrupt::Int,
-                            Sig::Stop(s) => Interrupt::Other(s),
-                            Sig::Term | Sig::Chld | Sig::Tstp => Interrupt::Term,
-                        };
                         for _ in 0..count.max(1) {
                             self.engine.handle(Event::Interrupt(which), now, sink, &mut self.actions);
                         }

@@ -10,26 +10,24 @@ use nix::sys::signal::Signal;
 use signal_hook::SigId;
 use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM, SIGTSTP};
 
+use crate::engine::Interrupt;
 use crate::runtime::waker::{Wakeup, wake_pair};
 
-/// Which signal a descriptor stands for.
+/// What a signal's descriptor asks of the loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sig {
-    /// A child changed state.
-    Chld,
-    /// SIGINT.
-    Int,
-    /// SIGTERM.
-    Term,
+    /// SIGCHLD: a child changed state; reap.
+    Child,
     /// SIGTSTP (Ctrl-Z): stop the workers, then the supervisor itself.
-    Tstp,
-    /// Another signal whose default would end the process: SIGHUP (a closed terminal),
-    /// SIGUSR1/SIGUSR2 (Slurm's `--signal` warning before a time limit), SIGALRM.
-    Stop(Signal),
+    Suspend,
+    /// A signal that drains the run: the engine's own [`Interrupt`] (SIGINT, SIGTERM, or
+    /// another whose default would end the process: SIGHUP from a closed terminal,
+    /// SIGUSR1/SIGUSR2 as Slurm's `--signal` warning before a time limit, SIGALRM).
+    Drain(Interrupt),
 }
 
 /// The signals that drain a run like SIGTERM, besides SIGINT and SIGTERM themselves.
-const STOP_SIGNALS: [Signal; 4] = [Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGALRM];
+const DRAIN_SIGNALS: [Signal; 4] = [Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGALRM];
 
 /// The registered signal pipes; unregistered on drop.
 #[derive(Debug)]
@@ -43,23 +41,23 @@ impl Signals {
     /// library leaves those to the program unless asked).
     pub fn new(interrupts: bool) -> io::Result<Self> {
         let mut s = Self { pipes: Vec::new(), ids: Vec::new() };
-        s.add(Sig::Chld, SIGCHLD)?;
+        s.add(Sig::Child, SIGCHLD)?;
         if interrupts {
             // A signal the parent set to be ignored stays ignored, as POSIX shells expect:
             // `nohup bulkhead run ...` must survive its terminal's SIGHUP, and a background
             // job of a script its SIGINT.
             if !ignored(SIGINT) {
-                s.add(Sig::Int, SIGINT)?;
+                s.add(Sig::Drain(Interrupt::Int), SIGINT)?;
             }
-            s.add(Sig::Term, SIGTERM)?;
+            s.add(Sig::Drain(Interrupt::Term), SIGTERM)?;
             // The workers are in process groups of their own, so the terminal's Ctrl-Z
             // reaches only the supervisor: it stops them itself.
             if !ignored(SIGTSTP) {
-                s.add(Sig::Tstp, SIGTSTP)?;
+                s.add(Sig::Suspend, SIGTSTP)?;
             }
-            for sig in STOP_SIGNALS {
+            for sig in DRAIN_SIGNALS {
                 if !ignored(sig as i32) {
-                    s.add(Sig::Stop(sig), sig as i32)?;
+                    s.add(Sig::Drain(Interrupt::Other(sig)), sig as i32)?;
                 }
             }
         }
