@@ -23,7 +23,7 @@ pub const MAX_SLOTS: u32 = 1024;
 pub struct Header {
     /// [`MAGIC`] once initialised.
     pub magic: AtomicU32,
-    /// Number of [`Slot`]s that follow.
+    /// Number of [`PageSlot`]s that follow.
     pub slots: AtomicU32,
     /// `seq` of the task whose thread caused the death, written by the panic hook and the
     /// fatal-signal handler of a multi-threaded worker; 0 when unknown.
@@ -33,7 +33,7 @@ pub struct Header {
 /// What one of the worker's task threads is doing.
 #[repr(C, align(64))]
 #[derive(Debug)]
-pub struct Slot {
+pub struct PageSlot {
     /// 0 before the first task, else `seq << 1 | running`.
     pub state: AtomicU64,
     /// CLOCK_MONOTONIC nanoseconds when the current task started.
@@ -45,12 +45,12 @@ pub struct Slot {
 
 /// Bytes needed for a page with `slots` slots.
 pub const fn page_len(slots: u32) -> usize {
-    std::mem::size_of::<Header>() + slots as usize * std::mem::size_of::<Slot>()
+    std::mem::size_of::<Header>() + slots as usize * std::mem::size_of::<PageSlot>()
 }
 
 /// A slot's state, decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SlotState {
+pub enum PageState {
     /// No task yet.
     Idle,
     /// Executing `seq` since `started_ns`.
@@ -67,7 +67,7 @@ pub enum SlotState {
     },
 }
 
-impl Slot {
+impl PageSlot {
     /// Marks `seq` as executing from `now_ns`.
     pub fn begin(&self, seq: u64, now_ns: u64) {
         self.started_ns.store(now_ns, Ordering::Relaxed);
@@ -81,18 +81,18 @@ impl Slot {
 
     /// Reads the state; `started_ns` is consistent with `seq` (re-read if the task changed
     /// in between).
-    pub fn read(&self) -> SlotState {
+    pub fn read(&self) -> PageState {
         loop {
             let s = self.state.load(Ordering::Acquire);
             if s == 0 {
-                return SlotState::Idle;
+                return PageState::Idle;
             }
             if s & 1 == 0 {
-                return SlotState::Finished { seq: s >> 1 };
+                return PageState::Finished { seq: s >> 1 };
             }
             let started_ns = self.started_ns.load(Ordering::Relaxed);
             if self.state.load(Ordering::Acquire) == s {
-                return SlotState::Running { seq: s >> 1, started_ns };
+                return PageState::Running { seq: s >> 1, started_ns };
             }
         }
     }
@@ -104,12 +104,12 @@ mod tests {
 
     #[test]
     fn slot_states_round_trip() {
-        let slot = Slot { state: AtomicU64::new(0), started_ns: AtomicU64::new(0), child_pgid: AtomicI32::new(0) };
-        assert_eq!(slot.read(), SlotState::Idle);
+        let slot = PageSlot { state: AtomicU64::new(0), started_ns: AtomicU64::new(0), child_pgid: AtomicI32::new(0) };
+        assert_eq!(slot.read(), PageState::Idle);
         slot.begin(42, 1000);
-        assert_eq!(slot.read(), SlotState::Running { seq: 42, started_ns: 1000 });
+        assert_eq!(slot.read(), PageState::Running { seq: 42, started_ns: 1000 });
         slot.end(42);
-        assert_eq!(slot.read(), SlotState::Finished { seq: 42 });
+        assert_eq!(slot.read(), PageState::Finished { seq: 42 });
         assert_eq!(page_len(2), 64 * 3);
     }
 }

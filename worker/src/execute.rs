@@ -11,7 +11,7 @@ use std::cell::Cell;
 
 use shared::frame::{self, MAX_FRAME};
 use shared::proto::{Assignment, TaskError};
-use shared::shm::Slot;
+use shared::shm::PageSlot;
 use shared::task::FaultKind;
 
 use crate::clock::mono_ns;
@@ -56,7 +56,7 @@ pub struct Executed {
 pub fn execute<H: Handler>(
     handler: &H,
     a: &Assignment<'_>,
-    slot: &Slot,
+    slot: &PageSlot,
     site: &dyn FaultSite,
     scratch: &mut Vec<u8>,
     start_ns: Option<u64>,
@@ -152,8 +152,8 @@ mod tests {
         }
     }
 
-    fn slot() -> Slot {
-        Slot { state: AtomicU64::new(0), started_ns: AtomicU64::new(0), child_pgid: AtomicI32::new(0) }
+    fn slot() -> PageSlot {
+        PageSlot { state: AtomicU64::new(0), started_ns: AtomicU64::new(0), child_pgid: AtomicI32::new(0) }
     }
 
     fn run(payload: &[u8], settle: impl FnOnce(&Executed)) -> (Executed, Vec<u8>) {

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use nix::sys::memfd::{MFdFlags, memfd_create};
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
-use shared::shm::{self, Header, Slot};
+use shared::shm::{self, Header, PageSlot};
 
 /// A mapped status page.
 #[derive(Debug)]
@@ -75,11 +75,11 @@ impl StatusPage {
     }
 
     /// All slots.
-    pub fn slots(&self) -> &[Slot] {
-        // SAFETY: `open`/`create` checked that `slots` slots fit behind the header; Slot is
+    pub fn slots(&self) -> &[PageSlot] {
+        // SAFETY: `open`/`create` checked that `slots` slots fit behind the header; PageSlot is
         // repr(C) and made of atomics, valid for any bit pattern (zeroed by ftruncate).
         unsafe {
-            let first = (self.ptr.as_ptr() as *const u8).add(std::mem::size_of::<Header>()) as *const Slot;
+            let first = (self.ptr.as_ptr() as *const u8).add(std::mem::size_of::<Header>()) as *const PageSlot;
             std::slice::from_raw_parts(first, self.slots as usize)
         }
     }
@@ -102,7 +102,7 @@ mod tests {
         let wrk = StatusPage::open(&fd).unwrap();
         assert_eq!(wrk.slots().len(), 3);
         wrk.slots()[2].begin(9, 5);
-        assert_eq!(sup.slots()[2].read(), shm::SlotState::Running { seq: 9, started_ns: 5 });
+        assert_eq!(sup.slots()[2].read(), shm::PageState::Running { seq: 9, started_ns: 5 });
         wrk.header().culprit.store(9, Ordering::Relaxed);
         assert_eq!(sup.header().culprit.load(Ordering::Relaxed), 9);
     }

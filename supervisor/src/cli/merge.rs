@@ -114,7 +114,7 @@ impl fmt::Display for Place {
 
 /// What a merge found.
 #[derive(Debug, Default)]
-pub struct Outcome {
+pub struct MergeReport {
     /// Tasks in the list.
     pub tasks: u64,
     /// Final records written, by status.
@@ -139,7 +139,7 @@ pub struct Outcome {
     pub torn: Vec<PathBuf>,
 }
 
-impl Outcome {
+impl MergeReport {
     /// Tasks with exactly one final record.
     pub fn recorded(&self) -> u64 {
         self.ok + self.failed + self.quarantined
@@ -209,8 +209,8 @@ pub fn merge_into(
     tasks: &Path,
     format: &Format,
     mut out: Option<&mut dyn Write>,
-) -> Result<Outcome, MergeError> {
-    let mut outcome = Outcome::default();
+) -> Result<MergeReport, MergeError> {
+    let mut outcome = MergeReport::default();
     let listed = read_task_ids(tasks, format, &mut outcome)?;
     let mut recorded = IdSet::default();
     for path in results {
@@ -270,7 +270,7 @@ fn outcome_push<T>(count: &mut u64, shown: &mut Vec<T>, item: T) {
 }
 
 /// The ids of the task list, checked as `run` checks them: every line a task, no id twice.
-fn read_task_ids(path: &Path, format: &Format, outcome: &mut Outcome) -> Result<IdSet, MergeError> {
+fn read_task_ids(path: &Path, format: &Format, outcome: &mut MergeReport) -> Result<IdSet, MergeError> {
     let mut ids = IdSet::default();
     for_each_task(path, format, |id, origin, _| {
         if !ids.insert(id) {
@@ -283,7 +283,7 @@ fn read_task_ids(path: &Path, format: &Format, outcome: &mut Outcome) -> Result<
 }
 
 /// The second pass over the task list, only when some task has no record: names them.
-fn find_missing(path: &Path, format: &Format, recorded: &IdSet, outcome: &mut Outcome) -> Result<(), MergeError> {
+fn find_missing(path: &Path, format: &Format, recorded: &IdSet, outcome: &mut MergeReport) -> Result<(), MergeError> {
     let mut shown = Vec::new();
     for_each_task(path, format, |id, _, line| {
         if shown.len() < SHOWN && !recorded.contains(id) {
@@ -359,7 +359,7 @@ fn for_each_record(
 
 /// Where the kept record of each duplicate shown is: one more pass, only when there are
 /// duplicates, so the first pass need not remember where every id was.
-fn find_first_records(results: &[PathBuf], outcome: &mut Outcome) -> Result<(), MergeError> {
+fn find_first_records(results: &[PathBuf], outcome: &mut MergeReport) -> Result<(), MergeError> {
     let shown = &mut outcome.duplicates_shown;
     for path in results {
         for_each_record(path, |head, _, line| {
@@ -446,7 +446,7 @@ impl Output {
     }
 }
 
-fn print_outcome(o: &Outcome, files: usize, written: Option<&Path>, args: &MergeArgs) {
+fn print_outcome(o: &MergeReport, files: usize, written: Option<&Path>, args: &MergeArgs) {
     for (dup, first) in &o.duplicates_shown {
         let first = first.as_ref().map_or_else(|| "?".to_string(), ToString::to_string);
         eprintln!("bulkhead merge: task '{}' has two final records: {first} (kept) and {dup}", dup.id);
@@ -528,7 +528,7 @@ mod tests {
         (dir, t, results)
     }
 
-    fn merged(tasks: &[&str], files: &[String]) -> (Outcome, String) {
+    fn merged(tasks: &[&str], files: &[String]) -> (MergeReport, String) {
         let (_dir, t, results) = setup(tasks, files);
         let mut out = Vec::new();
         let o = merge_into(&results, &t, &Format::Jsonl, Some(&mut out)).unwrap();

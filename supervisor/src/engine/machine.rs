@@ -6,7 +6,7 @@ use std::sync::Arc;
 use nix::sys::signal::Signal;
 use shared::proto::{Assignment, Outcome, PanicReport};
 use shared::record::{Crash, Status};
-use shared::shm::SlotState as PageState;
+use shared::shm::PageState;
 use shared::task::FaultKind;
 
 use crate::engine::blame::{self, Death, Verdict};

@@ -16,10 +16,10 @@ use crate::engine::restart::RestartPolicy;
 
 const MS: u64 = 1_000_000;
 
-struct Page(Vec<Vec<shm::Slot>>);
+struct Page(Vec<Vec<shm::PageSlot>>);
 
 impl Probe for Page {
-    fn page(&self, slot: usize) -> Option<&[shm::Slot]> {
+    fn page(&self, slot: usize) -> Option<&[shm::PageSlot]> {
         self.0.get(slot).map(|v| v.as_slice())
     }
 }
@@ -55,8 +55,8 @@ struct Harness {
     next_pid: u32,
 }
 
-fn slot_page() -> Vec<shm::Slot> {
-    vec![shm::Slot { state: AtomicU64::new(0), started_ns: AtomicU64::new(0), child_pgid: AtomicI32::new(0) }]
+fn slot_page() -> Vec<shm::PageSlot> {
+    vec![shm::PageSlot { state: AtomicU64::new(0), started_ns: AtomicU64::new(0), child_pgid: AtomicI32::new(0) }]
 }
 
 fn job(id: &str) -> Job {

@@ -130,7 +130,7 @@ pub enum Event<'a> {
 /// Reads the slots' status pages.
 pub trait Probe {
     /// The status-page slots of `slot`'s current worker.
-    fn page(&self, slot: usize) -> Option<&[shm::Slot]>;
+    fn page(&self, slot: usize) -> Option<&[shm::PageSlot]>;
 }
 
 /// How a task ended, for its final record.

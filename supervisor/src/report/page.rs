@@ -1016,14 +1016,14 @@ impl<'a> Page<'a> {
                                     }
                                     td {
                                         @match h.outcome {
-                                            Outcome::Pending => { span class="tag u" { "no end in the log" } }
-                                            Outcome::Finished(Status::Ok, a) => {
+                                            Fate::Pending => { span class="tag u" { "no end in the log" } }
+                                            Fate::Finished(Status::Ok, a) => {
                                                 span class="tag ok" { "ok" } " on attempt " (a)
                                             }
-                                            Outcome::Finished(Status::Failed, a) => {
+                                            Fate::Finished(Status::Failed, a) => {
                                                 span class="tag f" { "failed" } " on attempt " (a)
                                             }
-                                            Outcome::Finished(Status::Quarantined, a) | Outcome::Quarantined(a) => {
+                                            Fate::Finished(Status::Quarantined, a) | Fate::Quarantined(a) => {
                                                 span class="tag q" { "quarantined" } " after " (a) " attempts"
                                             }
                                         }

@@ -155,7 +155,7 @@ pub(super) struct Poison {
 
 /// How a task that crashed a worker ended.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) enum Outcome {
+pub(super) enum Fate {
     Pending,
     Finished(Status, u32),
     Quarantined(u32),
@@ -167,7 +167,7 @@ pub(super) struct Hist {
     pub(super) first: f64,
     pub(super) crashes: u64,
     pub(super) causes: Vec<String>,
-    pub(super) outcome: Outcome,
+    pub(super) outcome: Fate,
 }
 
 /// Totals for the header.
@@ -380,8 +380,8 @@ impl Timeline {
         let open = self.open.remove(id);
         if let Some(h) = self.hist.get_mut(id) {
             h.outcome = match status {
-                Status::Quarantined => Outcome::Quarantined(open.map_or(0, |o| o.attempt)),
-                s => Outcome::Finished(s, open.map_or(0, |o| o.attempt)),
+                Status::Quarantined => Fate::Quarantined(open.map_or(0, |o| o.attempt)),
+                s => Fate::Finished(s, open.map_or(0, |o| o.attempt)),
             };
         }
         let Some(li) = self.lane(worker) else { return };
@@ -476,7 +476,7 @@ impl Timeline {
         let exit = self.lanes[li].last_exit;
         if charged {
             self.counts.requeued_charged += 1;
-            self.record_crash(t, id, exit, Outcome::Pending);
+            self.record_crash(t, id, exit, Fate::Pending);
             if let (Some(o), Some(e)) = (open, exit) {
                 let start = o.dispatched.max(self.lanes[li].cursor).min(t);
                 self.kept.push(Bar {
@@ -509,7 +509,7 @@ impl Timeline {
         self.counts.quarantined += 1;
         let open = self.open.remove(id);
         let exit = open.and_then(|o| self.lanes[o.lane].last_exit);
-        self.record_crash(t, id, exit, Outcome::Quarantined(attempts));
+        self.record_crash(t, id, exit, Fate::Quarantined(attempts));
         if let Some(o) = open {
             let start = o.dispatched.max(self.lanes[o.lane].cursor).min(t);
             self.kept.push(Bar {
@@ -528,13 +528,13 @@ impl Timeline {
     }
 
     /// Remembers that `id` was charged with the death `exit`.
-    pub(super) fn record_crash(&mut self, t: f64, id: &str, exit: Option<usize>, outcome: Outcome) {
+    pub(super) fn record_crash(&mut self, t: f64, id: &str, exit: Option<usize>, outcome: Fate) {
         let cause = exit.and_then(|e| self.exits[e].cause.as_ref()).map_or_else(|| "unknown".to_string(), cause_short);
         let h = self.hist.entry(clip(id, ID_CHARS)).or_insert(Hist {
             first: t,
             crashes: 0,
             causes: Vec::new(),
-            outcome: Outcome::Pending,
+            outcome: Fate::Pending,
         });
         h.crashes += 1;
         if h.causes.len() < NAMED {

@@ -24,7 +24,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde_bytes::Bytes;
 use shared::proto::{Assignment, Outcome, PanicReport, TaskError};
-use shared::shm::{self, SlotState as PageState};
+use shared::shm::{self, PageState};
 use shared::task::FaultKind;
 use worker::Handler;
 use worker::execute::{Executed, OwnedAssignment, execute, executing, panic_message};
@@ -77,7 +77,7 @@ impl Shared {
 struct ThreadSlot {
     incarnation: u64,
     tx: Sender<Msg>,
-    page: Arc<[shm::Slot]>,
+    page: Arc<[shm::PageSlot]>,
 }
 
 /// Task threads, one per slot.
@@ -254,7 +254,7 @@ fn thread_main<H: Handler>(
     slot: usize,
     inc: u64,
     rx: Receiver<Msg>,
-    page: Arc<[shm::Slot]>,
+    page: Arc<[shm::PageSlot]>,
 ) {
     shared.send(slot, inc, ThreadEvent::Ready);
     let mut scratch = Vec::new();
@@ -321,7 +321,7 @@ fn count(shared: &Shared, r: &Executed, panics: bool) -> bool {
 }
 
 impl<H: Handler> Probe for ThreadBackend<H> {
-    fn page(&self, slot: usize) -> Option<&[shm::Slot]> {
+    fn page(&self, slot: usize) -> Option<&[shm::PageSlot]> {
         self.slots.get(slot)?.as_ref().map(|s| &*s.page)
     }
 }
@@ -331,7 +331,7 @@ impl<H: Handler> Backend for ThreadBackend<H> {
         let inc = self.next_incarnation;
         self.next_incarnation += 1;
         let (tx, rx) = channel();
-        let page: Arc<[shm::Slot]> = Arc::from(vec![shm::Slot {
+        let page: Arc<[shm::PageSlot]> = Arc::from(vec![shm::PageSlot {
             state: AtomicU64::new(0),
             started_ns: AtomicU64::new(0),
             child_pgid: AtomicI32::new(0),

@@ -18,7 +18,7 @@ use nix::unistd::Pid;
 use shared::PROTOCOL_VERSION;
 use shared::frame::{self, FrameError, FrameReader, MAX_FRAME};
 use shared::proto::{self, FromWorker, ToWorker};
-use shared::shm::{self, SlotState as PageState};
+use shared::shm::{self, PageState};
 use worker::statuspage::StatusPage;
 
 use crate::engine::ExitCause;
@@ -245,7 +245,7 @@ fn deliver(slot: usize, body: &[u8], cx: &mut Cx<'_>) -> Result<(), frame::Frame
 }
 
 impl Probe for ProcessBackend {
-    fn page(&self, slot: usize) -> Option<&[shm::Slot]> {
+    fn page(&self, slot: usize) -> Option<&[shm::PageSlot]> {
         self.conns.get(slot)?.as_ref().map(|c| c.page.slots())
     }
 }
