@@ -659,6 +659,7 @@ fn restart(cx: &Ctx, s: &mut Section) -> Result<(), String> {
     for run in 0..cx.sz.crash_runs {
         let (results, events) = (cx.path("crash-results.jsonl"), cx.path("crash-events.jsonl"));
         let _ = fs::remove_file(&results);
+        let _ = fs::remove_file(&events);
         let mut c = cx.bulkhead();
         c.arg(&tasks).args(["-j", "2", "--inject", "segv:0.05", "--seed", "1", "--max-restarts", "100000/1s"]);
         c.arg("--results").arg(&results).arg("--events").arg(&events);
@@ -945,6 +946,7 @@ fn idle_rss(cx: &Ctx, s: &mut Section) -> Result<(), String> {
     for run in 0..cx.sz.idle_runs {
         let (results, events) = (cx.path("sleep-results.jsonl"), cx.path("sleep-events.jsonl"));
         let _ = fs::remove_file(&results);
+        let _ = fs::remove_file(&events);
         let mut c = cx.bulkhead();
         c.arg(&tasks).args(["-j", "2", "--results"]).arg(&results).arg("--events").arg(&events);
         // pid -> (VmRSS, Pss) in KiB, the latest sample once both workers have settled.
@@ -1113,7 +1115,10 @@ fn faults(cx: &Ctx, s: &mut Section) -> Result<(), String> {
         let round = Noisy::start();
         let (mut clean_r, mut faulty_r, mut crashes_r, mut replaced_r) = (None, None, None, None);
         for inject in [false, true] {
+            // Each run writes its own results and events: a run refuses a non-empty events file
+            // without --resume.
             let _ = fs::remove_file(&results);
+            let _ = fs::remove_file(&events);
             let mut c = cx.bulkhead();
             c.arg(&tasks).args(["-j", &j.to_string(), "--results"]).arg(&results).arg("--events").arg(&events);
             if inject {
