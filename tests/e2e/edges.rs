@@ -251,6 +251,8 @@ fn events_and_report_on_a_full_disk_are_said_out_loud_with_exit_74() {
     assert!(err.contains(&format!("cannot write events to {}", events.display())), "{err}");
     assert!(err.contains("No space left on device"), "{err}");
     assert_eq!(err.matches("cannot write events to").count(), 2, "said once when it happens, once at the end: {err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.contains("next: free the space or fix the path named above"), "the last line says what to do: {err}");
     // The run finished its tasks all the same.
     assert_one_record_each(&done.records(), n);
     std::fs::remove_file(&events).unwrap();

@@ -3,7 +3,7 @@
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use crate::common::*;
 
@@ -274,5 +274,48 @@ fn a_failed_runs_last_line_says_what_to_do_next() {
     let d = sb.run(&["run", "-j", "1", "--max-restarts", "2/10s", "--results", "r3.jsonl"], Some(&doomed));
     d.expect_code(3);
     assert!(last(&d).contains("--max-restarts") && last(&d).contains("--resume"), "{}", d.stderr());
+    sb.assert_clean();
+}
+
+/// Runs `bulkhead ARGS` on a terminal of its own (a pty from util-linux's `script`, whose own
+/// standard input is /dev/null, so the run reads an end of input there): what the terminal
+/// showed, escape codes and all. `None` where `script` cannot be run.
+fn on_a_terminal(sb: &Sandbox, args: &str) -> Option<String> {
+    let base = sb.cmd(&[]);
+    let mut c = Command::new("script");
+    c.args(["-qec", &format!("{BIN} {args}"), "/dev/null"]).current_dir(sb.dir.path());
+    for (k, v) in base.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    if Command::new("script").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+        return None;
+    }
+    let out = output_of(&mut c);
+    assert!(out.status.success(), "script {args}: {out:?}");
+    Some(String::from_utf8_lossy(&out.stdout).replace('\r', "\n"))
+}
+
+/// The words only a terminal gets: the notice that tasks are read from it, the control
+/// socket's path, and a bar that counts the tasks once (its text does not say "N done" beside
+/// the bar's own N/total, which once disagreed: 23/40 against "22 done").
+#[test]
+fn on_a_terminal_it_says_what_it_waits_for_and_the_bar_counts_once() {
+    let sb = Sandbox::new();
+    let Some(waiting) = on_a_terminal(&sb, "run -j 1") else {
+        eprintln!("SKIPPED: no `script` (util-linux) here to give a run a terminal");
+        return;
+    };
+    assert!(waiting.contains("reading tasks from standard input (a terminal)"), "{waiting}");
+    assert!(waiting.contains("control socket"), "on a terminal the socket is named: {waiting}");
+    sb.write("tasks.jsonl", &tasks(40, |i| format!("{{\"id\":\"t{i}\",\"kind\":\"sleep\",\"ms\":20}}")));
+    let shown = on_a_terminal(&sb, "run tasks.jsonl -j 1 --results r.jsonl").unwrap();
+    let bars: Vec<&str> = shown.lines().filter(|l| l.contains("/40")).collect();
+    assert!(!bars.is_empty(), "a bar with the known total: {shown}");
+    assert!(bars.iter().all(|l| !l.contains(" done")), "the bar's text repeats its count: {bars:?}");
+    assert!(!shown.contains("reading tasks from standard input"), "a task file is no terminal: {shown}");
+    assert_eq!(read_records(&sb.path("r.jsonl")).len(), 40);
     sb.assert_clean();
 }
