@@ -186,6 +186,15 @@ impl<O, E> Conclusion<O, E> {
         }
     }
 
+    /// The output of an ok task and the error of a failed one, as a record's two fields.
+    pub fn into_parts(self) -> (Option<O>, Option<E>) {
+        match self {
+            Conclusion::Ok(o) => (Some(o), None),
+            Conclusion::Failed(e) => (None, Some(e)),
+            Conclusion::Quarantined => (None, None),
+        }
+    }
+
     /// The same conclusion, borrowed.
     pub fn as_ref(&self) -> Conclusion<&O, &E> {
         match self {
@@ -221,11 +230,7 @@ impl<O> Record<O> {
         crashes: Vec<Crash>,
     ) -> Self {
         let status = end.status();
-        let (output, error) = match end {
-            Conclusion::Ok(o) => (Some(o), None),
-            Conclusion::Failed(e) => (None, Some(e)),
-            Conclusion::Quarantined => (None, None),
-        };
+        let (output, error) = end.into_parts();
         let (error, stdout, stderr) = match error {
             Some(e) => (Some(e.message), e.stdout, e.stderr),
             None => (None, None, None),
@@ -291,11 +296,7 @@ impl<'a, O> RecordRef<'a, O> {
         crashes: &'a [Crash],
     ) -> Self {
         let status = end.status();
-        let (output, error) = match end {
-            Conclusion::Ok(o) => (Some(o), None),
-            Conclusion::Failed(e) => (None, Some(e)),
-            Conclusion::Quarantined => (None, None),
-        };
+        let (output, error) = end.into_parts();
         RecordRef {
             id,
             status,
