@@ -15,7 +15,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use clap::Args;
 use shared::exit::{self, CODES, Retry};
 
-use super::sharded::{self, Engine, Usage, find_on_path};
+use super::sharded::{self, CheckError, Engine, find_on_path};
 
 const K8S: Engine = Engine { command: "k8s", unit: "pod" };
 
@@ -82,8 +82,8 @@ pub struct K8sArgs {
 pub(super) fn k8s(args: K8sArgs) -> i32 {
     let job = match Job::prepare(&args) {
         Ok(j) => j,
-        Err(Usage(msg)) => {
-            eprintln!("bulkhead: error: {msg}");
+        Err(e) => {
+            eprintln!("bulkhead: error: {}", worker::ErrorChain(&e));
             return exit::BAD_INPUT;
         }
     };
@@ -152,7 +152,7 @@ struct Job {
 }
 
 impl Job {
-    fn prepare(args: &K8sArgs) -> Result<Self, Usage> {
+    fn prepare(args: &K8sArgs) -> Result<Self, PrepareError> {
         let tasks = absolute_in_pod("TASKS", &args.tasks)?;
         let volumes = if args.volumes.is_empty() {
             vec![Volume { claim: "bulkhead-batch".into(), mount: PathBuf::from("/batch") }]
@@ -161,19 +161,15 @@ impl Job {
         };
         for (i, v) in volumes.iter().enumerate() {
             if volumes[..i].iter().any(|w| w.mount == v.mount) {
-                return Err(Usage(format!("--volume: two volumes are mounted at {}", v.mount.display())));
+                return Err(PrepareError::TwoVolumesAt(v.mount.clone()));
             }
         }
-        let on_volume = |what: &str, p: &Path| {
+        let on_volume = |what: &'static str, p: &Path| {
             if volumes.iter().any(|v| p.starts_with(&v.mount)) {
                 return Ok(());
             }
             let mounts: Vec<String> = volumes.iter().map(|v| v.mount.display().to_string()).collect();
-            Err(Usage(format!(
-                "{what} {} is on no volume the pods mount ({}): every pod must see the same file; add --volume CLAIM:PATH",
-                p.display(),
-                mounts.join(", ")
-            )))
+            Err(PrepareError::OnNoVolume { what, path: p.to_path_buf(), mounts: mounts.join(", ") })
         };
         on_volume("TASKS", &tasks)?;
         let results = match &args.results {
@@ -191,21 +187,18 @@ impl Job {
         let namespace = args.namespace.as_deref().map(|n| dns_label("--namespace", n)).transpose()?;
         let image = args.image.clone().unwrap_or_else(|| format!("bulkhead:{}", env!("CARGO_PKG_VERSION")));
         if image.is_empty() || image.contains(char::is_whitespace) {
-            return Err(Usage(format!("--image {image:?}: not an image reference")));
+            return Err(PrepareError::Image(image));
         }
         let parallelism = args.parallelism.unwrap_or(args.shards);
         if parallelism > args.shards {
-            return Err(Usage(format!(
-                "--parallelism {parallelism}: more than the {} shards, so some pods would have no index",
-                args.shards
-            )));
+            return Err(PrepareError::Parallelism { parallelism, shards: args.shards });
         }
         let cpu = args.cpu.as_deref().map(|q| quantity("--cpu", q)).transpose()?;
         let memory = args.memory.as_deref().map(|q| quantity("--memory", q)).transpose()?;
         let run = sharded::check_run_args(&K8S, &tasks, &args.run_args)?;
         let checked = match std::fs::metadata(&tasks) {
             Ok(m) if m.is_file() => Checked::Here(sharded::check_task_file(&tasks, &tasks, run.cmd.as_deref())?),
-            Ok(_) => return Err(Usage(format!("{}: not a file", tasks.display()))),
+            Ok(_) => return Err(PrepareError::NotAFile(tasks)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Checked::NotHere("not on this machine".into()),
             Err(e) => Checked::NotHere(e.to_string()),
         };
@@ -474,50 +467,38 @@ fn scalar(s: &str) -> String {
 }
 
 /// An absolute path as the pods see it.
-fn absolute_in_pod(what: &str, p: &Path) -> Result<PathBuf, Usage> {
+fn absolute_in_pod(what: &'static str, p: &Path) -> Result<PathBuf, PrepareError> {
     if !p.is_absolute() {
-        return Err(Usage(format!(
-            "{what} {}: give the path the pods see, absolute (e.g. /batch/{})",
-            p.display(),
-            p.display()
-        )));
+        return Err(PrepareError::NotAbsolute { what, path: p.to_path_buf() });
     }
     Ok(sharded::absolute(Path::new("/"), p))
 }
 
 /// `--volume CLAIM:PATH`.
-fn volume(v: &str) -> Result<Volume, Usage> {
+fn volume(v: &str) -> Result<Volume, PrepareError> {
+    let bad = |why| PrepareError::Volume { given: v.to_string(), why };
     let Some((claim, mount)) = v.split_once(':') else {
-        return Err(Usage(format!("--volume {v}: give CLAIM:PATH (a PersistentVolumeClaim and where it is mounted)")));
+        return Err(bad(VolumeProblem::NoColon));
     };
     let subdomain = claim.len() <= 253 && claim.split('.').all(|l| dns_label("", l).is_ok());
     if !subdomain {
-        return Err(Usage(format!(
-            "--volume {v}: '{claim}' is not a claim name (lowercase letters, digits, '-' and '.', at most 253)"
-        )));
+        return Err(bad(VolumeProblem::Claim(claim.to_string())));
     }
     let mount = Path::new(mount);
     if !mount.is_absolute() || mount == Path::new("/") {
-        return Err(Usage(format!("--volume {v}: the mount path must be absolute, and not /")));
+        return Err(bad(VolumeProblem::Mount));
     }
     Ok(Volume { claim: claim.into(), mount: sharded::absolute(Path::new("/"), mount) })
 }
 
 /// A DNS-1123 label, as Kubernetes names a Job or a namespace.
-fn dns_label(what: &str, s: &str) -> Result<String, Usage> {
+fn dns_label(what: &'static str, s: &str) -> Result<String, PrepareError> {
     let ok = !s.is_empty()
         && s.len() <= 63
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-');
-    if ok {
-        Ok(s.to_string())
-    } else {
-        Err(Usage(format!(
-            "{what} {s:?}: not a Kubernetes name (lowercase letters, digits and '-', at most 63, \
-             beginning and ending with a letter or digit)"
-        )))
-    }
+    if ok { Ok(s.to_string()) } else { Err(PrepareError::Name { what, given: s.to_string() }) }
 }
 
 /// `bulkhead-STEM` as a DNS-1123 label.
@@ -534,14 +515,52 @@ fn default_name(stem: &str) -> String {
 }
 
 /// A Kubernetes resource quantity (8, 500m, 8Gi, 1e3).
-fn quantity(what: &str, q: &str) -> Result<String, Usage> {
+fn quantity(what: &'static str, q: &str) -> Result<String, PrepareError> {
     let re = regex::Regex::new(r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$")
         .expect("the pattern is valid");
-    if re.is_match(q) {
-        Ok(q.to_string())
-    } else {
-        Err(Usage(format!("{what} {q:?}: not a Kubernetes quantity (e.g. 8, 500m, 8Gi)")))
-    }
+    if re.is_match(q) { Ok(q.to_string()) } else { Err(PrepareError::Quantity { what, given: q.to_string() }) }
+}
+
+/// Why `bulkhead k8s` refused its options before printing or applying anything (exit 2).
+#[derive(Debug, thiserror::Error)]
+enum PrepareError {
+    #[error("{what} {}: give the path the pods see, absolute (e.g. /batch/{})", path.display(), path.display())]
+    NotAbsolute { what: &'static str, path: PathBuf },
+    #[error("--volume {given}: {why}")]
+    Volume { given: String, why: VolumeProblem },
+    #[error("--volume: two volumes are mounted at {}", .0.display())]
+    TwoVolumesAt(PathBuf),
+    #[error(
+        "{what} {} is on no volume the pods mount ({mounts}): every pod must see the same file; add --volume CLAIM:PATH",
+        path.display()
+    )]
+    OnNoVolume { what: &'static str, path: PathBuf, mounts: String },
+    #[error(
+        "{what} {given:?}: not a Kubernetes name (lowercase letters, digits and '-', at most 63, beginning and \
+         ending with a letter or digit)"
+    )]
+    Name { what: &'static str, given: String },
+    #[error("--image {0:?}: not an image reference")]
+    Image(String),
+    #[error("--parallelism {parallelism}: more than the {shards} shards, so some pods would have no index")]
+    Parallelism { parallelism: u32, shards: u32 },
+    #[error("{what} {given:?}: not a Kubernetes quantity (e.g. 8, 500m, 8Gi)")]
+    Quantity { what: &'static str, given: String },
+    #[error("{}: not a file", .0.display())]
+    NotAFile(PathBuf),
+    #[error(transparent)]
+    Check(#[from] CheckError),
+}
+
+/// What is wrong with a `--volume CLAIM:PATH`.
+#[derive(Debug, thiserror::Error)]
+enum VolumeProblem {
+    #[error("give CLAIM:PATH (a PersistentVolumeClaim and where it is mounted)")]
+    NoColon,
+    #[error("'{0}' is not a claim name (lowercase letters, digits, '-' and '.', at most 253)")]
+    Claim(String),
+    #[error("the mount path must be absolute, and not /")]
+    Mount,
 }
 
 /// Why `kubectl apply` did not take the manifest.
@@ -598,7 +617,7 @@ mod tests {
     }
 
     fn manifest(extra: &[&str]) -> String {
-        Job::prepare(&args(extra)).unwrap_or_else(|Usage(m)| panic!("{m}")).manifest()
+        Job::prepare(&args(extra)).unwrap_or_else(|e| panic!("{}", worker::ErrorChain(&e))).manifest()
     }
 
     #[test]
@@ -683,7 +702,8 @@ mod tests {
 
     #[test]
     fn bad_options_are_refused_before_anything_is_written() {
-        let refused = |extra: &[&str]| Job::prepare(&args(extra)).err().map(|Usage(m)| m).unwrap();
+        let refused =
+            |extra: &[&str]| Job::prepare(&args(extra)).err().map(|e| worker::ErrorChain(&e).to_string()).unwrap();
         assert!(refused(&["tasks.jsonl", "--shards", "2"]).contains("absolute"));
         assert!(refused(&["/elsewhere/t.jsonl", "--shards", "2"]).contains("on no volume"));
         assert!(

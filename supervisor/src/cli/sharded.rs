@@ -11,9 +11,35 @@ use clap::Parser;
 use super::{Cli, Command as Sub, RunArgs};
 use crate::input::{CmdTemplate, Format, quote};
 
-/// A command-line problem, reported before anything is submitted (exit 2).
-#[derive(Debug)]
-pub(super) struct Usage(pub String);
+/// Why the task file or the run options of a sharded job were refused, before anything is
+/// submitted (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum CheckError {
+    /// clap refused the run options; its first line says which and why.
+    #[error("in the run options after '--': {}", first_line(.0))]
+    RunOptions(#[source] clap::Error),
+    #[error("{flag} cannot be a run option here: {why}")]
+    SetByTheJob { flag: &'static str, why: String },
+    #[error("{flag} {}: needs '{{shard}}' in it, or {clash}", path.display())]
+    NoShardInPath { flag: &'static str, path: PathBuf, clash: &'static str },
+    #[error("cannot open {}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The check's own message names the line; the path comes first, as a compiler's would.
+    #[error("{}, {}", path.display(), worker::ErrorChain(.source))]
+    BadTasks { path: PathBuf, source: crate::input::error::InputError },
+    #[error("{}: no tasks", path.display())]
+    NoTasks { path: PathBuf },
+}
+
+/// The first line of clap's message without its `error: `, which the caller prints itself.
+fn first_line(e: &clap::Error) -> String {
+    let msg = e.to_string();
+    msg.lines().next().unwrap_or(&msg).trim_start_matches("error: ").to_string()
+}
 
 /// The engine a job is written for, as the run options' refusals name it.
 pub(super) struct Engine {
@@ -32,18 +58,14 @@ pub(super) struct RunOptions {
 
 /// Parses the run options as `bulkhead run` will on every node, so a typo fails here, once,
 /// and refuses those that the job sets or that shards would share.
-pub(super) fn check_run_args(engine: &Engine, tasks: &Path, run_args: &[String]) -> Result<RunOptions, Usage> {
+pub(super) fn check_run_args(engine: &Engine, tasks: &Path, run_args: &[String]) -> Result<RunOptions, CheckError> {
     let argv = ["bulkhead".to_string(), "run".into(), tasks.to_string_lossy().into_owned()]
         .into_iter()
         .chain(run_args.iter().cloned());
     let run: Box<RunArgs> = match Cli::try_parse_from(argv) {
         Ok(Cli { command: Sub::Run(r), .. }) => r,
         Ok(_) => unreachable!("the argv names `run`"),
-        Err(e) => {
-            let msg = e.to_string();
-            let first = msg.lines().next().unwrap_or(&msg).trim_start_matches("error: ").to_string();
-            return Err(Usage(format!("in the run options after '--': {first}")));
-        }
+        Err(e) => return Err(CheckError::RunOptions(e)),
     };
     let (command, unit) = (engine.command, engine.unit);
     let set_here = [
@@ -53,46 +75,48 @@ pub(super) fn check_run_args(engine: &Engine, tasks: &Path, run_args: &[String])
         (run.control.is_some(), "--control", "shards on one node would share the socket".to_string()),
     ];
     if let Some((_, flag, why)) = set_here.iter().find(|(given, ..)| *given) {
-        return Err(Usage(format!("{flag} cannot be a run option here: {why}")));
+        return Err(CheckError::SetByTheJob { flag, why: why.clone() });
     }
     for (path, flag) in [(&run.events, "--events"), (&run.report, "--report")] {
         if let Some(p) = path
             && !p.to_string_lossy().contains("{shard}")
         {
-            return Err(Usage(format!(
-                "{flag} {}: needs '{{shard}}' in it, or the shards would overwrite each other",
-                p.display()
-            )));
+            return Err(CheckError::NoShardInPath {
+                flag,
+                path: p.clone(),
+                clash: "the shards would overwrite each other",
+            });
         }
     }
     Ok(RunOptions { resume: run.resume, cmd: run.cmd.clone(), grace: run.grace })
 }
 
 /// Refuses a results template without '{shard}'.
-pub(super) fn check_results_template(results: &Path) -> Result<(), Usage> {
+pub(super) fn check_results_template(results: &Path) -> Result<(), CheckError> {
     if results.to_string_lossy().contains("{shard}") {
         return Ok(());
     }
-    Err(Usage(format!(
-        "--results {}: needs '{{shard}}' in it, or every shard would write the same file",
-        results.display()
-    )))
+    Err(CheckError::NoShardInPath {
+        flag: "--results",
+        path: results.to_path_buf(),
+        clash: "every shard would write the same file",
+    })
 }
 
 /// Checks the whole task file now, as `run` would on each node: a bad line is better found
 /// before N shards wait in the queue for it. `shown` is the path as the user gave it. Returns
 /// the number of tasks; none is an error.
-pub(super) fn check_task_file(path: &Path, shown: &Path, cmd: Option<&str>) -> Result<u64, Usage> {
+pub(super) fn check_task_file(path: &Path, shown: &Path, cmd: Option<&str>) -> Result<u64, CheckError> {
     let format = match cmd {
         Some(t) => Format::Cmd(CmdTemplate::new(t)),
         None => Format::Jsonl,
     };
-    let file = std::fs::File::open(path).map_err(|e| Usage(format!("cannot open {}: {e}", path.display())))?;
+    let file = std::fs::File::open(path).map_err(|source| CheckError::Open { path: path.to_path_buf(), source })?;
     let count = crate::input::validate_file(&file, &format, None, 0)
         .map(|c| c.tasks)
-        .map_err(|e| Usage(format!("{}, {}", shown.display(), worker::ErrorChain(&e))))?;
+        .map_err(|source| CheckError::BadTasks { path: shown.to_path_buf(), source })?;
     if count == 0 {
-        return Err(Usage(format!("{}: no tasks", shown.display())));
+        return Err(CheckError::NoTasks { path: shown.to_path_buf() });
     }
     Ok(count)
 }

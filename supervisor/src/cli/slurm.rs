@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use clap::Args;
 use shared::exit;
 
-use super::sharded::{self, Engine, Usage, absolute, find_on_path};
+use super::sharded::{self, CheckError, Engine, absolute, find_on_path};
 use crate::input::quote;
 
 /// Options of `bulkhead slurm`.
@@ -57,8 +57,8 @@ const SLURM: Engine = Engine { command: "slurm", unit: "array task" };
 pub(super) fn slurm(args: SlurmArgs) -> i32 {
     let job = match Job::prepare(&args) {
         Ok(j) => j,
-        Err(Usage(msg)) => {
-            eprintln!("bulkhead: error: {msg}");
+        Err(e) => {
+            eprintln!("bulkhead: error: {}", worker::ErrorChain(&e));
             return exit::BAD_INPUT;
         }
     };
@@ -79,13 +79,13 @@ pub(super) fn slurm(args: SlurmArgs) -> i32 {
             eprintln!("bulkhead: when it has ended: {}", job.merge_command());
             exit::OK
         }
-        Err(Submit::Usage(msg)) => {
-            eprintln!("bulkhead: error: {msg}");
-            exit::BAD_INPUT
-        }
-        Err(Submit::Refused(msg)) => {
-            eprintln!("bulkhead: error: sbatch refused the job: {msg}");
+        Err(e @ SubmitError::Refused(_)) => {
+            eprintln!("bulkhead: error: {}", worker::ErrorChain(&e));
             1
+        }
+        Err(e) => {
+            eprintln!("bulkhead: error: {}", worker::ErrorChain(&e));
+            exit::BAD_INPUT
         }
     }
 }
@@ -110,19 +110,63 @@ struct Job {
     sbatch_lines: Vec<String>,
 }
 
-enum Submit {
-    Usage(String),
-    Refused(String),
+/// Why `bulkhead slurm` refused its options before writing anything (exit 2).
+#[derive(Debug, thiserror::Error)]
+enum PrepareError {
+    #[error("cannot read the current directory")]
+    CurrentDir(#[source] std::io::Error),
+    #[error("cannot find this bulkhead executable (for the script to run)")]
+    CurrentExe(#[source] std::io::Error),
+    #[error("{}: no such task file", .0.display())]
+    NoTaskFile(PathBuf),
+    #[error("--max-running must be at least 1")]
+    MaxRunningZero,
+    #[error("--sbatch-arg {arg:?}: {why}")]
+    SbatchArg { arg: String, why: &'static str },
+    #[error(transparent)]
+    Check(#[from] CheckError),
+}
+
+/// Why the job was not submitted: exit 2 for what is wrong here, 1 for sbatch's refusal.
+#[derive(Debug, thiserror::Error)]
+enum SubmitError {
+    #[error("sbatch is not on PATH: run this on a Slurm login node (--dry-run prints the script)")]
+    NoSbatch,
+    #[error("cannot create {}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {}", path.display())]
+    WriteScript {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sbatch refused the job: {0}")]
+    Refused(#[source] Refusal),
+}
+
+/// What sbatch did instead of taking the job.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("cannot run sbatch")]
+    Start(#[source] std::io::Error),
+    /// sbatch's own words on stderr, or its exit status where it said nothing.
+    #[error("{0}")]
+    Said(String),
+    #[error("sbatch printed no job id: {0:?}")]
+    NoJobId(String),
 }
 
 impl Job {
-    fn prepare(args: &SlurmArgs) -> Result<Self, Usage> {
-        let workdir = std::env::current_dir().map_err(|e| Usage(format!("cannot read the current directory: {e}")))?;
-        let bulkhead = std::env::current_exe()
-            .map_err(|e| Usage(format!("cannot find this bulkhead executable (for the script to run): {e}")))?;
+    fn prepare(args: &SlurmArgs) -> Result<Self, PrepareError> {
+        let workdir = std::env::current_dir().map_err(PrepareError::CurrentDir)?;
+        let bulkhead = std::env::current_exe().map_err(PrepareError::CurrentExe)?;
         let tasks = absolute(&workdir, &args.tasks);
         if !tasks.is_file() {
-            return Err(Usage(format!("{}: no such task file", args.tasks.display())));
+            return Err(PrepareError::NoTaskFile(args.tasks.clone()));
         }
         let dir = absolute(&workdir, args.dir.as_deref().unwrap_or(Path::new(".")));
         let results = match &args.results {
@@ -133,7 +177,7 @@ impl Job {
             None => dir.join("results-{shard}.jsonl"),
         };
         if args.max_running == Some(0) {
-            return Err(Usage("--max-running must be at least 1".into()));
+            return Err(PrepareError::MaxRunningZero);
         }
         let sbatch_lines = args.sbatch_args.iter().map(|a| directive(a)).collect::<Result<Vec<_>, _>>()?;
         let run = sharded::check_run_args(&SLURM, &tasks, &args.run_args)?;
@@ -233,34 +277,33 @@ impl Job {
     }
 
     /// Writes the script into DIR and hands it to `sbatch --parsable`; returns the job id.
-    fn submit(&self, script: &str) -> Result<String, Submit> {
-        let sbatch = find_on_path("sbatch").ok_or_else(|| {
-            Submit::Usage("sbatch is not on PATH: run this on a Slurm login node (--dry-run prints the script)".into())
-        })?;
+    fn submit(&self, script: &str) -> Result<String, SubmitError> {
+        let sbatch = find_on_path("sbatch").ok_or(SubmitError::NoSbatch)?;
         // The results' directory too, unless it differs by shard: a shard cannot create it.
         let results_dir = self.results.parent().filter(|p| !p.to_string_lossy().contains("{shard}"));
         for d in [Some(self.dir.as_path()), results_dir].into_iter().flatten() {
-            std::fs::create_dir_all(d).map_err(|e| Submit::Usage(format!("cannot create {}: {e}", d.display())))?;
+            std::fs::create_dir_all(d).map_err(|source| SubmitError::CreateDir { path: d.to_path_buf(), source })?;
         }
         std::fs::write(&self.script_path, script)
-            .map_err(|e| Submit::Usage(format!("cannot write {}: {e}", self.script_path.display())))?;
+            .map_err(|source| SubmitError::WriteScript { path: self.script_path.clone(), source })?;
         let out = Command::new(sbatch)
             .arg("--parsable")
             .arg(&self.script_path)
             .current_dir(&self.workdir)
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| Submit::Refused(format!("cannot run sbatch: {e}")))?;
+            .map_err(|e| SubmitError::Refused(Refusal::Start(e)))?;
         let _ = std::io::stderr().write_all(&out.stderr);
         if !out.status.success() {
             let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            return Err(Submit::Refused(if why.is_empty() { format!("sbatch {}", out.status) } else { why }));
+            let said = if why.is_empty() { format!("sbatch {}", out.status) } else { why };
+            return Err(SubmitError::Refused(Refusal::Said(said)));
         }
         // --parsable prints "jobid" or "jobid;cluster".
         let text = String::from_utf8_lossy(&out.stdout);
         let id = text.trim().split(';').next().unwrap_or("").to_string();
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(Submit::Refused(format!("sbatch printed no job id: {:?}", text.trim())));
+            return Err(SubmitError::Refused(Refusal::NoJobId(text.trim().to_string())));
         }
         Ok(id)
     }
@@ -268,8 +311,8 @@ impl Job {
 
 /// An sbatch option as an #SBATCH line reads it: sbatch splits the line at whitespace unless
 /// it is in double quotes, so a value with spaces is quoted (`--comment="a b"`).
-fn directive(arg: &str) -> Result<String, Usage> {
-    let refuse = |why: &str| Err(Usage(format!("--sbatch-arg {arg:?}: {why}")));
+fn directive(arg: &str) -> Result<String, PrepareError> {
+    let refuse = |why: &'static str| Err(PrepareError::SbatchArg { arg: arg.to_string(), why });
     if !arg.starts_with('-') {
         return refuse("give each sbatch option whole, as --option=value");
     }
@@ -337,7 +380,9 @@ mod tests {
     #[test]
     fn bad_options_are_refused_before_submitting() {
         let dir = tempfile::tempdir().unwrap();
-        let refused = |extra: &[&str]| Job::prepare(&args(dir.path(), extra)).err().map(|Usage(m)| m).unwrap();
+        let refused = |extra: &[&str]| {
+            Job::prepare(&args(dir.path(), extra)).err().map(|e| worker::ErrorChain(&e).to_string()).unwrap()
+        };
         assert!(refused(&["--shards", "2", "--", "--shard", "0/2"]).contains("--shard"));
         assert!(refused(&["--shards", "2", "--", "--results", "x"]).contains("--results"));
         assert!(refused(&["--shards", "2", "--", "--events", "ev.jsonl"]).contains("{shard}"));
@@ -347,6 +392,6 @@ mod tests {
         assert!(Cli::try_parse_from(["bulkhead", "slurm", "t", "--shards", "0"]).is_err());
         let a = args(dir.path(), &["--shards", "2"]);
         std::fs::write(&a.tasks, "{\"kind\":\"nope\"}\n").unwrap();
-        assert!(Job::prepare(&a).err().map(|Usage(m)| m).unwrap().contains("line 1"));
+        assert!(Job::prepare(&a).err().map(|e| worker::ErrorChain(&e).to_string()).unwrap().contains("line 1"));
     }
 }
