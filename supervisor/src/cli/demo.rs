@@ -16,7 +16,7 @@ use worker::builtin::Builtin;
 use crate::engine::FaultPlan;
 use crate::engine::Mode;
 use crate::engine::StopReason;
-use crate::engine::lifecycle::{RunEvent, Timed};
+use crate::engine::lifecycle::{RunEvent, Timed, WorkerExit};
 use crate::input::source::TaskSpec;
 use crate::pool::{Pool, PoolBuilder, Summary};
 use shared::task::{BuiltinTask, FaultKind};
@@ -193,7 +193,7 @@ fn live(paint: Paint) -> impl FnMut(&Timed) + 'static {
             RunEvent::WorkerStarted { worker, pid, ms } => {
                 println!("{t}  {} worker {worker} up (pid {pid}, ready in {ms:.1} ms)", paint.green("+"))
             }
-            RunEvent::WorkerExited { worker, pid, clean: false, cause: Some(cause), task } => {
+            RunEvent::WorkerExited { worker, pid, exit: WorkerExit::Died(Some(cause)), task } => {
                 let on = task.as_ref().map(|t| format!("  [task {t}]")).unwrap_or_default();
                 println!(
                     "{t}  {} worker {worker} (pid {pid}) {}{}",

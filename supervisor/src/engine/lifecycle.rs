@@ -44,11 +44,9 @@ pub enum RunEvent {
         worker: usize,
         /// The process id.
         pid: u32,
-        /// Whether it exited because it was asked to.
-        clean: bool,
-        /// Why it died, when it was not asked to.
-        #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
-        cause: Option<CrashCause>,
+        /// Asked to, or died (and why): written as `clean` and the crash fields.
+        #[serde(flatten)]
+        exit: WorkerExit,
         /// Task it was executing, if one is blamed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         task: Option<String>,
@@ -94,6 +92,57 @@ pub enum RunEvent {
     },
 }
 
+/// How a worker ended. In the events file it is `"clean": true`, or `"clean": false` with the
+/// crash fields (`cause`, `signal`, ...), which is what readers of the file match on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "ExitFields", into = "ExitFields")]
+pub enum WorkerExit {
+    /// It exited because it was asked to.
+    Clean,
+    /// It died. The cause is always known to the supervisor that writes the events; `None`
+    /// is for a file written by something else that gave no cause.
+    Died(Option<CrashCause>),
+}
+
+impl WorkerExit {
+    /// Whether the worker exited because it was asked to.
+    pub fn clean(&self) -> bool {
+        matches!(self, WorkerExit::Clean)
+    }
+
+    /// Why it died, when it did and it is known.
+    pub fn cause(&self) -> Option<&CrashCause> {
+        match self {
+            WorkerExit::Died(cause) => cause.as_ref(),
+            WorkerExit::Clean => None,
+        }
+    }
+}
+
+/// [`WorkerExit`] as the events file spells it.
+#[derive(Clone, Serialize, Deserialize)]
+struct ExitFields {
+    clean: bool,
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    cause: Option<CrashCause>,
+}
+
+impl From<ExitFields> for WorkerExit {
+    fn from(f: ExitFields) -> Self {
+        // A clean exit has no cause; one written beside `"clean": true` says nothing more.
+        if f.clean { WorkerExit::Clean } else { WorkerExit::Died(f.cause) }
+    }
+}
+
+impl From<WorkerExit> for ExitFields {
+    fn from(e: WorkerExit) -> Self {
+        match e {
+            WorkerExit::Clean => ExitFields { clean: true, cause: None },
+            WorkerExit::Died(cause) => ExitFields { clean: false, cause },
+        }
+    }
+}
+
 /// An event with its time, as one line of the events file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Timed {
@@ -115,8 +164,11 @@ mod tests {
             event: RunEvent::WorkerExited {
                 worker: 2,
                 pid: 77,
-                clean: false,
-                cause: Some(CrashCause::Signal { signal: "SIGSEGV".into(), core: false, detail: None }),
+                exit: WorkerExit::Died(Some(CrashCause::Signal {
+                    signal: "SIGSEGV".into(),
+                    core: false,
+                    detail: None,
+                })),
                 task: Some("a6".into()),
             },
         };
@@ -129,8 +181,9 @@ mod tests {
         let back: Timed = serde_json::from_str(&s).unwrap();
         assert_eq!(back, e);
         let clean =
-            Timed { t: 2.0, event: RunEvent::WorkerExited { worker: 0, pid: 5, clean: true, cause: None, task: None } };
+            Timed { t: 2.0, event: RunEvent::WorkerExited { worker: 0, pid: 5, exit: WorkerExit::Clean, task: None } };
         let s = serde_json::to_string(&clean).unwrap();
+        assert_eq!(s, r#"{"t":2.0,"event":"worker_exited","worker":0,"pid":5,"clean":true}"#);
         assert_eq!(serde_json::from_str::<Timed>(&s).unwrap(), clean);
     }
 }

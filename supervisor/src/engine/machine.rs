@@ -11,7 +11,7 @@ use shared::task::FaultKind;
 
 use crate::engine::blame::{self, Death, Verdict};
 use crate::engine::inject::Inject;
-use crate::engine::lifecycle::RunEvent;
+use crate::engine::lifecycle::{RunEvent, WorkerExit};
 use crate::engine::restart::RestartTracker;
 use crate::engine::{
     Action, Counts, Ending, EngineConfig, Event, Finished, Interrupt, Job, KillReason, MAX_INFLIGHT_PER_THREAD, Probe,
@@ -540,8 +540,7 @@ impl Engine {
         self.emit(sink, now, || RunEvent::WorkerExited {
             worker: slot,
             pid: death.pid,
-            clean: verdict.clean,
-            cause: (!verdict.clean).then(|| verdict.cause.clone()),
+            exit: if verdict.clean { WorkerExit::Clean } else { WorkerExit::Died(Some(verdict.cause.clone())) },
             task: blamed_id,
         });
         self.settle_inflight(slot, &death, &verdict, now, sink);

@@ -11,7 +11,7 @@ use shared::shm;
 use shared::task::FaultKind;
 
 use super::*;
-use crate::engine::lifecycle::RunEvent;
+use crate::engine::lifecycle::{RunEvent, WorkerExit};
 use crate::engine::restart::RestartPolicy;
 
 const MS: u64 = 1_000_000;
@@ -177,7 +177,7 @@ fn tasks_flow_through_and_the_run_completes() {
     }
     assert!(h.engine.is_done());
     assert!(matches!(h.engine.stop_reason(), Some(StopReason::Completed)));
-    assert!(h.sink.events.iter().any(|e| matches!(e, RunEvent::WorkerExited { clean: true, .. })));
+    assert!(h.sink.events.iter().any(|e| matches!(e, RunEvent::WorkerExited { exit: WorkerExit::Clean, .. })));
     assert_eq!(h.engine.counts().crashes_total(), 0);
 }
 
@@ -211,7 +211,7 @@ fn a_crash_charges_only_the_executing_task() {
     assert_eq!(requeued.len(), 7);
     assert_eq!(requeued.iter().filter(|r| r.1).map(|r| r.0.as_str()).collect::<Vec<_>>(), ["t4"]);
     assert!(h.sink.events.iter().any(|e| matches!(e,
-        RunEvent::WorkerExited { pid: p, cause: Some(CrashCause::Signal { .. }), task: Some(t), .. } if *p == pid && t == "t4")));
+        RunEvent::WorkerExited { pid: p, exit: WorkerExit::Died(Some(CrashCause::Signal { .. })), task: Some(t), .. } if *p == pid && t == "t4")));
     // The first death of a slot restarts at once; the requeued tasks come first, in order.
     let actions = h.start();
     assert_eq!(actions, vec![Action::Dispatch { slot: 0 }]);

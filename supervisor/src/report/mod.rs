@@ -48,7 +48,7 @@ mod tests {
     use super::page::*;
     use super::timeline::*;
     use super::*;
-    use crate::engine::lifecycle::RunEvent;
+    use crate::engine::lifecycle::{RunEvent, WorkerExit};
 
     fn testdata(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(name)
@@ -71,7 +71,7 @@ mod tests {
     }
 
     fn died(t: f64, worker: usize, pid: u32, cause: CrashCause, task: &str) -> Timed {
-        at(t, RunEvent::WorkerExited { worker, pid, clean: false, cause: Some(cause), task: Some(task.into()) })
+        at(t, RunEvent::WorkerExited { worker, pid, exit: WorkerExit::Died(Some(cause)), task: Some(task.into()) })
     }
 
     fn requeued(t: f64, id: &str, worker: usize, charged: bool) -> Timed {
@@ -405,7 +405,10 @@ mod tests {
                 RunEvent::TaskFinished { id, worker, status: if ok { Status::Ok } else { Status::Failed }, ms }
             }),
             (worker.clone(), any::<bool>(), cause, prop::option::of(id.clone())).prop_map(
-                |(worker, clean, cause, task)| { RunEvent::WorkerExited { worker, pid: 7, clean, cause, task } }
+                |(worker, clean, cause, task)| {
+                    let exit = if clean { WorkerExit::Clean } else { WorkerExit::Died(cause) };
+                    RunEvent::WorkerExited { worker, pid: 7, exit, task }
+                }
             ),
             (id.clone(), worker.clone(), any::<bool>()).prop_map(|(id, worker, charged)| RunEvent::TaskRequeued {
                 id,

@@ -263,8 +263,8 @@ impl Timeline {
             RunEvent::WorkerStarted { worker, pid, ms } => self.worker_started(t, *worker, *pid, *ms),
             RunEvent::TaskStarted { id, worker, attempt } => self.task_started(t, id, *worker, *attempt),
             RunEvent::TaskFinished { id, worker, status, ms } => self.task_finished(t, id, *worker, *status, *ms),
-            RunEvent::WorkerExited { worker, pid, clean, cause, task } => {
-                self.worker_exited(t, *worker, *pid, *clean, cause.as_ref(), task.as_deref())
+            RunEvent::WorkerExited { worker, pid, exit, task } => {
+                self.worker_exited(t, *worker, *pid, exit.clean(), exit.cause(), task.as_deref())
             }
             RunEvent::TaskRequeued { id, worker, charged, attempts: _ } => self.task_requeued(t, id, *worker, *charged),
             RunEvent::TaskQuarantined { id, attempts } => self.task_quarantined(t, id, *attempts),
