@@ -100,8 +100,8 @@ pub struct RunArgs {
     /// Attempts by the cause of the worker's death, e.g. panic=1,signal=5,oom=2:x2 (x2: the
     /// next attempt's memory limit doubled); causes: signal, panic, oom, timeout,
     /// unresponsive, protocol, exit. Others get --attempts.
-    #[arg(long, value_parser = crate::engine::config::parse_retry_rules, value_name = "CAUSE=N,...")]
-    pub retry: Option<Vec<crate::engine::config::CauseRule>>,
+    #[arg(long, value_parser = parse_retry_arg, value_name = "CAUSE=N,...")]
+    pub retry: Option<RetryArg>,
     /// Runs in all of a task that failed (a command's non-zero exit or timeout, a handler's
     /// error), as GNU parallel's --retries [default: 1, no retry].
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
@@ -165,6 +165,14 @@ pub struct RunArgs {
     /// Shard count, for engines that give only the index (Kubernetes' JOB_COMPLETION_INDEX).
     #[arg(long, value_name = "N")]
     pub shards: Option<u32>,
+}
+
+/// `--retry`'s rules (a type of its own: clap would take a `Vec` for repeated flags).
+#[derive(Debug, Clone)]
+pub struct RetryArg(pub Vec<crate::engine::config::CauseRule>);
+
+fn parse_retry_arg(s: &str) -> Result<RetryArg, crate::engine::config::RetryRuleError> {
+    crate::engine::config::parse_retry_rules(s).map(RetryArg)
 }
 
 /// `--mode`.

@@ -245,7 +245,7 @@ impl PoolSetup {
         }
         builder = builder
             .retry_rules(crate::engine::config::RetryRules {
-                by_cause: args.retry.clone().unwrap_or_default(),
+                by_cause: args.retry.clone().map(|r| r.0).unwrap_or_default(),
                 retries: args.retries,
                 retry_exit: args.retry_exit.clone(),
                 fail_exit: args.fail_exit.clone(),
