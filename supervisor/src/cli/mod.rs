@@ -40,7 +40,7 @@ enum Command {
     Scan(Box<scan::ScanArgs>),
     /// Fault-injection demos on built-in data; no scenario: the tour.
     Demo {
-        /// poison, segv, mutex, hang, freeze, oom, protocol, crash-loop, or tour.
+        /// poison, segv, mutex, hang, freeze, oom, protocol, crash-loop, retry, or tour.
         scenario: Option<String>,
     },
     /// Thread vs process vs hybrid, measured side by side on the same batches.
