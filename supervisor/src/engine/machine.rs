@@ -118,6 +118,9 @@ pub struct Engine {
     pauses: Vec<(u64, u64)>,
     /// Run times of the tasks that succeeded, for `--timeout N%`.
     run_times: RunTimes,
+    /// The relative timeout as of a count of successes: the median is read again only when
+    /// another task has succeeded, not at every deadline check of every slot.
+    timeout_cache: std::cell::Cell<(u64, Option<u64>)>,
 }
 
 const MS: f64 = 1_000_000.0;
@@ -150,6 +153,7 @@ impl Engine {
             t0: now,
             pauses: Vec::new(),
             run_times: RunTimes::default(),
+            timeout_cache: std::cell::Cell::new((0, None)),
         }
     }
 
@@ -866,7 +870,16 @@ impl Engine {
 
     /// The per-task limit in force now (`--timeout`, fixed or relative to the median).
     pub fn timeout_ns(&self) -> Option<u64> {
-        timeout::limit_ns(&self.cfg, &self.run_times)
+        if self.cfg.timeout_percent.is_none() {
+            return self.cfg.timeout_ns;
+        }
+        let (count, limit) = self.timeout_cache.get();
+        if count == self.run_times.count() && count > 0 {
+            return limit;
+        }
+        let limit = timeout::limit_ns(&self.cfg, &self.run_times);
+        self.timeout_cache.set((self.run_times.count(), limit));
+        limit
     }
 
     /// A signal stopped the run: its grace is the only deadline left for running tasks.
