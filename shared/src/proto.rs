@@ -13,7 +13,7 @@ use crate::frame::{self, HEADER_LEN};
 use crate::task::FaultKind;
 
 /// Bumped on any change to the encoding of these messages.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Messages from the supervisor to a worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,12 +103,15 @@ pub struct TaskError {
     pub stdout: Option<String>,
     /// The head of the task's standard error, where it has one.
     pub stderr: Option<String>,
+    /// The exit status of a shell command that exited non-zero: what `--retry-exit` and
+    /// `--fail-exit` decide by.
+    pub exit: Option<i32>,
 }
 
 impl TaskError {
     /// An error with a message and no captured output.
     pub fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into(), stdout: None, stderr: None }
+        Self { message: message.into(), stdout: None, stderr: None, exit: None }
     }
 }
 

@@ -162,6 +162,19 @@ pub struct Record<O> {
     /// Every crash of the task, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub crashes: Vec<Crash>,
+    /// For a failed or quarantined task, the retry rule that ended it (`attempts=3`,
+    /// `panic=1`, `retries=1`, `retry-exit=75`, `fail-exit=2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// The factor its last attempt's memory limit was multiplied by (`--retry oom=N:xF`),
+    /// when above 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_factor: Option<u32>,
+    /// How many earlier final records of this task it supersedes: written by
+    /// `--resume-failed`, the only way a task gets a second record. A task's last record is
+    /// the one that counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supersedes: Option<u32>,
 }
 
 /// How a task ended, with what it ended with: the one input from which both [`Record`] and
@@ -236,7 +249,20 @@ impl<O> Record<O> {
             None => (None, None, None),
         };
         let ms = if status == Status::Quarantined { None } else { ms };
-        Self { id, status, attempts, ms, output, error, stdout, stderr, crashes }
+        Self {
+            id,
+            status,
+            attempts,
+            ms,
+            output,
+            error,
+            stdout,
+            stderr,
+            crashes,
+            rule: None,
+            memory_factor: None,
+            supersedes: None,
+        }
     }
 
     /// A borrowed view, which serializes exactly as the record does.
@@ -251,6 +277,9 @@ impl<O> Record<O> {
             stdout: self.stdout.as_deref(),
             stderr: self.stderr.as_deref(),
             crashes: &self.crashes,
+            rule: self.rule.as_deref(),
+            memory_factor: self.memory_factor,
+            supersedes: self.supersedes,
         }
     }
 }
@@ -283,6 +312,15 @@ pub struct RecordRef<'a, O> {
     /// Its crashes.
     #[serde(skip_serializing_if = "<[Crash]>::is_empty")]
     pub crashes: &'a [Crash],
+    /// The retry rule that ended a failed or quarantined task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<&'a str>,
+    /// The last attempt's memory-limit factor, when above 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_factor: Option<u32>,
+    /// Earlier final records of the task that this one supersedes (`--resume-failed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub supersedes: Option<u32>,
 }
 
 impl<'a, O> RecordRef<'a, O> {
@@ -307,6 +345,9 @@ impl<'a, O> RecordRef<'a, O> {
             stdout: error.and_then(|e| e.stdout.as_deref()),
             stderr: error.and_then(|e| e.stderr.as_deref()),
             crashes,
+            rule: None,
+            memory_factor: None,
+            supersedes: None,
         }
     }
 }
@@ -324,6 +365,9 @@ impl<O: Clone> RecordRef<'_, O> {
             stdout: self.stdout.map(str::to_string),
             stderr: self.stderr.map(str::to_string),
             crashes: self.crashes.to_vec(),
+            rule: self.rule.map(str::to_string),
+            memory_factor: self.memory_factor,
+            supersedes: self.supersedes,
         }
     }
 }
@@ -336,6 +380,9 @@ pub struct RecordHead {
     pub id: String,
     /// How it ended.
     pub status: Status,
+    /// Earlier final records it supersedes (`--resume-failed`); `None` for a first record.
+    #[serde(default)]
+    pub supersedes: Option<u32>,
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ fn check(name: &str, bytes: Vec<u8>, decode_eq: impl Fn(&[u8])) {
 #[test]
 fn golden_frames() {
     let hello = ToWorker::Hello(Hello {
-        version: 2,
+        version: 3,
         handler: "bulkhead-builtin".into(),
         threads: 1,
         heartbeat_ms: 250,
@@ -61,7 +61,7 @@ fn golden_frames() {
         assert_eq!(frame::decode::<ToWorker>(b).unwrap(), ToWorker::Shutdown)
     });
 
-    let ready = FromWorker::Ready(Ready { version: 2, pid: 4321 });
+    let ready = FromWorker::Ready(Ready { version: 3, pid: 4321 });
     check("ready", frame::encode(&ready).unwrap(), |b| assert_eq!(frame::decode::<FromWorker>(b).unwrap(), ready));
     let sum = postcard::to_stdvec(&BuiltinOutput::Sum { sum: "333333283333335000000".into() }).unwrap();
     let nothing = postcard::to_stdvec(&BuiltinOutput::Nothing).unwrap();
@@ -75,6 +75,7 @@ fn golden_frames() {
                 message: "exit status 1".into(),
                 stdout: None,
                 stderr: Some("gzip: data/x.log: No such file or directory".into()),
+                exit: Some(1),
             }),
         },
     ]);

@@ -25,7 +25,7 @@ fn the_tour_shows_restarts_and_a_poisoned_state() {
 #[test]
 fn every_scenario_tells_its_story() {
     let sb = Sandbox::new();
-    for scenario in ["poison", "segv", "mutex", "hang", "freeze", "oom", "protocol", "crash-loop"] {
+    for scenario in ["poison", "segv", "mutex", "hang", "freeze", "oom", "protocol", "crash-loop", "retry"] {
         let done = sb.run(&["demo", scenario], None);
         assert_eq!(done.code(), Some(0), "demo {scenario}:\n{}\n{}", done.stdout(), done.stderr());
     }

@@ -259,7 +259,7 @@ fn a_failed_runs_last_line_says_what_to_do_next() {
     d.expect_code(1);
     let l = last(&d);
     assert!(
-        l.contains("next: 1 task(s) did not end ok (bad)") && l.contains("in r1.jsonl") && l.contains("--retry-failed"),
+        l.contains("next: 1 task(s) did not end ok (bad)") && l.contains("in r1.jsonl") && l.contains("--retries"),
         "{l}"
     );
     // Exit 2 from a stream: the line.

@@ -32,6 +32,7 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ("oom", "a worker that allocates without end hits its memory limit, alone"),
     ("protocol", "a worker that sends garbage or hangs up is cut off"),
     ("crash-loop", "every task crashes: the restart limit stops the loop"),
+    ("retry", "retries by cause: a panic is set aside at once, a segfault gets more tries"),
 ];
 
 /// Terminal colours, or none.
@@ -74,6 +75,7 @@ pub fn run(name: Option<&str>) -> i32 {
         "oom" => oom(paint),
         "protocol" => protocol(paint),
         "crash-loop" => crash_loop(paint),
+        "retry" => retry_by_cause(paint),
         other => {
             eprintln!("bulkhead: error: no demo scenario '{other}'; there are:");
             for (n, what) in SCENARIOS {
@@ -603,5 +605,35 @@ fn crash_loop(paint: Paint) -> Outcome {
             expected: "the supervisor to give up",
             saw: Some(format!("it stopped with {other:?}")),
         }),
+    }
+}
+
+/// Retry by cause: a panic is a bug that another attempt will not fix, a segfault here is a
+/// flaky native library that a fresh process usually gets past.
+fn retry_by_cause(paint: Paint) -> Outcome {
+    section(
+        paint,
+        "Retries by cause",
+        "     --retry panic=1,signal=5: 'bug' panics on every attempt and is set aside after one;\n     \
+         'flaky' segfaults on its first 3 attempts, past the default --attempts 3, and succeeds on its 4th",
+    );
+    let mut batch: Vec<_> = (0..8).map(|i| task(&format!("t{i}"), sleep(30), None)).collect();
+    batch.insert(1, task("bug", sleep(5), Some((FaultKind::Panic, None))));
+    batch.insert(3, task("flaky", sleep(5), Some((FaultKind::Segv, Some(3)))));
+    let n = batch.len();
+    let rules = crate::engine::config::RetryRules {
+        by_cause: crate::engine::config::parse_retry_rules("panic=1,signal=5").expect("the demo's rules parse"),
+        ..Default::default()
+    };
+    let (s, recs) = process_run(paint, demo_pool().retry_rules(rules), batch)?;
+    verdict(paint, &s, n);
+    for r in recs.iter().filter(|r| r.id == "bug" || r.id == "flaky") {
+        let rule = r.rule.as_deref().map(|rule| format!(", by the rule {rule}")).unwrap_or_default();
+        println!("  {}: {} after {} attempt(s){rule}", r.id, r.status, r.attempts);
+    }
+    let find = |id: &str| recs.iter().find(|r| r.id == id).map(|r| (r.status, r.attempts, r.rule.as_deref()));
+    match (find("bug"), find("flaky")) {
+        (Some((Status::Quarantined, 1, Some("panic=1"))), Some((Status::Ok, 4, None))) => Ok(()),
+        _ => Err(DemoError::unexpected("'bug' quarantined after 1 attempt by panic=1, 'flaky' ok on its 4th")),
     }
 }

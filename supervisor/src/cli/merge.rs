@@ -213,6 +213,9 @@ pub fn merge_into(
     let mut outcome = MergeReport::default();
     let listed = read_task_ids(tasks, format, &mut outcome)?;
     let mut recorded = IdSet::default();
+    // Tasks with records written by --resume-failed: the count of records the last one
+    // supersedes. Only these are held by id.
+    let mut superseded: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
     for path in results {
         if let Some(holder) = crate::output::journal::being_written(path) {
             log::warn!(
@@ -221,14 +224,41 @@ pub fn merge_into(
                 holder.map(|p| format!(" (pid {p})")).unwrap_or_default()
             );
         }
-        let torn = for_each_record(path, |head, raw, line| {
+        let torn = for_each_record(path, |head, _, line| {
             let place = || Place { id: head.id.clone(), file: path.clone(), line };
             if !listed.contains(&head.id) {
                 outcome_push(&mut outcome.unknown, &mut outcome.unknown_shown, place());
                 return Ok(());
             }
-            if !recorded.insert(&head.id) {
-                outcome_push(&mut outcome.duplicates, &mut outcome.duplicates_shown, (place(), None));
+            let first = recorded.insert(&head.id);
+            match head.supersedes {
+                // Written by --resume-failed: a task's last record is the one that counts.
+                Some(n) => {
+                    let last = superseded.entry(head.id).or_insert(n);
+                    *last = (*last).max(n);
+                }
+                None if !first => {
+                    outcome_push(&mut outcome.duplicates, &mut outcome.duplicates_shown, (place(), None));
+                }
+                None => {}
+            }
+            Ok(())
+        })?;
+        if let Some((line, why)) = torn {
+            log::warn!(
+                "results file {}: the last line (line {line}) was cut short ({why}); left out, its task counts as missing",
+                path.display()
+            );
+            outcome.torn.push(path.clone());
+        }
+    }
+    // The second pass counts and writes each task's last record: only once every file has
+    // been read is it known which one that is.
+    let mut kept = IdSet::default();
+    for path in results {
+        for_each_record(path, |head, raw, _| {
+            let last = head.supersedes.unwrap_or(0) == superseded.get(&head.id).copied().unwrap_or(0);
+            if !listed.contains(&head.id) || !last || !kept.insert(&head.id) {
                 return Ok(());
             }
             match head.status {
@@ -243,13 +273,6 @@ pub fn merge_into(
             }
             Ok(())
         })?;
-        if let Some((line, why)) = torn {
-            log::warn!(
-                "results file {}: the last line (line {line}) was cut short ({why}); left out, its task counts as missing",
-                path.display()
-            );
-            outcome.torn.push(path.clone());
-        }
     }
     outcome.missing = outcome.tasks - outcome.recorded();
     if outcome.missing > 0 {
@@ -533,6 +556,20 @@ mod tests {
         let mut out = Vec::new();
         let o = merge_into(&results, &t, &Format::Jsonl, Some(&mut out)).unwrap();
         (o, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn a_task_s_last_record_is_the_one_merged() {
+        let again = |id: &str, status: &str, n: u32| {
+            format!("{{\"id\":\"{id}\",\"status\":\"{status}\",\"attempts\":1,\"supersedes\":{n}}}\n")
+        };
+        let file = rec("a", "failed") + &rec("b", "ok") + &again("a", "quarantined", 1) + &again("a", "ok", 2);
+        let (o, out) = merged(&["a", "b"], &[file]);
+        assert_eq!((o.ok, o.failed, o.quarantined, o.duplicates, o.exit_code()), (2, 0, 0, 0, 0));
+        assert_eq!(out, rec("b", "ok") + &again("a", "ok", 2));
+        // A second record that supersedes nothing is still a duplicate.
+        let (o, _) = merged(&["a"], &[rec("a", "failed") + &rec("a", "ok")]);
+        assert_eq!(o.duplicates, 1);
     }
 
     #[test]

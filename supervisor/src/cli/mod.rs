@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::cli::units::{parse_duration, parse_rate, parse_size};
+use crate::cli::units::{TimeoutArg, parse_duration, parse_rate, parse_size, parse_timeout};
 
 /// Run batches over crash-isolated worker processes.
 #[derive(Debug, Parser)]
@@ -40,7 +40,7 @@ enum Command {
     Scan(Box<scan::ScanArgs>),
     /// Fault-injection demos on built-in data; no scenario: the tour.
     Demo {
-        /// poison, segv, mutex, hang, freeze, oom, protocol, crash-loop, or tour.
+        /// poison, segv, mutex, hang, freeze, oom, protocol, crash-loop, retry, or tour.
         scenario: Option<String>,
     },
     /// Thread vs process vs hybrid, measured side by side on the same batches.
@@ -89,18 +89,39 @@ pub struct RunArgs {
     /// Isolation mode.
     #[arg(long, value_enum, default_value_t = ModeArg::Process)]
     pub mode: ModeArg,
-    /// Per-task wall-clock limit (500ms, 2s, 1m).
-    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
-    pub timeout: Option<Duration>,
-    /// Attempts per task before quarantine (crashes and timeouts count).
+    /// Per-task wall-clock limit (500ms, 2s, 1m); N% of the median run of the tasks that
+    /// succeeded so far, once 5 have (300%), with a floor that alone applies before (300%,10s).
+    #[arg(long, value_parser = parse_timeout, value_name = "DUR|N%[,DUR]")]
+    pub timeout: Option<TimeoutArg>,
+    /// Attempts per task before quarantine: its worker's deaths count (crashes, and timeouts
+    /// of tasks that are not shell commands).
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub attempts: u32,
+    /// Attempts by the cause of the worker's death, e.g. panic=1,signal=5,oom=2:x2 (x2: the
+    /// next attempt's memory limit doubled); causes: signal, panic, oom, timeout,
+    /// unresponsive, protocol, exit. Others get --attempts.
+    #[arg(long, value_parser = parse_retry_arg, value_name = "CAUSE=N,...")]
+    pub retry: Option<RetryArg>,
+    /// Runs in all of a task that failed (a command's non-zero exit or timeout, a handler's
+    /// error), as GNU parallel's --retries [default: 1, no retry].
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub retries: u32,
+    /// Exit statuses of a command that are retried within --attempts (e.g. 75,143).
+    #[arg(long, value_delimiter = ',', value_name = "CODE,...")]
+    pub retry_exit: Vec<i32>,
+    /// Exit statuses of a command that fail it at once, never retried (e.g. 2).
+    #[arg(long, value_delimiter = ',', value_name = "CODE,...")]
+    pub fail_exit: Vec<i32>,
     /// Results JSONL, appended and flushed as tasks finish [default: stdout].
     #[arg(long, value_name = "FILE")]
     pub results: Option<PathBuf>,
     /// Skip tasks that already have a final record in --results.
     #[arg(long)]
     pub resume: bool,
+    /// As --resume, and run again the tasks whose last record is failed or quarantined;
+    /// each new record counts the records it supersedes (`supersedes`).
+    #[arg(long)]
+    pub resume_failed: bool,
     /// Lifecycle events JSONL.
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
@@ -144,6 +165,14 @@ pub struct RunArgs {
     /// Shard count, for engines that give only the index (Kubernetes' JOB_COMPLETION_INDEX).
     #[arg(long, value_name = "N")]
     pub shards: Option<u32>,
+}
+
+/// `--retry`'s rules (a type of its own: clap would take a `Vec` for repeated flags).
+#[derive(Debug, Clone)]
+pub struct RetryArg(pub Vec<crate::engine::config::CauseRule>);
+
+fn parse_retry_arg(s: &str) -> Result<RetryArg, crate::engine::config::RetryRuleError> {
+    crate::engine::config::parse_retry_rules(s).map(RetryArg)
 }
 
 /// `--mode`.

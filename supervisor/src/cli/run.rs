@@ -231,8 +231,26 @@ impl PoolSetup {
             builder = builder.shard(k, n);
         }
         if let Some(t) = args.timeout {
-            builder = builder.timeout(t);
+            if let Some(d) = t.fixed {
+                builder = builder.timeout(d);
+            }
+            if let Some(p) = t.percent {
+                builder = builder.timeout_percent(p);
+            }
         }
+        let both = args.retry_exit.iter().find(|c| args.fail_exit.contains(c));
+        if let Some(code) = both {
+            eprintln!("bulkhead: error: exit status {code} is in both --retry-exit and --fail-exit");
+            return Err(exit::BAD_INPUT);
+        }
+        builder = builder
+            .retry_rules(crate::engine::config::RetryRules {
+                by_cause: args.retry.clone().map(|r| r.0).unwrap_or_default(),
+                retries: args.retries,
+                retry_exit: args.retry_exit.clone(),
+                fail_exit: args.fail_exit.clone(),
+            })
+            .resume_failed(args.resume_failed);
         // Thread mode has no worker process to bound (the warning above said so).
         if let Some(m) = args.memory_limit
             && args.mode != ModeArg::Thread
@@ -542,7 +560,10 @@ fn next_step(code: i32, s: &Summary, results: Option<&std::path::Path>) -> Optio
             let mut line =
                 format!("next: {bad} task(s) did not end ok{named}; their records (error, crashes) are {where_}");
             if s.counts.failed + s.previous_failed > 0 {
-                line.push_str("; --retry-failed retries a failure (not only a crash) within --attempts");
+                line.push_str("; --retries N runs a failing task up to N times");
+            }
+            if results.is_some() {
+                line.push_str("; once fixed, the same command with --resume-failed runs them again");
             }
             if s.counts.quarantined + s.previous_quarantined > 0 {
                 line.push_str("; a quarantined task crashed its worker on every attempt: its crashes say how");

@@ -226,9 +226,9 @@ pub(super) fn scan(args: ScanArgs) -> i32 {
     let mut out = LineWriter::new(lines, planned.len() > 1, ranges.len());
     // On resume the ranges already done are skipped by the pool; their results are in the
     // results file, read here.
-    if run.resume
+    if (run.resume || run.resume_failed)
         && let Some(path) = &run.results
-        && let Err(e) = read_done(path, &index, &ranges, &mut planned, &mut totals, &mut out)
+        && let Err(e) = read_done(path, &index, &ranges, &mut planned, &mut totals, &mut out, run.resume_failed)
     {
         eprintln!("bulkhead: error: cannot read {} to resume: {e}", path.display());
         return exit::BAD_INPUT;
@@ -376,16 +376,28 @@ fn read_done(
     planned: &mut [Planned],
     totals: &mut Totals,
     out: &mut LineWriter,
+    rerun_failed: bool,
 ) -> io::Result<()> {
     let f = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
+    // A range's last record is the one that counts (one written by --resume-failed
+    // supersedes the failure before it).
+    let mut last: Vec<Option<Done>> = (0..ranges.len()).map(|_| None).collect();
     for line in io::BufReader::new(f).split(b'\n') {
         // A torn last line (the run was killed mid-write) is not a record; the journal cuts it.
         let Ok(r) = serde_json::from_slice::<Done>(&line?) else { continue };
         let Some(&i) = index.get(&r.id) else { continue };
+        last[i] = Some(r);
+    }
+    for (i, r) in last.into_iter().enumerate() {
+        let Some(r) = r else { continue };
+        if rerun_failed && r.status != Status::Ok {
+            // It runs again in this run, which counts it.
+            continue;
+        }
         totals.resumed += 1;
         match (r.status, r.output) {
             (Status::Ok, Some(o)) => add(totals, &mut planned[ranges[i].file], out, i, o),

@@ -88,7 +88,7 @@ pub(super) fn check_run_args(engine: &Engine, tasks: &Path, run_args: &[String])
             });
         }
     }
-    Ok(RunOptions { resume: run.resume, cmd: run.cmd.clone(), grace: run.grace })
+    Ok(RunOptions { resume: run.resume || run.resume_failed, cmd: run.cmd.clone(), grace: run.grace })
 }
 
 /// Refuses a results template without '{shard}'.

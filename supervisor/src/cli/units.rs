@@ -40,6 +40,37 @@ pub enum UnitError {
     /// A rate over no time.
     #[error("the period in '{0}' must be above zero")]
     ZeroPeriod(String),
+    /// Not `DUR`, `N%` or `N%,DUR`.
+    #[error("'{0}' is not a timeout (e.g. 10m, 300% of the median successful run, 300%,10s with a floor)")]
+    NotTimeout(String),
+}
+
+/// A `--timeout`: a fixed limit, or a percentage of the median time of the tasks that
+/// succeeded so far with an optional floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeoutArg {
+    /// The percentage (`300%`), if relative.
+    pub percent: Option<u32>,
+    /// The fixed limit, or the floor of a relative one.
+    pub fixed: Option<Duration>,
+}
+
+/// Parses `--timeout`: `DUR`, `N%` or `N%,DUR`.
+pub fn parse_timeout(s: &str) -> Result<TimeoutArg, UnitError> {
+    let bad = || UnitError::NotTimeout(s.to_string());
+    let (first, floor) = match s.split_once(',') {
+        Some((a, b)) => (a.trim(), Some(b)),
+        None => (s.trim(), None),
+    };
+    match first.strip_suffix('%') {
+        Some(n) => {
+            let percent = n.trim().parse::<u32>().ok().filter(|&p| p > 0).ok_or_else(bad)?;
+            let fixed = floor.map(parse_duration).transpose()?;
+            Ok(TimeoutArg { percent: Some(percent), fixed })
+        }
+        None if floor.is_none() => Ok(TimeoutArg { percent: None, fixed: Some(parse_duration(first)?) }),
+        None => Err(bad()),
+    }
 }
 
 /// `1234567` as `1,234,567`.
@@ -128,5 +159,16 @@ mod tests {
         assert_eq!(parse_size("0").unwrap(), 0);
         assert_eq!(parse_rate("10/5s").unwrap(), (10, Duration::from_secs(5)));
         assert!(parse_rate("10").is_err());
+    }
+
+    #[test]
+    fn timeouts_are_fixed_relative_or_relative_with_a_floor() {
+        let secs = Duration::from_secs;
+        assert_eq!(parse_timeout("10s"), Ok(TimeoutArg { percent: None, fixed: Some(secs(10)) }));
+        assert_eq!(parse_timeout("300%"), Ok(TimeoutArg { percent: Some(300), fixed: None }));
+        assert_eq!(parse_timeout("300%,10s"), Ok(TimeoutArg { percent: Some(300), fixed: Some(secs(10)) }));
+        assert!(matches!(parse_timeout("0%"), Err(UnitError::NotTimeout(_))));
+        assert!(matches!(parse_timeout("10s,5s"), Err(UnitError::NotTimeout(_))));
+        assert!(parse_timeout("300%,x").is_err());
     }
 }

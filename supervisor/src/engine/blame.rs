@@ -1,11 +1,14 @@
 //! Who is to blame for a worker's death, and for what: a pure decision from what the reaper,
 //! the status page and the worker itself reported, and the supervisor's own reason for
-//! ending it. The engine then carries the verdict out (charges, requeues, restarts).
+//! ending it; and, for each task charged or failed, whether it runs again, by which rule.
+//! The engine then carries the verdicts out (charges, requeues, restarts, records).
 
 use shared::proto::PanicReport;
 use shared::record::CrashCause;
 
+use crate::engine::EngineConfig;
 use crate::engine::cause::{ExitCause, crash_cause};
+use crate::engine::config::MAX_MEMORY_FACTOR;
 use crate::engine::slot::KillReason;
 
 /// What is known of one worker's death.
@@ -62,6 +65,124 @@ pub fn judge(death: &Death<'_>, killed_for: Option<&KillReason>, panic: Option<&
     Verdict { clean, crash, cause, blamed }
 }
 
+/// How one attempt of a task went wrong.
+#[derive(Debug, Clone, Copy)]
+pub enum Mishap<'a> {
+    /// Its worker died of this while executing it (a timeout included).
+    Crashed(&'a CrashCause),
+    /// It ended with an error: a handler's, or a command's non-zero exit (with its status).
+    Failed {
+        /// A command's exit status.
+        exit: Option<i32>,
+    },
+}
+
+/// What becomes of a task after a mishap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// It runs again, with its memory limit multiplied by `memory_factor` (1: as it was).
+    Retry {
+        /// Of the limit the run was given.
+        memory_factor: u32,
+    },
+    /// Its final record says failed.
+    Fail,
+    /// Its final record says quarantined: it crashed its worker on every attempt it was allowed.
+    Quarantine,
+}
+
+/// The rule that decided, written in a final record as `rule` (`"panic=1"`, `"retries=1"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// `--attempts N`, the default for crashes (and for failures under `--retry-failed`).
+    Attempts(u32),
+    /// `--retry CAUSE=N`.
+    Cause {
+        /// The cause.
+        cause: &'static str,
+        /// Its attempts.
+        attempts: u32,
+    },
+    /// `--retries N`: runs of a failing task.
+    Retries(u32),
+    /// `--retry-exit`: the command exited with this status, retried within `--attempts`.
+    RetryExit(i32),
+    /// `--fail-exit`: the command exited with this status and is never retried.
+    FailExit(i32),
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rule::Attempts(n) => write!(f, "attempts={n}"),
+            Rule::Cause { cause, attempts } => write!(f, "{cause}={attempts}"),
+            Rule::Retries(n) => write!(f, "retries={n}"),
+            Rule::RetryExit(c) => write!(f, "retry-exit={c}"),
+            Rule::FailExit(c) => write!(f, "fail-exit={c}"),
+        }
+    }
+}
+
+/// The decision about a task after a mishap, and the rule that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// What becomes of it.
+    pub next: Next,
+    /// Why.
+    pub rule: Rule,
+}
+
+/// Decides a task's future after `mishap` on its attempt number `used` (1 for the first);
+/// `memory_factor` is the factor its attempt ran with (1 at first).
+///
+/// - A crash (any cause; for a command, any but a timeout) is retried while `used` is below
+///   the cause's `--retry` attempts, else `--attempts`; then the task is quarantined. An
+///   `oom` rule with a factor multiplies the next attempt's memory limit (up to 64 times).
+/// - A failure (a handler's error, a command's non-zero exit) and a command's timeout end the
+///   task as failed, unless the runs of `--retries` (or, with `--retry-failed`, `--attempts`)
+///   are not used up; a `--fail-exit` status fails at once, a `--retry-exit` status is retried
+///   within `--attempts`. A `--retry timeout=N` rule counts a command's timeouts instead.
+pub fn decide(cfg: &EngineConfig, command: bool, mishap: Mishap<'_>, used: u32, memory_factor: u32) -> Decision {
+    let rules = &cfg.retry;
+    let failing =
+        if cfg.retry_failed { Rule::Attempts(cfg.attempts.max(rules.retries)) } else { Rule::Retries(rules.retries) };
+    let limit = |rule: Rule| match rule {
+        Rule::Attempts(n) | Rule::Cause { attempts: n, .. } | Rule::Retries(n) => n,
+        Rule::RetryExit(_) => cfg.attempts,
+        Rule::FailExit(_) => 1,
+    };
+    let (rule, fail, factor) = match mishap {
+        Mishap::Crashed(cause) => {
+            let own = rules.by_cause.iter().find(|r| r.cause == cause.name());
+            let by_cause = own.map(|r| Rule::Cause { cause: r.cause, attempts: r.attempts });
+            let command_timeout = command && matches!(cause, CrashCause::Timeout { .. });
+            let rule = match by_cause {
+                Some(r) => r,
+                None if command_timeout => failing,
+                None => Rule::Attempts(cfg.attempts),
+            };
+            (rule, command_timeout, own.and_then(|r| r.memory_factor))
+        }
+        Mishap::Failed { exit } => {
+            let rule = match exit {
+                Some(c) if command && rules.fail_exit.contains(&c) => Rule::FailExit(c),
+                Some(c) if command && rules.retry_exit.contains(&c) => Rule::RetryExit(c),
+                _ => failing,
+            };
+            (rule, true, None)
+        }
+    };
+    let next = if used < limit(rule) {
+        let memory_factor = factor.map_or(memory_factor, |f| memory_factor.saturating_mul(f).min(MAX_MEMORY_FACTOR));
+        Next::Retry { memory_factor }
+    } else if fail {
+        Next::Fail
+    } else {
+        Next::Quarantine
+    };
+    Decision { next, rule }
+}
+
 #[cfg(test)]
 mod tests {
     use nix::sys::signal::Signal;
@@ -110,5 +231,95 @@ mod tests {
         // Asked to shut down but died of a signal: not clean, and still nobody's fault.
         let v = judge(&death(SEGV, &[1]), Some(&KillReason::Shutdown), None);
         assert!(!v.clean && !v.crash);
+    }
+
+    fn cfg(rules: &str) -> EngineConfig {
+        let mut c = EngineConfig::default();
+        if !rules.is_empty() {
+            c.retry.by_cause = crate::engine::config::parse_retry_rules(rules).unwrap();
+        }
+        c
+    }
+
+    fn panic_cause() -> CrashCause {
+        CrashCause::Panic { message: "boom".into() }
+    }
+
+    fn segv_cause() -> CrashCause {
+        CrashCause::Signal { signal: "SIGSEGV".into(), core: false, detail: None }
+    }
+
+    const RETRY: Next = Next::Retry { memory_factor: 1 };
+
+    #[test]
+    fn crashes_retry_within_attempts_then_quarantine() {
+        let c = cfg("");
+        let segv = segv_cause();
+        assert_eq!(decide(&c, false, Mishap::Crashed(&segv), 2, 1), Decision { next: RETRY, rule: Rule::Attempts(3) });
+        let d = decide(&c, false, Mishap::Crashed(&segv), 3, 1);
+        assert_eq!(d, Decision { next: Next::Quarantine, rule: Rule::Attempts(3) });
+        assert_eq!(d.rule.to_string(), "attempts=3");
+    }
+
+    #[test]
+    fn a_cause_rule_decides_its_cause_only() {
+        let c = cfg("panic=1");
+        let (p, segv) = (panic_cause(), segv_cause());
+        let d = decide(&c, false, Mishap::Crashed(&p), 1, 1);
+        assert_eq!(d, Decision { next: Next::Quarantine, rule: Rule::Cause { cause: "panic", attempts: 1 } });
+        assert_eq!(d.rule.to_string(), "panic=1");
+        assert_eq!(decide(&c, false, Mishap::Crashed(&segv), 1, 1).next, RETRY);
+        // A worker's death while running a command is a crash like any other.
+        assert_eq!(decide(&c, true, Mishap::Crashed(&p), 1, 1).next, Next::Quarantine);
+    }
+
+    #[test]
+    fn an_oom_rule_multiplies_the_memory_limit_up_to_the_cap() {
+        let c = cfg("oom=3:x2");
+        let oom = CrashCause::Oom { detail: "memory allocation of 1 bytes failed".into() };
+        assert_eq!(decide(&c, false, Mishap::Crashed(&oom), 1, 1).next, Next::Retry { memory_factor: 2 });
+        assert_eq!(decide(&c, false, Mishap::Crashed(&oom), 2, 2).next, Next::Retry { memory_factor: 4 });
+        assert_eq!(decide(&c, false, Mishap::Crashed(&oom), 3, 4).next, Next::Quarantine);
+        assert_eq!(decide(&c, false, Mishap::Crashed(&oom), 1, 48).next, Next::Retry { memory_factor: 64 });
+        // Another cause keeps the factor the task has.
+        assert_eq!(decide(&c, false, Mishap::Crashed(&segv_cause()), 1, 2).next, Next::Retry { memory_factor: 2 });
+    }
+
+    #[test]
+    fn a_command_s_timeout_and_failure_fail_once_unless_retries_allow_more() {
+        let mut c = cfg("");
+        let t = CrashCause::Timeout { limit_ms: 100 };
+        let failed = Mishap::Failed { exit: Some(1) };
+        assert_eq!(decide(&c, true, Mishap::Crashed(&t), 1, 1), Decision { next: Next::Fail, rule: Rule::Retries(1) });
+        assert_eq!(decide(&c, true, failed, 1, 1), Decision { next: Next::Fail, rule: Rule::Retries(1) });
+        // A timeout of a task that is not a command stays a crash.
+        assert_eq!(decide(&c, false, Mishap::Crashed(&t), 1, 1).next, RETRY);
+        c.retry.retries = 2;
+        assert_eq!(decide(&c, true, Mishap::Crashed(&t), 1, 1).next, RETRY);
+        assert_eq!(decide(&c, true, failed, 2, 1), Decision { next: Next::Fail, rule: Rule::Retries(2) });
+        // --retry timeout=N counts a command's timeouts instead.
+        c.retry.by_cause = crate::engine::config::parse_retry_rules("timeout=3").unwrap();
+        assert_eq!(decide(&c, true, Mishap::Crashed(&t), 2, 1).next, RETRY);
+        let d = decide(&c, true, Mishap::Crashed(&t), 3, 1);
+        assert_eq!(d, Decision { next: Next::Fail, rule: Rule::Cause { cause: "timeout", attempts: 3 } });
+    }
+
+    #[test]
+    fn exit_codes_retry_or_fail_by_their_lists() {
+        let mut c = cfg("");
+        c.retry.retry_exit = vec![75, 143];
+        c.retry.fail_exit = vec![2];
+        c.retry.retries = 5;
+        let exit = |code| Mishap::Failed { exit: Some(code) };
+        assert_eq!(decide(&c, true, exit(2), 1, 1), Decision { next: Next::Fail, rule: Rule::FailExit(2) });
+        assert_eq!(decide(&c, true, exit(75), 2, 1), Decision { next: RETRY, rule: Rule::RetryExit(75) });
+        assert_eq!(decide(&c, true, exit(75), 3, 1), Decision { next: Next::Fail, rule: Rule::RetryExit(75) });
+        assert_eq!(decide(&c, true, exit(1), 4, 1).next, RETRY);
+        // A handler's error has no exit status: --retries alone, or --attempts with --retry-failed.
+        c.retry.retries = 1;
+        assert_eq!(decide(&c, false, Mishap::Failed { exit: None }, 1, 1).next, Next::Fail);
+        c.retry_failed = true;
+        let d = decide(&c, false, Mishap::Failed { exit: None }, 2, 1);
+        assert_eq!(d, Decision { next: RETRY, rule: Rule::Attempts(3) });
     }
 }

@@ -20,6 +20,9 @@ pub struct Job {
     payload_len: u32,
     /// A fault the task carries.
     pub fault: Option<FaultPlan>,
+    /// It is a shell command: a non-zero exit or a timeout fails it (retried only within
+    /// `--retries`), while a death of its worker stays a crash.
+    pub command: bool,
 }
 
 impl Job {
@@ -34,6 +37,12 @@ impl Job {
         let mut out = Vec::with_capacity(1);
         b.finish(&mut out);
         out.pop().expect("one job was pushed")
+    }
+
+    /// The same job, marked as a shell command.
+    pub fn as_command(mut self) -> Self {
+        self.command = true;
+        self
     }
 
     /// The task's id.
@@ -57,13 +66,17 @@ impl std::fmt::Debug for Job {
             .field("id", &self.id())
             .field("payload", &self.payload())
             .field("fault", &self.fault)
+            .field("command", &self.command)
             .finish()
     }
 }
 
 impl PartialEq for Job {
     fn eq(&self, other: &Self) -> bool {
-        self.id() == other.id() && self.payload() == other.payload() && self.fault == other.fault
+        self.id() == other.id()
+            && self.payload() == other.payload()
+            && self.fault == other.fault
+            && self.command == other.command
     }
 }
 
@@ -73,12 +86,12 @@ impl Eq for Job {}
 #[derive(Debug, Default)]
 pub struct JobBuilder {
     bytes: Vec<u8>,
-    entries: Vec<(u32, u32, u32, Option<FaultPlan>)>,
+    entries: Vec<(u32, u32, u32, Option<FaultPlan>, bool)>,
 }
 
 impl JobBuilder {
     /// Bytes of bookkeeping per job, besides its id and payload.
-    pub const ENTRY_BYTES: usize = std::mem::size_of::<(u32, u32, u32, Option<FaultPlan>)>();
+    pub const ENTRY_BYTES: usize = std::mem::size_of::<(u32, u32, u32, Option<FaultPlan>, bool)>();
 
     /// Bytes of ids and payloads collected so far.
     pub fn bytes(&self) -> usize {
@@ -110,8 +123,15 @@ impl JobBuilder {
             return Err(e);
         }
         let payload_len = self.bytes.len() - start - id.len();
-        self.entries.push((start as u32, id.len() as u32, payload_len as u32, fault));
+        self.entries.push((start as u32, id.len() as u32, payload_len as u32, fault, false));
         Ok(())
+    }
+
+    /// Marks the job added last as a shell command (see [`Job::command`]).
+    pub fn mark_command(&mut self) {
+        if let Some(e) = self.entries.last_mut() {
+            e.4 = true;
+        }
     }
 
     /// Moves the collected jobs into `out`, sharing one allocation, and empties the builder.
@@ -120,12 +140,13 @@ impl JobBuilder {
             return;
         }
         let chunk: Arc<[u8]> = Arc::from(std::mem::take(&mut self.bytes));
-        out.extend(self.entries.drain(..).map(|(start, id_len, payload_len, fault)| Job {
+        out.extend(self.entries.drain(..).map(|(start, id_len, payload_len, fault, command)| Job {
             chunk: chunk.clone(),
             start,
             id_len,
             payload_len,
             fault,
+            command,
         }));
     }
 }

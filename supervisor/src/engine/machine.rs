@@ -9,10 +9,11 @@ use shared::record::{Crash, Status};
 use shared::shm::PageState;
 use shared::task::FaultKind;
 
-use crate::engine::blame::{self, Death, Verdict};
+use crate::engine::blame::{self, Death, Mishap, Next, Verdict};
 use crate::engine::inject::Inject;
 use crate::engine::lifecycle::{RunEvent, WorkerExit};
 use crate::engine::restart::RestartTracker;
+use crate::engine::timeout::{self, RunTimes};
 use crate::engine::{
     Action, Counts, Ending, EngineConfig, Event, Finished, Interrupt, Job, KillReason, MAX_INFLIGHT_PER_THREAD, Probe,
     RestartLimit, Sink, SlotState, SpawnError, StopReason,
@@ -25,9 +26,11 @@ const LOGGED_DEATHS: u64 = 20;
 #[derive(Debug)]
 struct Task {
     job: Job,
-    /// Attempts charged (deaths while executing).
+    /// Attempts charged (deaths while executing, failures retried).
     charged: u32,
     crashes: Vec<Crash>,
+    /// The factor its next attempt's memory limit is multiplied by (`--retry oom=N:xF`).
+    memory_factor: u32,
 }
 
 #[derive(Debug)]
@@ -113,6 +116,11 @@ pub struct Engine {
     /// Times the whole run was stopped (SIGTSTP, SIGSTOP of the job, a suspend): when each
     /// pause ended and how long it was. A task's timeout does not count them.
     pauses: Vec<(u64, u64)>,
+    /// Run times of the tasks that succeeded, for `--timeout N%`.
+    run_times: RunTimes,
+    /// The relative timeout as of a count of successes: the median is read again only when
+    /// another task has succeeded, not at every deadline check of every slot.
+    timeout_cache: std::cell::Cell<(u64, Option<u64>)>,
 }
 
 const MS: f64 = 1_000_000.0;
@@ -144,6 +152,8 @@ impl Engine {
             counts: Counts::default(),
             t0: now,
             pauses: Vec::new(),
+            run_times: RunTimes::default(),
+            timeout_cache: std::cell::Cell::new((0, None)),
         }
     }
 
@@ -236,10 +246,12 @@ impl Engine {
                     micros: None,
                     ending,
                     crashes: Vec::new(),
+                    rule: None,
+                    memory_factor: 1,
                 });
                 continue;
             }
-            self.fresh.push_back(Task { job, charged: 0, crashes: Vec::new() });
+            self.fresh.push_back(Task { job, charged: 0, crashes: Vec::new(), memory_factor: 1 });
         }
         if self.fresh.len() > before {
             self.settle(now, sink, out);
@@ -453,21 +465,31 @@ impl Engine {
             s.failures = 0;
             let micros = Some(o.micros);
             let ms = o.micros as f64 / 1000.0;
-            let (status, ending) = match &o.result {
-                Err(e) if self.cfg.retry_failed && f.attempt < self.cfg.attempts => {
-                    log::info!("task {} failed on attempt {} ({}); retrying", f.task.job.id(), f.attempt, e.message);
-                    let mut task = f.task;
-                    task.charged += 1;
-                    self.retry.push_back(task);
-                    continue;
-                }
+            let (status, ending, rule) = match &o.result {
                 Ok(bytes) => {
                     self.counts.ok += 1;
-                    (Status::Ok, Ending::Ok(bytes))
+                    self.run_times.add(o.micros);
+                    (Status::Ok, Ending::Ok(bytes), None)
                 }
                 Err(e) => {
+                    let mishap = Mishap::Failed { exit: e.exit };
+                    let d = blame::decide(&self.cfg, f.task.job.command, mishap, f.attempt, f.task.memory_factor);
+                    if let Next::Retry { memory_factor } = d.next {
+                        log::info!(
+                            "task {} failed on attempt {} ({}); retrying ({})",
+                            f.task.job.id(),
+                            f.attempt,
+                            e.message,
+                            d.rule
+                        );
+                        let mut task = f.task;
+                        task.charged += 1;
+                        task.memory_factor = memory_factor;
+                        self.retry.push_back(task);
+                        continue;
+                    }
                     self.counts.failed += 1;
-                    (Status::Failed, Ending::Failed(e.clone()))
+                    (Status::Failed, Ending::Failed(e.clone()), Some(d.rule))
                 }
             };
             if want_events {
@@ -481,6 +503,8 @@ impl Engine {
                 micros,
                 ending,
                 crashes: f.task.crashes,
+                rule,
+                memory_factor: f.task.memory_factor,
             });
         }
     }
@@ -594,26 +618,60 @@ impl Engine {
                 f.task.charged += 1;
                 f.task.crashes.push(Crash { attempt: f.attempt, pid: death.pid, cause: verdict.cause.clone() });
             }
-            if charged && f.task.charged >= self.cfg.attempts {
-                self.counts.quarantined += 1;
-                if self.counts.quarantined <= LOGGED_DEATHS {
-                    log::warn!("task {} quarantined after {} attempts", f.task.job.id(), f.task.charged);
+            let mishap = Mishap::Crashed(&verdict.cause);
+            let decision = charged
+                .then(|| blame::decide(&self.cfg, f.task.job.command, mishap, f.task.charged, f.task.memory_factor));
+            match decision {
+                Some(d @ blame::Decision { next: Next::Quarantine | Next::Fail, .. }) => {
+                    let attempts = f.task.charged;
+                    let id = f.task.job.id();
+                    let ending = if d.next == Next::Fail {
+                        // A command that timed out failed: its worker was killed to stop it.
+                        self.counts.failed += 1;
+                        let ms = match verdict.cause {
+                            shared::record::CrashCause::Timeout { limit_ms } => limit_ms as f64,
+                            _ => 0.0,
+                        };
+                        self.emit(sink, now, || RunEvent::TaskFinished {
+                            id: id.to_string(),
+                            worker: slot,
+                            status: Status::Failed,
+                            ms,
+                        });
+                        Ending::Failed(shared::proto::TaskError::new(verdict.cause.to_string()))
+                    } else {
+                        self.counts.quarantined += 1;
+                        if self.counts.quarantined <= LOGGED_DEATHS {
+                            log::warn!("task {id} quarantined after {attempts} attempts ({})", d.rule);
+                        }
+                        self.emit(sink, now, || RunEvent::TaskQuarantined { id: id.to_string(), attempts });
+                        Ending::Quarantined
+                    };
+                    sink.finished(Finished {
+                        id,
+                        worker: slot,
+                        attempts,
+                        micros: None,
+                        ending,
+                        crashes: f.task.crashes,
+                        rule: Some(d.rule),
+                        memory_factor: f.task.memory_factor,
+                    });
                 }
-                let attempts = f.task.charged;
-                self.emit(sink, now, || RunEvent::TaskQuarantined { id: f.task.job.id().to_string(), attempts });
-                sink.finished(Finished {
-                    id: f.task.job.id(),
-                    worker: slot,
-                    attempts,
-                    micros: None,
-                    ending: Ending::Quarantined,
-                    crashes: f.task.crashes,
-                });
-            } else {
-                self.counts.requeued += 1;
-                let (id, attempts) = (f.task.job.id(), f.task.charged);
-                self.emit(sink, now, || RunEvent::TaskRequeued { id: id.to_string(), worker: slot, charged, attempts });
-                back.push(f.task);
+                _ => {
+                    if let Some(blame::Decision { next: Next::Retry { memory_factor }, .. }) = decision {
+                        f.task.memory_factor = memory_factor;
+                    }
+                    self.counts.requeued += 1;
+                    let (id, attempts) = (f.task.job.id(), f.task.charged);
+                    self.emit(sink, now, || RunEvent::TaskRequeued {
+                        id: id.to_string(),
+                        worker: slot,
+                        charged,
+                        attempts,
+                    });
+                    back.push(f.task);
+                }
             }
         }
         // Back to the front, in their order: the replacement picks them up first.
@@ -785,7 +843,7 @@ impl Engine {
 
     fn time_out(&mut self, slot: usize, overdue: Option<(u64, u64)>, now: u64, out: &mut Vec<Action>) {
         let Some((seq, _)) = overdue else { return };
-        let limit_ms = self.cfg.timeout_ns.unwrap_or(0) / 1_000_000;
+        let limit_ms = self.timeout_ns().unwrap_or(0) / 1_000_000;
         log::warn!("worker {slot}: task seq {seq} ran past {limit_ms} ms; killing its worker");
         self.terminate(slot, KillReason::Timeout { seq, limit_ms }, false, now, out);
     }
@@ -793,7 +851,7 @@ impl Engine {
     /// The first task on the slot's status page that has run past the timeout, with its
     /// deadline.
     fn overdue(&self, slot: usize, now: u64, probe: &dyn Probe) -> Option<(u64, u64)> {
-        let limit = self.cfg.timeout_ns?;
+        let limit = self.timeout_ns()?;
         let s = &self.slots[slot];
         if s.inflight.is_empty() {
             return None;
@@ -807,6 +865,20 @@ impl Engine {
             }
             _ => None,
         })
+    }
+
+    /// The per-task limit in force now (`--timeout`, fixed or relative to the median).
+    pub fn timeout_ns(&self) -> Option<u64> {
+        if self.cfg.timeout_percent.is_none() {
+            return self.cfg.timeout_ns;
+        }
+        let (count, limit) = self.timeout_cache.get();
+        if count == self.run_times.count() && count > 0 {
+            return limit;
+        }
+        let limit = timeout::limit_ns(&self.cfg, &self.run_times);
+        self.timeout_cache.set((self.run_times.count(), limit));
+        limit
     }
 
     /// A signal stopped the run: its grace is the only deadline left for running tasks.
@@ -829,7 +901,7 @@ impl Engine {
                     if let Some(h) = self.cfg.heartbeat_timeout_ns {
                         at(last_heard + h);
                     }
-                    if let Some(limit) = self.cfg.timeout_ns
+                    if let Some(limit) = self.timeout_ns()
                         && !s.inflight.is_empty()
                         && !self.draining_on_signal()
                     {

@@ -20,6 +20,7 @@ pub mod restart;
 pub mod slot;
 #[cfg(test)]
 mod tests;
+pub mod timeout;
 pub mod types;
 
 pub use cause::ExitCause;

@@ -27,6 +27,10 @@ impl Probe for Page {
 #[derive(Default)]
 struct Recorder {
     records: Vec<(String, &'static str, u32, Vec<CrashCause>)>,
+    /// The rule of each record that has one, by id.
+    rules: Vec<(String, String)>,
+    /// The memory factor of each record above 1, by id.
+    factors: Vec<(String, u32)>,
     events: Vec<RunEvent>,
 }
 
@@ -37,6 +41,12 @@ impl Sink for Recorder {
             Ending::Failed(_) => "failed",
             Ending::Quarantined => "quarantined",
         };
+        if f.memory_factor > 1 {
+            self.factors.push((f.id.to_string(), f.memory_factor));
+        }
+        if let Some(rule) = f.rule {
+            self.rules.push((f.id.to_string(), rule.to_string()));
+        }
         self.records.push((f.id.to_string(), status, f.attempts, f.crashes.into_iter().map(|c| c.cause).collect()));
     }
     fn wants_events(&self) -> bool {
@@ -607,4 +617,114 @@ fn a_drain_on_a_signal_suspends_timeouts() {
     h.die(0, ExitCause::Signaled { signal: Signal::SIGTERM, core: false }, &[seq]);
     assert_eq!(h.engine.counts().crashes_total(), 0);
     assert!(h.sink.records.is_empty());
+}
+
+/// Runs the one task on the harness's one worker until it has a record: each attempt as
+/// `attempt` does it (answers or dies).
+fn until_recorded(h: &mut Harness, id: &str, mut attempt: impl FnMut(&mut Harness, u64)) {
+    let mut out = Vec::new();
+    h.engine.input_ended(h.now, &mut h.sink, &mut out);
+    for _ in 0..10 {
+        if h.sink.records.iter().any(|r| r.0 == id) {
+            return;
+        }
+        h.start();
+        let Some(&(seq, _, _)) = h.sent(0).first() else { continue };
+        attempt(h, seq);
+        h.now += 1_000 * MS;
+    }
+    panic!("no record for {id} after 10 attempts");
+}
+
+fn rule_of<'a>(h: &'a Harness, id: &str) -> &'a str {
+    h.sink.rules.iter().find(|r| r.0 == id).map(|r| r.1.as_str()).unwrap_or("")
+}
+
+#[test]
+fn a_command_that_times_out_fails_once_and_a_task_that_is_not_one_is_retried() {
+    for command in [true, false] {
+        let cfg = EngineConfig { workers: 1, timeout_ns: Some(100 * MS), ..Default::default() };
+        let mut h = Harness::new(cfg);
+        let j = if command { job("slow").as_command() } else { job("slow") };
+        h.push([j]);
+        until_recorded(&mut h, "slow", |h, seq| {
+            h.page.0[0][0].begin(seq, h.now);
+            h.now += 200 * MS;
+            h.ev(Event::Heartbeat { slot: 0 });
+            h.tick();
+            h.die(0, ExitCause::Signaled { signal: Signal::SIGTERM, core: false }, &[seq]);
+            h.page.0[0][0].end(seq);
+        });
+        let r = h.record("slow").clone();
+        let expected = if command { ("failed", 1, "retries=1") } else { ("quarantined", 3, "attempts=3") };
+        assert_eq!((r.1, r.2, rule_of(&h, "slow")), expected);
+        assert!(r.3.iter().all(|c| *c == CrashCause::Timeout { limit_ms: 100 }), "{:?}", r.3);
+    }
+}
+
+#[test]
+fn a_cause_rule_quarantines_a_panic_at_once_while_a_segfault_is_retried() {
+    let mut cfg = EngineConfig { workers: 1, ..Default::default() };
+    cfg.retry.by_cause = crate::engine::config::parse_retry_rules("panic=1").unwrap();
+    let mut h = Harness::new(cfg.clone());
+    h.push([job("p")]);
+    until_recorded(&mut h, "p", |h, seq| {
+        h.ev(Event::Panic { slot: 0, report: PanicReport { seq: Some(seq), message: "boom".into() } });
+        h.die(0, ExitCause::Signaled { signal: Signal::SIGABRT, core: false }, &[seq]);
+    });
+    assert_eq!((h.record("p").1, h.record("p").2, rule_of(&h, "p")), ("quarantined", 1, "panic=1"));
+    let mut h = Harness::new(cfg);
+    h.push([job("s")]);
+    let mut deaths = 0;
+    until_recorded(&mut h, "s", |h, seq| {
+        if deaths < 2 {
+            deaths += 1;
+            h.die(0, segv(), &[seq]);
+        } else {
+            h.ok(0, &[seq]);
+        }
+    });
+    assert_eq!((h.record("s").1, h.record("s").2), ("ok", 3));
+}
+
+#[test]
+fn an_oom_rule_raises_the_factor_of_the_task_s_next_attempt() {
+    let mut cfg = EngineConfig { workers: 1, ..Default::default() };
+    cfg.retry.by_cause = crate::engine::config::parse_retry_rules("oom=2:x2").unwrap();
+    let mut h = Harness::new(cfg);
+    h.push([job("big")]);
+    let mut first = true;
+    until_recorded(&mut h, "big", |h, seq| {
+        if std::mem::take(&mut first) {
+            let pid = h.pid(0);
+            h.ev(Event::Reaped {
+                slot: 0,
+                pid,
+                exit: ExitCause::Signaled { signal: Signal::SIGABRT, core: false },
+                executing: vec![seq],
+                culprit: None,
+                stderr_tail: "memory allocation of 1048576 bytes failed\n".into(),
+            });
+        } else {
+            h.ok(0, &[seq]);
+        }
+    });
+    assert_eq!((h.record("big").1, h.record("big").2), ("ok", 2));
+    assert_eq!(h.sink.factors, vec![("big".to_string(), 2)]);
+}
+
+#[test]
+fn a_relative_timeout_applies_once_enough_tasks_succeeded() {
+    let cfg = EngineConfig { workers: 1, timeout_percent: Some(300), ..Default::default() };
+    let mut h = Harness::new(cfg);
+    h.start();
+    assert_eq!(h.engine.timeout_ns(), None);
+    for i in 0..crate::engine::config::TIMEOUT_SAMPLES {
+        h.push([job(&format!("t{i}"))]);
+        let seq = h.sent(0)[0].0;
+        let outs = [Outcome { seq, micros: 100_000, result: Ok(Bytes::new(&[0])) }];
+        h.ev(Event::Outcomes { slot: 0, outcomes: &outs });
+    }
+    let limit = h.engine.timeout_ns().unwrap();
+    assert!((300 * MS..=310 * MS).contains(&limit), "{limit}");
 }

@@ -10,6 +10,7 @@ use shared::record::Crash;
 use shared::shm;
 
 use crate::engine::ExitCause;
+use crate::engine::blame::Rule;
 use crate::engine::lifecycle::RunEvent;
 use crate::input::error::InputError;
 
@@ -159,6 +160,12 @@ pub struct Finished<'a> {
     pub ending: Ending<'a>,
     /// Its crashes, oldest first.
     pub crashes: Vec<Crash>,
+    /// The retry rule that ended it, for a failed or quarantined task (`None` for one that
+    /// never ran).
+    pub rule: Option<Rule>,
+    /// The factor its last attempt's memory limit was multiplied by (`--retry oom=N:xF`); 1
+    /// as given.
+    pub memory_factor: u32,
 }
 
 /// Where records and events go.

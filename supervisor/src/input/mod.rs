@@ -581,6 +581,9 @@ fn check_part(
             builder
                 .push_with(&t.id, t.fault, |b| shared::frame::append(&t.task, b))
                 .map_err(|e| at(Problem::Encode(e)))?;
+            if matches!(t.task, BuiltinTask::Shell { .. }) {
+                builder.mark_command();
+            }
             kept_bytes += builder.bytes() - before + JobBuilder::ENTRY_BYTES;
             if builder.len() == CHUNK {
                 kept.push(std::mem::take(&mut builder));
@@ -725,7 +728,7 @@ impl Emitter {
         let mut jobs = Vec::with_capacity(chunk.len());
         chunk.finish(&mut jobs);
         if !self.admission.done.is_empty() {
-            jobs.retain(|j| !self.admission.done.contains(j.id()));
+            jobs.retain(|j| !self.admission.is_done(j.id()));
         }
         if self.send(Chunk::Jobs(jobs)) { Ok(()) } else { Err(Stop::Unwanted) }
     }
@@ -757,6 +760,9 @@ impl Emitter {
         self.builder
             .push_with(&t.id, t.fault, |buf| shared::frame::append(&t.task, buf))
             .map_err(|e| at(Problem::Encode(e)))?;
+        if matches!(t.task, BuiltinTask::Shell { .. }) {
+            self.builder.mark_command();
+        }
         if self.builder.len() == CHUNK {
             self.flush()?;
         }

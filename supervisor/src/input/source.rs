@@ -74,6 +74,9 @@ pub struct Admission {
     pub check_duplicates: bool,
     /// Ids that already have a final record.
     pub done: IdSet,
+    /// Ids among `done` that run again all the same (`--resume-failed`: their last record is
+    /// failed or quarantined), with their count of records.
+    pub rerun: std::sync::Arc<std::collections::HashMap<String, u32>>,
     /// Only tasks of this shard `(k, n)` run.
     pub shard: Option<(u32, u32)>,
     /// Tasks skipped because they were done.
@@ -98,11 +101,17 @@ impl Admission {
             seen: IdSet::default(),
             check_duplicates: true,
             done,
+            rerun: Default::default(),
             shard,
             skipped_done: 0,
             skipped_shard: 0,
             content_ids: false,
         }
+    }
+
+    /// Whether the task has a final record that stands (not one `--resume-failed` reruns).
+    pub fn is_done(&self, id: &str) -> bool {
+        !self.done.is_empty() && self.done.contains(id) && !self.rerun.contains_key(id)
     }
 
     /// Ok(true): run it; Ok(false): skip it; Err: a duplicate id (`origin` says how the task got
@@ -117,7 +126,7 @@ impl Admission {
         if self.check_duplicates && !self.seen.insert(id) {
             return Err(Problem::DuplicateId { id: id.to_string(), origin });
         }
-        if !self.done.is_empty() && self.done.contains(id) {
+        if self.is_done(id) {
             self.skipped_done += 1;
             return Ok(false);
         }

@@ -7,6 +7,7 @@
 //! Records are buffered and written when the loop is about to wait, or every megabyte: a
 //! system call per batch of results, not per result.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Seek, SeekFrom, Write};
 use std::os::fd::AsFd;
@@ -102,6 +103,49 @@ pub struct Resumed {
     pub quarantined: u64,
     /// Bytes of a torn last line that were cut off.
     pub repaired_bytes: u64,
+    /// The tasks whose last record is failed or quarantined, with how many final records each
+    /// has: what `--resume-failed` runs again, and what its new records supersede. Only these
+    /// are held by id, so memory grows with the failures, not with the batch.
+    pub not_ok: HashMap<String, (u32, Status)>,
+}
+
+impl Resumed {
+    /// Counts one record read back. A task's last record is the one that counts: a record
+    /// that supersedes the task's earlier ones (`supersedes`, written by `--resume-failed`)
+    /// replaces it, and must count them; any other second record is an error (its reason).
+    pub fn take(&mut self, head: RecordHead) -> Result<(), String> {
+        let first = self.done.insert(&head.id);
+        let records = match (first, head.supersedes, self.not_ok.remove(&head.id)) {
+            (true, _, _) => 1,
+            (false, Some(n), Some((earlier, status))) if n == earlier => {
+                *self.count_of(status) -= 1;
+                earlier + 1
+            }
+            (false, Some(n), Some((earlier, _))) => {
+                return Err(format!(
+                    "a record for '{}' supersedes {n} record(s), but {earlier} came before it",
+                    head.id
+                ));
+            }
+            (false, Some(_), None) => {
+                return Err(format!("a record for '{}' supersedes a record that ended ok", head.id));
+            }
+            (false, None, _) => return Err(format!("a second final record for '{}'", head.id)),
+        };
+        *self.count_of(head.status) += 1;
+        if head.status != Status::Ok {
+            self.not_ok.insert(head.id, (records, head.status));
+        }
+        Ok(())
+    }
+
+    fn count_of(&mut self, status: Status) -> &mut u64 {
+        match status {
+            Status::Ok => &mut self.ok,
+            Status::Failed => &mut self.failed,
+            Status::Quarantined => &mut self.quarantined,
+        }
+    }
 }
 
 /// What the journal writes into.
@@ -384,6 +428,18 @@ pub fn write_record<O: Serialize>(buf: &mut Vec<u8>, r: &RecordRef<'_, O>) {
         buf.extend_from_slice(b",\"crashes\":");
         serde_json::to_writer(&mut *buf, r.crashes).expect("crashes serialize");
     }
+    if let Some(rule) = r.rule {
+        buf.extend_from_slice(b",\"rule\":");
+        write_str(buf, rule);
+    }
+    for (key, value) in [("memory_factor", r.memory_factor), ("supersedes", r.supersedes)] {
+        if let Some(v) = value {
+            buf.extend_from_slice(b",\"");
+            buf.extend_from_slice(key.as_bytes());
+            buf.extend_from_slice(b"\":");
+            buf.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+        }
+    }
     buf.push(b'}');
 }
 
@@ -425,17 +481,8 @@ fn read_back(file: &mut File, path: &Path, repair: bool) -> Result<Resumed, Jour
         }
         match line.judge(serde_json::from_slice::<RecordHead>(line.text)) {
             Judged::Item(head) => {
-                if !resumed.done.insert(&head.id) {
-                    return Err(JournalError::Corrupt {
-                        path: path.to_path_buf(),
-                        line: number,
-                        reason: format!("a second final record for '{}'", head.id),
-                    });
-                }
-                match head.status {
-                    Status::Ok => resumed.ok += 1,
-                    Status::Failed => resumed.failed += 1,
-                    Status::Quarantined => resumed.quarantined += 1,
+                if let Err(reason) = resumed.take(head) {
+                    return Err(JournalError::Corrupt { path: path.to_path_buf(), line: number, reason });
                 }
                 if !terminated {
                     // The record is whole but its newline was not written: add it.
@@ -489,6 +536,24 @@ enum Fix {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_superseding_record_replaces_the_failure_before_it() {
+        let head = |id: &str, status, supersedes| RecordHead { id: id.into(), status, supersedes };
+        let mut r = Resumed::default();
+        r.take(head("a", Status::Failed, None)).unwrap();
+        r.take(head("b", Status::Quarantined, None)).unwrap();
+        r.take(head("c", Status::Ok, None)).unwrap();
+        r.take(head("a", Status::Failed, Some(1))).unwrap();
+        r.take(head("b", Status::Ok, Some(1))).unwrap();
+        assert_eq!((r.ok, r.failed, r.quarantined), (2, 1, 0));
+        assert_eq!(r.not_ok.get("a"), Some(&(2, Status::Failed)));
+        assert!(!r.not_ok.contains_key("b"));
+        // The count must match, an ok record is never superseded, a plain second record is corrupt.
+        assert!(r.take(head("a", Status::Ok, Some(1))).unwrap_err().contains("2 came before"));
+        assert!(r.take(head("c", Status::Ok, Some(1))).unwrap_err().contains("ended ok"));
+        assert!(r.take(head("c", Status::Ok, None)).unwrap_err().contains("second final record"));
+    }
 
     fn target(dir: &tempfile::TempDir) -> (PathBuf, ResultsTarget) {
         let p = dir.path().join("results.jsonl");

@@ -2,7 +2,7 @@
 //! any iterator, get results as they finish. The `bulkhead` command line runs through this
 //! same API; there is one engine.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,10 +12,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shared::exit;
 use shared::proto::TaskError;
-use shared::record::{Conclusion, Crash, Record, RecordRef};
+use shared::record::{Conclusion, Crash, Record, RecordRef, Status};
 use worker::Handler;
 
-use crate::engine::config::MAX_TASK_BYTES;
+use crate::engine::config::{MAX_TASK_BYTES, RetryRules};
 use crate::engine::inject::Inject;
 use crate::engine::lifecycle::{RunEvent, Timed};
 use crate::engine::restart::RestartPolicy;
@@ -52,9 +52,12 @@ pub struct PoolBuilder {
     heartbeat_timeout: Duration,
     grace: Duration,
     retry_failed: bool,
+    retry: RetryRules,
+    timeout_percent: Option<u32>,
     inject: Option<Inject>,
     results: Option<ResultsTarget>,
     resume: bool,
+    resume_failed: bool,
     events: Option<PathBuf>,
     handle_signals: bool,
     program: Option<WorkerProgram>,
@@ -88,9 +91,12 @@ impl Default for PoolBuilder {
             heartbeat_timeout: Duration::from_secs(2),
             grace: Duration::from_secs(10),
             retry_failed: false,
+            retry: RetryRules::default(),
+            timeout_percent: None,
             inject: None,
             results: None,
             resume: false,
+            resume_failed: false,
             events: None,
             handle_signals: false,
             program: None,
@@ -317,6 +323,27 @@ impl PoolBuilder {
         self.resume = yes;
         self
     }
+    /// Resume, and run again the tasks whose last record in the results file is failed or
+    /// quarantined; each new record says how many earlier ones it supersedes. This is the
+    /// only way a task gets a second record; its last one is the one that counts.
+    pub fn resume_failed(mut self, yes: bool) -> Self {
+        self.resume_failed = yes;
+        self.resume |= yes;
+        self
+    }
+    /// Attempts per crash cause, runs of failing tasks, exit codes that retry or fail; see
+    /// [`decide`](crate::engine::blame::decide).
+    pub fn retry_rules(mut self, rules: RetryRules) -> Self {
+        self.retry = rules;
+        self
+    }
+    /// A timeout of `percent` of the median time of the tasks that succeeded so far, once 5
+    /// have; [`timeout`](Self::timeout), if given, is then its floor and the only limit
+    /// before.
+    pub fn timeout_percent(mut self, percent: u32) -> Self {
+        self.timeout_percent = Some(percent);
+        self
+    }
     /// Write lifecycle events (JSONL) to a file.
     pub fn events(mut self, path: impl Into<PathBuf>) -> Self {
         self.events = Some(path.into());
@@ -537,8 +564,23 @@ impl<H: Handler> Pool<H> {
             Some(p) => Some(EventsFile::open(p, c.resume)?),
             None => None,
         };
-        let previous = (resumed.ok, resumed.failed, resumed.quarantined);
-        let mut admission = Admission::new(std::mem::take(&mut { resumed }.done), c.shard);
+        let mut resumed = resumed;
+        let mut previous = (resumed.ok, resumed.failed, resumed.quarantined);
+        // With --resume-failed, the tasks whose last record did not end ok run again: they are
+        // not the earlier runs' any more.
+        let superseded: Arc<HashMap<String, u32>> = if c.resume_failed {
+            for (_, status) in resumed.not_ok.values() {
+                match status {
+                    Status::Failed => previous.1 -= 1,
+                    _ => previous.2 -= 1,
+                }
+            }
+            Arc::new(std::mem::take(&mut resumed.not_ok).into_iter().map(|(id, (n, _))| (id, n)).collect())
+        } else {
+            Arc::default()
+        };
+        let mut admission = Admission::new(std::mem::take(&mut resumed.done), c.shard);
+        admission.rerun = superseded.clone();
         admission.content_ids = c.content_ids;
         let src = source(admission).map_err(io_err("start reading the tasks"))?;
         let now = mono_ns();
@@ -553,6 +595,8 @@ impl<H: Handler> Pool<H> {
                 drain_grace_ns: c.grace.as_nanos() as u64,
                 restart: c.restart,
                 retry_failed: c.retry_failed,
+                retry: c.retry.clone(),
+                timeout_percent: c.timeout_percent,
                 inject: c.inject.clone(),
                 seed: c.seed,
                 max_task_bytes: c.max_task_bytes,
@@ -589,6 +633,7 @@ impl<H: Handler> Pool<H> {
                 collect: true,
                 observers: Vec::new(),
                 first_bad: Vec::new(),
+                superseded,
             },
             hooks: RunHooks { control, progress, mode: c.mode },
             previous,
@@ -616,6 +661,8 @@ struct RunSink<O> {
     /// The first few tasks that ended failed or quarantined, to name them at the end.
     first_bad: Vec<String>,
     observers: Vec<Observer>,
+    /// Tasks run again by `--resume-failed`, with the final records they have already.
+    superseded: Arc<HashMap<String, u32>>,
 }
 
 impl<O: Serialize + DeserializeOwned> Sink for RunSink<O> {
@@ -632,11 +679,18 @@ impl<O: Serialize + DeserializeOwned> Sink for RunSink<O> {
         if !matches!(end, Conclusion::Ok(_)) && self.first_bad.len() < FIRST_BAD {
             self.first_bad.push(f.id.to_string());
         }
+        let rule = f.rule.map(|r| r.to_string());
+        let memory_factor = (f.memory_factor > 1).then_some(f.memory_factor);
+        let supersedes = self.superseded.get(f.id).copied();
         if let Some(j) = self.journal.as_mut() {
-            j.write(&RecordRef::concluded(f.id, f.attempts, ms, end.as_ref(), &f.crashes));
+            let mut r = RecordRef::concluded(f.id, f.attempts, ms, end.as_ref(), &f.crashes);
+            (r.rule, r.memory_factor, r.supersedes) = (rule.as_deref(), memory_factor, supersedes);
+            j.write(&r);
         }
         if self.collect {
-            self.queue.push_back(Record::concluded(f.id.to_string(), f.attempts, ms, end, f.crashes));
+            let mut r = Record::concluded(f.id.to_string(), f.attempts, ms, end, f.crashes);
+            (r.rule, r.memory_factor, r.supersedes) = (rule, memory_factor, supersedes);
+            self.queue.push_back(r);
         }
     }
 

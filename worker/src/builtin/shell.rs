@@ -59,6 +59,7 @@ pub(super) fn run(cmd: &str, cx: &TaskContext<'_>) -> Result<BuiltinOutput, Task
                 message,
                 stdout: (!stdout.is_empty()).then_some(stdout),
                 stderr: (!stderr.is_empty()).then_some(stderr),
+                exit: code,
             })
         }
     }
