@@ -12,5 +12,6 @@ mod k8s;
 mod library;
 mod scan;
 mod slurm;
+mod supervision;
 mod thread_mode;
 mod words;

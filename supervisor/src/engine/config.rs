@@ -56,6 +56,10 @@ pub struct EngineConfig {
     pub seed: u64,
     /// The largest encoded task input; a larger task fails when it is taken in, unrun.
     pub max_task_bytes: usize,
+    /// Tasks one worker runs before it is retired and replaced (`None`: no limit).
+    pub max_tasks_per_worker: Option<u64>,
+    /// Resident bytes above which a worker is retired between tasks (`None`: no limit).
+    pub max_worker_memory: Option<u64>,
 }
 
 impl Default for EngineConfig {
@@ -76,6 +80,8 @@ impl Default for EngineConfig {
             queue_budget_ns: 2_000_000,
             seed: 0,
             max_task_bytes: MAX_TASK_BYTES,
+            max_tasks_per_worker: None,
+            max_worker_memory: None,
         }
     }
 }

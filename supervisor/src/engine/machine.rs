@@ -11,7 +11,7 @@ use shared::task::FaultKind;
 
 use crate::engine::blame::{self, Death, Verdict};
 use crate::engine::inject::Inject;
-use crate::engine::lifecycle::RunEvent;
+use crate::engine::lifecycle::{Retirement, RunEvent};
 use crate::engine::restart::RestartTracker;
 use crate::engine::{
     Action, Counts, Ending, EngineConfig, Event, Finished, Interrupt, Job, KillReason, MAX_INFLIGHT_PER_THREAD, Probe,
@@ -57,6 +57,12 @@ pub struct Slot {
     failures: u32,
     /// Tasks finished by the current worker.
     completed: u64,
+    /// Tasks handed to the current worker.
+    assigned: u64,
+    /// `completed` when the worker's resident size was last read.
+    measured_at: u64,
+    /// Why the current worker is to be retired once its queue is empty; it takes no more.
+    retiring: Option<Retirement>,
     panic: Option<PanicReport>,
 }
 
@@ -129,6 +135,9 @@ impl Engine {
                 cap: usize::MAX,
                 failures: 0,
                 completed: 0,
+                assigned: 0,
+                measured_at: 0,
+                retiring: None,
                 panic: None,
             })
             .collect();
@@ -291,8 +300,8 @@ impl Engine {
         match result {
             Ok(pid) => {
                 self.slots[slot].state = SlotState::Starting { pid, since: now };
-                self.slots[slot].completed = 0;
-                self.slots[slot].panic = None;
+                let s = &mut self.slots[slot];
+                (s.completed, s.assigned, s.measured_at, s.retiring, s.panic) = (0, 0, 0, None, None);
                 if let Some(b) = backoff {
                     self.counts.restarts += 1;
                     self.emit(sink, now, || RunEvent::WorkerRestarted { worker: slot, backoff_ms: b as f64 / MS });
@@ -511,7 +520,11 @@ impl Engine {
                 *kill_at = None;
                 out.push(Action::Kill { slot, pid, signal: Signal::SIGKILL });
             }
-            if *current == KillReason::Shutdown && reason != KillReason::Shutdown {
+            // Our own polite ends give way to any other reason (a worker retiring may still
+            // time out or go silent).
+            if matches!(current, KillReason::Shutdown | KillReason::Retire(_))
+                && !matches!(reason, KillReason::Shutdown | KillReason::Retire(_))
+            {
                 *current = reason;
             }
             return;
@@ -547,6 +560,14 @@ impl Engine {
         self.settle_inflight(slot, &death, &verdict, now, sink);
         if verdict.crash {
             self.after_death(slot, false, now, &verdict.cause.to_string());
+        } else if let Some(KillReason::Retire(why)) = killed_for
+            && self.phase.is_running()
+        {
+            // Recycled: replaced at once, no backoff, no restart counted against the limit.
+            self.counts.retired += 1;
+            log::info!("worker {slot} (pid {}) retired: {why}", death.pid);
+            self.emit(sink, now, || RunEvent::WorkerRetired { worker: slot, pid: death.pid, why });
+            self.slots[slot].state = SlotState::Waiting { until: now, backoff_ns: None };
         } else {
             // Shutdowns, drains and give-ups only happen while the run is ending.
             self.slots[slot].state = SlotState::Stopped;
@@ -731,7 +752,7 @@ impl Engine {
                             self.terminate(slot, reason, true, now, out);
                         }
                         (None, Some(_)) => self.time_out(slot, overdue, now, out),
-                        (None, None) => {}
+                        (None, None) => self.retire_if_due(slot, now, probe, out),
                     }
                 }
                 SlotState::Closing { since, detail, .. } if now.saturating_sub(since) >= self.cfg.protocol_grace_ns => {
@@ -911,10 +932,44 @@ impl Engine {
         (per_thread * threads).min(s.cap.max(threads))
     }
 
-    /// Whether a slot takes more work now: serving, and down to half its target (topping
-    /// up a nearly full queue would only cost small frames).
+    /// Whether a slot takes more work now: serving, not retiring nor at its task limit, and
+    /// down to half its target (topping up a nearly full queue would only cost small frames).
     fn has_room(&self, s: &Slot) -> bool {
-        matches!(s.state, SlotState::Serving { .. }) && s.inflight.len() <= self.target(s) / 2
+        matches!(s.state, SlotState::Serving { .. })
+            && s.retiring.is_none()
+            && self.cfg.max_tasks_per_worker.is_none_or(|n| s.assigned < n)
+            && s.inflight.len() <= self.target(s) / 2
+    }
+
+    /// Recycling: marks a serving worker for retirement when it has been handed its task
+    /// limit or its resident size (read once after each task it finished, so between tasks)
+    /// is above the memory limit; once its queue is empty, asks it to exit. Its replacement
+    /// starts as soon as it is reaped.
+    fn retire_if_due(&mut self, slot: usize, now: u64, probe: &dyn Probe, out: &mut Vec<Action>) {
+        let (tasks, memory) = (self.cfg.max_tasks_per_worker, self.cfg.max_worker_memory);
+        let s = &mut self.slots[slot];
+        if s.retiring.is_none() {
+            if let Some(n) = tasks
+                && s.assigned >= n
+            {
+                s.retiring = Some(Retirement::Tasks { tasks: n });
+            } else if let Some(limit) = memory
+                && s.completed != s.measured_at
+            {
+                s.measured_at = s.completed;
+                if let Some(resident) = probe.resident(slot)
+                    && resident > limit
+                {
+                    s.retiring = Some(Retirement::Memory { resident_bytes: resident, limit_bytes: limit });
+                }
+            }
+        }
+        let (Some(why), SlotState::Serving { pid, .. }) = (&s.retiring, &s.state) else { return };
+        if s.inflight.is_empty() && self.phase.is_running() {
+            let reason = KillReason::Retire(why.clone());
+            s.state = SlotState::Terminating { pid: *pid, reason, kill_at: Some(now + self.cfg.start_timeout_ns) };
+            out.push(Action::Shutdown { slot });
+        }
     }
 
     fn fill(&mut self, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
@@ -937,6 +992,9 @@ impl Engine {
             if let Some(share) = fair_share {
                 want = want.min(share.max(1));
             }
+            if let Some(n) = self.cfg.max_tasks_per_worker {
+                want = want.min(n.saturating_sub(self.slots[slot].assigned) as usize);
+            }
             let mut added = 0;
             while added < want {
                 let Some(task) = self.retry.pop_front().or_else(|| self.fresh.pop_front()) else {
@@ -956,6 +1014,7 @@ impl Engine {
                 added += 1;
             }
             if added > 0 {
+                self.slots[slot].assigned += added as u64;
                 self.counts.dispatched += added as u64;
                 out.push(Action::Dispatch { slot });
             }

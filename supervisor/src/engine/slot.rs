@@ -2,6 +2,8 @@
 //! and outlives each of them; its state carries what that stage needs (pids, timestamps,
 //! deadlines) forward, as nextest's `UnitState` does.
 
+use crate::engine::lifecycle::Retirement;
+
 /// Why the supervisor is ending a worker. The reason, not the wait status, decides the crash
 /// cause of a worker we killed, and whether its death is charged to a task at all.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +32,8 @@ pub enum KillReason {
     Drain,
     /// The run gave up (restart limit); its tasks stay unfinished, uncharged.
     GiveUp,
+    /// Asked to exit between tasks to be replaced (recycling); a clean end, nobody charged.
+    Retire(Retirement),
 }
 
 impl KillReason {

@@ -66,6 +66,8 @@ pub struct PoolBuilder {
     seed: u64,
     content_ids: bool,
     max_task_bytes: usize,
+    max_tasks_per_worker: Option<u64>,
+    max_worker_memory: Option<u64>,
 }
 
 impl std::fmt::Debug for PoolBuilder {
@@ -102,6 +104,8 @@ impl Default for PoolBuilder {
             seed: 0,
             content_ids: false,
             max_task_bytes: MAX_TASK_BYTES,
+            max_tasks_per_worker: None,
+            max_worker_memory: None,
         }
     }
 }
@@ -196,6 +200,9 @@ pub enum SettingError {
     /// nothing bounds one thread's memory.
     #[error("thread mode cannot apply a memory limit: its workers share this process's memory (use process mode)")]
     MemoryLimitInThreadMode,
+    /// A worker recycled before it could run a single task.
+    #[error("max tasks per worker must be at least 1")]
+    NoTasksPerWorker,
     /// A task input limit no task could meet, or one above what a message can carry.
     #[error("task input limit must be 1 to {max} bytes, not {given}")]
     TaskLimit {
@@ -296,6 +303,22 @@ impl PoolBuilder {
         self.grace = d;
         self
     }
+    /// Recycling: retire each worker once it has been handed `n` tasks and start a fresh
+    /// one, charging no task and waiting no backoff (Python's `maxtasksperchild`). Each
+    /// retirement is a `worker_retired` event. Off by default.
+    pub fn max_tasks_per_worker(mut self, n: u64) -> Self {
+        self.max_tasks_per_worker = Some(n);
+        self
+    }
+
+    /// Recycling: retire a worker whose resident size, read from /proc after each task it
+    /// finishes, is above `bytes`, once its queue is empty, and start a fresh one (Celery's
+    /// `worker_max_memory_per_child`). Process mode only. Off by default.
+    pub fn max_worker_memory(mut self, bytes: u64) -> Self {
+        self.max_worker_memory = Some(bytes);
+        self
+    }
+
     /// Retry tasks whose handler returned an error, within the attempts.
     pub fn retry_failed(mut self, yes: bool) -> Self {
         self.retry_failed = yes;
@@ -403,8 +426,11 @@ impl PoolBuilder {
             let (given, max) = (self.threads_per_worker, shared::shm::MAX_SLOTS);
             return Err(SettingError::ThreadsPerWorker { given, max }.into());
         }
-        if self.memory_limit.is_some() && self.mode == Mode::Thread {
+        if (self.memory_limit.is_some() || self.max_worker_memory.is_some()) && self.mode == Mode::Thread {
             return Err(SettingError::MemoryLimitInThreadMode.into());
+        }
+        if self.max_tasks_per_worker == Some(0) {
+            return Err(SettingError::NoTasksPerWorker.into());
         }
         if let Some(limit) = self.memory_limit
             && limit < MIN_MEMORY_LIMIT
@@ -556,6 +582,8 @@ impl<H: Handler> Pool<H> {
                 inject: c.inject.clone(),
                 seed: c.seed,
                 max_task_bytes: c.max_task_bytes,
+                max_tasks_per_worker: c.max_tasks_per_worker,
+                max_worker_memory: c.max_worker_memory,
                 ..EngineConfig::default()
             },
             now,

@@ -359,6 +359,19 @@ impl<'a> Page<'a> {
                     div class="s" { (recovery) }
                     div class="s" { "backoff " (fmt_ms(c.backoff_ms)) " in all · " (group(c.processes)) " processes" }
                 }
+                @if !c.retired.is_empty() {
+                    div class="card" {
+                        div class="k" { "Retired (recycled)" }
+                        div class="v" { (group(c.retired.values().sum())) }
+                        div class="s" {
+                            @for (i, (why, n)) in c.retired.iter().enumerate() {
+                                @if i > 0 { " · " }
+                                (group(*n)) " at the " (why)
+                            }
+                        }
+                        div class="s" { "replaced between tasks, nobody charged" }
+                    }
+                }
                 @if c.poisoned > 0 {
                     div class="card" {
                         div class="k" { "Shared state poisoned" }
