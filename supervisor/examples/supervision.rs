@@ -1,8 +1,9 @@
 //! Supervision beyond crashes, each as a user would meet it: a handler that leaks memory,
-//! contained by recycling its workers.
+//! contained by recycling its workers; a handler wedged on a lock, caught by its silence
+//! while a busy one reporting progress runs on.
 //!
 //! ```text
-//! cargo run --release --example supervision -- leak
+//! cargo run --release --example supervision -- leak | stall
 //! ```
 
 use std::collections::BTreeMap;
@@ -53,10 +54,64 @@ fn leak() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Works through `steps` steps of 100 ms, reporting each; with `wedge`, after three steps
+/// it takes a lock that another thread holds forever (a deadlock in a library, say).
+#[derive(Debug, Serialize, Deserialize)]
+struct Steps;
+
+impl Handler for Steps {
+    type Task = (u32, bool);
+    type Output = u32;
+
+    fn handle(&self, (steps, wedge): (u32, bool), cx: &TaskContext<'_>) -> Result<u32, TaskError> {
+        let lock = std::sync::Arc::new(std::sync::Mutex::new(()));
+        for i in 0..steps {
+            if wedge && i == 3 {
+                let (held, taken) = (lock.clone(), std::sync::mpsc::channel::<()>());
+                std::thread::spawn(move || {
+                    let _guard = held.lock();
+                    let _ = taken.0.send(());
+                    std::thread::park();
+                });
+                let _ = taken.1.recv();
+                let _never = lock.lock();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            cx.progress(1);
+        }
+        Ok(steps)
+    }
+}
+
+/// A wedged handler and a busy one under a 700 ms stall limit: the busy one runs 2.5 s,
+/// reporting every 100 ms, and is left alone; the wedged one is killed as `stalled`.
+fn stall() -> Result<(), Box<dyn std::error::Error>> {
+    let pool = Pool::builder()
+        .mode(Mode::Process)
+        .workers(2)
+        .attempts(1)
+        .stall_timeout(std::time::Duration::from_millis(700))
+        .build(Steps)?;
+    let tasks = [TaskSpec::with_id("wedged", (25, true)), TaskSpec::with_id("busy", (25, false))];
+    let mut run = pool.run(tasks)?;
+    for r in run.by_ref() {
+        let r = r?;
+        print!("  {} {} attempts {}", r.id, r.status, r.attempts);
+        for c in &r.crashes {
+            print!(": {}", c.cause);
+        }
+        println!();
+    }
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Workers get no arguments: each serves whichever handler its pool asked for.
     bulkhead::serve_if_worker::<Leaky>();
+    bulkhead::serve_if_worker::<Steps>();
     match std::env::args().nth(1).as_deref() {
         Some("leak") => leak(),
-        other => Err(format!("usage: supervision leak (not {other:?})").into()),
+        Some("stall") => stall(),
+        other => Err(format!("usage: supervision leak | stall (not {other:?})").into()),
     }
 }

@@ -89,3 +89,46 @@ fn a_leaky_handler_is_recycled_by_resident_size_with_no_task_charged() {
     assert!(text.contains(" 0 crashes"), "{text}");
     sb.assert_clean();
 }
+
+/// `--stall-timeout`: a task that stops reporting progress (a sleep, a shell command that
+/// goes quiet) is killed as `stalled`, told apart from a timeout, while tasks that keep
+/// reporting (iterations summed, a command's output) run on past the limit untouched.
+#[test]
+fn a_task_without_progress_is_killed_as_stalled_and_a_busy_one_is_not() {
+    let sb = Sandbox::new();
+    let input = [
+        r#"{"id":"wedged","kind":"sleep","ms":600000}"#,
+        r#"{"id":"quiet","kind":"shell","cmd":"echo started; exec sleep 600"}"#,
+        // About 2 s of summing in a debug build, reported every million iterations.
+        r#"{"id":"busy","kind":"sum_squares","n":30000000}"#,
+        r#"{"id":"chatty","kind":"shell","cmd":"for i in 1 2 3 4 5 6 7 8; do echo tick $i; sleep 0.2; done"}"#,
+    ]
+    .join("\n");
+    let done =
+        sb.run(&["run", "-j", "4", "--stall-timeout", "700ms", "--attempts", "1", "--progress", "never"], Some(&input));
+    done.expect_code(1);
+    let recs = by_id(&done.records());
+    for id in ["wedged", "quiet"] {
+        assert_eq!(recs[id]["status"], "quarantined", "{}", recs[id]);
+        assert_eq!(causes(&recs[id]), ["stalled"], "{}", recs[id]);
+        assert_eq!(recs[id]["crashes"][0]["limit_ms"], 700, "{}", recs[id]);
+    }
+    // The quiet command had written its first line: that much progress is recorded.
+    assert_eq!(recs["quiet"]["crashes"][0]["progress"], "started\n".len(), "{}", recs["quiet"]);
+    for id in ["busy", "chatty"] {
+        assert_eq!(recs[id]["status"], "ok", "{}", recs[id]);
+        assert!(recs[id].get("crashes").is_none(), "{}", recs[id]);
+    }
+    sb.assert_clean();
+}
+
+/// The library: a handler that reports progress and then blocks on a lock that is never
+/// released is killed as `stalled`; the busy handler beside it, reporting as it goes, is not.
+#[test]
+fn a_handler_wedged_on_a_lock_is_killed_as_stalled() {
+    let sb = Sandbox::new();
+    let text = run_supervision(&sb, &["stall"]);
+    assert!(text.contains("wedged quarantined attempts 1: stalled: no progress for 700 ms (at progress 3)"), "{text}");
+    assert!(text.contains("busy ok attempts 1"), "{text}");
+    sb.assert_clean();
+}

@@ -110,6 +110,11 @@ pub struct RunArgs {
     /// Per-worker address-space limit (512M, 2G).
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub memory_limit: Option<u64>,
+    /// Kill a worker whose running task has reported no progress for DUR (cause `stalled`,
+    /// retried as a crash). The built-in kinds report theirs (bytes scanned, iterations
+    /// summed, a shell command's output bytes); a task reporting none stalls after DUR.
+    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    pub stall_timeout: Option<Duration>,
     /// Recycling: retire each worker after it has run N tasks and start a fresh one (no task
     /// charged, no backoff), to contain a handler that leaks.
     #[arg(long, value_name = "N")]

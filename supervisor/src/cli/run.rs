@@ -233,6 +233,9 @@ impl PoolSetup {
         if let Some(t) = args.timeout {
             builder = builder.timeout(t);
         }
+        if let Some(d) = args.stall_timeout {
+            builder = builder.stall_timeout(d);
+        }
         if let Some(n) = args.max_tasks_per_worker {
             builder = builder.max_tasks_per_worker(n);
         }

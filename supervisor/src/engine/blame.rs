@@ -53,7 +53,7 @@ pub fn judge(death: &Death<'_>, killed_for: Option<&KillReason>, panic: Option<&
     let cause = crash_cause(death.exit, killed_for, panic, death.stderr_tail);
     let blamed = if !crash {
         Vec::new()
-    } else if let Some(KillReason::Timeout { seq, .. }) = killed_for {
+    } else if let Some(KillReason::Timeout { seq, .. } | KillReason::Stalled { seq, .. }) = killed_for {
         vec![*seq]
     } else if let Some(seq) = death.culprit.or(panic.and_then(|p| p.seq)) {
         vec![seq]
@@ -99,6 +99,15 @@ mod tests {
         let v =
             judge(&death(ExitCause::Signaled { signal: Signal::SIGKILL, core: false }, &[8, 9]), Some(&reason), None);
         assert_eq!((v.blamed, v.cause), (vec![9], CrashCause::Timeout { limit_ms: 100 }));
+    }
+
+    #[test]
+    fn a_stall_blames_the_stalled_task_alone() {
+        let reason = KillReason::Stalled { seq: 8, limit_ms: 500, progress: 41 };
+        let v =
+            judge(&death(ExitCause::Signaled { signal: Signal::SIGTERM, core: false }, &[8, 9]), Some(&reason), None);
+        assert!(v.crash);
+        assert_eq!((v.blamed, v.cause), (vec![8], CrashCause::Stalled { limit_ms: 500, progress: 41 }));
     }
 
     #[test]

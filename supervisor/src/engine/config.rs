@@ -34,6 +34,9 @@ pub struct EngineConfig {
     pub attempts: u32,
     /// Per-task wall-clock limit.
     pub timeout_ns: Option<u64>,
+    /// How long a running task may report no progress before its worker is killed as
+    /// stalled (`None`: never).
+    pub stall_timeout_ns: Option<u64>,
     /// Silence after which a worker counts as unresponsive (`None`: never, thread mode).
     pub heartbeat_timeout_ns: Option<u64>,
     /// SIGTERM to SIGKILL.
@@ -69,6 +72,7 @@ impl Default for EngineConfig {
             threads_per_worker: 1,
             attempts: 3,
             timeout_ns: None,
+            stall_timeout_ns: None,
             heartbeat_timeout_ns: Some(2_000_000_000),
             term_grace_ns: 500_000_000,
             protocol_grace_ns: 200_000_000,

@@ -744,8 +744,8 @@ impl Engine {
                     // its timeout is left to it, and stopped at its end uncharged, like every
                     // other (a shell task held after the job's signal killed its command, too).
                     let overdue = if self.draining_on_signal() { None } else { self.overdue(slot, now, probe) };
-                    match (unresponsive_at, overdue) {
-                        (Some(at), Some((_, deadline))) if deadline < at => self.time_out(slot, overdue, now, out),
+                    match (unresponsive_at, &overdue) {
+                        (Some(at), Some((_, deadline))) if *deadline < at => self.time_out(slot, overdue, now, out),
                         (Some(_), _) => {
                             log::warn!("worker {slot}: no heartbeat for {:.1}s; killing it", silent as f64 / 1e9);
                             let reason = KillReason::Unresponsive { silent_ms: silent / 1_000_000 };
@@ -805,29 +805,46 @@ impl Engine {
         self.pauses.iter().filter(|(end, _)| *end > since).map(|(_, ns)| ns).sum()
     }
 
-    fn time_out(&mut self, slot: usize, overdue: Option<(u64, u64)>, now: u64, out: &mut Vec<Action>) {
-        let Some((seq, _)) = overdue else { return };
-        let limit_ms = self.cfg.timeout_ns.unwrap_or(0) / 1_000_000;
-        log::warn!("worker {slot}: task seq {seq} ran past {limit_ms} ms; killing its worker");
-        self.terminate(slot, KillReason::Timeout { seq, limit_ms }, false, now, out);
+    fn time_out(&mut self, slot: usize, overdue: Option<(KillReason, u64)>, now: u64, out: &mut Vec<Action>) {
+        let Some((reason, _)) = overdue else { return };
+        match &reason {
+            KillReason::Timeout { seq, limit_ms } => {
+                log::warn!("worker {slot}: task seq {seq} ran past {limit_ms} ms; killing its worker");
+            }
+            KillReason::Stalled { seq, limit_ms, progress } => log::warn!(
+                "worker {slot}: task seq {seq} made no progress for {limit_ms} ms (at {progress}); killing its worker"
+            ),
+            _ => {}
+        }
+        self.terminate(slot, reason, false, now, out);
     }
 
-    /// The first task on the slot's status page that has run past the timeout, with its
-    /// deadline.
-    fn overdue(&self, slot: usize, now: u64, probe: &dyn Probe) -> Option<(u64, u64)> {
-        let limit = self.cfg.timeout_ns?;
+    /// The first task on the slot's status page that has run past the timeout or gone
+    /// without progress past the stall limit, with the reason to kill it for and the
+    /// deadline it passed.
+    fn overdue(&self, slot: usize, now: u64, probe: &dyn Probe) -> Option<(KillReason, u64)> {
+        if self.cfg.timeout_ns.is_none() && self.cfg.stall_timeout_ns.is_none() {
+            return None;
+        }
         let s = &self.slots[slot];
         if s.inflight.is_empty() {
             return None;
         }
         let page = probe.page(slot)?;
-        page.iter().find_map(|p| match p.read() {
-            PageState::Running { seq, started_ns }
-                if now.saturating_sub(started_ns) >= limit + self.paused_since(started_ns) =>
-            {
-                Some((seq, started_ns + limit + self.paused_since(started_ns)))
+        page.iter().find_map(|p| {
+            let PageState::Running { seq, started_ns } = p.read() else { return None };
+            if let Some(limit) = self.cfg.timeout_ns {
+                let deadline = started_ns + limit + self.paused_since(started_ns);
+                if now >= deadline {
+                    return Some((KillReason::Timeout { seq, limit_ms: limit / 1_000_000 }, deadline));
+                }
             }
-            _ => None,
+            let limit = self.cfg.stall_timeout_ns?;
+            let (progress, at) = p.progress();
+            // The task's start counts as progress: a new task is never judged by the last.
+            let at = at.max(started_ns);
+            let deadline = at + limit + self.paused_since(at);
+            (now >= deadline).then_some((KillReason::Stalled { seq, limit_ms: limit / 1_000_000, progress }, deadline))
         })
     }
 
@@ -863,6 +880,22 @@ impl Engine {
                             for p in page {
                                 if let PageState::Running { started_ns, .. } = p.read() {
                                     at(started_ns + limit + self.paused_since(started_ns));
+                                }
+                            }
+                        }
+                    }
+                    if let Some(limit) = self.cfg.stall_timeout_ns
+                        && !s.inflight.is_empty()
+                        && !self.draining_on_signal()
+                    {
+                        // Progress moves the deadline without a frame: poll the page a few
+                        // times per limit, and wake at the earliest deadline it shows now.
+                        at(now + (limit / 8).clamp(5_000_000, 100_000_000));
+                        if let Some(page) = probe.page(i) {
+                            for p in page {
+                                if let PageState::Running { started_ns, .. } = p.read() {
+                                    let since = p.progress().1.max(started_ns);
+                                    at(since + limit + self.paused_since(since));
                                 }
                             }
                         }

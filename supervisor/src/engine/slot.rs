@@ -17,6 +17,15 @@ pub enum KillReason {
         /// The limit.
         limit_ms: u64,
     },
+    /// Its task reported no progress for `--stall-timeout`.
+    Stalled {
+        /// The stalled task.
+        seq: u64,
+        /// The limit.
+        limit_ms: u64,
+        /// The progress it had reported.
+        progress: u64,
+    },
     /// No frame or heartbeat for too long.
     Unresponsive {
         /// How long it had been silent.
@@ -39,7 +48,13 @@ pub enum KillReason {
 impl KillReason {
     /// Whether a death for this reason is the task's fault and counts as a crash.
     pub fn is_crash(&self) -> bool {
-        matches!(self, KillReason::Timeout { .. } | KillReason::Unresponsive { .. } | KillReason::Protocol { .. })
+        matches!(
+            self,
+            KillReason::Timeout { .. }
+                | KillReason::Stalled { .. }
+                | KillReason::Unresponsive { .. }
+                | KillReason::Protocol { .. }
+        )
     }
 }
 

@@ -1,8 +1,6 @@
 //! The state machine driven by events alone: no process, socket or clock. Each test tells a
 //! worker's story as the loop would report it and checks the actions and records.
 
-use std::sync::atomic::{AtomicI32, AtomicU64};
-
 use nix::sys::signal::Signal;
 use serde_bytes::Bytes;
 use shared::proto::{Outcome, PanicReport, TaskError};
@@ -60,7 +58,7 @@ struct Harness {
 }
 
 fn slot_page() -> Vec<shm::PageSlot> {
-    vec![shm::PageSlot { state: AtomicU64::new(0), started_ns: AtomicU64::new(0), child_pgid: AtomicI32::new(0) }]
+    vec![shm::PageSlot::default()]
 }
 
 fn job(id: &str) -> Job {
@@ -674,4 +672,39 @@ fn a_worker_above_the_memory_limit_is_retired_between_tasks() {
             if *resident_bytes == 200 << 20
     )));
     assert_eq!((h.engine.counts().retired, h.engine.counts().crashes_total()), (1, 0));
+}
+
+/// Progress on the status page keeps a task alive under the stall limit however long it
+/// runs; once it stops moving for the limit, its worker is ended and it alone is charged,
+/// with cause `stalled` and the progress it had made.
+#[test]
+fn a_task_without_progress_for_the_stall_limit_is_killed_as_stalled() {
+    let mut h = Harness::new(EngineConfig { workers: 1, stall_timeout_ns: Some(500 * MS), ..Default::default() });
+    h.push([job("task")]);
+    h.start();
+    let seq = h.sent(0)[0].0;
+    h.page.0[0][0].begin(seq, h.now);
+    assert!(h.engine.next_deadline(h.now, &h.page).unwrap() <= h.now + 500 * MS);
+    // Moving every 400 ms, for 2 s: never stalled.
+    for _ in 0..5 {
+        h.now += 400 * MS;
+        h.page.0[0][0].advance(10, h.now);
+        h.ev(Event::Heartbeat { slot: 0 });
+        assert!(h.tick().is_empty());
+    }
+    // Then still (its heartbeats go on: alive, but stuck).
+    h.now += 400 * MS;
+    h.ev(Event::Heartbeat { slot: 0 });
+    assert!(h.tick().is_empty());
+    h.now += 100 * MS;
+    h.ev(Event::Heartbeat { slot: 0 });
+    let pid = h.pid(0);
+    assert_eq!(h.tick(), vec![Action::Kill { slot: 0, pid, signal: Signal::SIGTERM }]);
+    h.die(0, ExitCause::Signaled { signal: Signal::SIGTERM, core: false }, &[seq]);
+    assert!(h.sink.records.is_empty(), "charged and requeued, not final yet");
+    assert_eq!(h.engine.counts().crashes.get("stalled"), Some(&1));
+    assert!(h.sink.events.iter().any(|e| matches!(
+        e,
+        RunEvent::WorkerExited { cause: Some(CrashCause::Stalled { limit_ms: 500, progress: 50 }), .. }
+    )));
 }

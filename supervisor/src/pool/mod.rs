@@ -46,6 +46,7 @@ pub struct PoolBuilder {
     threads_per_worker: u32,
     attempts: u32,
     timeout: Option<Duration>,
+    stall_timeout: Option<Duration>,
     memory_limit: Option<u64>,
     restart: RestartPolicy,
     heartbeat: Duration,
@@ -84,6 +85,7 @@ impl Default for PoolBuilder {
             threads_per_worker: 1,
             attempts: 3,
             timeout: None,
+            stall_timeout: None,
             memory_limit: None,
             restart: RestartPolicy::default(),
             heartbeat: Duration::from_millis(250),
@@ -303,6 +305,15 @@ impl PoolBuilder {
         self.grace = d;
         self
     }
+    /// Kills a worker whose running task has reported no progress
+    /// ([`TaskContext::progress`](crate::TaskContext::progress)) for `d`, its start included;
+    /// the task is charged an attempt with cause `stalled`. A task that never reports
+    /// progress is stalled once it runs `d`. Off by default.
+    pub fn stall_timeout(mut self, d: Duration) -> Self {
+        self.stall_timeout = Some(d);
+        self
+    }
+
     /// Recycling: retire each worker once it has been handed `n` tasks and start a fresh
     /// one, charging no task and waiting no backoff (Python's `maxtasksperchild`). Each
     /// retirement is a `worker_retired` event. Off by default.
@@ -440,7 +451,7 @@ impl PoolBuilder {
         if self.max_task_bytes == 0 || self.max_task_bytes > MAX_TASK_BYTES {
             return Err(SettingError::TaskLimit { given: self.max_task_bytes, max: MAX_TASK_BYTES }.into());
         }
-        if let Some(given) = self.timeout
+        if let Some(given) = self.timeout.into_iter().chain(self.stall_timeout).min()
             && given < MIN_TIMEOUT
         {
             return Err(SettingError::TimeoutTooShort { given, min: MIN_TIMEOUT }.into());
@@ -575,6 +586,7 @@ impl<H: Handler> Pool<H> {
                 threads_per_worker: if c.mode == Mode::Thread { 1 } else { c.threads_per_worker },
                 attempts: c.attempts,
                 timeout_ns,
+                stall_timeout_ns: c.stall_timeout.map(|d| d.as_nanos() as u64),
                 heartbeat_timeout_ns: (c.mode == Mode::Process).then_some(c.heartbeat_timeout.as_nanos() as u64),
                 drain_grace_ns: c.grace.as_nanos() as u64,
                 restart: c.restart,
@@ -705,10 +717,10 @@ impl Hooks for RunHooks {
         }
     }
 
-    fn ready(&mut self, token: u32, engine: &Engine, _backend: &dyn Backend, now: u64) {
+    fn ready(&mut self, token: u32, engine: &Engine, backend: &dyn Backend, now: u64) {
         if let Some(c) = self.control.as_mut() {
             let mode = self.mode;
-            c.ready(token, || StatusSnapshot::of(engine, now, mode));
+            c.ready(token, || StatusSnapshot::of(engine, backend, now, mode));
         }
     }
 

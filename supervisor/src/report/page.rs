@@ -118,10 +118,11 @@ pub(super) fn cause_class(c: Option<&CrashCause>) -> &'static str {
 }
 
 /// Causes in legend order, with their colours.
-const CAUSES: [(&str, &str); 8] = [
+const CAUSES: [(&str, &str); 9] = [
     ("signal", "#d32f2f"),
     ("panic", "#ef6c00"),
     ("timeout", "#7b1fa2"),
+    ("stalled", "#c2185b"),
     ("unresponsive", "#1565c0"),
     ("protocol", "#00897b"),
     ("oom", "#6d4c41"),
