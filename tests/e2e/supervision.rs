@@ -104,8 +104,11 @@ fn a_task_without_progress_is_killed_as_stalled_and_a_busy_one_is_not() {
         r#"{"id":"chatty","kind":"shell","cmd":"for i in 1 2 3 4 5 6 7 8; do echo tick $i; sleep 0.2; done"}"#,
     ]
     .join("\n");
-    let done =
-        sb.run(&["run", "-j", "4", "--stall-timeout", "700ms", "--attempts", "1", "--progress", "never"], Some(&input));
+    let report = sb.path("report.html");
+    let args = ["run", "-j", "4", "--stall-timeout", "700ms", "--attempts", "1", "--progress", "never", "--report"];
+    let mut args = args.to_vec();
+    args.push(report.to_str().unwrap());
+    let done = sb.run(&args, Some(&input));
     done.expect_code(1);
     let recs = by_id(&done.records());
     for id in ["wedged", "quiet"] {
@@ -119,6 +122,9 @@ fn a_task_without_progress_is_killed_as_stalled_and_a_busy_one_is_not() {
         assert_eq!(recs[id]["status"], "ok", "{}", recs[id]);
         assert!(recs[id].get("crashes").is_none(), "{}", recs[id]);
     }
+    // The report's death tooltips say how far the task had got.
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(html.contains("stalled: no progress for 700 ms (at progress 8)"), "no stall tooltip in the report");
     sb.assert_clean();
 }
 

@@ -84,7 +84,7 @@ impl Handler for Builtin {
 const SUM_PROGRESS_EVERY: u64 = 1 << 20;
 
 /// Sums `i*i` for `i < n` in a real loop, telling `progress` of every
-/// [`SUM_PROGRESS_EVERY`] iterations done. `black_box` on the counter keeps the compiler from
+/// 2^20 iterations done. `black_box` on the counter keeps the compiler from
 /// replacing the loop with the closed form, which it otherwise does.
 pub fn sum_squares(n: u64, progress: &dyn Fn(u64)) -> Result<u128, TaskError> {
     let mut acc: u128 = 0;
