@@ -80,6 +80,14 @@ pub enum CrashCause {
         /// The limit in milliseconds.
         limit_ms: u64,
     },
+    /// The task reported no progress for `--stall-timeout` while its worker stayed alive
+    /// (wedged on a lock, waiting on something that never comes); the worker was killed.
+    Stalled {
+        /// The limit in milliseconds.
+        limit_ms: u64,
+        /// The progress the task had reported when it was killed.
+        progress: u64,
+    },
     /// The worker stopped sending heartbeats (frozen, stopped, deadlocked); it was killed.
     Unresponsive {
         /// How long it had been silent, in milliseconds.
@@ -105,6 +113,7 @@ impl CrashCause {
             CrashCause::Signal { .. } => "signal",
             CrashCause::Panic { .. } => "panic",
             CrashCause::Timeout { .. } => "timeout",
+            CrashCause::Stalled { .. } => "stalled",
             CrashCause::Unresponsive { .. } => "unresponsive",
             CrashCause::Protocol { .. } => "protocol",
             CrashCause::Oom { .. } => "oom",
@@ -128,6 +137,9 @@ impl fmt::Display for CrashCause {
             }
             CrashCause::Panic { message } => write!(f, "panicked: {message}"),
             CrashCause::Timeout { limit_ms } => write!(f, "timed out after {limit_ms} ms"),
+            CrashCause::Stalled { limit_ms, progress } => {
+                write!(f, "stalled: no progress for {limit_ms} ms (at progress {progress})")
+            }
             CrashCause::Unresponsive { silent_ms } => write!(f, "unresponsive for {silent_ms} ms"),
             CrashCause::Protocol { detail } => write!(f, "protocol violation: {detail}"),
             CrashCause::Oom { detail } => write!(f, "out of memory: {detail}"),

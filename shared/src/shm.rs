@@ -32,7 +32,7 @@ pub struct Header {
 
 /// What one of the worker's task threads is doing.
 #[repr(C, align(64))]
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct PageSlot {
     /// 0 before the first task, else `seq << 1 | running`.
     pub state: AtomicU64,
@@ -41,6 +41,12 @@ pub struct PageSlot {
     /// Process group of the task's children (a shell command), 0 if none; killed with the
     /// worker.
     pub child_pgid: AtomicI32,
+    /// Units of work the current task has reported done (bytes, iterations, records: the
+    /// handler's choice); 0 at its start.
+    pub progress: AtomicU64,
+    /// CLOCK_MONOTONIC nanoseconds of the current task's last progress report (its start,
+    /// before the first): how long it has been stuck is read from here, with no frame sent.
+    pub progressed_ns: AtomicU64,
 }
 
 /// Bytes needed for a page with `slots` slots.
@@ -71,7 +77,23 @@ impl PageSlot {
     /// Marks `seq` as executing from `now_ns`.
     pub fn begin(&self, seq: u64, now_ns: u64) {
         self.started_ns.store(now_ns, Ordering::Relaxed);
+        self.progress.store(0, Ordering::Relaxed);
+        self.progressed_ns.store(now_ns, Ordering::Relaxed);
         self.state.store(seq << 1 | 1, Ordering::Release);
+    }
+
+    /// The running task did `units` more work at `now_ns`: two plain stores, no system call.
+    pub fn advance(&self, units: u64, now_ns: u64) {
+        self.progress.fetch_add(units, Ordering::Relaxed);
+        self.progressed_ns.store(now_ns, Ordering::Release);
+    }
+
+    /// The running task's progress so far and when it last moved (CLOCK_MONOTONIC ns). Read
+    /// beside [`read`](Self::read): a value of the task before is possible for an instant
+    /// after a task change, and harmless, since the new task's start counts as progress.
+    pub fn progress(&self) -> (u64, u64) {
+        let at = self.progressed_ns.load(Ordering::Acquire);
+        (self.progress.load(Ordering::Relaxed), at)
     }
 
     /// Marks `seq` as finished.
@@ -104,10 +126,14 @@ mod tests {
 
     #[test]
     fn slot_states_round_trip() {
-        let slot = PageSlot { state: AtomicU64::new(0), started_ns: AtomicU64::new(0), child_pgid: AtomicI32::new(0) };
+        let slot = PageSlot::default();
         assert_eq!(slot.read(), PageState::Idle);
         slot.begin(42, 1000);
         assert_eq!(slot.read(), PageState::Running { seq: 42, started_ns: 1000 });
+        assert_eq!(slot.progress(), (0, 1000));
+        slot.advance(10, 1500);
+        slot.advance(5, 1700);
+        assert_eq!(slot.progress(), (15, 1700));
         slot.end(42);
         assert_eq!(slot.read(), PageState::Finished { seq: 42 });
         assert_eq!(page_len(2), 64 * 3);

@@ -13,5 +13,6 @@ mod library;
 mod retry;
 mod scan;
 mod slurm;
+mod supervision;
 mod thread_mode;
 mod words;

@@ -65,7 +65,7 @@ pub fn execute<H: Handler>(
     let t0 = start_ns.unwrap_or_else(mono_ns);
     slot.begin(a.seq, t0);
     CURRENT.with(|c| c.set(a.seq));
-    let cx = TaskContext::new(a.attempt, &slot.child_pgid);
+    let cx = TaskContext::on_page(a.attempt, slot);
     let result = match postcard::from_bytes::<H::Task>(a.payload) {
         Ok(task) => handler.handle(task, &cx),
         Err(e) => Err(TaskError::new(format!("cannot decode the task for handler '{}': {e}", H::name()))),
@@ -126,7 +126,6 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicI32, AtomicU64};
 
     use super::*;
 
@@ -153,7 +152,7 @@ mod tests {
     }
 
     fn slot() -> PageSlot {
-        PageSlot { state: AtomicU64::new(0), started_ns: AtomicU64::new(0), child_pgid: AtomicI32::new(0) }
+        PageSlot::default()
     }
 
     fn run(payload: &[u8], settle: impl FnOnce(&Executed)) -> (Executed, Vec<u8>) {

@@ -3,6 +3,8 @@
 
 use std::sync::atomic::{AtomicI32, Ordering};
 
+use shared::shm::PageSlot;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shared::proto::TaskError;
@@ -57,13 +59,33 @@ pub trait Handler: Serialize + DeserializeOwned + Send + Sync + 'static {
 pub struct TaskContext<'a> {
     attempt: u32,
     child_group: &'a AtomicI32,
+    /// The status-page slot the task is published on, where its progress goes.
+    page: Option<&'a PageSlot>,
 }
 
 impl<'a> TaskContext<'a> {
     /// A context for attempt `attempt` whose child process group is published in
-    /// `child_group`. Engines build these; handlers only read them.
+    /// `child_group`, with nowhere to report progress to. Engines build these; handlers only
+    /// read them.
     pub fn new(attempt: u32, child_group: &'a AtomicI32) -> Self {
-        Self { attempt, child_group }
+        Self { attempt, child_group, page: None }
+    }
+
+    /// A context for attempt `attempt` of the task published on `slot`: its child process
+    /// group and its progress go there.
+    pub fn on_page(attempt: u32, slot: &'a PageSlot) -> Self {
+        Self { attempt, child_group: &slot.child_pgid, page: Some(slot) }
+    }
+
+    /// Reports `units` more work done (bytes read, iterations, records: whatever the task
+    /// counts). It costs a clock read and two stores to the status page, no message: report
+    /// as often as is natural. With `--stall-timeout`, a task that reports nothing for that
+    /// long is taken for wedged and its worker killed (cause `stalled`); the total shows in
+    /// `bulkhead status`.
+    pub fn progress(&self, units: u64) {
+        if let Some(p) = self.page {
+            p.advance(units, crate::clock::mono_ns());
+        }
     }
 
     /// 1 for the first attempt, 2 after one crash, and so on.

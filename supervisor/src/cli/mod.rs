@@ -131,6 +131,19 @@ pub struct RunArgs {
     /// Per-worker address-space limit (512M, 2G).
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub memory_limit: Option<u64>,
+    /// Kill a worker whose running task has reported no progress for DUR (cause `stalled`,
+    /// retried as a crash). The built-in kinds report theirs (bytes scanned, iterations
+    /// summed, a shell command's output bytes); a task reporting none stalls after DUR.
+    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    pub stall_timeout: Option<Duration>,
+    /// Recycling: retire each worker after it has run N tasks and start a fresh one (no task
+    /// charged, no backoff), to contain a handler that leaks.
+    #[arg(long, value_name = "N")]
+    pub max_tasks_per_worker: Option<u64>,
+    /// Recycling: retire a worker whose resident memory, read between tasks, is above SIZE
+    /// (300M, 1G), and start a fresh one (no task charged, no backoff).
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub max_worker_memory: Option<u64>,
     /// Restart intensity limit: give up (exit 3) above N restarts within DUR.
     #[arg(long, value_parser = parse_rate, default_value = "100/10s", value_name = "N/DUR")]
     pub max_restarts: (u32, Duration),

@@ -251,6 +251,15 @@ impl PoolSetup {
                 fail_exit: args.fail_exit.clone(),
             })
             .resume_failed(args.resume_failed);
+        if let Some(d) = args.stall_timeout {
+            builder = builder.stall_timeout(d);
+        }
+        if let Some(n) = args.max_tasks_per_worker {
+            builder = builder.max_tasks_per_worker(n);
+        }
+        if let Some(m) = args.max_worker_memory {
+            builder = builder.max_worker_memory(m);
+        }
         // Thread mode has no worker process to bound (the warning above said so).
         if let Some(m) = args.memory_limit
             && args.mode != ModeArg::Thread
@@ -449,6 +458,9 @@ fn summary_lines(s: &Summary, total: Option<u64>, check_time: Option<std::time::
     if crashes > 0 {
         let causes: Vec<String> = c.crashes.iter().map(|(k, v)| format!("{v} {k}")).collect();
         line.push_str(&format!("; {crashes} worker crashes ({}), {} restarts", causes.join(", "), c.restarts));
+    }
+    if c.retired > 0 {
+        line.push_str(&format!("; {} workers retired and replaced (recycling, not crashes)", c.retired));
     }
     if c.slots_retired > 0 {
         line.push_str(&format!("; {} workers not started (the system's process limit)", c.slots_retired));

@@ -85,10 +85,14 @@ fn print_snapshot(path: &Path, s: &StatusSnapshot) {
     if let Some(why) = &s.stopping {
         println!("  stopping: {why}");
     }
-    println!("  WORKER PID      STATE        TASKS");
+    println!("  WORKER PID      STATE        TASKS  PROGRESS");
     for w in &s.workers {
         let pid = w.pid.map_or("-".to_string(), |p| p.to_string());
-        println!("  {:<6} {:<8} {:<12} {}", w.slot, pid, w.state, w.tasks);
+        let progress = match (w.progress, w.quiet_s) {
+            (Some(n), Some(q)) => format!("{n} (last moved {q:.1}s ago)"),
+            _ => "-".to_string(),
+        };
+        println!("  {:<6} {:<8} {:<12} {:<6} {progress}", w.slot, pid, w.state, w.tasks);
     }
 }
 

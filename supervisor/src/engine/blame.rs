@@ -50,12 +50,13 @@ pub struct Verdict {
 pub fn judge(death: &Death<'_>, killed_for: Option<&KillReason>, panic: Option<&PanicReport>) -> Verdict {
     // A worker we were ending dies for our reason; any other death (a closed connection
     // included, which is usually the death arriving first) has the kernel's cause.
-    let clean = killed_for == Some(&KillReason::Shutdown) && death.exit == ExitCause::Exited(0);
+    let asked = matches!(killed_for, Some(KillReason::Shutdown | KillReason::Retire(_)));
+    let clean = asked && death.exit == ExitCause::Exited(0);
     let crash = killed_for.is_none_or(KillReason::is_crash);
     let cause = crash_cause(death.exit, killed_for, panic, death.stderr_tail);
     let blamed = if !crash {
         Vec::new()
-    } else if let Some(KillReason::Timeout { seq, .. }) = killed_for {
+    } else if let Some(KillReason::Timeout { seq, .. } | KillReason::Stalled { seq, .. }) = killed_for {
         vec![*seq]
     } else if let Some(seq) = death.culprit.or(panic.and_then(|p| p.seq)) {
         vec![seq]
@@ -222,11 +223,21 @@ mod tests {
     }
 
     #[test]
+    fn a_stall_blames_the_stalled_task_alone() {
+        let reason = KillReason::Stalled { seq: 8, limit_ms: 500, progress: 41 };
+        let v =
+            judge(&death(ExitCause::Signaled { signal: Signal::SIGTERM, core: false }, &[8, 9]), Some(&reason), None);
+        assert!(v.crash);
+        assert_eq!((v.blamed, v.cause), (vec![8], CrashCause::Stalled { limit_ms: 500, progress: 41 }));
+    }
+
+    #[test]
     fn our_own_ends_charge_nobody() {
-        for reason in [KillReason::Shutdown, KillReason::Drain, KillReason::GiveUp] {
+        let retire = KillReason::Retire(crate::engine::lifecycle::Retirement::Tasks { tasks: 5 });
+        for reason in [KillReason::Shutdown, KillReason::Drain, KillReason::GiveUp, retire] {
             let v = judge(&death(ExitCause::Exited(0), &[1]), Some(&reason), None);
             assert!(!v.crash && v.blamed.is_empty(), "{reason:?}");
-            assert_eq!(v.clean, reason == KillReason::Shutdown);
+            assert_eq!(v.clean, matches!(reason, KillReason::Shutdown | KillReason::Retire(_)));
         }
         // Asked to shut down but died of a signal: not clean, and still nobody's fault.
         let v = judge(&death(SEGV, &[1]), Some(&KillReason::Shutdown), None);

@@ -46,6 +46,9 @@ pub fn crash_cause(
         Some(KillReason::Timeout { limit_ms, .. }) => {
             return CrashCause::Timeout { limit_ms: *limit_ms };
         }
+        Some(KillReason::Stalled { limit_ms, progress, .. }) => {
+            return CrashCause::Stalled { limit_ms: *limit_ms, progress: *progress };
+        }
         Some(KillReason::Unresponsive { silent_ms }) => {
             return CrashCause::Unresponsive { silent_ms: *silent_ms };
         }

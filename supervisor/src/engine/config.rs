@@ -41,6 +41,9 @@ pub struct EngineConfig {
     /// A per-task limit of this percentage of the median time of the tasks that succeeded
     /// so far, once [`TIMEOUT_SAMPLES`] have.
     pub timeout_percent: Option<u32>,
+    /// How long a running task may report no progress before its worker is killed as
+    /// stalled (`None`: never).
+    pub stall_timeout_ns: Option<u64>,
     /// Silence after which a worker counts as unresponsive (`None`: never, thread mode).
     pub heartbeat_timeout_ns: Option<u64>,
     /// SIGTERM to SIGKILL.
@@ -65,6 +68,10 @@ pub struct EngineConfig {
     pub seed: u64,
     /// The largest encoded task input; a larger task fails when it is taken in, unrun.
     pub max_task_bytes: usize,
+    /// Tasks one worker runs before it is retired and replaced (`None`: no limit).
+    pub max_tasks_per_worker: Option<u64>,
+    /// Resident bytes above which a worker is retired between tasks (`None`: no limit).
+    pub max_worker_memory: Option<u64>,
 }
 
 impl Default for EngineConfig {
@@ -75,6 +82,7 @@ impl Default for EngineConfig {
             attempts: 3,
             timeout_ns: None,
             timeout_percent: None,
+            stall_timeout_ns: None,
             heartbeat_timeout_ns: Some(2_000_000_000),
             term_grace_ns: 500_000_000,
             protocol_grace_ns: 200_000_000,
@@ -87,6 +95,8 @@ impl Default for EngineConfig {
             queue_budget_ns: 2_000_000,
             seed: 0,
             max_task_bytes: MAX_TASK_BYTES,
+            max_tasks_per_worker: None,
+            max_worker_memory: None,
         }
     }
 }
@@ -104,7 +114,8 @@ pub enum Mode {
 }
 
 /// The crash causes a `--retry` rule may name, as records write them.
-pub const RETRY_CAUSES: [&str; 7] = ["signal", "panic", "oom", "timeout", "unresponsive", "protocol", "exit"];
+pub const RETRY_CAUSES: [&str; 8] =
+    ["signal", "panic", "oom", "timeout", "stalled", "unresponsive", "protocol", "exit"];
 
 /// The most a memory limit is multiplied by over a task's retries after running out of memory.
 pub const MAX_MEMORY_FACTOR: u32 = 64;

@@ -69,6 +69,18 @@ pub enum RunEvent {
         /// Attempts it used.
         attempts: u32,
     },
+    /// A worker was retired between tasks and is replaced at once, without backoff and
+    /// without charging any task: it ran its `--max-tasks-per-worker`, or grew past
+    /// `--max-worker-memory`. Not a crash.
+    WorkerRetired {
+        /// The worker slot.
+        worker: usize,
+        /// The process id.
+        pid: u32,
+        /// Why (`reason` with its figures).
+        #[serde(flatten)]
+        why: Retirement,
+    },
     /// A replacement worker is being started.
     WorkerRestarted {
         /// The worker slot.
@@ -139,6 +151,38 @@ impl From<WorkerExit> for ExitFields {
         match e {
             WorkerExit::Clean => ExitFields { clean: true, cause: None },
             WorkerExit::Died(cause) => ExitFields { clean: false, cause },
+        }
+    }
+}
+
+/// Why a worker was retired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Retirement {
+    /// It was handed its `--max-tasks-per-worker`.
+    Tasks {
+        /// The limit.
+        tasks: u64,
+    },
+    /// Its resident size, read between tasks, was above `--max-worker-memory`.
+    Memory {
+        /// Its resident size when it was read, in bytes.
+        resident_bytes: u64,
+        /// The limit, in bytes.
+        limit_bytes: u64,
+    },
+}
+
+impl std::fmt::Display for Retirement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Retirement::Tasks { tasks } => write!(f, "ran its {tasks} tasks"),
+            Retirement::Memory { resident_bytes, limit_bytes } => write!(
+                f,
+                "resident {:.1} MiB, above the limit of {:.1} MiB",
+                *resident_bytes as f64 / 1048576.0,
+                *limit_bytes as f64 / 1048576.0
+            ),
         }
     }
 }

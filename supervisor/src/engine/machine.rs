@@ -11,7 +11,7 @@ use shared::task::FaultKind;
 
 use crate::engine::blame::{self, Death, Mishap, Next, Verdict};
 use crate::engine::inject::Inject;
-use crate::engine::lifecycle::{RunEvent, WorkerExit};
+use crate::engine::lifecycle::{Retirement, RunEvent, WorkerExit};
 use crate::engine::restart::RestartTracker;
 use crate::engine::timeout::{self, RunTimes};
 use crate::engine::{
@@ -60,6 +60,12 @@ pub struct Slot {
     failures: u32,
     /// Tasks finished by the current worker.
     completed: u64,
+    /// Tasks handed to the current worker.
+    assigned: u64,
+    /// `completed` when the worker's resident size was last read.
+    measured_at: u64,
+    /// Why the current worker is to be retired once its queue is empty; it takes no more.
+    retiring: Option<Retirement>,
     panic: Option<PanicReport>,
 }
 
@@ -137,6 +143,9 @@ impl Engine {
                 cap: usize::MAX,
                 failures: 0,
                 completed: 0,
+                assigned: 0,
+                measured_at: 0,
+                retiring: None,
                 panic: None,
             })
             .collect();
@@ -303,8 +312,8 @@ impl Engine {
         match result {
             Ok(pid) => {
                 self.slots[slot].state = SlotState::Starting { pid, since: now };
-                self.slots[slot].completed = 0;
-                self.slots[slot].panic = None;
+                let s = &mut self.slots[slot];
+                (s.completed, s.assigned, s.measured_at, s.retiring, s.panic) = (0, 0, 0, None, None);
                 if let Some(b) = backoff {
                     self.counts.restarts += 1;
                     self.emit(sink, now, || RunEvent::WorkerRestarted { worker: slot, backoff_ms: b as f64 / MS });
@@ -535,7 +544,11 @@ impl Engine {
                 *kill_at = None;
                 out.push(Action::Kill { slot, pid, signal: Signal::SIGKILL });
             }
-            if *current == KillReason::Shutdown && reason != KillReason::Shutdown {
+            // Our own polite ends give way to any other reason (a worker retiring may still
+            // time out or go silent).
+            if matches!(current, KillReason::Shutdown | KillReason::Retire(_))
+                && !matches!(reason, KillReason::Shutdown | KillReason::Retire(_))
+            {
                 *current = reason;
             }
             return;
@@ -570,6 +583,14 @@ impl Engine {
         self.settle_inflight(slot, &death, &verdict, now, sink);
         if verdict.crash {
             self.after_death(slot, false, now, &verdict.cause.to_string());
+        } else if let Some(KillReason::Retire(why)) = killed_for
+            && self.phase.is_running()
+        {
+            // Recycled: replaced at once, no backoff, no restart counted against the limit.
+            self.counts.retired += 1;
+            log::info!("worker {slot} (pid {}) retired: {why}", death.pid);
+            self.emit(sink, now, || RunEvent::WorkerRetired { worker: slot, pid: death.pid, why });
+            self.slots[slot].state = SlotState::Waiting { until: now, backoff_ns: None };
         } else {
             // Shutdowns, drains and give-ups only happen while the run is ending.
             self.slots[slot].state = SlotState::Stopped;
@@ -780,15 +801,15 @@ impl Engine {
                     // its timeout is left to it, and stopped at its end uncharged, like every
                     // other (a shell task held after the job's signal killed its command, too).
                     let overdue = if self.draining_on_signal() { None } else { self.overdue(slot, now, probe) };
-                    match (unresponsive_at, overdue) {
-                        (Some(at), Some((_, deadline))) if deadline < at => self.time_out(slot, overdue, now, out),
+                    match (unresponsive_at, &overdue) {
+                        (Some(at), Some((_, deadline))) if *deadline < at => self.time_out(slot, overdue, now, out),
                         (Some(_), _) => {
                             log::warn!("worker {slot}: no heartbeat for {:.1}s; killing it", silent as f64 / 1e9);
                             let reason = KillReason::Unresponsive { silent_ms: silent / 1_000_000 };
                             self.terminate(slot, reason, true, now, out);
                         }
                         (None, Some(_)) => self.time_out(slot, overdue, now, out),
-                        (None, None) => {}
+                        (None, None) => self.retire_if_due(slot, now, probe, out),
                     }
                 }
                 SlotState::Closing { since, detail, .. } if now.saturating_sub(since) >= self.cfg.protocol_grace_ns => {
@@ -841,29 +862,47 @@ impl Engine {
         self.pauses.iter().filter(|(end, _)| *end > since).map(|(_, ns)| ns).sum()
     }
 
-    fn time_out(&mut self, slot: usize, overdue: Option<(u64, u64)>, now: u64, out: &mut Vec<Action>) {
-        let Some((seq, _)) = overdue else { return };
-        let limit_ms = self.timeout_ns().unwrap_or(0) / 1_000_000;
-        log::warn!("worker {slot}: task seq {seq} ran past {limit_ms} ms; killing its worker");
-        self.terminate(slot, KillReason::Timeout { seq, limit_ms }, false, now, out);
+    fn time_out(&mut self, slot: usize, overdue: Option<(KillReason, u64)>, now: u64, out: &mut Vec<Action>) {
+        let Some((reason, _)) = overdue else { return };
+        match &reason {
+            KillReason::Timeout { seq, limit_ms } => {
+                log::warn!("worker {slot}: task seq {seq} ran past {limit_ms} ms; killing its worker");
+            }
+            KillReason::Stalled { seq, limit_ms, progress } => log::warn!(
+                "worker {slot}: task seq {seq} made no progress for {limit_ms} ms (at {progress}); killing its worker"
+            ),
+            _ => {}
+        }
+        self.terminate(slot, reason, false, now, out);
     }
 
-    /// The first task on the slot's status page that has run past the timeout, with its
-    /// deadline.
-    fn overdue(&self, slot: usize, now: u64, probe: &dyn Probe) -> Option<(u64, u64)> {
-        let limit = self.timeout_ns()?;
+    /// The first task on the slot's status page that has run past the timeout or gone
+    /// without progress past the stall limit, with the reason to kill it for and the
+    /// deadline it passed.
+    fn overdue(&self, slot: usize, now: u64, probe: &dyn Probe) -> Option<(KillReason, u64)> {
+        let timeout = self.timeout_ns();
+        if timeout.is_none() && self.cfg.stall_timeout_ns.is_none() {
+            return None;
+        }
         let s = &self.slots[slot];
         if s.inflight.is_empty() {
             return None;
         }
         let page = probe.page(slot)?;
-        page.iter().find_map(|p| match p.read() {
-            PageState::Running { seq, started_ns }
-                if now.saturating_sub(started_ns) >= limit + self.paused_since(started_ns) =>
-            {
-                Some((seq, started_ns + limit + self.paused_since(started_ns)))
+        page.iter().find_map(|p| {
+            let PageState::Running { seq, started_ns } = p.read() else { return None };
+            if let Some(limit) = timeout {
+                let deadline = started_ns + limit + self.paused_since(started_ns);
+                if now >= deadline {
+                    return Some((KillReason::Timeout { seq, limit_ms: limit / 1_000_000 }, deadline));
+                }
             }
-            _ => None,
+            let limit = self.cfg.stall_timeout_ns?;
+            let (progress, at) = p.progress();
+            // The task's start counts as progress: a new task is never judged by the last.
+            let at = at.max(started_ns);
+            let deadline = at + limit + self.paused_since(at);
+            (now >= deadline).then_some((KillReason::Stalled { seq, limit_ms: limit / 1_000_000, progress }, deadline))
         })
     }
 
@@ -913,6 +952,22 @@ impl Engine {
                             for p in page {
                                 if let PageState::Running { started_ns, .. } = p.read() {
                                     at(started_ns + limit + self.paused_since(started_ns));
+                                }
+                            }
+                        }
+                    }
+                    if let Some(limit) = self.cfg.stall_timeout_ns
+                        && !s.inflight.is_empty()
+                        && !self.draining_on_signal()
+                    {
+                        // Progress moves the deadline without a frame: poll the page a few
+                        // times per limit, and wake at the earliest deadline it shows now.
+                        at(now + (limit / 8).clamp(5_000_000, 100_000_000));
+                        if let Some(page) = probe.page(i) {
+                            for p in page {
+                                if let PageState::Running { started_ns, .. } = p.read() {
+                                    let since = p.progress().1.max(started_ns);
+                                    at(since + limit + self.paused_since(since));
                                 }
                             }
                         }
@@ -982,10 +1037,44 @@ impl Engine {
         (per_thread * threads).min(s.cap.max(threads))
     }
 
-    /// Whether a slot takes more work now: serving, and down to half its target (topping
-    /// up a nearly full queue would only cost small frames).
+    /// Whether a slot takes more work now: serving, not retiring nor at its task limit, and
+    /// down to half its target (topping up a nearly full queue would only cost small frames).
     fn has_room(&self, s: &Slot) -> bool {
-        matches!(s.state, SlotState::Serving { .. }) && s.inflight.len() <= self.target(s) / 2
+        matches!(s.state, SlotState::Serving { .. })
+            && s.retiring.is_none()
+            && self.cfg.max_tasks_per_worker.is_none_or(|n| s.assigned < n)
+            && s.inflight.len() <= self.target(s) / 2
+    }
+
+    /// Recycling: marks a serving worker for retirement when it has been handed its task
+    /// limit or its resident size (read once after each task it finished, so between tasks)
+    /// is above the memory limit; once its queue is empty, asks it to exit. Its replacement
+    /// starts as soon as it is reaped.
+    fn retire_if_due(&mut self, slot: usize, now: u64, probe: &dyn Probe, out: &mut Vec<Action>) {
+        let (tasks, memory) = (self.cfg.max_tasks_per_worker, self.cfg.max_worker_memory);
+        let s = &mut self.slots[slot];
+        if s.retiring.is_none() {
+            if let Some(n) = tasks
+                && s.assigned >= n
+            {
+                s.retiring = Some(Retirement::Tasks { tasks: n });
+            } else if let Some(limit) = memory
+                && s.completed != s.measured_at
+            {
+                s.measured_at = s.completed;
+                if let Some(resident) = probe.resident(slot)
+                    && resident > limit
+                {
+                    s.retiring = Some(Retirement::Memory { resident_bytes: resident, limit_bytes: limit });
+                }
+            }
+        }
+        let (Some(why), SlotState::Serving { pid, .. }) = (&s.retiring, &s.state) else { return };
+        if s.inflight.is_empty() && self.phase.is_running() {
+            let reason = KillReason::Retire(why.clone());
+            s.state = SlotState::Terminating { pid: *pid, reason, kill_at: Some(now + self.cfg.start_timeout_ns) };
+            out.push(Action::Shutdown { slot });
+        }
     }
 
     fn fill(&mut self, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
@@ -1008,6 +1097,9 @@ impl Engine {
             if let Some(share) = fair_share {
                 want = want.min(share.max(1));
             }
+            if let Some(n) = self.cfg.max_tasks_per_worker {
+                want = want.min(n.saturating_sub(self.slots[slot].assigned) as usize);
+            }
             let mut added = 0;
             while added < want {
                 let Some(task) = self.retry.pop_front().or_else(|| self.fresh.pop_front()) else {
@@ -1027,6 +1119,7 @@ impl Engine {
                 added += 1;
             }
             if added > 0 {
+                self.slots[slot].assigned += added as u64;
                 self.counts.dispatched += added as u64;
                 out.push(Action::Dispatch { slot });
             }

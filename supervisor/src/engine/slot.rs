@@ -2,6 +2,8 @@
 //! and outlives each of them; its state carries what that stage needs (pids, timestamps,
 //! deadlines) forward, as nextest's `UnitState` does.
 
+use crate::engine::lifecycle::Retirement;
+
 /// Why the supervisor is ending a worker. The reason, not the wait status, decides the crash
 /// cause of a worker we killed, and whether its death is charged to a task at all.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +16,15 @@ pub enum KillReason {
         seq: u64,
         /// The limit.
         limit_ms: u64,
+    },
+    /// Its task reported no progress for `--stall-timeout`.
+    Stalled {
+        /// The stalled task.
+        seq: u64,
+        /// The limit.
+        limit_ms: u64,
+        /// The progress it had reported.
+        progress: u64,
     },
     /// No frame or heartbeat for too long.
     Unresponsive {
@@ -30,12 +41,20 @@ pub enum KillReason {
     Drain,
     /// The run gave up (restart limit); its tasks stay unfinished, uncharged.
     GiveUp,
+    /// Asked to exit between tasks to be replaced (recycling); a clean end, nobody charged.
+    Retire(Retirement),
 }
 
 impl KillReason {
     /// Whether a death for this reason is the task's fault and counts as a crash.
     pub fn is_crash(&self) -> bool {
-        matches!(self, KillReason::Timeout { .. } | KillReason::Unresponsive { .. } | KillReason::Protocol { .. })
+        matches!(
+            self,
+            KillReason::Timeout { .. }
+                | KillReason::Stalled { .. }
+                | KillReason::Unresponsive { .. }
+                | KillReason::Protocol { .. }
+        )
     }
 }
 

@@ -1,8 +1,6 @@
 //! The state machine driven by events alone: no process, socket or clock. Each test tells a
 //! worker's story as the loop would report it and checks the actions and records.
 
-use std::sync::atomic::{AtomicI32, AtomicU64};
-
 use nix::sys::signal::Signal;
 use serde_bytes::Bytes;
 use shared::proto::{Outcome, PanicReport, TaskError};
@@ -16,11 +14,15 @@ use crate::engine::restart::RestartPolicy;
 
 const MS: u64 = 1_000_000;
 
-struct Page(Vec<Vec<shm::PageSlot>>);
+/// The workers' status pages, and the resident size every worker is read at.
+struct Page(Vec<Vec<shm::PageSlot>>, Option<u64>);
 
 impl Probe for Page {
     fn page(&self, slot: usize) -> Option<&[shm::PageSlot]> {
         self.0.get(slot).map(|v| v.as_slice())
+    }
+    fn resident(&self, _slot: usize) -> Option<u64> {
+        self.1
     }
 }
 
@@ -66,7 +68,7 @@ struct Harness {
 }
 
 fn slot_page() -> Vec<shm::PageSlot> {
-    vec![shm::PageSlot { state: AtomicU64::new(0), started_ns: AtomicU64::new(0), child_pgid: AtomicI32::new(0) }]
+    vec![shm::PageSlot::default()]
 }
 
 fn job(id: &str) -> Job {
@@ -78,7 +80,7 @@ impl Harness {
         let workers = cfg.workers;
         Self {
             engine: Engine::new(cfg, 1_000 * MS),
-            page: Page((0..workers).map(|_| slot_page()).collect()),
+            page: Page((0..workers).map(|_| slot_page()).collect(), None),
             sink: Recorder::default(),
             now: 1_000 * MS,
             next_pid: 100,
@@ -727,4 +729,105 @@ fn a_relative_timeout_applies_once_enough_tasks_succeeded() {
     }
     let limit = h.engine.timeout_ns().unwrap();
     assert!((300 * MS..=310 * MS).contains(&limit), "{limit}");
+}
+
+/// A worker is retired once it has been handed its task limit and its queue is empty; it is
+/// replaced at once (no backoff, no restart), and nobody is charged.
+#[test]
+fn a_worker_is_retired_after_its_task_limit_and_replaced_without_charge() {
+    let mut h = Harness::new(EngineConfig { workers: 1, max_tasks_per_worker: Some(2), ..Default::default() });
+    h.push((0..5).map(|i| job(&format!("t{i}"))));
+    h.start();
+    let first = h.pid(0);
+    let a = h.sent(0)[0].0;
+    h.ok(0, &[a]);
+    let b = h.sent(0)[0].0;
+    let actions = h.ok(0, &[b]);
+    // Its two tasks handed out: no third, and it is asked to exit.
+    assert!(!h.engine.has_unsent(0));
+    let actions = [actions, h.tick()].concat();
+    assert!(actions.contains(&Action::Shutdown { slot: 0 }), "{actions:?}");
+    h.die(0, ExitCause::Exited(0), &[]);
+    let retired = RunEvent::WorkerRetired {
+        worker: 0,
+        pid: first,
+        why: crate::engine::lifecycle::Retirement::Tasks { tasks: 2 },
+    };
+    assert!(h.sink.events.contains(&retired), "{:?}", h.sink.events);
+    // Replaced now, without backoff: the next tick spawns.
+    assert_eq!(h.tick(), vec![Action::Spawn { slot: 0 }]);
+    h.start();
+    assert_ne!(h.pid(0), first);
+    let c = h.engine.counts();
+    assert_eq!((c.retired, c.restarts, c.crashes_total(), c.requeued), (1, 0, 0, 0));
+    assert!(h.sink.records.iter().all(|r| r.1 == "ok" && r.2 == 1));
+}
+
+/// A worker read above the memory limit after a task takes no more and is retired once
+/// what it holds is done; below the limit nothing happens.
+#[test]
+fn a_worker_above_the_memory_limit_is_retired_between_tasks() {
+    let mut h = Harness::new(EngineConfig { workers: 1, max_worker_memory: Some(100 << 20), ..Default::default() });
+    h.push((0..3).map(|i| job(&format!("t{i}"))));
+    h.start();
+    h.page.1 = Some(50 << 20);
+    let a = h.sent(0)[0].0;
+    h.ok(0, &[a]);
+    assert!(!h.tick().contains(&Action::Shutdown { slot: 0 }));
+    // At the measured pace, both other tasks went out with that result.
+    let rest: Vec<u64> = h.sent(0).into_iter().map(|a| a.0).collect();
+    assert_eq!(rest.len(), 2);
+    h.page.1 = Some(200 << 20);
+    h.ok(0, &rest[..1]);
+    // Above the limit, with a task still queued there: it runs that one first.
+    assert!(!h.tick().contains(&Action::Shutdown { slot: 0 }));
+    h.push([job("t3")]);
+    assert!(!h.engine.has_unsent(0), "a retiring worker takes no more");
+    h.ok(0, &rest[1..]);
+    assert!(h.tick().contains(&Action::Shutdown { slot: 0 }));
+    h.die(0, ExitCause::Exited(0), &[]);
+    assert!(h.sink.events.iter().any(|e| matches!(
+        e,
+        RunEvent::WorkerRetired { why: crate::engine::lifecycle::Retirement::Memory { resident_bytes, .. }, .. }
+            if *resident_bytes == 200 << 20
+    )));
+    assert_eq!((h.engine.counts().retired, h.engine.counts().crashes_total()), (1, 0));
+}
+
+/// Progress on the status page keeps a task alive under the stall limit however long it
+/// runs; once it stops moving for the limit, its worker is ended and it alone is charged,
+/// with cause `stalled` and the progress it had made.
+#[test]
+fn a_task_without_progress_for_the_stall_limit_is_killed_as_stalled() {
+    let mut h = Harness::new(EngineConfig { workers: 1, stall_timeout_ns: Some(500 * MS), ..Default::default() });
+    h.push([job("task")]);
+    h.start();
+    let seq = h.sent(0)[0].0;
+    h.page.0[0][0].begin(seq, h.now);
+    assert!(h.engine.next_deadline(h.now, &h.page).unwrap() <= h.now + 500 * MS);
+    // Moving every 400 ms, for 2 s: never stalled.
+    for _ in 0..5 {
+        h.now += 400 * MS;
+        h.page.0[0][0].advance(10, h.now);
+        h.ev(Event::Heartbeat { slot: 0 });
+        assert!(h.tick().is_empty());
+    }
+    // Then still (its heartbeats go on: alive, but stuck).
+    h.now += 400 * MS;
+    h.ev(Event::Heartbeat { slot: 0 });
+    assert!(h.tick().is_empty());
+    h.now += 100 * MS;
+    h.ev(Event::Heartbeat { slot: 0 });
+    let pid = h.pid(0);
+    assert_eq!(h.tick(), vec![Action::Kill { slot: 0, pid, signal: Signal::SIGTERM }]);
+    h.die(0, ExitCause::Signaled { signal: Signal::SIGTERM, core: false }, &[seq]);
+    assert!(h.sink.records.is_empty(), "charged and requeued, not final yet");
+    assert_eq!(h.engine.counts().crashes.get("stalled"), Some(&1));
+    assert!(h.sink.events.iter().any(|e| matches!(
+        e,
+        RunEvent::WorkerExited {
+            exit: WorkerExit::Died(Some(CrashCause::Stalled { limit_ms: 500, progress: 50 })),
+            ..
+        }
+    )));
 }

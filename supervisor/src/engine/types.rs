@@ -132,6 +132,12 @@ pub enum Event<'a> {
 pub trait Probe {
     /// The status-page slots of `slot`'s current worker.
     fn page(&self, slot: usize) -> Option<&[shm::PageSlot]>;
+
+    /// The resident size of `slot`'s current worker in bytes, where it is a process of its
+    /// own (`None` for threads, or when it cannot be read).
+    fn resident(&self, _slot: usize) -> Option<u64> {
+        None
+    }
 }
 
 /// How a task ended, for its final record.
@@ -364,6 +370,8 @@ pub struct Counts {
     /// Worker slots given up because the system allowed no more processes: the run went on
     /// with the others.
     pub slots_retired: u64,
+    /// Workers retired between tasks and replaced (recycling): not crashes.
+    pub retired: u64,
 }
 
 impl Counts {

@@ -17,8 +17,9 @@ use interprocess::os::unix::local_socket::ListenerOptionsExt;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Engine;
-use crate::engine::Mode;
+use crate::engine::{Mode, Probe};
 use crate::runtime::PollSet;
+use shared::shm::PageState;
 
 /// What `bulkhead status` shows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,7 +64,7 @@ pub struct StatusSnapshot {
 }
 
 /// One worker slot in a snapshot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerStatus {
     /// The slot.
     pub slot: usize,
@@ -73,11 +74,34 @@ pub struct WorkerStatus {
     pub state: String,
     /// Tasks assigned to it.
     pub tasks: usize,
+    /// The progress its running tasks have reported (summed over its threads), read from
+    /// its status page; `None` when it runs nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<u64>,
+    /// Seconds since a running task of it last reported progress (or started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_s: Option<f64>,
+}
+
+/// The progress of what `slot`'s worker is running, and the seconds since it last moved.
+fn running_progress(probe: &dyn Probe, slot: usize, now: u64) -> (Option<u64>, Option<f64>) {
+    let mut found: Option<(u64, u64)> = None;
+    for p in probe.page(slot).unwrap_or_default() {
+        if let PageState::Running { started_ns, .. } = p.read() {
+            let (units, at) = p.progress();
+            let (sum, latest) = found.unwrap_or((0, 0));
+            found = Some((sum + units, latest.max(at.max(started_ns))));
+        }
+    }
+    match found {
+        Some((units, at)) => (Some(units), Some(now.saturating_sub(at) as f64 / 1e9)),
+        None => (None, None),
+    }
 }
 
 impl StatusSnapshot {
-    /// The engine's state at `now`.
-    pub fn of(engine: &Engine, now: u64, mode: Mode) -> Self {
+    /// The engine's state at `now`, with the progress `probe` reads on the status pages.
+    pub fn of(engine: &Engine, probe: &dyn Probe, now: u64, mode: Mode) -> Self {
         let c = engine.counts();
         let elapsed_s = engine.secs(now);
         let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -102,11 +126,16 @@ impl StatusSnapshot {
                 .slots()
                 .iter()
                 .enumerate()
-                .map(|(slot, s)| WorkerStatus {
-                    slot,
-                    pid: s.state.pid(),
-                    state: s.state.label().into(),
-                    tasks: s.inflight(),
+                .map(|(slot, s)| {
+                    let (progress, quiet_s) = running_progress(probe, slot, now);
+                    WorkerStatus {
+                        slot,
+                        pid: s.state.pid(),
+                        state: s.state.label().into(),
+                        tasks: s.inflight(),
+                        progress,
+                        quiet_s,
+                    }
                 })
                 .collect(),
         }

@@ -46,6 +46,7 @@ pub struct PoolBuilder {
     threads_per_worker: u32,
     attempts: u32,
     timeout: Option<Duration>,
+    stall_timeout: Option<Duration>,
     memory_limit: Option<u64>,
     restart: RestartPolicy,
     heartbeat: Duration,
@@ -69,6 +70,8 @@ pub struct PoolBuilder {
     seed: u64,
     content_ids: bool,
     max_task_bytes: usize,
+    max_tasks_per_worker: Option<u64>,
+    max_worker_memory: Option<u64>,
 }
 
 impl std::fmt::Debug for PoolBuilder {
@@ -85,6 +88,7 @@ impl Default for PoolBuilder {
             threads_per_worker: 1,
             attempts: 3,
             timeout: None,
+            stall_timeout: None,
             memory_limit: None,
             restart: RestartPolicy::default(),
             heartbeat: Duration::from_millis(250),
@@ -108,6 +112,8 @@ impl Default for PoolBuilder {
             seed: 0,
             content_ids: false,
             max_task_bytes: MAX_TASK_BYTES,
+            max_tasks_per_worker: None,
+            max_worker_memory: None,
         }
     }
 }
@@ -202,6 +208,9 @@ pub enum SettingError {
     /// nothing bounds one thread's memory.
     #[error("thread mode cannot apply a memory limit: its workers share this process's memory (use process mode)")]
     MemoryLimitInThreadMode,
+    /// A worker recycled before it could run a single task.
+    #[error("max tasks per worker must be at least 1")]
+    NoTasksPerWorker,
     /// A task input limit no task could meet, or one above what a message can carry.
     #[error("task input limit must be 1 to {max} bytes, not {given}")]
     TaskLimit {
@@ -302,6 +311,31 @@ impl PoolBuilder {
         self.grace = d;
         self
     }
+    /// Kills a worker whose running task has reported no progress
+    /// ([`TaskContext::progress`](crate::TaskContext::progress)) for `d`, its start included;
+    /// the task is charged an attempt with cause `stalled`. A task that never reports
+    /// progress is stalled once it runs `d`. Off by default.
+    pub fn stall_timeout(mut self, d: Duration) -> Self {
+        self.stall_timeout = Some(d);
+        self
+    }
+
+    /// Recycling: retire each worker once it has been handed `n` tasks and start a fresh
+    /// one, charging no task and waiting no backoff (Python's `maxtasksperchild`). Each
+    /// retirement is a `worker_retired` event. Off by default.
+    pub fn max_tasks_per_worker(mut self, n: u64) -> Self {
+        self.max_tasks_per_worker = Some(n);
+        self
+    }
+
+    /// Recycling: retire a worker whose resident size, read from /proc after each task it
+    /// finishes, is above `bytes`, once its queue is empty, and start a fresh one (Celery's
+    /// `worker_max_memory_per_child`). Process mode only. Off by default.
+    pub fn max_worker_memory(mut self, bytes: u64) -> Self {
+        self.max_worker_memory = Some(bytes);
+        self
+    }
+
     /// Retry tasks whose handler returned an error, within the attempts.
     pub fn retry_failed(mut self, yes: bool) -> Self {
         self.retry_failed = yes;
@@ -430,8 +464,11 @@ impl PoolBuilder {
             let (given, max) = (self.threads_per_worker, shared::shm::MAX_SLOTS);
             return Err(SettingError::ThreadsPerWorker { given, max }.into());
         }
-        if self.memory_limit.is_some() && self.mode == Mode::Thread {
+        if (self.memory_limit.is_some() || self.max_worker_memory.is_some()) && self.mode == Mode::Thread {
             return Err(SettingError::MemoryLimitInThreadMode.into());
+        }
+        if self.max_tasks_per_worker == Some(0) {
+            return Err(SettingError::NoTasksPerWorker.into());
         }
         if let Some(limit) = self.memory_limit
             && limit < MIN_MEMORY_LIMIT
@@ -441,7 +478,7 @@ impl PoolBuilder {
         if self.max_task_bytes == 0 || self.max_task_bytes > MAX_TASK_BYTES {
             return Err(SettingError::TaskLimit { given: self.max_task_bytes, max: MAX_TASK_BYTES }.into());
         }
-        if let Some(given) = self.timeout
+        if let Some(given) = self.timeout.into_iter().chain(self.stall_timeout).min()
             && given < MIN_TIMEOUT
         {
             return Err(SettingError::TimeoutTooShort { given, min: MIN_TIMEOUT }.into());
@@ -591,6 +628,7 @@ impl<H: Handler> Pool<H> {
                 threads_per_worker: if c.mode == Mode::Thread { 1 } else { c.threads_per_worker },
                 attempts: c.attempts,
                 timeout_ns,
+                stall_timeout_ns: c.stall_timeout.map(|d| d.as_nanos() as u64),
                 heartbeat_timeout_ns: (c.mode == Mode::Process).then_some(c.heartbeat_timeout.as_nanos() as u64),
                 drain_grace_ns: c.grace.as_nanos() as u64,
                 restart: c.restart,
@@ -600,6 +638,8 @@ impl<H: Handler> Pool<H> {
                 inject: c.inject.clone(),
                 seed: c.seed,
                 max_task_bytes: c.max_task_bytes,
+                max_tasks_per_worker: c.max_tasks_per_worker,
+                max_worker_memory: c.max_worker_memory,
                 ..EngineConfig::default()
             },
             now,
@@ -731,10 +771,10 @@ impl Hooks for RunHooks {
         }
     }
 
-    fn ready(&mut self, token: u32, engine: &Engine, _backend: &dyn Backend, now: u64) {
+    fn ready(&mut self, token: u32, engine: &Engine, backend: &dyn Backend, now: u64) {
         if let Some(c) = self.control.as_mut() {
             let mode = self.mode;
-            c.ready(token, || StatusSnapshot::of(engine, now, mode));
+            c.ready(token, || StatusSnapshot::of(engine, backend, now, mode));
         }
     }
 

@@ -118,10 +118,11 @@ pub(super) fn cause_class(c: Option<&CrashCause>) -> &'static str {
 }
 
 /// Causes in legend order, with their colours.
-const CAUSES: [(&str, &str); 8] = [
+const CAUSES: [(&str, &str); 9] = [
     ("signal", "#d32f2f"),
     ("panic", "#ef6c00"),
     ("timeout", "#7b1fa2"),
+    ("stalled", "#c2185b"),
     ("unresponsive", "#1565c0"),
     ("protocol", "#00897b"),
     ("oom", "#6d4c41"),
@@ -358,6 +359,19 @@ impl<'a> Page<'a> {
                     div class="v" { (group(c.restarts)) }
                     div class="s" { (recovery) }
                     div class="s" { "backoff " (fmt_ms(c.backoff_ms)) " in all · " (group(c.processes)) " processes" }
+                }
+                @if !c.retired.is_empty() {
+                    div class="card" {
+                        div class="k" { "Retired (recycled)" }
+                        div class="v" { (group(c.retired.values().sum())) }
+                        div class="s" {
+                            @for (i, (why, n)) in c.retired.iter().enumerate() {
+                                @if i > 0 { " · " }
+                                (group(*n)) " at the " (why)
+                            }
+                        }
+                        div class="s" { "replaced between tasks, nobody charged" }
+                    }
                 }
                 @if c.poisoned > 0 {
                     div class="card" {

@@ -187,6 +187,8 @@ pub(super) struct Counts {
     pub(super) requeued_charged: u64,
     pub(super) requeued_free: u64,
     pub(super) poisoned: u64,
+    /// Workers retired between tasks (recycling), by reason: not deaths.
+    pub(super) retired: BTreeMap<String, u64>,
     pub(super) shutdown: Option<(f64, String)>,
     pub(super) unknown_lane_events: u64,
 }
@@ -283,6 +285,13 @@ impl Timeline {
                         down.backoff_ms = Some(ms);
                     }
                 }
+            }
+            RunEvent::WorkerRetired { why, .. } => {
+                let reason = match why {
+                    crate::engine::lifecycle::Retirement::Tasks { .. } => "task limit",
+                    crate::engine::lifecycle::Retirement::Memory { .. } => "memory limit",
+                };
+                *self.counts.retired.entry(reason.to_string()).or_default() += 1;
             }
             RunEvent::StatePoisoned { id, worker, message } => {
                 self.counts.poisoned += 1;

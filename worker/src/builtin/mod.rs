@@ -65,19 +65,28 @@ impl Handler for Builtin {
                 std::thread::sleep(Duration::from_millis(ms));
                 Ok(BuiltinOutput::Nothing)
             }
-            BuiltinTask::SumSquares { n } => Ok(BuiltinOutput::Sum { sum: sum_squares(n)?.to_string() }),
+            BuiltinTask::SumSquares { n } => {
+                Ok(BuiltinOutput::Sum { sum: sum_squares(n, &|done| cx.progress(done))?.to_string() })
+            }
             BuiltinTask::Scan { path, offset, len, pattern, group, lines, max_line } => {
                 let p = self.pattern(pattern, group)?;
-                scan::scan(&path, offset, len, &p, lines, max_line.unwrap_or(shared::task::SCAN_MAX_LINE))
+                let max_line = max_line.unwrap_or(shared::task::SCAN_MAX_LINE);
+                scan::scan(&path, offset, len, &p, lines, max_line, &|bytes| cx.progress(bytes))
             }
             BuiltinTask::Shell { cmd } => shell::run(&cmd, cx),
         }
     }
 }
 
-/// Sums `i*i` for `i < n` in a real loop. `black_box` on the counter keeps the compiler from
+/// Iterations of [`sum_squares`] between two progress reports: a few milliseconds of work,
+/// so a report costs nothing measurable and a stall limit of a fraction of a second still sees
+/// the loop moving.
+const SUM_PROGRESS_EVERY: u64 = 1 << 20;
+
+/// Sums `i*i` for `i < n` in a real loop, telling `progress` of every
+/// 2^20 iterations done. `black_box` on the counter keeps the compiler from
 /// replacing the loop with the closed form, which it otherwise does.
-pub fn sum_squares(n: u64) -> Result<u128, TaskError> {
+pub fn sum_squares(n: u64, progress: &dyn Fn(u64)) -> Result<u128, TaskError> {
     let mut acc: u128 = 0;
     let mut i: u64 = 0;
     while i < n {
@@ -85,7 +94,11 @@ pub fn sum_squares(n: u64) -> Result<u128, TaskError> {
         acc =
             acc.checked_add(x * x).ok_or_else(|| TaskError::new(format!("the sum for n = {n} overflows 128 bits")))?;
         i += 1;
+        if i.is_multiple_of(SUM_PROGRESS_EVERY) {
+            progress(SUM_PROGRESS_EVERY);
+        }
     }
+    progress(n % SUM_PROGRESS_EVERY);
     Ok(acc)
 }
 
@@ -95,8 +108,11 @@ mod tests {
 
     #[test]
     fn sum_squares_is_exact() {
-        assert_eq!(sum_squares(0).unwrap(), 0);
-        assert_eq!(sum_squares(4).unwrap(), 14);
-        assert_eq!(sum_squares(10_000_000).unwrap(), 333_333_283_333_335_000_000);
+        let none = |_| {};
+        assert_eq!(sum_squares(0, &none).unwrap(), 0);
+        assert_eq!(sum_squares(4, &none).unwrap(), 14);
+        let done = std::cell::Cell::new(0);
+        assert_eq!(sum_squares(10_000_000, &|n| done.set(done.get() + n)).unwrap(), 333_333_283_333_335_000_000);
+        assert_eq!(done.get(), 10_000_000, "every iteration is reported once");
     }
 }

@@ -333,7 +333,8 @@ impl Source<'_> {
 }
 
 /// Counts the lines matching `pattern` whose first byte lies in `offset..offset + len`, the
-/// values of its counted group, and (with `want_lines`) returns those lines.
+/// values of its counted group, and (with `want_lines`) returns those lines. Each block read
+/// is reported to `progress` in bytes.
 pub(super) fn scan(
     path: &str,
     offset: u64,
@@ -341,6 +342,7 @@ pub(super) fn scan(
     pattern: &Pattern,
     want_lines: bool,
     max_line: u64,
+    progress: &dyn Fn(u64),
 ) -> Result<BuiltinOutput, TaskError> {
     if max_line == 0 || max_line > MAX_MAX_LINE {
         return Err(TaskError::new(format!("max_line must be 1 to {MAX_MAX_LINE} bytes, not {max_line}")));
@@ -373,6 +375,7 @@ pub(super) fn scan(
             room.min(TAIL_BLOCK)
         };
         let n = src.read(&mut buf[filled..filled + want], read_to)?;
+        progress(n as u64);
         filled += n;
         let eof = n == 0;
         // The whole lines in the buffer, as far as lines starting before `end` go.
@@ -407,7 +410,7 @@ mod tests {
     use std::io::Write;
 
     fn run(path: &str, off: u64, len: u64, p: &Pattern, max_line: u64) -> (u64, BTreeMap<String, u64>, u64, String) {
-        match scan(path, off, len, p, true, max_line).unwrap() {
+        match scan(path, off, len, p, true, max_line, &|_| {}).unwrap() {
             BuiltinOutput::Scan { matched_lines, counts, long_lines, lines } => {
                 (matched_lines, counts, long_lines, lines.unwrap())
             }
@@ -553,9 +556,9 @@ mod tests {
         assert!(matches!(Pattern::new("a(b)", Some("x")), Err(PatternError::NoGroup(_))));
         assert!(matches!(Pattern::new("a(", None), Err(PatternError::Regex(_))));
         let p = Pattern::new("a", None).unwrap();
-        let e = scan("/dev/null", 0, 1, &p, false, 0).unwrap_err();
+        let e = scan("/dev/null", 0, 1, &p, false, 0, &|_| {}).unwrap_err();
         assert!(e.message.contains("max_line"), "{}", e.message);
-        let e = scan("/nonexistent/x", 0, 1, &p, false, 10).unwrap_err();
+        let e = scan("/nonexistent/x", 0, 1, &p, false, 10, &|_| {}).unwrap_err();
         assert!(e.message.contains("cannot open /nonexistent/x"), "{}", e.message);
     }
 }

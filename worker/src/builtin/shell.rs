@@ -36,7 +36,7 @@ pub(super) fn run(cmd: &str, cx: &TaskContext<'_>) -> Result<BuiltinOutput, Task
     let mut child = command.spawn().map_err(|e| TaskError::new(format!("cannot start /bin/sh: {e}")))?;
     let pgid = Pid::from_raw(child.id() as i32);
     cx.set_child_group(pgid.as_raw());
-    let heads = read_heads(&mut child, pgid);
+    let heads = read_heads(&mut child, pgid, cx);
     let status = child.wait();
     // Anything the command left behind in its group goes with it.
     let _ = killpg(pgid, Signal::SIGKILL);
@@ -103,10 +103,11 @@ fn hold_if_killed_by_the_job_signal(status: std::process::ExitStatus) {
     std::thread::sleep(Duration::from_nanos(until.saturating_sub(crate::clock::mono_ns())));
 }
 
-/// Reads both pipes to the end, keeping the first [`HEAD_BYTES`] of each. If the shell has
-/// exited but something it started still holds a pipe open, the group is killed so the
-/// reading ends.
-fn read_heads(child: &mut Child, pgid: Pid) -> (String, String) {
+/// Reads both pipes to the end, keeping the first [`HEAD_BYTES`] of each and reporting every
+/// byte read as progress. If the shell has exited but something it started still holds a
+/// pipe open, the group is killed so the reading ends.
+fn read_heads(child: &mut Child, pgid: Pid, cx: &TaskContext<'_>) -> (String, String) {
+    let mut reported = 0u64;
     let mut out: Option<ChildStdout> = child.stdout.take();
     let mut err: Option<ChildStderr> = child.stderr.take();
     let (mut out_head, mut err_head) = (Vec::new(), Vec::new());
@@ -139,6 +140,9 @@ fn read_heads(child: &mut Child, pgid: Pid) -> (String, String) {
         if err.is_some() && readable[idx] && !drain(&mut err, &mut err_head, &mut err_more, &mut buf) {
             err = None;
         }
+        let read = (out_head.len() + err_head.len()) as u64 + out_more + err_more;
+        cx.progress(read - reported);
+        reported = read;
     }
     (head_text(out_head, out_more), head_text(err_head, err_more))
 }

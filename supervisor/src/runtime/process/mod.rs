@@ -248,6 +248,18 @@ impl Probe for ProcessBackend {
     fn page(&self, slot: usize) -> Option<&[shm::PageSlot]> {
         self.conns.get(slot)?.as_ref().map(|c| c.page.slots())
     }
+
+    fn resident(&self, slot: usize) -> Option<u64> {
+        let pid = self.conns.get(slot)?.as_ref()?.pid;
+        match crate::runtime::procfs::resident_bytes(Pid::from_raw(pid as i32)) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                // Gone between its last result and this read: its death is reported anyway.
+                log::debug!("worker {slot} (pid {pid}): cannot read its resident size: {e}");
+                None
+            }
+        }
+    }
 }
 
 impl Backend for ProcessBackend {

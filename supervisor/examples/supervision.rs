@@ -1,0 +1,117 @@
+//! Supervision beyond crashes, each as a user would meet it: a handler that leaks memory,
+//! contained by recycling its workers; a handler wedged on a lock, caught by its silence
+//! while a busy one reporting progress runs on.
+//!
+//! ```text
+//! cargo run --release --example supervision -- leak | stall
+//! ```
+
+use std::collections::BTreeMap;
+
+use bulkhead::{Handler, Mode, Pool, TaskContext, TaskError, TaskSpec};
+use serde::{Deserialize, Serialize};
+
+/// Leaks `mib` MiB per task, touched so that it is resident (a cache that never evicts, a
+/// C library that forgets a free), and answers with the pid that ran the task.
+#[derive(Debug, Serialize, Deserialize)]
+struct Leaky {
+    mib: usize,
+}
+
+impl Handler for Leaky {
+    type Task = u32;
+    type Output = u32;
+
+    fn handle(&self, _n: u32, _cx: &TaskContext<'_>) -> Result<u32, TaskError> {
+        let block = vec![1u8; self.mib << 20];
+        std::mem::forget(std::hint::black_box(block));
+        Ok(std::process::id())
+    }
+}
+
+/// 30 tasks leaking 8 MiB each on one worker recycled above 48 MiB resident: no worker
+/// holds more than a few tasks' leaks, and no task is charged for a retirement.
+fn leak() -> Result<(), Box<dyn std::error::Error>> {
+    let pool = Pool::builder().mode(Mode::Process).workers(1).max_worker_memory(48 << 20).build(Leaky { mib: 8 })?;
+    let mut run = pool.run((0..30).map(|i| TaskSpec::with_id(format!("t{i}"), i)))?;
+    let mut per_pid: BTreeMap<u32, u32> = BTreeMap::new();
+    for r in run.by_ref() {
+        let r = r?;
+        let pid = r.output.ok_or("a leaky task has an output")?;
+        println!("  {} {} attempts {} crashes {} ran in pid {pid}", r.id, r.status, r.attempts, r.crashes.len());
+        *per_pid.entry(pid).or_default() += 1;
+    }
+    let s = run.summary();
+    println!("tasks per worker: {:?}", per_pid.values().collect::<Vec<_>>());
+    println!(
+        "{} ok, {} failed, {} quarantined; {} workers retired, {} crashes",
+        s.counts.ok,
+        s.counts.failed,
+        s.counts.quarantined,
+        s.counts.retired,
+        s.counts.crashes_total()
+    );
+    Ok(())
+}
+
+/// Works through `steps` steps of 100 ms, reporting each; with `wedge`, after three steps
+/// it takes a lock that another thread holds forever (a deadlock in a library, say).
+#[derive(Debug, Serialize, Deserialize)]
+struct Steps;
+
+impl Handler for Steps {
+    type Task = (u32, bool);
+    type Output = u32;
+
+    fn handle(&self, (steps, wedge): (u32, bool), cx: &TaskContext<'_>) -> Result<u32, TaskError> {
+        let lock = std::sync::Arc::new(std::sync::Mutex::new(()));
+        for i in 0..steps {
+            if wedge && i == 3 {
+                let (held, taken) = (lock.clone(), std::sync::mpsc::channel::<()>());
+                std::thread::spawn(move || {
+                    let _guard = held.lock();
+                    let _ = taken.0.send(());
+                    std::thread::park();
+                });
+                let _ = taken.1.recv();
+                let _never = lock.lock();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            cx.progress(1);
+        }
+        Ok(steps)
+    }
+}
+
+/// A wedged handler and a busy one under a 700 ms stall limit: the busy one runs 2.5 s,
+/// reporting every 100 ms, and is left alone; the wedged one is killed as `stalled`.
+fn stall() -> Result<(), Box<dyn std::error::Error>> {
+    let pool = Pool::builder()
+        .mode(Mode::Process)
+        .workers(2)
+        .attempts(1)
+        .stall_timeout(std::time::Duration::from_millis(700))
+        .build(Steps)?;
+    let tasks = [TaskSpec::with_id("wedged", (25, true)), TaskSpec::with_id("busy", (25, false))];
+    let mut run = pool.run(tasks)?;
+    for r in run.by_ref() {
+        let r = r?;
+        print!("  {} {} attempts {}", r.id, r.status, r.attempts);
+        for c in &r.crashes {
+            print!(": {}", c.cause);
+        }
+        println!();
+    }
+    Ok(())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Workers get no arguments: each serves whichever handler its pool asked for.
+    bulkhead::serve_if_worker::<Leaky>();
+    bulkhead::serve_if_worker::<Steps>();
+    match std::env::args().nth(1).as_deref() {
+        Some("leak") => leak(),
+        Some("stall") => stall(),
+        other => Err(format!("usage: supervision leak | stall (not {other:?})").into()),
+    }
+}
