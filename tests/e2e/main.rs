@@ -2,6 +2,7 @@
 //! test ends by checking that no worker, zombie or socket file is left behind.
 
 mod batch;
+mod cmd_input;
 mod common;
 mod deaths;
 mod demo;

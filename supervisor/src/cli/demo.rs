@@ -325,6 +325,10 @@ fn task_line(t: &TaskSpec<BuiltinTask>) -> String {
         BuiltinTask::Shell { cmd } => {
             write!(s, "\"kind\":\"shell\",\"cmd\":{}", serde_json::to_string(cmd).expect("serializes"))
         }
+        BuiltinTask::ShellParts { parts } => {
+            let cmd = String::from_utf8_lossy(&parts.join(&b"{%}"[..])).into_owned();
+            write!(s, "\"kind\":\"shell\",\"cmd\":{}", serde_json::to_string(&cmd).expect("serializes"))
+        }
         BuiltinTask::Scan { path, offset, len, pattern, .. } => write!(
             s,
             "\"kind\":\"scan\",\"path\":{},\"offset\":{offset},\"len\":{len},\"pattern\":{}",

@@ -76,15 +76,36 @@ enum Command {
 /// Options of `bulkhead run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// JSONL task file; '-' or absent: standard input.
+    /// JSONL task file (with --cmd: lines of arguments); '-' or absent: standard input.
     pub tasks: Option<PathBuf>,
-    /// Make each input line a shell task: '{}' is the line (quoted), '{#}' its number,
-    /// '{.}' without extension, '{/}' basename, '{//}' dirname, '{/.}' basename without
-    /// extension, as in GNU parallel.
+    /// GNU parallel's input sources instead of a file: '::: ARG...' and ':::: FILE...', every
+    /// combination (or paired with --link); needs --cmd.
+    #[arg(value_name = "::: ARGS | :::: FILES", trailing_var_arg = true, allow_hyphen_values = true)]
+    pub sources: Vec<std::ffi::OsString>,
+    /// Make each input line a shell task, with GNU parallel's replacement strings: '{}' the
+    /// line (quoted), '{.}' without extension, '{/}' basename, '{//}' dirname, '{/.}'
+    /// basename without extension, '{#}' the job's number, '{%}' its job slot, '{1}' '{2}'
+    /// ... the columns (--colsep) or input sources ('{1/}', '{2.}' ... as above); other
+    /// braces stay as written; without any, the line is appended.
     #[arg(long, value_name = "TEMPLATE")]
     pub cmd: Option<String>,
-    /// Worker processes (threads in thread mode) [default: available cores].
-    #[arg(short = 'j', long = "workers", value_name = "N")]
+    /// Split each input line into the columns {1}, {2}, ... at this regex (e.g. '\t', ',').
+    #[arg(long, value_name = "REGEX", requires = "cmd")]
+    pub colsep: Option<String>,
+    /// Pair the input sources (the n-th argument of each together) instead of combining them.
+    #[arg(long, requires = "cmd")]
+    pub link: bool,
+    /// Worker processes (threads in thread mode): N, N% of the cores, +N or -N relative to
+    /// them [default: available cores].
+    #[arg(
+        short = 'j',
+        long = "workers",
+        visible_alias = "jobs",
+        visible_short_alias = 'P',
+        value_name = "N",
+        value_parser = parse_jobs,
+        allow_hyphen_values = true
+    )]
     pub workers: Option<usize>,
     /// Isolation mode.
     #[arg(long, value_enum, default_value_t = ModeArg::Process)]
@@ -175,6 +196,11 @@ pub struct StatusArgs {
     /// Print the raw JSON snapshot.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `-j`, counted against this machine's cores.
+fn parse_jobs(s: &str) -> Result<usize, crate::input::template::JobsError> {
+    crate::input::template::parse_jobs(s, std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Runs the command line; returns the exit code.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use super::{Cli, Command as Sub, RunArgs};
-use crate::input::{CmdTemplate, Format, quote};
+use crate::input::{Format, quote};
 
 /// A command-line problem, reported before anything is submitted (exit 2).
 #[derive(Debug)]
@@ -83,10 +83,7 @@ pub(super) fn check_results_template(results: &Path) -> Result<(), Usage> {
 /// before N shards wait in the queue for it. `shown` is the path as the user gave it. Returns
 /// the number of tasks; none is an error.
 pub(super) fn check_task_file(path: &Path, shown: &Path, cmd: Option<&str>) -> Result<u64, Usage> {
-    let format = match cmd {
-        Some(t) => Format::Cmd(CmdTemplate::new(t)),
-        None => Format::Jsonl,
-    };
+    let format = Format::new(cmd, None).map_err(|e| Usage(format!("{}", worker::ErrorChain(&e))))?;
     let file = std::fs::File::open(path).map_err(|e| Usage(format!("cannot open {}: {e}", path.display())))?;
     let count = crate::input::validate_file(&file, &format, None, 0)
         .map(|c| c.tasks)

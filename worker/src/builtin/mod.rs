@@ -71,6 +71,12 @@ impl Handler for Builtin {
                 scan::scan(&path, offset, len, &p, lines, max_line.unwrap_or(shared::task::SCAN_MAX_LINE))
             }
             BuiltinTask::Shell { cmd } => shell::run(&cmd, cx),
+            BuiltinTask::ShellParts { parts } => {
+                use std::os::unix::ffi::OsStrExt;
+                let slot = crate::slot::get().to_string();
+                let cmd = parts.join(slot.as_bytes());
+                shell::run(std::ffi::OsStr::from_bytes(&cmd), cx)
+            }
         }
     }
 }
