@@ -11,6 +11,7 @@ mod faults;
 mod input;
 mod k8s;
 mod library;
+mod parallel_diff;
 mod scan;
 mod slurm;
 mod thread_mode;

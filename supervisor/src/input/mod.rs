@@ -355,6 +355,15 @@ impl Occurrences {
     }
 }
 
+/// A `--colsep` column without white space at its ends, as parallel trims columns (`--trim lr`,
+/// its default with `--colsep`; Perl's `\s`: space, tab, LF, VT, FF, CR).
+fn trim_column(c: &[u8]) -> &[u8] {
+    let space = |b: &u8| b" \t\n\x0b\x0c\r".contains(b);
+    let start = c.iter().position(|b| !space(b)).unwrap_or(c.len());
+    let end = c.iter().rposition(|b| !space(b)).map_or(start, |i| i + 1);
+    &c[start..end]
+}
+
 /// Parses an input's lines in order.
 pub struct Parser<'f> {
     format: &'f Format,
@@ -373,7 +382,7 @@ impl Parser<'_> {
         }
         match &input.colsep {
             Some(sep) => {
-                let columns: Vec<&[u8]> = sep.split(line).collect();
+                let columns: Vec<&[u8]> = sep.split(line).map(trim_column).collect();
                 self.command(input, &columns, number)
             }
             None => self.command(input, &[line], number),
@@ -385,7 +394,7 @@ impl Parser<'_> {
         let Format::Cmd(input) = self.format else { unreachable!("input sources come only with --cmd") };
         match &input.colsep {
             Some(sep) => {
-                let columns: Vec<&[u8]> = args.iter().flat_map(|a| sep.split(a)).collect();
+                let columns: Vec<&[u8]> = args.iter().flat_map(|a| sep.split(a)).map(trim_column).collect();
                 self.command(input, &columns, seq)
             }
             None => self.command(input, args, seq),
@@ -1104,7 +1113,7 @@ mod tests {
     #[test]
     fn colsep_splits_lines_into_positional_arguments() {
         let format = Format::new(Some("echo {2} {1} {}"), Some("\t")).unwrap();
-        let t = format.parser().line(b"a b\tc", 1).unwrap().unwrap();
+        let t = format.parser().line(b" a b \t c", 1).unwrap().unwrap();
         assert_eq!(t.task, BuiltinTask::ShellParts { parts: vec![b"echo c 'a b' 'a b' c".to_vec()] });
         assert!(Format::new(Some("echo"), Some("(")).is_err());
     }

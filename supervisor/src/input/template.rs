@@ -86,7 +86,7 @@ enum Piece {
     Text(String),
     /// `{}`, `{.}`, ...: every argument, each quoted, separated by spaces.
     All(Transform),
-    /// `{N}`, `{N.}`, ...: argument N (from 1); empty when the job has fewer.
+    /// `{N}`, `{N.}`, ...: argument N (from 1); nothing when the job has fewer.
     Arg(usize, Transform),
     /// `{#}`: the job's sequence number, from 1.
     Seq,
@@ -195,9 +195,12 @@ impl CmdTemplate {
                         quote_into(&tr.apply(a), &mut out);
                     }
                 }
+                // A column or source the job does not have is nothing at all, not an empty
+                // word, as in parallel (`printf %s {2}` on a one-column line prints nothing).
                 Piece::Arg(n, tr) => {
-                    let arg = args.get(n - 1).copied().unwrap_or_default();
-                    quote_into(&tr.apply(arg), &mut out);
+                    if let Some(arg) = args.get(n - 1) {
+                        quote_into(&tr.apply(arg), &mut out);
+                    }
                 }
                 Piece::Seq => out.extend_from_slice(seq.to_string().as_bytes()),
                 Piece::Slot => parts.push(std::mem::take(&mut out)),
@@ -335,7 +338,7 @@ mod tests {
         assert_eq!(render("mv {} {.}.bak", &["x.txt"], 1), "mv x.txt x.bak");
         assert_eq!(render("echo {#}", &["a"], 3), "echo 3");
         assert_eq!(render("echo", &["a", "b c"], 1), "echo a 'b c'");
-        assert_eq!(render("echo {} / {2} {1} {3}x", &["a", "1"], 1), "echo a 1 / 1 a ''x");
+        assert_eq!(render("echo {} / {2} {1} {3}x", &["a", "1"], 1), "echo a 1 / 1 a x");
         assert_eq!(render("echo {1.} {2//} {1/} {2/.}", &["a b.c", "d/e f.g"], 1), "echo 'a b' d 'a b.c' 'e f'");
         assert_eq!(render("echo {%}-{}", &["a"], 1), "echo {%}-a");
         let t = CmdTemplate::new("a{%}b{%}").unwrap();
