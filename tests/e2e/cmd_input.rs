@@ -17,10 +17,41 @@ fn a_line_that_is_not_utf8_runs_with_its_exact_bytes() {
     let input = sb.path("names");
     std::fs::write(&input, b"caf\xe9.txt\nplain\n").unwrap();
     // From a checked file, and from a pipe.
-    let done = sb.run(&["run", "-j", "2", "--cmd", "printf %s {} > {#}.seen", input.to_str().unwrap()], None);
+    let (results, events) = (sb.path("r.jsonl"), sb.path("e.jsonl"));
+    let done = sb.run(
+        &[
+            "run",
+            "-j",
+            "2",
+            "--cmd",
+            "printf %s {} > {#}.seen",
+            input.to_str().unwrap(),
+            "--results",
+            results.to_str().unwrap(),
+            "--events",
+            events.to_str().unwrap(),
+        ],
+        None,
+    );
     done.expect_code(0);
     assert_eq!(bytes(&sb, "1.seen"), b"caf\xe9.txt");
     assert_eq!(bytes(&sb, "2.seen"), b"plain");
+    // Records and events say what each task was, the raw bytes in base64 where not UTF-8.
+    let recs = by_id(&read_records(&results));
+    let cafe = recs.values().find(|r| r["seq"] == 1).expect("a record with seq 1");
+    assert_eq!(cafe["input"], "caf\u{FFFD}.txt");
+    assert_eq!(cafe["input_b64"], "Y2Fm6S50eHQ=");
+    assert_eq!(cafe["cmd"], "printf %s 'caf\u{FFFD}.txt' > 1.seen");
+    let plain = recs.values().find(|r| r["seq"] == 2).expect("a record with seq 2");
+    assert_eq!((plain["input"].as_str(), plain.get("input_b64")), (Some("plain"), None));
+    let text = std::fs::read_to_string(&events).unwrap();
+    let finished: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "task_finished" || e["event"] == "task_started")
+        .collect();
+    assert_eq!(finished.len(), 4);
+    assert!(finished.iter().all(|e| e["seq"].is_u64() && e["input"].is_string() && e["cmd"].is_string()), "{text}");
     let (run, mut stdin) = sb.spawn_stdin(&["run", "--cmd", "printf %s {.} > piped.{#}"]);
     std::io::Write::write_all(&mut stdin, b"\xff\xfe.log\n").unwrap();
     drop(stdin);

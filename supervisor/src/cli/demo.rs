@@ -213,7 +213,7 @@ fn live(paint: Paint) -> impl FnMut(&Timed) + 'static {
                 let mark = if *status == Status::Ok { paint.green("✓") } else { paint.red("✗") };
                 println!("{t}    {mark} {id} {status} on a later attempt");
             }
-            RunEvent::TaskQuarantined { id, attempts } => {
+            RunEvent::TaskQuarantined { id, attempts, .. } => {
                 println!("{t}    {} {id} quarantined after {attempts} attempts; the batch goes on", paint.red("☠"))
             }
             _ => {}

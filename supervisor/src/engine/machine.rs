@@ -11,7 +11,7 @@ use shared::task::FaultKind;
 
 use crate::engine::blame::{self, Death, Verdict};
 use crate::engine::inject::Inject;
-use crate::engine::lifecycle::RunEvent;
+use crate::engine::lifecycle::{RunEvent, TaskLabel};
 use crate::engine::restart::RestartTracker;
 use crate::engine::{
     Action, Counts, Ending, EngineConfig, Event, Finished, Interrupt, Job, KillReason, MAX_INFLIGHT_PER_THREAD, Probe,
@@ -231,6 +231,7 @@ impl Engine {
                 let ending = Ending::Failed(shared::proto::TaskError::new(message));
                 sink.finished(Finished {
                     id: job.id(),
+                    label: job.label(),
                     worker: 0,
                     attempts: 0,
                     micros: None,
@@ -472,10 +473,12 @@ impl Engine {
             };
             if want_events {
                 let id = f.task.job.id().to_string();
-                sink.event(self.secs(now), RunEvent::TaskFinished { id, worker: slot, status, ms });
+                let label = TaskLabel::of(f.task.job.label());
+                sink.event(self.secs(now), RunEvent::TaskFinished { id, worker: slot, status, ms, label });
             }
             sink.finished(Finished {
                 id: f.task.job.id(),
+                label: f.task.job.label(),
                 worker: slot,
                 attempts: f.attempt,
                 micros,
@@ -598,12 +601,22 @@ impl Engine {
             if charged && f.task.charged >= self.cfg.attempts {
                 self.counts.quarantined += 1;
                 if self.counts.quarantined <= LOGGED_DEATHS {
-                    log::warn!("task {} quarantined after {} attempts", f.task.job.id(), f.task.charged);
+                    log::warn!(
+                        "task {}{} quarantined after {} attempts",
+                        f.task.job.id(),
+                        crate::engine::job::describe(f.task.job.label()),
+                        f.task.charged
+                    );
                 }
                 let attempts = f.task.charged;
-                self.emit(sink, now, || RunEvent::TaskQuarantined { id: f.task.job.id().to_string(), attempts });
+                self.emit(sink, now, || RunEvent::TaskQuarantined {
+                    id: f.task.job.id().to_string(),
+                    attempts,
+                    label: TaskLabel::of(f.task.job.label()),
+                });
                 sink.finished(Finished {
                     id: f.task.job.id(),
+                    label: f.task.job.label(),
                     worker: slot,
                     attempts,
                     micros: None,
@@ -613,7 +626,14 @@ impl Engine {
             } else {
                 self.counts.requeued += 1;
                 let (id, attempts) = (f.task.job.id(), f.task.charged);
-                self.emit(sink, now, || RunEvent::TaskRequeued { id: id.to_string(), worker: slot, charged, attempts });
+                let label = f.task.job.label();
+                self.emit(sink, now, || RunEvent::TaskRequeued {
+                    id: id.to_string(),
+                    worker: slot,
+                    charged,
+                    attempts,
+                    label: TaskLabel::of(label),
+                });
                 back.push(f.task);
             }
         }
@@ -949,7 +969,12 @@ impl Engine {
                 if want_events {
                     sink.event(
                         self.secs(now),
-                        RunEvent::TaskStarted { id: task.job.id().to_string(), worker: slot, attempt },
+                        RunEvent::TaskStarted {
+                            id: task.job.id().to_string(),
+                            worker: slot,
+                            attempt,
+                            label: TaskLabel::of(task.job.label()),
+                        },
                     );
                 }
                 self.slots[slot].inflight.push_back(InFlight { seq, task, attempt, fault });

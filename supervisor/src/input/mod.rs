@@ -168,6 +168,9 @@ pub struct ParsedTask<'a> {
     pub task: BuiltinTask,
     /// Its fault, if any.
     pub fault: Option<FaultPlan>,
+    /// What it was, for records ([`crate::engine::Job::label`]); empty for JSONL tasks,
+    /// which their given id names.
+    pub label: String,
 }
 
 /// The fields that belong to one kind or another; each kind takes some of them.
@@ -276,7 +279,7 @@ pub fn parse_line(text: &[u8]) -> Result<Option<ParsedTask<'_>>, Problem> {
             (Cow::Owned(content_id(value.to_string().as_bytes())), IdOrigin::Content)
         }
     };
-    Ok(Some(ParsedTask { id, origin, task, fault }))
+    Ok(Some(ParsedTask { id, origin, task, fault, label: String::new() }))
 }
 
 /// Quotes a string for /bin/sh, leaving plain words alone.
@@ -355,6 +358,43 @@ impl Occurrences {
     }
 }
 
+/// A `--cmd` task's label: `"input":...,"seq":N,"cmd":...` as JSON object members. Input and
+/// command are bytes; where one is not UTF-8, its JSON string has U+FFFD for each bad byte and
+/// `input_b64`/`cmd_b64` beside it hold the exact bytes in base64 (RFC 4648, with padding).
+pub fn label(input: &[u8], seq: u64, cmd: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(input.len() + cmd.len() + 32);
+    let field = |s: &mut String, name: &str, bytes: &[u8]| {
+        let text = String::from_utf8_lossy(bytes);
+        let _ = write!(s, "\"{name}\":{}", serde_json::to_string(&text).expect("strings serialize"));
+        if let std::borrow::Cow::Owned(_) = text {
+            let _ = write!(s, ",\"{name}_b64\":\"{}\"", base64(bytes));
+        }
+    };
+    field(&mut s, "input", input);
+    let _ = write!(s, ",\"seq\":{seq},");
+    field(&mut s, "cmd", cmd);
+    s
+}
+
+/// RFC 4648 base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n =
+            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// A `--colsep` column without white space at its ends, as parallel trims columns (`--trim lr`,
 /// its default with `--colsep`; Perl's `\s`: space, tab, LF, VT, FF, CR).
 fn trim_column(c: &[u8]) -> &[u8] {
@@ -383,35 +423,46 @@ impl Parser<'_> {
         match &input.colsep {
             Some(sep) => {
                 let columns: Vec<&[u8]> = sep.split(line).map(trim_column).collect();
-                self.command(input, &columns, number)
+                self.command(input, line, &columns, number)
             }
-            None => self.command(input, &[line], number),
+            None => self.command(input, line, &[line], number),
         }
     }
 
     /// The task of one combination of `:::`/`::::` sources, the `seq`th (from 1).
     pub fn args(&mut self, args: &[&[u8]], seq: u64) -> Result<Option<ParsedTask<'static>>, Problem> {
         let Format::Cmd(input) = self.format else { unreachable!("input sources come only with --cmd") };
+        let whole = args.join(&b'\t');
         match &input.colsep {
             Some(sep) => {
                 let columns: Vec<&[u8]> = args.iter().flat_map(|a| sep.split(a)).map(trim_column).collect();
-                self.command(input, &columns, seq)
+                self.command(input, &whole, &columns, seq)
             }
-            None => self.command(input, args, seq),
+            None => self.command(input, &whole, args, seq),
         }
     }
 
-    fn command<'a>(&mut self, input: &CmdInput, args: &[&[u8]], seq: u64) -> Result<Option<ParsedTask<'a>>, Problem> {
+    /// The task of the arguments `args` of the input `whole` (a line, or a combination of
+    /// sources joined by tabs).
+    fn command<'a>(
+        &mut self,
+        input: &CmdInput,
+        whole: &[u8],
+        args: &[&[u8]],
+        seq: u64,
+    ) -> Result<Option<ParsedTask<'a>>, Problem> {
         if args.iter().any(|a| a.contains(&0)) {
             return Err(Problem::Nul);
         }
         let rendered = input.template.render(args, seq);
-        let (id, _k) = self.occurrences.id(&rendered.identity());
+        let identity = rendered.identity();
+        let (id, _k) = self.occurrences.id(&identity);
         Ok(Some(ParsedTask {
             id: Cow::Owned(id),
             origin: IdOrigin::Command,
             task: BuiltinTask::ShellParts { parts: rendered.parts },
             fault: None,
+            label: label(whole, seq, &identity),
         }))
     }
 }
@@ -659,7 +710,7 @@ fn check_part(
             }
             let before = builder.bytes();
             builder
-                .push_with(&t.id, t.fault, |b| shared::frame::append(&t.task, b))
+                .push_labeled(&t.id, &t.label, t.fault, |b| shared::frame::append(&t.task, b))
                 .map_err(|e| at(Problem::Encode(e)))?;
             kept_bytes += builder.bytes() - before + JobBuilder::ENTRY_BYTES;
             if builder.len() == CHUNK {
@@ -855,7 +906,7 @@ impl Emitter {
             return Ok(());
         }
         self.builder
-            .push_with(&t.id, t.fault, |buf| shared::frame::append(&t.task, buf))
+            .push_labeled(&t.id, &t.label, t.fault, |buf| shared::frame::append(&t.task, buf))
             .map_err(|e| at(Problem::Encode(e)))?;
         if self.builder.len() == CHUNK {
             self.flush()?;
@@ -1108,6 +1159,20 @@ mod tests {
         };
         assert_eq!(parts, [b"echo 'x\xffy'".to_vec()]);
         assert!(matches!(format.parser().line(b"a\0b", 1), Err(Problem::Nul)));
+    }
+
+    #[test]
+    fn a_cmd_task_is_labelled_by_input_seq_and_command_losslessly() {
+        assert_eq!(label(b"a b", 3, b"echo 'a b'"), r#""input":"a b","seq":3,"cmd":"echo 'a b'""#);
+        assert_eq!(
+            label(b"caf\xe9", 1, b"echo caf\xe9"),
+            r#""input":"caf\uFFFD","input_b64":"Y2Fm6Q==","seq":1,"cmd":"echo caf\uFFFD","cmd_b64":"ZWNobyBjYWbp""#
+                .replace("\\uFFFD", "\u{FFFD}")
+        );
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
     }
 
     #[test]

@@ -630,10 +630,10 @@ impl<O: Serialize + DeserializeOwned> Sink for RunSink<O> {
             Ending::Quarantined => Conclusion::Quarantined,
         };
         if !matches!(end, Conclusion::Ok(_)) && self.first_bad.len() < FIRST_BAD {
-            self.first_bad.push(f.id.to_string());
+            self.first_bad.push(format!("{}{}", f.id, crate::engine::job::describe(f.label)));
         }
         if let Some(j) = self.journal.as_mut() {
-            j.write(&RecordRef::concluded(f.id, f.attempts, ms, end.as_ref(), &f.crashes));
+            j.write(&RecordRef::concluded(f.id, f.attempts, ms, end.as_ref(), &f.crashes), f.label);
         }
         if self.collect {
             self.queue.push_back(Record::concluded(f.id.to_string(), f.attempts, ms, end, f.crashes));

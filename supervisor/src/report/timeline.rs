@@ -261,13 +261,13 @@ impl Timeline {
         self.t_end = self.t_end.max(t);
         match &timed.event {
             RunEvent::WorkerStarted { worker, pid, ms } => self.worker_started(t, *worker, *pid, *ms),
-            RunEvent::TaskStarted { id, worker, attempt } => self.task_started(t, id, *worker, *attempt),
-            RunEvent::TaskFinished { id, worker, status, ms } => self.task_finished(t, id, *worker, *status, *ms),
+            RunEvent::TaskStarted { id, worker, attempt, .. } => self.task_started(t, id, *worker, *attempt),
+            RunEvent::TaskFinished { id, worker, status, ms, .. } => self.task_finished(t, id, *worker, *status, *ms),
             RunEvent::WorkerExited { worker, pid, clean, cause, task } => {
                 self.worker_exited(t, *worker, *pid, *clean, cause.as_ref(), task.as_deref())
             }
-            RunEvent::TaskRequeued { id, worker, charged, attempts: _ } => self.task_requeued(t, id, *worker, *charged),
-            RunEvent::TaskQuarantined { id, attempts } => self.task_quarantined(t, id, *attempts),
+            RunEvent::TaskRequeued { id, worker, charged, .. } => self.task_requeued(t, id, *worker, *charged),
+            RunEvent::TaskQuarantined { id, attempts, .. } => self.task_quarantined(t, id, *attempts),
             RunEvent::WorkerRestarted { worker, backoff_ms } => {
                 let ms = finite_ms(*backoff_ms);
                 self.counts.restarts += 1;
