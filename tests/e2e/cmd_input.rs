@@ -140,3 +140,26 @@ fn jobs_take_a_share_of_the_cores_and_parallels_spellings() {
     assert!(done.stderr().contains("--workers"), "an unknown flag gets the nearest: {}", done.stderr());
     sb.assert_clean();
 }
+
+#[test]
+fn status_names_the_running_command_by_input_seq_and_cmd() {
+    let sb = Sandbox::new();
+    let cmd = "touch started; while [ ! -e release ]; do sleep 0.01; done; echo {}";
+    let run = sb.spawn(&["run", "-j", "1", "--cmd", cmd], Some("first line\n"));
+    wait_for("the command to start", || sb.path("started").exists());
+    let mut snap = serde_json::Value::Null;
+    wait_for("a status snapshot with the running task", || {
+        let json = sb.run(&["status", "--json"], None);
+        snap = serde_json::from_str(&json.stdout()).unwrap_or_default();
+        !snap["workers"][0]["current"].is_null()
+    });
+    let current = &snap["workers"][0]["current"];
+    assert_eq!(current["input"], "first line");
+    assert_eq!(current["seq"], 1);
+    assert_eq!(current["cmd"], cmd.replace("{}", "'first line'"));
+    let text = sb.run(&["status"], None).stdout();
+    assert!(text.contains("#1 first line: touch started"), "{text}");
+    std::fs::write(sb.path("release"), "").unwrap();
+    run.wait().expect_code(0);
+    sb.assert_clean();
+}

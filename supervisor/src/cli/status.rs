@@ -85,10 +85,17 @@ fn print_snapshot(path: &Path, s: &StatusSnapshot) {
     if let Some(why) = &s.stopping {
         println!("  stopping: {why}");
     }
-    println!("  WORKER PID      STATE        TASKS");
+    println!("  WORKER PID      STATE        TASKS  RUNNING");
     for w in &s.workers {
         let pid = w.pid.map_or("-".to_string(), |p| p.to_string());
-        println!("  {:<6} {:<8} {:<12} {}", w.slot, pid, w.state, w.tasks);
+        let running = match &w.current {
+            Some(c) => match &c.label {
+                Some(l) => format!("#{} {}: {} ({})", l.seq, l.input, l.cmd, c.id),
+                None => c.id.clone(),
+            },
+            None => String::new(),
+        };
+        println!("  {:<6} {:<8} {:<12} {:<6} {running}", w.slot, pid, w.state, w.tasks);
     }
 }
 

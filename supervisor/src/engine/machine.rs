@@ -65,6 +65,12 @@ impl Slot {
     pub fn inflight(&self) -> usize {
         self.inflight.len()
     }
+
+    /// The first task handed to the slot's worker and not finished: the one it runs (of a
+    /// worker with one task thread).
+    pub fn current(&self) -> Option<&crate::engine::Job> {
+        (self.sent > 0).then(|| self.inflight.front().map(|f| &f.task.job)).flatten()
+    }
 }
 
 /// Where the run is in its life, with what each stage needs: whether input may still come

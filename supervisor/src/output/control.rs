@@ -73,6 +73,19 @@ pub struct WorkerStatus {
     pub state: String,
     /// Tasks assigned to it.
     pub tasks: usize,
+    /// The task it runs, if any: its id, and what it was (a `--cmd` task's input, seq, cmd).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<CurrentTask>,
+}
+
+/// The task a worker runs, in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CurrentTask {
+    /// Its id.
+    pub id: String,
+    /// What it was.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<crate::engine::lifecycle::TaskLabel>,
 }
 
 impl StatusSnapshot {
@@ -107,6 +120,10 @@ impl StatusSnapshot {
                     pid: s.state.pid(),
                     state: s.state.label().into(),
                     tasks: s.inflight(),
+                    current: s.current().map(|j| CurrentTask {
+                        id: j.id().to_string(),
+                        label: crate::engine::lifecycle::TaskLabel::of(j.label()),
+                    }),
                 })
                 .collect(),
         }

@@ -92,6 +92,29 @@ mod tests {
     }
 
     #[test]
+    fn a_cmd_tasks_bars_name_its_input_and_seq() {
+        let label = || {
+            Some(crate::engine::lifecycle::TaskLabel {
+                input: "logs/a.log".into(),
+                input_b64: None,
+                seq: 3,
+                cmd: "gzip -9f logs/a.log".into(),
+                cmd_b64: None,
+            })
+        };
+        let events = [
+            started(0.0, 0, 10),
+            at(0.1, RunEvent::TaskStarted { id: "h".into(), worker: 0, attempt: 1, label: label() }),
+            at(
+                0.2,
+                RunEvent::TaskFinished { id: "h".into(), worker: 0, status: Status::Ok, ms: 100.0, label: label() },
+            ),
+        ];
+        let html = render(&events, "run");
+        assert!(html.contains("h #3 logs/a.log · attempt 1"), "{html}");
+    }
+
+    #[test]
     fn fixtures_have_a_lane_per_slot_and_a_marker_per_death() {
         for name in ["report-faults.jsonl", "report-kills.jsonl"] {
             let path = testdata(name);
