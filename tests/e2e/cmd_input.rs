@@ -163,3 +163,23 @@ fn status_names_the_running_command_by_input_seq_and_cmd() {
     run.wait().expect_code(0);
     sb.assert_clean();
 }
+
+#[test]
+fn help_teaches_and_a_plain_file_without_cmd_gets_a_hint() {
+    let sb = Sandbox::new();
+    let help = sb.run(&["run", "--help"], None);
+    help.expect_code(0);
+    let text = help.stdout();
+    for needle in ["\"kind\":\"sleep\"", "input_b64", "Exit codes", "Examples:", "--jobs", "-P", "--colsep", ":::"] {
+        assert!(text.contains(needle), "--help lacks {needle}: {text}");
+    }
+    let names = sb.write("names.txt", "a.log\nb.log\n");
+    let done = sb.run(&["run", names.to_str().unwrap()], None);
+    done.expect_code(2);
+    assert!(done.stderr().contains("runs with --cmd TEMPLATE"), "{}", done.stderr());
+    // From a pipe, the same hint after the bad line.
+    let done = sb.run(&["run"], Some("a.log\n"));
+    done.expect_code(2);
+    assert!(done.stderr().contains("runs with --cmd TEMPLATE"), "{}", done.stderr());
+    sb.assert_clean();
+}

@@ -35,6 +35,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a batch of tasks (JSONL, or shell commands from lines with --cmd).
+    #[command(after_long_help = run_help())]
     Run(Box<RunArgs>),
     /// Search big files with a regex on all cores: count matching lines or a group's values.
     Scan(Box<scan::ScanArgs>),
@@ -196,6 +197,52 @@ pub struct StatusArgs {
     /// Print the raw JSON snapshot.
     #[arg(long)]
     pub json: bool,
+}
+
+/// What `run --help` teaches after the options: task kinds and fields, record fields, exit
+/// codes (from the one list of them), examples.
+fn run_help() -> String {
+    let mut codes = String::new();
+    for m in shared::exit::CODES.iter().filter(|m| !m.run.is_empty()) {
+        let code = match m.codes {
+            [one] => one.to_string(),
+            _ => "128+N".to_string(),
+        };
+        codes.push_str(&format!("  {code:<8} {}\n", m.run));
+    }
+    format!(
+        "\
+Input: a JSONL file (or standard input), one task object a line:
+  {{\"kind\":\"noop\"}}                            does nothing
+  {{\"kind\":\"sleep\",\"ms\":50}}                   waits
+  {{\"kind\":\"sum_squares\",\"n\":10000000}}        CPU-bound work
+  {{\"kind\":\"shell\",\"cmd\":\"gzip -9f a.log\"}}    /bin/sh -c CMD
+  {{\"kind\":\"scan\",\"path\":P,\"offset\":O,\"len\":L,\"pattern\":RE}}   regex over a byte range
+  Any task may have \"id\" (unique; default: a hash of its content), \"fault\" (panic, abort,
+  segv, kill, exit, hang, freeze, oom, stack_overflow, garbage, disconnect) and
+  \"fault_attempts\" N.
+Or, with --cmd TEMPLATE, each input line (bytes, not only UTF-8) is a shell command as in GNU
+  parallel; the k-th repeat of a command runs too, as task HASH#k.
+
+Records (one JSON line per task, on stdout or in --results FILE, the journal of --resume):
+  id, status (ok | failed | quarantined), attempts, ms, output (ok), error (failed),
+  stdout, stderr (heads of a failed shell task), crashes [{{attempt, pid, cause, ...}}];
+  a --cmd task also input, seq (its {{#}}), cmd, and input_b64/cmd_b64 (the exact bytes, in
+  base64) where they are not UTF-8. --events FILE has task_started, task_finished, ...
+  with the same input, seq and cmd.
+
+Exit codes (the first that applies, in the order 2, 141, 74, 3, signals, 1, 0):
+{codes}
+Examples:
+  find /data -name '*.log' | bulkhead run --cmd 'gzip -9f {{}}' -j 200% --results done.jsonl
+      compress every file, two jobs a core, with a journal; again with --resume after a crash
+  bulkhead run --cmd 'convert {{}} {{.}}.png' ::: *.jpg
+      one job per argument after :::; '{{1}} {{2}}' with several sources (every combination,
+      or --link to pair them), or with --colsep REGEX to split lines into columns
+  bulkhead run tasks.jsonl -j 4 --timeout 10s --events events.jsonl --report report.html
+      a JSONL batch with a time limit per task, its events and an HTML timeline
+"
+    )
 }
 
 /// `-j`, counted against this machine's cores.

@@ -531,7 +531,11 @@ fn summary_lines(s: &Summary, total: Option<u64>, check_time: Option<std::time::
             lines.push(format!("bulkhead: error: {why}; the run stopped: {written} record(s) were written, {kept}"))
         }
         Some(R::BadInput(e)) => {
-            lines.push(format!("bulkhead: error: {}; nothing after it was run", worker::ErrorChain(&**e)))
+            lines.push(format!("bulkhead: error: {}; nothing after it was run", worker::ErrorChain(&**e)));
+            // Only a JSONL line is ever "not JSON": a --cmd line is any bytes.
+            if matches!(e.problem, crate::input::error::Problem::NotJson(_)) {
+                lines.push(format!("bulkhead: {NOT_JSONL_HINT}"));
+            }
         }
         Some(R::Interrupted(_)) if s.resumable => {
             lines.push("bulkhead: interrupted; unfinished tasks have no record, --resume runs them".to_string())
