@@ -100,6 +100,9 @@ fn input_sources_columns_and_the_job_slot() {
     sb.run(&["run", "--link", "--cmd", "echo {2}{1} > link.{#}", ":::", "a", "b", "c", ":::", "1", "2"], None)
         .expect_code(0);
     assert_eq!(bytes(&sb, "link.3"), b"1c\n");
+    // Every word after ::: is an argument, as in parallel, options included.
+    sb.run(&["run", "--cmd", "printf %s {} > dash.{#}", ":::", "-n", "--jobs"], None).expect_code(0);
+    assert_eq!((bytes(&sb, "dash.1"), bytes(&sb, "dash.2")), (b"-n".to_vec(), b"--jobs".to_vec()));
     sb.run(&["run", "--colsep", ",", "--cmd", "echo {2} {1} > col.{#}"], Some("a,b\nx y,z\n")).expect_code(0);
     assert_eq!(bytes(&sb, "col.1"), b"b a\n");
     assert_eq!(bytes(&sb, "col.2"), b"z x y\n");

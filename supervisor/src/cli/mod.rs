@@ -81,7 +81,7 @@ pub struct RunArgs {
     pub tasks: Option<PathBuf>,
     /// GNU parallel's input sources instead of a file: '::: ARG...' and ':::: FILE...', every
     /// combination (or paired with --link); needs --cmd.
-    #[arg(value_name = "::: ARGS | :::: FILES", trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(value_name = "::: ARGS | :::: FILES")]
     pub sources: Vec<std::ffi::OsString>,
     /// Make each input line a shell task, with GNU parallel's replacement strings: '{}' the
     /// line (quoted), '{.}' without extension, '{/}' basename, '{//}' dirname, '{/.}'
@@ -245,6 +245,21 @@ Examples:
     )
 }
 
+/// Splits `bulkhead run ... ::: a b` at its first input-source marker: as in GNU parallel,
+/// every word from there on is a source (so `::: -n` is an argument, not a flag).
+fn split_sources(mut argv: Vec<std::ffi::OsString>) -> (Vec<std::ffi::OsString>, Vec<std::ffi::OsString>) {
+    // The subcommand is the first word that is no flag (`-v` may come before it).
+    let command = argv.iter().skip(1).position(|w| !w.as_encoded_bytes().starts_with(b"-")).map(|i| i + 1);
+    let Some(run) = command.filter(|&i| argv[i] == "run") else { return (argv, Vec::new()) };
+    match argv[run + 1..].iter().position(|w| w == ":::" || w == "::::") {
+        Some(i) => {
+            let tail = argv.split_off(run + 1 + i);
+            (argv, tail)
+        }
+        None => (argv, Vec::new()),
+    }
+}
+
 /// `-j`, counted against this machine's cores.
 fn parse_jobs(s: &str) -> Result<usize, crate::input::template::JobsError> {
     crate::input::template::parse_jobs(s, std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -252,13 +267,17 @@ fn parse_jobs(s: &str) -> Result<usize, crate::input::template::JobsError> {
 
 /// Runs the command line; returns the exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let (argv, sources) = split_sources(std::env::args_os().collect());
+    let mut cli = match Cli::try_parse_from(argv) {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() { shared::exit::BAD_INPUT } else { 0 };
         }
     };
+    if let Command::Run(run) = &mut cli.command {
+        run.sources.extend(sources);
+    }
     // The demo shows every death in its live view; log lines would repeat them.
     let quiet = matches!(cli.command, Command::Demo { .. });
     let level = match cli.verbose {
