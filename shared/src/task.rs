@@ -133,6 +133,13 @@ pub enum BuiltinTask {
         /// The command line.
         cmd: String,
     },
+    /// A `shell` task made by `run --cmd`: the command's exact bytes (input lines are bytes,
+    /// not always UTF-8), in parts with the worker's job slot (GNU parallel's `{%}`, from 1)
+    /// to go between each two, since only the worker knows it.
+    ShellParts {
+        /// The command in parts; one part when it has no `{%}`.
+        parts: Vec<Vec<u8>>,
+    },
 }
 
 impl BuiltinTask {
@@ -143,7 +150,7 @@ impl BuiltinTask {
             BuiltinTask::Sleep { .. } => "sleep",
             BuiltinTask::SumSquares { .. } => "sum_squares",
             BuiltinTask::Scan { .. } => "scan",
-            BuiltinTask::Shell { .. } => "shell",
+            BuiltinTask::Shell { .. } | BuiltinTask::ShellParts { .. } => "shell",
         }
     }
 }

@@ -64,7 +64,7 @@ mod record_writer {
         b.counter(divan::counter::ItemsCount::new(recs.len())).bench_local(|| {
             buf.clear();
             for r in &recs {
-                write_record(&mut buf, &r.as_ref());
+                write_record(&mut buf, &r.as_ref(), "");
                 buf.push(b'\n');
             }
             black_box(buf.len())

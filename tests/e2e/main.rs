@@ -2,6 +2,7 @@
 //! test ends by checking that no worker, zombie or socket file is left behind.
 
 mod batch;
+mod cmd_input;
 mod common;
 mod deaths;
 mod demo;
@@ -10,6 +11,7 @@ mod faults;
 mod input;
 mod k8s;
 mod library;
+mod parallel_diff;
 mod retry;
 mod scan;
 mod slurm;

@@ -12,6 +12,7 @@ pub mod execute;
 pub mod fault;
 mod handler;
 mod serve;
+pub mod slot;
 mod startup;
 pub mod statuspage;
 
@@ -41,4 +42,7 @@ pub mod env {
     /// The supervisor's drain grace in milliseconds: how long a task stays held when a
     /// signal sent to the whole job killed its command (see the `shell` kind).
     pub const DRAIN_GRACE_MS: &str = "BULKHEAD_DRAIN_GRACE_MS";
+    /// The job slot of the worker's first task thread, from 1 (GNU parallel's `{%}`): the
+    /// worker's slot times its threads, plus 1.
+    pub const JOB_SLOT: &str = "BULKHEAD_JOB_SLOT";
 }

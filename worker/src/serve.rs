@@ -177,6 +177,8 @@ fn serve<H: Handler>() -> Result<(), ServeError> {
         .expect("a Ready frame always encodes");
     link.send(&ready).map_err(|e| ServeError::Frame(FrameError::Io(e)))?;
     start_heartbeat(Duration::from_millis(u64::from(hello.heartbeat_ms.max(10))));
+    let first_slot = crate::slot::first_from_env();
+    crate::slot::set(first_slot);
     let result = if threads == 1 {
         serve_serial(&handler, &sock, &mut reader, link)
     } else {
@@ -377,7 +379,9 @@ fn serve_threaded<H: Handler>(
     let mut joins = Vec::new();
     for i in 0..threads {
         let (queue, handler) = (queue.clone(), handler.clone());
+        let first_slot = crate::slot::get();
         let spawned = std::thread::Builder::new().name(format!("task-{i}")).spawn(move || {
+            crate::slot::set(first_slot + i as u64);
             let slot = &link.page.slots()[i];
             let mut scratch = Vec::new();
             let mut batch = ResultsBatch::default();

@@ -215,7 +215,7 @@ fn live(paint: Paint) -> impl FnMut(&Timed) + 'static {
                 let mark = if *status == Status::Ok { paint.green("✓") } else { paint.red("✗") };
                 println!("{t}    {mark} {id} {status} on a later attempt");
             }
-            RunEvent::TaskQuarantined { id, attempts } => {
+            RunEvent::TaskQuarantined { id, attempts, .. } => {
                 println!("{t}    {} {id} quarantined after {attempts} attempts; the batch goes on", paint.red("☠"))
             }
             _ => {}
@@ -326,6 +326,10 @@ fn task_line(t: &TaskSpec<BuiltinTask>) -> String {
         BuiltinTask::SumSquares { n } => write!(s, "\"kind\":\"sum_squares\",\"n\":{n}"),
         BuiltinTask::Shell { cmd } => {
             write!(s, "\"kind\":\"shell\",\"cmd\":{}", serde_json::to_string(cmd).expect("serializes"))
+        }
+        BuiltinTask::ShellParts { parts } => {
+            let cmd = String::from_utf8_lossy(&parts.join(&b"{%}"[..])).into_owned();
+            write!(s, "\"kind\":\"shell\",\"cmd\":{}", serde_json::to_string(&cmd).expect("serializes"))
         }
         BuiltinTask::Scan { path, offset, len, pattern, .. } => write!(
             s,

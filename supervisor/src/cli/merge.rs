@@ -23,9 +23,9 @@ use clap::Args;
 use shared::exit;
 use shared::record::{RecordHead, Status};
 
+use crate::input::Format;
 use crate::input::error::{IdOrigin, InputError, Problem};
 use crate::input::idset::IdSet;
-use crate::input::{CmdTemplate, Format};
 
 pub use shared::exit::{INCOMPLETE, INCONSISTENT};
 
@@ -46,6 +46,9 @@ pub struct MergeArgs {
     /// match their records.
     #[arg(long, value_name = "TEMPLATE")]
     pub cmd: Option<String>,
+    /// The batch was run with `run --colsep REGEX`: the same one.
+    #[arg(long, value_name = "REGEX", requires = "cmd")]
+    pub colsep: Option<String>,
     /// The merged results file ('-': standard output). Never overwritten when it holds
     /// anything. Without it, merge only checks.
     #[arg(short, long, value_name = "OUT")]
@@ -168,9 +171,12 @@ pub(super) fn merge(args: MergeArgs) -> i32 {
             return exit::BAD_INPUT;
         }
     }
-    let format = match &args.cmd {
-        Some(t) => Format::Cmd(CmdTemplate::new(t)),
-        None => Format::Jsonl,
+    let format = match Format::new(args.cmd.as_deref(), args.colsep.as_deref()) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("bulkhead merge: error: {}", worker::ErrorChain(&e));
+            return exit::BAD_INPUT;
+        }
     };
     let mut out = match args.output.as_deref().map(Output::open).transpose() {
         Ok(o) => o,
@@ -297,7 +303,7 @@ fn read_task_ids(path: &Path, format: &Format, outcome: &mut MergeReport) -> Res
     let mut ids = IdSet::default();
     for_each_task(path, format, |id, origin, _| {
         if !ids.insert(id) {
-            return Err(Problem::DuplicateId { id: id.to_string(), origin });
+            return Err(Problem::DuplicateId { id: id.to_string(), origin, first: None });
         }
         outcome.tasks += 1;
         Ok(())
@@ -326,8 +332,9 @@ fn for_each_task(
     mut f: impl FnMut(&str, IdOrigin, u64) -> Result<(), Problem>,
 ) -> Result<(), MergeError> {
     let file = File::open(path).map_err(|source| MergeError::Io { what: "open", path: path.into(), source })?;
+    let mut parser = format.parser();
     crate::input::for_each_line(BufReader::with_capacity(1 << 20, file), |number, text| {
-        match format.parse(text, number)? {
+        match parser.line(text, number)? {
             Some(t) => f(&t.id, t.origin, number),
             None => Ok(()),
         }

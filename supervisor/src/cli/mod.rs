@@ -35,6 +35,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a batch of tasks (JSONL, or shell commands from lines with --cmd).
+    #[command(after_long_help = run_help())]
     Run(Box<RunArgs>),
     /// Search big files with a regex on all cores: count matching lines or a group's values.
     Scan(Box<scan::ScanArgs>),
@@ -76,15 +77,36 @@ enum Command {
 /// Options of `bulkhead run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// JSONL task file; '-' or absent: standard input.
+    /// JSONL task file (with --cmd: lines of arguments); '-' or absent: standard input.
     pub tasks: Option<PathBuf>,
-    /// Make each input line a shell task: '{}' is the line (quoted), '{#}' its number,
-    /// '{.}' without extension, '{/}' basename, '{//}' dirname, '{/.}' basename without
-    /// extension, as in GNU parallel.
+    /// GNU parallel's input sources instead of a file: '::: ARG...' and ':::: FILE...', every
+    /// combination (or paired with --link); needs --cmd.
+    #[arg(value_name = "::: ARGS | :::: FILES")]
+    pub sources: Vec<std::ffi::OsString>,
+    /// Make each input line a shell task, with GNU parallel's replacement strings: '{}' the
+    /// line (quoted), '{.}' without extension, '{/}' basename, '{//}' dirname, '{/.}'
+    /// basename without extension, '{#}' the job's number, '{%}' its job slot, '{1}' '{2}'
+    /// ... the columns (--colsep) or input sources ('{1/}', '{2.}' ... as above); other
+    /// braces stay as written; without any, the line is appended.
     #[arg(long, value_name = "TEMPLATE")]
     pub cmd: Option<String>,
-    /// Worker processes (threads in thread mode) [default: available cores].
-    #[arg(short = 'j', long = "workers", value_name = "N")]
+    /// Split each input line into the columns {1}, {2}, ... at this regex (e.g. '\t', ',').
+    #[arg(long, value_name = "REGEX", requires = "cmd")]
+    pub colsep: Option<String>,
+    /// Pair the input sources (the n-th argument of each together) instead of combining them.
+    #[arg(long, requires = "cmd")]
+    pub link: bool,
+    /// Worker processes (threads in thread mode): N, N% of the cores, +N or -N relative to
+    /// them [default: available cores].
+    #[arg(
+        short = 'j',
+        long = "workers",
+        visible_alias = "jobs",
+        visible_short_alias = 'P',
+        value_name = "N",
+        value_parser = parse_jobs,
+        allow_hyphen_values = true
+    )]
     pub workers: Option<usize>,
     /// Isolation mode.
     #[arg(long, value_enum, default_value_t = ModeArg::Process)]
@@ -219,15 +241,85 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// What `run --help` teaches after the options: task kinds and fields, record fields, exit
+/// codes (from the one list of them), examples.
+fn run_help() -> String {
+    let mut codes = String::new();
+    for m in shared::exit::CODES.iter().filter(|m| !m.run.is_empty()) {
+        let code = match m.codes {
+            [one] => one.to_string(),
+            _ => "128+N".to_string(),
+        };
+        codes.push_str(&format!("  {code:<8} {}\n", m.run));
+    }
+    format!(
+        "\
+Input: a JSONL file (or standard input), one task object a line:
+  {{\"kind\":\"noop\"}}                            does nothing
+  {{\"kind\":\"sleep\",\"ms\":50}}                   waits
+  {{\"kind\":\"sum_squares\",\"n\":10000000}}        CPU-bound work
+  {{\"kind\":\"shell\",\"cmd\":\"gzip -9f a.log\"}}    /bin/sh -c CMD
+  {{\"kind\":\"scan\",\"path\":P,\"offset\":O,\"len\":L,\"pattern\":RE}}   regex over a byte range
+  Any task may have \"id\" (unique; default: a hash of its content), \"fault\" (panic, abort,
+  segv, kill, exit, hang, freeze, oom, stack_overflow, garbage, disconnect) and
+  \"fault_attempts\" N.
+Or, with --cmd TEMPLATE, each input line (bytes, not only UTF-8) is a shell command as in GNU
+  parallel; the k-th repeat of a command runs too, as task HASH#k.
+
+Records (one JSON line per task, on stdout or in --results FILE, the journal of --resume):
+  id, status (ok | failed | quarantined), attempts, ms, output (ok), error (failed),
+  stdout, stderr (heads of a failed shell task), crashes [{{attempt, pid, cause, ...}}];
+  a --cmd task also input, seq (its {{#}}), cmd, and input_b64/cmd_b64 (the exact bytes, in
+  base64) where they are not UTF-8. --events FILE has task_started, task_finished, ...
+  with the same input, seq and cmd.
+
+Exit codes (the first that applies, in the order 2, 141, 74, 3, signals, 1, 0):
+{codes}
+Examples:
+  find /data -name '*.log' | bulkhead run --cmd 'gzip -9f {{}}' -j 200% --results done.jsonl
+      compress every file, two jobs a core, with a journal; again with --resume after a crash
+  bulkhead run --cmd 'convert {{}} {{.}}.png' ::: *.jpg
+      one job per argument after :::; '{{1}} {{2}}' with several sources (every combination,
+      or --link to pair them), or with --colsep REGEX to split lines into columns
+  bulkhead run tasks.jsonl -j 4 --timeout 10s --events events.jsonl --report report.html
+      a JSONL batch with a time limit per task, its events and an HTML timeline
+"
+    )
+}
+
+/// Splits `bulkhead run ... ::: a b` at its first input-source marker: as in GNU parallel,
+/// every word from there on is a source (so `::: -n` is an argument, not a flag).
+fn split_sources(mut argv: Vec<std::ffi::OsString>) -> (Vec<std::ffi::OsString>, Vec<std::ffi::OsString>) {
+    // The subcommand is the first word that is no flag (`-v` may come before it).
+    let command = argv.iter().skip(1).position(|w| !w.as_encoded_bytes().starts_with(b"-")).map(|i| i + 1);
+    let Some(run) = command.filter(|&i| argv[i] == "run") else { return (argv, Vec::new()) };
+    match argv[run + 1..].iter().position(|w| w == ":::" || w == "::::") {
+        Some(i) => {
+            let tail = argv.split_off(run + 1 + i);
+            (argv, tail)
+        }
+        None => (argv, Vec::new()),
+    }
+}
+
+/// `-j`, counted against this machine's cores.
+fn parse_jobs(s: &str) -> Result<usize, crate::input::template::JobsError> {
+    crate::input::template::parse_jobs(s, std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// Runs the command line; returns the exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let (argv, sources) = split_sources(std::env::args_os().collect());
+    let mut cli = match Cli::try_parse_from(argv) {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() { shared::exit::BAD_INPUT } else { 0 };
         }
     };
+    if let Command::Run(run) = &mut cli.command {
+        run.sources.extend(sources);
+    }
     // The demo shows every death in its live view; log lines would repeat them.
     let quiet = matches!(cli.command, Command::Demo { .. });
     let level = match cli.verbose {

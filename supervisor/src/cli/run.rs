@@ -14,7 +14,8 @@ use super::{ModeArg, ProgressArg, RunArgs, report_error};
 use crate::engine::Mode;
 use crate::engine::inject::Inject;
 use crate::input::source::TaskSource;
-use crate::input::{CmdTemplate, Format, LineSource};
+use crate::input::sources::Sources;
+use crate::input::{Format, LineSource};
 use crate::output::failure::OutputFailure;
 use crate::output::files::Role;
 use crate::output::journal::ResultsTarget;
@@ -26,12 +27,55 @@ enum Input {
     File(File, String),
     /// Standard input that is not a regular file (a pipe, a terminal).
     Stream,
+    /// GNU parallel's input sources (`:::`, `::::`).
+    Sources(crate::input::sources::Rows),
 }
+
+/// Whether a word starts GNU parallel's input sources.
+fn is_source_marker(w: &std::ffi::OsStr) -> bool {
+    [":::", "::::", ":::+", "::::+"].iter().any(|m| w == *m)
+}
+
+/// The task kinds, for the hint on a file that is no JSONL.
+const NOT_JSONL_HINT: &str = "hint: a file of plain lines (names, arguments) runs with --cmd TEMPLATE, \
+     e.g. --cmd 'gzip -9f {}'; task files are JSON Lines ({\"kind\":\"shell\",\"cmd\":\"...\"}, see --help)";
 
 pub(super) fn run(mut args: RunArgs) -> i32 {
     let shard = match resolve_shard(&mut args) {
         Ok(s) => s,
         Err(code) => return code,
+    };
+    // `run --cmd T ::: a b`: clap takes the marker for the task file.
+    if let Some(t) = args.tasks.take_if(|t| is_source_marker(t.as_os_str())) {
+        args.sources.insert(0, t.into_os_string());
+    }
+    let sources = match args.sources.first() {
+        None => None,
+        Some(w) if !is_source_marker(w) => {
+            eprintln!(
+                "bulkhead: error: unexpected argument '{}' after the task file (input sources start with ::: or ::::)",
+                w.to_string_lossy()
+            );
+            return exit::BAD_INPUT;
+        }
+        Some(_) if args.cmd.is_none() => {
+            eprintln!("bulkhead: error: input sources (::: and ::::) need --cmd TEMPLATE");
+            return exit::BAD_INPUT;
+        }
+        Some(_) if args.tasks.is_some() => {
+            eprintln!(
+                "bulkhead: error: give a task file or input sources (::: and ::::), not both; \
+                 ':::: FILE' makes the file a source"
+            );
+            return exit::BAD_INPUT;
+        }
+        Some(_) => match Sources::parse(&args.sources) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                report_error(&e);
+                return exit::BAD_INPUT;
+            }
+        },
     };
     let tasks = args.tasks.as_deref().filter(|p| p.as_os_str() != "-");
     // `bulkhead run < tasks.jsonl`: the input is a file all the same.
@@ -44,27 +88,33 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
     if let Err(code) = check_outputs(&args, input_path.as_slice()) {
         return code;
     }
-    let format = match &args.cmd {
-        Some(t) => Format::Cmd(CmdTemplate::new(t)),
-        None => Format::Jsonl,
+    let format = match Format::new(args.cmd.as_deref(), args.colsep.as_deref()) {
+        Ok(f) => f,
+        Err(e) => {
+            report_error(&e);
+            return exit::BAD_INPUT;
+        }
     };
     // A regular file is checked whole before any task runs; a pipe is checked as it streams.
-    let input = match tasks {
-        Some(path) => match File::open(path) {
-            Ok(f) => Input::File(f, path.display().to_string()),
-            Err(e) => {
-                eprintln!("bulkhead: error: cannot open {}: {e}", path.display());
-                return exit::BAD_INPUT;
+    let input = match (sources, tasks) {
+        (Some(s), _) => Input::Sources(s.rows(args.link)),
+        (None, tasks) => match tasks {
+            Some(path) => match File::open(path) {
+                Ok(f) => Input::File(f, path.display().to_string()),
+                Err(e) => {
+                    eprintln!("bulkhead: error: cannot open {}: {e}", path.display());
+                    return exit::BAD_INPUT;
+                }
+            },
+            None => {
+                let stdin = File::from(io::stdin().as_fd().try_clone_to_owned().expect("stdin is open"));
+                if stdin.metadata().is_ok_and(|m| m.is_file()) {
+                    Input::File(stdin, "standard input".into())
+                } else {
+                    Input::Stream
+                }
             }
         },
-        None => {
-            let stdin = File::from(io::stdin().as_fd().try_clone_to_owned().expect("stdin is open"));
-            if stdin.metadata().is_ok_and(|m| m.is_file()) {
-                Input::File(stdin, "standard input".into())
-            } else {
-                Input::Stream
-            }
-        }
     };
     let check_started = std::time::Instant::now();
     let checked = match &input {
@@ -72,7 +122,7 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
             Ok(c) => c,
             Err(code) => return code,
         },
-        Input::Stream => None,
+        Input::Stream | Input::Sources(_) => None,
     };
     if matches!(input, Input::Stream) && io::stdin().is_terminal() {
         // As `sort` or `cat` would, but a first-time user may not know it is waiting.
@@ -81,7 +131,11 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
              end with Ctrl-D, or give a task file"
         );
     }
-    let total = checked.as_ref().map(|c| c.tasks);
+    let sources_total = match &input {
+        Input::Sources(rows) => input_total(rows, shard),
+        _ => None,
+    };
+    let total = checked.as_ref().map(|c| c.tasks).or(sources_total);
     let check_time = checked.as_ref().map(|_| check_started.elapsed());
     let mut setup = match PoolSetup::new(&args, shard, Some(ResultsTarget::Stdout)) {
         Ok(s) => s,
@@ -94,8 +148,14 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
         Ok(p) => p,
         Err(e) => return pool_error(&e),
     };
+    let is_cmd = matches!(format, Format::Cmd(_));
     let run = pool.run_source(|mut admission| {
+        // A --cmd task's id is unique by construction (a repeat is `#k`).
+        if is_cmd {
+            admission.check_duplicates = false;
+        }
         let source: Box<dyn TaskSource> = match (input, checked) {
+            (Input::Sources(rows), _) => Box::new(LineSource::spawn_rows(rows, format, admission)?),
             (Input::File(f, _), Some(checked)) => {
                 // A file checked whole has no duplicate ids: the reader need not remember
                 // them; and the jobs the check parsed first are not parsed again.
@@ -123,6 +183,11 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
     };
     write_timeline(&args, timeline, &title, &mut summary);
     finish(&summary, args.results.as_deref())
+}
+
+/// How many jobs input sources make, when no shard leaves some to others.
+fn input_total(rows: &crate::input::sources::Rows, shard: Option<(u32, u32)>) -> Option<u64> {
+    shard.is_none().then_some(rows.total() as u64)
 }
 
 /// The end of a run: every lost output said, the exit code, and the line that says what to
@@ -380,6 +445,9 @@ fn precheck(
         Ok(c) => Ok(Some(c)),
         Err(e) => {
             eprintln!("bulkhead: error: {name}, {}", worker::ErrorChain(&e));
+            if matches!(format, Format::Jsonl) && matches!(e.problem, crate::input::error::Problem::NotJson(_)) {
+                eprintln!("bulkhead: {NOT_JSONL_HINT}");
+            }
             Err(exit::BAD_INPUT)
         }
     }
@@ -493,7 +561,11 @@ fn summary_lines(s: &Summary, total: Option<u64>, check_time: Option<std::time::
             lines.push(format!("bulkhead: error: {why}; the run stopped: {written} record(s) were written, {kept}"))
         }
         Some(R::BadInput(e)) => {
-            lines.push(format!("bulkhead: error: {}; nothing after it was run", worker::ErrorChain(&**e)))
+            lines.push(format!("bulkhead: error: {}; nothing after it was run", worker::ErrorChain(&**e)));
+            // Only a JSONL line is ever "not JSON": a --cmd line is any bytes.
+            if matches!(e.problem, crate::input::error::Problem::NotJson(_)) {
+                lines.push(format!("bulkhead: {NOT_JSONL_HINT}"));
+            }
         }
         Some(R::Interrupted(_)) if s.resumable => {
             lines.push("bulkhead: interrupted; unfinished tasks have no record, --resume runs them".to_string())

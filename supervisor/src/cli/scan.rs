@@ -110,11 +110,16 @@ impl RunOptions {
     /// The same options as `run`, one parser for both; `run`'s task file becomes a hidden
     /// option (the files here are what is searched), `--cmd` is hidden and refused.
     fn adapt(cmd: clap::Command) -> clap::Command {
-        cmd.mut_arg("tasks", |a| a.long("tasks").hide(true)).mut_arg("cmd", |a| a.hide(true)).mut_arg("results", |a| {
-            a.help(
+        cmd.mut_arg("tasks", |a| a.long("tasks").hide(true))
+            .mut_arg("sources", |a| a.long("sources").hide(true))
+            .mut_arg("cmd", |a| a.hide(true))
+            .mut_arg("colsep", |a| a.hide(true))
+            .mut_arg("link", |a| a.hide(true))
+            .mut_arg("results", |a| {
+                a.help(
                 "Results JSONL of the ranges, appended as they finish: the journal --resume continues [default: none]",
             )
-        })
+            })
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use super::{Cli, Command as Sub, RunArgs};
-use crate::input::{CmdTemplate, Format, quote};
+use crate::input::{Format, quote};
 
 /// Why the task file or the run options of a sharded job were refused, before anything is
 /// submitted (exit 2).
@@ -33,6 +33,8 @@ pub(super) enum CheckError {
     BadTasks { path: PathBuf, source: crate::input::error::InputError },
     #[error("{}: no tasks", path.display())]
     NoTasks { path: PathBuf },
+    #[error(transparent)]
+    Template(#[from] crate::input::CmdError),
 }
 
 /// The first line of clap's message without its `error: `, which the caller prints itself.
@@ -107,10 +109,7 @@ pub(super) fn check_results_template(results: &Path) -> Result<(), CheckError> {
 /// before N shards wait in the queue for it. `shown` is the path as the user gave it. Returns
 /// the number of tasks; none is an error.
 pub(super) fn check_task_file(path: &Path, shown: &Path, cmd: Option<&str>) -> Result<u64, CheckError> {
-    let format = match cmd {
-        Some(t) => Format::Cmd(CmdTemplate::new(t)),
-        None => Format::Jsonl,
-    };
+    let format = Format::new(cmd, None)?;
     let file = std::fs::File::open(path).map_err(|source| CheckError::Open { path: path.to_path_buf(), source })?;
     let count = crate::input::validate_file(&file, &format, None, 0)
         .map(|c| c.tasks)

@@ -85,14 +85,21 @@ fn print_snapshot(path: &Path, s: &StatusSnapshot) {
     if let Some(why) = &s.stopping {
         println!("  stopping: {why}");
     }
-    println!("  WORKER PID      STATE        TASKS  PROGRESS");
+    println!("  WORKER PID      STATE        TASKS  PROGRESS                  RUNNING");
     for w in &s.workers {
         let pid = w.pid.map_or("-".to_string(), |p| p.to_string());
         let progress = match (w.progress, w.quiet_s) {
             (Some(n), Some(q)) => format!("{n} (last moved {q:.1}s ago)"),
             _ => "-".to_string(),
         };
-        println!("  {:<6} {:<8} {:<12} {:<6} {progress}", w.slot, pid, w.state, w.tasks);
+        let running = match &w.current {
+            Some(c) => match &c.label {
+                Some(l) => format!("#{} {}: {} ({})", l.seq, l.input, l.cmd, c.id),
+                None => c.id.clone(),
+            },
+            None => String::new(),
+        };
+        println!("  {:<6} {:<8} {:<12} {:<6} {progress:<25} {running}", w.slot, pid, w.state, w.tasks);
     }
 }
 

@@ -1,4 +1,6 @@
-//! Jobs as the engine holds them: an id, a postcard payload for the handler, maybe a fault.
+//! Jobs as the engine holds them: an id, a postcard payload for the handler, maybe a fault,
+//! maybe a label (what the task was, for people: a `--cmd` task's input line, number and
+//! command, as JSON fields that records carry beside the id).
 //!
 //! The bytes of many jobs share one allocation (a chunk, filled by whoever reads the input),
 //! and each job keeps the chunk alive by reference count. A million tasks thus cost a
@@ -18,6 +20,7 @@ pub struct Job {
     start: u32,
     id_len: u32,
     payload_len: u32,
+    label_len: u32,
     /// A fault the task carries.
     pub fault: Option<FaultPlan>,
     /// It is a shell command: a non-zero exit or a timeout fails it (retried only within
@@ -58,6 +61,15 @@ impl Job {
         let s = self.start as usize + self.id_len as usize;
         &self.chunk[s..s + self.payload_len as usize]
     }
+
+    /// Its label: JSON object members (`"input":"a.log","seq":3,"cmd":"gzip a.log"`), or
+    /// empty for a task that is named by its id alone.
+    pub fn label(&self) -> &str {
+        let s = self.start as usize + self.id_len as usize + self.payload_len as usize;
+        let bytes = &self.chunk[s..s + self.label_len as usize];
+        // SAFETY: `JobBuilder` copies the label from a `&str`, so these bytes are valid UTF-8.
+        unsafe { std::str::from_utf8_unchecked(bytes) }
+    }
 }
 
 impl std::fmt::Debug for Job {
@@ -82,16 +94,29 @@ impl PartialEq for Job {
 
 impl Eq for Job {}
 
+/// A label ([`Job::label`]) for people: ` (#3 a.log)` after the id; empty for none.
+pub fn describe(label: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        seq: u64,
+        input: String,
+    }
+    match serde_json::from_str::<Named>(&format!("{{{label}}}")) {
+        Ok(n) if !label.is_empty() => format!(" (#{} {})", n.seq, n.input),
+        _ => String::new(),
+    }
+}
+
 /// Collects jobs into one chunk.
 #[derive(Debug, Default)]
 pub struct JobBuilder {
     bytes: Vec<u8>,
-    entries: Vec<(u32, u32, u32, Option<FaultPlan>, bool)>,
+    entries: Vec<(u32, u32, u32, u32, Option<FaultPlan>, bool)>,
 }
 
 impl JobBuilder {
     /// Bytes of bookkeeping per job, besides its id and payload.
-    pub const ENTRY_BYTES: usize = std::mem::size_of::<(u32, u32, u32, Option<FaultPlan>, bool)>();
+    pub const ENTRY_BYTES: usize = std::mem::size_of::<(u32, u32, u32, u32, Option<FaultPlan>, bool)>();
 
     /// Bytes of ids and payloads collected so far.
     pub fn bytes(&self) -> usize {
@@ -116,6 +141,17 @@ impl JobBuilder {
         fault: Option<FaultPlan>,
         write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<(), E> {
+        self.push_labeled(id, "", fault, write)
+    }
+
+    /// [`push_with`](Self::push_with) for a job with a label (see [`Job::label`]).
+    pub fn push_labeled<E>(
+        &mut self,
+        id: &str,
+        label: &str,
+        fault: Option<FaultPlan>,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let start = self.bytes.len();
         self.bytes.extend_from_slice(id.as_bytes());
         if let Err(e) = write(&mut self.bytes) {
@@ -123,14 +159,15 @@ impl JobBuilder {
             return Err(e);
         }
         let payload_len = self.bytes.len() - start - id.len();
-        self.entries.push((start as u32, id.len() as u32, payload_len as u32, fault, false));
+        self.bytes.extend_from_slice(label.as_bytes());
+        self.entries.push((start as u32, id.len() as u32, payload_len as u32, label.len() as u32, fault, false));
         Ok(())
     }
 
     /// Marks the job added last as a shell command (see [`Job::command`]).
     pub fn mark_command(&mut self) {
         if let Some(e) = self.entries.last_mut() {
-            e.4 = true;
+            e.5 = true;
         }
     }
 
@@ -140,11 +177,12 @@ impl JobBuilder {
             return;
         }
         let chunk: Arc<[u8]> = Arc::from(std::mem::take(&mut self.bytes));
-        out.extend(self.entries.drain(..).map(|(start, id_len, payload_len, fault, command)| Job {
+        out.extend(self.entries.drain(..).map(|(start, id_len, payload_len, label_len, fault, command)| Job {
             chunk: chunk.clone(),
             start,
             id_len,
             payload_len,
+            label_len,
             fault,
             command,
         }));

@@ -26,6 +26,9 @@ pub enum RunEvent {
         worker: usize,
         /// The attempt, from 1.
         attempt: u32,
+        /// What the task was (a `--cmd` task's input, seq and cmd), beside its id.
+        #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+        label: Option<TaskLabel>,
     },
     /// A task attempt produced its final record.
     TaskFinished {
@@ -37,6 +40,9 @@ pub enum RunEvent {
         status: Status,
         /// Time the attempt took in the worker.
         ms: f64,
+        /// What the task was (a `--cmd` task's input, seq and cmd), beside its id.
+        #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+        label: Option<TaskLabel>,
     },
     /// A worker ended. `cause` and its fields are absent for a clean shutdown.
     WorkerExited {
@@ -61,6 +67,9 @@ pub enum RunEvent {
         charged: bool,
         /// Attempts charged so far.
         attempts: u32,
+        /// What the task was (a `--cmd` task's input, seq and cmd), beside its id.
+        #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+        label: Option<TaskLabel>,
     },
     /// A task used up its attempts and was set aside.
     TaskQuarantined {
@@ -68,6 +77,9 @@ pub enum RunEvent {
         id: String,
         /// Attempts it used.
         attempts: u32,
+        /// What the task was (a `--cmd` task's input, seq and cmd), beside its id.
+        #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+        label: Option<TaskLabel>,
     },
     /// A worker was retired between tasks and is replaced at once, without backoff and
     /// without charging any task: it ran its `--max-tasks-per-worker`, or grew past
@@ -184,6 +196,34 @@ impl std::fmt::Display for Retirement {
                 *limit_bytes as f64 / 1048576.0
             ),
         }
+    }
+}
+
+/// What a `--cmd` task was, in its events as in its record: the input (with `input_b64`
+/// where the bytes are not UTF-8), its number `seq` (as `{#}`) and the command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskLabel {
+    /// The input line (or the input sources' arguments, joined by tabs).
+    pub input: String,
+    /// The exact bytes of the input, in base64, where they are not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_b64: Option<String>,
+    /// The job's number, from 1.
+    pub seq: u64,
+    /// The command (with `{%}` where the job slot goes).
+    pub cmd: String,
+    /// The exact bytes of the command, in base64, where they are not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd_b64: Option<String>,
+}
+
+impl TaskLabel {
+    /// The label of a job ([`crate::engine::Job::label`]); `None` for a task without one.
+    pub fn of(label: &str) -> Option<Self> {
+        if label.is_empty() {
+            return None;
+        }
+        serde_json::from_str(&format!("{{{label}}}")).ok()
     }
 }
 

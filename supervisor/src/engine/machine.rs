@@ -11,7 +11,7 @@ use shared::task::FaultKind;
 
 use crate::engine::blame::{self, Death, Mishap, Next, Verdict};
 use crate::engine::inject::Inject;
-use crate::engine::lifecycle::{Retirement, RunEvent, WorkerExit};
+use crate::engine::lifecycle::{Retirement, RunEvent, TaskLabel, WorkerExit};
 use crate::engine::restart::RestartTracker;
 use crate::engine::timeout::{self, RunTimes};
 use crate::engine::{
@@ -73,6 +73,12 @@ impl Slot {
     /// Tasks assigned to the slot's worker and not finished.
     pub fn inflight(&self) -> usize {
         self.inflight.len()
+    }
+
+    /// The first task handed to the slot's worker and not finished: the one it runs (of a
+    /// worker with one task thread).
+    pub fn current(&self) -> Option<&crate::engine::Job> {
+        (self.sent > 0).then(|| self.inflight.front().map(|f| &f.task.job)).flatten()
     }
 }
 
@@ -250,6 +256,7 @@ impl Engine {
                 let ending = Ending::Failed(shared::proto::TaskError::new(message));
                 sink.finished(Finished {
                     id: job.id(),
+                    label: job.label(),
                     worker: 0,
                     attempts: 0,
                     micros: None,
@@ -503,10 +510,12 @@ impl Engine {
             };
             if want_events {
                 let id = f.task.job.id().to_string();
-                sink.event(self.secs(now), RunEvent::TaskFinished { id, worker: slot, status, ms });
+                let label = TaskLabel::of(f.task.job.label());
+                sink.event(self.secs(now), RunEvent::TaskFinished { id, worker: slot, status, ms, label });
             }
             sink.finished(Finished {
                 id: f.task.job.id(),
+                label: f.task.job.label(),
                 worker: slot,
                 attempts: f.attempt,
                 micros,
@@ -658,18 +667,28 @@ impl Engine {
                             worker: slot,
                             status: Status::Failed,
                             ms,
+                            label: TaskLabel::of(f.task.job.label()),
                         });
                         Ending::Failed(shared::proto::TaskError::new(verdict.cause.to_string()))
                     } else {
                         self.counts.quarantined += 1;
                         if self.counts.quarantined <= LOGGED_DEATHS {
-                            log::warn!("task {id} quarantined after {attempts} attempts ({})", d.rule);
+                            log::warn!(
+                                "task {id}{} quarantined after {attempts} attempts ({})",
+                                crate::engine::job::describe(f.task.job.label()),
+                                d.rule
+                            );
                         }
-                        self.emit(sink, now, || RunEvent::TaskQuarantined { id: id.to_string(), attempts });
+                        self.emit(sink, now, || RunEvent::TaskQuarantined {
+                            id: id.to_string(),
+                            attempts,
+                            label: TaskLabel::of(f.task.job.label()),
+                        });
                         Ending::Quarantined
                     };
                     sink.finished(Finished {
                         id,
+                        label: f.task.job.label(),
                         worker: slot,
                         attempts,
                         micros: None,
@@ -685,11 +704,13 @@ impl Engine {
                     }
                     self.counts.requeued += 1;
                     let (id, attempts) = (f.task.job.id(), f.task.charged);
+                    let label = f.task.job.label();
                     self.emit(sink, now, || RunEvent::TaskRequeued {
                         id: id.to_string(),
                         worker: slot,
                         charged,
                         attempts,
+                        label: TaskLabel::of(label),
                     });
                     back.push(f.task);
                 }
@@ -1112,7 +1133,12 @@ impl Engine {
                 if want_events {
                     sink.event(
                         self.secs(now),
-                        RunEvent::TaskStarted { id: task.job.id().to_string(), worker: slot, attempt },
+                        RunEvent::TaskStarted {
+                            id: task.job.id().to_string(),
+                            worker: slot,
+                            attempt,
+                            label: TaskLabel::of(task.job.label()),
+                        },
                     );
                 }
                 self.slots[slot].inflight.push_back(InFlight { seq, task, attempt, fault });

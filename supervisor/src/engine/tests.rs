@@ -480,10 +480,8 @@ fn bad_input_stops_dispatch_and_lets_running_tasks_finish() {
     h.start();
     let a = h.sent(0)[0].0;
     let mut out = Vec::new();
-    let bad = crate::input::error::InputError::new(
-        crate::input::error::Place::Line(3),
-        crate::input::error::Problem::NotUtf8,
-    );
+    let bad =
+        crate::input::error::InputError::new(crate::input::error::Place::Line(3), crate::input::error::Problem::Nul);
     h.engine.input_failed(std::sync::Arc::new(bad), h.now, &mut h.sink, &mut out);
     assert!(out.is_empty());
     assert_eq!(h.ok(0, &[a]), vec![Action::Shutdown { slot: 0 }]);

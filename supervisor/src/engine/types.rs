@@ -156,6 +156,8 @@ pub enum Ending<'a> {
 pub struct Finished<'a> {
     /// The task's id.
     pub id: &'a str,
+    /// Its label ([`crate::engine::Job::label`]).
+    pub label: &'a str,
     /// The slot that ran the last attempt.
     pub worker: usize,
     /// Attempts used.

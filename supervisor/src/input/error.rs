@@ -11,6 +11,8 @@ pub enum Place {
     Line(u64),
     /// A task handed to the library, from 1 in submission order.
     Task(u64),
+    /// A combination of `:::`/`::::` input sources, from 1 (its `{#}`).
+    Job(u64),
     /// The input as a whole (it could not be read at all).
     Input,
 }
@@ -20,6 +22,7 @@ impl fmt::Display for Place {
         match self {
             Place::Line(n) => write!(f, "line {n}"),
             Place::Task(n) => write!(f, "task {n}"),
+            Place::Job(n) => write!(f, "job {n}"),
             Place::Input => f.write_str("the input"),
         }
     }
@@ -93,16 +96,18 @@ pub enum Problem {
     /// `fault_attempts: 0`.
     #[error("'fault_attempts' must be at least 1")]
     ZeroFaultAttempts,
-    /// A `--cmd` line that is not UTF-8.
-    #[error("not valid UTF-8")]
-    NotUtf8,
+    /// A `--cmd` argument with a NUL byte, which no command line can carry.
+    #[error("holds a NUL byte, which no command line can carry")]
+    Nul,
     /// An id seen before in the batch.
-    #[error("duplicate id '{id}'{}", duplicate_hint(*.origin))]
+    #[error("duplicate id '{id}'{}{}", first_line(*.first), duplicate_hint(*.origin))]
     DuplicateId {
         /// The id.
         id: String,
         /// How the task got it.
         origin: IdOrigin,
+        /// The line that had it first, where known (a file is read again to find it).
+        first: Option<u64>,
     },
     /// A task that does not encode into a frame.
     #[error("cannot encode it")]
@@ -118,6 +123,10 @@ pub enum Problem {
     ReaderStopped,
 }
 
+fn first_line(first: Option<u64>) -> String {
+    first.map(|n| format!(", first given on line {n}")).unwrap_or_default()
+}
+
 /// A repeated id is most often not a mistake in the ids themselves: say how it came about and
 /// how to run both.
 fn duplicate_hint(origin: IdOrigin) -> &'static str {
@@ -128,8 +137,8 @@ fn duplicate_hint(origin: IdOrigin) -> &'static str {
              task; give each an \"id\" to run both)"
         }
         IdOrigin::Command => {
-            " (with --cmd, a task's id is a hash of its command: this line repeats an earlier command; \
-             put {#} in --cmd to run each line, repeats included)"
+            " (with --cmd, a task's id is a hash of its command, with #k after it for the command's k-th \
+             occurrence)"
         }
         IdOrigin::Position => " (a task without an id is named by its position from 0: a given id takes that name)",
     }

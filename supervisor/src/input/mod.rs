@@ -6,6 +6,8 @@ pub mod error;
 pub mod idset;
 pub mod lines;
 pub mod source;
+pub mod sources;
+pub mod template;
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -24,6 +26,7 @@ use crate::input::source::{Admission, IdSet, Pull, TaskSource};
 use crate::runtime::waker::{Waker, Wakeup, wake_pair};
 
 pub use lines::MAX_LINE;
+pub use template::{CmdTemplate, TemplateError};
 
 /// A task line as written. Every field is optional here so that a missing one gets a message
 /// naming it; the first unknown field is kept, so that it is refused by name (a misspelt
@@ -165,6 +168,9 @@ pub struct ParsedTask<'a> {
     pub task: BuiltinTask,
     /// Its fault, if any.
     pub fault: Option<FaultPlan>,
+    /// What it was, for records ([`crate::engine::Job::label`]); empty for JSONL tasks,
+    /// which their given id names.
+    pub label: String,
 }
 
 /// The fields that belong to one kind or another; each kind takes some of them.
@@ -273,71 +279,34 @@ pub fn parse_line(text: &[u8]) -> Result<Option<ParsedTask<'_>>, Problem> {
             (Cow::Owned(content_id(value.to_string().as_bytes())), IdOrigin::Content)
         }
     };
-    Ok(Some(ParsedTask { id, origin, task, fault }))
-}
-
-/// A `--cmd` template: GNU parallel's replacement strings, each input line quoted for the
-/// shell as parallel does.
-#[derive(Debug, Clone)]
-pub struct CmdTemplate {
-    template: String,
-}
-
-impl CmdTemplate {
-    /// A template; without any replacement string, the line is appended (as parallel does).
-    pub fn new(template: &str) -> Self {
-        let has = ["{}", "{#}", "{.}", "{/}", "{//}", "{/.}"].iter().any(|p| template.contains(p));
-        let template = if has { template.to_string() } else { format!("{template} {{}}") };
-        Self { template }
-    }
-
-    /// The command for `line`, the `number`th input line (from 1).
-    pub fn render(&self, line: &str, number: u64) -> String {
-        let path = std::path::Path::new(line);
-        let base = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let no_ext = |s: &str| match s.rfind('.') {
-            Some(i) if i > 0 && !s[i..].contains('/') => s[..i].to_string(),
-            _ => s.to_string(),
-        };
-        let dir = match line.rfind('/') {
-            Some(0) => "/".to_string(),
-            Some(i) => line[..i].to_string(),
-            None => ".".to_string(),
-        };
-        let mut out = String::with_capacity(self.template.len() + line.len());
-        let mut rest = self.template.as_str();
-        while let Some(i) = rest.find('{') {
-            out.push_str(&rest[..i]);
-            rest = &rest[i..];
-            let (rep, skip) = if rest.starts_with("{}") {
-                (quote(line), 2)
-            } else if rest.starts_with("{#}") {
-                (number.to_string(), 3)
-            } else if rest.starts_with("{.}") {
-                (quote(&no_ext(line)), 3)
-            } else if rest.starts_with("{/.}") {
-                (quote(&no_ext(&base)), 4)
-            } else if rest.starts_with("{//}") {
-                (quote(&dir), 4)
-            } else if rest.starts_with("{/}") {
-                (quote(&base), 3)
-            } else {
-                ("{".to_string(), 1)
-            };
-            out.push_str(&rep);
-            rest = &rest[skip..];
-        }
-        out.push_str(rest);
-        out
-    }
+    Ok(Some(ParsedTask { id, origin, task, fault, label: String::new() }))
 }
 
 /// Quotes a string for /bin/sh, leaving plain words alone.
 pub fn quote(s: &str) -> String {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b)) {
-        return s.to_string();
-    }
-    format!("'{}'", s.replace('\'', r"'\''"))
+    let mut out = Vec::with_capacity(s.len() + 2);
+    template::quote_into(s.as_bytes(), &mut out);
+    String::from_utf8(out).expect("quoting a string adds only ASCII")
+}
+
+/// What turns input lines into shell commands with `--cmd`.
+#[derive(Debug, Clone)]
+pub struct CmdInput {
+    /// The template.
+    pub template: CmdTemplate,
+    /// `--colsep`: splits each line into the arguments `{1}`, `{2}`, ...
+    pub colsep: Option<regex::bytes::Regex>,
+}
+
+/// A `--cmd` setting that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CmdError {
+    /// The template.
+    #[error("bad --cmd template")]
+    Template(#[from] TemplateError),
+    /// The `--colsep` pattern.
+    #[error("bad --colsep pattern")]
+    Colsep(#[source] regex::Error),
 }
 
 /// What the reader produces from input lines.
@@ -345,31 +314,156 @@ pub fn quote(s: &str) -> String {
 pub enum Format {
     /// JSONL task objects.
     Jsonl,
-    /// Each line is an argument of this shell command template.
-    Cmd(CmdTemplate),
+    /// Each line is the arguments of a shell command template.
+    Cmd(CmdInput),
 }
 
 impl Format {
-    /// The task a line describes.
-    pub fn parse<'a>(&self, text: &'a [u8], number: u64) -> Result<Option<ParsedTask<'a>>, Problem> {
-        match self {
-            Format::Jsonl => parse_line(text),
-            Format::Cmd(t) => {
-                let line = std::str::from_utf8(text).map_err(|_| Problem::NotUtf8)?;
-                let line = line.strip_suffix('\r').unwrap_or(line);
-                let line = line.strip_prefix('\u{feff}').unwrap_or(line);
-                if line.is_empty() {
-                    return Ok(None);
-                }
-                let cmd = t.render(line, number);
-                Ok(Some(ParsedTask {
-                    id: Cow::Owned(content_id(cmd.as_bytes())),
-                    origin: IdOrigin::Command,
-                    task: BuiltinTask::Shell { cmd },
-                    fault: None,
-                }))
+    /// `--cmd TEMPLATE` with `--colsep REGEX`, or JSONL without a template.
+    pub fn new(cmd: Option<&str>, colsep: Option<&str>) -> Result<Self, CmdError> {
+        let Some(t) = cmd else { return Ok(Format::Jsonl) };
+        let template = CmdTemplate::new(t)?;
+        let colsep = colsep.map(regex::bytes::Regex::new).transpose().map_err(CmdError::Colsep)?;
+        Ok(Format::Cmd(CmdInput { template, colsep }))
+    }
+
+    /// A parser of this format's lines, read in order from the start of the input (a
+    /// command's k-th occurrence is counted along the way).
+    pub fn parser(&self) -> Parser<'_> {
+        Parser { format: self, occurrences: Occurrences::default() }
+    }
+}
+
+/// Names the occurrences of commands: the first of a command by its hash, the k-th after it by
+/// the hash and `#k`. Reordering the input or adding lines then keeps every task's id as long
+/// as the same command occurs as often before it, which is what resume needs; a first id is
+/// 16 hex digits, so no `#k` id can be one. Exact in bounded memory for the first occurrences
+/// (an [`IdSet`] spills to disk); only commands that repeat are counted in memory.
+#[derive(Debug, Default)]
+pub struct Occurrences {
+    seen: IdSet,
+    repeats: std::collections::HashMap<String, u64>,
+}
+
+impl Occurrences {
+    /// The id of the next occurrence of the command `identity`, and its number (from 1).
+    pub fn id(&mut self, identity: &[u8]) -> (String, u64) {
+        let first = content_id(identity);
+        if self.seen.insert(&first) {
+            return (first, 1);
+        }
+        let k = self.repeats.entry(first.clone()).or_insert(1);
+        *k += 1;
+        (format!("{first}#{k}"), *k)
+    }
+}
+
+/// A `--cmd` task's label: `"input":...,"seq":N,"cmd":...` as JSON object members. Input and
+/// command are bytes; where one is not UTF-8, its JSON string has U+FFFD for each bad byte and
+/// `input_b64`/`cmd_b64` beside it hold the exact bytes in base64 (RFC 4648, with padding).
+pub fn label(input: &[u8], seq: u64, cmd: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(input.len() + cmd.len() + 32);
+    let field = |s: &mut String, name: &str, bytes: &[u8]| {
+        let text = String::from_utf8_lossy(bytes);
+        let _ = write!(s, "\"{name}\":{}", serde_json::to_string(&text).expect("strings serialize"));
+        if let std::borrow::Cow::Owned(_) = text {
+            let _ = write!(s, ",\"{name}_b64\":\"{}\"", base64(bytes));
+        }
+    };
+    field(&mut s, "input", input);
+    let _ = write!(s, ",\"seq\":{seq},");
+    field(&mut s, "cmd", cmd);
+    s
+}
+
+/// RFC 4648 base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n =
+            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
             }
         }
+    }
+    out
+}
+
+/// A `--colsep` column without white space at its ends, as parallel trims columns (`--trim lr`,
+/// its default with `--colsep`; Perl's `\s`: space, tab, LF, VT, FF, CR).
+fn trim_column(c: &[u8]) -> &[u8] {
+    let space = |b: &u8| b" \t\n\x0b\x0c\r".contains(b);
+    let start = c.iter().position(|b| !space(b)).unwrap_or(c.len());
+    let end = c.iter().rposition(|b| !space(b)).map_or(start, |i| i + 1);
+    &c[start..end]
+}
+
+/// Parses an input's lines in order.
+pub struct Parser<'f> {
+    format: &'f Format,
+    occurrences: Occurrences,
+}
+
+impl Parser<'_> {
+    /// The task line `number` (from 1) describes; `None` for a blank line.
+    pub fn line<'a>(&mut self, text: &'a [u8], number: u64) -> Result<Option<ParsedTask<'a>>, Problem> {
+        let Format::Cmd(input) = self.format else { return parse_line(text) };
+        // A line from Windows ends in CR; a file written by some editors starts with a BOM.
+        let line = text.strip_suffix(b"\r").unwrap_or(text);
+        let line = if number == 1 { line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line) } else { line };
+        if line.is_empty() {
+            return Ok(None);
+        }
+        match &input.colsep {
+            Some(sep) => {
+                let columns: Vec<&[u8]> = sep.split(line).map(trim_column).collect();
+                self.command(input, line, &columns, number)
+            }
+            None => self.command(input, line, &[line], number),
+        }
+    }
+
+    /// The task of one combination of `:::`/`::::` sources, the `seq`th (from 1).
+    pub fn args(&mut self, args: &[&[u8]], seq: u64) -> Result<Option<ParsedTask<'static>>, Problem> {
+        let Format::Cmd(input) = self.format else { unreachable!("input sources come only with --cmd") };
+        let whole = args.join(&b'\t');
+        match &input.colsep {
+            Some(sep) => {
+                let columns: Vec<&[u8]> = args.iter().flat_map(|a| sep.split(a)).map(trim_column).collect();
+                self.command(input, &whole, &columns, seq)
+            }
+            None => self.command(input, &whole, args, seq),
+        }
+    }
+
+    /// The task of the arguments `args` of the input `whole` (a line, or a combination of
+    /// sources joined by tabs).
+    fn command<'a>(
+        &mut self,
+        input: &CmdInput,
+        whole: &[u8],
+        args: &[&[u8]],
+        seq: u64,
+    ) -> Result<Option<ParsedTask<'a>>, Problem> {
+        if args.iter().any(|a| a.contains(&0)) {
+            return Err(Problem::Nul);
+        }
+        let rendered = input.template.render(args, seq);
+        let identity = rendered.identity();
+        let (id, _k) = self.occurrences.id(&identity);
+        Ok(Some(ParsedTask {
+            id: Cow::Owned(id),
+            origin: IdOrigin::Command,
+            task: BuiltinTask::ShellParts { parts: rendered.parts },
+            fault: None,
+            label: label(whole, seq, &identity),
+        }))
     }
 }
 
@@ -406,9 +500,10 @@ fn next_line<'b, R: BufRead>(r: &mut R, buf: &'b mut Vec<u8>, number: u64) -> Re
 /// number of tasks.
 pub fn validate<R: BufRead>(r: R, format: &Format, shard: Option<(u32, u32)>) -> Result<u64, InputError> {
     let mut admission = Admission::new(Default::default(), shard);
+    let mut parser = format.parser();
     let mut count = 0;
     for_each_line(r, |number, text| {
-        if let Some(t) = format.parse(text, number)?
+        if let Some(t) = parser.line(text, number)?
             && admission.admit(&t.id, t.origin)?
         {
             count += 1;
@@ -416,6 +511,26 @@ pub fn validate<R: BufRead>(r: R, format: &Format, shard: Option<(u32, u32)>) ->
         Ok(())
     })?;
     Ok(count)
+}
+
+/// The first line before `before` whose task has the id `id`.
+fn first_line_with<R: BufRead>(r: R, format: &Format, id: &str, before: u64) -> Option<u64> {
+    let mut parser = format.parser();
+    let mut found = None;
+    // Stops at the first match: the error only carries the line out.
+    let _ = for_each_line(r, |number, text| {
+        if number >= before {
+            return Err(Problem::ReaderStopped);
+        }
+        if let Ok(Some(t)) = parser.line(text, number)
+            && t.id == id
+        {
+            found = Some(number);
+            return Err(Problem::ReaderStopped);
+        }
+        Ok(())
+    });
+    found
 }
 
 /// What checking a whole file found: its task count, and the jobs of its first lines, kept
@@ -459,7 +574,15 @@ pub fn validate_file(
     let from = (&mut &*file).stream_position().unwrap_or(0);
     let len = file.metadata().map_err(|e| InputError::new(Place::Input, Problem::Read(e)))?.len();
     let size = len.saturating_sub(from);
-    let threads = if size < (4 << 20) { 1 } else { std::thread::available_parallelism().map_or(1, |n| n.get()).min(4) };
+    // A command's k-th occurrence is known only from every line before it: --cmd input is
+    // checked in one pass, and keeps nothing (the run counts the occurrences again from the
+    // start, and gets the same ids).
+    let keep = if matches!(format, Format::Cmd(_)) { 0 } else { keep };
+    let threads = if size < (4 << 20) || matches!(format, Format::Cmd(_)) {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get()).min(4)
+    };
     let bounds: Vec<u64> = (0..=threads as u64).map(|i| from + size * i / threads as u64).collect();
     let parts: Vec<PartCheck> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
@@ -511,7 +634,14 @@ pub fn validate_file(
     if crate::input::idset::HashRuns::any_repeated(&mut hashes) {
         // An id repeats: a sequential read names the line of its second appearance. Its set
         // of ids is exact, so if it finds none, two ids only shared a hash and the file is fine.
-        validate(io::BufReader::with_capacity(1 << 20, PositionedReader { file, pos: from }), format, shard)?;
+        let read = || io::BufReader::with_capacity(1 << 20, PositionedReader { file, pos: from });
+        if let Err(mut e) = validate(read(), format, shard) {
+            // Name the line that had the id first too: one more pass, to the second one.
+            if let (Place::Line(second), Problem::DuplicateId { id, first, .. }) = (e.place, &mut e.problem) {
+                *first = first_line_with(read(), format, id, second);
+            }
+            return Err(e);
+        }
     }
     Ok(checked)
 }
@@ -559,6 +689,7 @@ fn check_part(
     let (mut lines, mut tasks) = (0u64, 0u64);
     let mut kept = Vec::new();
     let mut builder = JobBuilder::default();
+    let mut parser = format.parser();
     let (mut kept_bytes, mut kept_until) = (0usize, None);
     while pos < end {
         let line_start = pos;
@@ -566,7 +697,7 @@ fn check_part(
         pos += n as u64;
         lines += 1;
         let at = |e| InputError::new(Place::Line(lines), e);
-        let Some(t) = format.parse(text, lines).map_err(at)? else { continue };
+        let Some(t) = parser.line(text, lines).map_err(at)? else { continue };
         if !admission.admit(&t.id, t.origin).map_err(at)? {
             continue;
         }
@@ -579,9 +710,9 @@ fn check_part(
             }
             let before = builder.bytes();
             builder
-                .push_with(&t.id, t.fault, |b| shared::frame::append(&t.task, b))
+                .push_labeled(&t.id, &t.label, t.fault, |b| shared::frame::append(&t.task, b))
                 .map_err(|e| at(Problem::Encode(e)))?;
-            if matches!(t.task, BuiltinTask::Shell { .. }) {
+            if matches!(t.task, BuiltinTask::Shell { .. } | BuiltinTask::ShellParts { .. }) {
                 builder.mark_command();
             }
             kept_bytes += builder.bytes() - before + JobBuilder::ENTRY_BYTES;
@@ -663,6 +794,11 @@ impl LineSource {
         )
     }
 
+    /// Starts making tasks of the combinations of `:::`/`::::` input sources on a thread.
+    pub fn spawn_rows(rows: sources::Rows, format: Format, admission: Admission) -> io::Result<Self> {
+        Self::start(move |emit| emit.rows(rows, &format), admission)
+    }
+
     fn start(
         produce: impl FnOnce(&mut Emitter) -> Result<(), Stop> + Send + 'static,
         admission: Admission,
@@ -736,6 +872,7 @@ impl Emitter {
     /// Parses lines, numbering them after the `skipped` read before.
     fn lines<R: Read>(&mut self, mut reader: io::BufReader<R>, skipped: u64, format: &Format) -> Result<(), Stop> {
         let mut buf = Vec::with_capacity(256);
+        let mut parser = format.parser();
         let mut number = skipped;
         loop {
             // Without a whole line in the buffer, the next read may wait on a slow producer (a
@@ -747,20 +884,34 @@ impl Emitter {
             }
             let Some((text, _)) = next_line(&mut reader, &mut buf, number + 1)? else { return Ok(()) };
             number += 1;
-            self.line(number, text, format)?;
+            let at = |e| InputError::new(Place::Line(number), e);
+            let parsed = parser.line(text, number).map_err(at)?;
+            self.task(parsed, at)?;
         }
     }
 
-    fn line(&mut self, number: u64, text: &[u8], format: &Format) -> Result<(), Stop> {
-        let at = |e| InputError::new(Place::Line(number), e);
-        let Some(t) = format.parse(text, number).map_err(at)? else { return Ok(()) };
-        if !self.admission.admit(&t.id, t.origin).map_err(at)? {
+    /// Makes a task of each combination of input sources, numbered from 1.
+    fn rows(&mut self, rows: sources::Rows, format: &Format) -> Result<(), Stop> {
+        let mut parser = format.parser();
+        for (i, row) in rows.enumerate() {
+            let seq = i as u64 + 1;
+            let at = |e| InputError::new(Place::Job(seq), e);
+            let args: Vec<&[u8]> = row.iter().map(Vec::as_slice).collect();
+            let parsed = parser.args(&args, seq).map_err(at)?;
+            self.task(parsed, at)?;
+        }
+        Ok(())
+    }
+
+    fn task(&mut self, parsed: Option<ParsedTask<'_>>, at: impl Fn(Problem) -> InputError) -> Result<(), Stop> {
+        let Some(t) = parsed else { return Ok(()) };
+        if !self.admission.admit(&t.id, t.origin).map_err(&at)? {
             return Ok(());
         }
         self.builder
-            .push_with(&t.id, t.fault, |buf| shared::frame::append(&t.task, buf))
+            .push_labeled(&t.id, &t.label, t.fault, |buf| shared::frame::append(&t.task, buf))
             .map_err(|e| at(Problem::Encode(e)))?;
-        if matches!(t.task, BuiltinTask::Shell { .. }) {
+        if matches!(t.task, BuiltinTask::Shell { .. } | BuiltinTask::ShellParts { .. }) {
             self.builder.mark_command();
         }
         if self.builder.len() == CHUNK {
@@ -905,6 +1056,10 @@ mod tests {
             g.flush().unwrap();
             let err = validate_file(&open(g.path()), &Format::Jsonl, None, KEEP_BYTES).unwrap_err();
             assert_eq!(err.place, Place::Line(line), "{err:?}");
+            if bad.contains("t3") {
+                // Both lines are named: t3 was first given on line 4.
+                assert_eq!(err.to_string(), format!("line {line}: duplicate id 't3', first given on line 4"));
+            }
         }
     }
 
@@ -979,13 +1134,58 @@ mod tests {
         }
     }
 
+    /// A repeated command runs again under its occurrence's id, and the ids survive a
+    /// reordering that keeps each command's occurrences counted the same.
     #[test]
-    fn templates_work_like_gnu_parallel() {
-        let t = CmdTemplate::new("gzip -9 {}");
-        assert_eq!(t.render("data/x.log", 1), "gzip -9 data/x.log");
-        assert_eq!(t.render("it's here", 1), r"gzip -9 'it'\''s here'");
-        assert_eq!(CmdTemplate::new("echo {#}: {/.} in {//}").render("a/b/c.tar", 7), "echo 7: c in a/b");
-        assert_eq!(CmdTemplate::new("echo").render("$HOME", 1), "echo '$HOME'");
-        assert_eq!(CmdTemplate::new("mv {} {.}.bak").render("x.txt", 1), "mv x.txt x.bak");
+    fn repeated_commands_are_tasks_of_their_own_with_stable_ids() {
+        let format = Format::new(Some("echo {}"), None).unwrap();
+        let ids = |input: &[&[u8]]| -> Vec<String> {
+            let mut p = format.parser();
+            input
+                .iter()
+                .enumerate()
+                .filter_map(|(i, l)| p.line(l, i as u64 + 1).unwrap())
+                .map(|t| t.id.into_owned())
+                .collect()
+        };
+        let first = ids(&[b"a", b"b", b"a", b"\xff", b"a"]);
+        assert_eq!(first.len(), 5);
+        assert_eq!(first[2], format!("{}#2", first[0]));
+        assert_eq!(first[4], format!("{}#3", first[0]));
+        let reordered = ids(&[b"\xff", b"a", b"a", b"b", b"a", b"c"]);
+        let mut a: Vec<_> = first.clone();
+        let mut b: Vec<_> = reordered[..5].to_vec();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+        let Some(ParsedTask { task: BuiltinTask::ShellParts { parts }, .. }) =
+            format.parser().line(b"x\xffy\r", 1).unwrap()
+        else {
+            panic!("a --cmd line is a shell task")
+        };
+        assert_eq!(parts, [b"echo 'x\xffy'".to_vec()]);
+        assert!(matches!(format.parser().line(b"a\0b", 1), Err(Problem::Nul)));
+    }
+
+    #[test]
+    fn a_cmd_task_is_labelled_by_input_seq_and_command_losslessly() {
+        assert_eq!(label(b"a b", 3, b"echo 'a b'"), r#""input":"a b","seq":3,"cmd":"echo 'a b'""#);
+        assert_eq!(
+            label(b"caf\xe9", 1, b"echo caf\xe9"),
+            r#""input":"caf\uFFFD","input_b64":"Y2Fm6Q==","seq":1,"cmd":"echo caf\uFFFD","cmd_b64":"ZWNobyBjYWbp""#
+                .replace("\\uFFFD", "\u{FFFD}")
+        );
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn colsep_splits_lines_into_positional_arguments() {
+        let format = Format::new(Some("echo {2} {1} {}"), Some("\t")).unwrap();
+        let t = format.parser().line(b" a b \t c", 1).unwrap().unwrap();
+        assert_eq!(t.task, BuiltinTask::ShellParts { parts: vec![b"echo c 'a b' 'a b' c".to_vec()] });
+        assert!(Format::new(Some("echo"), Some("(")).is_err());
     }
 }

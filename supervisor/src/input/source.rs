@@ -124,7 +124,7 @@ impl Admission {
             return Ok(false);
         }
         if self.check_duplicates && !self.seen.insert(id) {
-            return Err(Problem::DuplicateId { id: id.to_string(), origin });
+            return Err(Problem::DuplicateId { id: id.to_string(), origin, first: None });
         }
         if self.is_done(id) {
             self.skipped_done += 1;
@@ -351,7 +351,7 @@ mod tests {
         let pulled = s.pull(10, &mut out);
         let Pull::Failed(e) = pulled else { panic!("a duplicate must fail the pull, not {pulled:?}") };
         assert_eq!(e.place, Place::Task(3));
-        assert!(matches!(&e.problem, Problem::DuplicateId { id, origin: IdOrigin::Content } if id == out[0].id()));
+        assert!(matches!(&e.problem, Problem::DuplicateId { id, origin: IdOrigin::Content, .. } if id == out[0].id()));
         assert_eq!(out.len(), 2);
         let mut done = IdSet::default();
         done.insert("b");

@@ -81,6 +81,19 @@ pub struct WorkerStatus {
     /// Seconds since a running task of it last reported progress (or started).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quiet_s: Option<f64>,
+    /// The task it runs, if any: its id, and what it was (a `--cmd` task's input, seq, cmd).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<CurrentTask>,
+}
+
+/// The task a worker runs, in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CurrentTask {
+    /// Its id.
+    pub id: String,
+    /// What it was.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<crate::engine::lifecycle::TaskLabel>,
 }
 
 /// The progress of what `slot`'s worker is running, and the seconds since it last moved.
@@ -135,6 +148,10 @@ impl StatusSnapshot {
                         tasks: s.inflight(),
                         progress,
                         quiet_s,
+                        current: s.current().map(|j| CurrentTask {
+                            id: j.id().to_string(),
+                            label: crate::engine::lifecycle::TaskLabel::of(j.label()),
+                        }),
                     }
                 })
                 .collect(),

@@ -245,11 +245,11 @@ impl Journal {
     }
 
     /// Buffers one record.
-    pub fn write<O: Serialize>(&mut self, record: &RecordRef<'_, O>) {
+    pub fn write<O: Serialize>(&mut self, record: &RecordRef<'_, O>, label: &str) {
         if self.error.is_some() {
             return;
         }
-        write_record(&mut self.buf, record);
+        write_record(&mut self.buf, record, label);
         self.buf.push(b'\n');
         self.buffered += 1;
         if self.buf.len() >= FLUSH_BYTES {
@@ -401,9 +401,14 @@ fn lock_holder(file: &File) -> Option<u32> {
 /// Writes a record as JSON, the same bytes as serde would (a test checks), without serde's
 /// generic map machinery for the fixed fields: on a million tiny records, serializing was a
 /// tenth of the supervisor's time.
-pub fn write_record<O: Serialize>(buf: &mut Vec<u8>, r: &RecordRef<'_, O>) {
+pub fn write_record<O: Serialize>(buf: &mut Vec<u8>, r: &RecordRef<'_, O>, label: &str) {
     buf.extend_from_slice(b"{\"id\":");
     write_str(buf, r.id);
+    // What the task was (a --cmd task's input, seq, cmd), right beside its id.
+    if !label.is_empty() {
+        buf.push(b',');
+        buf.extend_from_slice(label.as_bytes());
+    }
     buf.extend_from_slice(b",\"status\":\"");
     buf.extend_from_slice(r.status.as_str().as_bytes());
     buf.extend_from_slice(b"\",\"attempts\":");
@@ -580,7 +585,7 @@ mod tests {
         assert!(r.done.contains("b") && !r.done.contains("c"));
         assert_eq!(r.repaired_bytes, r#"{"id":"c","sta"#.len() as u64);
         let rec = shared::record::Record::<()>::new("c".into(), 1, None, Ok(()), vec![]);
-        j.write(&rec.as_ref());
+        j.write(&rec.as_ref(), "");
         j.finish();
         drop(j);
         let text = std::fs::read_to_string(&p).unwrap();
@@ -628,7 +633,7 @@ mod tests {
         ];
         for r in &records {
             let mut buf = Vec::new();
-            write_record(&mut buf, &r.as_ref());
+            write_record(&mut buf, &r.as_ref(), "");
             assert_eq!(String::from_utf8(buf).unwrap(), serde_json::to_string(r).unwrap());
         }
     }
@@ -636,7 +641,7 @@ mod tests {
     #[test]
     fn dev_null_is_a_fine_target() {
         let (mut j, _) = Journal::open(&ResultsTarget::File("/dev/null".into()), false).unwrap();
-        j.write(&shared::record::Record::<()>::quarantined("a".into(), 3, vec![]).as_ref());
+        j.write(&shared::record::Record::<()>::quarantined("a".into(), 3, vec![]).as_ref(), "");
         j.finish();
         assert!(j.failure().is_none());
     }

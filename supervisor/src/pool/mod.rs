@@ -717,7 +717,7 @@ impl<O: Serialize + DeserializeOwned> Sink for RunSink<O> {
             Ending::Quarantined => Conclusion::Quarantined,
         };
         if !matches!(end, Conclusion::Ok(_)) && self.first_bad.len() < FIRST_BAD {
-            self.first_bad.push(f.id.to_string());
+            self.first_bad.push(format!("{}{}", f.id, crate::engine::job::describe(f.label)));
         }
         let rule = f.rule.map(|r| r.to_string());
         let memory_factor = (f.memory_factor > 1).then_some(f.memory_factor);
@@ -725,7 +725,7 @@ impl<O: Serialize + DeserializeOwned> Sink for RunSink<O> {
         if let Some(j) = self.journal.as_mut() {
             let mut r = RecordRef::concluded(f.id, f.attempts, ms, end.as_ref(), &f.crashes);
             (r.rule, r.memory_factor, r.supersedes) = (rule.as_deref(), memory_factor, supersedes);
-            j.write(&r);
+            j.write(&r, f.label);
         }
         if self.collect {
             let mut r = Record::concluded(f.id.to_string(), f.attempts, ms, end, f.crashes);

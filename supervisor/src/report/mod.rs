@@ -63,11 +63,11 @@ mod tests {
     }
 
     fn dispatched(t: f64, id: &str, worker: usize, attempt: u32) -> Timed {
-        at(t, RunEvent::TaskStarted { id: id.into(), worker, attempt })
+        at(t, RunEvent::TaskStarted { id: id.into(), worker, attempt, label: None })
     }
 
     fn finished(t: f64, id: &str, worker: usize, ms: f64) -> Timed {
-        at(t, RunEvent::TaskFinished { id: id.into(), worker, status: Status::Ok, ms })
+        at(t, RunEvent::TaskFinished { id: id.into(), worker, status: Status::Ok, ms, label: None })
     }
 
     fn died(t: f64, worker: usize, pid: u32, cause: CrashCause, task: &str) -> Timed {
@@ -75,7 +75,7 @@ mod tests {
     }
 
     fn requeued(t: f64, id: &str, worker: usize, charged: bool) -> Timed {
-        at(t, RunEvent::TaskRequeued { id: id.into(), worker, charged, attempts: u32::from(charged) })
+        at(t, RunEvent::TaskRequeued { id: id.into(), worker, charged, attempts: u32::from(charged), label: None })
     }
 
     fn segv() -> CrashCause {
@@ -89,6 +89,29 @@ mod tests {
     /// The unclean exits of an events file.
     fn deaths_in(path: &Path) -> usize {
         std::fs::read_to_string(path).unwrap().lines().filter(|l| l.contains("\"clean\":false")).count()
+    }
+
+    #[test]
+    fn a_cmd_tasks_bars_name_its_input_and_seq() {
+        let label = || {
+            Some(crate::engine::lifecycle::TaskLabel {
+                input: "logs/a.log".into(),
+                input_b64: None,
+                seq: 3,
+                cmd: "gzip -9f logs/a.log".into(),
+                cmd_b64: None,
+            })
+        };
+        let events = [
+            started(0.0, 0, 10),
+            at(0.1, RunEvent::TaskStarted { id: "h".into(), worker: 0, attempt: 1, label: label() }),
+            at(
+                0.2,
+                RunEvent::TaskFinished { id: "h".into(), worker: 0, status: Status::Ok, ms: 100.0, label: label() },
+            ),
+        ];
+        let html = render(&events, "run");
+        assert!(html.contains("h #3 logs/a.log · attempt 1"), "{html}");
     }
 
     #[test]
@@ -195,7 +218,7 @@ mod tests {
             started(0.0, 0, 10),
             dispatched(0.0, id, 0, 1),
             died(0.5, 0, 10, CrashCause::Panic { message: message.into() }, id),
-            at(0.5, RunEvent::TaskQuarantined { id: id.into(), attempts: 1 }),
+            at(0.5, RunEvent::TaskQuarantined { id: id.into(), attempts: 1, label: None }),
             at(0.6, RunEvent::StatePoisoned { id: id.into(), worker: 0, message: message.into() }),
             at(0.7, RunEvent::Shutdown { reason: "<b>".into() }),
         ];
@@ -230,7 +253,7 @@ mod tests {
             started(0.6, 0, 11),
             dispatched(0.6, p, 0, 2),
             died(0.7, 0, 11, signal, p),
-            at(0.7, RunEvent::TaskQuarantined { id: p.into(), attempts: 2 }),
+            at(0.7, RunEvent::TaskQuarantined { id: p.into(), attempts: 2, label: None }),
             at(0.75, RunEvent::StatePoisoned { id: p.into(), worker: 0, message: p.into() }),
             at(0.8, RunEvent::Shutdown { reason: p.into() }),
         ];
@@ -399,10 +422,17 @@ mod tests {
             (id.clone(), worker.clone(), 0u32..4).prop_map(|(id, worker, attempt)| RunEvent::TaskStarted {
                 id,
                 worker,
-                attempt
+                attempt,
+                label: None
             }),
             (id.clone(), worker.clone(), ms.clone(), any::<bool>()).prop_map(|(id, worker, ms, ok)| {
-                RunEvent::TaskFinished { id, worker, status: if ok { Status::Ok } else { Status::Failed }, ms }
+                RunEvent::TaskFinished {
+                    id,
+                    worker,
+                    status: if ok { Status::Ok } else { Status::Failed },
+                    ms,
+                    label: None,
+                }
             }),
             (worker.clone(), any::<bool>(), cause, prop::option::of(id.clone())).prop_map(
                 |(worker, clean, cause, task)| {
@@ -414,9 +444,10 @@ mod tests {
                 id,
                 worker,
                 charged,
-                attempts: 1
+                attempts: 1,
+                label: None
             }),
-            (id.clone(), 0u32..4).prop_map(|(id, attempts)| RunEvent::TaskQuarantined { id, attempts }),
+            (id.clone(), 0u32..4).prop_map(|(id, attempts)| RunEvent::TaskQuarantined { id, attempts, label: None }),
             (worker.clone(), ms).prop_map(|(worker, backoff_ms)| RunEvent::WorkerRestarted { worker, backoff_ms }),
             (id, worker).prop_map(|(id, worker)| RunEvent::StatePoisoned { id, worker, message: "m".into() }),
             Just(RunEvent::Shutdown { reason: "interrupted".into() }),

@@ -263,13 +263,21 @@ impl Timeline {
         self.t_end = self.t_end.max(t);
         match &timed.event {
             RunEvent::WorkerStarted { worker, pid, ms } => self.worker_started(t, *worker, *pid, *ms),
-            RunEvent::TaskStarted { id, worker, attempt } => self.task_started(t, id, *worker, *attempt),
-            RunEvent::TaskFinished { id, worker, status, ms } => self.task_finished(t, id, *worker, *status, *ms),
+            RunEvent::TaskStarted { id, worker, attempt, label } => {
+                self.task_started(t, id, &shown(id, label.as_ref()), *worker, *attempt)
+            }
+            RunEvent::TaskFinished { id, worker, status, ms, label } => {
+                self.task_finished(t, id, &shown(id, label.as_ref()), *worker, *status, *ms)
+            }
             RunEvent::WorkerExited { worker, pid, exit, task } => {
                 self.worker_exited(t, *worker, *pid, exit.clean(), exit.cause(), task.as_deref())
             }
-            RunEvent::TaskRequeued { id, worker, charged, attempts: _ } => self.task_requeued(t, id, *worker, *charged),
-            RunEvent::TaskQuarantined { id, attempts } => self.task_quarantined(t, id, *attempts),
+            RunEvent::TaskRequeued { id, worker, charged, label, .. } => {
+                self.task_requeued(t, id, &shown(id, label.as_ref()), *worker, *charged)
+            }
+            RunEvent::TaskQuarantined { id, attempts, label } => {
+                self.task_quarantined(t, id, &shown(id, label.as_ref()), *attempts)
+            }
             RunEvent::WorkerRestarted { worker, backoff_ms } => {
                 let ms = finite_ms(*backoff_ms);
                 self.counts.restarts += 1;
@@ -354,7 +362,8 @@ impl Timeline {
         self.pool.push((t, 1));
     }
 
-    pub(super) fn task_started(&mut self, t: f64, id: &str, worker: usize, attempt: u32) {
+    /// `shown`: how the task's bars name it (its id, and what a `--cmd` task was).
+    pub(super) fn task_started(&mut self, t: f64, id: &str, shown: &str, worker: usize, attempt: u32) {
         self.counts.attempts += 1;
         if attempt > 1 {
             self.counts.retries += 1;
@@ -371,7 +380,7 @@ impl Timeline {
                 lane: prev.lane,
                 start,
                 end: t,
-                id: clip(id, ID_CHARS),
+                id: clip(shown, ID_CHARS),
                 attempt: prev.attempt,
                 ms: None,
                 kind: BarKind::FailedRetried,
@@ -380,7 +389,7 @@ impl Timeline {
         }
     }
 
-    pub(super) fn task_finished(&mut self, t: f64, id: &str, worker: usize, status: Status, ms: f64) {
+    pub(super) fn task_finished(&mut self, t: f64, id: &str, shown: &str, worker: usize, status: Status, ms: f64) {
         match status {
             Status::Ok => self.counts.ok += 1,
             Status::Failed => self.counts.failed += 1,
@@ -412,7 +421,7 @@ impl Timeline {
             lane: li,
             start,
             end,
-            id: clip(id, ID_CHARS),
+            id: clip(shown, ID_CHARS),
             attempt: open.map_or(0, |o| o.attempt),
             ms: Some(ms),
             kind,
@@ -479,7 +488,7 @@ impl Timeline {
         }
     }
 
-    pub(super) fn task_requeued(&mut self, t: f64, id: &str, worker: usize, charged: bool) {
+    pub(super) fn task_requeued(&mut self, t: f64, id: &str, shown: &str, worker: usize, charged: bool) {
         let open = self.open.remove(id);
         let Some(li) = open.map(|o| o.lane).or_else(|| self.lane(worker)) else { return };
         let exit = self.lanes[li].last_exit;
@@ -492,7 +501,7 @@ impl Timeline {
                     lane: li,
                     start,
                     end: t,
-                    id: clip(id, ID_CHARS),
+                    id: clip(shown, ID_CHARS),
                     attempt: o.attempt,
                     ms: None,
                     kind: BarKind::Crashed(e),
@@ -514,7 +523,7 @@ impl Timeline {
         }
     }
 
-    pub(super) fn task_quarantined(&mut self, t: f64, id: &str, attempts: u32) {
+    pub(super) fn task_quarantined(&mut self, t: f64, id: &str, shown: &str, attempts: u32) {
         self.counts.quarantined += 1;
         let open = self.open.remove(id);
         let exit = open.and_then(|o| self.lanes[o.lane].last_exit);
@@ -525,7 +534,7 @@ impl Timeline {
                 lane: o.lane,
                 start,
                 end: t,
-                id: clip(id, ID_CHARS),
+                id: clip(shown, ID_CHARS),
                 attempt: o.attempt,
                 ms: None,
                 kind: BarKind::Quarantined(exit),
@@ -611,6 +620,14 @@ pub(super) fn finite_ms(ms: f64) -> f64 {
 }
 
 /// At most `max` characters of `s`.
+/// A task as its bars name it: the id, and for a `--cmd` task its `#seq` and input.
+fn shown(id: &str, label: Option<&crate::engine::lifecycle::TaskLabel>) -> String {
+    match label {
+        Some(l) => format!("{id} #{} {}", l.seq, l.input),
+        None => id.to_string(),
+    }
+}
+
 pub(super) fn clip(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((i, _)) => format!("{}…", &s[..i]),

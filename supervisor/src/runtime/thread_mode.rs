@@ -256,6 +256,7 @@ fn thread_main<H: Handler>(
     rx: Receiver<Msg>,
     page: Arc<[shm::PageSlot]>,
 ) {
+    worker::slot::set(slot as u64 + 1);
     shared.send(slot, inc, ThreadEvent::Ready);
     let mut scratch = Vec::new();
     // Outside the unwinding closure: what a batch finished before a panic is still delivered,

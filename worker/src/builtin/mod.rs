@@ -74,6 +74,12 @@ impl Handler for Builtin {
                 scan::scan(&path, offset, len, &p, lines, max_line, &|bytes| cx.progress(bytes))
             }
             BuiltinTask::Shell { cmd } => shell::run(&cmd, cx),
+            BuiltinTask::ShellParts { parts } => {
+                use std::os::unix::ffi::OsStrExt;
+                let slot = crate::slot::get().to_string();
+                let cmd = parts.join(slot.as_bytes());
+                shell::run(std::ffi::OsStr::from_bytes(&cmd), cx)
+            }
         }
     }
 }

@@ -21,9 +21,18 @@ use crate::handler::TaskContext;
 /// Bytes of stdout and stderr kept in a task's record.
 pub const HEAD_BYTES: usize = 4096;
 
-pub(super) fn run(cmd: &str, cx: &TaskContext<'_>) -> Result<BuiltinOutput, TaskError> {
+pub(super) fn run(
+    cmd: &(impl AsRef<std::ffi::OsStr> + ?Sized),
+    cx: &TaskContext<'_>,
+) -> Result<BuiltinOutput, TaskError> {
     let mut command = Command::new("/bin/sh");
-    command.arg("-c").arg(cmd).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    command
+        .arg("-c")
+        .arg(cmd.as_ref())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
     // SAFETY: prctl(2) is async-signal-safe, as the time between fork and exec requires.
     unsafe {
         command.pre_exec(|| {

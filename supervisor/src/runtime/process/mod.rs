@@ -264,7 +264,7 @@ impl Probe for ProcessBackend {
 
 impl Backend for ProcessBackend {
     fn spawn(&mut self, slot: usize) -> Result<u32, SpawnError> {
-        let s = spawn_worker(&self.cfg)
+        let s = spawn_worker(&self.cfg, slot)
             .map_err(|source| SpawnError::Process { exe: self.cfg.program.exe.clone(), source })?;
         let pid = s.pid;
         self.conns[slot] = Some(Conn {

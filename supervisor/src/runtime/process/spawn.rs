@@ -98,7 +98,7 @@ pub struct Spawned {
 }
 
 /// Starts a worker and sends it its hello.
-pub fn spawn_worker(cfg: &SpawnConfig) -> io::Result<Spawned> {
+pub fn spawn_worker(cfg: &SpawnConfig, slot: usize) -> io::Result<Spawned> {
     let (ours, theirs) = UnixStream::pair()?;
     let (page, page_fd) = StatusPage::create(cfg.threads)?;
     let (err_r, err_w) = std::io::pipe()?;
@@ -106,6 +106,7 @@ pub fn spawn_worker(cfg: &SpawnConfig) -> io::Result<Spawned> {
     cmd.args(&cfg.program.args)
         .env(env::WORKER, &cfg.handler)
         .env(env::SUPERVISOR_PID, std::process::id().to_string())
+        .env(env::JOB_SLOT, (slot as u64 * u64::from(cfg.threads.max(1)) + 1).to_string())
         .stdin(Stdio::from(OwnedFd::from(theirs)))
         // The worker's stdout is not ours to share: results go to our stdout alone. What a
         // handler prints lands in the stderr pipe with everything else it says.
