@@ -13,7 +13,7 @@ use crate::frame::{self, HEADER_LEN};
 use crate::task::FaultKind;
 
 /// Bumped on any change to the encoding of these messages.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Messages from the supervisor to a worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,10 +99,10 @@ pub struct Outcome<'a> {
 pub struct TaskError {
     /// What went wrong, e.g. `exit status 1`.
     pub message: String,
-    /// The head of the task's standard output, where it has one.
-    pub stdout: Option<String>,
-    /// The head of the task's standard error, where it has one.
-    pub stderr: Option<String>,
+    /// What the task wrote to its standard output (head and size), where it has one.
+    pub stdout: Option<crate::record::Captured>,
+    /// What the task wrote to its standard error, the same way.
+    pub stderr: Option<crate::record::Captured>,
 }
 
 impl TaskError {

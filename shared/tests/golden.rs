@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use serde_bytes::Bytes;
 use shared::frame::{self, FrameReader, HEADER_LEN};
 use shared::proto::{Assignment, FromWorker, Hello, Outcome, PanicReport, Ready, TaskError, ToWorker};
+use shared::record::Captured;
 use shared::task::{BuiltinOutput, BuiltinTask, FaultKind};
 
 fn check(name: &str, bytes: Vec<u8>, decode_eq: impl Fn(&[u8])) {
@@ -27,7 +28,7 @@ fn check(name: &str, bytes: Vec<u8>, decode_eq: impl Fn(&[u8])) {
 #[test]
 fn golden_frames() {
     let hello = ToWorker::Hello(Hello {
-        version: 2,
+        version: 3,
         handler: "bulkhead-builtin".into(),
         threads: 1,
         heartbeat_ms: 250,
@@ -61,7 +62,7 @@ fn golden_frames() {
         assert_eq!(frame::decode::<ToWorker>(b).unwrap(), ToWorker::Shutdown)
     });
 
-    let ready = FromWorker::Ready(Ready { version: 2, pid: 4321 });
+    let ready = FromWorker::Ready(Ready { version: 3, pid: 4321 });
     check("ready", frame::encode(&ready).unwrap(), |b| assert_eq!(frame::decode::<FromWorker>(b).unwrap(), ready));
     let sum = postcard::to_stdvec(&BuiltinOutput::Sum { sum: "333333283333335000000".into() }).unwrap();
     let nothing = postcard::to_stdvec(&BuiltinOutput::Nothing).unwrap();
@@ -74,7 +75,7 @@ fn golden_frames() {
             result: Err(TaskError {
                 message: "exit status 1".into(),
                 stdout: None,
-                stderr: Some("gzip: data/x.log: No such file or directory".into()),
+                stderr: Some(Captured::of(b"gzip: data/x.log: No such file or directory\n", 45)),
             }),
         },
     ]);

@@ -144,6 +144,26 @@ pub struct RunArgs {
     /// Shard count, for engines that give only the index (Kubernetes' JOB_COMPLETION_INDEX).
     #[arg(long, value_name = "N")]
     pub shards: Option<u32>,
+    /// What stdout carries: each command's own output (the default with --cmd; records go
+    /// only to --results) or the records (the default for JSONL tasks).
+    #[arg(long, value_enum, value_name = "WHAT")]
+    pub output: Option<OutputArg>,
+    /// Print each command's output in input order, not as commands finish (GNU parallel's -k).
+    #[arg(short = 'k', long)]
+    pub keep_order: bool,
+    /// Stop at a rule, as GNU parallel: now|soon,fail=N|N%, success=..., done=... (soon: start
+    /// nothing new, let running tasks finish; now: stop them too, uncharged, for --resume).
+    #[arg(long, value_parser = crate::pool::halt::Halt::parse, value_name = "WHEN,WHAT=N")]
+    pub halt: Option<crate::pool::halt::Halt>,
+}
+
+/// `--output`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputArg {
+    /// Each command's own stdout and stderr, grouped per command.
+    Commands,
+    /// The results records, one JSON line per task.
+    Records,
 }
 
 /// `--mode`.

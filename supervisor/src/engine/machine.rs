@@ -25,6 +25,8 @@ const LOGGED_DEATHS: u64 = 20;
 #[derive(Debug)]
 struct Task {
     job: Job,
+    /// Its place among the jobs this engine was given, from 0: the order `-k` keeps.
+    order: u64,
     /// Attempts charged (deaths while executing).
     charged: u32,
     crashes: Vec<Crash>,
@@ -107,6 +109,8 @@ pub struct Engine {
     fresh: VecDeque<Task>,
     phase: Phase,
     next_seq: u64,
+    /// Jobs given so far (the next one's `order`).
+    admitted: u64,
     restarts: RestartTracker,
     counts: Counts,
     t0: u64,
@@ -140,6 +144,7 @@ impl Engine {
             fresh: VecDeque::new(),
             phase: Phase::Running { input_open: true },
             next_seq: 1,
+            admitted: 0,
             restarts,
             counts: Counts::default(),
             t0: now,
@@ -223,6 +228,8 @@ impl Engine {
     ) {
         let before = self.fresh.len();
         for job in jobs {
+            let order = self.admitted;
+            self.admitted += 1;
             let (len, max) = (job.payload().len(), self.cfg.max_task_bytes);
             if len > max {
                 self.counts.failed += 1;
@@ -231,6 +238,8 @@ impl Engine {
                 let ending = Ending::Failed(shared::proto::TaskError::new(message));
                 sink.finished(Finished {
                     id: job.id(),
+                    order,
+                    seq: None,
                     worker: 0,
                     attempts: 0,
                     micros: None,
@@ -239,7 +248,7 @@ impl Engine {
                 });
                 continue;
             }
-            self.fresh.push_back(Task { job, charged: 0, crashes: Vec::new() });
+            self.fresh.push_back(Task { job, order, charged: 0, crashes: Vec::new() });
         }
         if self.fresh.len() > before {
             self.settle(now, sink, out);
@@ -271,6 +280,16 @@ impl Engine {
     pub fn fatal(&mut self, why: StopReason, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
         if !self.is_done() {
             self.give_up(why, now);
+            self.settle(now, sink, out);
+        }
+    }
+
+    /// Stops a running run for a halt rule: nothing new starts; with `kill`, running tasks
+    /// are stopped too, charged nothing (left for `--resume`), else they finish.
+    pub fn halt(&mut self, why: StopReason, kill: bool, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
+        if self.phase.is_running() {
+            log::info!("{why}");
+            self.begin_drain(why, kill.then_some(now));
             self.settle(now, sink, out);
         }
     }
@@ -476,6 +495,8 @@ impl Engine {
             }
             sink.finished(Finished {
                 id: f.task.job.id(),
+                order: f.task.order,
+                seq: Some(f.seq),
                 worker: slot,
                 attempts: f.attempt,
                 micros,
@@ -604,6 +625,8 @@ impl Engine {
                 self.emit(sink, now, || RunEvent::TaskQuarantined { id: f.task.job.id().to_string(), attempts });
                 sink.finished(Finished {
                     id: f.task.job.id(),
+                    order: f.task.order,
+                    seq: Some(f.seq),
                     worker: slot,
                     attempts,
                     micros: None,

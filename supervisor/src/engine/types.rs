@@ -149,6 +149,10 @@ pub enum Ending<'a> {
 pub struct Finished<'a> {
     /// The task's id.
     pub id: &'a str,
+    /// Its place among the jobs the run was given, from 0 (the order `-k` keeps).
+    pub order: u64,
+    /// The seq of its last attempt's assignment; `None` when it never ran.
+    pub seq: Option<u64>,
     /// The slot that ran the last attempt.
     pub worker: usize,
     /// Attempts used.
@@ -249,6 +253,9 @@ pub enum StopReason {
     /// Thread mode: the shared state was poisoned.
     #[error("the shared state was poisoned: {0}")]
     Poisoned(String),
+    /// A `--halt` rule was reached; unfinished tasks stay for `--resume`.
+    #[error("halted by --halt {0}")]
+    Halted(String),
 }
 
 /// How a worker failed to serve the pool's handler; each says what to do about it.
@@ -322,6 +329,7 @@ impl StopReason {
             StopReason::ResultsWriteFailed { .. } => "output_failed",
             StopReason::BadInput(_) => "bad_input",
             StopReason::Poisoned(_) => "poisoned",
+            StopReason::Halted(_) => "halted",
         }
     }
 

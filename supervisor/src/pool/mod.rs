@@ -2,6 +2,8 @@
 //! any iterator, get results as they finish. The `bulkhead` command line runs through this
 //! same API; there is one engine.
 
+pub mod halt;
+
 use std::collections::VecDeque;
 use std::io;
 use std::path::PathBuf;
@@ -12,7 +14,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shared::exit;
 use shared::proto::TaskError;
-use shared::record::{Conclusion, Crash, Record, RecordRef};
+use shared::record::{Captured, Conclusion, Crash, Record, RecordRef};
+use shared::task::BuiltinOutput;
 use worker::Handler;
 
 use crate::engine::config::MAX_TASK_BYTES;
@@ -66,6 +69,7 @@ pub struct PoolBuilder {
     seed: u64,
     content_ids: bool,
     max_task_bytes: usize,
+    halt: Option<halt::Halt>,
 }
 
 impl std::fmt::Debug for PoolBuilder {
@@ -98,6 +102,7 @@ impl Default for PoolBuilder {
             control: None,
             progress: false,
             expected_total: None,
+            halt: None,
             reap_orphans: false,
             seed: 0,
             content_ids: false,
@@ -350,7 +355,14 @@ impl PoolBuilder {
         self.progress = yes;
         self
     }
-    /// The number of tasks, when known beforehand, for the progress display's ETA.
+    /// Stops the run early at a rule (GNU parallel's `--halt`): see [`halt::Halt`].
+    pub fn halt(mut self, rule: halt::Halt) -> Self {
+        self.halt = Some(rule);
+        self
+    }
+
+    /// The number of tasks the run will have, where known (for the progress line and a
+    /// `--halt` percentage).
     pub fn expected_total(mut self, n: u64) -> Self {
         self.expected_total = Some(n);
         self
@@ -588,9 +600,11 @@ impl<H: Handler> Pool<H> {
                 queue: VecDeque::new(),
                 collect: true,
                 observers: Vec::new(),
+                concluded: Vec::new(),
                 first_bad: Vec::new(),
             },
             hooks: RunHooks { control, progress, mode: c.mode },
+            halt: c.halt.map(|h| (h, c.expected_total)),
             previous,
             started: Instant::now(),
             done: false,
@@ -608,6 +622,29 @@ impl<H: Handler> Pool<H> {
 /// A callback that sees every event.
 type Observer = Box<dyn FnMut(&Timed)>;
 
+/// A task as it concluded, for whoever shows it as it ends (the command line prints a
+/// command's output and a failure's line from it).
+#[derive(Debug)]
+pub(crate) struct Concluded<'a> {
+    /// Its id.
+    pub id: &'a str,
+    /// Its place among the run's jobs, from 0.
+    pub order: u64,
+    /// The seq of its last attempt, `None` when it never ran.
+    pub seq: Option<u64>,
+    /// How it ended.
+    pub status: shared::record::Status,
+    /// The error of a failed task.
+    pub error: Option<&'a str>,
+    /// A command's stderr, where the task has one.
+    pub stderr: Option<&'a shared::record::Captured>,
+    /// Its crashes, oldest first.
+    pub crashes: &'a [Crash],
+}
+
+/// A callback that sees every task as it concludes.
+type ConcludedObserver = Box<dyn FnMut(&Concluded<'_>)>;
+
 struct RunSink<O> {
     journal: Option<Journal>,
     events: Option<EventsFile>,
@@ -616,9 +653,10 @@ struct RunSink<O> {
     /// The first few tasks that ended failed or quarantined, to name them at the end.
     first_bad: Vec<String>,
     observers: Vec<Observer>,
+    concluded: Vec<ConcludedObserver>,
 }
 
-impl<O: Serialize + DeserializeOwned> Sink for RunSink<O> {
+impl<O: Serialize + DeserializeOwned + 'static> Sink for RunSink<O> {
     fn finished(&mut self, f: Finished<'_>) {
         let ms = f.micros.map(|m| m as f64 / 1000.0);
         let end = match f.ending {
@@ -632,11 +670,44 @@ impl<O: Serialize + DeserializeOwned> Sink for RunSink<O> {
         if !matches!(end, Conclusion::Ok(_)) && self.first_bad.len() < FIRST_BAD {
             self.first_bad.push(f.id.to_string());
         }
-        if let Some(j) = self.journal.as_mut() {
-            j.write(&RecordRef::concluded(f.id, f.attempts, ms, end.as_ref(), &f.crashes));
+        // A command's streams are in the record's own fields whatever its status: a failed
+        // one's come with its error, an ok one's with its output.
+        fn streams<O: 'static>(end: &Conclusion<O, TaskError>) -> Option<(&Captured, &Captured)> {
+            match end {
+                Conclusion::Ok(o) => (o as &dyn std::any::Any).downcast_ref::<BuiltinOutput>()?.streams(),
+                _ => None,
+            }
+        }
+        {
+            let mut record = RecordRef::concluded(f.id, f.attempts, ms, end.as_ref(), &f.crashes);
+            if let Some((out, err)) = streams(&end) {
+                (record.stdout, record.stderr) = (Some(out), Some(err));
+            }
+            if !self.concluded.is_empty() {
+                let c = Concluded {
+                    id: f.id,
+                    order: f.order,
+                    seq: f.seq,
+                    status: record.status,
+                    error: record.error,
+                    stderr: record.stderr,
+                    crashes: &f.crashes,
+                };
+                for o in &mut self.concluded {
+                    o(&c);
+                }
+            }
+            if let Some(j) = self.journal.as_mut() {
+                j.write(&record);
+            }
         }
         if self.collect {
-            self.queue.push_back(Record::concluded(f.id.to_string(), f.attempts, ms, end, f.crashes));
+            let lifted = streams(&end).map(|(o, e)| (o.clone(), e.clone()));
+            let mut record = Record::concluded(f.id.to_string(), f.attempts, ms, end, f.crashes);
+            if let Some((out, err)) = lifted {
+                (record.stdout, record.stderr) = (Some(out), Some(err));
+            }
+            self.queue.push_back(record);
         }
     }
 
@@ -729,6 +800,8 @@ pub struct Run<'a, H: Handler> {
     /// The stop's error has been handed out.
     reported: bool,
     pool_mode: Mode,
+    /// The halt rule, with the run's total where known; `None` once it has been applied.
+    halt: Option<(halt::Halt, Option<u64>)>,
 }
 
 /// A task the run took in and did not conclude, because the run stopped first.
@@ -771,6 +844,12 @@ impl<'a, H: Handler> Run<'a, H> {
         self
     }
 
+    /// Calls `f` with every task as it concludes, before its record is written.
+    pub(crate) fn on_concluded(mut self, f: impl FnMut(&Concluded<'_>) + 'static) -> Self {
+        self.sink.concluded.push(Box::new(f));
+        self
+    }
+
     fn step(&mut self) {
         if self.done {
             return;
@@ -787,6 +866,17 @@ impl<'a, H: Handler> Run<'a, H> {
                 p.finish();
             }
             return;
+        }
+        if let Some((rule, total)) = self.halt
+            && rule.reached(self.runtime.engine.counts(), total)
+        {
+            self.halt = None;
+            let mut out = Vec::new();
+            let why = StopReason::Halted(rule.to_string());
+            self.runtime.engine.halt(why, rule.when == halt::HaltWhen::Now, mono_ns(), &mut self.sink, &mut out);
+            for a in out {
+                self.runtime.push_action(a);
+            }
         }
         // Results that cannot be written stop the run: every further task would lose its
         // record. (A closed pipe is the reader's choice, like `head`: the same stop, exit 141.)
@@ -809,11 +899,22 @@ impl<'a, H: Handler> Run<'a, H> {
     /// file, if one was given), and returns the summary; an error when the run stopped
     /// before its end, with the tasks it left behind.
     #[must_use = "a run that stopped early is only seen in this result"]
-    pub fn finish(mut self) -> Result<Summary, RunError> {
+    pub fn finish(self) -> Result<Summary, RunError> {
+        self.finish_unless(|| false)
+    }
+
+    /// [`finish`](Run::finish), interrupted as by SIGINT once `stop` says so (the command
+    /// line's output could not be written: a closed pipe, as records on stdout are).
+    pub(crate) fn finish_unless(mut self, mut stop: impl FnMut() -> bool) -> Result<Summary, RunError> {
         self.sink.collect = false;
         self.sink.queue.clear();
+        let mut stopped = false;
         while !self.done {
             self.step();
+            if !stopped && stop() {
+                stopped = true;
+                self.interrupt();
+            }
         }
         match self.stopped_error() {
             Some(e) => Err(e),
@@ -969,7 +1070,8 @@ impl Summary {
             Some(StopReason::Interrupted(Interrupt::Term)) => exit::TERMINATED,
             Some(StopReason::Interrupted(Interrupt::Other(s))) => exit::SIGNAL_BASE + *s as i32,
             Some(StopReason::Poisoned(_)) => exit::TASKS_FAILED,
-            Some(StopReason::Completed) | None => {
+            // A halt on failures has failures: exit 1, as a run that completed with them.
+            Some(StopReason::Completed | StopReason::Halted(_)) | None => {
                 let bad =
                     self.counts.failed + self.counts.quarantined + self.previous_failed + self.previous_quarantined;
                 if bad > 0 { exit::TASKS_FAILED } else { exit::OK }

@@ -1,0 +1,187 @@
+//! A command run's own output: each command's stdout on our stdout and its stderr on our
+//! stderr, whole, byte for byte, one command's group at a time, in completion order or (with
+//! `-k`) in input order; and the one line on stderr that each failed or quarantined command
+//! gets.
+//!
+//! The workers' commands write straight into files of a private spool directory, named by
+//! their assignment's seq (`worker::builtin::Builtin::spooling`); this side copies a
+//! finished command's files to its outputs (`sendfile`, no copy in our memory) and removes
+//! them. A command `-k` holds behind a slower one costs only its entry here: its output
+//! stays in its files until its turn, so memory is bounded whatever it printed and however
+//! long it waits.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use shared::record::Status;
+
+use crate::pool::Concluded;
+
+/// Bytes read from the end of a command's stderr for the last line of its failure line.
+const TAIL_BYTES: u64 = 4096;
+
+/// The failure line of a task, printed when its output is.
+#[derive(Debug, Clone)]
+struct Failure {
+    /// Its place in the run's input, from 1.
+    number: u64,
+    id: String,
+    /// What it ended with: the error, or the cause of its last crash.
+    why: String,
+    /// The last line of its stderr head (records mode; with spool files, the file's own).
+    last: Option<String>,
+}
+
+/// A concluded task waiting for its turn under `-k`.
+#[derive(Debug)]
+struct Held {
+    /// The seq whose files hold its output; `None`: it has none to show.
+    seq: Option<u64>,
+    failure: Option<Failure>,
+}
+
+/// Where the commands' output goes, and what is held for its turn.
+pub(crate) struct CommandOutput {
+    /// `None`: records mode, which prints only failure lines.
+    spool: Option<tempfile::TempDir>,
+    keep_order: bool,
+    /// The next task in input order (`-k`).
+    next: u64,
+    held: BTreeMap<u64, Held>,
+    stdout: File,
+    stderr: File,
+    /// The first write that failed; nothing more is written after it.
+    failed: Option<io::Error>,
+}
+
+impl CommandOutput {
+    /// The output of a run whose commands write into a fresh spool directory (`spool`), or,
+    /// without it, one that prints failure lines alone.
+    pub fn new(spool: bool, keep_order: bool) -> io::Result<Self> {
+        let spool = match spool {
+            true => Some(tempfile::Builder::new().prefix("bulkhead-output-").tempdir()?),
+            false => None,
+        };
+        let dup = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned().map(File::from);
+        Ok(Self {
+            spool,
+            keep_order,
+            next: 0,
+            held: BTreeMap::new(),
+            stdout: dup(io::stdout().as_fd())?,
+            stderr: dup(io::stderr().as_fd())?,
+            failed: None,
+        })
+    }
+
+    /// The directory the workers' commands write into.
+    pub fn spool_dir(&self) -> Option<PathBuf> {
+        self.spool.as_ref().map(|d| d.path().to_path_buf())
+    }
+
+    /// The first write that failed, once.
+    pub fn take_failure(&mut self) -> Option<io::Error> {
+        self.failed.take()
+    }
+
+    /// Whether a write failed (a closed pipe included): the run should stop.
+    pub fn broken(&self) -> bool {
+        self.failed.is_some()
+    }
+
+    /// A task concluded: shows it now, or holds it for its turn.
+    pub fn concluded(&mut self, c: &Concluded<'_>) {
+        let failure = (c.status != Status::Ok).then(|| Failure {
+            number: c.order + 1,
+            id: c.id.to_string(),
+            why: match (c.error, c.crashes.last()) {
+                (Some(e), _) => e.to_string(),
+                (None, Some(crash)) => format!("quarantined after {} attempt(s): {}", c.crashes.len(), crash.cause),
+                (None, None) => c.status.to_string(),
+            },
+            last: c.stderr.and_then(|s| s.last_line()).map(str::to_string),
+        });
+        // A quarantined task's last attempt died with its worker: what it printed is partial.
+        let seq = c.seq.filter(|_| c.status != Status::Quarantined && self.spool.is_some());
+        let held = Held { seq, failure };
+        if !self.keep_order {
+            self.show(held);
+            return;
+        }
+        self.held.insert(c.order, held);
+        while let Some(h) = self.held.remove(&self.next) {
+            self.next += 1;
+            self.show(h);
+        }
+    }
+
+    /// The run is over: what is still held (behind tasks that never concluded) goes out in
+    /// input order; the spool directory is removed with what crashed attempts left in it.
+    pub fn finish(&mut self) {
+        for (_, h) in std::mem::take(&mut self.held) {
+            self.show(h);
+        }
+    }
+
+    fn show(&mut self, h: Held) {
+        let mut last = h.failure.as_ref().and_then(|f| f.last.clone());
+        if let (Some(seq), Some(dir)) = (h.seq, self.spool.as_ref().map(|d| d.path().to_path_buf())) {
+            let (out, err) = (dir.join(format!("{seq}.out")), dir.join(format!("{seq}.err")));
+            self.copy(&out, true);
+            if h.failure.is_some()
+                && let Some(l) = last_line_of(&err)
+            {
+                last = Some(l);
+            }
+            self.copy(&err, false);
+        }
+        if let Some(f) = h.failure {
+            let line = match last {
+                Some(l) => format!("bulkhead: #{} failed ({}): {}: {l}\n", f.number, f.id, f.why),
+                None => format!("bulkhead: #{} failed ({}): {}\n", f.number, f.id, f.why),
+            };
+            if self.failed.is_none()
+                && let Err(e) = self.stderr.write_all(line.as_bytes())
+            {
+                self.failed = Some(e);
+            }
+        }
+    }
+
+    /// Copies a spool file whole to stdout or stderr and removes it; a file that is not there
+    /// is an empty stream (the worker removes those).
+    fn copy(&mut self, path: &Path, to_stdout: bool) {
+        let mut file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+            Err(e) => {
+                self.failed.get_or_insert(e);
+                return;
+            }
+        };
+        let _ = std::fs::remove_file(path);
+        if self.failed.is_some() {
+            return;
+        }
+        let target = if to_stdout { &mut self.stdout } else { &mut self.stderr };
+        if let Err(e) = io::copy(&mut file, target) {
+            self.failed = Some(e);
+        }
+    }
+}
+
+/// The last line with text in the last [`TAIL_BYTES`] of a file, without its newline.
+fn last_line_of(path: &Path) -> Option<String> {
+    let f = File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let start = len.saturating_sub(TAIL_BYTES);
+    let mut buf = vec![0; (len - start) as usize];
+    let n = f.read_at(&mut buf, start).ok()?;
+    buf.truncate(n);
+    let text = String::from_utf8_lossy(&buf);
+    text.lines().rev().map(str::trim_end).find(|l| !l.is_empty()).map(str::to_string)
+}
