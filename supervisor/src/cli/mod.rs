@@ -153,8 +153,12 @@ pub struct RunArgs {
     pub keep_order: bool,
     /// Stop at a rule, as GNU parallel: now|soon,fail=N|N%, success=..., done=... (soon: start
     /// nothing new, let running tasks finish; now: stop them too, uncharged, for --resume).
-    #[arg(long, value_parser = crate::pool::halt::Halt::parse, value_name = "WHEN,WHAT=N")]
-    pub halt: Option<crate::pool::halt::Halt>,
+    #[arg(long, value_parser = crate::engine::halt::Halt::parse, value_name = "WHEN,WHAT=N")]
+    pub halt: Option<crate::engine::halt::Halt>,
+    /// Print the commands that would run (after --resume and shard filtering), one per line,
+    /// and run none; a task that is not a command prints as its id and kind.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `--output`.

@@ -111,7 +111,7 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
         Ok(p) => p,
         Err(e) => return pool_error(&e),
     };
-    let run = pool.run_source(|mut admission| {
+    let source = |mut admission: crate::input::source::Admission| {
         let source: Box<dyn TaskSource> = match (input, checked) {
             (Input::File(f, _), Some(checked)) => {
                 // A file checked whole has no duplicate ids: the reader need not remember
@@ -123,7 +123,11 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
             (Input::Stream, _) => Box::new(LineSource::spawn(io::stdin(), format, admission)?),
         };
         Ok(source)
-    });
+    };
+    if args.dry_run {
+        return dry_run(&pool, source);
+    }
+    let run = pool.run_source(source);
     let run = match run {
         Ok(r) => r,
         Err(e) => return pool_error(&e),
@@ -151,6 +155,52 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
     };
     write_timeline(&args, timeline, &title, &mut summary);
     finish(&summary, args.results.as_deref(), mode == OutputArg::Records)
+}
+
+/// `--dry-run`: each command that would run, on its own line; nothing runs.
+fn dry_run<'a>(
+    pool: &'a Pool<Builtin>,
+    source: impl FnOnce(crate::input::source::Admission) -> io::Result<Box<dyn TaskSource + 'a>>,
+) -> i32 {
+    use std::io::Write;
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    let mut failed: Option<io::Error> = None;
+    let mut n = 0u64;
+    let ended = pool.dry_run_source(source, |job| {
+        if failed.is_some() {
+            return;
+        }
+        n += 1;
+        let line = match postcard::from_bytes::<shared::task::BuiltinTask>(job.payload()) {
+            Ok(shared::task::BuiltinTask::Shell { cmd }) => cmd,
+            Ok(t) => format!("{}\t{}", job.id(), t.kind()),
+            Err(_) => job.id().to_string(),
+        };
+        if let Err(e) = writeln!(out, "{line}") {
+            failed = Some(e);
+        }
+    });
+    if failed.is_none()
+        && let Err(e) = out.flush()
+    {
+        failed = Some(e);
+    }
+    match (ended, failed) {
+        (Err(e), _) => pool_error(&e),
+        (_, Some(e)) if e.kind() == io::ErrorKind::BrokenPipe => exit::BROKEN_PIPE,
+        (_, Some(e)) => {
+            report_error(&OutputFailure::Commands { error: std::sync::Arc::new(e) });
+            exit::OUTPUT_FAILED
+        }
+        (Ok(Err(e)), None) => {
+            eprintln!("bulkhead: error: {}", worker::ErrorChain(&*e));
+            exit::BAD_INPUT
+        }
+        (Ok(Ok(())), None) => {
+            eprintln!("bulkhead: dry run: {n} task(s) would run; none ran");
+            exit::OK
+        }
+    }
 }
 
 /// The end of a run: every lost output said, the exit code, and the line that says what to

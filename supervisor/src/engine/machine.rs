@@ -284,16 +284,6 @@ impl Engine {
         }
     }
 
-    /// Stops a running run for a halt rule: nothing new starts; with `kill`, running tasks
-    /// are stopped too, charged nothing (left for `--resume`), else they finish.
-    pub fn halt(&mut self, why: StopReason, kill: bool, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
-        if self.phase.is_running() {
-            log::info!("{why}");
-            self.begin_drain(why, kill.then_some(now));
-            self.settle(now, sink, out);
-        }
-    }
-
     /// The loop performed `Action::Spawn`: the worker has `pid`, or could not be started.
     pub fn spawned(
         &mut self,
@@ -880,6 +870,16 @@ impl Engine {
 
     /// After every event: hand out work, notice completion, move a drain along.
     fn settle(&mut self, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
+        // A halt rule reached stops the run before anything more is handed out: `now` kills
+        // the running tasks, uncharged, `soon` lets them finish.
+        if let Some((rule, total)) = self.cfg.halt
+            && self.phase.is_running()
+            && rule.reached(&self.counts, total)
+        {
+            let why = StopReason::Halted(rule.to_string());
+            log::info!("{why}");
+            self.begin_drain(why, (rule.when == super::halt::HaltWhen::Now).then_some(now));
+        }
         if let Phase::Running { input_open } = self.phase {
             self.fill(now, sink, out);
             if !input_open && self.queued() == 0 && self.running() == 0 {

@@ -2,8 +2,6 @@
 //! any iterator, get results as they finish. The `bulkhead` command line runs through this
 //! same API; there is one engine.
 
-pub mod halt;
-
 use std::collections::VecDeque;
 use std::io;
 use std::path::PathBuf;
@@ -23,7 +21,7 @@ use crate::engine::inject::Inject;
 use crate::engine::lifecycle::{RunEvent, Timed};
 use crate::engine::restart::RestartPolicy;
 use crate::engine::{Counts, Ending, Engine, EngineConfig, Finished, Interrupt, Mode, Sink, StopReason};
-use crate::input::source::{Admission, IterSource, TaskSource, TaskSpec};
+use crate::input::source::{Admission, IterSource, Pull, TaskSource, TaskSpec};
 use crate::output::control::{ControlServer, StatusSnapshot};
 use crate::output::events::{EventsError, EventsFile};
 use crate::output::failure::OutputFailure;
@@ -69,7 +67,7 @@ pub struct PoolBuilder {
     seed: u64,
     content_ids: bool,
     max_task_bytes: usize,
-    halt: Option<halt::Halt>,
+    halt: Option<crate::engine::halt::Halt>,
 }
 
 impl std::fmt::Debug for PoolBuilder {
@@ -355,8 +353,10 @@ impl PoolBuilder {
         self.progress = yes;
         self
     }
-    /// Stops the run early at a rule (GNU parallel's `--halt`): see [`halt::Halt`].
-    pub fn halt(mut self, rule: halt::Halt) -> Self {
+    /// Stops the run early at a rule (GNU parallel's `--halt`): see
+    /// [`Halt`](crate::engine::halt::Halt). Each worker then holds only the tasks it runs, so
+    /// that `soon` starts nothing after the rule is reached.
+    pub fn halt(mut self, rule: crate::engine::halt::Halt) -> Self {
         self.halt = Some(rule);
         self
     }
@@ -514,6 +514,44 @@ impl<H: Handler> Pool<H> {
         self.start(source)
     }
 
+    /// `--dry-run`: reads the tasks as [`run_source`](Pool::run_source) would, resume and
+    /// shard filtering included, and gives each job that would run to `each`; runs none.
+    /// The input's first bad line, if any, ends it as the error.
+    pub(crate) fn dry_run_source<'a>(
+        &'a self,
+        source: impl FnOnce(Admission) -> io::Result<Box<dyn TaskSource + 'a>>,
+        mut each: impl FnMut(&crate::engine::Job),
+    ) -> Result<Result<(), Arc<crate::input::error::InputError>>, PoolError> {
+        let c = &self.cfg;
+        let resumed = match &c.results {
+            Some(t) if c.resume => Journal::open(t, true)?.1,
+            None if c.resume => return Err(SettingError::ResumeWithoutResults.into()),
+            _ => Resumed::default(),
+        };
+        let mut admission = Admission::new(resumed.done, c.shard);
+        admission.content_ids = c.content_ids;
+        let mut src = source(admission).map_err(io_err("start reading the tasks"))?;
+        let mut jobs = Vec::new();
+        loop {
+            jobs.clear();
+            let pull = src.pull(1024, &mut jobs);
+            jobs.iter().for_each(&mut each);
+            match pull {
+                Pull::Ready => {}
+                Pull::Pending => {
+                    if let Some(fd) = src.wake_fd() {
+                        // SAFETY: the source keeps its wake descriptor open while it lives.
+                        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                        let mut set = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+                        let _ = nix::poll::poll(&mut set, nix::poll::PollTimeout::NONE);
+                    }
+                }
+                Pull::End => return Ok(Ok(())),
+                Pull::Failed(e) => return Ok(Err(e)),
+            }
+        }
+    }
+
     fn start<'a>(
         &'a self,
         source: impl FnOnce(Admission) -> io::Result<Box<dyn TaskSource + 'a>>,
@@ -568,6 +606,10 @@ impl<H: Handler> Pool<H> {
                 inject: c.inject.clone(),
                 seed: c.seed,
                 max_task_bytes: c.max_task_bytes,
+                halt: c.halt.map(|h| (h, c.expected_total)),
+                // Under a halt rule a worker holds only what it runs: a task queued behind
+                // the one that reaches the rule would start after it.
+                queue_budget_ns: if c.halt.is_some() { 0 } else { EngineConfig::default().queue_budget_ns },
                 ..EngineConfig::default()
             },
             now,
@@ -604,7 +646,6 @@ impl<H: Handler> Pool<H> {
                 first_bad: Vec::new(),
             },
             hooks: RunHooks { control, progress, mode: c.mode },
-            halt: c.halt.map(|h| (h, c.expected_total)),
             previous,
             started: Instant::now(),
             done: false,
@@ -800,8 +841,6 @@ pub struct Run<'a, H: Handler> {
     /// The stop's error has been handed out.
     reported: bool,
     pool_mode: Mode,
-    /// The halt rule, with the run's total where known; `None` once it has been applied.
-    halt: Option<(halt::Halt, Option<u64>)>,
 }
 
 /// A task the run took in and did not conclude, because the run stopped first.
@@ -866,17 +905,6 @@ impl<'a, H: Handler> Run<'a, H> {
                 p.finish();
             }
             return;
-        }
-        if let Some((rule, total)) = self.halt
-            && rule.reached(self.runtime.engine.counts(), total)
-        {
-            self.halt = None;
-            let mut out = Vec::new();
-            let why = StopReason::Halted(rule.to_string());
-            self.runtime.engine.halt(why, rule.when == halt::HaltWhen::Now, mono_ns(), &mut self.sink, &mut out);
-            for a in out {
-                self.runtime.push_action(a);
-            }
         }
         // Results that cannot be written stop the run: every further task would lose its
         // record. (A closed pipe is the reader's choice, like `head`: the same stop, exit 141.)

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::engine::Counts;
+use super::Counts;
 
 /// When a halt stops the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
