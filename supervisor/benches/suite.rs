@@ -1205,7 +1205,11 @@ fn shell(cx: &Ctx, s: &mut Section) -> Result<(), String> {
         ("bulkhead --cmd 'echo {}' -j 2 -k", vec!["-k"], false),
     ];
     let peers: [(&str, Option<String>, Vec<&str>); 3] = [
-        ("GNU parallel -j 2 echo {}", cx.parallel.as_ref().map(|_| "parallel".into()), vec!["--will-cite", "-j", "2", "echo", "{}"]),
+        (
+            "GNU parallel -j 2 echo {}",
+            cx.parallel.as_ref().map(|_| "parallel".into()),
+            vec!["--will-cite", "-j", "2", "echo", "{}"],
+        ),
         ("xargs -P 2 -n 1 echo", Some("xargs".into()), vec!["-P", "2", "-n", "1", "echo"]),
         ("rust-parallel -j 2 -s echo", rust_parallel.as_ref().ok().cloned(), vec!["-j", "2", "-s", "echo"]),
     ];
@@ -1300,7 +1304,10 @@ fn find_rust_parallel(cx: &Ctx) -> Result<String, String> {
     let local = target_dir().join("bench-tools/bin/rust-parallel");
     let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/rust-parallel"));
     let works = |p: &str| first_line(Command::new(p).arg("--version")).is_some();
-    for p in ["rust-parallel".to_string(), local.display().to_string()].into_iter().chain(home.map(|h| h.display().to_string())) {
+    for p in ["rust-parallel".to_string(), local.display().to_string()]
+        .into_iter()
+        .chain(home.map(|h| h.display().to_string()))
+    {
         if works(&p) {
             return Ok(p);
         }

@@ -181,3 +181,16 @@ fn dry_run_prints_the_commands_and_runs_none() {
     assert_eq!(read_records(&results).len(), 1);
     sb.assert_clean();
 }
+
+/// `--tag`: each line of a command's stdout and stderr starts with its input line and a tab,
+/// a last line without its newline too.
+#[test]
+fn tag_puts_the_input_line_before_each_output_line() {
+    let sb = Sandbox::new();
+    let done = sb.run(&["run", "-k", "--tag", "--cmd", "printf 'x\\ny'; echo {}-e >&2"], Some("a b\nc\n"));
+    done.expect_code(0);
+    assert_eq!(done.stdout(), "a b\tx\na b\tyc\tx\nc\ty");
+    assert!(done.stderr().starts_with("a b\ta b-e\nc\tc-e\n"), "{}", done.stderr());
+    sb.assert_clean();
+    assert_no_spool(&sb);
+}

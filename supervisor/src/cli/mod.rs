@@ -151,6 +151,10 @@ pub struct RunArgs {
     /// Print each command's output in input order, not as commands finish (GNU parallel's -k).
     #[arg(short = 'k', long)]
     pub keep_order: bool,
+    /// Put each command's input line and a tab before each line of its output (GNU
+    /// parallel's --tag).
+    #[arg(long)]
+    pub tag: bool,
     /// Stop at a rule, as GNU parallel: now|soon,fail=N|N%, success=..., done=... (soon: start
     /// nothing new, let running tasks finish; now: stop them too, uncharged, for --resume).
     #[arg(long, value_parser = crate::engine::halt::Halt::parse, value_name = "WHEN,WHAT=N")]

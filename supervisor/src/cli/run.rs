@@ -95,7 +95,7 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
     if let Some(n) = total {
         setup.builder = setup.builder.expected_total(n);
     }
-    let commands = match CommandOutput::new(mode == OutputArg::Commands, args.keep_order) {
+    let commands = match CommandOutput::new(mode == OutputArg::Commands, args.keep_order, args.tag) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("bulkhead: error: cannot create a directory for the commands' output: {e}");

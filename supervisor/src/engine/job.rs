@@ -17,6 +17,7 @@ pub struct Job {
     chunk: Arc<[u8]>,
     start: u32,
     id_len: u32,
+    label_len: u32,
     payload_len: u32,
     /// A fault the task carries.
     pub fault: Option<FaultPlan>,
@@ -44,9 +45,15 @@ impl Job {
         unsafe { std::str::from_utf8_unchecked(bytes) }
     }
 
+    /// The input line the task came from (a `--cmd` run's; empty for others), for `--tag`.
+    pub fn label(&self) -> &[u8] {
+        let s = self.start as usize + self.id_len as usize;
+        &self.chunk[s..s + self.label_len as usize]
+    }
+
     /// The task, postcard-encoded.
     pub fn payload(&self) -> &[u8] {
-        let s = self.start as usize + self.id_len as usize;
+        let s = self.start as usize + self.id_len as usize + self.label_len as usize;
         &self.chunk[s..s + self.payload_len as usize]
     }
 }
@@ -73,12 +80,12 @@ impl Eq for Job {}
 #[derive(Debug, Default)]
 pub struct JobBuilder {
     bytes: Vec<u8>,
-    entries: Vec<(u32, u32, u32, Option<FaultPlan>)>,
+    entries: Vec<(u32, u32, u32, u32, Option<FaultPlan>)>,
 }
 
 impl JobBuilder {
     /// Bytes of bookkeeping per job, besides its id and payload.
-    pub const ENTRY_BYTES: usize = std::mem::size_of::<(u32, u32, u32, Option<FaultPlan>)>();
+    pub const ENTRY_BYTES: usize = std::mem::size_of::<(u32, u32, u32, u32, Option<FaultPlan>)>();
 
     /// Bytes of ids and payloads collected so far.
     pub fn bytes(&self) -> usize {
@@ -103,14 +110,26 @@ impl JobBuilder {
         fault: Option<FaultPlan>,
         write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<(), E> {
+        self.push_labelled(id, b"", fault, write)
+    }
+
+    /// [`push_with`](JobBuilder::push_with), with the input line the task came from.
+    pub fn push_labelled<E>(
+        &mut self,
+        id: &str,
+        label: &[u8],
+        fault: Option<FaultPlan>,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let start = self.bytes.len();
         self.bytes.extend_from_slice(id.as_bytes());
+        self.bytes.extend_from_slice(label);
         if let Err(e) = write(&mut self.bytes) {
             self.bytes.truncate(start);
             return Err(e);
         }
-        let payload_len = self.bytes.len() - start - id.len();
-        self.entries.push((start as u32, id.len() as u32, payload_len as u32, fault));
+        let payload_len = self.bytes.len() - start - id.len() - label.len();
+        self.entries.push((start as u32, id.len() as u32, label.len() as u32, payload_len as u32, fault));
         Ok(())
     }
 
@@ -120,10 +139,11 @@ impl JobBuilder {
             return;
         }
         let chunk: Arc<[u8]> = Arc::from(std::mem::take(&mut self.bytes));
-        out.extend(self.entries.drain(..).map(|(start, id_len, payload_len, fault)| Job {
+        out.extend(self.entries.drain(..).map(|(start, id_len, label_len, payload_len, fault)| Job {
             chunk: chunk.clone(),
             start,
             id_len,
+            label_len,
             payload_len,
             fault,
         }));
@@ -158,5 +178,12 @@ mod tests {
         assert_eq!(jobs[2].payload(), &[2, 2, 2]);
         assert!(Arc::ptr_eq(&jobs[0].chunk, &jobs[2].chunk));
         assert_eq!(Job::new("x", &[1], None).payload(), &[1]);
+        b.push_labelled("l", b"a line", None, |buf| {
+            buf.push(7);
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        b.finish(&mut jobs);
+        assert_eq!((jobs[3].id(), jobs[3].label(), jobs[3].payload()), ("l", &b"a line"[..], &[7][..]));
     }
 }

@@ -153,6 +153,8 @@ pub struct Finished<'a> {
     pub order: u64,
     /// The seq of its last attempt's assignment; `None` when it never ran.
     pub seq: Option<u64>,
+    /// The input line it came from, where it has one (`--cmd`).
+    pub input: &'a [u8],
     /// The slot that ran the last attempt.
     pub worker: usize,
     /// Attempts used.

@@ -350,6 +350,18 @@ pub enum Format {
 }
 
 impl Format {
+    /// What a job keeps of its line for `--tag`: a command line as it was given (without a
+    /// CR or a byte order mark), nothing of a JSONL task.
+    pub fn label<'a>(&self, text: &'a [u8]) -> &'a [u8] {
+        match self {
+            Format::Jsonl => b"",
+            Format::Cmd(_) => {
+                let line = text.strip_suffix(b"\r").unwrap_or(text);
+                line.strip_prefix("\u{feff}".as_bytes()).unwrap_or(line)
+            }
+        }
+    }
+
     /// The task a line describes.
     pub fn parse<'a>(&self, text: &'a [u8], number: u64) -> Result<Option<ParsedTask<'a>>, Problem> {
         match self {
@@ -579,7 +591,7 @@ fn check_part(
             }
             let before = builder.bytes();
             builder
-                .push_with(&t.id, t.fault, |b| shared::frame::append(&t.task, b))
+                .push_labelled(&t.id, format.label(text), t.fault, |b| shared::frame::append(&t.task, b))
                 .map_err(|e| at(Problem::Encode(e)))?;
             kept_bytes += builder.bytes() - before + JobBuilder::ENTRY_BYTES;
             if builder.len() == CHUNK {
@@ -755,7 +767,7 @@ impl Emitter {
             return Ok(());
         }
         self.builder
-            .push_with(&t.id, t.fault, |buf| shared::frame::append(&t.task, buf))
+            .push_labelled(&t.id, format.label(text), t.fault, |buf| shared::frame::append(&t.task, buf))
             .map_err(|e| at(Problem::Encode(e)))?;
         if self.builder.len() == CHUNK {
             self.flush()?;

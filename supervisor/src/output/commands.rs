@@ -41,6 +41,8 @@ struct Failure {
 struct Held {
     /// The seq whose files hold its output; `None`: it has none to show.
     seq: Option<u64>,
+    /// With `--tag`: its input line and a tab, put before each line of its output.
+    tag: Option<Vec<u8>>,
     failure: Option<Failure>,
 }
 
@@ -49,6 +51,7 @@ pub(crate) struct CommandOutput {
     /// `None`: records mode, which prints only failure lines.
     spool: Option<tempfile::TempDir>,
     keep_order: bool,
+    tag: bool,
     /// The next task in input order (`-k`).
     next: u64,
     held: BTreeMap<u64, Held>,
@@ -61,7 +64,7 @@ pub(crate) struct CommandOutput {
 impl CommandOutput {
     /// The output of a run whose commands write into a fresh spool directory (`spool`), or,
     /// without it, one that prints failure lines alone.
-    pub fn new(spool: bool, keep_order: bool) -> io::Result<Self> {
+    pub fn new(spool: bool, keep_order: bool, tag: bool) -> io::Result<Self> {
         let spool = match spool {
             true => Some(tempfile::Builder::new().prefix("bulkhead-output-").tempdir()?),
             false => None,
@@ -70,6 +73,7 @@ impl CommandOutput {
         Ok(Self {
             spool,
             keep_order,
+            tag,
             next: 0,
             held: BTreeMap::new(),
             stdout: dup(io::stdout().as_fd())?,
@@ -107,7 +111,8 @@ impl CommandOutput {
         });
         // A quarantined task's last attempt died with its worker: what it printed is partial.
         let seq = c.seq.filter(|_| c.status != Status::Quarantined && self.spool.is_some());
-        let held = Held { seq, failure };
+        let tag = self.tag.then(|| [c.input, b"\t"].concat());
+        let held = Held { seq, tag, failure };
         if !self.keep_order {
             self.show(held);
             return;
@@ -131,13 +136,13 @@ impl CommandOutput {
         let mut last = h.failure.as_ref().and_then(|f| f.last.clone());
         if let (Some(seq), Some(dir)) = (h.seq, self.spool.as_ref().map(|d| d.path().to_path_buf())) {
             let (out, err) = (dir.join(format!("{seq}.out")), dir.join(format!("{seq}.err")));
-            self.copy(&out, true);
+            self.copy(&out, true, h.tag.as_deref());
             if h.failure.is_some()
                 && let Some(l) = last_line_of(&err)
             {
                 last = Some(l);
             }
-            self.copy(&err, false);
+            self.copy(&err, false, h.tag.as_deref());
         }
         if let Some(f) = h.failure {
             let line = match last {
@@ -154,7 +159,7 @@ impl CommandOutput {
 
     /// Copies a spool file whole to stdout or stderr and removes it; a file that is not there
     /// is an empty stream (the worker removes those).
-    fn copy(&mut self, path: &Path, to_stdout: bool) {
+    fn copy(&mut self, path: &Path, to_stdout: bool, tag: Option<&[u8]>) {
         let mut file = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return,
@@ -168,10 +173,39 @@ impl CommandOutput {
             return;
         }
         let target = if to_stdout { &mut self.stdout } else { &mut self.stderr };
-        if let Err(e) = io::copy(&mut file, target) {
+        let copied = match tag {
+            None => io::copy(&mut file, target).map(drop),
+            Some(tag) => copy_tagged(file, target, tag),
+        };
+        if let Err(e) = copied {
             self.failed = Some(e);
         }
     }
+}
+
+/// Copies `from` to `to` with `tag` before each line, in blocks: a line longer than any
+/// buffer (a command that never prints a newline) costs no more memory than a short one.
+fn copy_tagged(from: File, to: &mut File, tag: &[u8]) -> io::Result<()> {
+    use std::io::BufRead;
+    let mut r = io::BufReader::with_capacity(64 << 10, from);
+    let mut w = io::BufWriter::with_capacity(64 << 10, to);
+    let mut at_start = true;
+    loop {
+        let block = r.fill_buf()?;
+        if block.is_empty() {
+            break;
+        }
+        let n = block.len();
+        for piece in block.split_inclusive(|&b| b == b'\n') {
+            if at_start {
+                w.write_all(tag)?;
+            }
+            w.write_all(piece)?;
+            at_start = piece.ends_with(b"\n");
+        }
+        r.consume(n);
+    }
+    w.flush()
 }
 
 /// The last line with text in the last [`TAIL_BYTES`] of a file, without its newline.

@@ -673,6 +673,8 @@ pub(crate) struct Concluded<'a> {
     pub order: u64,
     /// The seq of its last attempt, `None` when it never ran.
     pub seq: Option<u64>,
+    /// The input line it came from (`--cmd`), else empty.
+    pub input: &'a [u8],
     /// How it ended.
     pub status: shared::record::Status,
     /// The error of a failed task.
@@ -729,6 +731,7 @@ impl<O: Serialize + DeserializeOwned + 'static> Sink for RunSink<O> {
                     id: f.id,
                     order: f.order,
                     seq: f.seq,
+                    input: f.input,
                     status: record.status,
                     error: record.error,
                     stderr: record.stderr,
