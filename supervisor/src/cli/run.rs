@@ -159,7 +159,7 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
 
 /// `--dry-run`: each command that would run, on its own line; nothing runs.
 fn dry_run<'a>(
-    pool: &'a Pool<Builtin>,
+    pool: &Pool<Builtin>,
     source: impl FnOnce(crate::input::source::Admission) -> io::Result<Box<dyn TaskSource + 'a>>,
 ) -> i32 {
     use std::io::Write;

@@ -518,7 +518,7 @@ impl<H: Handler> Pool<H> {
     /// shard filtering included, and gives each job that would run to `each`; runs none.
     /// The input's first bad line, if any, ends it as the error.
     pub(crate) fn dry_run_source<'a>(
-        &'a self,
+        &self,
         source: impl FnOnce(Admission) -> io::Result<Box<dyn TaskSource + 'a>>,
         mut each: impl FnMut(&crate::engine::Job),
     ) -> Result<Result<(), Arc<crate::input::error::InputError>>, PoolError> {
