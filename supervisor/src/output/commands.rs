@@ -16,6 +16,8 @@ use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 
 use shared::record::Status;
 
@@ -46,18 +48,17 @@ struct Held {
     failure: Option<Failure>,
 }
 
-/// Where the commands' output goes, and what is held for its turn.
+/// Where the commands' output goes. The copying happens on a thread of its own, so that a
+/// command printing a gigabyte, or a slow reader of our stdout, holds up only the output and
+/// never the event loop (which would miss its workers' heartbeats meanwhile).
 pub(crate) struct CommandOutput {
     /// `None`: records mode, which prints only failure lines.
     spool: Option<tempfile::TempDir>,
-    keep_order: bool,
     tag: bool,
-    /// The next task in input order (`-k`).
-    next: u64,
-    held: BTreeMap<u64, Held>,
-    stdout: File,
-    stderr: File,
-    /// The first write that failed; nothing more is written after it.
+    to_writer: Option<mpsc::Sender<(u64, Held)>>,
+    writer: Option<std::thread::JoinHandle<Option<io::Error>>>,
+    /// Set by the writer when a write failed (a closed pipe included).
+    broken: Arc<AtomicBool>,
     failed: Option<io::Error>,
 }
 
@@ -70,16 +71,26 @@ impl CommandOutput {
             false => None,
         };
         let dup = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned().map(File::from);
-        Ok(Self {
-            spool,
+        let broken = Arc::new(AtomicBool::new(false));
+        let mut w = Writer {
+            dir: spool.as_ref().map(|d| d.path().to_path_buf()),
             keep_order,
-            tag,
             next: 0,
             held: BTreeMap::new(),
             stdout: dup(io::stdout().as_fd())?,
             stderr: dup(io::stderr().as_fd())?,
             failed: None,
-        })
+            broken: broken.clone(),
+        };
+        let (tx, rx) = mpsc::channel::<(u64, Held)>();
+        let writer = std::thread::Builder::new().name("bulkhead-output".into()).spawn(move || {
+            for (order, h) in rx {
+                w.take(order, h);
+            }
+            w.finish();
+            w.failed
+        })?;
+        Ok(Self { spool, tag, to_writer: Some(tx), writer: Some(writer), broken, failed: None })
     }
 
     /// The directory the workers' commands write into.
@@ -87,17 +98,17 @@ impl CommandOutput {
         self.spool.as_ref().map(|d| d.path().to_path_buf())
     }
 
-    /// The first write that failed, once.
+    /// After [`finish`](CommandOutput::finish): the first write that failed, once.
     pub fn take_failure(&mut self) -> Option<io::Error> {
         self.failed.take()
     }
 
     /// Whether a write failed (a closed pipe included): the run should stop.
     pub fn broken(&self) -> bool {
-        self.failed.is_some()
+        self.broken.load(Ordering::Relaxed)
     }
 
-    /// A task concluded: shows it now, or holds it for its turn.
+    /// A task concluded: its output is shown now, or held for its turn.
     pub fn concluded(&mut self, c: &Concluded<'_>) {
         let failure = (c.status != Status::Ok).then(|| Failure {
             number: c.order + 1,
@@ -112,21 +123,53 @@ impl CommandOutput {
         // A quarantined task's last attempt died with its worker: what it printed is partial.
         let seq = c.seq.filter(|_| c.status != Status::Quarantined && self.spool.is_some());
         let tag = self.tag.then(|| [c.input, b"\t"].concat());
-        let held = Held { seq, tag, failure };
+        if let Some(tx) = &self.to_writer {
+            // The writer ends only when this side lets it; a send cannot fail before.
+            let _ = tx.send((c.order, Held { seq, tag, failure }));
+        }
+    }
+
+    /// The run is over: what is still held (behind tasks that never concluded) goes out in
+    /// input order, and everything is written before this returns.
+    pub fn finish(&mut self) {
+        self.to_writer = None;
+        if let Some(w) = self.writer.take() {
+            self.failed = match w.join() {
+                Ok(failed) => failed,
+                Err(_) => Some(io::Error::other("the output thread panicked")),
+            };
+        }
+    }
+}
+
+/// The output thread's side: the files, and what `-k` holds.
+struct Writer {
+    dir: Option<PathBuf>,
+    keep_order: bool,
+    /// The next task in input order (`-k`).
+    next: u64,
+    held: BTreeMap<u64, Held>,
+    stdout: File,
+    stderr: File,
+    /// The first write that failed; nothing more is written after it.
+    failed: Option<io::Error>,
+    broken: Arc<AtomicBool>,
+}
+
+impl Writer {
+    fn take(&mut self, order: u64, h: Held) {
         if !self.keep_order {
-            self.show(held);
+            self.show(h);
             return;
         }
-        self.held.insert(c.order, held);
+        self.held.insert(order, h);
         while let Some(h) = self.held.remove(&self.next) {
             self.next += 1;
             self.show(h);
         }
     }
 
-    /// The run is over: what is still held (behind tasks that never concluded) goes out in
-    /// input order; the spool directory is removed with what crashed attempts left in it.
-    pub fn finish(&mut self) {
+    fn finish(&mut self) {
         for (_, h) in std::mem::take(&mut self.held) {
             self.show(h);
         }
@@ -134,7 +177,7 @@ impl CommandOutput {
 
     fn show(&mut self, h: Held) {
         let mut last = h.failure.as_ref().and_then(|f| f.last.clone());
-        if let (Some(seq), Some(dir)) = (h.seq, self.spool.as_ref().map(|d| d.path().to_path_buf())) {
+        if let (Some(seq), Some(dir)) = (h.seq, self.dir.clone()) {
             let (out, err) = (dir.join(format!("{seq}.out")), dir.join(format!("{seq}.err")));
             self.copy(&out, true, h.tag.as_deref());
             if h.failure.is_some()
@@ -154,6 +197,9 @@ impl CommandOutput {
             {
                 self.failed = Some(e);
             }
+        }
+        if self.failed.is_some() {
+            self.broken.store(true, Ordering::Relaxed);
         }
     }
 
