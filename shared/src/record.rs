@@ -161,6 +161,13 @@ impl Captured {
         }
     }
 
+    /// Whether the head is the whole stream, byte for byte: not cut, and no byte of it was
+    /// replaced for not being UTF-8. A spooled stream whose head is whole needs no file: the
+    /// worker removes it, and its reader writes the head.
+    pub fn is_whole(&self) -> bool {
+        !self.cut && !self.head.contains('\u{FFFD}')
+    }
+
     /// The last line of the head that has any text, without its newline.
     pub fn last_line(&self) -> Option<&str> {
         self.head.lines().rev().map(str::trim_end).find(|l| !l.is_empty())

@@ -45,6 +45,8 @@ struct Held {
     seq: Option<u64>,
     /// With `--tag`: its input line and a tab, put before each line of its output.
     tag: Option<Vec<u8>>,
+    /// Its stdout and stderr where the worker left no file: the whole stream is the head.
+    whole: [Option<String>; 2],
     failure: Option<Failure>,
 }
 
@@ -123,9 +125,10 @@ impl CommandOutput {
         // A quarantined task's last attempt died with its worker: what it printed is partial.
         let seq = c.seq.filter(|_| c.status != Status::Quarantined && self.spool.is_some());
         let tag = self.tag.then(|| [c.input, b"\t"].concat());
+        let whole = [c.stdout, c.stderr].map(|s| s.filter(|s| s.is_whole()).map(|s| s.head.clone()));
         if let Some(tx) = &self.to_writer {
             // The writer ends only when this side lets it; a send cannot fail before.
-            let _ = tx.send((c.order, Held { seq, tag, failure }));
+            let _ = tx.send((c.order, Held { seq, tag, whole, failure }));
         }
     }
 
@@ -179,13 +182,13 @@ impl Writer {
         let mut last = h.failure.as_ref().and_then(|f| f.last.clone());
         if let (Some(seq), Some(dir)) = (h.seq, self.dir.clone()) {
             let (out, err) = (dir.join(format!("{seq}.out")), dir.join(format!("{seq}.err")));
-            self.copy(&out, true, h.tag.as_deref());
+            self.copy(&out, h.whole[0].as_deref(), true, h.tag.as_deref());
             if h.failure.is_some()
                 && let Some(l) = last_line_of(&err)
             {
                 last = Some(l);
             }
-            self.copy(&err, false, h.tag.as_deref());
+            self.copy(&err, h.whole[1].as_deref(), false, h.tag.as_deref());
         }
         if let Some(f) = h.failure {
             let line = match last {
@@ -205,7 +208,21 @@ impl Writer {
 
     /// Copies a spool file whole to stdout or stderr and removes it; a file that is not there
     /// is an empty stream (the worker removes those).
-    fn copy(&mut self, path: &Path, to_stdout: bool, tag: Option<&[u8]>) {
+    fn copy(&mut self, path: &Path, whole: Option<&str>, to_stdout: bool, tag: Option<&[u8]>) {
+        if let Some(text) = whole {
+            if self.failed.is_some() || text.is_empty() {
+                return;
+            }
+            let target = if to_stdout { &mut self.stdout } else { &mut self.stderr };
+            let written = match tag {
+                None => target.write_all(text.as_bytes()),
+                Some(tag) => copy_tagged(text.as_bytes(), target, tag),
+            };
+            if let Err(e) = written {
+                self.failed = Some(e);
+            }
+            return;
+        }
         let mut file = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return,
@@ -231,7 +248,7 @@ impl Writer {
 
 /// Copies `from` to `to` with `tag` before each line, in blocks: a line longer than any
 /// buffer (a command that never prints a newline) costs no more memory than a short one.
-fn copy_tagged(from: File, to: &mut File, tag: &[u8]) -> io::Result<()> {
+fn copy_tagged(from: impl io::Read, to: &mut File, tag: &[u8]) -> io::Result<()> {
     use std::io::BufRead;
     let mut r = io::BufReader::with_capacity(64 << 10, from);
     let mut w = io::BufWriter::with_capacity(64 << 10, to);

@@ -681,6 +681,8 @@ pub(crate) struct Concluded<'a> {
     pub error: Option<&'a str>,
     /// A command's stderr, where the task has one.
     pub stderr: Option<&'a shared::record::Captured>,
+    /// A command's stdout, where the task has one.
+    pub stdout: Option<&'a shared::record::Captured>,
     /// Its crashes, oldest first.
     pub crashes: &'a [Crash],
 }
@@ -735,6 +737,7 @@ impl<O: Serialize + DeserializeOwned + 'static> Sink for RunSink<O> {
                     status: record.status,
                     error: record.error,
                     stderr: record.stderr,
+                    stdout: record.stdout,
                     crashes: &f.crashes,
                 };
                 for o in &mut self.concluded {

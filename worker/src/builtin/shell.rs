@@ -108,8 +108,8 @@ impl SpoolFiles {
         Ok(Self { out: open(&out_path)?, err: open(&err_path)?, out_path, err_path })
     }
 
-    /// Each file's head and size; an empty file is removed here, so the supervisor need not
-    /// open it.
+    /// Each file's head and size; a file that is empty or whole in its head is removed
+    /// here, so the supervisor need not open it.
     fn heads(self) -> Result<(Captured, Captured), TaskError> {
         let head = |f: &File, path: &Path| -> Result<Captured, TaskError> {
             let bytes = f.metadata().map_err(spool_err)?.len();
@@ -120,7 +120,12 @@ impl SpoolFiles {
             let mut buf = vec![0u8; HEAD_BYTES.min(bytes as usize)];
             let n = f.read_at(&mut buf, 0).map_err(spool_err)?;
             buf.truncate(n);
-            Ok(Captured::of(&buf, bytes))
+            let c = Captured::of(&buf, bytes);
+            // Small output travels in the head alone: a file less to open and remove there.
+            if c.is_whole() {
+                let _ = std::fs::remove_file(path);
+            }
+            Ok(c)
         };
         Ok((head(&self.out, &self.out_path)?, head(&self.err, &self.err_path)?))
     }
@@ -256,6 +261,9 @@ mod tests {
         let out = run("head -c 200000 /dev/urandom | od -An -tx1; printf 'x\\377y'", Some(dir.path()), &cx).unwrap();
         let BuiltinOutput::Shell { stdout, stderr, .. } = out else { unreachable!() };
         let file = std::fs::read(dir.path().join("0.out")).unwrap();
+        let small = run("echo small", Some(dir.path()), &cx).unwrap();
+        assert_eq!(small.streams().unwrap().0.head, "small\n");
+        assert!(!dir.path().join("0.err").exists(), "a whole head needs no file");
         assert_eq!(stdout.bytes, file.len() as u64);
         assert!(stdout.cut && file.ends_with(b"x\xffy"));
         assert_eq!(stdout.head_bytes as usize, HEAD_BYTES);
