@@ -99,10 +99,10 @@ pub struct Outcome<'a> {
 pub struct TaskError {
     /// What went wrong, e.g. `exit status 1`.
     pub message: String,
-    /// The head of the task's standard output, where it has one.
-    pub stdout: Option<String>,
-    /// The head of the task's standard error, where it has one.
-    pub stderr: Option<String>,
+    /// What the task wrote to its standard output (head and size), where it has one.
+    pub stdout: Option<Box<crate::record::Captured>>,
+    /// What the task wrote to its standard error, the same way.
+    pub stderr: Option<Box<crate::record::Captured>>,
     /// The exit status of a shell command that exited non-zero: what `--retry-exit` and
     /// `--fail-exit` decide by.
     pub exit: Option<i32>,

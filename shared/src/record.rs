@@ -147,6 +147,45 @@ impl fmt::Display for CrashCause {
     }
 }
 
+/// What a record keeps of one of a command's output streams: its head and how much there
+/// was. The text is the head alone, never a marker: whether it was cut and the total are
+/// fields of their own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Captured {
+    /// The first bytes of the stream (lossy UTF-8: a byte that is not UTF-8 reads as U+FFFD).
+    pub head: String,
+    /// Bytes of the stream that the head holds.
+    pub head_bytes: u64,
+    /// Whether the stream was longer than its head.
+    pub cut: bool,
+    /// Bytes the command wrote to the stream in all.
+    pub bytes: u64,
+}
+
+impl Captured {
+    /// The capture of `bytes` in all, of which `head` are the first.
+    pub fn of(head: &[u8], bytes: u64) -> Self {
+        Self {
+            head: String::from_utf8_lossy(head).into_owned(),
+            head_bytes: head.len() as u64,
+            cut: bytes > head.len() as u64,
+            bytes,
+        }
+    }
+
+    /// Whether the head is the whole stream, byte for byte: not cut, and no byte of it was
+    /// replaced for not being UTF-8. A spooled stream whose head is whole needs no file: the
+    /// worker removes it, and its reader writes the head.
+    pub fn is_whole(&self) -> bool {
+        !self.cut && !self.head.contains('\u{FFFD}')
+    }
+
+    /// The last line of the head that has any text, without its newline.
+    pub fn last_line(&self) -> Option<&str> {
+        self.head.lines().rev().map(str::trim_end).find(|l| !l.is_empty())
+    }
+}
+
 /// One line of a results file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record<O> {
@@ -165,12 +204,13 @@ pub struct Record<O> {
     /// The task's error, for `failed` tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// The head of the task's standard output, for failed shell tasks.
+    /// What the task's standard output was (its head, its size), for shell tasks whatever
+    /// their status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stdout: Option<String>,
-    /// The head of the task's standard error, for failed shell tasks.
+    pub stdout: Option<Captured>,
+    /// What the task's standard error was, the same way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stderr: Option<String>,
+    pub stderr: Option<Captured>,
     /// Every crash of the task, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub crashes: Vec<Crash>,
@@ -257,7 +297,7 @@ impl<O> Record<O> {
         let status = end.status();
         let (output, error) = end.into_parts();
         let (error, stdout, stderr) = match error {
-            Some(e) => (Some(e.message), e.stdout, e.stderr),
+            Some(e) => (Some(e.message), e.stdout.map(|c| *c), e.stderr.map(|c| *c)),
             None => (None, None, None),
         };
         let ms = if status == Status::Quarantined { None } else { ms };
@@ -286,8 +326,8 @@ impl<O> Record<O> {
             ms: self.ms,
             output: self.output.as_ref(),
             error: self.error.as_deref(),
-            stdout: self.stdout.as_deref(),
-            stderr: self.stderr.as_deref(),
+            stdout: self.stdout.as_ref(),
+            stderr: self.stderr.as_ref(),
             crashes: &self.crashes,
             rule: self.rule.as_deref(),
             memory_factor: self.memory_factor,
@@ -315,12 +355,12 @@ pub struct RecordRef<'a, O> {
     /// The error of a `failed` task.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'a str>,
-    /// The head of its stdout.
+    /// Its stdout's head and size.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub stdout: Option<&'a str>,
-    /// The head of its stderr.
+    pub stdout: Option<&'a Captured>,
+    /// Its stderr's head and size.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub stderr: Option<&'a str>,
+    pub stderr: Option<&'a Captured>,
     /// Its crashes.
     #[serde(skip_serializing_if = "<[Crash]>::is_empty")]
     pub crashes: &'a [Crash],
@@ -374,8 +414,8 @@ impl<O: Clone> RecordRef<'_, O> {
             ms: self.ms,
             output: self.output.cloned(),
             error: self.error.map(str::to_string),
-            stdout: self.stdout.map(str::to_string),
-            stderr: self.stderr.map(str::to_string),
+            stdout: self.stdout.cloned(),
+            stderr: self.stderr.cloned(),
             crashes: self.crashes.to_vec(),
             rule: self.rule.map(str::to_string),
             memory_factor: self.memory_factor,
@@ -419,11 +459,11 @@ mod tests {
             r#"{"id":"a6","status":"ok","attempts":2,"ms":101.2,"output":null,"crashes":[{"attempt":1,"pid":4321,"cause":"signal","signal":"SIGSEGV","core":false}]}"#
         );
         let mut e = TaskError::new("exit status 1");
-        e.stderr = Some("gzip: ...".into());
+        e.stderr = Some(Box::new(Captured::of(b"gzip: ...", 9)));
         let r: Record<()> = Record::new("a2".into(), 1, Some(40.1), Err(e), vec![]);
         assert_eq!(
             serde_json::to_string(&r).unwrap(),
-            r#"{"id":"a2","status":"failed","attempts":1,"ms":40.1,"error":"exit status 1","stderr":"gzip: ..."}"#
+            r#"{"id":"a2","status":"failed","attempts":1,"ms":40.1,"error":"exit status 1","stderr":{"head":"gzip: ...","head_bytes":9,"cut":false,"bytes":9}}"#
         );
         let back: Record<serde_json::Value> = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(back.status, Status::Failed);

@@ -10,6 +10,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::record::Captured;
+
 /// A way for a task to make its worker misbehave, for demos and tests. Each does the real
 /// thing: a `segv` is an invalid memory access, an `oom` really allocates until a limit
 /// stops it.
@@ -177,15 +179,26 @@ pub enum BuiltinOutput {
         /// line as far as it was searched).
         lines: Option<String>,
     },
-    /// A shell command that exited 0.
+    /// A shell command that exited 0. In JSON only `{"exit":0}`: a record carries the
+    /// streams in its own `stdout` and `stderr` fields, where a failed command's are too.
     Shell {
         /// Its exit status (0).
         exit: i32,
-        /// The head of its standard output.
-        stdout: String,
-        /// The head of its standard error.
-        stderr: String,
+        /// Its standard output's head and size.
+        stdout: Captured,
+        /// Its standard error's head and size.
+        stderr: Captured,
     },
+}
+
+impl BuiltinOutput {
+    /// A shell command's two streams, which a record shows in its own fields.
+    pub fn streams(&self) -> Option<(&Captured, &Captured)> {
+        match self {
+            BuiltinOutput::Shell { stdout, stderr, .. } => Some((stdout, stderr)),
+            _ => None,
+        }
+    }
 }
 
 /// The longest line a `scan` task searches whole unless it says otherwise: 1 MiB. Its read
@@ -198,7 +211,7 @@ enum Tagged {
     Nothing,
     Sum { sum: String },
     Scan { matched_lines: u64, counts: BTreeMap<String, u64>, long_lines: u64, lines: Option<String> },
-    Shell { exit: i32, stdout: String, stderr: String },
+    Shell { exit: i32, stdout: Captured, stderr: Captured },
 }
 
 /// The JSON form: untagged, so a result line shows the output itself.
@@ -220,8 +233,11 @@ enum Plain {
     },
     Shell {
         exit: i32,
-        stdout: String,
-        stderr: String,
+        // In the record's own fields, not in its output (see `BuiltinOutput::Shell`).
+        #[serde(default, skip_serializing)]
+        stdout: Captured,
+        #[serde(default, skip_serializing)]
+        stderr: Captured,
     },
 }
 
@@ -310,17 +326,23 @@ mod tests {
             serde_json::from_str::<BuiltinOutput>(r#"{"matched_lines":1,"counts":{}}"#).unwrap(),
             BuiltinOutput::Scan { matched_lines: 1, counts: BTreeMap::new(), long_lines: 0, lines: None }
         );
-        for o in [
-            sum,
-            BuiltinOutput::Nothing,
-            BuiltinOutput::Shell { exit: 0, stdout: "a".into(), stderr: String::new() },
-            scan,
-        ] {
+        for o in [sum, BuiltinOutput::Nothing, scan] {
             let bytes = postcard::to_stdvec(&o).unwrap();
             assert_eq!(postcard::from_bytes::<BuiltinOutput>(&bytes).unwrap(), o);
             let json = serde_json::to_string(&o).unwrap();
             assert_eq!(serde_json::from_str::<BuiltinOutput>(&json).unwrap(), o);
         }
+    }
+
+    /// A command's streams travel whole over the wire, and stay out of the JSON output, which
+    /// a record shows in its own fields.
+    #[test]
+    fn shell_streams_are_not_in_the_json_output() {
+        let o = BuiltinOutput::Shell { exit: 0, stdout: Captured::of(b"a", 1), stderr: Captured::default() };
+        let bytes = postcard::to_stdvec(&o).unwrap();
+        assert_eq!(postcard::from_bytes::<BuiltinOutput>(&bytes).unwrap(), o);
+        assert_eq!(serde_json::to_string(&o).unwrap(), r#"{"exit":0}"#);
+        assert_eq!(o.streams().map(|(out, _)| out.head.as_str()), Some("a"));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use serde_bytes::Bytes;
 use shared::frame::{self, FrameReader, HEADER_LEN};
 use shared::proto::{Assignment, FromWorker, Hello, Outcome, PanicReport, Ready, TaskError, ToWorker};
+use shared::record::Captured;
 use shared::task::{BuiltinOutput, BuiltinTask, FaultKind};
 
 fn check(name: &str, bytes: Vec<u8>, decode_eq: impl Fn(&[u8])) {
@@ -74,7 +75,7 @@ fn golden_frames() {
             result: Err(TaskError {
                 message: "exit status 1".into(),
                 stdout: None,
-                stderr: Some("gzip: data/x.log: No such file or directory".into()),
+                stderr: Some(Box::new(Captured::of(b"gzip: data/x.log: No such file or directory\n", 45))),
                 exit: Some(1),
             }),
         },

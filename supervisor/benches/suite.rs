@@ -1195,75 +1195,134 @@ fn shell(cx: &Ctx, s: &mut Section) -> Result<(), String> {
     let lines = move || -> Input { Input::Gen(Box::new(move |w| gen_lines(w, n, |b, i| push_line(b, i + 1)))) };
     let results = cx.path("shell-results.jsonl");
     let out = cx.path("shell-out.txt");
-    let mut rates: [Vec<f64>; 3] = Default::default();
-    let mut peer_error: [Option<String>; 3] = [None, None, None];
+    let rust_parallel = find_rust_parallel(cx);
+    // bulkhead three ways (records to a file and nothing on stdout, as before the commands'
+    // output was printed; the commands' output on stdout; the same in input order), then
+    // the peers, all in one run, each printing to a file.
+    let variants: [(&str, Vec<&str>, bool); 3] = [
+        ("bulkhead --cmd 'echo {}' -j 2 --results F --output records", vec!["--output", "records"], true),
+        ("bulkhead --cmd 'echo {}' -j 2 (output on stdout)", vec![], false),
+        ("bulkhead --cmd 'echo {}' -j 2 -k", vec!["-k"], false),
+    ];
+    let peers: [(&str, Option<String>, Vec<&str>); 3] = [
+        (
+            "GNU parallel -j 2 echo {}",
+            cx.parallel.as_ref().map(|_| "parallel".into()),
+            vec!["--will-cite", "-j", "2", "echo", "{}"],
+        ),
+        ("xargs -P 2 -n 1 echo", Some("xargs".into()), vec!["-P", "2", "-n", "1", "echo"]),
+        ("rust-parallel -j 2 -s echo", rust_parallel.as_ref().ok().cloned(), vec!["-j", "2", "-s", "echo"]),
+    ];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); variants.len() + peers.len()];
+    let mut peer_error: Vec<Option<String>> = vec![None; peers.len()];
     if cx.parallel.is_none() {
-        peer_error[1] = Some("GNU parallel is not installed and could not be installed".into());
+        peer_error[0] = Some("GNU parallel is not installed and could not be installed".into());
     }
+    if let Err(e) = &rust_parallel {
+        peer_error[2] = Some(e.clone());
+    }
+    let limit = Duration::from_secs(120 + n / 20);
     for rep in 0..cx.sz.shell_reps {
-        let _ = fs::remove_file(&results);
-        let mut c = cx.bulkhead();
-        c.args(["--cmd", "echo {}", "-j", "2", "--results"]).arg(&results);
-        let o = execute(&mut c, lines(), Output::Null, Duration::from_secs(120 + n / 20), None)?;
-        o.check(&[0])?;
-        verify_results(&results, None, n, false)?;
-        rates[0].push(n as f64 / o.secs());
-        for (i, (program, args)) in [
-            (1, ("parallel", ["--will-cite", "-j", "2", "echo", "{}"].as_slice())),
-            (2, ("xargs", ["-P", "2", "-n", "1", "echo"].as_slice())),
-        ] {
-            if peer_error[i].is_some() {
-                continue;
+        for (i, (_, extra, to_file)) in variants.iter().enumerate() {
+            let _ = fs::remove_file(&results);
+            let mut c = cx.bulkhead();
+            c.args(["--cmd", "echo {}", "-j", "2"]).args(extra);
+            if *to_file {
+                c.arg("--results").arg(&results);
             }
+            let o = execute(&mut c, lines(), Output::File(out.clone()), limit, None)?;
+            o.check(&[0])?;
+            if *to_file {
+                verify_results(&results, None, n, false)?;
+            } else {
+                let got = count_lines(&out)?;
+                if got != n {
+                    return Err(format!("{}: printed {got} lines for {n} commands", variants[i].0));
+                }
+            }
+            rates[i].push(n as f64 / o.secs());
+        }
+        for (i, (_, program, args)) in peers.iter().enumerate() {
+            let Some(program) = program.as_ref().filter(|_| peer_error[i].is_none()) else { continue };
             let mut c = Command::new(program);
             c.args(args);
-            let r = execute(&mut c, lines(), Output::File(out.clone()), Duration::from_secs(120 + n / 20), None)
-                .and_then(|o| {
-                    o.check(&[0])?;
-                    match count_lines(&out)? {
-                        got if got == n => Ok(n as f64 / o.secs()),
-                        got => Err(format!("printed {got} lines for {n} commands")),
-                    }
-                });
+            let r = execute(&mut c, lines(), Output::File(out.clone()), limit, None).and_then(|o| {
+                o.check(&[0])?;
+                match count_lines(&out)? {
+                    got if got == n => Ok(n as f64 / o.secs()),
+                    got => Err(format!("printed {got} lines for {n} commands")),
+                }
+            });
             match r {
-                Ok(rate) => rates[i].push(rate),
+                Ok(rate) => rates[variants.len() + i].push(rate),
                 Err(e) => peer_error[i] = Some(e),
             }
         }
-        eprintln!(
-            "  rep {}/{}: bulkhead {:.0}/s, parallel {}, xargs {}",
-            rep + 1,
-            cx.sz.shell_reps,
-            rates[0].last().copied().unwrap_or(0.0),
-            rates[1].last().map_or("-".into(), |r| format!("{r:.0}/s")),
-            rates[2].last().map_or("-".into(), |r| format!("{r:.0}/s"))
-        );
+        let now: Vec<String> = rates.iter().map(|r| r.last().map_or("-".into(), |r| format!("{r:.0}/s"))).collect();
+        eprintln!("  rep {}/{}: {}", rep + 1, cx.sz.shell_reps, now.join(", "));
     }
     let _ = fs::remove_file(&results);
     let _ = fs::remove_file(&out);
-    let bh = median(&rates[0]);
-    s.rows.push(
-        row("bulkhead run --cmd 'echo {}' -j 2", fmt_int(n), rates[0].len(), fmt_rate(bh).replace("/s", " commands/s"))
-            .data(json!({"unit": "commands/s", "value": bh, "samples": rates[0]})),
-    );
-    let labels = ["", "GNU parallel -j 2 echo {}", "xargs -P 2 -n 1 echo"];
-    for i in 1..3 {
+    let base = median(&rates[0]);
+    for (i, (label, _, _)) in variants.iter().enumerate() {
+        let m = median(&rates[i]);
+        let mut r = row(*label, fmt_int(n), rates[i].len(), fmt_rate(m).replace("/s", " commands/s"))
+            .data(json!({"unit": "commands/s", "value": m, "samples": rates[i], "vs_records_to_file": m / base}));
+        if i > 0 {
+            r = r.vs(format!("{:.0}% of records to a file", 100.0 * m / base));
+        }
+        s.rows.push(r);
+    }
+    let plain = median(&rates[1]);
+    for (i, (label, _, _)) in peers.iter().enumerate() {
         if let Some(e) = &peer_error[i] {
-            s.note(format!("{} skipped: {e}", labels[i]));
+            s.note(format!("{label} SKIPPED: {e}"));
             continue;
         }
-        let m = median(&rates[i]);
+        let m = median(&rates[variants.len() + i]);
         s.rows.push(
-            row(labels[i], fmt_int(n), rates[i].len(), fmt_rate(m).replace("/s", " commands/s"))
-                .vs(faster(bh / m))
-                .data(json!({"unit": "commands/s", "value": m, "samples": rates[i]})),
+            row(*label, fmt_int(n), rates[variants.len() + i].len(), fmt_rate(m).replace("/s", " commands/s"))
+                .vs(faster(plain / m))
+                .data(json!({"unit": "commands/s", "value": m, "samples": rates[variants.len() + i]})),
         );
     }
     if let Some(v) = &cx.parallel {
-        s.note(format!("{v}; bulkhead and parallel start each command through /bin/sh, xargs execs echo directly"));
+        s.note(format!(
+            "{v}; bulkhead, parallel and rust-parallel -s start each command through /bin/sh, xargs execs echo directly"
+        ));
     }
-    s.note("bulkhead's records (with each command's stdout) go to a results file, the peers' output to a file");
+    s.note(
+        "every program's stdout goes to a file; the peers are compared with bulkhead printing the commands' output \
+         (its default); each command's output travels through a spool file, whose cost the first two rows show",
+    );
     Ok(())
+}
+
+/// rust-parallel: on the PATH, in cargo's bin directory, or installed by `cargo install` (into
+/// target/, so that nothing outside the repository changes); an error says why it is missing.
+fn find_rust_parallel(cx: &Ctx) -> Result<String, String> {
+    let local = target_dir().join("bench-tools/bin/rust-parallel");
+    let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/rust-parallel"));
+    let works = |p: &str| first_line(Command::new(p).arg("--version")).is_some();
+    for p in ["rust-parallel".to_string(), local.display().to_string()]
+        .into_iter()
+        .chain(home.map(|h| h.display().to_string()))
+    {
+        if works(&p) {
+            return Ok(p);
+        }
+    }
+    if cx.quick {
+        return Err("not installed (a --quick run does not build it; benches/setup.sh does)".into());
+    }
+    eprintln!("bench: rust-parallel is missing; installing it with cargo install (once, into target/bench-tools)");
+    let mut c = Command::new("cargo");
+    c.args(["install", "--quiet", "--locked", "rust-parallel", "--root"]).arg(target_dir().join("bench-tools"));
+    match execute(&mut c, Input::Null, Output::Capture, Duration::from_secs(900), None) {
+        Ok(o) if o.code() == Some(0) && works(&local.display().to_string()) => Ok(local.display().to_string()),
+        Ok(o) => Err(format!("cargo install rust-parallel failed: {}", tail(&o.stderr))),
+        Err(e) => Err(format!("cargo install rust-parallel failed: {e}")),
+    }
 }
 
 /// The scan section's pattern: the status code of an access log line.

@@ -197,21 +197,22 @@ fn shell_grandchildren_die_with_a_killed_supervisor() {
 fn cmd_runs_a_shell_command_per_line_like_gnu_parallel() {
     let sb = Sandbox::new();
     let done = sb.run(
-        &["run", "-j", "2", "--cmd", "echo {#}:{}; test {} != fail || { echo no >&2; exit 4; }"],
+        &["run", "-j", "2", "--output", "records", "--cmd", "echo {#}:{}; test {} != fail || { echo no >&2; exit 4; }"],
         Some("alpha\nb c\nfail\n"),
     );
     done.expect_code(1);
     let recs = done.records();
     assert_eq!(recs.len(), 3);
-    let out = |needle: &str| {
-        recs.iter().find(|r| r["output"]["stdout"].as_str().is_some_and(|s| s.contains(needle))).cloned()
-    };
+    let out =
+        |needle: &str| recs.iter().find(|r| r["stdout"]["head"].as_str().is_some_and(|s| s.contains(needle))).cloned();
     assert!(out("1:alpha").is_some(), "{recs:?}");
     assert!(out("2:b c").is_some(), "{recs:?}");
     let failed = recs.iter().find(|r| r["status"] == "failed").unwrap();
     assert_eq!(failed["error"], "exit status 4");
-    assert_eq!(failed["stderr"], "no\n");
-    assert_eq!(failed["stdout"], "3:fail\n");
+    // The streams are in the same fields whatever the status: the head, its size, the total.
+    assert_eq!(failed["stderr"], serde_json::json!({"head": "no\n", "head_bytes": 3, "cut": false, "bytes": 3}));
+    assert_eq!(failed["stdout"]["head"], "3:fail\n");
+    assert_eq!(out("1:alpha").unwrap()["output"], serde_json::json!({"exit": 0}));
     // Ids are hashes of the commands: a rerun with --resume skips what was done.
     sb.assert_clean();
 }

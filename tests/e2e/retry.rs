@@ -30,8 +30,10 @@ fn a_failed_or_timed_out_command_fails_once_unless_retries_ask_for_more() {
     let sb = Sandbox::new();
     let input = "exit 3\nsleep 300\necho fine\n";
     for (retries, runs) in [("1", 1), ("2", 2)] {
-        let done =
-            sb.run(&["run", "-j", "2", "--cmd", "eval {}", "--timeout", "2s", "--retries", retries], Some(input));
+        let done = sb.run(
+            &["run", "-j", "2", "--output", "records", "--cmd", "eval {}", "--timeout", "2s", "--retries", retries],
+            Some(input),
+        );
         done.expect_code(1);
         let recs = done.records();
         assert_eq!(recs.len(), 3, "{recs:?}");
@@ -55,20 +57,25 @@ fn exit_statuses_decide_retries() {
     let sb = Sandbox::new();
     // Exits 75 on its first run (the marker does not exist yet), 0 after.
     let flaky = |marker: &str| format!("test -e {marker} || {{ touch {marker}; exit 75; }}\n");
-    let done = sb.run(&["run", "-j", "1", "--cmd", "eval {}"], Some(&flaky("m1")));
+    let done = sb.run(&["run", "-j", "1", "--output", "records", "--cmd", "eval {}"], Some(&flaky("m1")));
     done.expect_code(1);
     let r = &done.records()[0];
     assert_eq!((&r["status"], &r["attempts"], &r["rule"]), (&"failed".into(), &1.into(), &"retries=1".into()));
-    let done = sb.run(&["run", "-j", "1", "--cmd", "eval {}", "--retry-exit", "75"], Some(&flaky("m2")));
+    let done = sb
+        .run(&["run", "-j", "1", "--output", "records", "--cmd", "eval {}", "--retry-exit", "75"], Some(&flaky("m2")));
     done.expect_code(0);
     let r = &done.records()[0];
     assert_eq!((&r["status"], &r["attempts"]), (&"ok".into(), &2.into()), "{r}");
-    let done = sb.run(&["run", "-j", "1", "--cmd", "eval {}", "--fail-exit", "2", "--retries", "3"], Some("exit 2\n"));
+    let done = sb.run(
+        &["run", "-j", "1", "--output", "records", "--cmd", "eval {}", "--fail-exit", "2", "--retries", "3"],
+        Some("exit 2\n"),
+    );
     done.expect_code(1);
     let r = &done.records()[0];
     assert_eq!((&r["status"], &r["attempts"], &r["rule"]), (&"failed".into(), &1.into(), &"fail-exit=2".into()));
     // One status in both lists is refused before anything runs.
-    let done = sb.run(&["run", "--cmd", "true", "--retry-exit", "2", "--fail-exit", "2"], Some("x\n"));
+    let done =
+        sb.run(&["run", "--output", "records", "--cmd", "true", "--retry-exit", "2", "--fail-exit", "2"], Some("x\n"));
     done.expect_code(2);
     assert!(done.stderr().contains("exit status 2 is in both"), "{}", done.stderr());
     sb.assert_clean();
@@ -187,7 +194,7 @@ fn resume_failed_finishes_the_deploy_example_after_a_sigkill() {
     sb.run(&more, None).expect_code(1);
     let late = &records_by_id(&read_records(&results))
         .into_values()
-        .find(|rs| rs.iter().any(|r| r["stderr"].as_str().is_some_and(|e| e.contains("late.log"))));
+        .find(|rs| rs.iter().any(|r| r["stderr"]["head"].as_str().is_some_and(|e| e.contains("late.log"))));
     let late_id = late.as_ref().expect("a failed record for late.log")[0]["id"].as_str().unwrap().to_string();
     std::fs::write(sb.path("data/late.log"), "now here\n").unwrap();
     more.pop();

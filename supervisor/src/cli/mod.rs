@@ -200,6 +200,34 @@ pub struct RunArgs {
     /// Shard count, for engines that give only the index (Kubernetes' JOB_COMPLETION_INDEX).
     #[arg(long, value_name = "N")]
     pub shards: Option<u32>,
+    /// What stdout carries: each command's own output (the default with --cmd; records go
+    /// only to --results) or the records (the default for JSONL tasks).
+    #[arg(long, value_enum, value_name = "WHAT")]
+    pub output: Option<OutputArg>,
+    /// Print each command's output in input order, not as commands finish (GNU parallel's -k).
+    #[arg(short = 'k', long)]
+    pub keep_order: bool,
+    /// Put each command's input line and a tab before each line of its output (GNU
+    /// parallel's --tag).
+    #[arg(long)]
+    pub tag: bool,
+    /// Stop at a rule, as GNU parallel: now|soon,fail=N|N%, success=..., done=... (soon: start
+    /// nothing new, let running tasks finish; now: stop them too, uncharged, for --resume).
+    #[arg(long, value_parser = crate::engine::halt::Halt::parse, value_name = "WHEN,WHAT=N")]
+    pub halt: Option<crate::engine::halt::Halt>,
+    /// Print the commands that would run (after --resume and shard filtering), one per line,
+    /// and run none; a task that is not a command prints as its id and kind.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `--output`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputArg {
+    /// Each command's own stdout and stderr, grouped per command.
+    Commands,
+    /// The results records, one JSON line per task.
+    Records,
 }
 
 /// `--retry`'s rules (a type of its own: clap would take a `Vec` for repeated flags).

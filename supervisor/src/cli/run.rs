@@ -10,12 +10,13 @@ use std::rc::Rc;
 use shared::exit;
 use worker::builtin::Builtin;
 
-use super::{ModeArg, ProgressArg, RunArgs, report_error};
+use super::{ModeArg, OutputArg, ProgressArg, RunArgs, report_error};
 use crate::engine::Mode;
 use crate::engine::inject::Inject;
 use crate::input::source::TaskSource;
 use crate::input::sources::Sources;
 use crate::input::{Format, LineSource};
+use crate::output::commands::CommandOutput;
 use crate::output::failure::OutputFailure;
 use crate::output::files::Role;
 use crate::output::journal::ResultsTarget;
@@ -137,19 +138,35 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
     };
     let total = checked.as_ref().map(|c| c.tasks).or(sources_total);
     let check_time = checked.as_ref().map(|_| check_started.elapsed());
-    let mut setup = match PoolSetup::new(&args, shard, Some(ResultsTarget::Stdout)) {
+    // A command run's stdout is its commands' own output, and its records go only to
+    // --results; a JSONL run's stdout is its records, as --output records makes any run's.
+    let mode = args.output.unwrap_or(if args.cmd.is_some() { OutputArg::Commands } else { OutputArg::Records });
+    let records = (mode == OutputArg::Records).then_some(ResultsTarget::Stdout);
+    let mut setup = match PoolSetup::new(&args, shard, records) {
         Ok(s) => s,
         Err(code) => return code,
     };
     if let Some(n) = total {
         setup.builder = setup.builder.expected_total(n);
     }
-    let pool = match setup.builder.clone().build(Builtin::default()) {
+    let commands = match CommandOutput::new(mode == OutputArg::Commands, args.keep_order, args.tag) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("bulkhead: error: cannot create a directory for the commands' output: {e}");
+            return exit::OUTPUT_FAILED;
+        }
+    };
+    let handler = match commands.spool_dir() {
+        Some(dir) => Builtin::spooling(dir),
+        None => Builtin::default(),
+    };
+    let commands = Rc::new(RefCell::new(commands));
+    let pool = match setup.builder.clone().build(handler) {
         Ok(p) => p,
         Err(e) => return pool_error(&e),
     };
     let is_cmd = matches!(format, Format::Cmd(_));
-    let run = pool.run_source(|mut admission| {
+    let source = |mut admission: crate::input::source::Admission| {
         // A --cmd task's id is unique by construction (a repeat is `#k`).
         if is_cmd {
             admission.check_duplicates = false;
@@ -166,23 +183,86 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
             (Input::Stream, _) => Box::new(LineSource::spawn(io::stdin(), format, admission)?),
         };
         Ok(source)
-    });
+    };
+    if args.dry_run {
+        return dry_run(&pool, source);
+    }
+    let run = pool.run_source(source);
     let run = match run {
         Ok(r) => r,
         Err(e) => return pool_error(&e),
     };
     let (run, timeline) = attach_timeline(run, &args);
+    let shown = commands.clone();
+    let run = run.on_concluded(move |c| shown.borrow_mut().concluded(c));
     setup.announce();
     // The summary says how a stopped run ended; its tasks left behind have no record, and
-    // --resume runs them.
-    let mut summary = run.finish().unwrap_or_else(|e| *e.summary);
+    // --resume runs them. Output that cannot be written stops the run as a signal would.
+    let mut summary = run.finish_unless(|| commands.borrow().broken()).unwrap_or_else(|e| *e.summary);
+    {
+        let mut commands = commands.borrow_mut();
+        commands.finish();
+        match commands.take_failure() {
+            Some(e) if e.kind() == io::ErrorKind::BrokenPipe => summary.broken_pipe = true,
+            Some(e) => summary.output_failures.push(OutputFailure::Commands { error: std::sync::Arc::new(e) }),
+            None => {}
+        }
+    }
     print_summary(&summary, total, check_time);
     let title = match &args.tasks {
         Some(p) => format!("bulkhead run {}", p.display()),
         None => "bulkhead run".to_string(),
     };
     write_timeline(&args, timeline, &title, &mut summary);
-    finish(&summary, args.results.as_deref())
+    finish(&summary, args.results.as_deref(), mode == OutputArg::Records)
+}
+
+/// `--dry-run`: each command that would run, on its own line; nothing runs.
+fn dry_run<'a>(
+    pool: &Pool<Builtin>,
+    source: impl FnOnce(crate::input::source::Admission) -> io::Result<Box<dyn TaskSource + 'a>>,
+) -> i32 {
+    use std::io::Write;
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    let mut failed: Option<io::Error> = None;
+    let mut n = 0u64;
+    let ended = pool.dry_run_source(source, |job| {
+        if failed.is_some() {
+            return;
+        }
+        n += 1;
+        // A command's exact bytes; `{%}` stays where the job slot goes, as no slot runs it.
+        let line = match postcard::from_bytes::<shared::task::BuiltinTask>(job.payload()) {
+            Ok(shared::task::BuiltinTask::Shell { cmd }) => cmd.into_bytes(),
+            Ok(shared::task::BuiltinTask::ShellParts { parts }) => parts.join(&b"{%}"[..]),
+            Ok(t) => format!("{}\t{}", job.id(), t.kind()).into_bytes(),
+            Err(_) => job.id().as_bytes().to_vec(),
+        };
+        if let Err(e) = out.write_all(&line).and_then(|()| out.write_all(b"\n")) {
+            failed = Some(e);
+        }
+    });
+    if failed.is_none()
+        && let Err(e) = out.flush()
+    {
+        failed = Some(e);
+    }
+    match (ended, failed) {
+        (Err(e), _) => pool_error(&e),
+        (_, Some(e)) if e.kind() == io::ErrorKind::BrokenPipe => exit::BROKEN_PIPE,
+        (_, Some(e)) => {
+            report_error(&OutputFailure::Commands { error: std::sync::Arc::new(e) });
+            exit::OUTPUT_FAILED
+        }
+        (Ok(Err(e)), None) => {
+            eprintln!("bulkhead: error: {}", worker::ErrorChain(&*e));
+            exit::BAD_INPUT
+        }
+        (Ok(Ok(())), None) => {
+            eprintln!("bulkhead: dry run: {n} task(s) would run; none ran");
+            exit::OK
+        }
+    }
 }
 
 /// How many jobs input sources make, when no shard leaves some to others.
@@ -192,12 +272,12 @@ fn input_total(rows: &crate::input::sources::Rows, shard: Option<(u32, u32)>) ->
 
 /// The end of a run: every lost output said, the exit code, and the line that says what to
 /// do next.
-pub(super) fn finish(summary: &Summary, results: Option<&std::path::Path>) -> i32 {
+pub(super) fn finish(summary: &Summary, results: Option<&std::path::Path>, records_on_stdout: bool) -> i32 {
     for f in &summary.output_failures {
         report_error(f);
     }
     let code = summary.exit_code();
-    if let Some(line) = next_step(code, summary, results) {
+    if let Some(line) = next_step(code, summary, results, records_on_stdout) {
         eprintln!("{line}");
     }
     code
@@ -291,6 +371,9 @@ impl PoolSetup {
         }
         if let Some(n) = args.workers {
             builder = builder.workers(n);
+        }
+        if let Some(h) = args.halt {
+            builder = builder.halt(h);
         }
         if let Some((k, n)) = shard {
             builder = builder.shard(k, n);
@@ -571,6 +654,10 @@ fn summary_lines(s: &Summary, total: Option<u64>, check_time: Option<std::time::
             lines.push("bulkhead: interrupted; unfinished tasks have no record, --resume runs them".to_string())
         }
         Some(R::Interrupted(_)) => lines.push("bulkhead: interrupted; unfinished tasks have no record".to_string()),
+        Some(why @ R::Halted(_)) => lines.push(format!(
+            "bulkhead: {why}; unfinished tasks have no record{}",
+            if s.resumable { ", --resume runs them" } else { "" }
+        )),
         Some(R::Poisoned(_)) => {
             if let Some(t) = &s.tally {
                 lines.push(format!(
@@ -597,9 +684,13 @@ fn summary_lines(s: &Summary, total: Option<u64>, check_time: Option<std::time::
 
 /// A failed run's last line: what to do next, chosen by how the run ended (its exit code and
 /// stop reason). `None` for a run that needs nothing done. A new ending gets its arm here.
-fn next_step(code: i32, s: &Summary, results: Option<&std::path::Path>) -> Option<String> {
+fn next_step(code: i32, s: &Summary, results: Option<&std::path::Path>, records_on_stdout: bool) -> Option<String> {
     use crate::engine::StopReason as R;
-    let records = results.map_or("stdout (the results)".to_string(), |p| p.display().to_string());
+    let records = match (results, records_on_stdout) {
+        (Some(p), _) => p.display().to_string(),
+        (None, true) => "stdout (the results)".to_string(),
+        (None, false) => "the failure lines above (--results FILE keeps the records)".to_string(),
+    };
     let line = match (code, &s.stop) {
         (exit::OK, _) | (141, _) => return None,
         (_, Some(R::Poisoned(_))) => "next: rerun in process mode (--mode process): a panicking task there \
@@ -620,9 +711,12 @@ fn next_step(code: i32, s: &Summary, results: Option<&std::path::Path>) -> Optio
             Some(p) => {
                 format!("next: run the same command with --resume to continue (the records are in {})", p.display())
             }
-            None => "next: run again with --results FILE to make the run resumable; this one wrote to stdout, \
-                     so rerun the tasks that have no record there"
+            None if records_on_stdout => "next: run again with --results FILE to make the run resumable; this one \
+                     wrote to stdout, so rerun the tasks that have no record there"
                 .to_string(),
+            None => {
+                "next: run again with --results FILE to make the run resumable (this one kept no records)".to_string()
+            }
         },
         // The failure itself, with its path and error, is the line above.
         (exit::OUTPUT_FAILED, _) => format!(
@@ -637,9 +731,10 @@ fn next_step(code: i32, s: &Summary, results: Option<&std::path::Path>) -> Optio
                 let more = if bad as usize > s.first_bad.len() { ", ..." } else { "" };
                 format!(" ({}{more})", s.first_bad.join(", "))
             };
-            let where_ = match results {
-                Some(p) => format!("in {}: grep -v '\"status\":\"ok\"' {}", p.display(), p.display()),
-                None => "on stdout, with the others".to_string(),
+            let where_ = match (results, records_on_stdout) {
+                (Some(p), _) => format!("in {}: grep -v '\"status\":\"ok\"' {}", p.display(), p.display()),
+                (None, true) => "on stdout, with the others".to_string(),
+                (None, false) => "not kept: each has its line above; --results FILE keeps them".to_string(),
             };
             let mut line =
                 format!("next: {bad} task(s) did not end ok{named}; their records (error, crashes) are {where_}");

@@ -115,6 +115,10 @@ impl RunOptions {
             .mut_arg("cmd", |a| a.hide(true))
             .mut_arg("colsep", |a| a.hide(true))
             .mut_arg("link", |a| a.hide(true))
+            .mut_arg("output", |a| a.hide(true))
+            .mut_arg("keep_order", |a| a.hide(true))
+            .mut_arg("tag", |a| a.hide(true))
+            .mut_arg("dry_run", |a| a.hide(true))
             .mut_arg("results", |a| {
                 a.help(
                 "Results JSONL of the ranges, appended as they finish: the journal --resume continues [default: none]",
@@ -154,6 +158,18 @@ pub(super) fn scan(args: ScanArgs) -> i32 {
     let mut run = run.0;
     if run.tasks.is_some() || run.cmd.is_some() {
         eprintln!("bulkhead: error: scan takes files to search, not a task file or --cmd (those are for `run`)");
+        return exit::BAD_INPUT;
+    }
+    if let Some(flag) = [
+        (run.output.is_some(), "--output"),
+        (run.keep_order, "--keep-order"),
+        (run.tag, "--tag"),
+        (run.dry_run, "--dry-run"),
+    ]
+    .into_iter()
+    .find_map(|(given, flag)| given.then_some(flag))
+    {
+        eprintln!("bulkhead: error: {flag} is for the commands of `run --cmd`; scan prints its counts");
         return exit::BAD_INPUT;
     }
     if max_line == 0 || max_line > MAX_MAX_LINE {

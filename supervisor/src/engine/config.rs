@@ -72,6 +72,8 @@ pub struct EngineConfig {
     pub max_tasks_per_worker: Option<u64>,
     /// Resident bytes above which a worker is retired between tasks (`None`: no limit).
     pub max_worker_memory: Option<u64>,
+    /// A `--halt` rule, with the run's total where known.
+    pub halt: Option<(super::halt::Halt, Option<u64>)>,
 }
 
 impl Default for EngineConfig {
@@ -97,6 +99,7 @@ impl Default for EngineConfig {
             max_task_bytes: MAX_TASK_BYTES,
             max_tasks_per_worker: None,
             max_worker_memory: None,
+            halt: None,
         }
     }
 }

@@ -217,5 +217,12 @@ mod tests {
         assert_eq!(jobs[2].payload(), &[2, 2, 2]);
         assert!(Arc::ptr_eq(&jobs[0].chunk, &jobs[2].chunk));
         assert_eq!(Job::new("x", &[1], None).payload(), &[1]);
+        b.push_labeled("l", "\"seq\":1", None, |buf| {
+            buf.push(7);
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        b.finish(&mut jobs);
+        assert_eq!((jobs[3].id(), jobs[3].label(), jobs[3].payload()), ("l", "\"seq\":1", &[7][..]));
     }
 }

@@ -225,6 +225,15 @@ impl TaskLabel {
         }
         serde_json::from_str(&format!("{{{label}}}")).ok()
     }
+
+    /// The exact bytes of the input: `input_b64` decoded where the line was not UTF-8.
+    pub fn input_bytes(&self) -> std::borrow::Cow<'_, [u8]> {
+        use base64::Engine as _;
+        match self.input_b64.as_deref().map(|b| base64::engine::general_purpose::STANDARD.decode(b)) {
+            Some(Ok(bytes)) => std::borrow::Cow::Owned(bytes),
+            _ => std::borrow::Cow::Borrowed(self.input.as_bytes()),
+        }
+    }
 }
 
 /// An event with its time, as one line of the events file.

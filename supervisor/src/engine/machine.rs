@@ -26,6 +26,8 @@ const LOGGED_DEATHS: u64 = 20;
 #[derive(Debug)]
 struct Task {
     job: Job,
+    /// Its place among the jobs this engine was given, from 0: the order `-k` keeps.
+    order: u64,
     /// Attempts charged (deaths while executing, failures retried).
     charged: u32,
     crashes: Vec<Crash>,
@@ -122,6 +124,8 @@ pub struct Engine {
     fresh: VecDeque<Task>,
     phase: Phase,
     next_seq: u64,
+    /// Jobs given so far (the next one's `order`).
+    admitted: u64,
     restarts: RestartTracker,
     counts: Counts,
     t0: u64,
@@ -163,6 +167,7 @@ impl Engine {
             fresh: VecDeque::new(),
             phase: Phase::Running { input_open: true },
             next_seq: 1,
+            admitted: 0,
             restarts,
             counts: Counts::default(),
             t0: now,
@@ -248,6 +253,8 @@ impl Engine {
     ) {
         let before = self.fresh.len();
         for job in jobs {
+            let order = self.admitted;
+            self.admitted += 1;
             let (len, max) = (job.payload().len(), self.cfg.max_task_bytes);
             if len > max {
                 self.counts.failed += 1;
@@ -257,6 +264,8 @@ impl Engine {
                 sink.finished(Finished {
                     id: job.id(),
                     label: job.label(),
+                    order,
+                    seq: None,
                     worker: 0,
                     attempts: 0,
                     micros: None,
@@ -267,7 +276,7 @@ impl Engine {
                 });
                 continue;
             }
-            self.fresh.push_back(Task { job, charged: 0, crashes: Vec::new(), memory_factor: 1 });
+            self.fresh.push_back(Task { job, order, charged: 0, crashes: Vec::new(), memory_factor: 1 });
         }
         if self.fresh.len() > before {
             self.settle(now, sink, out);
@@ -516,6 +525,8 @@ impl Engine {
             sink.finished(Finished {
                 id: f.task.job.id(),
                 label: f.task.job.label(),
+                order: f.task.order,
+                seq: Some(f.seq),
                 worker: slot,
                 attempts: f.attempt,
                 micros,
@@ -689,6 +700,8 @@ impl Engine {
                     sink.finished(Finished {
                         id,
                         label: f.task.job.label(),
+                        order: f.task.order,
+                        seq: Some(f.seq),
                         worker: slot,
                         attempts,
                         micros: None,
@@ -1004,6 +1017,16 @@ impl Engine {
 
     /// After every event: hand out work, notice completion, move a drain along.
     fn settle(&mut self, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
+        // A halt rule reached stops the run before anything more is handed out: `now` kills
+        // the running tasks, uncharged, `soon` lets them finish.
+        if let Some((rule, total)) = self.cfg.halt
+            && self.phase.is_running()
+            && rule.reached(&self.counts, total)
+        {
+            let why = StopReason::Halted(rule.to_string());
+            log::info!("{why}");
+            self.begin_drain(why, (rule.when == super::halt::HaltWhen::Now).then_some(now));
+        }
         if let Phase::Running { input_open } = self.phase {
             self.fill(now, sink, out);
             if !input_open && self.queued() == 0 && self.running() == 0 {

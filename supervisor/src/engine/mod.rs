@@ -12,6 +12,7 @@
 pub mod blame;
 pub mod cause;
 pub mod config;
+pub mod halt;
 pub mod inject;
 pub mod job;
 pub mod lifecycle;

@@ -158,6 +158,10 @@ pub struct Finished<'a> {
     pub id: &'a str,
     /// Its label ([`crate::engine::Job::label`]).
     pub label: &'a str,
+    /// Its place among the jobs the run was given, from 0 (the order `-k` keeps).
+    pub order: u64,
+    /// The seq of its last attempt's assignment; `None` when it never ran.
+    pub seq: Option<u64>,
     /// The slot that ran the last attempt.
     pub worker: usize,
     /// Attempts used.
@@ -264,6 +268,9 @@ pub enum StopReason {
     /// Thread mode: the shared state was poisoned.
     #[error("the shared state was poisoned: {0}")]
     Poisoned(String),
+    /// A `--halt` rule was reached; unfinished tasks stay for `--resume`.
+    #[error("halted by --halt {0}")]
+    Halted(String),
 }
 
 /// How a worker failed to serve the pool's handler; each says what to do about it.
@@ -337,6 +344,7 @@ impl StopReason {
             StopReason::ResultsWriteFailed { .. } => "output_failed",
             StopReason::BadInput(_) => "bad_input",
             StopReason::Poisoned(_) => "poisoned",
+            StopReason::Halted(_) => "halted",
         }
     }
 

@@ -45,6 +45,13 @@ pub enum OutputFailure {
         #[source]
         error: Arc<io::Error>,
     },
+    /// The commands' own output could not be written whole to stdout or stderr.
+    #[error("cannot write the commands' output")]
+    Commands {
+        /// Why.
+        #[source]
+        error: Arc<io::Error>,
+    },
     /// The report could not be written; an earlier report at that path is left as it was.
     #[error("cannot write the report {path}")]
     Report {

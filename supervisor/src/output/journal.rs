@@ -421,12 +421,22 @@ pub fn write_record<O: Serialize>(buf: &mut Vec<u8>, r: &RecordRef<'_, O>, label
         buf.extend_from_slice(b",\"output\":");
         serde_json::to_writer(&mut *buf, o).expect("outputs serialize to JSON");
     }
-    for (key, value) in [("error", r.error), ("stdout", r.stdout), ("stderr", r.stderr)] {
-        if let Some(v) = value {
+    if let Some(v) = r.error {
+        buf.extend_from_slice(b",\"error\":");
+        write_str(buf, v);
+    }
+    for (key, value) in [("stdout", r.stdout), ("stderr", r.stderr)] {
+        if let Some(c) = value {
             buf.extend_from_slice(b",\"");
             buf.extend_from_slice(key.as_bytes());
-            buf.extend_from_slice(b"\":");
-            write_str(buf, v);
+            buf.extend_from_slice(b"\":{\"head\":");
+            write_str(buf, &c.head);
+            buf.extend_from_slice(b",\"head_bytes\":");
+            buf.extend_from_slice(itoa::Buffer::new().format(c.head_bytes).as_bytes());
+            buf.extend_from_slice(if c.cut { b",\"cut\":true" } else { b",\"cut\":false" });
+            buf.extend_from_slice(b",\"bytes\":");
+            buf.extend_from_slice(itoa::Buffer::new().format(c.bytes).as_bytes());
+            buf.push(b'}');
         }
     }
     if !r.crashes.is_empty() {
@@ -623,8 +633,8 @@ mod tests {
         use shared::record::{Crash, CrashCause, Record};
         let crash = Crash { attempt: 1, pid: 9, cause: CrashCause::Panic { message: "ü \"q\" \n".into() } };
         let mut e = shared::proto::TaskError::new("exit status 1");
-        e.stdout = Some("out\n".into());
-        e.stderr = Some("\u{1}err".into());
+        e.stdout = Some(Box::new(shared::record::Captured::of(b"out\n", 9000)));
+        e.stderr = Some(Box::new(shared::record::Captured::of(b"\x01err\xff", 5)));
         let records: Vec<Record<serde_json::Value>> = vec![
             Record::new("plain".into(), 1, Some(0.004), Ok(serde_json::Value::Null), vec![]),
             Record::new("ü\"id\\".into(), 2, Some(812.5), Ok(serde_json::json!({"sum": "3"})), vec![crash.clone()]),

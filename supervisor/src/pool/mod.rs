@@ -12,7 +12,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shared::exit;
 use shared::proto::TaskError;
-use shared::record::{Conclusion, Crash, Record, RecordRef, Status};
+use shared::record::{Captured, Conclusion, Crash, Record, RecordRef, Status};
+use shared::task::BuiltinOutput;
 use worker::Handler;
 
 use crate::engine::config::{MAX_TASK_BYTES, RetryRules};
@@ -20,7 +21,7 @@ use crate::engine::inject::Inject;
 use crate::engine::lifecycle::{RunEvent, Timed};
 use crate::engine::restart::RestartPolicy;
 use crate::engine::{Counts, Ending, Engine, EngineConfig, Finished, Interrupt, Mode, Sink, StopReason};
-use crate::input::source::{Admission, IterSource, TaskSource, TaskSpec};
+use crate::input::source::{Admission, IterSource, Pull, TaskSource, TaskSpec};
 use crate::output::control::{ControlServer, StatusSnapshot};
 use crate::output::events::{EventsError, EventsFile};
 use crate::output::failure::OutputFailure;
@@ -72,6 +73,7 @@ pub struct PoolBuilder {
     max_task_bytes: usize,
     max_tasks_per_worker: Option<u64>,
     max_worker_memory: Option<u64>,
+    halt: Option<crate::engine::halt::Halt>,
 }
 
 impl std::fmt::Debug for PoolBuilder {
@@ -108,6 +110,7 @@ impl Default for PoolBuilder {
             control: None,
             progress: false,
             expected_total: None,
+            halt: None,
             reap_orphans: false,
             seed: 0,
             content_ids: false,
@@ -411,7 +414,16 @@ impl PoolBuilder {
         self.progress = yes;
         self
     }
-    /// The number of tasks, when known beforehand, for the progress display's ETA.
+    /// Stops the run early at a rule (GNU parallel's `--halt`): see
+    /// [`Halt`](crate::engine::halt::Halt). Each worker then holds only the tasks it runs, so
+    /// that `soon` starts nothing after the rule is reached.
+    pub fn halt(mut self, rule: crate::engine::halt::Halt) -> Self {
+        self.halt = Some(rule);
+        self
+    }
+
+    /// The number of tasks the run will have, where known (for the progress line and a
+    /// `--halt` percentage).
     pub fn expected_total(mut self, n: u64) -> Self {
         self.expected_total = Some(n);
         self
@@ -566,6 +578,44 @@ impl<H: Handler> Pool<H> {
         self.start(source)
     }
 
+    /// `--dry-run`: reads the tasks as [`run_source`](Pool::run_source) would, resume and
+    /// shard filtering included, and gives each job that would run to `each`; runs none.
+    /// The input's first bad line, if any, ends it as the error.
+    pub(crate) fn dry_run_source<'a>(
+        &self,
+        source: impl FnOnce(Admission) -> io::Result<Box<dyn TaskSource + 'a>>,
+        mut each: impl FnMut(&crate::engine::Job),
+    ) -> Result<Result<(), Arc<crate::input::error::InputError>>, PoolError> {
+        let c = &self.cfg;
+        let resumed = match &c.results {
+            Some(t) if c.resume => Journal::open(t, true)?.1,
+            None if c.resume => return Err(SettingError::ResumeWithoutResults.into()),
+            _ => Resumed::default(),
+        };
+        let mut admission = Admission::new(resumed.done, c.shard);
+        admission.content_ids = c.content_ids;
+        let mut src = source(admission).map_err(io_err("start reading the tasks"))?;
+        let mut jobs = Vec::new();
+        loop {
+            jobs.clear();
+            let pull = src.pull(1024, &mut jobs);
+            jobs.iter().for_each(&mut each);
+            match pull {
+                Pull::Ready => {}
+                Pull::Pending => {
+                    if let Some(fd) = src.wake_fd() {
+                        // SAFETY: the source keeps its wake descriptor open while it lives.
+                        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                        let mut set = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+                        let _ = nix::poll::poll(&mut set, nix::poll::PollTimeout::NONE);
+                    }
+                }
+                Pull::End => return Ok(Ok(())),
+                Pull::Failed(e) => return Ok(Err(e)),
+            }
+        }
+    }
+
     fn start<'a>(
         &'a self,
         source: impl FnOnce(Admission) -> io::Result<Box<dyn TaskSource + 'a>>,
@@ -640,6 +690,10 @@ impl<H: Handler> Pool<H> {
                 max_task_bytes: c.max_task_bytes,
                 max_tasks_per_worker: c.max_tasks_per_worker,
                 max_worker_memory: c.max_worker_memory,
+                halt: c.halt.map(|h| (h, c.expected_total)),
+                // Under a halt rule a worker holds only what it runs: a task queued behind
+                // the one that reaches the rule would start after it.
+                queue_budget_ns: if c.halt.is_some() { 0 } else { EngineConfig::default().queue_budget_ns },
                 ..EngineConfig::default()
             },
             now,
@@ -672,6 +726,7 @@ impl<H: Handler> Pool<H> {
                 queue: VecDeque::new(),
                 collect: true,
                 observers: Vec::new(),
+                concluded: Vec::new(),
                 first_bad: Vec::new(),
                 superseded,
             },
@@ -693,6 +748,33 @@ impl<H: Handler> Pool<H> {
 /// A callback that sees every event.
 type Observer = Box<dyn FnMut(&Timed)>;
 
+/// A task as it concluded, for whoever shows it as it ends (the command line prints a
+/// command's output and a failure's line from it).
+#[derive(Debug)]
+pub(crate) struct Concluded<'a> {
+    /// Its id.
+    pub id: &'a str,
+    /// Its place among the run's jobs, from 0.
+    pub order: u64,
+    /// The seq of its last attempt, `None` when it never ran.
+    pub seq: Option<u64>,
+    /// What it was ([`crate::engine::Job::label`]): a `--cmd` task's input, seq and command.
+    pub label: &'a str,
+    /// How it ended.
+    pub status: shared::record::Status,
+    /// The error of a failed task.
+    pub error: Option<&'a str>,
+    /// A command's stderr, where the task has one.
+    pub stderr: Option<&'a shared::record::Captured>,
+    /// A command's stdout, where the task has one.
+    pub stdout: Option<&'a shared::record::Captured>,
+    /// Its crashes, oldest first.
+    pub crashes: &'a [Crash],
+}
+
+/// A callback that sees every task as it concludes.
+type ConcludedObserver = Box<dyn FnMut(&Concluded<'_>)>;
+
 struct RunSink<O> {
     journal: Option<Journal>,
     events: Option<EventsFile>,
@@ -703,9 +785,10 @@ struct RunSink<O> {
     observers: Vec<Observer>,
     /// Tasks run again by `--resume-failed`, with the final records they have already.
     superseded: Arc<HashMap<String, u32>>,
+    concluded: Vec<ConcludedObserver>,
 }
 
-impl<O: Serialize + DeserializeOwned> Sink for RunSink<O> {
+impl<O: Serialize + DeserializeOwned + 'static> Sink for RunSink<O> {
     fn finished(&mut self, f: Finished<'_>) {
         let ms = f.micros.map(|m| m as f64 / 1000.0);
         let end = match f.ending {
@@ -719,18 +802,51 @@ impl<O: Serialize + DeserializeOwned> Sink for RunSink<O> {
         if !matches!(end, Conclusion::Ok(_)) && self.first_bad.len() < FIRST_BAD {
             self.first_bad.push(format!("{}{}", f.id, crate::engine::job::describe(f.label)));
         }
+        // A command's streams are in the record's own fields whatever its status: a failed
+        // one's come with its error, an ok one's with its output.
+        fn streams<O: 'static>(end: &Conclusion<O, TaskError>) -> Option<(&Captured, &Captured)> {
+            match end {
+                Conclusion::Ok(o) => (o as &dyn std::any::Any).downcast_ref::<BuiltinOutput>()?.streams(),
+                _ => None,
+            }
+        }
         let rule = f.rule.map(|r| r.to_string());
         let memory_factor = (f.memory_factor > 1).then_some(f.memory_factor);
         let supersedes = self.superseded.get(f.id).copied();
-        if let Some(j) = self.journal.as_mut() {
-            let mut r = RecordRef::concluded(f.id, f.attempts, ms, end.as_ref(), &f.crashes);
-            (r.rule, r.memory_factor, r.supersedes) = (rule.as_deref(), memory_factor, supersedes);
-            j.write(&r, f.label);
+        {
+            let mut record = RecordRef::concluded(f.id, f.attempts, ms, end.as_ref(), &f.crashes);
+            (record.rule, record.memory_factor, record.supersedes) = (rule.as_deref(), memory_factor, supersedes);
+            if let Some((out, err)) = streams(&end) {
+                (record.stdout, record.stderr) = (Some(out), Some(err));
+            }
+            if !self.concluded.is_empty() {
+                let c = Concluded {
+                    id: f.id,
+                    order: f.order,
+                    seq: f.seq,
+                    label: f.label,
+                    status: record.status,
+                    error: record.error,
+                    stderr: record.stderr,
+                    stdout: record.stdout,
+                    crashes: &f.crashes,
+                };
+                for o in &mut self.concluded {
+                    o(&c);
+                }
+            }
+            if let Some(j) = self.journal.as_mut() {
+                j.write(&record, f.label);
+            }
         }
         if self.collect {
-            let mut r = Record::concluded(f.id.to_string(), f.attempts, ms, end, f.crashes);
-            (r.rule, r.memory_factor, r.supersedes) = (rule, memory_factor, supersedes);
-            self.queue.push_back(r);
+            let lifted = streams(&end).map(|(o, e)| (o.clone(), e.clone()));
+            let mut record = Record::concluded(f.id.to_string(), f.attempts, ms, end, f.crashes);
+            (record.rule, record.memory_factor, record.supersedes) = (rule, memory_factor, supersedes);
+            if let Some((out, err)) = lifted {
+                (record.stdout, record.stderr) = (Some(out), Some(err));
+            }
+            self.queue.push_back(record);
         }
     }
 
@@ -865,6 +981,12 @@ impl<'a, H: Handler> Run<'a, H> {
         self
     }
 
+    /// Calls `f` with every task as it concludes, before its record is written.
+    pub(crate) fn on_concluded(mut self, f: impl FnMut(&Concluded<'_>) + 'static) -> Self {
+        self.sink.concluded.push(Box::new(f));
+        self
+    }
+
     fn step(&mut self) {
         if self.done {
             return;
@@ -903,11 +1025,22 @@ impl<'a, H: Handler> Run<'a, H> {
     /// file, if one was given), and returns the summary; an error when the run stopped
     /// before its end, with the tasks it left behind.
     #[must_use = "a run that stopped early is only seen in this result"]
-    pub fn finish(mut self) -> Result<Summary, RunError> {
+    pub fn finish(self) -> Result<Summary, RunError> {
+        self.finish_unless(|| false)
+    }
+
+    /// [`finish`](Run::finish), interrupted as by SIGINT once `stop` says so (the command
+    /// line's output could not be written: a closed pipe, as records on stdout are).
+    pub(crate) fn finish_unless(mut self, mut stop: impl FnMut() -> bool) -> Result<Summary, RunError> {
         self.sink.collect = false;
         self.sink.queue.clear();
+        let mut stopped = false;
         while !self.done {
             self.step();
+            if !stopped && stop() {
+                stopped = true;
+                self.interrupt();
+            }
         }
         match self.stopped_error() {
             Some(e) => Err(e),
@@ -1063,7 +1196,8 @@ impl Summary {
             Some(StopReason::Interrupted(Interrupt::Term)) => exit::TERMINATED,
             Some(StopReason::Interrupted(Interrupt::Other(s))) => exit::SIGNAL_BASE + *s as i32,
             Some(StopReason::Poisoned(_)) => exit::TASKS_FAILED,
-            Some(StopReason::Completed) | None => {
+            // A halt on failures has failures: exit 1, as a run that completed with them.
+            Some(StopReason::Completed | StopReason::Halted(_)) | None => {
                 let bad =
                     self.counts.failed + self.counts.quarantined + self.previous_failed + self.previous_quarantined;
                 if bad > 0 { exit::TASKS_FAILED } else { exit::OK }

@@ -22,6 +22,10 @@ pub use shell::HEAD_BYTES;
 /// nothing, and each worker starts with its own empty cache.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Builtin {
+    /// Where shell commands write their whole output (see [`Builtin::spooling`]); `None`:
+    /// only the heads are kept, in the record.
+    #[serde(default)]
+    spool: Option<std::path::PathBuf>,
     /// Compiled patterns by source and counted group: scan tasks over ranges of one file
     /// share a pattern, and compiling it per task would cost more than scanning a small range.
     #[serde(skip)]
@@ -34,6 +38,14 @@ type PatternCache = HashMap<(String, Option<String>), Arc<scan::Pattern>>;
 impl Builtin {
     /// The name both sides use for this handler.
     pub const NAME: &'static str = "bulkhead-builtin";
+
+    /// A handler whose shell commands write their stdout and stderr straight into the files
+    /// `DIR/SEQ.out` and `DIR/SEQ.err` (SEQ: the assignment's seq), which the supervisor reads
+    /// and removes; an empty one is removed here. The command writes into the file itself, so
+    /// no byte of it passes through the worker's memory, however much it prints.
+    pub fn spooling(dir: std::path::PathBuf) -> Self {
+        Self { spool: Some(dir), patterns: Mutex::default() }
+    }
 
     fn pattern(&self, pattern: String, group: Option<String>) -> Result<Arc<scan::Pattern>, TaskError> {
         let mut cache = self.patterns.lock().unwrap_or_else(|e| e.into_inner());
@@ -73,12 +85,12 @@ impl Handler for Builtin {
                 let max_line = max_line.unwrap_or(shared::task::SCAN_MAX_LINE);
                 scan::scan(&path, offset, len, &p, lines, max_line, &|bytes| cx.progress(bytes))
             }
-            BuiltinTask::Shell { cmd } => shell::run(&cmd, cx),
+            BuiltinTask::Shell { cmd } => shell::run(&cmd, self.spool.as_deref(), cx),
             BuiltinTask::ShellParts { parts } => {
                 use std::os::unix::ffi::OsStrExt;
                 let slot = crate::slot::get().to_string();
                 let cmd = parts.join(slot.as_bytes());
-                shell::run(std::ffi::OsStr::from_bytes(&cmd), cx)
+                shell::run(std::ffi::OsStr::from_bytes(&cmd), self.spool.as_deref(), cx)
             }
         }
     }

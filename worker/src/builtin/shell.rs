@@ -5,15 +5,19 @@
 //! whatever it left running in its group is killed too (systemd's control-group rule, by
 //! process group).
 
+use std::fs::File;
 use std::io::Read;
 use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use shared::proto::TaskError;
+use shared::record::Captured;
 use shared::task::BuiltinOutput;
 
 use crate::handler::TaskContext;
@@ -23,16 +27,22 @@ pub const HEAD_BYTES: usize = 4096;
 
 pub(super) fn run(
     cmd: &(impl AsRef<std::ffi::OsStr> + ?Sized),
+    spool: Option<&Path>,
     cx: &TaskContext<'_>,
 ) -> Result<BuiltinOutput, TaskError> {
     let mut command = Command::new("/bin/sh");
-    command
-        .arg("-c")
-        .arg(cmd.as_ref())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+    command.arg("-c").arg(cmd.as_ref()).stdin(Stdio::null()).process_group(0);
+    let files = match spool {
+        Some(dir) => {
+            let files = SpoolFiles::create(dir)?;
+            command.stdout(files.out.try_clone().map_err(spool_err)?).stderr(files.err.try_clone().map_err(spool_err)?);
+            Some(files)
+        }
+        None => {
+            command.stdout(Stdio::piped()).stderr(Stdio::piped());
+            None
+        }
+    };
     // SAFETY: prctl(2) is async-signal-safe, as the time between fork and exec requires.
     unsafe {
         command.pre_exec(|| {
@@ -43,14 +53,25 @@ pub(super) fn run(
     }
     crate::startup::restore_user_backtrace(&mut command);
     let mut child = command.spawn().map_err(|e| TaskError::new(format!("cannot start /bin/sh: {e}")))?;
+    // The child has its own copies of the files; ours must not outlive the spawn.
+    drop(command);
     let pgid = Pid::from_raw(child.id() as i32);
     cx.set_child_group(pgid.as_raw());
-    let heads = read_heads(&mut child, pgid, cx);
-    let status = child.wait();
+    let heads = match &files {
+        None => Ok(read_heads(&mut child, pgid, cx)),
+        Some(_) => Ok((Captured::default(), Captured::default())),
+    };
+    let status = match &files {
+        Some(f) => f.wait_watching(&mut child, cx),
+        None => child.wait(),
+    };
     // Anything the command left behind in its group goes with it.
     let _ = killpg(pgid, Signal::SIGKILL);
     cx.clear_child_group();
-    let (stdout, stderr) = heads;
+    let (stdout, stderr) = match files {
+        Some(f) => f.heads()?,
+        None => heads?,
+    };
     let status = status.map_err(|e| TaskError::new(format!("cannot wait for /bin/sh: {e}")))?;
     hold_if_killed_by_the_job_signal(status);
     match (status.code(), status.signal()) {
@@ -64,13 +85,79 @@ pub(super) fn run(
                 ),
                 (None, None) => "ended abnormally".to_string(),
             };
-            Err(TaskError {
-                message,
-                stdout: (!stdout.is_empty()).then_some(stdout),
-                stderr: (!stderr.is_empty()).then_some(stderr),
-                exit: code,
-            })
+            Err(TaskError { message, stdout: Some(Box::new(stdout)), stderr: Some(Box::new(stderr)), exit: code })
         }
+    }
+}
+
+fn spool_err(e: std::io::Error) -> TaskError {
+    TaskError::new(format!("cannot create the command's output file: {e}"))
+}
+
+/// The two files a command writes its output into, named by the task's seq in the spool
+/// directory.
+struct SpoolFiles {
+    out: File,
+    err: File,
+    out_path: PathBuf,
+    err_path: PathBuf,
+}
+
+impl SpoolFiles {
+    /// Waits for the shell while the bytes the command writes into its files count as
+    /// progress, as the bytes read from its pipes do; their sizes are looked at every 100 ms
+    /// on a thread of its own, which the shell's exit wakes at once.
+    fn wait_watching(&self, child: &mut Child, cx: &TaskContext<'_>) -> std::io::Result<std::process::ExitStatus> {
+        let (done, woken) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let mut reported = 0u64;
+                let size = |f: &File| f.metadata().map_or(0, |m| m.len());
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    woken.recv_timeout(std::time::Duration::from_millis(100))
+                {
+                    let written = size(&self.out) + size(&self.err);
+                    cx.progress(written.saturating_sub(reported));
+                    reported = reported.max(written);
+                }
+            });
+            let status = child.wait();
+            drop(done);
+            status
+        })
+    }
+
+    fn create(dir: &Path) -> Result<Self, TaskError> {
+        let seq = crate::execute::executing().unwrap_or(0);
+        let (out_path, err_path) = (dir.join(format!("{seq}.out")), dir.join(format!("{seq}.err")));
+        // Truncated: an attempt the supervisor stopped uncharged runs again under a new seq,
+        // but a file of this name can only be a leftover of the same one.
+        let open = |p: &Path| {
+            std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(p).map_err(spool_err)
+        };
+        Ok(Self { out: open(&out_path)?, err: open(&err_path)?, out_path, err_path })
+    }
+
+    /// Each file's head and size; a file that is empty or whole in its head is removed
+    /// here, so the supervisor need not open it.
+    fn heads(self) -> Result<(Captured, Captured), TaskError> {
+        let head = |f: &File, path: &Path| -> Result<Captured, TaskError> {
+            let bytes = f.metadata().map_err(spool_err)?.len();
+            if bytes == 0 {
+                let _ = std::fs::remove_file(path);
+                return Ok(Captured::default());
+            }
+            let mut buf = vec![0u8; HEAD_BYTES.min(bytes as usize)];
+            let n = f.read_at(&mut buf, 0).map_err(spool_err)?;
+            buf.truncate(n);
+            let c = Captured::of(&buf, bytes);
+            // Small output travels in the head alone: a file less to open and remove there.
+            if c.is_whole() {
+                let _ = std::fs::remove_file(path);
+            }
+            Ok(c)
+        };
+        Ok((head(&self.out, &self.out_path)?, head(&self.err, &self.err_path)?))
     }
 }
 
@@ -115,7 +202,7 @@ fn hold_if_killed_by_the_job_signal(status: std::process::ExitStatus) {
 /// Reads both pipes to the end, keeping the first [`HEAD_BYTES`] of each and reporting every
 /// byte read as progress. If the shell has exited but something it started still holds a
 /// pipe open, the group is killed so the reading ends.
-fn read_heads(child: &mut Child, pgid: Pid, cx: &TaskContext<'_>) -> (String, String) {
+fn read_heads(child: &mut Child, pgid: Pid, cx: &TaskContext<'_>) -> (Captured, Captured) {
     let mut reported = 0u64;
     let mut out: Option<ChildStdout> = child.stdout.take();
     let mut err: Option<ChildStderr> = child.stderr.take();
@@ -153,7 +240,8 @@ fn read_heads(child: &mut Child, pgid: Pid, cx: &TaskContext<'_>) -> (String, St
         cx.progress(read - reported);
         reported = read;
     }
-    (head_text(out_head, out_more), head_text(err_head, err_more))
+    let total = |head: &[u8], more: u64| head.len() as u64 + more;
+    (Captured::of(&out_head, total(&out_head, out_more)), Captured::of(&err_head, total(&err_head, err_more)))
 }
 
 /// One read; false at EOF.
@@ -172,14 +260,6 @@ fn drain<R: Read>(pipe: &mut Option<R>, head: &mut Vec<u8>, more: &mut u64, buf:
     }
 }
 
-fn head_text(head: Vec<u8>, more: u64) -> String {
-    let mut s = String::from_utf8_lossy(&head).into_owned();
-    if more > 0 {
-        s.push_str(&format!("\n[... {more} more bytes]"));
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,15 +269,40 @@ mod tests {
     fn output_heads_and_status() {
         let pg = AtomicI32::new(0);
         let cx = TaskContext::new(1, &pg);
-        let ok = run("echo hello; echo oops >&2", &cx).unwrap();
-        assert_eq!(ok, BuiltinOutput::Shell { exit: 0, stdout: "hello\n".into(), stderr: "oops\n".into() });
-        let err = run("echo partial; exit 7", &cx).unwrap_err();
+        let ok = run("echo hello; echo oops >&2", None, &cx).unwrap();
+        assert_eq!(
+            ok,
+            BuiltinOutput::Shell { exit: 0, stdout: Captured::of(b"hello\n", 6), stderr: Captured::of(b"oops\n", 5) }
+        );
+        let err = run("echo partial; exit 7", None, &cx).unwrap_err();
         assert_eq!(err.message, "exit status 7");
-        assert_eq!(err.stdout.as_deref(), Some("partial\n"));
-        let big = run("yes | head -c 100000", &cx).unwrap();
+        assert_eq!(err.stdout.map(|c| c.head).as_deref(), Some("partial\n"));
+        let big = run("yes | head -c 100000", None, &cx).unwrap();
         let BuiltinOutput::Shell { stdout, .. } = big else { unreachable!() };
-        assert!(stdout.ends_with("[... 95904 more bytes]"), "{}", &stdout[stdout.len() - 40..]);
+        // The head is text alone; its size and the total are fields.
+        assert_eq!((stdout.head.len(), stdout.head_bytes, stdout.cut, stdout.bytes), (HEAD_BYTES, 4096, true, 100_000));
+        assert!(stdout.head.ends_with("y\n"));
         assert_eq!(pg.load(std::sync::atomic::Ordering::Relaxed), 0);
+    }
+
+    /// Spooled, the whole output is in the files, byte for byte; an empty stream leaves no
+    /// file.
+    #[test]
+    fn spooled_output_is_whole_in_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let pg = AtomicI32::new(0);
+        let cx = TaskContext::new(1, &pg);
+        let out = run("head -c 200000 /dev/urandom | od -An -tx1; printf 'x\\377y'", Some(dir.path()), &cx).unwrap();
+        let BuiltinOutput::Shell { stdout, stderr, .. } = out else { unreachable!() };
+        let file = std::fs::read(dir.path().join("0.out")).unwrap();
+        let small = run("echo small", Some(dir.path()), &cx).unwrap();
+        assert_eq!(small.streams().unwrap().0.head, "small\n");
+        assert!(!dir.path().join("0.err").exists(), "a whole head needs no file");
+        assert_eq!(stdout.bytes, file.len() as u64);
+        assert!(stdout.cut && file.ends_with(b"x\xffy"));
+        assert_eq!(stdout.head_bytes as usize, HEAD_BYTES);
+        assert_eq!(stderr, Captured::default());
+        assert!(!dir.path().join("0.err").exists());
     }
 
     #[test]
@@ -205,11 +310,11 @@ mod tests {
         let pg = AtomicI32::new(0);
         let cx = TaskContext::new(1, &pg);
         let t = std::time::Instant::now();
-        let out = run("sleep 30 & echo $!", &cx).unwrap();
+        let out = run("sleep 30 & echo $!", None, &cx).unwrap();
         assert!(t.elapsed() < std::time::Duration::from_secs(5));
         let BuiltinOutput::Shell { exit: 0, stdout, .. } = out else { panic!("{out:?}") };
         // ...and does not outlive it: the group was killed (a zombie until init reaps it).
-        let pid: i32 = stdout.trim().parse().unwrap();
+        let pid: i32 = stdout.head.trim().parse().unwrap();
         let gone = || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             Err(_) => true,
             Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),

@@ -1,0 +1,290 @@
+//! A command run's own output: each command's stdout on our stdout and its stderr on our
+//! stderr, whole, byte for byte, one command's group at a time, in completion order or (with
+//! `-k`) in input order; and the one line on stderr that each failed or quarantined command
+//! gets.
+//!
+//! The workers' commands write straight into files of a private spool directory, named by
+//! their assignment's seq (`worker::builtin::Builtin::spooling`); this side copies a
+//! finished command's files to its outputs (`sendfile`, no copy in our memory) and removes
+//! them. A command `-k` holds behind a slower one costs only its entry here: its output
+//! stays in its files until its turn, so memory is bounded whatever it printed and however
+//! long it waits.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+
+use shared::record::Status;
+
+use crate::pool::Concluded;
+
+/// Bytes read from the end of a command's stderr for the last line of its failure line.
+const TAIL_BYTES: u64 = 4096;
+
+/// The failure line of a task, printed when its output is.
+#[derive(Debug, Clone)]
+struct Failure {
+    /// Its place in the run's input, from 1 (a `--cmd` task's `{#}`).
+    number: u64,
+    /// Its input line (`--cmd`), else its id.
+    id: String,
+    /// What it ended with: the error, or the cause of its last crash.
+    why: String,
+    /// The last line of its stderr head (records mode; with spool files, the file's own).
+    last: Option<String>,
+}
+
+/// A concluded task waiting for its turn under `-k`.
+#[derive(Debug)]
+struct Held {
+    /// The seq whose files hold its output; `None`: it has none to show.
+    seq: Option<u64>,
+    /// With `--tag`: its input line and a tab, put before each line of its output.
+    tag: Option<Vec<u8>>,
+    /// Its stdout and stderr where the worker left no file: the whole stream is the head.
+    whole: [Option<String>; 2],
+    failure: Option<Failure>,
+}
+
+/// Where the commands' output goes. The copying happens on a thread of its own, so that a
+/// command printing a gigabyte, or a slow reader of our stdout, holds up only the output and
+/// never the event loop (which would miss its workers' heartbeats meanwhile).
+pub(crate) struct CommandOutput {
+    /// `None`: records mode, which prints only failure lines.
+    spool: Option<tempfile::TempDir>,
+    tag: bool,
+    to_writer: Option<mpsc::Sender<(u64, Held)>>,
+    writer: Option<std::thread::JoinHandle<Option<io::Error>>>,
+    /// Set by the writer when a write failed (a closed pipe included).
+    broken: Arc<AtomicBool>,
+    failed: Option<io::Error>,
+}
+
+impl CommandOutput {
+    /// The output of a run whose commands write into a fresh spool directory (`spool`), or,
+    /// without it, one that prints failure lines alone.
+    pub fn new(spool: bool, keep_order: bool, tag: bool) -> io::Result<Self> {
+        let spool = match spool {
+            true => Some(tempfile::Builder::new().prefix("bulkhead-output-").tempdir()?),
+            false => None,
+        };
+        let dup = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned().map(File::from);
+        let broken = Arc::new(AtomicBool::new(false));
+        let mut w = Writer {
+            dir: spool.as_ref().map(|d| d.path().to_path_buf()),
+            keep_order,
+            next: 0,
+            held: BTreeMap::new(),
+            stdout: dup(io::stdout().as_fd())?,
+            stderr: dup(io::stderr().as_fd())?,
+            failed: None,
+            broken: broken.clone(),
+        };
+        let (tx, rx) = mpsc::channel::<(u64, Held)>();
+        let writer = std::thread::Builder::new().name("bulkhead-output".into()).spawn(move || {
+            for (order, h) in rx {
+                w.take(order, h);
+            }
+            w.finish();
+            w.failed
+        })?;
+        Ok(Self { spool, tag, to_writer: Some(tx), writer: Some(writer), broken, failed: None })
+    }
+
+    /// The directory the workers' commands write into.
+    pub fn spool_dir(&self) -> Option<PathBuf> {
+        self.spool.as_ref().map(|d| d.path().to_path_buf())
+    }
+
+    /// After [`finish`](CommandOutput::finish): the first write that failed, once.
+    pub fn take_failure(&mut self) -> Option<io::Error> {
+        self.failed.take()
+    }
+
+    /// Whether a write failed (a closed pipe included): the run should stop.
+    pub fn broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
+    }
+
+    /// A task concluded: its output is shown now, or held for its turn.
+    pub fn concluded(&mut self, c: &Concluded<'_>) {
+        let label = crate::engine::lifecycle::TaskLabel::of(c.label);
+        let failure = (c.status != Status::Ok).then(|| Failure {
+            // A --cmd task is named as its user knows it: its {#} and its input line.
+            number: label.as_ref().map_or(c.order + 1, |l| l.seq),
+            id: label.as_ref().map_or_else(|| c.id.to_string(), |l| l.input.clone()),
+            why: match (c.error, c.crashes.last()) {
+                (Some(e), _) => e.to_string(),
+                (None, Some(crash)) => format!("quarantined after {} attempt(s): {}", c.crashes.len(), crash.cause),
+                (None, None) => c.status.to_string(),
+            },
+            last: c.stderr.and_then(|s| s.last_line()).map(str::to_string),
+        });
+        // A quarantined task's last attempt died with its worker: what it printed is partial.
+        let seq = c.seq.filter(|_| c.status != Status::Quarantined && self.spool.is_some());
+        let tag = self.tag.then(|| {
+            let input = label.as_ref().map(|l| l.input_bytes().into_owned()).unwrap_or_default();
+            [&input[..], b"\t"].concat()
+        });
+        let whole = [c.stdout, c.stderr].map(|s| s.filter(|s| s.is_whole()).map(|s| s.head.clone()));
+        if let Some(tx) = &self.to_writer {
+            // The writer ends only when this side lets it; a send cannot fail before.
+            let _ = tx.send((c.order, Held { seq, tag, whole, failure }));
+        }
+    }
+
+    /// The run is over: what is still held (behind tasks that never concluded) goes out in
+    /// input order, and everything is written before this returns.
+    pub fn finish(&mut self) {
+        self.to_writer = None;
+        if let Some(w) = self.writer.take() {
+            self.failed = match w.join() {
+                Ok(failed) => failed,
+                Err(_) => Some(io::Error::other("the output thread panicked")),
+            };
+        }
+    }
+}
+
+/// The output thread's side: the files, and what `-k` holds.
+struct Writer {
+    dir: Option<PathBuf>,
+    keep_order: bool,
+    /// The next task in input order (`-k`).
+    next: u64,
+    held: BTreeMap<u64, Held>,
+    stdout: File,
+    stderr: File,
+    /// The first write that failed; nothing more is written after it.
+    failed: Option<io::Error>,
+    broken: Arc<AtomicBool>,
+}
+
+impl Writer {
+    fn take(&mut self, order: u64, h: Held) {
+        if !self.keep_order {
+            self.show(h);
+            return;
+        }
+        self.held.insert(order, h);
+        while let Some(h) = self.held.remove(&self.next) {
+            self.next += 1;
+            self.show(h);
+        }
+    }
+
+    fn finish(&mut self) {
+        for (_, h) in std::mem::take(&mut self.held) {
+            self.show(h);
+        }
+    }
+
+    fn show(&mut self, h: Held) {
+        let mut last = h.failure.as_ref().and_then(|f| f.last.clone());
+        if let (Some(seq), Some(dir)) = (h.seq, self.dir.clone()) {
+            let (out, err) = (dir.join(format!("{seq}.out")), dir.join(format!("{seq}.err")));
+            self.copy(&out, h.whole[0].as_deref(), true, h.tag.as_deref());
+            if h.failure.is_some()
+                && let Some(l) = last_line_of(&err)
+            {
+                last = Some(l);
+            }
+            self.copy(&err, h.whole[1].as_deref(), false, h.tag.as_deref());
+        }
+        if let Some(f) = h.failure {
+            let line = match last {
+                Some(l) => format!("bulkhead: #{} failed ({}): {}: {l}\n", f.number, f.id, f.why),
+                None => format!("bulkhead: #{} failed ({}): {}\n", f.number, f.id, f.why),
+            };
+            if self.failed.is_none()
+                && let Err(e) = self.stderr.write_all(line.as_bytes())
+            {
+                self.failed = Some(e);
+            }
+        }
+        if self.failed.is_some() {
+            self.broken.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Copies a spool file whole to stdout or stderr and removes it; a file that is not there
+    /// is an empty stream (the worker removes those).
+    fn copy(&mut self, path: &Path, whole: Option<&str>, to_stdout: bool, tag: Option<&[u8]>) {
+        if let Some(text) = whole {
+            if self.failed.is_some() || text.is_empty() {
+                return;
+            }
+            let target = if to_stdout { &mut self.stdout } else { &mut self.stderr };
+            let written = match tag {
+                None => target.write_all(text.as_bytes()),
+                Some(tag) => copy_tagged(text.as_bytes(), target, tag),
+            };
+            if let Err(e) = written {
+                self.failed = Some(e);
+            }
+            return;
+        }
+        let mut file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+            Err(e) => {
+                self.failed.get_or_insert(e);
+                return;
+            }
+        };
+        let _ = std::fs::remove_file(path);
+        if self.failed.is_some() {
+            return;
+        }
+        let target = if to_stdout { &mut self.stdout } else { &mut self.stderr };
+        let copied = match tag {
+            None => io::copy(&mut file, target).map(drop),
+            Some(tag) => copy_tagged(file, target, tag),
+        };
+        if let Err(e) = copied {
+            self.failed = Some(e);
+        }
+    }
+}
+
+/// Copies `from` to `to` with `tag` before each line, in blocks: a line longer than any
+/// buffer (a command that never prints a newline) costs no more memory than a short one.
+fn copy_tagged(from: impl io::Read, to: &mut File, tag: &[u8]) -> io::Result<()> {
+    use std::io::BufRead;
+    let mut r = io::BufReader::with_capacity(64 << 10, from);
+    let mut w = io::BufWriter::with_capacity(64 << 10, to);
+    let mut at_start = true;
+    loop {
+        let block = r.fill_buf()?;
+        if block.is_empty() {
+            break;
+        }
+        let n = block.len();
+        for piece in block.split_inclusive(|&b| b == b'\n') {
+            if at_start {
+                w.write_all(tag)?;
+            }
+            w.write_all(piece)?;
+            at_start = piece.ends_with(b"\n");
+        }
+        r.consume(n);
+    }
+    w.flush()
+}
+
+/// The last line with text in the last [`TAIL_BYTES`] of a file, without its newline.
+fn last_line_of(path: &Path) -> Option<String> {
+    let f = File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let start = len.saturating_sub(TAIL_BYTES);
+    let mut buf = vec![0; (len - start) as usize];
+    let n = f.read_at(&mut buf, start).ok()?;
+    buf.truncate(n);
+    let text = String::from_utf8_lossy(&buf);
+    text.lines().rev().map(str::trim_end).find(|l| !l.is_empty()).map(str::to_string)
+}
