@@ -133,6 +133,19 @@ pub enum BuiltinTask {
         /// The command line.
         cmd: String,
     },
+    /// Runs `/bin/sh -c cmd` as `shell` does, with a line-aligned block of a file as its
+    /// standard input, which the worker reads from the file itself (GNU parallel's
+    /// `--pipepart`): the lines whose first byte lies in `offset..offset + len`.
+    Pipe {
+        /// The command line.
+        cmd: String,
+        /// The file.
+        path: String,
+        /// Start of the block; a line belongs to the block that holds its first byte.
+        offset: u64,
+        /// Length of the block in bytes.
+        len: u64,
+    },
 }
 
 impl BuiltinTask {
@@ -144,6 +157,7 @@ impl BuiltinTask {
             BuiltinTask::SumSquares { .. } => "sum_squares",
             BuiltinTask::Scan { .. } => "scan",
             BuiltinTask::Shell { .. } => "shell",
+            BuiltinTask::Pipe { .. } => "pipe",
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod demo;
 mod k8s;
 pub mod load;
 mod merge;
+mod pipepart;
 mod run;
 mod scan;
 pub mod shard;
@@ -83,6 +84,14 @@ pub struct RunArgs {
     /// extension, as in GNU parallel.
     #[arg(long, value_name = "TEMPLATE")]
     pub cmd: Option<String>,
+    /// With --cmd: one task per line-aligned block of FILE, which the worker feeds to the
+    /// command's standard input (GNU parallel's --pipepart); '{#}' is the block number.
+    #[arg(long, value_name = "FILE", requires = "cmd", conflicts_with = "tasks")]
+    pub pipepart: Option<PathBuf>,
+    /// Bytes per --pipepart block (a line belongs to the block holding its first byte)
+    /// [default: 16M, less for small files].
+    #[arg(long, value_parser = parse_size, value_name = "SIZE", requires = "pipepart")]
+    pub block: Option<u64>,
     /// Worker processes (threads in thread mode) [default: available cores].
     #[arg(short = 'j', long = "workers", value_name = "N")]
     pub workers: Option<usize>,
@@ -207,6 +216,7 @@ pub fn main() -> i32 {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     match cli.command {
+        Command::Run(args) if args.pipepart.is_some() => pipepart::pipepart(*args),
         Command::Run(args) => run::run(*args),
         Command::Scan(args) => scan::scan(*args),
         Command::Status(args) => status::status(args),

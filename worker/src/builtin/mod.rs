@@ -71,6 +71,10 @@ impl Handler for Builtin {
                 scan::scan(&path, offset, len, &p, lines, max_line.unwrap_or(shared::task::SCAN_MAX_LINE))
             }
             BuiltinTask::Shell { cmd } => shell::run(&cmd, cx),
+            BuiltinTask::Pipe { cmd, path, offset, len } => {
+                let (file, start, stop) = scan::line_block(&path, offset, len)?;
+                shell::run_fed(&cmd, Some(shell::Feed { file, path, start, stop }), cx)
+            }
         }
     }
 }

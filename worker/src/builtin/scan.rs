@@ -332,6 +332,31 @@ impl Source<'_> {
     }
 }
 
+/// The lines whose first byte lies in `offset..offset + len`, by the rule of a scan range, as
+/// a part of the open file: `(file, start, stop)`, bytes `start..stop` (`stop` is `u64::MAX`
+/// where the block runs to the file's end; `start == stop` where no line starts in it). Finding
+/// both ends reads past them only to the next newline, a small block at a time.
+pub(super) fn line_block(path: &str, offset: u64, len: u64) -> Result<(File, u64, u64), TaskError> {
+    let file = File::open(path).map_err(|e| TaskError::new(format!("cannot open {path}: {e}")))?;
+    let src = Source { file, path };
+    let end = offset.saturating_add(len);
+    if len == 0 {
+        return Ok((src.file, offset, offset));
+    }
+    let mut buf = vec![0u8; TAIL_BLOCK];
+    let start = if offset == 0 {
+        0
+    } else {
+        match src.skip_line(offset - 1, end, &mut buf)? {
+            Some((p, _)) => p,
+            None => return Ok((src.file, offset, offset)),
+        }
+    };
+    // The next block starts at the first line starting at or after `end`; this one ends there.
+    let stop = src.skip_line(end - 1, u64::MAX, &mut buf)?.map_or(u64::MAX, |(p, _)| p);
+    Ok((src.file, start, stop))
+}
+
 /// Counts the lines matching `pattern` whose first byte lies in `offset..offset + len`, the
 /// values of its counted group, and (with `want_lines`) returns those lines.
 pub(super) fn scan(
@@ -536,6 +561,26 @@ mod tests {
             let (n, _, long, lines) = in_ranges(path, text.len() as u64, chunk, &p, 1024);
             assert_eq!((n, long), (2, 1), "chunk {chunk}");
             assert_eq!(lines.len(), 1024 + 1 + "short z\n".len());
+        }
+    }
+
+    #[test]
+    fn line_blocks_tile_the_file_at_line_starts() {
+        let text = b"a\nbb\n\nccc\ndddd\neeeee".to_vec();
+        let f = file(&text);
+        let path = f.path().to_str().unwrap();
+        for len in 1..=text.len() as u64 + 1 {
+            let mut next = 0;
+            for offset in (0..text.len() as u64).step_by(len as usize) {
+                let (_, start, stop) = line_block(path, offset, len).unwrap();
+                if start == stop {
+                    continue;
+                }
+                assert_eq!(start, next, "len {len} offset {offset}");
+                assert!(start == 0 || text[start as usize - 1] == b'\n');
+                next = stop.min(text.len() as u64);
+            }
+            assert_eq!(next, text.len() as u64, "len {len}");
         }
     }
 
