@@ -120,7 +120,7 @@ pub enum BuiltinTask {
         /// A regex, matched against each line (without its newline).
         pattern: String,
         /// The capture group whose values are counted: a name, or `None` for the first group
-        /// (none counted when the pattern has no group).
+        /// (none counted when the pattern has no group), or [`SCAN_LINES_ONLY`] for none.
         group: Option<String>,
         /// Also return the matching lines themselves, in file order.
         lines: bool,
@@ -194,6 +194,11 @@ pub enum BuiltinOutput {
         stderr: String,
     },
 }
+
+/// A scan's `group` that counts no group, only lines, whatever groups the pattern has: no
+/// group can be named so (`(?P<>...)` is not a regex), and counting lines alone runs no
+/// captures.
+pub const SCAN_LINES_ONLY: &str = "";
 
 /// The longest line a `scan` task searches whole unless it says otherwise: 1 MiB. Its read
 /// buffer holds one such line beside a block of reading, so it bounds the task's memory.

@@ -202,7 +202,7 @@ pub(super) fn scan(args: ScanArgs) -> i32 {
                 offset,
                 len,
                 pattern: pattern.clone(),
-                group: if grouped { group.clone() } else { None },
+                group: if grouped { group.clone() } else { Some(shared::task::SCAN_LINES_ONLY.to_string()) },
                 lines,
                 max_line: Some(max_line),
             };
