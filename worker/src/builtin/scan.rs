@@ -26,7 +26,10 @@ use shared::task::BuiltinOutput;
 /// Bytes read at once: large enough that the read calls cost little beside the search
 /// (`cat` reads the 1 GiB benchmark log in ~0.2 s), small enough to stay in the L2 cache
 /// while the regex runs over it. Plain reads rather than `mmap`: a file truncated while
-/// mapped kills the reader with SIGBUS, and mapped pages count against `--memory-limit`.
+/// mapped kills the reader with SIGBUS, a mapping of the file counts against
+/// `--memory-limit`'s address space, and the pages a range touches count as resident. Measured
+/// (1 GiB log, `-c -j 1`, paired runs on a loaded 2-core VM): mapping saved 6% of the wall
+/// time (half the 0.2 s of system time) and doubled the worker's peak resident memory.
 const READ_BLOCK: usize = 256 << 10;
 
 /// Reads past a range's end, while its last line is finished, go this far at a time: lines
@@ -108,18 +111,21 @@ impl Pattern {
     }
 }
 
+/// A map keyed by raw bytes (group values, match texts), hashed by [`ValueHasher`].
+type ByBytes<V> = HashMap<Vec<u8>, V, BuildHasherDefault<ValueHasher>>;
+
 /// What a scan adds up, for one task.
 struct Tally<'p> {
     pattern: &'p Pattern,
     matched_lines: u64,
     long_lines: u64,
     /// Raw group values: looking a value up borrows the buffer; only a new value allocates.
-    counts: HashMap<Vec<u8>, u64, BuildHasherDefault<ValueHasher>>,
+    counts: ByBytes<u64>,
     /// For a context-free pattern: the texts of matches seen, each with its count and where
     /// the group lies in it (`None`: the group took no part). A match seen before costs one
     /// lookup and no captures; a count by status code has a handful of distinct matches.
     /// At most [`MEMO_BYTES`] of text, in `memo_bytes`; later new texts are captured each time.
-    memo: HashMap<Vec<u8>, (u64, Option<(u32, u32)>), BuildHasherDefault<ValueHasher>>,
+    memo: ByBytes<(u64, Option<(u32, u32)>)>,
     memo_bytes: usize,
     lines: Option<Vec<u8>>,
     /// Capture slots of the line regex and of the buffer regex (each regex fills its own),
@@ -277,7 +283,7 @@ impl<'p> Tally<'p> {
 }
 
 /// Adds `n` to the count of `value`; only a value not seen before allocates.
-fn count(counts: &mut HashMap<Vec<u8>, u64, BuildHasherDefault<ValueHasher>>, value: &[u8], n: u64) {
+fn count(counts: &mut ByBytes<u64>, value: &[u8], n: u64) {
     match counts.get_mut(value) {
         Some(c) => *c += n,
         None => {
