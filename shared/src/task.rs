@@ -122,7 +122,7 @@ pub enum BuiltinTask {
         /// A regex, matched against each line (without its newline).
         pattern: String,
         /// The capture group whose values are counted: a name, or `None` for the first group
-        /// (none counted when the pattern has no group).
+        /// (none counted when the pattern has no group), or [`SCAN_LINES_ONLY`] for none.
         group: Option<String>,
         /// Also return the matching lines themselves, in file order.
         lines: bool,
@@ -142,6 +142,19 @@ pub enum BuiltinTask {
         /// The command in parts; one part when it has no `{%}`.
         parts: Vec<Vec<u8>>,
     },
+    /// Runs `/bin/sh -c cmd` as `shell` does, with a line-aligned block of a file as its
+    /// standard input, which the worker reads from the file itself (GNU parallel's
+    /// `--pipepart`): the lines whose first byte lies in `offset..offset + len`.
+    Pipe {
+        /// The command line.
+        cmd: String,
+        /// The file.
+        path: String,
+        /// Start of the block; a line belongs to the block that holds its first byte.
+        offset: u64,
+        /// Length of the block in bytes.
+        len: u64,
+    },
 }
 
 impl BuiltinTask {
@@ -153,6 +166,7 @@ impl BuiltinTask {
             BuiltinTask::SumSquares { .. } => "sum_squares",
             BuiltinTask::Scan { .. } => "scan",
             BuiltinTask::Shell { .. } | BuiltinTask::ShellParts { .. } => "shell",
+            BuiltinTask::Pipe { .. } => "pipe",
         }
     }
 }
@@ -200,6 +214,11 @@ impl BuiltinOutput {
         }
     }
 }
+
+/// A scan's `group` that counts no group, only lines, whatever groups the pattern has: no
+/// group can be named so (`(?P<>...)` is not a regex), and counting lines alone runs no
+/// captures.
+pub const SCAN_LINES_ONLY: &str = "";
 
 /// The longest line a `scan` task searches whole unless it says otherwise: 1 MiB. Its read
 /// buffer holds one such line beside a block of reading, so it bounds the task's memory.

@@ -1,6 +1,8 @@
 //! `bulkhead scan` against a plain count: exact totals over ranges whose boundaries all fall
 //! inside lines, with and without crashing workers, after a SIGKILLed supervisor resumes;
-//! and lines without end (a file without newlines, /dev/zero) in bounded memory.
+//! and lines without end (a file without newlines, /dev/zero) in bounded memory. And
+//! `run --pipepart`, which cuts files the same way for any command: its blocks, concatenated
+//! as the commands saw them, are the file, also after a SIGKILLed supervisor resumes.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -257,5 +259,100 @@ fn shards_add_up_to_the_whole_through_their_results() {
     let (n, counts, v) = totals(&whole.stdout());
     assert_eq!((n, counts), (want.0, want.1));
     assert_eq!(v["ranges"]["ran"], 0, "every range was done: {v}");
+    sb.assert_clean();
+}
+
+/// What the commands of `run --cmd 'cat > seen.{#}' --pipepart` saw, in block order: block
+/// `k` wrote `seen.k`. A missing block is a failure.
+fn seen_blocks(sb: &Sandbox, blocks: u64) -> Vec<u8> {
+    let mut all = Vec::new();
+    for k in 1..=blocks {
+        let block = std::fs::read(sb.path(&format!("seen.{k}"))).unwrap_or_else(|e| panic!("block {k}: {e}"));
+        // Each block is whole lines: the next one starts where a line does.
+        assert!(block.is_empty() || block.ends_with(b"\n"), "block {k} ends inside a line");
+        all.extend_from_slice(&block);
+    }
+    all
+}
+
+#[test]
+fn pipepart_blocks_cover_the_file_exactly_once() {
+    let sb = Sandbox::new();
+    let block = 4099;
+    let text = access_log(&sb.path("access.log"), 6_000, block);
+    let blocks = (text.len() as u64).div_ceil(block);
+    let b = block.to_string();
+    let args = ["run", "--cmd", "cat > seen.{#}", "--pipepart", "access.log", "--block", &b, "-j", "2"];
+    let done = sb.run(&[&args[..], &["--results", "r.jsonl"]].concat(), None);
+    done.expect_code(0);
+    assert_eq!(seen_blocks(&sb, blocks), text, "the blocks, concatenated, are not the file");
+    assert!(!sb.path(&format!("seen.{}", blocks + 1)).exists());
+    let recs = read_records(&sb.path("r.jsonl"));
+    assert_eq!(recs.len() as u64, blocks);
+    assert!(recs.iter().all(|r| r["status"] == "ok"), "{recs:?}");
+    // The command's output is in its record, as for any --cmd: here, a count of its lines.
+    let counted = sb.run(&["run", "--cmd", "wc -l", "--pipepart", "access.log", "--block", &b], None);
+    counted.expect_code(0);
+    let lines: u64 =
+        counted.records().iter().map(|r| r["stdout"]["head"].as_str().unwrap().trim().parse::<u64>().unwrap()).sum();
+    assert_eq!(lines, 6_000);
+    // A replacement string for an input line has nothing to stand for: refused, nothing runs.
+    let bad = sb.run(&["run", "--cmd", "cat {}", "--pipepart", "access.log"], None);
+    bad.expect_code(2);
+    assert!(bad.stderr().contains("--cmd has {}"), "{}", bad.stderr());
+    sb.assert_clean();
+}
+
+#[test]
+fn pipepart_resumed_after_a_sigkill_covers_each_block_once() {
+    let sb = Sandbox::new();
+    let block = 2053;
+    let text = access_log(&sb.path("access.log"), 15_000, block);
+    let blocks = (text.len() as u64).div_ceil(block);
+    let b = block.to_string();
+    let results = sb.path("r.jsonl");
+    let records = || std::fs::read_to_string(&results).map(|t| t.lines().count()).unwrap_or(0);
+    let mut kills = 0;
+    loop {
+        assert!(kills < 20, "the run never completed");
+        let mut args = vec![
+            "run",
+            "--cmd",
+            "cat > seen.{#}",
+            "--pipepart",
+            "access.log",
+            "--block",
+            &b,
+            "-j",
+            "2",
+            "--results",
+            "r.jsonl",
+        ];
+        if kills > 0 {
+            args.push("--resume");
+        }
+        let mut run = sb.spawn(&args, None);
+        let target = records() + 150;
+        let mut finished = false;
+        wait_for("progress or the end", || {
+            finished = run.exited();
+            finished || records() >= target
+        });
+        if finished {
+            run.wait().expect_code(0);
+            break;
+        }
+        sb.kill_hard(&run);
+        run.wait();
+        kills += 1;
+        sb.assert_nothing_alive();
+    }
+    assert!(kills >= 1, "the supervisor was never killed mid-run");
+    assert_eq!(seen_blocks(&sb, blocks), text, "the blocks, concatenated, are not the file");
+    // Each block has one final record: the resumed runs ran only what had none. (A torn last
+    // line of a killed run is no record, and is cut by the resume.)
+    let recs = read_records(&results);
+    let ids: std::collections::BTreeSet<_> = recs.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!((recs.len() as u64, ids.len() as u64), (blocks, blocks));
     sb.assert_clean();
 }

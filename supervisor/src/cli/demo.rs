@@ -337,6 +337,12 @@ fn task_line(t: &TaskSpec<BuiltinTask>) -> String {
             serde_json::to_string(path).expect("serializes"),
             serde_json::to_string(pattern).expect("serializes")
         ),
+        BuiltinTask::Pipe { cmd, path, offset, len } => write!(
+            s,
+            "\"kind\":\"pipe\",\"cmd\":{},\"path\":{},\"offset\":{offset},\"len\":{len}",
+            serde_json::to_string(cmd).expect("serializes"),
+            serde_json::to_string(path).expect("serializes")
+        ),
     };
     if let Some(f) = t.fault {
         let _ = write!(s, ",\"fault\":\"{}\"", f.kind);

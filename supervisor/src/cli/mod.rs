@@ -6,6 +6,7 @@ pub mod demo;
 mod k8s;
 pub mod load;
 mod merge;
+mod pipepart;
 mod run;
 mod scan;
 pub mod shard;
@@ -90,6 +91,14 @@ pub struct RunArgs {
     /// braces stay as written; without any, the line is appended.
     #[arg(long, value_name = "TEMPLATE")]
     pub cmd: Option<String>,
+    /// With --cmd: one task per line-aligned block of FILE, which the worker feeds to the
+    /// command's standard input (GNU parallel's --pipepart); '{#}' is the block number.
+    #[arg(long, value_name = "FILE", requires = "cmd", conflicts_with = "tasks")]
+    pub pipepart: Option<PathBuf>,
+    /// Bytes per --pipepart block (a line belongs to the block holding its first byte)
+    /// [default: 16M, less for small files].
+    #[arg(long, value_parser = parse_size, value_name = "SIZE", requires = "pipepart")]
+    pub block: Option<u64>,
     /// Split each input line into the columns {1}, {2}, ... at this regex (e.g. '\t', ',').
     #[arg(long, value_name = "REGEX", requires = "cmd")]
     pub colsep: Option<String>,
@@ -369,6 +378,7 @@ pub fn main() -> i32 {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     match cli.command {
+        Command::Run(args) if args.pipepart.is_some() => pipepart::pipepart(*args),
         Command::Run(args) => run::run(*args),
         Command::Scan(args) => scan::scan(*args),
         Command::Status(args) => status::status(args),

@@ -119,6 +119,8 @@ impl RunOptions {
             .mut_arg("keep_order", |a| a.hide(true))
             .mut_arg("tag", |a| a.hide(true))
             .mut_arg("dry_run", |a| a.hide(true))
+            .mut_arg("pipepart", |a| a.hide(true))
+            .mut_arg("block", |a| a.hide(true))
             .mut_arg("results", |a| {
                 a.help(
                 "Results JSONL of the ranges, appended as they finish: the journal --resume continues [default: none]",
@@ -200,21 +202,11 @@ pub(super) fn scan(args: ScanArgs) -> i32 {
     let mut tasks = Vec::new();
     let mut planned_ids = HashMap::new();
     for path in &files {
-        let meta = match std::fs::metadata(path) {
+        let meta = match regular_file(path, "scan plans ranges", "a `scan` task with an explicit len in `bulkhead run`")
+        {
             Ok(m) => m,
-            Err(e) => {
-                eprintln!("bulkhead: error: cannot read {}: {e}", path.display());
-                return exit::BAD_INPUT;
-            }
+            Err(code) => return code,
         };
-        if !meta.is_file() {
-            eprintln!(
-                "bulkhead: error: {} is not a regular file: scan plans ranges by a file's size \
-                 (for a device or a pipe, use a `scan` task with an explicit len in `bulkhead run`)",
-                path.display()
-            );
-            return exit::BAD_INPUT;
-        }
         if let Some(first) = planned_ids.insert((meta.dev(), meta.ino()), path) {
             eprintln!("bulkhead: error: {} is {} again: each file is searched once", path.display(), first.display());
             return exit::BAD_INPUT;
@@ -222,22 +214,20 @@ pub(super) fn scan(args: ScanArgs) -> i32 {
         let bytes = meta.len();
         let len = plan_chunk(chunk, bytes, workers, lines);
         let file = planned.len();
-        let mut offset = 0;
         let mut n = 0;
-        while offset < bytes {
+        for offset in offsets(bytes, len) {
             let task = BuiltinTask::Scan {
                 path: path.to_string_lossy().into_owned(),
                 offset,
                 len,
                 pattern: pattern.clone(),
-                group: if grouped { group.clone() } else { None },
+                group: if grouped { group.clone() } else { Some(shared::task::SCAN_LINES_ONLY.to_string()) },
                 lines,
                 max_line: Some(max_line),
             };
-            let id = range_id(&task, &meta, grouped);
+            let id = range_id("scan", &task, &meta, u64::from(grouped));
             ranges.push(Range { file, offset, id: id.clone() });
             tasks.push(TaskSpec::with_id(id, task));
-            offset += len;
             n += 1;
         }
         planned.push(Planned { shown: path.display().to_string(), bytes, ranges: n, matched_lines: 0 });
@@ -346,21 +336,47 @@ pub(super) fn scan(args: ScanArgs) -> i32 {
     }
 }
 
+/// The file at `path`, which must be a regular file: `planner` (who plans by its size) and
+/// `instead` (what to use for a device or a pipe) make the refusal's words. Errors are said
+/// on stderr; the exit code is 2.
+pub(super) fn regular_file(path: &Path, planner: &str, instead: &str) -> Result<std::fs::Metadata, i32> {
+    let meta = std::fs::metadata(path).map_err(|e| {
+        eprintln!("bulkhead: error: cannot read {}: {e}", path.display());
+        exit::BAD_INPUT
+    })?;
+    if !meta.is_file() {
+        eprintln!(
+            "bulkhead: error: {} is not a regular file: {planner} by a file's size (for a device or a pipe, use {instead})",
+            path.display()
+        );
+        return Err(exit::BAD_INPUT);
+    }
+    Ok(meta)
+}
+
+/// Where the ranges of `len` bytes over a file of `bytes` start. The worker aligns each to
+/// whole lines (a line belongs to the range holding its first byte), so the planner needs
+/// only the size.
+pub(super) fn offsets(bytes: u64, len: u64) -> impl Iterator<Item = u64> {
+    std::iter::successors(Some(0u64), move |&o| o.checked_add(len)).take_while(move |&o| o < bytes)
+}
+
 /// The range length for a file of `bytes`: `--chunk`, or 16 MiB, or less so that a small
 /// file still gives each worker a few ranges (never under 64 KiB).
-fn plan_chunk(chunk: Option<u64>, bytes: u64, workers: usize, lines: bool) -> u64 {
+pub(super) fn plan_chunk(chunk: Option<u64>, bytes: u64, workers: usize, lines: bool) -> u64 {
     let len = chunk.unwrap_or_else(|| (bytes / (4 * workers.max(1) as u64)).clamp(64 << 10, DEFAULT_CHUNK));
     if lines { len.min(LINES_CHUNK) } else { len }
 }
 
-/// A range's id: the hash of its task and of the file's identity (size, modification time,
-/// inode), so a resume against a changed file or another pattern counts nothing stale.
-fn range_id(task: &BuiltinTask, meta: &std::fs::Metadata, grouped: bool) -> String {
+/// A range's id, `PREFIX-HASH`: the hash of its task, of the file's identity (size,
+/// modification time, inode) and of `extra`, so a resume against a changed file or another
+/// pattern or command finds nothing stale.
+pub(super) fn range_id(prefix: &str, task: &BuiltinTask, meta: &std::fs::Metadata, extra: u64) -> String {
     let mut bytes = postcard::to_stdvec(task).expect("a task encodes");
-    for n in [meta.len(), meta.mtime() as u64, meta.mtime_nsec() as u64, meta.ino(), u64::from(grouped)] {
+    for n in [meta.len(), meta.mtime() as u64, meta.mtime_nsec() as u64, meta.ino(), extra] {
         bytes.extend_from_slice(&n.to_le_bytes());
     }
-    format!("scan-{}", shared::hash::content_id(&bytes))
+    format!("{prefix}-{}", shared::hash::content_id(&bytes))
 }
 
 /// Adds one range's result.
@@ -641,6 +657,14 @@ mod tests {
         assert_eq!(plan_chunk(None, 1000, 2, false), 64 << 10);
         assert_eq!(plan_chunk(Some(100), 1 << 30, 2, false), 100);
         assert_eq!(plan_chunk(Some(1 << 30), 1 << 30, 2, true), 8 << 20);
+    }
+
+    #[test]
+    fn ranges_cover_the_size_once() {
+        assert_eq!(offsets(10, 4).collect::<Vec<_>>(), [0, 4, 8]);
+        assert_eq!(offsets(8, 4).collect::<Vec<_>>(), [0, 4]);
+        assert_eq!(offsets(0, 4).count(), 0);
+        assert_eq!(offsets(u64::MAX, u64::MAX - 1).count(), 2);
     }
 
     #[test]

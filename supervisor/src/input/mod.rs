@@ -178,12 +178,13 @@ const KIND_FIELDS: [&str; 7] = ["n", "ms", "cmd", "path", "offset", "len", "patt
 
 /// The built-in kinds and the fields of [`KIND_FIELDS`] each takes. A new kind is one row here
 /// and one arm in [`parse_line`].
-const KINDS: [(&str, &[&str]); 5] = [
+const KINDS: [(&str, &[&str]); 6] = [
     ("noop", &[]),
     ("sleep", &["ms"]),
     ("sum_squares", &["n"]),
     ("scan", &["path", "offset", "len", "pattern"]),
     ("shell", &["cmd"]),
+    ("pipe", &["cmd", "path", "offset", "len"]),
 ];
 
 /// A line that is not a task object: one that opens a JSON array (a whole file written as one
@@ -251,6 +252,12 @@ pub fn parse_line(text: &[u8]) -> Result<Option<ParsedTask<'_>>, Problem> {
             let (offset, len) = (line.offset.unwrap_or(0), need(line.len, "len")?);
             BuiltinTask::Scan { path, offset, len, pattern, group: None, lines: false, max_line: None }
         }
+        "pipe" => BuiltinTask::Pipe {
+            cmd: line.cmd.ok_or(Problem::MissingField { kind, field: "cmd" })?.0.into_owned(),
+            path: line.path.ok_or(Problem::MissingField { kind, field: "path" })?.0.into_owned(),
+            offset: line.offset.unwrap_or(0),
+            len: need(line.len, "len")?,
+        },
         _ => BuiltinTask::Shell { cmd: line.cmd.ok_or(Problem::MissingField { kind, field: "cmd" })?.0.into_owned() },
     };
     let fault = match (line.fault, line.fault_attempts) {
@@ -957,6 +964,10 @@ mod tests {
         .unwrap()
         .unwrap();
         assert!(matches!(t.task, BuiltinTask::Scan { len: 8_388_608, .. }));
+        let t =
+            parse_line(br#"{"kind":"pipe","cmd":"wc -l","path":"a.log","offset":4096,"len":4096}"#).unwrap().unwrap();
+        assert_eq!(t.task, BuiltinTask::Pipe { cmd: "wc -l".into(), path: "a.log".into(), offset: 4096, len: 4096 });
+        assert!(err(r#"{"kind":"pipe","cmd":"wc -l","path":"a.log"}"#).contains("len"));
         let t =
             parse_line(br#"{"id":"a6","kind":"sleep","ms":100,"fault":"segv","fault_attempts":1}"#).unwrap().unwrap();
         assert_eq!(t.fault, Some(FaultPlan { kind: FaultKind::Segv, attempts: Some(1) }));

@@ -92,6 +92,10 @@ impl Handler for Builtin {
                 let cmd = parts.join(slot.as_bytes());
                 shell::run(std::ffi::OsStr::from_bytes(&cmd), self.spool.as_deref(), cx)
             }
+            BuiltinTask::Pipe { cmd, path, offset, len } => {
+                let (file, start, stop) = scan::line_block(&path, offset, len)?;
+                shell::run_fed(&cmd, self.spool.as_deref(), Some(shell::Feed { file, path, start, stop }), cx)
+            }
         }
     }
 }

@@ -30,8 +30,28 @@ pub(super) fn run(
     spool: Option<&Path>,
     cx: &TaskContext<'_>,
 ) -> Result<BuiltinOutput, TaskError> {
+    run_fed(cmd, spool, None, cx)
+}
+
+/// A part of a file given to a command as its standard input: the file, and bytes
+/// `start..stop` of it (`stop` may lie past its end).
+pub(super) struct Feed {
+    pub file: std::fs::File,
+    pub path: String,
+    pub start: u64,
+    pub stop: u64,
+}
+
+/// As [`run`], with `feed` (if any) as the command's standard input instead of nothing.
+pub(super) fn run_fed(
+    cmd: &(impl AsRef<std::ffi::OsStr> + ?Sized),
+    spool: Option<&Path>,
+    feed: Option<Feed>,
+    cx: &TaskContext<'_>,
+) -> Result<BuiltinOutput, TaskError> {
     let mut command = Command::new("/bin/sh");
-    command.arg("-c").arg(cmd.as_ref()).stdin(Stdio::null()).process_group(0);
+    let stdin = if feed.is_some() { Stdio::piped() } else { Stdio::null() };
+    command.arg("-c").arg(cmd.as_ref()).stdin(stdin).process_group(0);
     let files = match spool {
         Some(dir) => {
             let files = SpoolFiles::create(dir)?;
@@ -57,6 +77,7 @@ pub(super) fn run(
     drop(command);
     let pgid = Pid::from_raw(child.id() as i32);
     cx.set_child_group(pgid.as_raw());
+    let feeder = feed.zip(child.stdin.take()).map(|(f, pipe)| std::thread::spawn(move || feed_pipe(f, pipe)));
     let heads = match &files {
         None => Ok(read_heads(&mut child, pgid, cx)),
         Some(_) => Ok((Captured::default(), Captured::default())),
@@ -73,6 +94,10 @@ pub(super) fn run(
         None => heads?,
     };
     let status = status.map_err(|e| TaskError::new(format!("cannot wait for /bin/sh: {e}")))?;
+    // The group is gone, so the pipe's reading end is closed and the feeder has returned.
+    if let Some(fed) = feeder {
+        fed.join().map_err(|_| TaskError::new("the feeder of the command's input panicked"))??;
+    }
     hold_if_killed_by_the_job_signal(status);
     match (status.code(), status.signal()) {
         (Some(0), _) => Ok(BuiltinOutput::Shell { exit: 0, stdout, stderr }),
@@ -158,6 +183,24 @@ impl SpoolFiles {
             Ok(c)
         };
         Ok((head(&self.out, &self.out_path)?, head(&self.err, &self.err_path)?))
+    }
+}
+
+/// Copies the fed part of the file into the command's standard input (the kernel copies file
+/// to pipe: `io::copy` uses `sendfile`/`splice` there), then closes it. A command that stops
+/// reading early (`head -1`) closes the pipe: that is its choice, not a failure, as in GNU
+/// parallel. SIGPIPE is blocked on this thread so that a worker whose program left SIGPIPE at
+/// its default gets the error instead of dying.
+fn feed_pipe(feed: Feed, mut pipe: std::process::ChildStdin) -> Result<(), TaskError> {
+    use std::io::{Seek, SeekFrom};
+    let _ = nix::sys::signal::SigSet::from(Signal::SIGPIPE).thread_block();
+    let Feed { mut file, path, start, stop } = feed;
+    let fail = |e: std::io::Error| TaskError::new(format!("cannot feed {path} from byte {start} to the command: {e}"));
+    file.seek(SeekFrom::Start(start)).map_err(fail)?;
+    match std::io::copy(&mut std::io::Read::take(file, stop - start), &mut pipe) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(fail(e)),
     }
 }
 
@@ -303,6 +346,31 @@ mod tests {
         assert_eq!(stdout.head_bytes as usize, HEAD_BYTES);
         assert_eq!(stderr, Captured::default());
         assert!(!dir.path().join("0.err").exists());
+    }
+
+    #[test]
+    fn a_fed_part_of_a_file_is_the_standard_input() {
+        let pg = AtomicI32::new(0);
+        let cx = TaskContext::new(1, &pg);
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, b"one\ntwo\nthree\n").unwrap();
+        let feed = |start, stop| Some(Feed { file: f.reopen().unwrap(), path: "f".into(), start, stop });
+        let out = run_fed("cat", None, feed(4, 8), &cx).unwrap();
+        let stdout = Captured::of(b"two\n", 4);
+        assert_eq!(out, BuiltinOutput::Shell { exit: 0, stdout, stderr: Captured::default() });
+        let out = run_fed("cat", None, feed(4, u64::MAX), &cx).unwrap();
+        let stdout = Captured::of(b"two\nthree\n", 10);
+        assert_eq!(out, BuiltinOutput::Shell { exit: 0, stdout, stderr: Captured::default() });
+        // A command that does not read its input is no failure of the feeding.
+        let big = tempfile::NamedTempFile::new().unwrap();
+        big.as_file().set_len(64 << 20).unwrap();
+        let out = run_fed(
+            "head -c 2",
+            None,
+            Some(Feed { file: big.reopen().unwrap(), path: "b".into(), start: 0, stop: u64::MAX }),
+            &cx,
+        );
+        assert!(matches!(out, Ok(BuiltinOutput::Shell { exit: 0, .. })), "{out:?}");
     }
 
     #[test]
