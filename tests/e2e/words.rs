@@ -116,7 +116,7 @@ fn too_small_settings_are_refused_with_one_reason() {
         assert!(d.stderr().contains("is below the 10ms"), "{}", d.stderr());
     }
     for m in ["0", "1"] {
-        let d = sb.run(&["run", "--memory-limit", m], Some("{\"kind\":\"noop\"}\n"));
+        let d = sb.run(&["run", "--address-space-limit", m], Some("{\"kind\":\"noop\"}\n"));
         d.expect_code(2);
         assert!(d.stderr().contains("is below the 16 MiB a worker needs"), "{}", d.stderr());
     }

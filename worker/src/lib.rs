@@ -33,8 +33,8 @@ pub mod env {
     /// The supervisor's pid, to close the race where it dies before the parent-death signal
     /// is armed.
     pub const SUPERVISOR_PID: &str = "BULKHEAD_SUPERVISOR_PID";
-    /// Address-space limit in bytes.
-    pub const MEMORY_LIMIT: &str = "BULKHEAD_MEMORY_LIMIT";
+    /// Address-space limit (`RLIMIT_AS`) in bytes.
+    pub const ADDRESS_SPACE_LIMIT: &str = "BULKHEAD_ADDRESS_SPACE_LIMIT";
     /// The user's `RUST_BACKTRACE` (empty: unset), when the supervisor set the worker's own to
     /// 0; shell tasks get the user's back.
     pub const USER_BACKTRACE: &str = "BULKHEAD_USER_RUST_BACKTRACE";

@@ -75,7 +75,7 @@ impl ServeError {
 /// returns at once and the program goes on as usual.
 ///
 /// Call it first thing in `main`, before starting threads or touching the terminal: the
-/// worker's start-up (parent-death signal, memory limit, moving the socket off stdin) assumes
+/// worker's start-up (parent-death signal, address-space limit, moving the socket off stdin) assumes
 /// a fresh single-threaded process, and whatever runs before the call runs again in every
 /// worker. The worker serves the handler value the pool was built with, which comes with the
 /// handshake. A program with several handlers calls it once per handler type; only the one

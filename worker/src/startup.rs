@@ -55,7 +55,7 @@ pub(crate) fn prepare() -> Result<UnixStream, StartupError> {
         }
         SUPERVISOR.store(expected, std::sync::atomic::Ordering::Relaxed);
     }
-    if let Some(limit) = std::env::var(env::MEMORY_LIMIT).ok().and_then(|v| v.parse::<u64>().ok()) {
+    if let Some(limit) = std::env::var(env::ADDRESS_SPACE_LIMIT).ok().and_then(|v| v.parse::<u64>().ok()) {
         setrlimit(Resource::RLIMIT_AS, limit, limit).map_err(sys("set the address-space limit"))?;
     }
     let _ = prctl::set_name(c"bulkhead-worker");
@@ -69,7 +69,7 @@ pub(crate) fn prepare() -> Result<UnixStream, StartupError> {
     unsafe {
         std::env::remove_var(env::WORKER);
         std::env::remove_var(env::SUPERVISOR_PID);
-        std::env::remove_var(env::MEMORY_LIMIT);
+        std::env::remove_var(env::ADDRESS_SPACE_LIMIT);
         std::env::remove_var(env::USER_BACKTRACE);
         std::env::remove_var(env::DRAIN_GRACE_MS);
     }

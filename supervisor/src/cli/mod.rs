@@ -107,9 +107,10 @@ pub struct RunArgs {
     /// Write the HTML timeline of the run here at the end.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
-    /// Per-worker address-space limit (512M, 2G).
+    /// Address-space limit (RLIMIT_AS) of each worker and each process of its tasks (512M,
+    /// 2G): breaks programs that reserve more than they use (a JVM, Go, V8, a large mmap).
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
-    pub memory_limit: Option<u64>,
+    pub address_space_limit: Option<u64>,
     /// Restart intensity limit: give up (exit 3) above N restarts within DUR.
     #[arg(long, value_parser = parse_rate, default_value = "100/10s", value_name = "N/DUR")]
     pub max_restarts: (u32, Duration),

@@ -198,9 +198,9 @@ impl PoolSetup {
     /// `--results` (nowhere when `None`). Bad options are reported here (exit 2).
     pub(super) fn new(args: &RunArgs, shard: Option<(u32, u32)>, results: Option<ResultsTarget>) -> Result<Self, i32> {
         if args.mode == ModeArg::Thread {
-            if args.memory_limit.is_some() {
+            if args.address_space_limit.is_some() {
                 eprintln!(
-                    "bulkhead: warning: --memory-limit bounds worker processes; thread mode has none, so it is not applied"
+                    "bulkhead: warning: --address-space-limit bounds worker processes; thread mode has none, so it is not applied"
                 );
             }
             if args.threads_per_worker > 1 {
@@ -234,10 +234,10 @@ impl PoolSetup {
             builder = builder.timeout(t);
         }
         // Thread mode has no worker process to bound (the warning above said so).
-        if let Some(m) = args.memory_limit
+        if let Some(m) = args.address_space_limit
             && args.mode != ModeArg::Thread
         {
-            builder = builder.memory_limit(m);
+            builder = builder.address_space_limit(m);
         }
         if let Some(e) = &args.events {
             builder = builder.events(e);

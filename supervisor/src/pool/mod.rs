@@ -46,7 +46,7 @@ pub struct PoolBuilder {
     threads_per_worker: u32,
     attempts: u32,
     timeout: Option<Duration>,
-    memory_limit: Option<u64>,
+    address_space_limit: Option<u64>,
     restart: RestartPolicy,
     heartbeat: Duration,
     heartbeat_timeout: Duration,
@@ -82,7 +82,7 @@ impl Default for PoolBuilder {
             threads_per_worker: 1,
             attempts: 3,
             timeout: None,
-            memory_limit: None,
+            address_space_limit: None,
             restart: RestartPolicy::default(),
             heartbeat: Duration::from_millis(250),
             heartbeat_timeout: Duration::from_secs(2),
@@ -164,9 +164,9 @@ pub enum SettingError {
         /// The most a worker's status page has room for.
         max: u32,
     },
-    /// A memory limit a worker cannot even start under.
-    #[error("memory limit {} is below the {} a worker needs to start", size(*limit), size(*min))]
-    MemoryLimitTooSmall {
+    /// An address-space limit a worker cannot even start under.
+    #[error("address-space limit {} is below the {} a worker needs to start", size(*limit), size(*min))]
+    AddressSpaceLimitTooSmall {
         /// The limit, in bytes.
         limit: u64,
         /// The smallest that works, in bytes.
@@ -192,10 +192,13 @@ pub enum SettingError {
     /// Resume without a results file to resume from.
     #[error("resume needs a results file")]
     ResumeWithoutResults,
-    /// A memory limit in thread mode, where the workers are threads of this process and
-    /// nothing bounds one thread's memory.
-    #[error("thread mode cannot apply a memory limit: its workers share this process's memory (use process mode)")]
-    MemoryLimitInThreadMode,
+    /// A memory or address-space limit in thread mode, where the workers are threads of this
+    /// process and nothing bounds one thread's memory.
+    #[error("thread mode cannot apply {limit}: its workers share this process's memory (use process mode)")]
+    LimitInThreadMode {
+        /// Which limit.
+        limit: &'static str,
+    },
     /// A task input limit no task could meet, or one above what a message can carry.
     #[error("task input limit must be 1 to {max} bytes, not {given}")]
     TaskLimit {
@@ -233,7 +236,7 @@ const MAX_WORKERS: usize = 4096;
 /// The smallest address-space limit a worker is given: below it, start-up itself fails (the
 /// small worker needs about 6 MiB of address space, `bulkhead` serving as its own about 8),
 /// which would only show as workers dying at once until the restart limit.
-pub const MIN_MEMORY_LIMIT: u64 = 16 << 20;
+pub const MIN_ADDRESS_SPACE_LIMIT: u64 = 16 << 20;
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> PoolError {
     let what = what.into();
@@ -270,11 +273,16 @@ impl PoolBuilder {
         self.timeout = Some(d);
         self
     }
-    /// Address-space limit of each worker process, in bytes; at least [`MIN_MEMORY_LIMIT`].
+    /// Address-space limit (`RLIMIT_AS`) of each worker process and of each process its tasks
+    /// start, in bytes; at least [`MIN_ADDRESS_SPACE_LIMIT`]. An allocation past it fails,
+    /// and the crash cause is `oom`. It bounds what a process *reserves*, not what it uses:
+    /// programs that reserve address space they never touch fail under it (a JVM's thread
+    /// stacks and heap, Go's allocator, V8, AddressSanitizer, an untouched large `mmap`), and
+    /// it bounds each process alone, not a task's processes together.
     /// Process mode only: thread mode refuses it at [`build`](Self::build), since nothing
     /// bounds the memory of one thread.
-    pub fn memory_limit(mut self, bytes: u64) -> Self {
-        self.memory_limit = Some(bytes);
+    pub fn address_space_limit(mut self, bytes: u64) -> Self {
+        self.address_space_limit = Some(bytes);
         self
     }
     /// Give up when more than `n` restarts happen within `period` (default 100 in 10 s).
@@ -403,13 +411,13 @@ impl PoolBuilder {
             let (given, max) = (self.threads_per_worker, shared::shm::MAX_SLOTS);
             return Err(SettingError::ThreadsPerWorker { given, max }.into());
         }
-        if self.memory_limit.is_some() && self.mode == Mode::Thread {
-            return Err(SettingError::MemoryLimitInThreadMode.into());
+        if self.address_space_limit.is_some() && self.mode == Mode::Thread {
+            return Err(SettingError::LimitInThreadMode { limit: "an address-space limit" }.into());
         }
-        if let Some(limit) = self.memory_limit
-            && limit < MIN_MEMORY_LIMIT
+        if let Some(limit) = self.address_space_limit
+            && limit < MIN_ADDRESS_SPACE_LIMIT
         {
-            return Err(SettingError::MemoryLimitTooSmall { limit, min: MIN_MEMORY_LIMIT }.into());
+            return Err(SettingError::AddressSpaceLimitTooSmall { limit, min: MIN_ADDRESS_SPACE_LIMIT }.into());
         }
         if self.max_task_bytes == 0 || self.max_task_bytes > MAX_TASK_BYTES {
             return Err(SettingError::TaskLimit { given: self.max_task_bytes, max: MAX_TASK_BYTES }.into());
@@ -568,7 +576,7 @@ impl<H: Handler> Pool<H> {
                     config: self.config.clone(),
                     threads: c.threads_per_worker,
                     heartbeat_ms: c.heartbeat.as_millis().clamp(10, u128::from(u32::MAX)) as u32,
-                    memory_limit: c.memory_limit,
+                    address_space_limit: c.address_space_limit,
                     drain_grace: c.handle_signals.then_some(c.grace),
                 },
                 c.workers,
@@ -1074,7 +1082,10 @@ mod tests {
             Err(e) => panic!("not a setting error: {e}"),
             Ok(_) => panic!("built"),
         };
-        assert_eq!(refused(b().memory_limit(1 << 30).build(Builtin::default())), SettingError::MemoryLimitInThreadMode);
+        assert_eq!(
+            refused(b().address_space_limit(1 << 30).build(Builtin::default())),
+            SettingError::LimitInThreadMode { limit: "an address-space limit" }
+        );
         assert_eq!(
             refused(b().max_task_bytes(0).build(Builtin::default())),
             SettingError::TaskLimit { given: 0, max: MAX_TASK_BYTES }
@@ -1084,7 +1095,7 @@ mod tests {
             refused(b().max_task_bytes(over).build(Builtin::default())),
             SettingError::TaskLimit { given: over, max: MAX_TASK_BYTES }
         );
-        assert!(Pool::builder().memory_limit(1 << 30).build(Builtin::default()).is_ok());
+        assert!(Pool::builder().address_space_limit(1 << 30).build(Builtin::default()).is_ok());
     }
 
     #[test]

@@ -26,7 +26,8 @@ use shared::task::BuiltinOutput;
 /// Bytes read at once: large enough that the read calls cost little beside the search
 /// (`cat` reads the 1 GiB benchmark log in ~0.2 s), small enough to stay in the L2 cache
 /// while the regex runs over it. Plain reads rather than `mmap`: a file truncated while
-/// mapped kills the reader with SIGBUS, and mapped pages count against `--memory-limit`.
+/// mapped kills the reader with SIGBUS, and mapped pages count against
+/// `--address-space-limit` (and, once touched, against `--memory-limit`).
 const READ_BLOCK: usize = 256 << 10;
 
 /// Reads past a range's end, while its last line is finished, go this far at a time: lines
