@@ -90,10 +90,18 @@ pub enum CrashCause {
         /// What it did.
         detail: String,
     },
-    /// Its allocator failed under the memory limit.
+    /// Out of memory: its allocator failed under the address-space limit, or the resident
+    /// memory of its worker and process tree went past the memory limit and the tree was
+    /// killed.
     Oom {
-        /// The allocator's message.
+        /// The allocator's message, or what went past which limit.
         detail: String,
+        /// The memory limit that was passed, in bytes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u64>,
+        /// The resident bytes of the tree the supervisor saw when it killed it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peak: Option<u64>,
     },
 }
 
@@ -130,7 +138,7 @@ impl fmt::Display for CrashCause {
             CrashCause::Timeout { limit_ms } => write!(f, "timed out after {limit_ms} ms"),
             CrashCause::Unresponsive { silent_ms } => write!(f, "unresponsive for {silent_ms} ms"),
             CrashCause::Protocol { detail } => write!(f, "protocol violation: {detail}"),
-            CrashCause::Oom { detail } => write!(f, "out of memory: {detail}"),
+            CrashCause::Oom { detail, .. } => write!(f, "out of memory: {detail}"),
         }
     }
 }

@@ -32,7 +32,7 @@ pub struct Header {
 
 /// What one of the worker's task threads is doing.
 #[repr(C, align(64))]
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct PageSlot {
     /// 0 before the first task, else `seq << 1 | running`.
     pub state: AtomicU64,
@@ -41,6 +41,10 @@ pub struct PageSlot {
     /// Process group of the task's children (a shell command), 0 if none; killed with the
     /// worker.
     pub child_pgid: AtomicI32,
+    /// The largest resident memory of the worker's process tree (bytes) that the supervisor's
+    /// samples saw while this slot's task ran: raised by the supervisor, taken (reset to 0)
+    /// by the worker when a task begins and ends.
+    pub peak_rss: AtomicU64,
 }
 
 /// Bytes needed for a page with `slots` slots.
@@ -104,7 +108,7 @@ mod tests {
 
     #[test]
     fn slot_states_round_trip() {
-        let slot = PageSlot { state: AtomicU64::new(0), started_ns: AtomicU64::new(0), child_pgid: AtomicI32::new(0) };
+        let slot = PageSlot::default();
         assert_eq!(slot.read(), PageState::Idle);
         slot.begin(42, 1000);
         assert_eq!(slot.read(), PageState::Running { seq: 42, started_ns: 1000 });

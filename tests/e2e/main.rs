@@ -10,6 +10,7 @@ mod faults;
 mod input;
 mod k8s;
 mod library;
+mod memory;
 mod scan;
 mod slurm;
 mod thread_mode;

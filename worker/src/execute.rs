@@ -126,7 +126,6 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicI32, AtomicU64};
 
     use super::*;
 
@@ -153,7 +152,7 @@ mod tests {
     }
 
     fn slot() -> PageSlot {
-        PageSlot { state: AtomicU64::new(0), started_ns: AtomicU64::new(0), child_pgid: AtomicI32::new(0) }
+        PageSlot::default()
     }
 
     fn run(payload: &[u8], settle: impl FnOnce(&Executed)) -> (Executed, Vec<u8>) {

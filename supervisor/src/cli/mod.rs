@@ -107,6 +107,10 @@ pub struct RunArgs {
     /// Write the HTML timeline of the run here at the end.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Resident memory that each worker and every process of its task may use together (512M,
+    /// 2G), sampled from /proc; past it the whole tree is killed and the task charged `oom`.
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub memory_limit: Option<u64>,
     /// Address-space limit (RLIMIT_AS) of each worker and each process of its tasks (512M,
     /// 2G): breaks programs that reserve more than they use (a JVM, Go, V8, a large mmap).
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]

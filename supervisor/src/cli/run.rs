@@ -198,6 +198,11 @@ impl PoolSetup {
     /// `--results` (nowhere when `None`). Bad options are reported here (exit 2).
     pub(super) fn new(args: &RunArgs, shard: Option<(u32, u32)>, results: Option<ResultsTarget>) -> Result<Self, i32> {
         if args.mode == ModeArg::Thread {
+            if args.memory_limit.is_some() {
+                eprintln!(
+                    "bulkhead: warning: --memory-limit bounds worker processes; thread mode has none, so it is not applied"
+                );
+            }
             if args.address_space_limit.is_some() {
                 eprintln!(
                     "bulkhead: warning: --address-space-limit bounds worker processes; thread mode has none, so it is not applied"
@@ -238,6 +243,11 @@ impl PoolSetup {
             && args.mode != ModeArg::Thread
         {
             builder = builder.address_space_limit(m);
+        }
+        if let Some(m) = args.memory_limit
+            && args.mode != ModeArg::Thread
+        {
+            builder = builder.memory_limit(m);
         }
         if let Some(e) = &args.events {
             builder = builder.events(e);

@@ -56,6 +56,8 @@ pub struct EngineConfig {
     pub seed: u64,
     /// The largest encoded task input; a larger task fails when it is taken in, unrun.
     pub max_task_bytes: usize,
+    /// The resident memory a task's worker and process tree may use together, in bytes.
+    pub memory_limit: Option<u64>,
 }
 
 impl Default for EngineConfig {
@@ -76,6 +78,7 @@ impl Default for EngineConfig {
             queue_budget_ns: 2_000_000,
             seed: 0,
             max_task_bytes: MAX_TASK_BYTES,
+            memory_limit: None,
         }
     }
 }

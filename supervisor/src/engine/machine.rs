@@ -360,6 +360,13 @@ impl Engine {
         self.slots[slot].sent < self.slots[slot].inflight.len()
     }
 
+    /// The resident memory that the worker of `slot` and its process tree may use together
+    /// while task `seq` runs there: `--memory-limit`, the same for every attempt today.
+    pub fn task_memory_limit(&self, slot: usize, seq: u64) -> Option<u64> {
+        let _attempt = self.slots[slot].inflight.iter().find(|f| f.seq == seq)?.attempt;
+        self.cfg.memory_limit
+    }
+
     /// The id of an in-flight task, for displays.
     pub fn inflight_id(&self, slot: usize, seq: u64) -> Option<&str> {
         self.slots[slot].inflight.iter().find(|f| f.seq == seq).map(|f| f.task.job.id())
@@ -385,6 +392,16 @@ impl Engine {
             Event::Reaped { slot, pid, exit, executing, culprit, stderr_tail } => {
                 let death = Death { pid, exit, executing: &executing, culprit, stderr_tail: &stderr_tail };
                 self.on_reaped(slot, death, now, sink)
+            }
+            Event::OverMemory { slot, pid, limit, peak } => {
+                if self.slots[slot].state.pid() == Some(pid) {
+                    log::warn!(
+                        "worker {slot} (pid {pid}) and its tasks' processes used {} resident, past the memory limit of {}: killed",
+                        super::cause::size(peak),
+                        super::cause::size(limit)
+                    );
+                    self.terminate(slot, KillReason::Memory { limit, peak }, true, now, out);
+                }
             }
             Event::Interrupt(i) => self.on_interrupt(i, now, out),
             Event::Paused { ns } => self.on_paused(ns, now),

@@ -30,12 +30,26 @@ pub enum KillReason {
     Drain,
     /// The run gave up (restart limit); its tasks stay unfinished, uncharged.
     GiveUp,
+    /// The resident memory of the worker and its tasks' processes went past the running
+    /// task's `--memory-limit`; the memory watch has already killed the whole tree.
+    Memory {
+        /// The limit, in bytes.
+        limit: u64,
+        /// The resident bytes the sample that found it over saw.
+        peak: u64,
+    },
 }
 
 impl KillReason {
     /// Whether a death for this reason is the task's fault and counts as a crash.
     pub fn is_crash(&self) -> bool {
-        matches!(self, KillReason::Timeout { .. } | KillReason::Unresponsive { .. } | KillReason::Protocol { .. })
+        matches!(
+            self,
+            KillReason::Timeout { .. }
+                | KillReason::Unresponsive { .. }
+                | KillReason::Protocol { .. }
+                | KillReason::Memory { .. }
+        )
     }
 }
 

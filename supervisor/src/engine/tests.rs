@@ -1,8 +1,6 @@
 //! The state machine driven by events alone: no process, socket or clock. Each test tells a
 //! worker's story as the loop would report it and checks the actions and records.
 
-use std::sync::atomic::{AtomicI32, AtomicU64};
-
 use nix::sys::signal::Signal;
 use serde_bytes::Bytes;
 use shared::proto::{Outcome, PanicReport, TaskError};
@@ -56,7 +54,7 @@ struct Harness {
 }
 
 fn slot_page() -> Vec<shm::PageSlot> {
-    vec![shm::PageSlot { state: AtomicU64::new(0), started_ns: AtomicU64::new(0), child_pgid: AtomicI32::new(0) }]
+    vec![shm::PageSlot::default()]
 }
 
 fn job(id: &str) -> Job {

@@ -116,6 +116,18 @@ pub enum Event<'a> {
         /// The end of its stderr.
         stderr_tail: String,
     },
+    /// The memory watch found the slot's worker and its tasks' processes over the running
+    /// task's memory limit, and killed them.
+    OverMemory {
+        /// The slot.
+        slot: usize,
+        /// The worker.
+        pid: u32,
+        /// The limit, in bytes.
+        limit: u64,
+        /// The resident bytes it saw.
+        peak: u64,
+    },
     /// SIGINT or SIGTERM.
     Interrupt(Interrupt),
     /// The whole run was stopped for `ns` and goes on now: SIGTSTP (the workers were stopped

@@ -47,6 +47,7 @@ pub struct PoolBuilder {
     attempts: u32,
     timeout: Option<Duration>,
     address_space_limit: Option<u64>,
+    memory_limit: Option<u64>,
     restart: RestartPolicy,
     heartbeat: Duration,
     heartbeat_timeout: Duration,
@@ -83,6 +84,7 @@ impl Default for PoolBuilder {
             attempts: 3,
             timeout: None,
             address_space_limit: None,
+            memory_limit: None,
             restart: RestartPolicy::default(),
             heartbeat: Duration::from_millis(250),
             heartbeat_timeout: Duration::from_secs(2),
@@ -165,8 +167,20 @@ pub enum SettingError {
         max: u32,
     },
     /// An address-space limit a worker cannot even start under.
-    #[error("address-space limit {} is below the {} a worker needs to start", size(*limit), size(*min))]
+    #[error("address-space limit {} is below the {} a worker needs to start", crate::engine::cause::size(*limit), crate::engine::cause::size(*min))]
     AddressSpaceLimitTooSmall {
+        /// The limit, in bytes.
+        limit: u64,
+        /// The smallest that works, in bytes.
+        min: u64,
+    },
+    /// A memory limit below what an idle worker alone keeps resident.
+    #[error(
+        "memory limit {} is below the {} a worker needs resident by itself",
+        crate::engine::cause::size(*limit),
+        crate::engine::cause::size(*min)
+    )]
+    MemoryLimitTooSmall {
         /// The limit, in bytes.
         limit: u64,
         /// The smallest that works, in bytes.
@@ -209,21 +223,6 @@ pub enum SettingError {
     },
 }
 
-/// A size as a person reads it: bytes below a KiB, else the largest binary unit.
-fn size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1 << 10 {
-        return format!("{bytes} byte{}", if bytes == 1 { "" } else { "s" });
-    }
-    let mut v = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if v.fract() == 0.0 { format!("{v:.0} {}", UNITS[unit]) } else { format!("{v:.1} {}", UNITS[unit]) }
-}
-
 /// The shortest task timeout a pool takes.
 pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
 
@@ -237,6 +236,11 @@ const MAX_WORKERS: usize = 4096;
 /// small worker needs about 6 MiB of address space, `bulkhead` serving as its own about 8),
 /// which would only show as workers dying at once until the restart limit.
 pub const MIN_ADDRESS_SPACE_LIMIT: u64 = 16 << 20;
+
+/// The smallest memory limit a pool takes: an idle worker keeps 2.6 MiB resident (the small
+/// worker; `bulkhead` serving as its own, 3.3 MiB), and one running a task more (its stack,
+/// buffers, a shell's `sh`); below 8 MiB the first sample of a busy worker would kill it.
+pub const MIN_MEMORY_LIMIT: u64 = 8 << 20;
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> PoolError {
     let what = what.into();
@@ -283,6 +287,16 @@ impl PoolBuilder {
     /// bounds the memory of one thread.
     pub fn address_space_limit(mut self, bytes: u64) -> Self {
         self.address_space_limit = Some(bytes);
+        self
+    }
+    /// The resident memory each worker and every process of its tasks may use together, in
+    /// bytes; at least [`MIN_MEMORY_LIMIT`]. The supervisor samples the trees from `/proc`
+    /// every few milliseconds; a tree found past the limit is killed whole, and the running
+    /// task is charged a crash with cause `oom` (the limit and the peak seen). Address space
+    /// that is reserved and never touched costs nothing here, unlike
+    /// [`address_space_limit`](Self::address_space_limit). Process mode only.
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
         self
     }
     /// Give up when more than `n` restarts happen within `period` (default 100 in 10 s).
@@ -413,6 +427,14 @@ impl PoolBuilder {
         }
         if self.address_space_limit.is_some() && self.mode == Mode::Thread {
             return Err(SettingError::LimitInThreadMode { limit: "an address-space limit" }.into());
+        }
+        if self.memory_limit.is_some() && self.mode == Mode::Thread {
+            return Err(SettingError::LimitInThreadMode { limit: "a memory limit" }.into());
+        }
+        if let Some(limit) = self.memory_limit
+            && limit < MIN_MEMORY_LIMIT
+        {
+            return Err(SettingError::MemoryLimitTooSmall { limit, min: MIN_MEMORY_LIMIT }.into());
         }
         if let Some(limit) = self.address_space_limit
             && limit < MIN_ADDRESS_SPACE_LIMIT
@@ -564,24 +586,29 @@ impl<H: Handler> Pool<H> {
                 inject: c.inject.clone(),
                 seed: c.seed,
                 max_task_bytes: c.max_task_bytes,
+                memory_limit: c.memory_limit,
                 ..EngineConfig::default()
             },
             now,
         );
         let backend: Box<dyn Backend + 'a> = match c.mode {
-            Mode::Process => Box::new(ProcessBackend::new(
-                SpawnConfig {
-                    program: self.program.clone(),
-                    handler: H::name().to_string(),
-                    config: self.config.clone(),
-                    threads: c.threads_per_worker,
-                    heartbeat_ms: c.heartbeat.as_millis().clamp(10, u128::from(u32::MAX)) as u32,
-                    address_space_limit: c.address_space_limit,
-                    drain_grace: c.handle_signals.then_some(c.grace),
-                },
-                c.workers,
-                c.reap_orphans,
-            )),
+            Mode::Process => Box::new(
+                ProcessBackend::new(
+                    SpawnConfig {
+                        program: self.program.clone(),
+                        handler: H::name().to_string(),
+                        config: self.config.clone(),
+                        threads: c.threads_per_worker,
+                        heartbeat_ms: c.heartbeat.as_millis().clamp(10, u128::from(u32::MAX)) as u32,
+                        address_space_limit: c.address_space_limit,
+                        memory_limit: c.memory_limit,
+                        drain_grace: c.handle_signals.then_some(c.grace),
+                    },
+                    c.workers,
+                    c.reap_orphans,
+                )
+                .map_err(io_err("start the memory watch"))?,
+            ),
             Mode::Thread => {
                 Box::new(ThreadBackend::new(self.handler.clone(), c.workers).map_err(io_err("set up thread mode"))?)
             }

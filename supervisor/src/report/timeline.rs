@@ -619,7 +619,9 @@ pub(super) fn clip_cause(c: &CrashCause) -> CrashCause {
         },
         CrashCause::Panic { message } => CrashCause::Panic { message: clip(message, TEXT_CHARS) },
         CrashCause::Protocol { detail } => CrashCause::Protocol { detail: clip(detail, TEXT_CHARS) },
-        CrashCause::Oom { detail } => CrashCause::Oom { detail: clip(detail, TEXT_CHARS) },
+        CrashCause::Oom { detail, limit, peak } => {
+            CrashCause::Oom { detail: clip(detail, TEXT_CHARS), limit: *limit, peak: *peak }
+        }
         other => other.clone(),
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod event_loop;
 pub mod process;
+pub(crate) mod procfs;
 pub mod signals;
 pub mod tally;
 pub mod thread_mode;

@@ -15,7 +15,7 @@
 
 use std::os::fd::AsRawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 
@@ -331,11 +331,7 @@ impl<H: Handler> Backend for ThreadBackend<H> {
         let inc = self.next_incarnation;
         self.next_incarnation += 1;
         let (tx, rx) = channel();
-        let page: Arc<[shm::PageSlot]> = Arc::from(vec![shm::PageSlot {
-            state: AtomicU64::new(0),
-            started_ns: AtomicU64::new(0),
-            child_pgid: AtomicI32::new(0),
-        }]);
+        let page: Arc<[shm::PageSlot]> = Arc::from(vec![shm::PageSlot::default()]);
         let (handler, shared, p) = (self.handler.clone(), self.shared.clone(), page.clone());
         std::thread::Builder::new()
             .name(format!("bulkhead-thread-{slot}"))

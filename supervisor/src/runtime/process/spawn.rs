@@ -80,6 +80,9 @@ pub struct SpawnConfig {
     pub heartbeat_ms: u32,
     /// Address-space limit (`RLIMIT_AS`) per worker.
     pub address_space_limit: Option<u64>,
+    /// The resident memory each worker and its tasks' processes may use together (sampled by
+    /// the supervisor, not set in the worker).
+    pub memory_limit: Option<u64>,
     /// The drain's grace, when the supervisor drains on signals.
     pub drain_grace: Option<std::time::Duration>,
 }

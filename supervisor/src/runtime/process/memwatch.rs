@@ -1,0 +1,289 @@
+//! The memory watch: a thread of the supervisor that samples, every [`SAMPLE_INTERVAL`], the
+//! resident memory of each worker and of every process of its tasks' trees together, from
+//! `/proc`, and kills a tree that has gone past its `--memory-limit` at once, from that thread,
+//! before it tells the event loop (which then charges the running task with cause `oom`).
+//!
+//! The tree is found by parent pids. `/proc/PID/task/TID/children` would list a process's
+//! children directly, but kernels built without `CONFIG_PROC_CHILDREN` (this project's
+//! development VM among them) lack it, so the watch keeps a table of every pid's parent and
+//! reads `/proc/PID/stat` only for a pid it has not seen before (or whose parent has died,
+//! which re-parents it): a sample then costs one `readdir` of `/proc` plus one `statm` read
+//! per process of the trees. Orphans of a task stay in its worker's tree because the worker
+//! is a child subreaper.
+//!
+//! The sample also keeps, on each busy status-page slot, the largest sum seen while that slot's
+//! task ran (its peak), which the worker reports with the task's result.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use shared::shm::PageState;
+use worker::statuspage::StatusPage;
+
+use crate::runtime::procfs;
+use crate::runtime::waker::{Waker, Wakeup, wake_pair};
+
+/// How often the trees are sampled. A task allocating 1 GiB/s grows ~10 MiB between two
+/// samples; the supervisor's cost is measured in the benchmark's memory section.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(10);
+
+/// A tree found over its limit, and already killed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Breach {
+    /// The worker's slot.
+    pub slot: usize,
+    /// The worker.
+    pub pid: u32,
+    /// The limit it was held to, in bytes.
+    pub limit: u64,
+    /// The resident bytes of the tree at the sample that found it over.
+    pub peak: u64,
+    /// Processes of the tree, the worker included, that were killed.
+    pub killed: usize,
+}
+
+struct Watched {
+    pid: u32,
+    page: Arc<StatusPage>,
+    /// The limit of each task (by seq) given to this worker, while it may run.
+    task_limits: HashMap<u64, u64>,
+    /// Found over its limit and killed: not sampled again.
+    breached: bool,
+}
+
+#[derive(Default)]
+struct State {
+    workers: Vec<Option<Watched>>,
+    breaches: Vec<Breach>,
+    stop: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    cv: Condvar,
+    waker: Waker,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The watch and its thread; dropping it stops the thread.
+pub struct MemWatch {
+    shared: Arc<Shared>,
+    wakeup: Wakeup,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MemWatch {
+    /// Starts the sampling thread for `slots` worker slots.
+    pub fn start(slots: usize) -> std::io::Result<Self> {
+        let (wakeup, waker) = wake_pair()?;
+        let state = State { workers: (0..slots).map(|_| None).collect(), ..State::default() };
+        let shared = Arc::new(Shared { state: Mutex::new(state), cv: Condvar::new(), waker });
+        let theirs = shared.clone();
+        let thread =
+            std::thread::Builder::new().name("bulkhead-memwatch".into()).spawn(move || sample_loop(&theirs))?;
+        Ok(Self { shared, wakeup, thread: Some(thread) })
+    }
+
+    /// Watches the worker `pid` in `slot` (replacing any earlier one there).
+    pub fn watch(&self, slot: usize, pid: u32, page: Arc<StatusPage>) {
+        self.shared.lock().workers[slot] = Some(Watched { pid, page, task_limits: HashMap::new(), breached: false });
+    }
+
+    /// Stops watching `slot`'s worker (it died).
+    pub fn unwatch(&self, slot: usize) {
+        self.shared.lock().workers[slot] = None;
+    }
+
+    /// While task `seq` runs on `slot`'s worker, its tree is held to `limit` bytes.
+    pub fn limit_task(&self, slot: usize, tasks: impl IntoIterator<Item = (u64, u64)>) {
+        if let Some(w) = self.shared.lock().workers[slot].as_mut() {
+            w.task_limits.extend(tasks);
+        }
+    }
+
+    /// Task `seq` on `slot` has ended.
+    pub fn task_done(&self, slot: usize, seqs: impl IntoIterator<Item = u64>) {
+        if let Some(w) = self.shared.lock().workers[slot].as_mut() {
+            for seq in seqs {
+                w.task_limits.remove(&seq);
+            }
+        }
+    }
+
+    /// The descriptor the event loop polls: readable when a breach is waiting.
+    pub fn wakeup(&self) -> &Wakeup {
+        &self.wakeup
+    }
+
+    /// The breaches found since the last call.
+    pub fn take_breaches(&self) -> Vec<Breach> {
+        self.wakeup.drain();
+        std::mem::take(&mut self.shared.lock().breaches)
+    }
+}
+
+impl Drop for MemWatch {
+    fn drop(&mut self) {
+        self.shared.lock().stop = true;
+        self.shared.cv.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn sample_loop(shared: &Shared) {
+    let mut table = ProcTable::default();
+    let mut state = shared.lock();
+    loop {
+        state = shared.cv.wait_timeout(state, SAMPLE_INTERVAL).unwrap_or_else(|e| e.into_inner()).0;
+        if state.stop {
+            return;
+        }
+        if state.workers.iter().flatten().all(|w| w.breached) {
+            continue;
+        }
+        if table.refresh().is_err() {
+            continue;
+        }
+        let before = state.breaches.len();
+        let State { workers, breaches, .. } = &mut *state;
+        for (slot, w) in workers.iter_mut().enumerate() {
+            let Some(w) = w.as_mut().filter(|w| !w.breached) else { continue };
+            if let Some(b) = sample(&table, slot, w) {
+                w.breached = true;
+                breaches.push(b);
+            }
+        }
+        if breaches.len() > before {
+            shared.waker.wake();
+        }
+    }
+}
+
+/// Samples one worker's tree: keeps the peaks on its page, and kills the tree when it is
+/// over the limit of the tasks it runs.
+fn sample(table: &ProcTable, slot: usize, w: &Watched) -> Option<Breach> {
+    let tree = table.tree(w.pid as i32);
+    let total: u64 = tree.iter().filter_map(|&p| procfs::resident_bytes(Pid::from_raw(p)).ok()).sum();
+    // The tree is shared by the tasks it runs: it is held to the largest of their limits.
+    let mut limit = None::<u64>;
+    for s in w.page.slots() {
+        if let PageState::Running { seq, .. } = s.read() {
+            s.peak_rss.fetch_max(total, Ordering::AcqRel);
+            if let Some(&l) = w.task_limits.get(&seq) {
+                limit = Some(limit.map_or(l, |m| m.max(l)));
+            }
+        }
+    }
+    let limit = limit?;
+    if total <= limit {
+        return None;
+    }
+    // Killed here, at once: every sample interval the loop would take to act is more memory.
+    let _ = killpg(Pid::from_raw(w.pid as i32), Signal::SIGKILL);
+    for s in w.page.slots() {
+        let pgid = s.child_pgid.load(Ordering::Acquire);
+        if pgid > 0 {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        }
+    }
+    for &p in &tree {
+        let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+    }
+    Some(Breach { slot, pid: w.pid, limit, peak: total, killed: tree.len() })
+}
+
+/// Every pid's parent, as last read.
+#[derive(Default)]
+struct ProcTable {
+    parent: HashMap<i32, i32>,
+    pids: Vec<i32>,
+    seen: std::collections::HashSet<i32>,
+}
+
+impl ProcTable {
+    /// Brings the table up to date with `/proc`: new pids are read, gone ones dropped, and a
+    /// pid whose parent is gone is read again (it was re-parented).
+    fn refresh(&mut self) -> std::io::Result<()> {
+        procfs::all_pids(&mut self.pids)?;
+        self.seen.clear();
+        self.seen.extend(self.pids.iter().copied());
+        self.parent.retain(|pid, _| self.seen.contains(pid));
+        for &pid in &self.pids {
+            let stale = match self.parent.get(&pid) {
+                None => true,
+                Some(pp) => *pp > 1 && !self.seen.contains(pp),
+            };
+            if stale {
+                match procfs::parent_pid(Pid::from_raw(pid)) {
+                    Ok(pp) => {
+                        self.parent.insert(pid, pp.as_raw());
+                    }
+                    // Gone since the readdir.
+                    Err(_) => {
+                        self.parent.remove(&pid);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `root` and all its descendants that the table knows.
+    fn tree(&self, root: i32) -> Vec<i32> {
+        let mut tree = vec![root];
+        let mut i = 0;
+        // Trees are small and the table a few hundred entries: a scan per level is cheaper
+        // than building a child index every sample.
+        while i < tree.len() {
+            let p = tree[i];
+            tree.extend(self.parent.iter().filter(|&(_, &pp)| pp == p).map(|(&c, _)| c));
+            i += 1;
+        }
+        tree
+    }
+}
+
+/// The pids of `root`'s tree now, `root` included: for cleaning up after a task.
+pub fn tree_now(root: i32) -> Vec<i32> {
+    let mut table = ProcTable::default();
+    if table.refresh().is_err() {
+        return vec![root];
+    }
+    table.tree(root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tree_is_found_by_parents() {
+        let mut child = std::process::Command::new("/bin/sh").args(["-c", "sleep 30 & wait"]).spawn().unwrap();
+        let me = std::process::id() as i32;
+        let t0 = std::time::Instant::now();
+        loop {
+            let tree = tree_now(me);
+            // Us, the shell, its sleep (and perhaps other test threads' children).
+            if tree.contains(&(child.id() as i32)) && tree.len() >= 3 {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "{tree:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for p in tree_now(child.id() as i32) {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+        }
+        child.wait().unwrap();
+    }
+}
