@@ -21,6 +21,10 @@ pub use handler::{Handler, TaskContext};
 /// Identifies the worker code of this build (a hash of its sources): a separate worker
 /// executable is used only when its id is the supervisor's own.
 pub const BUILD_ID: &str = env!("BULKHEAD_BUILD_ID");
+/// The stack reserved for each task thread of a hybrid worker (`--threads-per-worker`): std's
+/// default, set explicitly so that the supervisor can check that the stacks fit under an
+/// address-space limit.
+pub const TASK_STACK_BYTES: usize = 2 << 20;
 pub use serve::{exit_if_unserved_worker, serve_if_worker};
 pub use shared::proto::TaskError;
 

@@ -377,32 +377,34 @@ fn serve_threaded<H: Handler>(
     let mut joins = Vec::new();
     for i in 0..threads {
         let (queue, handler) = (queue.clone(), handler.clone());
-        let spawned = std::thread::Builder::new().name(format!("task-{i}")).spawn(move || {
-            let slot = &link.page.slots()[i];
-            let mut scratch = Vec::new();
-            let mut batch = ResultsBatch::default();
-            let mut out = Vec::new();
-            loop {
-                let task = {
-                    let mut q = queue.tasks.lock().unwrap_or_else(|e| e.into_inner());
-                    loop {
-                        if let Some(t) = q.0.pop_front() {
-                            break Some(t);
+        let spawned = std::thread::Builder::new().name(format!("task-{i}")).stack_size(crate::TASK_STACK_BYTES).spawn(
+            move || {
+                let slot = &link.page.slots()[i];
+                let mut scratch = Vec::new();
+                let mut batch = ResultsBatch::default();
+                let mut out = Vec::new();
+                loop {
+                    let task = {
+                        let mut q = queue.tasks.lock().unwrap_or_else(|e| e.into_inner());
+                        loop {
+                            if let Some(t) = q.0.pop_front() {
+                                break Some(t);
+                            }
+                            if q.1 {
+                                break None;
+                            }
+                            q = queue.ready.wait(q).unwrap_or_else(|e| e.into_inner());
                         }
-                        if q.1 {
-                            break None;
-                        }
-                        q = queue.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+                    };
+                    let Some(t) = task else { return };
+                    let r = execute(&*handler, &t.as_assignment(), slot, link, &mut scratch, None, |_| {});
+                    push_outcome(&mut batch, t.seq, r, &scratch);
+                    if flush(&mut batch, &mut out, link).is_err() {
+                        return;
                     }
-                };
-                let Some(t) = task else { return };
-                let r = execute(&*handler, &t.as_assignment(), slot, link, &mut scratch, None, |_| {});
-                push_outcome(&mut batch, t.seq, r, &scratch);
-                if flush(&mut batch, &mut out, link).is_err() {
-                    return;
                 }
-            }
-        });
+            },
+        );
         match spawned {
             Ok(j) => joins.push(j),
             Err(e) => return Err(ServeError::Frame(FrameError::Io(e))),

@@ -174,6 +174,25 @@ pub enum SettingError {
         /// The smallest that works, in bytes.
         min: u64,
     },
+    /// Task threads whose stacks alone do not fit under the address-space limit: every worker
+    /// would fail to start its threads.
+    #[error(
+        "{threads} task threads per worker reserve {} of stack ({} each), and a worker needs {} in all, over the address-space limit of {}",
+        crate::engine::cause::size(*stacks),
+        crate::engine::cause::size(worker::TASK_STACK_BYTES as u64),
+        crate::engine::cause::size(*need),
+        crate::engine::cause::size(*limit)
+    )]
+    StacksOverAddressSpace {
+        /// Task threads per worker.
+        threads: u32,
+        /// Their stacks together, in bytes.
+        stacks: u64,
+        /// What the worker needs in all, in bytes.
+        need: u64,
+        /// The limit, in bytes.
+        limit: u64,
+    },
     /// A memory limit below what an idle worker alone keeps resident.
     #[error(
         "memory limit {} is below the {} a worker needs resident by itself",
@@ -440,6 +459,18 @@ impl PoolBuilder {
             && limit < MIN_ADDRESS_SPACE_LIMIT
         {
             return Err(SettingError::AddressSpaceLimitTooSmall { limit, min: MIN_ADDRESS_SPACE_LIMIT }.into());
+        }
+        if let Some(limit) = self.address_space_limit
+            && self.threads_per_worker > 1
+        {
+            // Each task thread reserves its stack and a guard page; the worker needs its own
+            // start-up's worth besides.
+            let stacks = u64::from(self.threads_per_worker) * (worker::TASK_STACK_BYTES as u64 + 4096);
+            let need = stacks + MIN_ADDRESS_SPACE_LIMIT;
+            if need > limit {
+                let threads = self.threads_per_worker;
+                return Err(SettingError::StacksOverAddressSpace { threads, stacks, need, limit }.into());
+            }
         }
         if self.max_task_bytes == 0 || self.max_task_bytes > MAX_TASK_BYTES {
             return Err(SettingError::TaskLimit { given: self.max_task_bytes, max: MAX_TASK_BYTES }.into());
@@ -1121,6 +1152,10 @@ mod tests {
         assert_eq!(
             refused(b().max_task_bytes(over).build(Builtin::default())),
             SettingError::TaskLimit { given: over, max: MAX_TASK_BYTES }
+        );
+        assert_eq!(
+            refused(b().memory_limit(1 << 30).build(Builtin::default())),
+            SettingError::LimitInThreadMode { limit: "a memory limit" }
         );
         assert!(Pool::builder().address_space_limit(1 << 30).build(Builtin::default()).is_ok());
     }
