@@ -13,7 +13,7 @@ use crate::frame::{self, HEADER_LEN};
 use crate::task::FaultKind;
 
 /// Bumped on any change to the encoding of these messages.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Messages from the supervisor to a worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,6 +91,11 @@ pub struct Outcome<'a> {
     /// The handler's output, postcard-encoded, or the error it reported.
     #[serde(borrow)]
     pub result: Result<&'a Bytes, TaskError>,
+    /// The largest resident memory of the worker's tree the supervisor's samples saw while
+    /// the task ran (bytes; 0: no sample fell within it).
+    pub peak_rss: u64,
+    /// Processes the task's command left running, which the worker stopped.
+    pub leaked: u32,
 }
 
 /// A task's own failure, reported by its handler. It is data in the task's record, never a

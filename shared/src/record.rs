@@ -170,6 +170,13 @@ pub struct Record<O> {
     /// Every crash of the task, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub crashes: Vec<Crash>,
+    /// The largest resident memory (bytes) of its worker and process tree together that the
+    /// supervisor's samples saw during the last attempt; absent when no sample fell within it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss: Option<u64>,
+    /// Processes its command left running when it exited, stopped by the worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaked: Option<u32>,
 }
 
 /// How a task ended, with what it ended with: the one input from which both [`Record`] and
@@ -244,7 +251,7 @@ impl<O> Record<O> {
             None => (None, None, None),
         };
         let ms = if status == Status::Quarantined { None } else { ms };
-        Self { id, status, attempts, ms, output, error, stdout, stderr, crashes }
+        Self { id, status, attempts, ms, output, error, stdout, stderr, crashes, peak_rss: None, leaked: None }
     }
 
     /// A borrowed view, which serializes exactly as the record does.
@@ -259,6 +266,8 @@ impl<O> Record<O> {
             stdout: self.stdout.as_deref(),
             stderr: self.stderr.as_deref(),
             crashes: &self.crashes,
+            peak_rss: self.peak_rss,
+            leaked: self.leaked,
         }
     }
 }
@@ -291,6 +300,12 @@ pub struct RecordRef<'a, O> {
     /// Its crashes.
     #[serde(skip_serializing_if = "<[Crash]>::is_empty")]
     pub crashes: &'a [Crash],
+    /// As in [`Record::peak_rss`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss: Option<u64>,
+    /// As in [`Record::leaked`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leaked: Option<u32>,
 }
 
 impl<'a, O> RecordRef<'a, O> {
@@ -315,6 +330,8 @@ impl<'a, O> RecordRef<'a, O> {
             stdout: error.and_then(|e| e.stdout.as_deref()),
             stderr: error.and_then(|e| e.stderr.as_deref()),
             crashes,
+            peak_rss: None,
+            leaked: None,
         }
     }
 }
@@ -332,6 +349,8 @@ impl<O: Clone> RecordRef<'_, O> {
             stdout: self.stdout.map(str::to_string),
             stderr: self.stderr.map(str::to_string),
             crashes: self.crashes.to_vec(),
+            peak_rss: self.peak_rss,
+            leaked: self.leaked,
         }
     }
 }

@@ -85,3 +85,58 @@ fn a_task_tree_over_the_memory_limit_is_killed_as_oom_with_its_peak() {
     assert!(peak <= bound, "peak {peak} is more than one sample's growth past the limit ({bound}): {rec}");
     sb.assert_clean();
 }
+
+/// Whether `pid` runs (a zombie does not count: it is only waiting for its parent).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+}
+
+#[test]
+fn no_process_escapes_its_task_and_the_record_counts_them() {
+    let sb = Sandbox::new();
+    // A setsid child (a new session and group) and a double fork (an orphan at once), both
+    // with their output away from the task's pipes; their pids on stdout.
+    let escape = "setsid sleep 1000 >/dev/null 2>&1 & echo $!; (sleep 1000 >/dev/null 2>&1 & echo $!); echo done";
+    // An escaped child that keeps the task's stdout open: the task ends when sh does (plus
+    // the pipes' short grace), not when the child would.
+    let holder = "setsid sleep 1000 & echo $!";
+    let input = shell_task("escape", escape) + &shell_task("holder", holder) + &shell_task("clean", "echo ok");
+    let done = sb.run(&["run", "-", "-j", "1"], Some(&input));
+    done.expect_code(0);
+    let recs = by_id(&done.records());
+    assert_eq!(recs["escape"]["leaked"], 2, "{}", recs["escape"]);
+    assert_eq!(recs["holder"]["leaked"], 1, "{}", recs["holder"]);
+    assert!(recs["clean"].get("leaked").is_none(), "{}", recs["clean"]);
+    let mut pids = Vec::new();
+    for id in ["escape", "holder"] {
+        let out = recs[id]["output"]["stdout"].as_str().unwrap().to_string();
+        pids.extend(out.lines().filter_map(|l| l.parse::<u32>().ok()));
+    }
+    assert_eq!(pids.len(), 3, "{recs:?}");
+    for pid in pids {
+        assert!(!running(pid), "{pid} outlived its task");
+    }
+    sb.assert_clean();
+}
+
+#[test]
+fn a_task_s_peak_memory_is_in_its_record_and_event() {
+    let sb = Sandbox::new();
+    let Some(py) = python("a task's peak memory") else { return };
+    // 64 MiB touched and held for a while: samples (every 10 ms) must see it.
+    let cmd = format!("{py} -c 'import time; b = bytearray(64 << 20); time.sleep(0.5)'");
+    let done = sb.run(&["run", "-", "-j", "1", "--events", "events.jsonl"], Some(&shell_task("m", &cmd)));
+    done.expect_code(0);
+    let rec = &done.records()[0];
+    let peak = rec["peak_rss"].as_u64().unwrap_or(0);
+    assert!(peak > 64 << 20, "{rec}");
+    let events = std::fs::read_to_string(sb.path("events.jsonl")).unwrap();
+    let fin: serde_json::Value = events
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["event"] == "task_finished")
+        .unwrap();
+    assert_eq!(fin["peak_rss"].as_u64(), Some(peak), "{fin}");
+    sb.assert_clean();
+}

@@ -1,7 +1,7 @@
 //! The interface task code implements, the same for built-in kinds and users' own tasks, in
 //! process and in thread mode.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -57,13 +57,14 @@ pub trait Handler: Serialize + DeserializeOwned + Send + Sync + 'static {
 pub struct TaskContext<'a> {
     attempt: u32,
     child_group: &'a AtomicI32,
+    leaked: AtomicU32,
 }
 
 impl<'a> TaskContext<'a> {
     /// A context for attempt `attempt` whose child process group is published in
     /// `child_group`. Engines build these; handlers only read them.
     pub fn new(attempt: u32, child_group: &'a AtomicI32) -> Self {
-        Self { attempt, child_group }
+        Self { attempt, child_group, leaked: AtomicU32::new(0) }
     }
 
     /// 1 for the first attempt, 2 after one crash, and so on.
@@ -76,6 +77,16 @@ impl<'a> TaskContext<'a> {
     pub fn set_child_group(&self, pgid: i32) {
         crate::startup::child_group_started();
         self.child_group.store(pgid, Ordering::Release);
+    }
+
+    /// Counts processes the task's command left running (and the worker stopped).
+    pub(crate) fn add_leaked(&self, n: u32) {
+        self.leaked.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Processes the task left running, as counted by [`add_leaked`](Self::add_leaked).
+    pub(crate) fn leaked(&self) -> u32 {
+        self.leaked.load(Ordering::Relaxed)
     }
 
     /// Withdraws the declaration once the children are gone.

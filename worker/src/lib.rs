@@ -11,6 +11,7 @@ mod error_chain;
 pub mod execute;
 pub mod fault;
 mod handler;
+pub mod procs;
 mod serve;
 mod startup;
 pub mod statuspage;

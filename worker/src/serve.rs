@@ -299,7 +299,9 @@ fn push_outcome(batch: &mut ResultsBatch, seq: u64, r: Executed, scratch: &[u8])
         None => Ok(Bytes::new(scratch)),
         Some(e) => Err(e),
     };
-    batch.push(&Outcome { seq, micros: r.micros, result }).expect("outcomes always encode");
+    batch
+        .push(&Outcome { seq, micros: r.micros, result, peak_rss: r.peak_rss, leaked: r.leaked })
+        .expect("outcomes always encode");
 }
 
 fn serve_serial<H: Handler>(

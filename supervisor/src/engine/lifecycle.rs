@@ -37,6 +37,9 @@ pub enum RunEvent {
         status: Status,
         /// Time the attempt took in the worker.
         ms: f64,
+        /// The peak resident memory of its worker's tree, where sampled.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peak_rss: Option<u64>,
     },
     /// A worker ended. `cause` and its fields are absent for a clean shutdown.
     WorkerExited {

@@ -236,6 +236,8 @@ impl Engine {
                     micros: None,
                     ending,
                     crashes: Vec::new(),
+                    peak_rss: None,
+                    leaked: None,
                 });
                 continue;
             }
@@ -489,7 +491,8 @@ impl Engine {
             };
             if want_events {
                 let id = f.task.job.id().to_string();
-                sink.event(self.secs(now), RunEvent::TaskFinished { id, worker: slot, status, ms });
+                let peak_rss = (o.peak_rss > 0).then_some(o.peak_rss);
+                sink.event(self.secs(now), RunEvent::TaskFinished { id, worker: slot, status, ms, peak_rss });
             }
             sink.finished(Finished {
                 id: f.task.job.id(),
@@ -498,6 +501,8 @@ impl Engine {
                 micros,
                 ending,
                 crashes: f.task.crashes,
+                peak_rss: (o.peak_rss > 0).then_some(o.peak_rss),
+                leaked: (o.leaked > 0).then_some(o.leaked),
             });
         }
     }
@@ -626,6 +631,8 @@ impl Engine {
                     micros: None,
                     ending: Ending::Quarantined,
                     crashes: f.task.crashes,
+                    peak_rss: None,
+                    leaked: None,
                 });
             } else {
                 self.counts.requeued += 1;

@@ -171,6 +171,10 @@ pub struct Finished<'a> {
     pub ending: Ending<'a>,
     /// Its crashes, oldest first.
     pub crashes: Vec<Crash>,
+    /// The peak resident memory of its worker's tree in the last attempt, where sampled.
+    pub peak_rss: Option<u64>,
+    /// Processes its command left running (stopped), where any.
+    pub leaked: Option<u32>,
 }
 
 /// Where records and events go.

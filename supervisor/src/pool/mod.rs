@@ -699,10 +699,20 @@ impl<O: Serialize + DeserializeOwned> Sink for RunSink<O> {
             self.first_bad.push(f.id.to_string());
         }
         if let Some(j) = self.journal.as_mut() {
-            j.write(&RecordRef::concluded(f.id, f.attempts, ms, end.as_ref(), &f.crashes));
+            let r = RecordRef {
+                peak_rss: f.peak_rss,
+                leaked: f.leaked,
+                ..RecordRef::concluded(f.id, f.attempts, ms, end.as_ref(), &f.crashes)
+            };
+            j.write(&r);
         }
         if self.collect {
-            self.queue.push_back(Record::concluded(f.id.to_string(), f.attempts, ms, end, f.crashes));
+            let r = Record {
+                peak_rss: f.peak_rss,
+                leaked: f.leaked,
+                ..Record::concluded(f.id.to_string(), f.attempts, ms, end, f.crashes)
+            };
+            self.queue.push_back(r);
         }
     }
 

@@ -54,6 +54,8 @@ pub(super) struct Bar {
     pub(super) attempt: u32,
     /// Time in the worker, where the worker reported it.
     pub(super) ms: Option<f64>,
+    /// The peak resident memory of its worker's tree, where the log has it.
+    pub(super) peak_rss: Option<u64>,
     pub(super) kind: BarKind,
 }
 
@@ -262,7 +264,9 @@ impl Timeline {
         match &timed.event {
             RunEvent::WorkerStarted { worker, pid, ms } => self.worker_started(t, *worker, *pid, *ms),
             RunEvent::TaskStarted { id, worker, attempt } => self.task_started(t, id, *worker, *attempt),
-            RunEvent::TaskFinished { id, worker, status, ms } => self.task_finished(t, id, *worker, *status, *ms),
+            RunEvent::TaskFinished { id, worker, status, ms, peak_rss } => {
+                self.task_finished(t, id, *worker, *status, *ms, *peak_rss)
+            }
             RunEvent::WorkerExited { worker, pid, clean, cause, task } => {
                 self.worker_exited(t, *worker, *pid, *clean, cause.as_ref(), task.as_deref())
             }
@@ -365,13 +369,22 @@ impl Timeline {
                 id: clip(id, ID_CHARS),
                 attempt: prev.attempt,
                 ms: None,
+                peak_rss: None,
                 kind: BarKind::FailedRetried,
             });
             self.bin(prev.lane, start, t, false);
         }
     }
 
-    pub(super) fn task_finished(&mut self, t: f64, id: &str, worker: usize, status: Status, ms: f64) {
+    pub(super) fn task_finished(
+        &mut self,
+        t: f64,
+        id: &str,
+        worker: usize,
+        status: Status,
+        ms: f64,
+        peak_rss: Option<u64>,
+    ) {
         match status {
             Status::Ok => self.counts.ok += 1,
             Status::Failed => self.counts.failed += 1,
@@ -406,6 +419,7 @@ impl Timeline {
             id: clip(id, ID_CHARS),
             attempt: open.map_or(0, |o| o.attempt),
             ms: Some(ms),
+            peak_rss,
             kind,
         };
         self.bin(li, start, end, status == Status::Ok);
@@ -486,6 +500,7 @@ impl Timeline {
                     id: clip(id, ID_CHARS),
                     attempt: o.attempt,
                     ms: None,
+                    peak_rss: None,
                     kind: BarKind::Crashed(e),
                 });
                 self.exits[e].charged.push(Hit { id: clip(id, ID_CHARS), attempt: o.attempt, quarantined: false });
@@ -519,6 +534,7 @@ impl Timeline {
                 id: clip(id, ID_CHARS),
                 attempt: o.attempt,
                 ms: None,
+                peak_rss: None,
                 kind: BarKind::Quarantined(exit),
             });
             if let Some(e) = exit {

@@ -1,5 +1,5 @@
-//! Reading other processes' state from `/proc`: resident memory, parent pids, the process
-//! table.
+//! Reading other processes' state from `/proc`: resident memory (the process table is
+//! `worker::procs`, which the worker shares).
 
 use std::io;
 use std::sync::OnceLock;
@@ -25,31 +25,6 @@ pub(crate) fn resident_bytes(pid: Pid) -> std::io::Result<u64> {
     Ok(pages * page_size())
 }
 
-/// The parent pid of `pid`: field 4 of `/proc/PID/stat`, read after the command name's
-/// closing parenthesis (a name may itself hold spaces and parentheses).
-pub(crate) fn parent_pid(pid: Pid) -> io::Result<Pid> {
-    let stat = std::fs::read(format!("/proc/{pid}/stat"))?;
-    let after = stat.iter().rposition(|&b| b == b')').map(|i| &stat[i + 1..]);
-    let ppid = after
-        .and_then(|rest| std::str::from_utf8(rest).ok())
-        .and_then(|rest| rest.split_ascii_whitespace().nth(1))
-        .and_then(|f| f.parse::<i32>().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("unreadable /proc/{pid}/stat")))?;
-    Ok(Pid::from_raw(ppid))
-}
-
-/// Every pid in `/proc` now, into `out` (cleared first).
-pub(crate) fn all_pids(out: &mut Vec<i32>) -> io::Result<()> {
-    out.clear();
-    for entry in std::fs::read_dir("/proc")? {
-        let entry = entry?;
-        if let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) {
-            out.push(pid);
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,10 +33,6 @@ mod tests {
     fn our_own_entries_read() {
         let me = nix::unistd::getpid();
         assert!(resident_bytes(me).unwrap() > 1 << 20);
-        assert_eq!(parent_pid(me).unwrap(), nix::unistd::getppid());
-        let mut pids = Vec::new();
-        all_pids(&mut pids).unwrap();
-        assert!(pids.contains(&me.as_raw()));
         assert_eq!(resident_bytes(Pid::from_raw(i32::MAX)).unwrap_err().kind(), io::ErrorKind::NotFound);
     }
 }

@@ -22,6 +22,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use shared::shm::PageState;
+use worker::procs::ProcTable;
 use worker::statuspage::StatusPage;
 
 use crate::runtime::procfs;
@@ -152,7 +153,7 @@ fn sample_loop(shared: &Shared) {
         if state.workers.iter().flatten().all(|w| w.breached) {
             continue;
         }
-        if table.refresh().is_err() {
+        if table.refresh(false).is_err() {
             continue;
         }
         let before = state.breaches.len();
@@ -203,87 +204,7 @@ fn sample(table: &ProcTable, slot: usize, w: &Watched) -> Option<Breach> {
     Some(Breach { slot, pid: w.pid, limit, peak: total, killed: tree.len() })
 }
 
-/// Every pid's parent, as last read.
-#[derive(Default)]
-struct ProcTable {
-    parent: HashMap<i32, i32>,
-    pids: Vec<i32>,
-    seen: std::collections::HashSet<i32>,
-}
-
-impl ProcTable {
-    /// Brings the table up to date with `/proc`: new pids are read, gone ones dropped, and a
-    /// pid whose parent is gone is read again (it was re-parented).
-    fn refresh(&mut self) -> std::io::Result<()> {
-        procfs::all_pids(&mut self.pids)?;
-        self.seen.clear();
-        self.seen.extend(self.pids.iter().copied());
-        self.parent.retain(|pid, _| self.seen.contains(pid));
-        for &pid in &self.pids {
-            let stale = match self.parent.get(&pid) {
-                None => true,
-                Some(pp) => *pp > 1 && !self.seen.contains(pp),
-            };
-            if stale {
-                match procfs::parent_pid(Pid::from_raw(pid)) {
-                    Ok(pp) => {
-                        self.parent.insert(pid, pp.as_raw());
-                    }
-                    // Gone since the readdir.
-                    Err(_) => {
-                        self.parent.remove(&pid);
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// `root` and all its descendants that the table knows.
-    fn tree(&self, root: i32) -> Vec<i32> {
-        let mut tree = vec![root];
-        let mut i = 0;
-        // Trees are small and the table a few hundred entries: a scan per level is cheaper
-        // than building a child index every sample.
-        while i < tree.len() {
-            let p = tree[i];
-            tree.extend(self.parent.iter().filter(|&(_, &pp)| pp == p).map(|(&c, _)| c));
-            i += 1;
-        }
-        tree
-    }
-}
-
-/// The pids of `root`'s tree now, `root` included: for cleaning up after a task.
+/// The pids of `root`'s tree now, `root` included.
 pub fn tree_now(root: i32) -> Vec<i32> {
-    let mut table = ProcTable::default();
-    if table.refresh().is_err() {
-        return vec![root];
-    }
-    table.tree(root)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_tree_is_found_by_parents() {
-        let mut child = std::process::Command::new("/bin/sh").args(["-c", "sleep 30 & wait"]).spawn().unwrap();
-        let me = std::process::id() as i32;
-        let t0 = std::time::Instant::now();
-        loop {
-            let tree = tree_now(me);
-            // Us, the shell, its sleep (and perhaps other test threads' children).
-            if tree.contains(&(child.id() as i32)) && tree.len() >= 3 {
-                break;
-            }
-            assert!(t0.elapsed() < Duration::from_secs(10), "{tree:?}");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        for p in tree_now(child.id() as i32) {
-            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
-        }
-        child.wait().unwrap();
-    }
+    ProcTable::now().map_or_else(|_| vec![root], |t| t.tree(root))
 }
