@@ -140,3 +140,16 @@ fn a_task_s_peak_memory_is_in_its_record_and_event() {
     assert_eq!(fin["peak_rss"].as_u64(), Some(peak), "{fin}");
     sb.assert_clean();
 }
+
+#[test]
+fn what_a_dead_worker_s_task_left_behind_is_stopped_by_the_supervisor() {
+    let sb = Sandbox::new();
+    // The task starts a setsid child, waits until it is surely sampled (`sleep` outlives many
+    // 10 ms samples), then kills its own worker: the child is nobody's task any more.
+    let cmd = "setsid sleep 1000 >/dev/null 2>&1 & sleep 0.5; kill -9 $PPID";
+    let done = sb.run(&["run", "-", "-j", "1", "--attempts", "1"], Some(&shell_task("orphan", cmd)));
+    done.expect_code(1);
+    assert_eq!(done.records()[0]["status"], "quarantined");
+    // Nothing of the task is left (the harness counts every process carrying the run's tag).
+    sb.assert_clean();
+}

@@ -54,6 +54,8 @@ struct Watched {
     task_limits: HashMap<u64, u64>,
     /// Found over its limit and killed: not sampled again.
     breached: bool,
+    /// The tree at the last sample, the worker first: what to clean up after its death.
+    last_tree: Vec<i32>,
 }
 
 #[derive(Default)]
@@ -96,12 +98,15 @@ impl MemWatch {
 
     /// Watches the worker `pid` in `slot` (replacing any earlier one there).
     pub fn watch(&self, slot: usize, pid: u32, page: Arc<StatusPage>) {
-        self.shared.lock().workers[slot] = Some(Watched { pid, page, task_limits: HashMap::new(), breached: false });
+        self.shared.lock().workers[slot] =
+            Some(Watched { pid, page, task_limits: HashMap::new(), breached: false, last_tree: Vec::new() });
     }
 
-    /// Stops watching `slot`'s worker (it died).
-    pub fn unwatch(&self, slot: usize) {
-        self.shared.lock().workers[slot] = None;
+    /// Stops watching `slot`'s worker (it died); returns the rest of its tree as last
+    /// sampled: processes its tasks may have left behind.
+    pub fn unwatch(&self, slot: usize) -> Vec<i32> {
+        let w = self.shared.lock().workers[slot].take();
+        w.map(|w| w.last_tree.into_iter().skip(1).collect()).unwrap_or_default()
     }
 
     /// While task `seq` runs on `slot`'s worker, its tree is held to `limit` bytes.
@@ -160,7 +165,8 @@ fn sample_loop(shared: &Shared) {
         let State { workers, breaches, .. } = &mut *state;
         for (slot, w) in workers.iter_mut().enumerate() {
             let Some(w) = w.as_mut().filter(|w| !w.breached) else { continue };
-            if let Some(b) = sample(&table, slot, w) {
+            w.last_tree = table.tree(w.pid as i32);
+            if let Some(b) = sample(&w.last_tree, slot, w) {
                 w.breached = true;
                 breaches.push(b);
             }
@@ -173,8 +179,7 @@ fn sample_loop(shared: &Shared) {
 
 /// Samples one worker's tree: keeps the peaks on its page, and kills the tree when it is
 /// over the limit of the tasks it runs.
-fn sample(table: &ProcTable, slot: usize, w: &Watched) -> Option<Breach> {
-    let tree = table.tree(w.pid as i32);
+fn sample(tree: &[i32], slot: usize, w: &Watched) -> Option<Breach> {
     let total: u64 = tree.iter().filter_map(|&p| procfs::resident_bytes(Pid::from_raw(p)).ok()).sum();
     // The tree is shared by the tasks it runs: it is held to the largest of their limits.
     let mut limit = None::<u64>;
@@ -198,13 +203,8 @@ fn sample(table: &ProcTable, slot: usize, w: &Watched) -> Option<Breach> {
             let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
         }
     }
-    for &p in &tree {
+    for &p in tree {
         let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
     }
     Some(Breach { slot, pid: w.pid, limit, peak: total, killed: tree.len() })
-}
-
-/// The pids of `root`'s tree now, `root` included.
-pub fn tree_now(root: i32) -> Vec<i32> {
-    ProcTable::now().map_or_else(|_| vec![root], |t| t.tree(root))
 }

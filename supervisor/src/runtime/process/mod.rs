@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::poll::PollFlags;
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::socket::{MsgFlags, recv};
 use nix::unistd::Pid;
 use shared::PROTOCOL_VERSION;
@@ -399,9 +399,7 @@ impl Backend for ProcessBackend {
             }
             self.read_stderr(slot);
             let conn = self.conns[slot].take().expect("checked above");
-            if let Some(w) = &self.watch {
-                w.unwatch(slot);
-            }
+            let left = self.watch.as_ref().map(|w| w.unwatch(slot)).unwrap_or_default();
             let mut executing = Vec::new();
             for s in conn.page.slots() {
                 if let PageState::Running { seq, .. } = s.read() {
@@ -414,6 +412,12 @@ impl Backend for ProcessBackend {
             };
             // Its task's children die with it, and anything left in its own group.
             Self::signal_groups(&conn, Signal::SIGKILL);
+            // And what left the groups (setsid, a double fork): the tree the memory watch saw
+            // last, whose orphans have come here (or to init) since.
+            let leaked = left.iter().filter(|&&p| kill(Pid::from_raw(p), Signal::SIGKILL).is_ok()).count();
+            if leaked > 0 {
+                log::info!("worker {slot} (pid {pid}) died leaving {leaked} processes of its tasks: killed");
+            }
             let stderr_tail = String::from_utf8_lossy(&conn.tail).into_owned();
             let conn_ready = conn.ready;
             drop(conn);
