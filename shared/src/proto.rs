@@ -241,11 +241,17 @@ mod tests {
         let outs: Vec<Vec<u8>> = (0..200u64).map(|i| postcard::to_stdvec(&(i, "x")).unwrap()).collect();
         for i in 0..200u64 {
             if i % 9 == 0 {
-                let o = Outcome { seq: i, micros: i * 7, result: Err(TaskError::new("boom")) };
+                let o = Outcome { seq: i, micros: i * 7, result: Err(TaskError::new("boom")), peak_rss: 0, leaked: 0 };
                 batch.push(&o).unwrap();
                 expected.push(o);
             } else {
-                let o = Outcome { seq: i, micros: i * 7, result: Ok(Bytes::new(&outs[i as usize])) };
+                let o = Outcome {
+                    seq: i,
+                    micros: i * 7,
+                    result: Ok(Bytes::new(&outs[i as usize])),
+                    peak_rss: i,
+                    leaked: 1,
+                };
                 batch.push(&o).unwrap();
                 expected.push(o);
             }

@@ -1131,7 +1131,11 @@ fn memory(cx: &Ctx, s: &mut Section) -> Result<(), String> {
     for n in [2usize, 16] {
         let mut c = cx.bulkhead();
         c.args(["-j", &n.to_string(), "--memory-limit", "1G", "--results", "/dev/null"]);
-        let line = format!("{{\"kind\":\"shell\",\"cmd\":\"timeout {secs} sh -c 'while :; do :; done'; true\"}}\n");
+        let line = move |i: usize| {
+            format!(
+                "{{\"id\":\"busy{i}\",\"kind\":\"shell\",\"cmd\":\"timeout {secs} sh -c 'while :; do :; done'; true\"}}\n"
+            )
+        };
         let mut cpu = 0f64;
         let mut sample = |pid: u32, _: Duration| {
             if let Some(v) = memwatch_cpu(pid) {
@@ -1139,8 +1143,8 @@ fn memory(cx: &Ctx, s: &mut Section) -> Result<(), String> {
             }
         };
         let input = Input::Gen(Box::new(move |w| {
-            for _ in 0..n {
-                w.write_all(line.as_bytes())?;
+            for i in 0..n {
+                w.write_all(line(i).as_bytes())?;
             }
             Ok(())
         }));

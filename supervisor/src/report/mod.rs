@@ -67,7 +67,7 @@ mod tests {
     }
 
     fn finished(t: f64, id: &str, worker: usize, ms: f64) -> Timed {
-        at(t, RunEvent::TaskFinished { id: id.into(), worker, status: Status::Ok, ms })
+        at(t, RunEvent::TaskFinished { id: id.into(), worker, status: Status::Ok, ms, peak_rss: None })
     }
 
     fn died(t: f64, worker: usize, pid: u32, cause: CrashCause, task: &str) -> Timed {
@@ -402,7 +402,13 @@ mod tests {
                 attempt
             }),
             (id.clone(), worker.clone(), ms.clone(), any::<bool>()).prop_map(|(id, worker, ms, ok)| {
-                RunEvent::TaskFinished { id, worker, status: if ok { Status::Ok } else { Status::Failed }, ms }
+                RunEvent::TaskFinished {
+                    id,
+                    worker,
+                    status: if ok { Status::Ok } else { Status::Failed },
+                    ms,
+                    peak_rss: None,
+                }
             }),
             (worker.clone(), any::<bool>(), cause, prop::option::of(id.clone())).prop_map(
                 |(worker, clean, cause, task)| { RunEvent::WorkerExited { worker, pid: 7, clean, cause, task } }
