@@ -91,6 +91,11 @@ pub struct Outcome<'a> {
     /// The handler's output, postcard-encoded, or the error it reported.
     #[serde(borrow)]
     pub result: Result<&'a Bytes, TaskError>,
+    /// The largest resident memory of the worker's tree the supervisor's samples saw while
+    /// the task ran (bytes; 0: no sample fell within it).
+    pub peak_rss: u64,
+    /// Processes the task's command left running, which the worker stopped.
+    pub leaked: u32,
 }
 
 /// A task's own failure, reported by its handler. It is data in the task's record, never a
@@ -239,11 +244,17 @@ mod tests {
         let outs: Vec<Vec<u8>> = (0..200u64).map(|i| postcard::to_stdvec(&(i, "x")).unwrap()).collect();
         for i in 0..200u64 {
             if i % 9 == 0 {
-                let o = Outcome { seq: i, micros: i * 7, result: Err(TaskError::new("boom")) };
+                let o = Outcome { seq: i, micros: i * 7, result: Err(TaskError::new("boom")), peak_rss: 0, leaked: 0 };
                 batch.push(&o).unwrap();
                 expected.push(o);
             } else {
-                let o = Outcome { seq: i, micros: i * 7, result: Ok(Bytes::new(&outs[i as usize])) };
+                let o = Outcome {
+                    seq: i,
+                    micros: i * 7,
+                    result: Ok(Bytes::new(&outs[i as usize])),
+                    peak_rss: i,
+                    leaked: 1,
+                };
                 batch.push(&o).unwrap();
                 expected.push(o);
             }

@@ -98,10 +98,18 @@ pub enum CrashCause {
         /// What it did.
         detail: String,
     },
-    /// Its allocator failed under the memory limit.
+    /// Out of memory: its allocator failed under the address-space limit, or the resident
+    /// memory of its worker and process tree went past the memory limit and the tree was
+    /// killed.
     Oom {
-        /// The allocator's message.
+        /// The allocator's message, or what went past which limit.
         detail: String,
+        /// The memory limit that was passed, in bytes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u64>,
+        /// The resident bytes of the tree the supervisor saw when it killed it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peak: Option<u64>,
     },
 }
 
@@ -142,7 +150,7 @@ impl fmt::Display for CrashCause {
             }
             CrashCause::Unresponsive { silent_ms } => write!(f, "unresponsive for {silent_ms} ms"),
             CrashCause::Protocol { detail } => write!(f, "protocol violation: {detail}"),
-            CrashCause::Oom { detail } => write!(f, "out of memory: {detail}"),
+            CrashCause::Oom { detail, .. } => write!(f, "out of memory: {detail}"),
         }
     }
 }
@@ -227,6 +235,13 @@ pub struct Record<O> {
     /// the one that counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supersedes: Option<u32>,
+    /// The largest resident memory (bytes) of its worker and process tree together that the
+    /// supervisor's samples saw during the last attempt; absent when no sample fell within it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss: Option<u64>,
+    /// Processes its command left running when it exited, stopped by the worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaked: Option<u32>,
 }
 
 /// How a task ended, with what it ended with: the one input from which both [`Record`] and
@@ -314,6 +329,8 @@ impl<O> Record<O> {
             rule: None,
             memory_factor: None,
             supersedes: None,
+            peak_rss: None,
+            leaked: None,
         }
     }
 
@@ -332,6 +349,8 @@ impl<O> Record<O> {
             rule: self.rule.as_deref(),
             memory_factor: self.memory_factor,
             supersedes: self.supersedes,
+            peak_rss: self.peak_rss,
+            leaked: self.leaked,
         }
     }
 }
@@ -373,6 +392,12 @@ pub struct RecordRef<'a, O> {
     /// Earlier final records of the task that this one supersedes (`--resume-failed`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub supersedes: Option<u32>,
+    /// As in [`Record::peak_rss`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss: Option<u64>,
+    /// As in [`Record::leaked`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leaked: Option<u32>,
 }
 
 impl<'a, O> RecordRef<'a, O> {
@@ -400,6 +425,8 @@ impl<'a, O> RecordRef<'a, O> {
             rule: None,
             memory_factor: None,
             supersedes: None,
+            peak_rss: None,
+            leaked: None,
         }
     }
 }
@@ -420,6 +447,8 @@ impl<O: Clone> RecordRef<'_, O> {
             rule: self.rule.map(str::to_string),
             memory_factor: self.memory_factor,
             supersedes: self.supersedes,
+            peak_rss: self.peak_rss,
+            leaked: self.leaked,
         }
     }
 }

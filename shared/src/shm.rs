@@ -47,6 +47,10 @@ pub struct PageSlot {
     /// CLOCK_MONOTONIC nanoseconds of the current task's last progress report (its start,
     /// before the first): how long it has been stuck is read from here, with no frame sent.
     pub progressed_ns: AtomicU64,
+    /// The largest resident memory of the worker's process tree (bytes) that the supervisor's
+    /// samples saw while this slot's task ran: raised by the supervisor, taken (reset to 0)
+    /// by the worker when a task begins and ends.
+    pub peak_rss: AtomicU64,
 }
 
 /// Bytes needed for a page with `slots` slots.

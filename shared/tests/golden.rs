@@ -67,8 +67,8 @@ fn golden_frames() {
     let sum = postcard::to_stdvec(&BuiltinOutput::Sum { sum: "333333283333335000000".into() }).unwrap();
     let nothing = postcard::to_stdvec(&BuiltinOutput::Nothing).unwrap();
     let results = FromWorker::Results(vec![
-        Outcome { seq: 1, micros: 3, result: Ok(Bytes::new(&nothing)) },
-        Outcome { seq: 2, micros: 812_500, result: Ok(Bytes::new(&sum)) },
+        Outcome { seq: 1, micros: 3, result: Ok(Bytes::new(&nothing)), peak_rss: 0, leaked: 0 },
+        Outcome { seq: 2, micros: 812_500, result: Ok(Bytes::new(&sum)), peak_rss: 3 << 20, leaked: 0 },
         Outcome {
             seq: 300,
             micros: 40_100,
@@ -78,6 +78,8 @@ fn golden_frames() {
                 stderr: Some(Box::new(Captured::of(b"gzip: data/x.log: No such file or directory\n", 45))),
                 exit: Some(1),
             }),
+            peak_rss: 600 << 20,
+            leaked: 2,
         },
     ]);
     check("results", frame::encode(&results).unwrap(), |b| {

@@ -132,7 +132,7 @@ mod results_frame {
         let mut buf = Vec::with_capacity(64 << 10);
         b.counter(divan::counter::ItemsCount::new(256usize)).bench_local(|| {
             for seq in 1..=256 {
-                batch.push(&Outcome { seq, micros: 3, result: Ok(Bytes::new(&out)) }).unwrap();
+                batch.push(&Outcome { seq, micros: 3, result: Ok(Bytes::new(&out)), peak_rss: 0, leaked: 0 }).unwrap();
             }
             buf.clear();
             batch.take_frame(&mut buf);
@@ -145,8 +145,9 @@ mod results_frame {
     fn serde(b: Bencher) {
         let out = postcard::to_stdvec(&Some(42u64)).unwrap();
         b.counter(divan::counter::ItemsCount::new(256usize)).bench_local(|| {
-            let outcomes: Vec<Outcome<'_>> =
-                (1..=256).map(|seq| Outcome { seq, micros: 3, result: Ok(Bytes::new(&out)) }).collect();
+            let outcomes: Vec<Outcome<'_>> = (1..=256)
+                .map(|seq| Outcome { seq, micros: 3, result: Ok(Bytes::new(&out)), peak_rss: 0, leaked: 0 })
+                .collect();
             black_box(frame::encode(&FromWorker::Results(outcomes)).unwrap().len())
         });
     }

@@ -45,8 +45,8 @@ const WORKER_BIN: &str = env!("CARGO_BIN_EXE_bulkhead-worker");
 /// Where the peers and the setup script are.
 const BENCH_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches");
 
-const SECTIONS: [&str; 9] =
-    ["throughput", "latency", "restart", "scaling", "idle-rss", "supervisor-rss", "faults", "shell", "scan"];
+const SECTIONS: [&str; 10] =
+    ["throughput", "latency", "restart", "scaling", "idle-rss", "supervisor-rss", "faults", "shell", "scan", "memory"];
 
 fn main() {
     let opts = Opts::parse();
@@ -73,7 +73,7 @@ fn main() {
         eprintln!("{l}");
     }
 
-    let all: [(&str, &str, SectionFn); 9] = [
+    let all: [(&str, &str, SectionFn); 10] = [
         ("throughput", "1. End-to-end no-op throughput: JSONL file in, JSONL results out, 2 workers", throughput),
         ("latency", "2. Round trip: one no-op submitted, its result back, 1 worker process", latency),
         ("restart", "3. Worker start and crash-to-replacement", restart),
@@ -83,6 +83,11 @@ fn main() {
         ("faults", "7. Throughput with 5% of tasks crashing their worker (CPU-bound)", faults),
         ("shell", "8. Trivial shell commands from lines on stdin, 2 at a time", shell),
         ("scan", "9. A regex over a big access log: count requests by status code", scan),
+        (
+            "memory",
+            "10. --memory-limit: the supervisor's cost of watching busy trees, and how far a fast allocator gets",
+            memory,
+        ),
     ];
     let mut sections = Vec::new();
     for (key, title, f) in all {
@@ -1095,6 +1100,131 @@ fn supervisor_rss(cx: &Ctx, s: &mut Section) -> Result<(), String> {
     s.note(
         "peak = VmHWM of the supervisor process alone (not its workers), sampled every 10 ms until it exits; the \
          JSONL is generated on the fly into its stdin",
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. Memory
+
+/// CPU seconds (user + system) of the supervisor's memory-watch thread, from its
+/// `/proc/PID/task/TID/stat` (the thread is named `bulkhead-memwatch`, cut to 15 bytes).
+fn memwatch_cpu(pid: u32) -> Option<f64> {
+    let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+    for e in fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let dir = e.path();
+        if fs::read_to_string(dir.join("comm")).ok()?.trim() != "bulkhead-memwat" {
+            continue;
+        }
+        let stat = fs::read_to_string(dir.join("stat")).ok()?;
+        let rest = stat.rsplit_once(')')?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let (u, s) = (f.get(11)?.parse::<f64>().ok()?, f.get(12)?.parse::<f64>().ok()?);
+        return Some((u + s) / tick);
+    }
+    None
+}
+
+fn memory(cx: &Ctx, s: &mut Section) -> Result<(), String> {
+    // (a) The watch's own CPU while N workers each run a busy tree (timeout, sh, a busy loop).
+    let secs = if cx.quick { 2 } else { 4 };
+    for n in [2usize, 16] {
+        let mut c = cx.bulkhead();
+        c.args(["-j", &n.to_string(), "--memory-limit", "1G", "--results", "/dev/null"]);
+        let line = move |i: usize| {
+            format!(
+                "{{\"id\":\"busy{i}\",\"kind\":\"shell\",\"cmd\":\"timeout {secs} sh -c 'while :; do :; done'; true\"}}\n"
+            )
+        };
+        let mut cpu = 0f64;
+        let mut sample = |pid: u32, _: Duration| {
+            if let Some(v) = memwatch_cpu(pid) {
+                cpu = cpu.max(v);
+            }
+        };
+        let input = Input::Gen(Box::new(move |w| {
+            for i in 0..n {
+                w.write_all(line(i).as_bytes())?;
+            }
+            Ok(())
+        }));
+        let o = execute(
+            &mut c,
+            input,
+            Output::Null,
+            Duration::from_secs(120),
+            Some((Duration::from_millis(20), &mut sample)),
+        )?;
+        o.check(&[0])?;
+        let share = cpu / o.secs() * 100.0;
+        eprintln!("  {n} busy trees: memory watch {cpu:.2} CPU s in {:.1} s = {share:.2}% of a core", o.secs());
+        s.rows.push(
+            row(
+                format!("memory watch, {n} busy workers' trees (3 processes each)"),
+                format!("{n} tasks"),
+                1,
+                format!("{share:.2}% of one core"),
+            )
+            .target(verdict(share < 2.0, "< 2% of one core"))
+            .data(json!({"workers": n, "watch_cpu_s": cpu, "wall_s": o.secs(), "percent_of_core": share})),
+        );
+    }
+    s.note(format!(
+        "CPU = utime + stime of the supervisor's bulkhead-memwatch thread (clock ticks, 10 ms each), read every 20 ms \
+         until the run ends; each task is `timeout {secs} sh -c 'while :; do :; done'`, so with 16 workers on {} cores \
+         the busy loops oversubscribe the machine and the watch competes with them for CPU",
+        cx.cores
+    ));
+    // (b) How far past the limit a fast allocator gets: 16 MiB chunks of touched bytes.
+    let Some(_) = cx.python.as_ref() else {
+        s.note("SKIPPED the allocator's overshoot: no python3".to_string());
+        return Ok(());
+    };
+    let alloc = "import sys, time\nt = time.monotonic(); h = []\nwhile len(h) < int(sys.argv[1]): h.append(b'\\x01' * (16 << 20))\nprint(len(h) * 16 / 1024 / (time.monotonic() - t))\n";
+    let script = cx.tmp.join("alloc.py");
+    fs::write(&script, alloc).map_err(|e| format!("write {}: {e}", script.display()))?;
+    // Its speed alone: 512 MiB, no limit.
+    let rate = Command::new("python3").arg(&script).arg("32").output().map_err(|e| format!("python3: {e}"))?;
+    let gib_s: f64 = String::from_utf8_lossy(&rate.stdout)
+        .trim()
+        .parse()
+        .map_err(|_| "the allocator printed no rate".to_string())?;
+    let limit = 256u64 << 20;
+    let mut past = Vec::new();
+    for _ in 0..if cx.quick { 1 } else { 5 } {
+        let mut c = cx.bulkhead();
+        c.args(["-j", "1", "--attempts", "1", "--memory-limit", "256M"]);
+        let line = format!("{{\"kind\":\"shell\",\"cmd\":\"python3 {} 128\"}}\n", script.display());
+        let o = execute(
+            &mut c,
+            Input::Gen(Box::new(move |w| w.write_all(line.as_bytes()))),
+            Output::Capture,
+            Duration::from_secs(120),
+            None,
+        )?;
+        o.check(&[1])?;
+        let rec: Value =
+            serde_json::from_str(o.stdout.lines().next().unwrap_or("")).map_err(|e| format!("record: {e}"))?;
+        let peak = rec["crashes"][0]["peak"].as_u64().ok_or_else(|| format!("no oom peak in {rec}"))?;
+        past.push(peak.saturating_sub(limit) as f64 / (1 << 20) as f64);
+    }
+    past.sort_by(f64::total_cmp);
+    let med = past[past.len() / 2];
+    eprintln!("  allocator at {gib_s:.2} GiB/s: {med:.1} MiB past the 256 MiB limit (median of {})", past.len());
+    s.rows.push(
+        row(
+            format!("a task allocating {gib_s:.2} GiB/s, --memory-limit 256M"),
+            "1 task",
+            past.len(),
+            format!("{med:.1} MiB past the limit when killed"),
+        )
+        .target(verdict(med < 100.0, "< 100 MiB past"))
+        .data(json!({"alloc_gib_s": gib_s, "past_mib": past, "median_past_mib": med})),
+    );
+    s.note(
+        "past = the tree's resident bytes at the sample that found it over the limit (the crash's peak) less the limit; \
+         the allocator's speed is measured alone beforehand (512 MiB of 16 MiB `b'\\x01' * n` chunks)"
+            .to_string(),
     );
     Ok(())
 }

@@ -49,7 +49,7 @@
 //! pool starts it again with a marker in its environment, and [`serve_if_worker`] at the top
 //! of `main` sees the marker, serves tasks, and exits. Call it **first**, before starting
 //! threads, parsing arguments or touching files: a worker's start-up (parent-death signal,
-//! memory limit, moving its socket off standard input) assumes a fresh single-threaded
+//! address-space limit, moving its socket off standard input) assumes a fresh single-threaded
 //! process, and nothing before the call should have side effects twice. A program with
 //! several handlers calls it once per handler type; each serves only when asked for by name
 //! ([`Handler::name`]). The worker serves the very handler value the pool was built with: it

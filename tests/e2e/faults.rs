@@ -21,7 +21,8 @@ fn time_memory_and_protocol_faults_are_survived_with_their_causes() {
     // The oom task fills its memory limit page by page before the allocation fails: 128 MiB
     // keeps that well inside the timeout even on a loaded machine (512 MiB took over 2 s at
     // load 11 on 2 cores, and was recorded as a timeout).
-    let done = sb.run(&["run", tasks.to_str().unwrap(), "-j", "2", "--timeout", "5s", "--memory-limit", "128M"], None);
+    let done =
+        sb.run(&["run", tasks.to_str().unwrap(), "-j", "2", "--timeout", "5s", "--address-space-limit", "128M"], None);
     done.expect_code(0);
     let recs = by_id(&done.records());
     assert_eq!(recs.len(), 10);

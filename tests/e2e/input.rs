@@ -67,7 +67,7 @@ fn bad_flags_are_usage_errors() {
     let sb = Sandbox::new();
     for args in [
         &["run", "--timeout", "2 fortnights"][..],
-        &["run", "--memory-limit", "lots"],
+        &["run", "--address-space-limit", "lots"],
         &["run", "--max-restarts", "10"],
         &["run", "--mode", "fibers"],
         &["run", "--inject", "segv:2"],
@@ -75,7 +75,7 @@ fn bad_flags_are_usage_errors() {
         &["run", "/nonexistent/tasks.jsonl"],
         // Paths and settings a run cannot start with: nothing runs, and exit 1 (tasks failed)
         // would be a lie.
-        &["run", "--memory-limit", "2M"],
+        &["run", "--address-space-limit", "2M"],
         &["run", "--events", "/nonexistent/events.jsonl"],
         &["run", "--report", "/nonexistent/report.html"],
         &["run", "--control", "/nonexistent/control.sock"],

@@ -218,7 +218,7 @@ fn manifests_validate_strictly_for_kubernetes_1_33_and_the_newest() {
             "--seed",
             "7",
             "--retry-failed",
-            "--memory-limit",
+            "--address-space-limit",
             "2G",
             "--resume",
         ],

@@ -11,6 +11,7 @@ mod faults;
 mod input;
 mod k8s;
 mod library;
+mod memory;
 mod output;
 mod parallel_diff;
 mod retry;

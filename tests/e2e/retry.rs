@@ -131,6 +131,33 @@ fn an_oom_is_retried_once_with_a_doubled_memory_factor() {
     sb.assert_clean();
 }
 
+/// `--retry oom=2:x2` under the resident `--memory-limit`: a command that holds 150 MiB is
+/// killed as `oom` under 100M, and its second attempt, under 200M, ends ok; with `oom=2`
+/// alone the second attempt has the same limit and dies the same way.
+#[test]
+fn an_oom_retried_with_a_doubled_limit_ends_ok() {
+    let sb = Sandbox::new();
+    // Holds 150 MiB, touched, long enough for the 10 ms samples to see it.
+    let hog = "python3 -c 'b = bytearray(150 << 20); import time; time.sleep(0.5)'";
+    let task = format!("{{\"id\":\"hog\",\"kind\":\"shell\",\"cmd\":{}}}\n", serde_json::to_string(hog).unwrap());
+    let tasks = sb.write("tasks.jsonl", &task);
+    let run = |rule: &str| {
+        sb.run(&["run", tasks.to_str().unwrap(), "-j", "1", "--memory-limit", "100M", "--retry", rule], None)
+    };
+    let doubled = run("oom=2:x2");
+    doubled.expect_code(0);
+    let r = &doubled.records()[0];
+    assert_eq!((&r["status"], &r["attempts"], &r["memory_factor"]), (&"ok".into(), &2.into(), &2.into()), "{r}");
+    assert_eq!(causes(r), ["oom"]);
+    assert_eq!(r["crashes"][0]["limit"], 100u64 << 20, "{r}");
+    let same = run("oom=2");
+    same.expect_code(1);
+    let r = &same.records()[0];
+    assert_eq!((&r["status"], &r["attempts"]), (&"quarantined".into(), &2.into()), "{r}");
+    assert_eq!(causes(r), ["oom", "oom"]);
+    sb.assert_clean();
+}
+
 /// `--timeout 300%`: of eleven sleeps, the one ten times longer than the rest is killed at
 /// three times the median of those that succeeded, and none of the others.
 #[test]

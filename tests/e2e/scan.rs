@@ -205,7 +205,7 @@ fn lines_without_end_are_cut_in_bounded_memory() {
                 max_line,
                 "--chunk",
                 "1M",
-                "--memory-limit",
+                "--address-space-limit",
                 "64M",
                 "--json",
             ],
@@ -222,7 +222,7 @@ fn lines_without_end_are_cut_in_bounded_memory() {
     assert!(dev.stderr().contains("/dev/zero is not a regular file"), "{}", dev.stderr());
     // ...and a scan task over 256 MiB of it is one cut line, under the same limit.
     let task = r#"{"id":"z","kind":"scan","path":"/dev/zero","offset":0,"len":268435456,"pattern":"x"}"#;
-    let done = sb.run(&["run", "-", "--memory-limit", "64M"], Some(task));
+    let done = sb.run(&["run", "-", "--address-space-limit", "64M"], Some(task));
     done.expect_code(0);
     let out = &done.records()[0]["output"];
     assert_eq!((out["matched_lines"].as_u64(), out["long_lines"].as_u64()), (Some(0), Some(1)), "{out}");

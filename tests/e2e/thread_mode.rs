@@ -105,7 +105,7 @@ fn every_fatal_fault_ends_the_thread_mode_process_as_the_kernel_would() {
         assert_eq!((st.code(), st.signal()), (code, signal), "{fault}: {st:?}\n{}", threads.stderr());
         assert!(threads.stderr().contains(words), "{fault}: {}", threads.stderr());
         assert!(threads.records().is_empty(), "{fault}: nothing finished before the process died");
-        let procs = sb.run(&["run", "-j", "2", "--memory-limit", "256M"], Some(&input.replace("60000", "10")));
+        let procs = sb.run(&["run", "-j", "2", "--address-space-limit", "256M"], Some(&input.replace("60000", "10")));
         procs.expect_code(0);
         let recs = by_id(&procs.records());
         assert_eq!(recs.len(), 5, "{fault}");

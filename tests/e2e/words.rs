@@ -116,10 +116,21 @@ fn too_small_settings_are_refused_with_one_reason() {
         assert!(d.stderr().contains("is below the 10ms"), "{}", d.stderr());
     }
     for m in ["0", "1"] {
-        let d = sb.run(&["run", "--memory-limit", m], Some("{\"kind\":\"noop\"}\n"));
+        let d = sb.run(&["run", "--address-space-limit", m], Some("{\"kind\":\"noop\"}\n"));
         d.expect_code(2);
         assert!(d.stderr().contains("is below the 16 MiB a worker needs"), "{}", d.stderr());
+        let d = sb.run(&["run", "--memory-limit", m], Some("{\"kind\":\"noop\"}\n"));
+        d.expect_code(2);
+        assert!(d.stderr().contains("is below the 8 MiB a worker needs resident by itself"), "{}", d.stderr());
     }
+    // Thread stacks that cannot fit: refused with the numbers, not 100 workers dying at start.
+    let d = sb
+        .run(&["run", "--threads-per-worker", "1024", "--address-space-limit", "512M"], Some("{\"kind\":\"noop\"}\n"));
+    d.expect_code(2);
+    let want = "1024 task threads per worker reserve 2.0 GiB of stack (2 MiB each), and a worker needs 2.0 GiB in all, \
+                over the address-space limit of 512 MiB";
+    assert!(d.stderr().contains(want), "{}", d.stderr());
+    assert!(d.records().is_empty());
     sb.assert_clean();
 }
 

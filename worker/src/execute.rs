@@ -44,6 +44,10 @@ pub struct Executed {
     pub micros: u64,
     /// `None`: it succeeded, and its encoded output is in the scratch buffer.
     pub error: Option<TaskError>,
+    /// The peak the supervisor's memory samples left on the page (0: none fell within it).
+    pub peak_rss: u64,
+    /// Processes its command left running, stopped.
+    pub leaked: u32,
 }
 
 /// Runs one task on `slot`, publishing it there while it runs, and returns how it went; the
@@ -63,6 +67,7 @@ pub fn execute<H: Handler>(
     settle: impl FnOnce(&Executed),
 ) -> Executed {
     let t0 = start_ns.unwrap_or_else(mono_ns);
+    slot.peak_rss.store(0, std::sync::atomic::Ordering::Relaxed);
     slot.begin(a.seq, t0);
     CURRENT.with(|c| c.set(a.seq));
     let cx = TaskContext::on_page(a.attempt, slot);
@@ -81,7 +86,9 @@ pub fn execute<H: Handler>(
         Err(e) => Err(TaskError::new(format!("cannot encode the output: {e}"))),
     });
     let t1 = mono_ns();
-    let done = Executed { end_ns: t1, micros: (t1 - t0) / 1000, error: result.err() };
+    let peak_rss = slot.peak_rss.swap(0, std::sync::atomic::Ordering::AcqRel);
+    let leaked = cx.leaked();
+    let done = Executed { end_ns: t1, micros: (t1 - t0) / 1000, error: result.err(), peak_rss, leaked };
     settle(&done);
     CURRENT.with(|c| c.set(0));
     slot.end(a.seq);

@@ -1,7 +1,7 @@
 //! The interface task code implements, the same for built-in kinds and users' own tasks, in
 //! process and in thread mode.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 
 use shared::shm::PageSlot;
 
@@ -61,6 +61,7 @@ pub struct TaskContext<'a> {
     child_group: &'a AtomicI32,
     /// The status-page slot the task is published on, where its progress goes.
     page: Option<&'a PageSlot>,
+    leaked: AtomicU32,
 }
 
 impl<'a> TaskContext<'a> {
@@ -68,13 +69,13 @@ impl<'a> TaskContext<'a> {
     /// `child_group`, with nowhere to report progress to. Engines build these; handlers only
     /// read them.
     pub fn new(attempt: u32, child_group: &'a AtomicI32) -> Self {
-        Self { attempt, child_group, page: None }
+        Self { attempt, child_group, page: None, leaked: AtomicU32::new(0) }
     }
 
     /// A context for attempt `attempt` of the task published on `slot`: its child process
     /// group and its progress go there.
     pub fn on_page(attempt: u32, slot: &'a PageSlot) -> Self {
-        Self { attempt, child_group: &slot.child_pgid, page: Some(slot) }
+        Self { attempt, child_group: &slot.child_pgid, page: Some(slot), leaked: AtomicU32::new(0) }
     }
 
     /// Reports `units` more work done (bytes read, iterations, records: whatever the task
@@ -98,6 +99,16 @@ impl<'a> TaskContext<'a> {
     pub fn set_child_group(&self, pgid: i32) {
         crate::startup::child_group_started();
         self.child_group.store(pgid, Ordering::Release);
+    }
+
+    /// Counts processes the task's command left running (and the worker stopped).
+    pub(crate) fn add_leaked(&self, n: u32) {
+        self.leaked.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Processes the task left running, as counted by [`add_leaked`](Self::add_leaked).
+    pub(crate) fn leaked(&self) -> u32 {
+        self.leaked.load(Ordering::Relaxed)
     }
 
     /// Withdraws the declaration once the children are gone.

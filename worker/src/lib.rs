@@ -11,6 +11,7 @@ mod error_chain;
 pub mod execute;
 pub mod fault;
 mod handler;
+pub mod procs;
 mod serve;
 pub mod slot;
 mod startup;
@@ -22,6 +23,10 @@ pub use handler::{Handler, TaskContext};
 /// Identifies the worker code of this build (a hash of its sources): a separate worker
 /// executable is used only when its id is the supervisor's own.
 pub const BUILD_ID: &str = env!("BULKHEAD_BUILD_ID");
+/// The stack reserved for each task thread of a hybrid worker (`--threads-per-worker`): std's
+/// default, set explicitly so that the supervisor can check that the stacks fit under an
+/// address-space limit.
+pub const TASK_STACK_BYTES: usize = 2 << 20;
 pub use serve::{exit_if_unserved_worker, serve_if_worker};
 pub use shared::proto::TaskError;
 
@@ -34,8 +39,8 @@ pub mod env {
     /// The supervisor's pid, to close the race where it dies before the parent-death signal
     /// is armed.
     pub const SUPERVISOR_PID: &str = "BULKHEAD_SUPERVISOR_PID";
-    /// Address-space limit in bytes.
-    pub const MEMORY_LIMIT: &str = "BULKHEAD_MEMORY_LIMIT";
+    /// Address-space limit (`RLIMIT_AS`) in bytes.
+    pub const ADDRESS_SPACE_LIMIT: &str = "BULKHEAD_ADDRESS_SPACE_LIMIT";
     /// The user's `RUST_BACKTRACE` (empty: unset), when the supervisor set the worker's own to
     /// 0; shell tasks get the user's back.
     pub const USER_BACKTRACE: &str = "BULKHEAD_USER_RUST_BACKTRACE";

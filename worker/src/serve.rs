@@ -75,7 +75,7 @@ impl ServeError {
 /// returns at once and the program goes on as usual.
 ///
 /// Call it first thing in `main`, before starting threads or touching the terminal: the
-/// worker's start-up (parent-death signal, memory limit, moving the socket off stdin) assumes
+/// worker's start-up (parent-death signal, address-space limit, moving the socket off stdin) assumes
 /// a fresh single-threaded process, and whatever runs before the call runs again in every
 /// worker. The worker serves the handler value the pool was built with, which comes with the
 /// handshake. A program with several handlers calls it once per handler type; only the one
@@ -301,7 +301,9 @@ fn push_outcome(batch: &mut ResultsBatch, seq: u64, r: Executed, scratch: &[u8])
         None => Ok(Bytes::new(scratch)),
         Some(e) => Err(e),
     };
-    batch.push(&Outcome { seq, micros: r.micros, result }).expect("outcomes always encode");
+    batch
+        .push(&Outcome { seq, micros: r.micros, result, peak_rss: r.peak_rss, leaked: r.leaked })
+        .expect("outcomes always encode");
 }
 
 fn serve_serial<H: Handler>(
@@ -380,33 +382,35 @@ fn serve_threaded<H: Handler>(
     for i in 0..threads {
         let (queue, handler) = (queue.clone(), handler.clone());
         let first_slot = crate::slot::get();
-        let spawned = std::thread::Builder::new().name(format!("task-{i}")).spawn(move || {
-            crate::slot::set(first_slot + i as u64);
-            let slot = &link.page.slots()[i];
-            let mut scratch = Vec::new();
-            let mut batch = ResultsBatch::default();
-            let mut out = Vec::new();
-            loop {
-                let task = {
-                    let mut q = queue.tasks.lock().unwrap_or_else(|e| e.into_inner());
-                    loop {
-                        if let Some(t) = q.0.pop_front() {
-                            break Some(t);
+        let spawned = std::thread::Builder::new().name(format!("task-{i}")).stack_size(crate::TASK_STACK_BYTES).spawn(
+            move || {
+                crate::slot::set(first_slot + i as u64);
+                let slot = &link.page.slots()[i];
+                let mut scratch = Vec::new();
+                let mut batch = ResultsBatch::default();
+                let mut out = Vec::new();
+                loop {
+                    let task = {
+                        let mut q = queue.tasks.lock().unwrap_or_else(|e| e.into_inner());
+                        loop {
+                            if let Some(t) = q.0.pop_front() {
+                                break Some(t);
+                            }
+                            if q.1 {
+                                break None;
+                            }
+                            q = queue.ready.wait(q).unwrap_or_else(|e| e.into_inner());
                         }
-                        if q.1 {
-                            break None;
-                        }
-                        q = queue.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+                    };
+                    let Some(t) = task else { return };
+                    let r = execute(&*handler, &t.as_assignment(), slot, link, &mut scratch, None, |_| {});
+                    push_outcome(&mut batch, t.seq, r, &scratch);
+                    if flush(&mut batch, &mut out, link).is_err() {
+                        return;
                     }
-                };
-                let Some(t) = task else { return };
-                let r = execute(&*handler, &t.as_assignment(), slot, link, &mut scratch, None, |_| {});
-                push_outcome(&mut batch, t.seq, r, &scratch);
-                if flush(&mut batch, &mut out, link).is_err() {
-                    return;
                 }
-            }
-        });
+            },
+        );
         match spawned {
             Ok(j) => joins.push(j),
             Err(e) => return Err(ServeError::Frame(FrameError::Io(e))),

@@ -55,9 +55,13 @@ pub(crate) fn prepare() -> Result<UnixStream, StartupError> {
         }
         SUPERVISOR.store(expected, std::sync::atomic::Ordering::Relaxed);
     }
-    if let Some(limit) = std::env::var(env::MEMORY_LIMIT).ok().and_then(|v| v.parse::<u64>().ok()) {
+    if let Some(limit) = std::env::var(env::ADDRESS_SPACE_LIMIT).ok().and_then(|v| v.parse::<u64>().ok()) {
         setrlimit(Resource::RLIMIT_AS, limit, limit).map_err(sys("set the address-space limit"))?;
     }
+    // A task's orphans (after `setsid`, a double fork, a daemonizing program) come to the
+    // worker instead of init, so that they stay in its tree: the memory watch counts them, and
+    // the shell kind stops what its command left behind.
+    prctl::set_child_subreaper(true).map_err(sys("become a child subreaper"))?;
     let _ = prctl::set_name(c"bulkhead-worker");
     // The markers must not leak into the environment of the task's own children: a task that
     // runs `bulkhead` would otherwise become a worker.
@@ -69,7 +73,7 @@ pub(crate) fn prepare() -> Result<UnixStream, StartupError> {
     unsafe {
         std::env::remove_var(env::WORKER);
         std::env::remove_var(env::SUPERVISOR_PID);
-        std::env::remove_var(env::MEMORY_LIMIT);
+        std::env::remove_var(env::ADDRESS_SPACE_LIMIT);
         std::env::remove_var(env::USER_BACKTRACE);
         std::env::remove_var(env::DRAIN_GRACE_MS);
     }
@@ -222,6 +226,16 @@ pub(crate) fn child_group_finished() {
     }
 }
 
-fn in_worker() -> bool {
+/// The child process groups that the worker's other tasks have published, besides `mine`.
+pub(crate) fn other_child_groups(mine: i32) -> Vec<i32> {
+    let Some(page) = PAGE.get() else { return Vec::new() };
+    page.slots()
+        .iter()
+        .map(|s| s.child_pgid.load(std::sync::atomic::Ordering::Acquire))
+        .filter(|&g| g > 0 && g != mine)
+        .collect()
+}
+
+pub(crate) fn in_worker() -> bool {
     PAGE.get().is_some()
 }

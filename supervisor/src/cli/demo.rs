@@ -182,7 +182,7 @@ fn demo_pool() -> PoolBuilder {
         .workers(2)
         .timeout(Duration::from_millis(800))
         .heartbeat(Duration::from_millis(100), Duration::from_millis(600))
-        .memory_limit(256 << 20)
+        .address_space_limit(256 << 20)
         .max_restarts(50, Duration::from_secs(10))
 }
 
@@ -568,7 +568,7 @@ fn oom(paint: Paint) -> Outcome {
     section(
         paint,
         "A worker that allocates without end",
-        "     --memory-limit 256M per worker: the allocator fails, the worker dies, the host never feels it",
+        "     --address-space-limit 256M per worker: the allocator fails, the worker dies, the host never feels it",
     );
     let n = batch.len();
     // No task here hangs: a longer timeout costs nothing, and on a loaded machine filling

@@ -159,7 +159,8 @@ pub struct RunArgs {
     /// Write the HTML timeline of the run here at the end.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
-    /// Per-worker address-space limit (512M, 2G).
+    /// Resident memory that each worker and every process of its task may use together (512M,
+    /// 2G), sampled from /proc; past it the whole tree is killed and the task charged `oom`.
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub memory_limit: Option<u64>,
     /// Kill a worker whose running task has reported no progress for DUR (cause `stalled`,
@@ -175,6 +176,10 @@ pub struct RunArgs {
     /// (300M, 1G), and start a fresh one (no task charged, no backoff).
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub max_worker_memory: Option<u64>,
+    /// Address-space limit (RLIMIT_AS) of each worker and each process of its tasks (512M,
+    /// 2G): breaks programs that reserve more than they use (a JVM, Go, V8, a large mmap).
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub address_space_limit: Option<u64>,
     /// Restart intensity limit: give up (exit 3) above N restarts within DUR.
     #[arg(long, value_parser = parse_rate, default_value = "100/10s", value_name = "N/DUR")]
     pub max_restarts: (u32, Duration),

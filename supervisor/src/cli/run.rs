@@ -348,6 +348,11 @@ impl PoolSetup {
                     "bulkhead: warning: --memory-limit bounds worker processes; thread mode has none, so it is not applied"
                 );
             }
+            if args.address_space_limit.is_some() {
+                eprintln!(
+                    "bulkhead: warning: --address-space-limit bounds worker processes; thread mode has none, so it is not applied"
+                );
+            }
             if args.threads_per_worker > 1 {
                 eprintln!(
                     "bulkhead: warning: --threads-per-worker is for worker processes (hybrid); in thread mode -j sets the threads"
@@ -409,6 +414,11 @@ impl PoolSetup {
             builder = builder.max_worker_memory(m);
         }
         // Thread mode has no worker process to bound (the warning above said so).
+        if let Some(m) = args.address_space_limit
+            && args.mode != ModeArg::Thread
+        {
+            builder = builder.address_space_limit(m);
+        }
         if let Some(m) = args.memory_limit
             && args.mode != ModeArg::Thread
         {

@@ -287,7 +287,7 @@ mod tests {
     #[test]
     fn an_oom_rule_multiplies_the_memory_limit_up_to_the_cap() {
         let c = cfg("oom=3:x2");
-        let oom = CrashCause::Oom { detail: "memory allocation of 1 bytes failed".into() };
+        let oom = CrashCause::Oom { detail: "memory allocation of 1 bytes failed".into(), limit: None, peak: None };
         assert_eq!(decide(&c, false, Mishap::Crashed(&oom), 1, 1).next, Next::Retry { memory_factor: 2 });
         assert_eq!(decide(&c, false, Mishap::Crashed(&oom), 2, 2).next, Next::Retry { memory_factor: 4 });
         assert_eq!(decide(&c, false, Mishap::Crashed(&oom), 3, 4).next, Next::Quarantine);

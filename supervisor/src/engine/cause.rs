@@ -55,6 +55,14 @@ pub fn crash_cause(
         Some(KillReason::Protocol { detail }) => {
             return CrashCause::Protocol { detail: detail.clone() };
         }
+        Some(&KillReason::Memory { limit, peak }) => {
+            let detail = format!(
+                "the worker and its task's processes reached {} resident, past the memory limit of {}",
+                size(peak),
+                size(limit)
+            );
+            return CrashCause::Oom { detail, limit: Some(limit), peak: Some(peak) };
+        }
         _ => {}
     }
     if let Some(p) = panic {
@@ -66,7 +74,7 @@ pub fn crash_cause(
             if signal == Signal::SIGABRT
                 && let Some(line) = last_line_with(stderr_tail, "memory allocation of")
             {
-                return CrashCause::Oom { detail: line };
+                return CrashCause::Oom { detail: line, limit: None, peak: None };
             }
             let detail = match signal {
                 Signal::SIGABRT | Signal::SIGSEGV | Signal::SIGBUS => {
@@ -77,6 +85,21 @@ pub fn crash_cause(
             CrashCause::Signal { signal: signal.as_str().to_string(), core, detail }
         }
     }
+}
+
+/// A size as a person reads it: bytes below a KiB, else the largest binary unit.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1 << 10 {
+        return format!("{bytes} byte{}", if bytes == 1 { "" } else { "s" });
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if v.fract() == 0.0 { format!("{v:.0} {}", UNITS[unit]) } else { format!("{v:.1} {}", UNITS[unit]) }
 }
 
 fn last_line_with(text: &str, needle: &str) -> Option<String> {
@@ -92,7 +115,7 @@ mod tests {
         let abrt = ExitCause::Signaled { signal: Signal::SIGABRT, core: false };
         assert_eq!(
             crash_cause(abrt, None, None, "memory allocation of 16777216 bytes failed\n"),
-            CrashCause::Oom { detail: "memory allocation of 16777216 bytes failed".into() }
+            CrashCause::Oom { detail: "memory allocation of 16777216 bytes failed".into(), limit: None, peak: None }
         );
         let CrashCause::Signal { signal, detail, .. } = crash_cause(
             abrt,
@@ -112,5 +135,9 @@ mod tests {
             CrashCause::Timeout { limit_ms: 2000 }
         );
         assert_eq!(crash_cause(ExitCause::Exited(3), None, None, ""), CrashCause::Exit { code: 3 });
+        let over = KillReason::Memory { limit: 600 << 20, peak: 630 << 20 };
+        let CrashCause::Oom { detail, limit, peak } = crash_cause(kill, Some(&over), None, "") else { panic!() };
+        assert_eq!((limit, peak), (Some(600 << 20), Some(630 << 20)));
+        assert!(detail.contains("630 MiB resident, past the memory limit of 600 MiB"), "{detail}");
     }
 }

@@ -74,6 +74,8 @@ pub struct EngineConfig {
     pub max_worker_memory: Option<u64>,
     /// A `--halt` rule, with the run's total where known.
     pub halt: Option<(super::halt::Halt, Option<u64>)>,
+    /// The resident memory a task's worker and process tree may use together, in bytes.
+    pub memory_limit: Option<u64>,
 }
 
 impl Default for EngineConfig {
@@ -100,6 +102,7 @@ impl Default for EngineConfig {
             max_tasks_per_worker: None,
             max_worker_memory: None,
             halt: None,
+            memory_limit: None,
         }
     }
 }

@@ -43,6 +43,9 @@ pub enum RunEvent {
         /// What the task was (a `--cmd` task's input, seq and cmd), beside its id.
         #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
         label: Option<TaskLabel>,
+        /// The peak resident memory of its worker's tree, where sampled.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peak_rss: Option<u64>,
     },
     /// A worker ended. `cause` and its fields are absent for a clean shutdown.
     WorkerExited {

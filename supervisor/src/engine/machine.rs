@@ -273,6 +273,8 @@ impl Engine {
                     crashes: Vec::new(),
                     rule: None,
                     memory_factor: 1,
+                    peak_rss: None,
+                    leaked: None,
                 });
                 continue;
             }
@@ -397,6 +399,14 @@ impl Engine {
         self.slots[slot].sent < self.slots[slot].inflight.len()
     }
 
+    /// The resident memory that the worker of `slot` and its process tree may use together
+    /// while task `seq` runs there: `--memory-limit`, times the task's memory factor (raised
+    /// after an `oom` by a `--retry oom=N:xF` rule).
+    pub fn task_memory_limit(&self, slot: usize, seq: u64) -> Option<u64> {
+        let factor = self.slots[slot].inflight.iter().find(|f| f.seq == seq)?.task.memory_factor;
+        self.cfg.memory_limit.map(|limit| limit.saturating_mul(u64::from(factor)))
+    }
+
     /// The id of an in-flight task, for displays.
     pub fn inflight_id(&self, slot: usize, seq: u64) -> Option<&str> {
         self.slots[slot].inflight.iter().find(|f| f.seq == seq).map(|f| f.task.job.id())
@@ -422,6 +432,16 @@ impl Engine {
             Event::Reaped { slot, pid, exit, executing, culprit, stderr_tail } => {
                 let death = Death { pid, exit, executing: &executing, culprit, stderr_tail: &stderr_tail };
                 self.on_reaped(slot, death, now, sink)
+            }
+            Event::OverMemory { slot, pid, limit, peak } => {
+                if self.slots[slot].state.pid() == Some(pid) {
+                    log::warn!(
+                        "worker {slot} (pid {pid}) and its tasks' processes used {} resident, past the memory limit of {}: killed",
+                        super::cause::size(peak),
+                        super::cause::size(limit)
+                    );
+                    self.terminate(slot, KillReason::Memory { limit, peak }, true, now, out);
+                }
             }
             Event::Interrupt(i) => self.on_interrupt(i, now, out),
             Event::Paused { ns } => self.on_paused(ns, now),
@@ -520,7 +540,8 @@ impl Engine {
             if want_events {
                 let id = f.task.job.id().to_string();
                 let label = TaskLabel::of(f.task.job.label());
-                sink.event(self.secs(now), RunEvent::TaskFinished { id, worker: slot, status, ms, label });
+                let peak_rss = (o.peak_rss > 0).then_some(o.peak_rss);
+                sink.event(self.secs(now), RunEvent::TaskFinished { id, worker: slot, status, ms, label, peak_rss });
             }
             sink.finished(Finished {
                 id: f.task.job.id(),
@@ -534,6 +555,8 @@ impl Engine {
                 crashes: f.task.crashes,
                 rule,
                 memory_factor: f.task.memory_factor,
+                peak_rss: (o.peak_rss > 0).then_some(o.peak_rss),
+                leaked: (o.leaked > 0).then_some(o.leaked),
             });
         }
     }
@@ -679,6 +702,7 @@ impl Engine {
                             status: Status::Failed,
                             ms,
                             label: TaskLabel::of(f.task.job.label()),
+                            peak_rss: None,
                         });
                         Ending::Failed(shared::proto::TaskError::new(verdict.cause.to_string()))
                     } else {
@@ -709,6 +733,8 @@ impl Engine {
                         crashes: f.task.crashes,
                         rule: Some(d.rule),
                         memory_factor: f.task.memory_factor,
+                        peak_rss: None,
+                        leaked: None,
                     });
                 }
                 _ => {

@@ -43,6 +43,14 @@ pub enum KillReason {
     GiveUp,
     /// Asked to exit between tasks to be replaced (recycling); a clean end, nobody charged.
     Retire(Retirement),
+    /// The resident memory of the worker and its tasks' processes went past the running
+    /// task's `--memory-limit`; the memory watch has already killed the whole tree.
+    Memory {
+        /// The limit, in bytes.
+        limit: u64,
+        /// The resident bytes the sample that found it over saw.
+        peak: u64,
+    },
 }
 
 impl KillReason {
@@ -54,6 +62,7 @@ impl KillReason {
                 | KillReason::Stalled { .. }
                 | KillReason::Unresponsive { .. }
                 | KillReason::Protocol { .. }
+                | KillReason::Memory { .. }
         )
     }
 }

@@ -140,8 +140,10 @@ impl Harness {
     }
 
     fn ok(&mut self, slot: usize, seqs: &[u64]) -> Vec<Action> {
-        let outs: Vec<Outcome> =
-            seqs.iter().map(|&seq| Outcome { seq, micros: 10, result: Ok(Bytes::new(&[0])) }).collect();
+        let outs: Vec<Outcome> = seqs
+            .iter()
+            .map(|&seq| Outcome { seq, micros: 10, result: Ok(Bytes::new(&[0])), peak_rss: 0, leaked: 0 })
+            .collect();
         self.ev(Event::Outcomes { slot, outcomes: &outs })
     }
 
@@ -457,7 +459,8 @@ fn failed_tasks_are_final_unless_retries_are_asked_for() {
             let Some(&(seq, _, _)) = h.sent(0).first() else {
                 break;
             };
-            let outs = [Outcome { seq, micros: 5, result: Err(TaskError::new("exit status 1")) }];
+            let outs =
+                [Outcome { seq, micros: 5, result: Err(TaskError::new("exit status 1")), peak_rss: 0, leaked: 0 }];
             h.ev(Event::Outcomes { slot: 0, outcomes: &outs });
         }
         let r = h.record("f");
@@ -722,7 +725,7 @@ fn a_relative_timeout_applies_once_enough_tasks_succeeded() {
     for i in 0..crate::engine::config::TIMEOUT_SAMPLES {
         h.push([job(&format!("t{i}"))]);
         let seq = h.sent(0)[0].0;
-        let outs = [Outcome { seq, micros: 100_000, result: Ok(Bytes::new(&[0])) }];
+        let outs = [Outcome { seq, micros: 100_000, result: Ok(Bytes::new(&[0])), peak_rss: 0, leaked: 0 }];
         h.ev(Event::Outcomes { slot: 0, outcomes: &outs });
     }
     let limit = h.engine.timeout_ns().unwrap();

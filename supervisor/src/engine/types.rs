@@ -117,6 +117,18 @@ pub enum Event<'a> {
         /// The end of its stderr.
         stderr_tail: String,
     },
+    /// The memory watch found the slot's worker and its tasks' processes over the running
+    /// task's memory limit, and killed them.
+    OverMemory {
+        /// The slot.
+        slot: usize,
+        /// The worker.
+        pid: u32,
+        /// The limit, in bytes.
+        limit: u64,
+        /// The resident bytes it saw.
+        peak: u64,
+    },
     /// SIGINT or SIGTERM.
     Interrupt(Interrupt),
     /// The whole run was stopped for `ns` and goes on now: SIGTSTP (the workers were stopped
@@ -178,6 +190,10 @@ pub struct Finished<'a> {
     /// The factor its last attempt's memory limit was multiplied by (`--retry oom=N:xF`); 1
     /// as given.
     pub memory_factor: u32,
+    /// The peak resident memory of its worker's tree in the last attempt, where sampled.
+    pub peak_rss: Option<u64>,
+    /// Processes its command left running (stopped), where any.
+    pub leaked: Option<u32>,
 }
 
 /// Where records and events go.

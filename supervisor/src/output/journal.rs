@@ -455,6 +455,14 @@ pub fn write_record<O: Serialize>(buf: &mut Vec<u8>, r: &RecordRef<'_, O>, label
             buf.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
         }
     }
+    if let Some(peak) = r.peak_rss {
+        buf.extend_from_slice(b",\"peak_rss\":");
+        buf.extend_from_slice(itoa::Buffer::new().format(peak).as_bytes());
+    }
+    if let Some(n) = r.leaked {
+        buf.extend_from_slice(b",\"leaked\":");
+        buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    }
     buf.push(b'}');
 }
 
@@ -640,6 +648,11 @@ mod tests {
             Record::new("ü\"id\\".into(), 2, Some(812.5), Ok(serde_json::json!({"sum": "3"})), vec![crash.clone()]),
             Record::new("f".into(), 1, Some(40.1), Err(e), vec![]),
             Record::quarantined("q".into(), 3, vec![crash.clone(), crash]),
+            Record {
+                peak_rss: Some(3 << 20),
+                leaked: Some(2),
+                ..Record::new("m".into(), 1, Some(1.5), Ok(serde_json::Value::Null), vec![])
+            },
         ];
         for r in &records {
             let mut buf = Vec::new();

@@ -48,6 +48,7 @@ pub struct PoolBuilder {
     attempts: u32,
     timeout: Option<Duration>,
     stall_timeout: Option<Duration>,
+    address_space_limit: Option<u64>,
     memory_limit: Option<u64>,
     restart: RestartPolicy,
     heartbeat: Duration,
@@ -91,6 +92,7 @@ impl Default for PoolBuilder {
             attempts: 3,
             timeout: None,
             stall_timeout: None,
+            address_space_limit: None,
             memory_limit: None,
             restart: RestartPolicy::default(),
             heartbeat: Duration::from_millis(250),
@@ -179,8 +181,39 @@ pub enum SettingError {
         /// The most a worker's status page has room for.
         max: u32,
     },
-    /// A memory limit a worker cannot even start under.
-    #[error("memory limit {} is below the {} a worker needs to start", size(*limit), size(*min))]
+    /// An address-space limit a worker cannot even start under.
+    #[error("address-space limit {} is below the {} a worker needs to start", crate::engine::cause::size(*limit), crate::engine::cause::size(*min))]
+    AddressSpaceLimitTooSmall {
+        /// The limit, in bytes.
+        limit: u64,
+        /// The smallest that works, in bytes.
+        min: u64,
+    },
+    /// Task threads whose stacks alone do not fit under the address-space limit: every worker
+    /// would fail to start its threads.
+    #[error(
+        "{threads} task threads per worker reserve {} of stack ({} each), and a worker needs {} in all, over the address-space limit of {}",
+        crate::engine::cause::size(*stacks),
+        crate::engine::cause::size(worker::TASK_STACK_BYTES as u64),
+        crate::engine::cause::size(*need),
+        crate::engine::cause::size(*limit)
+    )]
+    StacksOverAddressSpace {
+        /// Task threads per worker.
+        threads: u32,
+        /// Their stacks together, in bytes.
+        stacks: u64,
+        /// What the worker needs in all, in bytes.
+        need: u64,
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// A memory limit below what an idle worker alone keeps resident.
+    #[error(
+        "memory limit {} is below the {} a worker needs resident by itself",
+        crate::engine::cause::size(*limit),
+        crate::engine::cause::size(*min)
+    )]
     MemoryLimitTooSmall {
         /// The limit, in bytes.
         limit: u64,
@@ -207,10 +240,13 @@ pub enum SettingError {
     /// Resume without a results file to resume from.
     #[error("resume needs a results file")]
     ResumeWithoutResults,
-    /// A memory limit in thread mode, where the workers are threads of this process and
-    /// nothing bounds one thread's memory.
-    #[error("thread mode cannot apply a memory limit: its workers share this process's memory (use process mode)")]
-    MemoryLimitInThreadMode,
+    /// A memory or address-space limit in thread mode, where the workers are threads of this
+    /// process and nothing bounds one thread's memory.
+    #[error("thread mode cannot apply {limit}: its workers share this process's memory (use process mode)")]
+    LimitInThreadMode {
+        /// Which limit.
+        limit: &'static str,
+    },
     /// A worker recycled before it could run a single task.
     #[error("max tasks per worker must be at least 1")]
     NoTasksPerWorker,
@@ -222,21 +258,6 @@ pub enum SettingError {
         /// The most a message carries.
         max: usize,
     },
-}
-
-/// A size as a person reads it: bytes below a KiB, else the largest binary unit.
-fn size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1 << 10 {
-        return format!("{bytes} byte{}", if bytes == 1 { "" } else { "s" });
-    }
-    let mut v = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if v.fract() == 0.0 { format!("{v:.0} {}", UNITS[unit]) } else { format!("{v:.1} {}", UNITS[unit]) }
 }
 
 /// The shortest task timeout a pool takes.
@@ -251,7 +272,12 @@ const MAX_WORKERS: usize = 4096;
 /// The smallest address-space limit a worker is given: below it, start-up itself fails (the
 /// small worker needs about 6 MiB of address space, `bulkhead` serving as its own about 8),
 /// which would only show as workers dying at once until the restart limit.
-pub const MIN_MEMORY_LIMIT: u64 = 16 << 20;
+pub const MIN_ADDRESS_SPACE_LIMIT: u64 = 16 << 20;
+
+/// The smallest memory limit a pool takes: an idle worker keeps 2.6 MiB resident (the small
+/// worker; `bulkhead` serving as its own, 3.3 MiB), and one running a task more (its stack,
+/// buffers, a shell's `sh`); below 8 MiB the first sample of a busy worker would kill it.
+pub const MIN_MEMORY_LIMIT: u64 = 8 << 20;
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> PoolError {
     let what = what.into();
@@ -288,9 +314,24 @@ impl PoolBuilder {
         self.timeout = Some(d);
         self
     }
-    /// Address-space limit of each worker process, in bytes; at least [`MIN_MEMORY_LIMIT`].
+    /// Address-space limit (`RLIMIT_AS`) of each worker process and of each process its tasks
+    /// start, in bytes; at least [`MIN_ADDRESS_SPACE_LIMIT`]. An allocation past it fails,
+    /// and the crash cause is `oom`. It bounds what a process *reserves*, not what it uses:
+    /// programs that reserve address space they never touch fail under it (a JVM's thread
+    /// stacks and heap, Go's allocator, V8, AddressSanitizer, an untouched large `mmap`), and
+    /// it bounds each process alone, not a task's processes together.
     /// Process mode only: thread mode refuses it at [`build`](Self::build), since nothing
     /// bounds the memory of one thread.
+    pub fn address_space_limit(mut self, bytes: u64) -> Self {
+        self.address_space_limit = Some(bytes);
+        self
+    }
+    /// The resident memory each worker and every process of its tasks may use together, in
+    /// bytes; at least [`MIN_MEMORY_LIMIT`]. The supervisor samples the trees from `/proc`
+    /// every few milliseconds; a tree found past the limit is killed whole, and the running
+    /// task is charged a crash with cause `oom` (the limit and the peak seen). Address space
+    /// that is reserved and never touched costs nothing here, unlike
+    /// [`address_space_limit`](Self::address_space_limit). Process mode only.
     pub fn memory_limit(mut self, bytes: u64) -> Self {
         self.memory_limit = Some(bytes);
         self
@@ -476,8 +517,11 @@ impl PoolBuilder {
             let (given, max) = (self.threads_per_worker, shared::shm::MAX_SLOTS);
             return Err(SettingError::ThreadsPerWorker { given, max }.into());
         }
+        if self.address_space_limit.is_some() && self.mode == Mode::Thread {
+            return Err(SettingError::LimitInThreadMode { limit: "an address-space limit" }.into());
+        }
         if (self.memory_limit.is_some() || self.max_worker_memory.is_some()) && self.mode == Mode::Thread {
-            return Err(SettingError::MemoryLimitInThreadMode.into());
+            return Err(SettingError::LimitInThreadMode { limit: "a memory limit" }.into());
         }
         if self.max_tasks_per_worker == Some(0) {
             return Err(SettingError::NoTasksPerWorker.into());
@@ -486,6 +530,23 @@ impl PoolBuilder {
             && limit < MIN_MEMORY_LIMIT
         {
             return Err(SettingError::MemoryLimitTooSmall { limit, min: MIN_MEMORY_LIMIT }.into());
+        }
+        if let Some(limit) = self.address_space_limit
+            && limit < MIN_ADDRESS_SPACE_LIMIT
+        {
+            return Err(SettingError::AddressSpaceLimitTooSmall { limit, min: MIN_ADDRESS_SPACE_LIMIT }.into());
+        }
+        if let Some(limit) = self.address_space_limit
+            && self.threads_per_worker > 1
+        {
+            // Each task thread reserves its stack and a guard page; the worker needs its own
+            // start-up's worth besides.
+            let stacks = u64::from(self.threads_per_worker) * (worker::TASK_STACK_BYTES as u64 + 4096);
+            let need = stacks + MIN_ADDRESS_SPACE_LIMIT;
+            if need > limit {
+                let threads = self.threads_per_worker;
+                return Err(SettingError::StacksOverAddressSpace { threads, stacks, need, limit }.into());
+            }
         }
         if self.max_task_bytes == 0 || self.max_task_bytes > MAX_TASK_BYTES {
             return Err(SettingError::TaskLimit { given: self.max_task_bytes, max: MAX_TASK_BYTES }.into());
@@ -694,24 +755,29 @@ impl<H: Handler> Pool<H> {
                 // Under a halt rule a worker holds only what it runs: a task queued behind
                 // the one that reaches the rule would start after it.
                 queue_budget_ns: if c.halt.is_some() { 0 } else { EngineConfig::default().queue_budget_ns },
+                memory_limit: c.memory_limit,
                 ..EngineConfig::default()
             },
             now,
         );
         let backend: Box<dyn Backend + 'a> = match c.mode {
-            Mode::Process => Box::new(ProcessBackend::new(
-                SpawnConfig {
-                    program: self.program.clone(),
-                    handler: H::name().to_string(),
-                    config: self.config.clone(),
-                    threads: c.threads_per_worker,
-                    heartbeat_ms: c.heartbeat.as_millis().clamp(10, u128::from(u32::MAX)) as u32,
-                    memory_limit: c.memory_limit,
-                    drain_grace: c.handle_signals.then_some(c.grace),
-                },
-                c.workers,
-                c.reap_orphans,
-            )),
+            Mode::Process => Box::new(
+                ProcessBackend::new(
+                    SpawnConfig {
+                        program: self.program.clone(),
+                        handler: H::name().to_string(),
+                        config: self.config.clone(),
+                        threads: c.threads_per_worker,
+                        heartbeat_ms: c.heartbeat.as_millis().clamp(10, u128::from(u32::MAX)) as u32,
+                        address_space_limit: c.address_space_limit,
+                        memory_limit: c.memory_limit,
+                        drain_grace: c.handle_signals.then_some(c.grace),
+                    },
+                    c.workers,
+                    c.reap_orphans,
+                )
+                .map_err(io_err("start the memory watch"))?,
+            ),
             Mode::Thread => {
                 Box::new(ThreadBackend::new(self.handler.clone(), c.workers).map_err(io_err("set up thread mode"))?)
             }
@@ -814,7 +880,11 @@ impl<O: Serialize + DeserializeOwned + 'static> Sink for RunSink<O> {
         let memory_factor = (f.memory_factor > 1).then_some(f.memory_factor);
         let supersedes = self.superseded.get(f.id).copied();
         {
-            let mut record = RecordRef::concluded(f.id, f.attempts, ms, end.as_ref(), &f.crashes);
+            let mut record = RecordRef {
+                peak_rss: f.peak_rss,
+                leaked: f.leaked,
+                ..RecordRef::concluded(f.id, f.attempts, ms, end.as_ref(), &f.crashes)
+            };
             (record.rule, record.memory_factor, record.supersedes) = (rule.as_deref(), memory_factor, supersedes);
             if let Some((out, err)) = streams(&end) {
                 (record.stdout, record.stderr) = (Some(out), Some(err));
@@ -841,7 +911,11 @@ impl<O: Serialize + DeserializeOwned + 'static> Sink for RunSink<O> {
         }
         if self.collect {
             let lifted = streams(&end).map(|(o, e)| (o.clone(), e.clone()));
-            let mut record = Record::concluded(f.id.to_string(), f.attempts, ms, end, f.crashes);
+            let mut record = Record {
+                peak_rss: f.peak_rss,
+                leaked: f.leaked,
+                ..Record::concluded(f.id.to_string(), f.attempts, ms, end, f.crashes)
+            };
             (record.rule, record.memory_factor, record.supersedes) = (rule, memory_factor, supersedes);
             if let Some((out, err)) = lifted {
                 (record.stdout, record.stderr) = (Some(out), Some(err));
@@ -1302,7 +1376,10 @@ mod tests {
             Err(e) => panic!("not a setting error: {e}"),
             Ok(_) => panic!("built"),
         };
-        assert_eq!(refused(b().memory_limit(1 << 30).build(Builtin::default())), SettingError::MemoryLimitInThreadMode);
+        assert_eq!(
+            refused(b().address_space_limit(1 << 30).build(Builtin::default())),
+            SettingError::LimitInThreadMode { limit: "an address-space limit" }
+        );
         assert_eq!(
             refused(b().max_task_bytes(0).build(Builtin::default())),
             SettingError::TaskLimit { given: 0, max: MAX_TASK_BYTES }
@@ -1312,7 +1389,11 @@ mod tests {
             refused(b().max_task_bytes(over).build(Builtin::default())),
             SettingError::TaskLimit { given: over, max: MAX_TASK_BYTES }
         );
-        assert!(Pool::builder().memory_limit(1 << 30).build(Builtin::default()).is_ok());
+        assert_eq!(
+            refused(b().memory_limit(1 << 30).build(Builtin::default())),
+            SettingError::LimitInThreadMode { limit: "a memory limit" }
+        );
+        assert!(Pool::builder().address_space_limit(1 << 30).build(Builtin::default()).is_ok());
     }
 
     #[test]

@@ -67,7 +67,7 @@ mod tests {
     }
 
     fn finished(t: f64, id: &str, worker: usize, ms: f64) -> Timed {
-        at(t, RunEvent::TaskFinished { id: id.into(), worker, status: Status::Ok, ms, label: None })
+        at(t, RunEvent::TaskFinished { id: id.into(), worker, status: Status::Ok, ms, label: None, peak_rss: None })
     }
 
     fn died(t: f64, worker: usize, pid: u32, cause: CrashCause, task: &str) -> Timed {
@@ -107,7 +107,14 @@ mod tests {
             at(0.1, RunEvent::TaskStarted { id: "h".into(), worker: 0, attempt: 1, label: label() }),
             at(
                 0.2,
-                RunEvent::TaskFinished { id: "h".into(), worker: 0, status: Status::Ok, ms: 100.0, label: label() },
+                RunEvent::TaskFinished {
+                    id: "h".into(),
+                    worker: 0,
+                    status: Status::Ok,
+                    ms: 100.0,
+                    label: label(),
+                    peak_rss: None,
+                },
             ),
         ];
         let html = render(&events, "run");
@@ -432,6 +439,7 @@ mod tests {
                     status: if ok { Status::Ok } else { Status::Failed },
                     ms,
                     label: None,
+                    peak_rss: None,
                 }
             }),
             (worker.clone(), any::<bool>(), cause, prop::option::of(id.clone())).prop_map(

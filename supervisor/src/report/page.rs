@@ -205,6 +205,7 @@ impl<'a> Page<'a> {
                 id: clip(id, ID_CHARS),
                 attempt: o.attempt,
                 ms: None,
+                peak_rss: None,
                 kind: BarKind::Unfinished,
             })
             .collect();
@@ -695,6 +696,7 @@ impl<'a> Page<'a> {
                             Some(ms) => { " · " (fmt_ms(ms)) }
                             None => { " · " (fmt_ms((b.end - b.start) * 1e3)) " until " (fmt_t(b.end)) }
                         }
+                        @if let Some(peak) = b.peak_rss { " · peak " (crate::engine::cause::size(peak)) " resident" }
                         "\nfrom " (fmt_t(b.start))
                     }
                 }

@@ -8,6 +8,13 @@ use shared::record::{CrashCause, Status};
 
 use crate::engine::lifecycle::{RunEvent, Timed};
 
+/// How a task attempt ended, as its `task_finished` event says.
+pub(super) struct Ended {
+    pub status: Status,
+    pub ms: f64,
+    pub peak_rss: Option<u64>,
+}
+
 /// Routine attempts (ok or failed) drawn one bar each. Above this the page would pass ~3 MB and
 /// the bars would be far narrower than a pixel anyway, so lanes switch to throughput bands;
 /// deaths and the attempts they touched are always drawn one by one.
@@ -54,6 +61,8 @@ pub(super) struct Bar {
     pub(super) attempt: u32,
     /// Time in the worker, where the worker reported it.
     pub(super) ms: Option<f64>,
+    /// The peak resident memory of its worker's tree, where the log has it.
+    pub(super) peak_rss: Option<u64>,
     pub(super) kind: BarKind,
 }
 
@@ -266,9 +275,13 @@ impl Timeline {
             RunEvent::TaskStarted { id, worker, attempt, label } => {
                 self.task_started(t, id, &shown(id, label.as_ref()), *worker, *attempt)
             }
-            RunEvent::TaskFinished { id, worker, status, ms, label } => {
-                self.task_finished(t, id, &shown(id, label.as_ref()), *worker, *status, *ms)
-            }
+            RunEvent::TaskFinished { id, worker, status, ms, label, peak_rss } => self.task_finished(
+                t,
+                id,
+                &shown(id, label.as_ref()),
+                *worker,
+                Ended { status: *status, ms: *ms, peak_rss: *peak_rss },
+            ),
             RunEvent::WorkerExited { worker, pid, exit, task } => {
                 self.worker_exited(t, *worker, *pid, exit.clean(), exit.cause(), task.as_deref())
             }
@@ -383,13 +396,15 @@ impl Timeline {
                 id: clip(shown, ID_CHARS),
                 attempt: prev.attempt,
                 ms: None,
+                peak_rss: None,
                 kind: BarKind::FailedRetried,
             });
             self.bin(prev.lane, start, t, false);
         }
     }
 
-    pub(super) fn task_finished(&mut self, t: f64, id: &str, shown: &str, worker: usize, status: Status, ms: f64) {
+    pub(super) fn task_finished(&mut self, t: f64, id: &str, shown: &str, worker: usize, ended: Ended) {
+        let Ended { status, ms, peak_rss } = ended;
         match status {
             Status::Ok => self.counts.ok += 1,
             Status::Failed => self.counts.failed += 1,
@@ -424,6 +439,7 @@ impl Timeline {
             id: clip(shown, ID_CHARS),
             attempt: open.map_or(0, |o| o.attempt),
             ms: Some(ms),
+            peak_rss,
             kind,
         };
         self.bin(li, start, end, status == Status::Ok);
@@ -504,6 +520,7 @@ impl Timeline {
                     id: clip(shown, ID_CHARS),
                     attempt: o.attempt,
                     ms: None,
+                    peak_rss: None,
                     kind: BarKind::Crashed(e),
                 });
                 self.exits[e].charged.push(Hit { id: clip(id, ID_CHARS), attempt: o.attempt, quarantined: false });
@@ -537,6 +554,7 @@ impl Timeline {
                 id: clip(shown, ID_CHARS),
                 attempt: o.attempt,
                 ms: None,
+                peak_rss: None,
                 kind: BarKind::Quarantined(exit),
             });
             if let Some(e) = exit {
@@ -645,7 +663,9 @@ pub(super) fn clip_cause(c: &CrashCause) -> CrashCause {
         },
         CrashCause::Panic { message } => CrashCause::Panic { message: clip(message, TEXT_CHARS) },
         CrashCause::Protocol { detail } => CrashCause::Protocol { detail: clip(detail, TEXT_CHARS) },
-        CrashCause::Oom { detail } => CrashCause::Oom { detail: clip(detail, TEXT_CHARS) },
+        CrashCause::Oom { detail, limit, peak } => {
+            CrashCause::Oom { detail: clip(detail, TEXT_CHARS), limit: *limit, peak: *peak }
+        }
         other => other.clone(),
     }
 }

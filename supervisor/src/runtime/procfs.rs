@@ -1,25 +1,28 @@
-//! What the supervisor reads of a process from /proc: its resident memory.
+//! Reading other processes' state from `/proc`: resident memory (the process table is
+//! `worker::procs`, which the worker shares).
 
 use std::io;
+use std::sync::OnceLock;
 
 use nix::unistd::Pid;
 
-/// The resident size of process `pid` in bytes: the second field of `/proc/PID/statm`
-/// (resident pages) times the page size. One read of a short file, a few microseconds.
-pub(crate) fn resident_bytes(pid: Pid) -> io::Result<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/statm"))?;
-    let pages: u64 = text.split_ascii_whitespace().nth(1).and_then(|f| f.parse().ok()).ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidData, format!("/proc/{pid}/statm has no resident field: {text:?}"))
-    })?;
-    Ok(pages * page_size())
+/// Bytes per page, asked once.
+fn page_size() -> u64 {
+    static PAGE: OnceLock<u64> = OnceLock::new();
+    *PAGE.get_or_init(|| {
+        nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().map_or(4096, |p| p as u64)
+    })
 }
 
-/// The system's page size (4 KiB on x86-64; 16 or 64 KiB on some ARM systems).
-fn page_size() -> u64 {
-    match nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE) {
-        Ok(Some(n)) if n > 0 => n as u64,
-        _ => 4096,
-    }
+/// The resident memory of `pid` in bytes: field 2 of `/proc/PID/statm` (resident pages) ×
+/// the page size. Shared pages (the program's text, libraries) count in full for each
+/// process that maps them.
+pub(crate) fn resident_bytes(pid: Pid) -> std::io::Result<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm"))?;
+    let pages: u64 = statm.split_ascii_whitespace().nth(1).and_then(|f| f.parse().ok()).ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidData, format!("unreadable /proc/{pid}/statm: {statm:?}"))
+    })?;
+    Ok(pages * page_size())
 }
 
 #[cfg(test)]

@@ -45,6 +45,7 @@ enum Msg {
 struct Done {
     seq: u64,
     micros: u64,
+    leaked: u32,
     result: Result<Vec<u8>, TaskError>,
     /// Whether the shared tally took this result (false: refused, the lock was poisoned).
     counted: bool,
@@ -157,6 +158,9 @@ impl<H: Handler> ThreadBackend<H> {
                             seq: d.seq,
                             micros: d.micros,
                             result: d.result.as_ref().map(|b| Bytes::new(b)).map_err(Clone::clone),
+                            // Threads share this process: there is no tree of a task's own.
+                            peak_rss: 0,
+                            leaked: d.leaked,
                         })
                         .collect();
                     cx.engine.handle(Event::Outcomes { slot, outcomes: &outcomes }, cx.now, cx.sink, cx.out);
@@ -279,7 +283,7 @@ fn thread_main<H: Handler>(
                     None => Ok(scratch.clone()),
                     Some(e) => Err(e),
                 };
-                done.push(Done { seq: t.seq, micros: r.micros, result, counted });
+                done.push(Done { seq: t.seq, micros: r.micros, leaked: r.leaked, result, counted });
             }
             shared.send(slot, inc, ThreadEvent::Results(std::mem::take(&mut done)));
         }

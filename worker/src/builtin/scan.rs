@@ -26,10 +26,10 @@ use shared::task::BuiltinOutput;
 /// Bytes read at once: large enough that the read calls cost little beside the search
 /// (`cat` reads the 1 GiB benchmark log in ~0.2 s), small enough to stay in the L2 cache
 /// while the regex runs over it. Plain reads rather than `mmap`: a file truncated while
-/// mapped kills the reader with SIGBUS, a mapping of the file counts against
-/// `--memory-limit`'s address space, and the pages a range touches count as resident. Measured
-/// (1 GiB log, `-c -j 1`, paired runs on a loaded 2-core VM): mapping saved 6% of the wall
-/// time (half the 0.2 s of system time) and doubled the worker's peak resident memory.
+/// mapped kills the reader with SIGBUS, mapped pages count against `--address-space-limit`
+/// (and, once touched, against `--memory-limit`). Measured (1 GiB log, `-c -j 1`, paired runs
+/// on a loaded 2-core VM): mapping saved 6% of the wall time (half the 0.2 s of system time)
+/// and doubled the worker's peak resident memory.
 const READ_BLOCK: usize = 256 << 10;
 
 /// Reads past a range's end, while its last line is finished, go this far at a time: lines

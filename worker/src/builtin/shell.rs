@@ -1,9 +1,11 @@
 //! The `shell` kind: `/bin/sh -c CMD` in its own process group, its output's heads kept.
 //!
 //! The group is published on the status page while the command runs, so a timeout or a
-//! death of the worker kills the command and everything it started; when the shell exits,
-//! whatever it left running in its group is killed too (systemd's control-group rule, by
-//! process group).
+//! death of the worker kills the command and everything it started. When the shell exits,
+//! its output pipes are read for [`PIPE_GRACE`] more and then closed, whoever still holds
+//! them, and whatever it left running is stopped (SIGTERM, [`STOP_GRACE`], SIGKILL) and
+//! counted as `leaked`: its group, and the orphans that left the group (`setsid`, a double
+//! fork) and came to the worker, a child subreaper (systemd's control-group rule, by tree).
 
 use std::fs::File;
 use std::io::Read;
@@ -12,18 +14,26 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 use shared::proto::TaskError;
 use shared::record::Captured;
 use shared::task::BuiltinOutput;
 
 use crate::handler::TaskContext;
+use crate::procs::ProcTable;
+use std::collections::HashSet;
 
 /// Bytes of stdout and stderr kept in a task's record.
 pub const HEAD_BYTES: usize = 4096;
+/// How long the output pipes stay open after the shell exited, for its last writers.
+pub const PIPE_GRACE: Duration = Duration::from_millis(200);
+/// SIGTERM to SIGKILL for the processes the command left running.
+pub const STOP_GRACE: Duration = Duration::from_millis(200);
 
 pub(super) fn run(
     cmd: &(impl AsRef<std::ffi::OsStr> + ?Sized),
@@ -79,15 +89,15 @@ pub(super) fn run_fed(
     cx.set_child_group(pgid.as_raw());
     let feeder = feed.zip(child.stdin.take()).map(|(f, pipe)| std::thread::spawn(move || feed_pipe(f, pipe)));
     let heads = match &files {
-        None => Ok(read_heads(&mut child, pgid, cx)),
+        None => Ok(read_heads(&mut child, cx)),
         Some(_) => Ok((Captured::default(), Captured::default())),
     };
     let status = match &files {
         Some(f) => f.wait_watching(&mut child, cx),
         None => child.wait(),
     };
-    // Anything the command left behind in its group goes with it.
-    let _ = killpg(pgid, Signal::SIGKILL);
+    // Anything the command left behind goes with it.
+    cx.add_leaked(stop_leftovers(pgid));
     cx.clear_child_group();
     let (stdout, stderr) = match files {
         Some(f) => f.heads()?,
@@ -243,16 +253,25 @@ fn hold_if_killed_by_the_job_signal(status: std::process::ExitStatus) {
 }
 
 /// Reads both pipes to the end, keeping the first [`HEAD_BYTES`] of each and reporting every
-/// byte read as progress. If the shell has exited but something it started still holds a
-/// pipe open, the group is killed so the reading ends.
-fn read_heads(child: &mut Child, pgid: Pid, cx: &TaskContext<'_>) -> (Captured, Captured) {
+/// byte read as progress, or until [`PIPE_GRACE`] after the shell exited: what it started may
+/// hold a pipe open for ever.
+fn read_heads(child: &mut Child, cx: &TaskContext<'_>) -> (Captured, Captured) {
     let mut reported = 0u64;
     let mut out: Option<ChildStdout> = child.stdout.take();
     let mut err: Option<ChildStderr> = child.stderr.take();
     let (mut out_head, mut err_head) = (Vec::new(), Vec::new());
     let (mut out_more, mut err_more) = (0u64, 0u64);
     let mut buf = [0u8; 16 << 10];
+    let mut exited: Option<Instant> = None;
     while out.is_some() || err.is_some() {
+        if exited.is_none() && matches!(child.try_wait(), Ok(Some(_))) {
+            exited = Some(Instant::now());
+        }
+        let wait = match exited {
+            Some(at) if at.elapsed() >= PIPE_GRACE => break,
+            Some(at) => PIPE_GRACE - at.elapsed(),
+            None => Duration::from_millis(100),
+        };
         let mut fds = Vec::with_capacity(2);
         if let Some(o) = &out {
             fds.push(PollFd::new(o.as_fd(), PollFlags::POLLIN));
@@ -260,13 +279,10 @@ fn read_heads(child: &mut Child, pgid: Pid, cx: &TaskContext<'_>) -> (Captured, 
         if let Some(e) = &err {
             fds.push(PollFd::new(e.as_fd(), PollFlags::POLLIN));
         }
-        let ready = poll(&mut fds, PollTimeout::from(100u16)).unwrap_or(0);
+        let ready = poll(&mut fds, PollTimeout::from(wait.as_millis().clamp(1, 100) as u16)).unwrap_or(0);
         let readable: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
         drop(fds);
         if ready == 0 {
-            if let Ok(Some(_)) = child.try_wait() {
-                let _ = killpg(pgid, Signal::SIGKILL);
-            }
             continue;
         }
         let mut idx = 0;
@@ -285,6 +301,64 @@ fn read_heads(child: &mut Child, pgid: Pid, cx: &TaskContext<'_>) -> (Captured, 
     }
     let total = |head: &[u8], more: u64| head.len() as u64 + more;
     (Captured::of(&out_head, total(&out_head, out_more)), Captured::of(&err_head, total(&err_head, err_more)))
+}
+
+/// Stops what the command of group `pgid` left running once its shell exited: the rest of the
+/// group, and every descendant of this worker (orphans come here: it is a child subreaper)
+/// that is not another running task's, SIGTERM first and SIGKILL after [`STOP_GRACE`]; reaps
+/// those that are this worker's children. Returns how many were running. In a hybrid worker
+/// an orphan that left the group of another task that is still running cannot be told from
+/// this one's and is counted here.
+fn stop_leftovers(pgid: Pid) -> u32 {
+    if !crate::startup::in_worker() {
+        // Thread mode, or a test: the other tasks' groups are not published anywhere this can
+        // see, so only this task's own group is known to be its.
+        let _ = killpg(pgid, Signal::SIGKILL);
+        return 0;
+    }
+    let me = nix::unistd::getpid().as_raw();
+    let find = || -> Vec<i32> {
+        let Ok(table) = ProcTable::now() else { return Vec::new() };
+        let others: HashSet<i32> =
+            crate::startup::other_child_groups(pgid.as_raw()).into_iter().flat_map(|g| table.tree(g)).collect();
+        let mut left = Vec::new();
+        for p in table.tree(me).into_iter().skip(1).filter(|p| !others.contains(p)) {
+            if table.state(p) == Some(b'Z') {
+                // Ended by itself: only to be reaped (when it is ours; else its parent's).
+                if table.parent(p) == Some(me) {
+                    let _ = waitpid(Pid::from_raw(p), Some(WaitPidFlag::WNOHANG));
+                }
+            } else {
+                left.push(p);
+            }
+        }
+        left
+    };
+    // Counted before any is signalled: one that dies of its SIGTERM is a leftover all the same.
+    let left = find();
+    let leaked = left.len() as u32;
+    let _ = killpg(pgid, Signal::SIGTERM);
+    for &p in &left {
+        let _ = kill(Pid::from_raw(p), Signal::SIGTERM);
+        let _ = kill(Pid::from_raw(p), Signal::SIGCONT);
+    }
+    let t0 = Instant::now();
+    let mut rest = left;
+    while !rest.is_empty() {
+        if t0.elapsed() >= STOP_GRACE {
+            let _ = killpg(pgid, Signal::SIGKILL);
+            for &p in &rest {
+                let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+            }
+        }
+        if t0.elapsed() >= STOP_GRACE * 10 {
+            eprintln!("bulkhead-worker: {} processes the task left are still there: {rest:?}", rest.len());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        rest = find();
+    }
+    leaked
 }
 
 /// One read; false at EOF.

@@ -3,16 +3,18 @@
 //! into engine events: frames, a closed or broken connection, a reaped status with the tasks
 //! the status page showed executing, the last words on stderr.
 
+pub mod memwatch;
 pub mod reap;
 pub mod spawn;
 
 use std::io::{self, PipeReader, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::poll::PollFlags;
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::socket::{MsgFlags, recv};
 use nix::unistd::Pid;
 use shared::PROTOCOL_VERSION;
@@ -23,6 +25,7 @@ use worker::statuspage::StatusPage;
 
 use crate::engine::ExitCause;
 use crate::engine::{Engine, Event, Misuse, Probe, SpawnError, StopReason};
+use crate::runtime::process::memwatch::MemWatch;
 use crate::runtime::process::spawn::{SpawnConfig, spawn_worker};
 use crate::runtime::{Backend, Cx, PollSet};
 
@@ -32,12 +35,14 @@ const TAIL_BYTES: usize = 8 << 10;
 const BATCH: usize = 1024;
 /// Reads per readiness, so one chatty worker cannot starve the others.
 const READS_PER_WAKE: usize = 16;
+/// The poll token of the memory watch's wake-up (the workers' are `slot * 2` and `+ 1`).
+const MEMWATCH_TOKEN: u32 = u32::MAX;
 
 struct Conn {
     pid: u32,
     sock: UnixStream,
     stderr: Option<PipeReader>,
-    page: StatusPage,
+    page: Arc<StatusPage>,
     reader: FrameReader,
     out: Vec<u8>,
     out_pos: usize,
@@ -55,6 +60,10 @@ pub struct ProcessBackend {
     /// The process is a child subreaper and reaps every child, orphans of its workers'
     /// tasks included.
     reap_any: bool,
+    /// Samples the workers' trees: their tasks' peaks, and `--memory-limit`. `None` only
+    /// when its thread could not be started (said in the log; a memory limit then fails
+    /// the build instead).
+    watch: Option<MemWatch>,
 }
 
 impl ProcessBackend {
@@ -62,9 +71,17 @@ impl ProcessBackend {
     /// subreaper: what a dead worker's task left behind is reparented here and reaped, not
     /// left to init. That takes `waitpid(-1)`, which would steal the statuses of other
     /// children of the program, so only a program that has none (the CLI) asks for it.
-    pub fn new(cfg: SpawnConfig, slots: usize, reap_orphans: bool) -> Self {
+    pub fn new(cfg: SpawnConfig, slots: usize, reap_orphans: bool) -> io::Result<Self> {
         let reap_any = reap_orphans && nix::sys::prctl::set_child_subreaper(true).is_ok();
-        Self { cfg, conns: (0..slots).map(|_| None).collect(), reap_any }
+        let watch = match MemWatch::start(slots) {
+            Ok(w) => Some(w),
+            Err(e) if cfg.memory_limit.is_none() => {
+                log::warn!("no memory watch (tasks' peak memory is not recorded): {e}");
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Self { cfg, conns: (0..slots).map(|_| None).collect(), reap_any, watch })
     }
 
     /// Reaps whatever has ended: with `reap_any` every child, otherwise the known workers.
@@ -135,7 +152,7 @@ impl ProcessBackend {
                 if proto::peek_version(body).is_some() {
                     conn.ready = true;
                 }
-                if let Err(e) = deliver(slot, body, cx) {
+                if let Err(e) = deliver(slot, body, cx, self.watch.as_ref()) {
                     conn.reading = false;
                     // The detail goes into the crash record: the error with its causes.
                     let detail = worker::ErrorChain(&e).to_string();
@@ -209,6 +226,15 @@ impl ProcessBackend {
         conn.out_pos = 0;
     }
 
+    /// Tells the engine of the trees the memory watch found over their limit (and killed).
+    fn over_memory(&mut self, cx: &mut Cx<'_>) {
+        for b in self.watch.as_ref().map(MemWatch::take_breaches).unwrap_or_default() {
+            log::debug!("memory watch: killed {} processes of worker {} (pid {})", b.killed, b.slot, b.pid);
+            let ev = Event::OverMemory { slot: b.slot, pid: b.pid, limit: b.limit, peak: b.peak };
+            cx.engine.handle(ev, cx.now, cx.sink, cx.out);
+        }
+    }
+
     /// Signals the worker's process group and every child group its tasks published.
     fn signal_groups(conn: &Conn, signal: Signal) {
         let _ = killpg(Pid::from_raw(conn.pid as i32), signal);
@@ -222,7 +248,7 @@ impl ProcessBackend {
 }
 
 /// Hands one frame from a worker to the engine; an error describes a protocol violation.
-fn deliver(slot: usize, body: &[u8], cx: &mut Cx<'_>) -> Result<(), frame::FrameError> {
+fn deliver(slot: usize, body: &[u8], cx: &mut Cx<'_>, watch: Option<&MemWatch>) -> Result<(), frame::FrameError> {
     if let Some(version) = proto::peek_version(body)
         && version != PROTOCOL_VERSION
     {
@@ -234,6 +260,9 @@ fn deliver(slot: usize, body: &[u8], cx: &mut Cx<'_>) -> Result<(), frame::Frame
     let ev = match msg {
         FromWorker::Ready(_) => Event::Ready { slot },
         FromWorker::Results(outcomes) => {
+            if let Some(w) = watch {
+                w.task_done(slot, outcomes.iter().map(|o| o.seq));
+            }
             cx.engine.handle(Event::Outcomes { slot, outcomes: &outcomes }, cx.now, cx.sink, cx.out);
             return Ok(());
         }
@@ -267,11 +296,15 @@ impl Backend for ProcessBackend {
         let s = spawn_worker(&self.cfg, slot)
             .map_err(|source| SpawnError::Process { exe: self.cfg.program.exe.clone(), source })?;
         let pid = s.pid;
+        let page = Arc::new(s.page);
+        if let Some(w) = &self.watch {
+            w.watch(slot, pid, page.clone());
+        }
         self.conns[slot] = Some(Conn {
             pid,
             sock: s.sock,
             stderr: Some(s.stderr),
-            page: s.page,
+            page,
             reader: FrameReader::new(MAX_FRAME),
             out: Vec::new(),
             out_pos: 0,
@@ -287,12 +320,16 @@ impl Backend for ProcessBackend {
         let Some(conn) = self.conns[slot].as_mut() else {
             return;
         };
+        let mut sent = Vec::new();
         while engine.has_unsent(slot) {
             // A frame the worker can read: by count, and by bytes (many large tasks would
             // otherwise add up past the frame limit and kill the worker that reads it).
             let n = engine.unsent_fitting(slot, BATCH, MAX_FRAME as usize - 64, 32);
-            let batch = engine.take_unsent(slot, n);
+            let batch = engine.take_unsent(slot, n).inspect(|a| sent.push(a.seq));
             proto::encode_run(&mut conn.out, batch).expect("assignments always encode");
+        }
+        if let Some(w) = &self.watch {
+            w.limit_task(slot, sent.iter().filter_map(|&seq| Some((seq, engine.task_memory_limit(slot, seq)?))));
         }
         self.flush_out(slot);
     }
@@ -320,6 +357,9 @@ impl Backend for ProcessBackend {
     }
 
     fn poll_set(&self, set: &mut PollSet) {
+        if let Some(w) = &self.watch {
+            set.push(w.wakeup().as_raw_fd(), PollFlags::POLLIN, MEMWATCH_TOKEN);
+        }
         for (slot, conn) in self.conns.iter().enumerate() {
             let Some(conn) = conn else { continue };
             let mut events = PollFlags::empty();
@@ -339,6 +379,10 @@ impl Backend for ProcessBackend {
     }
 
     fn ready(&mut self, token: u32, revents: PollFlags, cx: &mut Cx<'_>) {
+        if token == MEMWATCH_TOKEN {
+            self.over_memory(cx);
+            return;
+        }
         let slot = (token / 2) as usize;
         if token % 2 == 1 {
             self.read_stderr(slot);
@@ -353,6 +397,9 @@ impl Backend for ProcessBackend {
     }
 
     fn reap(&mut self, cx: &mut Cx<'_>) {
+        // A worker the watch killed must die of the memory limit, not of its SIGKILL: the
+        // breach is taken before the deaths (the watch records it before its kill returns).
+        self.over_memory(cx);
         for (slot, exit) in self.collect_ended() {
             let pid = self.conns[slot].as_ref().expect("an ended slot has a connection").pid;
             // What the worker sent before dying (results, a panic report) comes first.
@@ -364,6 +411,7 @@ impl Backend for ProcessBackend {
             }
             self.read_stderr(slot);
             let conn = self.conns[slot].take().expect("checked above");
+            let left = self.watch.as_ref().map(|w| w.unwatch(slot)).unwrap_or_default();
             let mut executing = Vec::new();
             for s in conn.page.slots() {
                 if let PageState::Running { seq, .. } = s.read() {
@@ -376,6 +424,12 @@ impl Backend for ProcessBackend {
             };
             // Its task's children die with it, and anything left in its own group.
             Self::signal_groups(&conn, Signal::SIGKILL);
+            // And what left the groups (setsid, a double fork): the tree the memory watch saw
+            // last, whose orphans have come here (or to init) since.
+            let leaked = left.iter().filter(|&&p| kill(Pid::from_raw(p), Signal::SIGKILL).is_ok()).count();
+            if leaked > 0 {
+                log::info!("worker {slot} (pid {pid}) died leaving {leaked} processes of its tasks: killed");
+            }
             let stderr_tail = String::from_utf8_lossy(&conn.tail).into_owned();
             let conn_ready = conn.ready;
             drop(conn);

@@ -4,7 +4,7 @@
 //! in its environment, through `std::process::Command` without `pre_exec`, which keeps std on
 //! its posix_spawn path: about 1 ms from spawn to ready whatever the supervisor's size, where
 //! a fork would copy page tables (45 ms at 1 GiB). Everything a worker must set up for itself
-//! (parent-death signal, memory limit, moving the socket) it does in its own start-up.
+//! (parent-death signal, address-space limit, moving the socket) it does in its own start-up.
 //!
 //! The connection is one end of a socketpair, handed over as the worker's stdin: no file, no
 //! address anyone else could connect to, and an exact EOF when the worker dies. The status
@@ -78,7 +78,10 @@ pub struct SpawnConfig {
     pub threads: u32,
     /// Heartbeat interval.
     pub heartbeat_ms: u32,
-    /// Address-space limit per worker.
+    /// Address-space limit (`RLIMIT_AS`) per worker.
+    pub address_space_limit: Option<u64>,
+    /// The resident memory each worker and its tasks' processes may use together (sampled by
+    /// the supervisor, not set in the worker).
     pub memory_limit: Option<u64>,
     /// The drain's grace, when the supervisor drains on signals.
     pub drain_grace: Option<std::time::Duration>,
@@ -113,9 +116,9 @@ pub fn spawn_worker(cfg: &SpawnConfig, slot: usize) -> io::Result<Spawned> {
         .stdout(Stdio::from(err_w.try_clone()?))
         .stderr(Stdio::from(err_w))
         .process_group(0);
-    match cfg.memory_limit {
-        Some(limit) => cmd.env(env::MEMORY_LIMIT, limit.to_string()),
-        None => cmd.env_remove(env::MEMORY_LIMIT),
+    match cfg.address_space_limit {
+        Some(limit) => cmd.env(env::ADDRESS_SPACE_LIMIT, limit.to_string()),
+        None => cmd.env_remove(env::ADDRESS_SPACE_LIMIT),
     };
     match cfg.drain_grace {
         Some(g) => cmd.env(env::DRAIN_GRACE_MS, g.as_millis().to_string()),
