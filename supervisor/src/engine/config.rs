@@ -72,6 +72,9 @@ pub struct EngineConfig {
     pub max_tasks_per_worker: Option<u64>,
     /// Resident bytes above which a worker is retired between tasks (`None`: no limit).
     pub max_worker_memory: Option<u64>,
+    /// After a crash on a record the handler reported (`cx.at(index)`), run the task again
+    /// skipping that record (`--skip-bad-records`).
+    pub skip_bad_records: bool,
 }
 
 impl Default for EngineConfig {
@@ -97,6 +100,7 @@ impl Default for EngineConfig {
             max_task_bytes: MAX_TASK_BYTES,
             max_tasks_per_worker: None,
             max_worker_memory: None,
+            skip_bad_records: false,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use nix::sys::signal::Signal;
 use shared::proto::{Assignment, Outcome, PanicReport};
-use shared::record::{Crash, Status};
+use shared::record::{Crash, SkippedRecord, Status};
 use shared::shm::PageState;
 use shared::task::FaultKind;
 
@@ -31,6 +31,18 @@ struct Task {
     crashes: Vec<Crash>,
     /// The factor its next attempt's memory limit is multiplied by (`--retry oom=N:xF`).
     memory_factor: u32,
+    /// Records that crashed an attempt and are skipped by the next ones
+    /// (`--skip-bad-records`), in the order found.
+    skipped: Vec<SkippedRecord>,
+}
+
+impl Task {
+    /// The indices of the records to skip, sorted for the handler's lookup.
+    fn skip_list(&self) -> Vec<u64> {
+        let mut list: Vec<u64> = self.skipped.iter().map(|r| r.index).collect();
+        list.sort_unstable();
+        list
+    }
 }
 
 #[derive(Debug)]
@@ -257,10 +269,11 @@ impl Engine {
                     crashes: Vec::new(),
                     rule: None,
                     memory_factor: 1,
+                    skipped: Vec::new(),
                 });
                 continue;
             }
-            self.fresh.push_back(Task { job, charged: 0, crashes: Vec::new(), memory_factor: 1 });
+            self.fresh.push_back(Task { job, charged: 0, crashes: Vec::new(), memory_factor: 1, skipped: Vec::new() });
         }
         if self.fresh.len() > before {
             self.settle(now, sink, out);
@@ -355,6 +368,7 @@ impl Engine {
             attempt: f.attempt,
             fault: f.fault,
             payload: f.task.job.payload(),
+            skip: f.task.skip_list(),
         })
     }
 
@@ -403,8 +417,9 @@ impl Engine {
                 self.slots[slot].panic = Some(report);
             }
             Event::ChannelEnded { slot, detail } => self.on_channel_ended(slot, detail, now),
-            Event::Reaped { slot, pid, exit, executing, culprit, stderr_tail } => {
-                let death = Death { pid, exit, executing: &executing, culprit, stderr_tail: &stderr_tail };
+            Event::Reaped { slot, pid, exit, executing, records, culprit, stderr_tail } => {
+                let death =
+                    Death { pid, exit, executing: &executing, records: &records, culprit, stderr_tail: &stderr_tail };
                 self.on_reaped(slot, death, now, sink)
             }
             Event::Interrupt(i) => self.on_interrupt(i, now, out),
@@ -514,6 +529,7 @@ impl Engine {
                 crashes: f.task.crashes,
                 rule,
                 memory_factor: f.task.memory_factor,
+                skipped: f.task.skipped,
             });
         }
     }
@@ -638,6 +654,7 @@ impl Engine {
             if charged {
                 f.task.charged += 1;
                 f.task.crashes.push(Crash { attempt: f.attempt, pid: death.pid, cause: verdict.cause.clone() });
+                self.set_aside(&mut f.task, f.seq, death, &verdict.cause);
             }
             let mishap = Mishap::Crashed(&verdict.cause);
             let decision = charged
@@ -677,6 +694,7 @@ impl Engine {
                         crashes: f.task.crashes,
                         rule: Some(d.rule),
                         memory_factor: f.task.memory_factor,
+                        skipped: f.task.skipped,
                     });
                 }
                 _ => {
@@ -699,6 +717,23 @@ impl Engine {
         for task in back.into_iter().rev() {
             self.retry.push_front(task);
         }
+    }
+
+    /// With `--skip-bad-records`, notes the record the dead attempt of `task` (`seq`) was on,
+    /// so that the next attempts skip it. The attempt is charged all the same: each skip
+    /// cost a worker, and `--attempts` stays the one bound on how often a task may kill one.
+    /// A record already on the list was processed although the handler was told to skip it:
+    /// that crash is only a crash.
+    fn set_aside(&self, task: &mut Task, seq: u64, death: &Death<'_>, cause: &shared::record::CrashCause) {
+        if !self.cfg.skip_bad_records {
+            return;
+        }
+        let Some(&(_, index)) = death.records.iter().find(|(s, _)| *s == seq) else { return };
+        if task.skipped.iter().any(|r| r.index == index) {
+            return;
+        }
+        log::info!("task {}: record {index} crashed its worker ({cause}); skipping it from now on", task.job.id());
+        task.skipped.push(SkippedRecord { index, cause: cause.clone() });
     }
 
     /// Decides the slot's future after an unplanned death (or a failed spawn): a restart

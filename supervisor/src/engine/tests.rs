@@ -152,6 +152,7 @@ impl Harness {
             pid,
             exit,
             executing: executing.to_vec(),
+            records: Vec::new(),
             culprit: None,
             stderr_tail: String::new(),
         })
@@ -704,6 +705,7 @@ fn an_oom_rule_raises_the_factor_of_the_task_s_next_attempt() {
                 pid,
                 exit: ExitCause::Signaled { signal: Signal::SIGABRT, core: false },
                 executing: vec![seq],
+                records: Vec::new(),
                 culprit: None,
                 stderr_tail: "memory allocation of 1048576 bytes failed\n".into(),
             });

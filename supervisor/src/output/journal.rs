@@ -428,6 +428,10 @@ pub fn write_record<O: Serialize>(buf: &mut Vec<u8>, r: &RecordRef<'_, O>) {
         buf.extend_from_slice(b",\"crashes\":");
         serde_json::to_writer(&mut *buf, r.crashes).expect("crashes serialize");
     }
+    if !r.skipped.is_empty() {
+        buf.extend_from_slice(b",\"skipped\":");
+        serde_json::to_writer(&mut *buf, r.skipped).expect("skipped records serialize");
+    }
     if let Some(rule) = r.rule {
         buf.extend_from_slice(b",\"rule\":");
         write_str(buf, rule);

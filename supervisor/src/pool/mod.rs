@@ -72,6 +72,7 @@ pub struct PoolBuilder {
     max_task_bytes: usize,
     max_tasks_per_worker: Option<u64>,
     max_worker_memory: Option<u64>,
+    skip_bad_records: bool,
 }
 
 impl std::fmt::Debug for PoolBuilder {
@@ -114,6 +115,7 @@ impl Default for PoolBuilder {
             max_task_bytes: MAX_TASK_BYTES,
             max_tasks_per_worker: None,
             max_worker_memory: None,
+            skip_bad_records: false,
         }
     }
 }
@@ -208,6 +210,13 @@ pub enum SettingError {
     /// nothing bounds one thread's memory.
     #[error("thread mode cannot apply a memory limit: its workers share this process's memory (use process mode)")]
     MemoryLimitInThreadMode,
+    /// Skipping bad records in thread mode, where a crash on a record ends this process and
+    /// no attempt follows to skip it.
+    #[error(
+        "thread mode cannot skip bad records: a crash on a record ends this process, leaving no attempt to \
+         skip it in (use process mode)"
+    )]
+    SkipBadRecordsInThreadMode,
     /// A worker recycled before it could run a single task.
     #[error("max tasks per worker must be at least 1")]
     NoTasksPerWorker,
@@ -333,6 +342,18 @@ impl PoolBuilder {
     /// `worker_max_memory_per_child`). Process mode only. Off by default.
     pub fn max_worker_memory(mut self, bytes: u64) -> Self {
         self.max_worker_memory = Some(bytes);
+        self
+    }
+
+    /// Poison records: when a worker dies while its task is on a record the handler reported
+    /// with [`TaskContext::at`](crate::TaskContext::at), run the task again from the start
+    /// with that record skipped (`at(i).skip()` is true for it). The task's record lists each
+    /// one under `skipped` with the cause of its crash, and ends `ok` if the rest succeed.
+    /// Each skip is charged an attempt, as the crash it was: a task can skip at most
+    /// `attempts - 1` records, and one that kills its worker with no record reported is
+    /// retried as before. Process mode only. Off by default.
+    pub fn skip_bad_records(mut self, yes: bool) -> Self {
+        self.skip_bad_records = yes;
         self
     }
 
@@ -466,6 +487,9 @@ impl PoolBuilder {
         }
         if (self.memory_limit.is_some() || self.max_worker_memory.is_some()) && self.mode == Mode::Thread {
             return Err(SettingError::MemoryLimitInThreadMode.into());
+        }
+        if self.skip_bad_records && self.mode == Mode::Thread {
+            return Err(SettingError::SkipBadRecordsInThreadMode.into());
         }
         if self.max_tasks_per_worker == Some(0) {
             return Err(SettingError::NoTasksPerWorker.into());
@@ -640,6 +664,7 @@ impl<H: Handler> Pool<H> {
                 max_task_bytes: c.max_task_bytes,
                 max_tasks_per_worker: c.max_tasks_per_worker,
                 max_worker_memory: c.max_worker_memory,
+                skip_bad_records: c.skip_bad_records,
                 ..EngineConfig::default()
             },
             now,
@@ -725,11 +750,13 @@ impl<O: Serialize + DeserializeOwned> Sink for RunSink<O> {
         if let Some(j) = self.journal.as_mut() {
             let mut r = RecordRef::concluded(f.id, f.attempts, ms, end.as_ref(), &f.crashes);
             (r.rule, r.memory_factor, r.supersedes) = (rule.as_deref(), memory_factor, supersedes);
+            r.skipped = &f.skipped;
             j.write(&r);
         }
         if self.collect {
             let mut r = Record::concluded(f.id.to_string(), f.attempts, ms, end, f.crashes);
             (r.rule, r.memory_factor, r.supersedes) = (rule, memory_factor, supersedes);
+            r.skipped = f.skipped;
             self.queue.push_back(r);
         }
     }
@@ -1169,6 +1196,10 @@ mod tests {
             Ok(_) => panic!("built"),
         };
         assert_eq!(refused(b().memory_limit(1 << 30).build(Builtin::default())), SettingError::MemoryLimitInThreadMode);
+        assert_eq!(
+            refused(b().skip_bad_records(true).build(Builtin::default())),
+            SettingError::SkipBadRecordsInThreadMode
+        );
         assert_eq!(
             refused(b().max_task_bytes(0).build(Builtin::default())),
             SettingError::TaskLimit { given: 0, max: MAX_TASK_BYTES }
