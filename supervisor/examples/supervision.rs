@@ -141,7 +141,12 @@ impl Handler for Batch {
 /// crashes are on one slot): one whose record 37 segfaults, one with records 5 and 80 bad,
 /// one clean. Each record is printed as JSON, one a line.
 fn records(mode: Mode) -> Result<(), Box<dyn std::error::Error>> {
-    let pool = Pool::builder().mode(mode).workers(1).attempts(3).skip_bad_records(true).build(Batch)?;
+    let pool =
+        Pool::builder().mode(mode).workers(1).attempts(3).skip_bad_records(true).build(Batch).map_err(|e| match e {
+            // The setting refused, with its reason (thread mode).
+            bulkhead::PoolError::Invalid(why) => why.to_string(),
+            e => e.to_string(),
+        })?;
     let batch = |poison: Vec<usize>| ((0..100u64).collect::<Vec<_>>(), poison);
     let tasks = [
         TaskSpec::with_id("bad37", batch(vec![37])),
