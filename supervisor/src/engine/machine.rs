@@ -654,7 +654,9 @@ impl Engine {
             if charged {
                 f.task.charged += 1;
                 f.task.crashes.push(Crash { attempt: f.attempt, pid: death.pid, cause: verdict.cause.clone() });
-                self.set_aside(&mut f.task, f.seq, death, &verdict.cause);
+                if verdict.blamed.len() == 1 {
+                    self.set_aside(&mut f.task, f.seq, death, &verdict.cause);
+                }
             }
             let mishap = Mishap::Crashed(&verdict.cause);
             let decision = charged
@@ -723,7 +725,9 @@ impl Engine {
     /// so that the next attempts skip it. The attempt is charged all the same: each skip
     /// cost a worker, and `--attempts` stays the one bound on how often a task may kill one.
     /// A record already on the list was processed although the handler was told to skip it:
-    /// that crash is only a crash.
+    /// that crash is only a crash. Called only when the death blames one task: a hybrid
+    /// worker that died with no culprit named blames every task it was running, and skipping
+    /// each one's current record would drop good records of the innocent ones.
     fn set_aside(&self, task: &mut Task, seq: u64, death: &Death<'_>, cause: &shared::record::CrashCause) {
         if !self.cfg.skip_bad_records {
             return;

@@ -909,3 +909,31 @@ fn without_the_setting_or_a_reported_record_a_crash_is_only_a_crash() {
         assert!(h.sink.skipped.is_empty());
     }
 }
+
+/// A hybrid worker that dies with no culprit named blames every task it was running: none of
+/// their records is skipped, since all but one of them are good.
+#[test]
+fn a_death_blaming_several_tasks_skips_no_record() {
+    let cfg = EngineConfig { workers: 1, threads_per_worker: 2, skip_bad_records: true, ..Default::default() };
+    let mut h = Harness::new(cfg);
+    h.start();
+    h.push([job("a"), job("b")]);
+    h.tick();
+    let seqs: Vec<u64> = h.sent_skips(0).iter().map(|a| a.0).collect();
+    assert_eq!(seqs.len(), 2, "one task per thread");
+    let pid = h.pid(0);
+    h.ev(Event::Reaped {
+        slot: 0,
+        pid,
+        exit: segv(),
+        executing: seqs.clone(),
+        records: vec![(seqs[0], 3), (seqs[1], 9)],
+        culprit: None,
+        stderr_tail: String::new(),
+    });
+    h.now += 100 * MS;
+    h.start();
+    let again = h.sent_skips(0);
+    assert_eq!(again.len(), 2);
+    assert!(again.iter().all(|(_, attempt, skip)| *attempt == 2 && skip.is_empty()), "{again:?}");
+}
