@@ -624,7 +624,11 @@ mod tests {
         let mut e = shared::proto::TaskError::new("exit status 1");
         e.stdout = Some("out\n".into());
         e.stderr = Some("\u{1}err".into());
+        let mut skipping = Record::new("s".into(), 2, Some(1.5), Ok(serde_json::json!(7)), vec![crash.clone()]);
+        skipping.skipped = vec![shared::record::SkippedRecord { index: 37, cause: crash.cause.clone() }];
+        skipping.rule = Some("attempts=3".into());
         let records: Vec<Record<serde_json::Value>> = vec![
+            skipping,
             Record::new("plain".into(), 1, Some(0.004), Ok(serde_json::Value::Null), vec![]),
             Record::new("ü\"id\\".into(), 2, Some(812.5), Ok(serde_json::json!({"sum": "3"})), vec![crash.clone()]),
             Record::new("f".into(), 1, Some(40.1), Err(e), vec![]),
