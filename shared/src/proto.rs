@@ -13,7 +13,7 @@ use crate::frame::{self, HEADER_LEN};
 use crate::task::FaultKind;
 
 /// Bumped on any change to the encoding of these messages.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Messages from the supervisor to a worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,6 +56,9 @@ pub struct Assignment<'a> {
     /// The task, postcard-encoded as the handler's task type.
     #[serde(borrow, with = "serde_bytes")]
     pub payload: &'a [u8],
+    /// Indices of records the handler is to skip (`cx.at(i).skip()`): the records an earlier
+    /// attempt crashed on, with `--skip-bad-records`. Empty otherwise: one byte on the wire.
+    pub skip: Vec<u64>,
 }
 
 /// Messages from a worker to the supervisor.
@@ -233,6 +236,7 @@ mod tests {
                 attempt: 1 + (i % 3) as u32,
                 fault: (i % 5 == 0).then_some(FaultKind::Segv),
                 payload: p,
+                skip: if i % 4 == 0 { vec![i as u64, 1 << 33] } else { Vec::new() },
             })
             .collect();
         let mut by_hand = Vec::new();

@@ -50,6 +50,17 @@ pub struct Crash {
     pub cause: CrashCause,
 }
 
+/// A record inside a task that took its worker down and was set aside, so that the task's
+/// other records could finish (`--skip-bad-records`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedRecord {
+    /// The record's index, as the handler reported it with `cx.at(index)`.
+    pub index: u64,
+    /// How the attempt on it died.
+    #[serde(flatten)]
+    pub cause: CrashCause,
+}
+
 /// Why a worker died, as recorded in results and events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cause", rename_all = "snake_case")]
@@ -222,6 +233,10 @@ pub struct Record<O> {
     /// Every crash of the task, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub crashes: Vec<Crash>,
+    /// Records inside the task skipped after they crashed its worker (`--skip-bad-records`),
+    /// in the order they were found.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<SkippedRecord>,
     /// For a failed or quarantined task, the retry rule that ended it (`attempts=3`,
     /// `panic=1`, `retries=1`, `retry-exit=75`, `fail-exit=2`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -326,6 +341,7 @@ impl<O> Record<O> {
             stdout,
             stderr,
             crashes,
+            skipped: Vec::new(),
             rule: None,
             memory_factor: None,
             supersedes: None,
@@ -346,6 +362,7 @@ impl<O> Record<O> {
             stdout: self.stdout.as_ref(),
             stderr: self.stderr.as_ref(),
             crashes: &self.crashes,
+            skipped: &self.skipped,
             rule: self.rule.as_deref(),
             memory_factor: self.memory_factor,
             supersedes: self.supersedes,
@@ -383,6 +400,9 @@ pub struct RecordRef<'a, O> {
     /// Its crashes.
     #[serde(skip_serializing_if = "<[Crash]>::is_empty")]
     pub crashes: &'a [Crash],
+    /// Records skipped after they crashed the worker.
+    #[serde(skip_serializing_if = "<[SkippedRecord]>::is_empty")]
+    pub skipped: &'a [SkippedRecord],
     /// The retry rule that ended a failed or quarantined task.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<&'a str>,
@@ -422,6 +442,7 @@ impl<'a, O> RecordRef<'a, O> {
             stdout: error.and_then(|e| e.stdout.as_deref()),
             stderr: error.and_then(|e| e.stderr.as_deref()),
             crashes,
+            skipped: &[],
             rule: None,
             memory_factor: None,
             supersedes: None,
@@ -444,6 +465,7 @@ impl<O: Clone> RecordRef<'_, O> {
             stdout: self.stdout.cloned(),
             stderr: self.stderr.cloned(),
             crashes: self.crashes.to_vec(),
+            skipped: self.skipped.to_vec(),
             rule: self.rule.map(str::to_string),
             memory_factor: self.memory_factor,
             supersedes: self.supersedes,

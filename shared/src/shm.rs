@@ -51,6 +51,9 @@ pub struct PageSlot {
     /// samples saw while this slot's task ran: raised by the supervisor, taken (reset to 0)
     /// by the worker when a task begins and ends.
     pub peak_rss: AtomicU64,
+    /// The record the current task is on (`index + 1`; 0: none reported), written by the
+    /// handler's `cx.at(index)` and read after a crash, to name the record that killed it.
+    pub record: AtomicU64,
 }
 
 /// Bytes needed for a page with `slots` slots.
@@ -83,6 +86,7 @@ impl PageSlot {
         self.started_ns.store(now_ns, Ordering::Relaxed);
         self.progress.store(0, Ordering::Relaxed);
         self.progressed_ns.store(now_ns, Ordering::Relaxed);
+        self.record.store(0, Ordering::Relaxed);
         self.state.store(seq << 1 | 1, Ordering::Release);
     }
 
@@ -98,6 +102,16 @@ impl PageSlot {
     pub fn progress(&self) -> (u64, u64) {
         let at = self.progressed_ns.load(Ordering::Acquire);
         (self.progress.load(Ordering::Relaxed), at)
+    }
+
+    /// The running task is now on record `index`: one plain store, no system call.
+    pub fn set_record(&self, index: u64) {
+        self.record.store(index.saturating_add(1), Ordering::Release);
+    }
+
+    /// The record the running task last reported being on, if it reported one.
+    pub fn record(&self) -> Option<u64> {
+        self.record.load(Ordering::Acquire).checked_sub(1)
     }
 
     /// Marks `seq` as finished.
@@ -138,8 +152,15 @@ mod tests {
         slot.advance(10, 1500);
         slot.advance(5, 1700);
         assert_eq!(slot.progress(), (15, 1700));
+        assert_eq!(slot.record(), None);
+        slot.set_record(0);
+        assert_eq!(slot.record(), Some(0));
+        slot.set_record(37);
+        assert_eq!(slot.record(), Some(37));
         slot.end(42);
         assert_eq!(slot.read(), PageState::Finished { seq: 42 });
+        slot.begin(43, 2000);
+        assert_eq!(slot.record(), None, "a new task starts on no record");
         assert_eq!(page_len(2), 64 * 3);
     }
 }

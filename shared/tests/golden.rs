@@ -52,10 +52,16 @@ fn golden_frames() {
         .unwrap(),
     ];
     let run = ToWorker::Run(vec![
-        Assignment { seq: 1, attempt: 1, fault: None, payload: &payloads[0] },
-        Assignment { seq: 2, attempt: 2, fault: Some(FaultKind::Segv), payload: &payloads[1] },
-        Assignment { seq: 300, attempt: 1, fault: Some(FaultKind::Disconnect), payload: &payloads[2] },
-        Assignment { seq: 1 << 40, attempt: 3, fault: None, payload: &payloads[3] },
+        Assignment { seq: 1, attempt: 1, fault: None, payload: &payloads[0], skip: Vec::new() },
+        Assignment { seq: 2, attempt: 2, fault: Some(FaultKind::Segv), payload: &payloads[1], skip: vec![37] },
+        Assignment {
+            seq: 300,
+            attempt: 1,
+            fault: Some(FaultKind::Disconnect),
+            payload: &payloads[2],
+            skip: Vec::new(),
+        },
+        Assignment { seq: 1 << 40, attempt: 3, fault: None, payload: &payloads[3], skip: vec![0, 1 << 20] },
     ]);
     check("run", frame::encode(&run).unwrap(), |b| assert_eq!(frame::decode::<ToWorker>(b).unwrap(), run));
     check("shutdown", frame::encode(&ToWorker::Shutdown).unwrap(), |b| {

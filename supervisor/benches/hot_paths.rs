@@ -95,7 +95,13 @@ mod run_frame {
     }
 
     fn assignments(p: &[Vec<u8>]) -> impl ExactSizeIterator<Item = Assignment<'_>> {
-        p.iter().enumerate().map(|(i, payload)| Assignment { seq: i as u64 + 1, attempt: 1, fault: None, payload })
+        p.iter().enumerate().map(|(i, payload)| Assignment {
+            seq: i as u64 + 1,
+            attempt: 1,
+            fault: None,
+            payload,
+            skip: Vec::new(),
+        })
     }
 
     /// A batch of 256 assignments written in place.

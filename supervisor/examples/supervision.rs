@@ -1,9 +1,10 @@
 //! Supervision beyond crashes, each as a user would meet it: a handler that leaks memory,
 //! contained by recycling its workers; a handler wedged on a lock, caught by its silence
-//! while a busy one reporting progress runs on.
+//! while a busy one reporting progress runs on; a batch with a poison record that segfaults,
+//! finished without it.
 //!
 //! ```text
-//! cargo run --release --example supervision -- leak | stall
+//! cargo run --release --example supervision -- leak | stall | records | records-thread
 //! ```
 
 use std::collections::BTreeMap;
@@ -105,13 +106,70 @@ fn stall() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Sums the squares of a batch of records, reporting the one it is on; a record listed in
+/// `poison` segfaults its worker (a bad pointer in a parser of that record's format, say).
+#[derive(Debug, Serialize, Deserialize)]
+struct Batch;
+
+impl Handler for Batch {
+    /// The records, and the indices of those that crash.
+    type Task = (Vec<u64>, Vec<usize>);
+    /// The sum of squares of the records processed, and how many were.
+    type Output = (u64, usize);
+
+    fn handle(&self, (records, poison): Self::Task, cx: &TaskContext<'_>) -> Result<(u64, usize), TaskError> {
+        let (mut sum, mut done) = (0, 0);
+        for (i, r) in records.iter().enumerate() {
+            if cx.at(i).skip() {
+                continue;
+            }
+            if poison.contains(&i) {
+                // A write to page 0, never mapped: the kernel's SIGSEGV, a real crash. The
+                // address is non-null so that debug builds do not turn it into a panic.
+                let bad = std::hint::black_box(0x10usize) as *mut u8;
+                // SAFETY: deliberately unsound: this record is the poison.
+                unsafe { std::ptr::write_volatile(bad, 1) };
+            }
+            sum += r * r;
+            done += 1;
+        }
+        Ok((sum, done))
+    }
+}
+
+/// Three batches of 100 records under `--skip-bad-records` (one worker, so that each task's
+/// crashes are on one slot): one whose record 37 segfaults, one with records 5 and 80 bad,
+/// one clean. Each record is printed as JSON, one a line.
+fn records(mode: Mode) -> Result<(), Box<dyn std::error::Error>> {
+    let pool =
+        Pool::builder().mode(mode).workers(1).attempts(3).skip_bad_records(true).build(Batch).map_err(|e| match e {
+            // The setting refused, with its reason (thread mode).
+            bulkhead::PoolError::Invalid(why) => why.to_string(),
+            e => e.to_string(),
+        })?;
+    let batch = |poison: Vec<usize>| ((0..100u64).collect::<Vec<_>>(), poison);
+    let tasks = [
+        TaskSpec::with_id("bad37", batch(vec![37])),
+        TaskSpec::with_id("bad5-80", batch(vec![5, 80])),
+        TaskSpec::with_id("clean", batch(vec![])),
+    ];
+    let mut run = pool.run(tasks)?;
+    for r in run.by_ref() {
+        println!("{}", serde_json::to_string(&r?)?);
+    }
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Workers get no arguments: each serves whichever handler its pool asked for.
     bulkhead::serve_if_worker::<Leaky>();
     bulkhead::serve_if_worker::<Steps>();
+    bulkhead::serve_if_worker::<Batch>();
     match std::env::args().nth(1).as_deref() {
         Some("leak") => leak(),
         Some("stall") => stall(),
-        other => Err(format!("usage: supervision leak | stall (not {other:?})").into()),
+        Some("records") => records(Mode::Process),
+        Some("records-thread") => records(Mode::Thread),
+        other => Err(format!("usage: supervision leak | stall | records | records-thread (not {other:?})").into()),
     }
 }

@@ -108,6 +108,6 @@ pub use input::source::{ChannelSource, TaskSender, TaskSpec, channel};
 pub use output::journal::ResultsTarget;
 pub use pool::{NotRun, Pool, PoolBuilder, PoolError, Run, RunError, SettingError, Summary, TaskResult};
 pub use runtime::process::spawn::WorkerProgram;
-pub use shared::record::{Crash, CrashCause, Status};
+pub use shared::record::{Crash, CrashCause, SkippedRecord, Status};
 pub use shared::task::FaultKind;
-pub use worker::{Handler, TaskContext, TaskError, serve_if_worker};
+pub use worker::{At, Handler, TaskContext, TaskError, serve_if_worker};

@@ -138,3 +138,51 @@ fn a_handler_wedged_on_a_lock_is_killed_as_stalled() {
     assert!(text.contains("busy ok attempts 1"), "{text}");
     sb.assert_clean();
 }
+
+/// Poison records (`skip_bad_records`): a batch handler whose record 37 segfaults its worker
+/// (a real SIGSEGV) completes with record 37 skipped and named with its cause, and the sum
+/// over the other 99 records exact; two bad records in one batch are both skipped, each at
+/// the cost of an attempt; a clean batch runs once.
+#[test]
+fn a_batch_whose_record_37_segfaults_completes_without_it() {
+    let sb = Sandbox::new();
+    let text = run_supervision(&sb, &["records"]);
+    let recs: std::collections::HashMap<String, serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .map(|r| (r["id"].as_str().unwrap().to_string(), r))
+        .collect();
+    let squares = |skip: &[u64]| (0..100u64).filter(|i| !skip.contains(i)).map(|i| i * i).sum::<u64>();
+
+    let r = &recs["bad37"];
+    assert_eq!(r["status"], "ok", "{r}");
+    assert_eq!(r["output"], serde_json::json!([squares(&[37]), 99]), "{r}");
+    assert_eq!(r["skipped"], serde_json::json!([{"index": 37, "cause": "signal", "signal": "SIGSEGV", "core": false}]));
+    assert_eq!((r["attempts"].as_u64(), r["crashes"].as_array().map(Vec::len)), (Some(2), Some(1)), "{r}");
+
+    let r = &recs["bad5-80"];
+    assert_eq!(r["status"], "ok", "{r}");
+    assert_eq!(r["output"], serde_json::json!([squares(&[5, 80]), 98]), "{r}");
+    let skipped: Vec<u64> = r["skipped"].as_array().unwrap().iter().map(|s| s["index"].as_u64().unwrap()).collect();
+    assert_eq!(skipped, [5, 80], "{r}");
+    assert_eq!(r["attempts"], 3, "{r}");
+
+    let r = &recs["clean"];
+    assert_eq!((&r["status"], &r["attempts"]), (&serde_json::json!("ok"), &serde_json::json!(1)), "{r}");
+    assert_eq!(r["output"], serde_json::json!([squares(&[]), 100]), "{r}");
+    assert!(r.get("skipped").is_none() && r.get("crashes").is_none(), "{r}");
+    sb.assert_clean();
+}
+
+/// In thread mode a segfault on a record ends the whole process, leaving no attempt to skip
+/// it in: the pool refuses the setting when it is built, naming the reason.
+#[test]
+fn thread_mode_refuses_to_skip_bad_records() {
+    let sb = Sandbox::new();
+    let path = PathBuf::from(BIN).parent().unwrap().join("examples").join("supervision");
+    let done = sb.spawn_exe(&path, &["records-thread"], None).wait();
+    assert!(!done.status().success(), "{}", done.stdout());
+    assert!(done.stdout().is_empty(), "no task ran: {}", done.stdout());
+    assert!(done.stderr().contains("thread mode cannot skip bad records"), "{}", done.stderr());
+    sb.assert_clean();
+}

@@ -70,7 +70,7 @@ pub fn execute<H: Handler>(
     slot.peak_rss.store(0, std::sync::atomic::Ordering::Relaxed);
     slot.begin(a.seq, t0);
     CURRENT.with(|c| c.set(a.seq));
-    let cx = TaskContext::on_page(a.attempt, slot);
+    let cx = TaskContext::on_page(a.attempt, slot).skipping(&a.skip);
     let result = match postcard::from_bytes::<H::Task>(a.payload) {
         Ok(task) => handler.handle(task, &cx),
         Err(e) => Err(TaskError::new(format!("cannot decode the task for handler '{}': {e}", H::name()))),
@@ -106,17 +106,25 @@ pub struct OwnedAssignment {
     pub fault: Option<FaultKind>,
     /// As in [`Assignment::payload`].
     pub payload: Vec<u8>,
+    /// As in [`Assignment::skip`].
+    pub skip: Vec<u64>,
 }
 
 impl OwnedAssignment {
     /// Copies `a`.
     pub fn copy(a: &Assignment<'_>) -> Self {
-        Self { seq: a.seq, attempt: a.attempt, fault: a.fault, payload: a.payload.to_vec() }
+        Self { seq: a.seq, attempt: a.attempt, fault: a.fault, payload: a.payload.to_vec(), skip: a.skip.clone() }
     }
 
     /// Borrows it back as an assignment.
     pub fn as_assignment(&self) -> Assignment<'_> {
-        Assignment { seq: self.seq, attempt: self.attempt, fault: self.fault, payload: &self.payload }
+        Assignment {
+            seq: self.seq,
+            attempt: self.attempt,
+            fault: self.fault,
+            payload: &self.payload,
+            skip: self.skip.clone(),
+        }
     }
 }
 
@@ -147,6 +155,24 @@ mod tests {
         }
     }
 
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct SumRecords;
+
+    impl Handler for SumRecords {
+        type Task = Vec<u64>;
+        type Output = u64;
+        fn handle(&self, records: Vec<u64>, cx: &TaskContext<'_>) -> Result<u64, TaskError> {
+            let mut sum = 0;
+            for (i, r) in records.iter().enumerate() {
+                if cx.at(i).skip() {
+                    continue;
+                }
+                sum += r;
+            }
+            Ok(sum)
+        }
+    }
+
     struct NoSite;
 
     impl FaultSite for NoSite {
@@ -163,7 +189,7 @@ mod tests {
     }
 
     fn run(payload: &[u8], settle: impl FnOnce(&Executed)) -> (Executed, Vec<u8>) {
-        let a = Assignment { seq: 5, attempt: 1, fault: None, payload };
+        let a = Assignment { seq: 5, attempt: 1, fault: None, payload, skip: Vec::new() };
         let mut scratch = Vec::new();
         let done = execute(&Bytes, &a, &slot(), &NoSite, &mut scratch, None, settle);
         (done, scratch)
@@ -198,6 +224,19 @@ mod tests {
         assert!(done.error.is_none());
         assert_eq!(seen, Some(5));
         assert_eq!(executing(), None);
+    }
+
+    /// The records in the assignment's skip list are left out; the last record reported is
+    /// on the page until the next task starts.
+    #[test]
+    fn at_reports_the_record_and_skips_the_listed_ones() {
+        let payload = postcard::to_stdvec(&(0..50u64).collect::<Vec<_>>()).unwrap();
+        let a = Assignment { seq: 9, attempt: 2, fault: None, payload: &payload, skip: vec![3, 37] };
+        let (slot, mut scratch) = (slot(), Vec::new());
+        let done = execute(&SumRecords, &a, &slot, &NoSite, &mut scratch, None, |_| {});
+        assert!(done.error.is_none());
+        assert_eq!(postcard::from_bytes::<u64>(&scratch).unwrap(), (0..50).sum::<u64>() - 3 - 37);
+        assert_eq!(slot.record(), Some(49));
     }
 
     #[test]

@@ -62,6 +62,24 @@ pub struct TaskContext<'a> {
     /// The status-page slot the task is published on, where its progress goes.
     page: Option<&'a PageSlot>,
     leaked: AtomicU32,
+    /// Records to skip, sorted: those earlier attempts crashed on (`--skip-bad-records`).
+    skip: &'a [u64],
+}
+
+/// What [`TaskContext::at`] says about the record the handler is now on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a record an earlier attempt crashed on is skipped only if the handler checks `.skip()`"]
+pub struct At {
+    skip: bool,
+}
+
+impl At {
+    /// True when an earlier attempt crashed on this record and the run skips bad records:
+    /// leave it out and go on to the next. Processing it anyway kills the worker again, and
+    /// that crash is charged like any other.
+    pub fn skip(self) -> bool {
+        self.skip
+    }
 }
 
 impl<'a> TaskContext<'a> {
@@ -69,13 +87,51 @@ impl<'a> TaskContext<'a> {
     /// `child_group`, with nowhere to report progress to. Engines build these; handlers only
     /// read them.
     pub fn new(attempt: u32, child_group: &'a AtomicI32) -> Self {
-        Self { attempt, child_group, page: None, leaked: AtomicU32::new(0) }
+        Self { attempt, child_group, page: None, leaked: AtomicU32::new(0), skip: &[] }
     }
 
     /// A context for attempt `attempt` of the task published on `slot`: its child process
     /// group and its progress go there.
     pub fn on_page(attempt: u32, slot: &'a PageSlot) -> Self {
-        Self { attempt, child_group: &slot.child_pgid, page: Some(slot), leaked: AtomicU32::new(0) }
+        Self { attempt, child_group: &slot.child_pgid, page: Some(slot), leaked: AtomicU32::new(0), skip: &[] }
+    }
+
+    /// The same context, telling the handler to skip the records in `skip` (sorted
+    /// ascending, as the supervisor sends them).
+    pub fn skipping(self, skip: &'a [u64]) -> Self {
+        Self { skip, ..self }
+    }
+
+    /// Reports that the task is now on record `index` of the many it processes, and says
+    /// whether to skip it. Call it before each record:
+    ///
+    /// ```
+    /// # use worker::{TaskContext, TaskError};
+    /// fn handle(records: &[u64], cx: &TaskContext<'_>) -> Result<u64, TaskError> {
+    ///     let mut sum = 0;
+    ///     for (i, r) in records.iter().enumerate() {
+    ///         if cx.at(i).skip() {
+    ///             continue;
+    ///         }
+    ///         sum += r;
+    ///     }
+    ///     Ok(sum)
+    /// }
+    /// # let group = std::sync::atomic::AtomicI32::new(0);
+    /// # assert_eq!(handle(&[1, 2, 3], &TaskContext::new(1, &group)).unwrap(), 6);
+    /// ```
+    ///
+    /// It costs one store to the status page, no message. When the worker dies on a record
+    /// (a segfault, an abort, a timeout), the supervisor reads the index from the page; with
+    /// `--skip-bad-records` it runs the task again from the start and `at` returns
+    /// [`At::skip`] true for that record, which goes into the task's result as `skipped`
+    /// with the cause of the crash.
+    pub fn at(&self, index: usize) -> At {
+        let index = index as u64;
+        if let Some(p) = self.page {
+            p.set_record(index);
+        }
+        At { skip: self.skip.binary_search(&index).is_ok() }
     }
 
     /// Reports `units` more work done (bytes read, iterations, records: whatever the task

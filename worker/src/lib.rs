@@ -18,7 +18,7 @@ mod startup;
 pub mod statuspage;
 
 pub use error_chain::ErrorChain;
-pub use handler::{Handler, TaskContext};
+pub use handler::{At, Handler, TaskContext};
 
 /// Identifies the worker code of this build (a hash of its sources): a separate worker
 /// executable is used only when its id is the supervisor's own.

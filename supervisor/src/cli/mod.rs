@@ -180,6 +180,11 @@ pub struct RunArgs {
     /// 2G): breaks programs that reserve more than they use (a JVM, Go, V8, a large mmap).
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub address_space_limit: Option<u64>,
+    /// Poison records: after a worker dies on a record its handler reported (`cx.at(i)` in
+    /// the library), run the task again skipping it; the record is listed under `skipped`
+    /// with its cause. Each skip costs an attempt. Process mode only (refused in thread mode).
+    #[arg(long)]
+    pub skip_bad_records: bool,
     /// Restart intensity limit: give up (exit 3) above N restarts within DUR.
     #[arg(long, value_parser = parse_rate, default_value = "100/10s", value_name = "N/DUR")]
     pub max_restarts: (u32, Duration),

@@ -413,6 +413,7 @@ impl PoolSetup {
         if let Some(m) = args.max_worker_memory {
             builder = builder.max_worker_memory(m);
         }
+        builder = builder.skip_bad_records(args.skip_bad_records);
         // Thread mode has no worker process to bound (the warning above said so).
         if let Some(m) = args.address_space_limit
             && args.mode != ModeArg::Thread

@@ -20,6 +20,8 @@ pub struct Death<'a> {
     pub exit: ExitCause,
     /// Tasks its status page showed executing.
     pub executing: &'a [u64],
+    /// The record each executing task last reported being on (`cx.at`), by seq.
+    pub records: &'a [(u64, u64)],
     /// The task its status page names as the cause, in hybrid mode.
     pub culprit: Option<u64>,
     /// The end of its stderr.
@@ -191,7 +193,7 @@ mod tests {
     use super::*;
 
     fn death(exit: ExitCause, executing: &[u64]) -> Death<'_> {
-        Death { pid: 7, exit, executing, culprit: None, stderr_tail: "" }
+        Death { pid: 7, exit, executing, records: &[], culprit: None, stderr_tail: "" }
     }
 
     const SEGV: ExitCause = ExitCause::Signaled { signal: Signal::SIGSEGV, core: false };

@@ -76,6 +76,9 @@ pub struct EngineConfig {
     pub halt: Option<(super::halt::Halt, Option<u64>)>,
     /// The resident memory a task's worker and process tree may use together, in bytes.
     pub memory_limit: Option<u64>,
+    /// After a crash on a record the handler reported (`cx.at(index)`), run the task again
+    /// skipping that record (`--skip-bad-records`).
+    pub skip_bad_records: bool,
 }
 
 impl Default for EngineConfig {
@@ -103,6 +106,7 @@ impl Default for EngineConfig {
             max_worker_memory: None,
             halt: None,
             memory_limit: None,
+            skip_bad_records: false,
         }
     }
 }

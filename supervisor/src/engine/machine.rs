@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use nix::sys::signal::Signal;
 use shared::proto::{Assignment, Outcome, PanicReport};
-use shared::record::{Crash, Status};
+use shared::record::{Crash, SkippedRecord, Status};
 use shared::shm::PageState;
 use shared::task::FaultKind;
 
@@ -33,6 +33,18 @@ struct Task {
     crashes: Vec<Crash>,
     /// The factor its next attempt's memory limit is multiplied by (`--retry oom=N:xF`).
     memory_factor: u32,
+    /// Records that crashed an attempt and are skipped by the next ones
+    /// (`--skip-bad-records`), in the order found.
+    skipped: Vec<SkippedRecord>,
+}
+
+impl Task {
+    /// The indices of the records to skip, sorted for the handler's lookup.
+    fn skip_list(&self) -> Vec<u64> {
+        let mut list: Vec<u64> = self.skipped.iter().map(|r| r.index).collect();
+        list.sort_unstable();
+        list
+    }
 }
 
 #[derive(Debug)]
@@ -275,10 +287,18 @@ impl Engine {
                     memory_factor: 1,
                     peak_rss: None,
                     leaked: None,
+                    skipped: Vec::new(),
                 });
                 continue;
             }
-            self.fresh.push_back(Task { job, order, charged: 0, crashes: Vec::new(), memory_factor: 1 });
+            self.fresh.push_back(Task {
+                job,
+                order,
+                charged: 0,
+                crashes: Vec::new(),
+                memory_factor: 1,
+                skipped: Vec::new(),
+            });
         }
         if self.fresh.len() > before {
             self.settle(now, sink, out);
@@ -373,6 +393,7 @@ impl Engine {
             attempt: f.attempt,
             fault: f.fault,
             payload: f.task.job.payload(),
+            skip: f.task.skip_list(),
         })
     }
 
@@ -429,8 +450,9 @@ impl Engine {
                 self.slots[slot].panic = Some(report);
             }
             Event::ChannelEnded { slot, detail } => self.on_channel_ended(slot, detail, now),
-            Event::Reaped { slot, pid, exit, executing, culprit, stderr_tail } => {
-                let death = Death { pid, exit, executing: &executing, culprit, stderr_tail: &stderr_tail };
+            Event::Reaped { slot, pid, exit, executing, records, culprit, stderr_tail } => {
+                let death =
+                    Death { pid, exit, executing: &executing, records: &records, culprit, stderr_tail: &stderr_tail };
                 self.on_reaped(slot, death, now, sink)
             }
             Event::OverMemory { slot, pid, limit, peak } => {
@@ -557,6 +579,7 @@ impl Engine {
                 memory_factor: f.task.memory_factor,
                 peak_rss: (o.peak_rss > 0).then_some(o.peak_rss),
                 leaked: (o.leaked > 0).then_some(o.leaked),
+                skipped: f.task.skipped,
             });
         }
     }
@@ -681,6 +704,9 @@ impl Engine {
             if charged {
                 f.task.charged += 1;
                 f.task.crashes.push(Crash { attempt: f.attempt, pid: death.pid, cause: verdict.cause.clone() });
+                if verdict.blamed.len() == 1 {
+                    self.set_aside(&mut f.task, f.seq, death, &verdict.cause);
+                }
             }
             let mishap = Mishap::Crashed(&verdict.cause);
             let decision = charged
@@ -735,6 +761,7 @@ impl Engine {
                         memory_factor: f.task.memory_factor,
                         peak_rss: None,
                         leaked: None,
+                        skipped: f.task.skipped,
                     });
                 }
                 _ => {
@@ -759,6 +786,25 @@ impl Engine {
         for task in back.into_iter().rev() {
             self.retry.push_front(task);
         }
+    }
+
+    /// With `--skip-bad-records`, notes the record the dead attempt of `task` (`seq`) was on,
+    /// so that the next attempts skip it. The attempt is charged all the same: each skip
+    /// cost a worker, and `--attempts` stays the one bound on how often a task may kill one.
+    /// A record already on the list was processed although the handler was told to skip it:
+    /// that crash is only a crash. Called only when the death blames one task: a hybrid
+    /// worker that died with no culprit named blames every task it was running, and skipping
+    /// each one's current record would drop good records of the innocent ones.
+    fn set_aside(&self, task: &mut Task, seq: u64, death: &Death<'_>, cause: &shared::record::CrashCause) {
+        if !self.cfg.skip_bad_records {
+            return;
+        }
+        let Some(&(_, index)) = death.records.iter().find(|(s, _)| *s == seq) else { return };
+        if task.skipped.iter().any(|r| r.index == index) {
+            return;
+        }
+        log::info!("task {}: record {index} crashed its worker ({cause}); skipping it from now on", task.job.id());
+        task.skipped.push(SkippedRecord { index, cause: cause.clone() });
     }
 
     /// Decides the slot's future after an unplanned death (or a failed spawn): a restart

@@ -33,6 +33,8 @@ struct Recorder {
     rules: Vec<(String, String)>,
     /// The memory factor of each record above 1, by id.
     factors: Vec<(String, u32)>,
+    /// The skipped records of each record that has some, by id.
+    skipped: Vec<(String, Vec<u64>)>,
     events: Vec<RunEvent>,
 }
 
@@ -48,6 +50,9 @@ impl Sink for Recorder {
         }
         if let Some(rule) = f.rule {
             self.rules.push((f.id.to_string(), rule.to_string()));
+        }
+        if !f.skipped.is_empty() {
+            self.skipped.push((f.id.to_string(), f.skipped.iter().map(|r| r.index).collect()));
         }
         self.records.push((f.id.to_string(), status, f.attempts, f.crashes.into_iter().map(|c| c.cause).collect()));
     }
@@ -154,6 +159,26 @@ impl Harness {
             pid,
             exit,
             executing: executing.to_vec(),
+            records: Vec::new(),
+            culprit: None,
+            stderr_tail: String::new(),
+        })
+    }
+
+    /// The slot's unsent assignments with their skip lists.
+    fn sent_skips(&mut self, slot: usize) -> Vec<(u64, u32, Vec<u64>)> {
+        self.engine.take_unsent(slot, usize::MAX).map(|a| (a.seq, a.attempt, a.skip)).collect()
+    }
+
+    /// The worker dies with `seq` executing on record `index` (`None`: it reported none).
+    fn die_on_record(&mut self, slot: usize, seq: u64, index: Option<u64>) -> Vec<Action> {
+        let pid = self.pid(slot);
+        self.ev(Event::Reaped {
+            slot,
+            pid,
+            exit: segv(),
+            executing: vec![seq],
+            records: index.map(|i| (seq, i)).into_iter().collect(),
             culprit: None,
             stderr_tail: String::new(),
         })
@@ -705,6 +730,7 @@ fn an_oom_rule_raises_the_factor_of_the_task_s_next_attempt() {
                 pid,
                 exit: ExitCause::Signaled { signal: Signal::SIGABRT, core: false },
                 executing: vec![seq],
+                records: Vec::new(),
                 culprit: None,
                 stderr_tail: "memory allocation of 1048576 bytes failed\n".into(),
             });
@@ -831,4 +857,84 @@ fn a_task_without_progress_for_the_stall_limit_is_killed_as_stalled() {
             ..
         }
     )));
+}
+
+/// `--skip-bad-records`: a crash on a reported record sends the task back with that record on
+/// its skip list, charged an attempt; a second bad record joins the list; a crash on a record
+/// already listed (the handler ignored the list) and one with no record reported are plain
+/// crashes. The record names what was skipped.
+#[test]
+fn a_crash_on_a_reported_record_is_skipped_by_the_next_attempts() {
+    let mut h = Harness::new(EngineConfig { workers: 1, attempts: 4, skip_bad_records: true, ..Default::default() });
+    h.start();
+    h.push([job("batch")]);
+    h.tick();
+    let [(seq, 1, skip)] = &h.sent_skips(0)[..] else { panic!("one first attempt") };
+    assert!(skip.is_empty());
+    h.die_on_record(0, *seq, Some(37));
+    h.now += 100 * MS;
+    h.start();
+    let [(seq, 2, skip)] = &h.sent_skips(0)[..] else { panic!("a second attempt") };
+    assert_eq!(skip, &[37]);
+    h.die_on_record(0, *seq, Some(5));
+    h.now += 100 * MS;
+    h.start();
+    let [(seq, 3, skip)] = &h.sent_skips(0)[..] else { panic!("a third attempt") };
+    assert_eq!(skip, &[5, 37], "sorted for the handler's lookup");
+    h.die_on_record(0, *seq, Some(37));
+    h.now += 100 * MS;
+    h.start();
+    let [(seq, 4, skip)] = &h.sent_skips(0)[..] else { panic!("a fourth attempt") };
+    assert_eq!(skip, &[5, 37], "a record already listed is not listed twice");
+    h.ok(0, &[*seq]);
+    assert_eq!(h.record("batch").1, "ok");
+    assert_eq!(h.record("batch").2, 4, "each skip cost an attempt");
+    assert_eq!(h.sink.skipped, [("batch".to_string(), vec![37, 5])]);
+}
+
+#[test]
+fn without_the_setting_or_a_reported_record_a_crash_is_only_a_crash() {
+    for (skip_bad_records, index) in [(false, Some(37)), (true, None)] {
+        let mut h = Harness::new(EngineConfig { workers: 1, attempts: 2, skip_bad_records, ..Default::default() });
+        h.start();
+        h.push([job("batch")]);
+        h.tick();
+        let seq = h.sent_skips(0)[0].0;
+        h.die_on_record(0, seq, index);
+        h.now += 100 * MS;
+        h.start();
+        let [(seq, 2, skip)] = &h.sent_skips(0)[..] else { panic!("a second attempt") };
+        assert!(skip.is_empty());
+        h.die_on_record(0, *seq, index);
+        assert_eq!(h.record("batch").1, "quarantined");
+        assert!(h.sink.skipped.is_empty());
+    }
+}
+
+/// A hybrid worker that dies with no culprit named blames every task it was running: none of
+/// their records is skipped, since all but one of them are good.
+#[test]
+fn a_death_blaming_several_tasks_skips_no_record() {
+    let cfg = EngineConfig { workers: 1, threads_per_worker: 2, skip_bad_records: true, ..Default::default() };
+    let mut h = Harness::new(cfg);
+    h.start();
+    h.push([job("a"), job("b")]);
+    h.tick();
+    let seqs: Vec<u64> = h.sent_skips(0).iter().map(|a| a.0).collect();
+    assert_eq!(seqs.len(), 2, "one task per thread");
+    let pid = h.pid(0);
+    h.ev(Event::Reaped {
+        slot: 0,
+        pid,
+        exit: segv(),
+        executing: seqs.clone(),
+        records: vec![(seqs[0], 3), (seqs[1], 9)],
+        culprit: None,
+        stderr_tail: String::new(),
+    });
+    h.now += 100 * MS;
+    h.start();
+    let again = h.sent_skips(0);
+    assert_eq!(again.len(), 2);
+    assert!(again.iter().all(|(_, attempt, skip)| *attempt == 2 && skip.is_empty()), "{again:?}");
 }

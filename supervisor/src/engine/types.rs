@@ -112,6 +112,8 @@ pub enum Event<'a> {
         exit: ExitCause,
         /// Tasks its status page showed executing.
         executing: Vec<u64>,
+        /// The record each executing task last reported being on (`cx.at`): (seq, index).
+        records: Vec<(u64, u64)>,
         /// The task its status page names as the cause, in hybrid mode.
         culprit: Option<u64>,
         /// The end of its stderr.
@@ -194,6 +196,8 @@ pub struct Finished<'a> {
     pub peak_rss: Option<u64>,
     /// Processes its command left running (stopped), where any.
     pub leaked: Option<u32>,
+    /// Records inside the task set aside after they crashed its worker, in the order found.
+    pub skipped: Vec<shared::record::SkippedRecord>,
 }
 
 /// Where records and events go.

@@ -443,6 +443,10 @@ pub fn write_record<O: Serialize>(buf: &mut Vec<u8>, r: &RecordRef<'_, O>, label
         buf.extend_from_slice(b",\"crashes\":");
         serde_json::to_writer(&mut *buf, r.crashes).expect("crashes serialize");
     }
+    if !r.skipped.is_empty() {
+        buf.extend_from_slice(b",\"skipped\":");
+        serde_json::to_writer(&mut *buf, r.skipped).expect("skipped records serialize");
+    }
     if let Some(rule) = r.rule {
         buf.extend_from_slice(b",\"rule\":");
         write_str(buf, rule);
@@ -643,7 +647,11 @@ mod tests {
         let mut e = shared::proto::TaskError::new("exit status 1");
         e.stdout = Some(Box::new(shared::record::Captured::of(b"out\n", 9000)));
         e.stderr = Some(Box::new(shared::record::Captured::of(b"\x01err\xff", 5)));
+        let mut skipping = Record::new("s".into(), 2, Some(1.5), Ok(serde_json::json!(7)), vec![crash.clone()]);
+        skipping.skipped = vec![shared::record::SkippedRecord { index: 37, cause: crash.cause.clone() }];
+        skipping.rule = Some("attempts=3".into());
         let records: Vec<Record<serde_json::Value>> = vec![
+            skipping,
             Record::new("plain".into(), 1, Some(0.004), Ok(serde_json::Value::Null), vec![]),
             Record::new("ü\"id\\".into(), 2, Some(812.5), Ok(serde_json::json!({"sum": "3"})), vec![crash.clone()]),
             Record::new("f".into(), 1, Some(40.1), Err(e), vec![]),

@@ -75,6 +75,7 @@ pub struct PoolBuilder {
     max_tasks_per_worker: Option<u64>,
     max_worker_memory: Option<u64>,
     halt: Option<crate::engine::halt::Halt>,
+    skip_bad_records: bool,
 }
 
 impl std::fmt::Debug for PoolBuilder {
@@ -119,6 +120,7 @@ impl Default for PoolBuilder {
             max_task_bytes: MAX_TASK_BYTES,
             max_tasks_per_worker: None,
             max_worker_memory: None,
+            skip_bad_records: false,
         }
     }
 }
@@ -247,6 +249,13 @@ pub enum SettingError {
         /// Which limit.
         limit: &'static str,
     },
+    /// Skipping bad records in thread mode, where a crash on a record ends this process and
+    /// no attempt follows to skip it.
+    #[error(
+        "thread mode cannot skip bad records: a crash on a record ends this process, leaving no attempt to \
+         skip it in (use process mode)"
+    )]
+    SkipBadRecordsInThreadMode,
     /// A worker recycled before it could run a single task.
     #[error("max tasks per worker must be at least 1")]
     NoTasksPerWorker,
@@ -377,6 +386,18 @@ impl PoolBuilder {
     /// `worker_max_memory_per_child`). Process mode only. Off by default.
     pub fn max_worker_memory(mut self, bytes: u64) -> Self {
         self.max_worker_memory = Some(bytes);
+        self
+    }
+
+    /// Poison records: when a worker dies while its task is on a record the handler reported
+    /// with [`TaskContext::at`](crate::TaskContext::at), run the task again from the start
+    /// with that record skipped (`at(i).skip()` is true for it). The task's record lists each
+    /// one under `skipped` with the cause of its crash, and ends `ok` if the rest succeed.
+    /// Each skip is charged an attempt, as the crash it was: a task can skip at most
+    /// `attempts - 1` records, and one that kills its worker with no record reported is
+    /// retried as before. Process mode only. Off by default.
+    pub fn skip_bad_records(mut self, yes: bool) -> Self {
+        self.skip_bad_records = yes;
         self
     }
 
@@ -522,6 +543,9 @@ impl PoolBuilder {
         }
         if (self.memory_limit.is_some() || self.max_worker_memory.is_some()) && self.mode == Mode::Thread {
             return Err(SettingError::LimitInThreadMode { limit: "a memory limit" }.into());
+        }
+        if self.skip_bad_records && self.mode == Mode::Thread {
+            return Err(SettingError::SkipBadRecordsInThreadMode.into());
         }
         if self.max_tasks_per_worker == Some(0) {
             return Err(SettingError::NoTasksPerWorker.into());
@@ -756,6 +780,7 @@ impl<H: Handler> Pool<H> {
                 // the one that reaches the rule would start after it.
                 queue_budget_ns: if c.halt.is_some() { 0 } else { EngineConfig::default().queue_budget_ns },
                 memory_limit: c.memory_limit,
+                skip_bad_records: c.skip_bad_records,
                 ..EngineConfig::default()
             },
             now,
@@ -886,6 +911,7 @@ impl<O: Serialize + DeserializeOwned + 'static> Sink for RunSink<O> {
                 ..RecordRef::concluded(f.id, f.attempts, ms, end.as_ref(), &f.crashes)
             };
             (record.rule, record.memory_factor, record.supersedes) = (rule.as_deref(), memory_factor, supersedes);
+            record.skipped = &f.skipped;
             if let Some((out, err)) = streams(&end) {
                 (record.stdout, record.stderr) = (Some(out), Some(err));
             }
@@ -917,6 +943,7 @@ impl<O: Serialize + DeserializeOwned + 'static> Sink for RunSink<O> {
                 ..Record::concluded(f.id.to_string(), f.attempts, ms, end, f.crashes)
             };
             (record.rule, record.memory_factor, record.supersedes) = (rule, memory_factor, supersedes);
+            record.skipped = f.skipped;
             if let Some((out, err)) = lifted {
                 (record.stdout, record.stderr) = (Some(out), Some(err));
             }
@@ -1379,6 +1406,10 @@ mod tests {
         assert_eq!(
             refused(b().address_space_limit(1 << 30).build(Builtin::default())),
             SettingError::LimitInThreadMode { limit: "an address-space limit" }
+        );
+        assert_eq!(
+            refused(b().skip_bad_records(true).build(Builtin::default())),
+            SettingError::SkipBadRecordsInThreadMode
         );
         assert_eq!(
             refused(b().max_task_bytes(0).build(Builtin::default())),

@@ -188,16 +188,15 @@ impl<H: Handler> ThreadBackend<H> {
         let Some(s) = self.slots[slot].take() else {
             return;
         };
-        let executing: Vec<u64> = s
-            .page
-            .iter()
-            .filter_map(|p| match p.read() {
-                PageState::Running { seq, .. } => Some(seq),
-                _ => None,
-            })
-            .collect();
-        let ev =
-            Event::Reaped { slot, pid: std::process::id(), exit, executing, culprit: None, stderr_tail: String::new() };
+        let (mut executing, mut records) = (Vec::new(), Vec::new());
+        for p in s.page.iter() {
+            if let PageState::Running { seq, .. } = p.read() {
+                executing.push(seq);
+                records.extend(p.record().map(|index| (seq, index)));
+            }
+        }
+        let pid = std::process::id();
+        let ev = Event::Reaped { slot, pid, exit, executing, records, culprit: None, stderr_tail: String::new() };
         cx.engine.handle(ev, cx.now, cx.sink, cx.out);
     }
 

@@ -412,10 +412,11 @@ impl Backend for ProcessBackend {
             self.read_stderr(slot);
             let conn = self.conns[slot].take().expect("checked above");
             let left = self.watch.as_ref().map(|w| w.unwatch(slot)).unwrap_or_default();
-            let mut executing = Vec::new();
+            let (mut executing, mut records) = (Vec::new(), Vec::new());
             for s in conn.page.slots() {
                 if let PageState::Running { seq, .. } = s.read() {
                     executing.push(seq);
+                    records.extend(s.record().map(|index| (seq, index)));
                 }
             }
             let culprit = match conn.page.header().culprit.load(std::sync::atomic::Ordering::SeqCst) {
@@ -443,7 +444,7 @@ impl Backend for ProcessBackend {
                 cx.engine.fatal(why, cx.now, cx.sink, cx.out);
             }
             cx.engine.handle(
-                Event::Reaped { slot, pid, exit, executing, culprit, stderr_tail },
+                Event::Reaped { slot, pid, exit, executing, records, culprit, stderr_tail },
                 cx.now,
                 cx.sink,
                 cx.out,
