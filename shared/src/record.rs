@@ -162,6 +162,11 @@ pub struct Record<O> {
     /// Every crash of the task, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub crashes: Vec<Crash>,
+    /// When the pool captures worker output: what the task's worker wrote on stderr while
+    /// the task ran (over all its attempts) and the `log` records its handler made, a line
+    /// each, oldest first. Empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log: Vec<String>,
 }
 
 /// How a task ended, with what it ended with: the one input from which both [`Record`] and
@@ -236,7 +241,7 @@ impl<O> Record<O> {
             None => (None, None, None),
         };
         let ms = if status == Status::Quarantined { None } else { ms };
-        Self { id, status, attempts, ms, output, error, stdout, stderr, crashes }
+        Self { id, status, attempts, ms, output, error, stdout, stderr, crashes, log: Vec::new() }
     }
 
     /// A borrowed view, which serializes exactly as the record does.
@@ -324,6 +329,7 @@ impl<O: Clone> RecordRef<'_, O> {
             stdout: self.stdout.map(str::to_string),
             stderr: self.stderr.map(str::to_string),
             crashes: self.crashes.to_vec(),
+            log: Vec::new(),
         }
     }
 }

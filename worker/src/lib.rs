@@ -11,6 +11,7 @@ mod error_chain;
 pub mod execute;
 pub mod fault;
 mod handler;
+mod logger;
 mod serve;
 mod startup;
 pub mod statuspage;
@@ -41,4 +42,9 @@ pub mod env {
     /// The supervisor's drain grace in milliseconds: how long a task stays held when a
     /// signal sent to the whole job killed its command (see the `shell` kind).
     pub const DRAIN_GRACE_MS: &str = "BULKHEAD_DRAIN_GRACE_MS";
+    /// Set (to any value) when the supervisor wants each task's start marked on stderr, so
+    /// that it can name the task of every line that follows.
+    pub const TASK_MARKS: &str = "BULKHEAD_TASK_MARKS";
+    /// The most verbose `log` level the worker forwards (`error` to `trace`, or `off`).
+    pub const LOG_LEVEL: &str = "BULKHEAD_WORKER_LOG";
 }

@@ -168,6 +168,10 @@ fn serve<H: Handler>() -> Result<(), ServeError> {
         disconnected: AtomicBool::new(false),
     });
     startup::guard_children(&link.page)?;
+    let output = startup::output();
+    if let Some(level) = output.log_level {
+        crate::logger::install(level);
+    }
     install_panic_hook();
     let threads = hello.threads.clamp(1, link.page.slots().len() as u32);
     if threads > 1 {
@@ -178,7 +182,7 @@ fn serve<H: Handler>() -> Result<(), ServeError> {
     link.send(&ready).map_err(|e| ServeError::Frame(FrameError::Io(e)))?;
     start_heartbeat(Duration::from_millis(u64::from(hello.heartbeat_ms.max(10))));
     let result = if threads == 1 {
-        serve_serial(&handler, &sock, &mut reader, link)
+        serve_serial(&handler, &sock, &mut reader, link, output.task_marks)
     } else {
         serve_threaded(Arc::new(handler), &sock, &mut reader, link, threads as usize)
     };
@@ -307,6 +311,7 @@ fn serve_serial<H: Handler>(
     sock: &UnixStream,
     reader: &mut FrameReader,
     link: &Link,
+    task_marks: bool,
 ) -> Result<(), ServeError> {
     let slot = &link.page.slots()[0];
     let mut batch = ResultsBatch::default();
@@ -320,6 +325,12 @@ fn serve_serial<H: Handler>(
                 ToWorker::Run(assignments) => {
                     let mut start = None;
                     for a in &assignments {
+                        // One task at a time: a mark before each names the owner of every
+                        // stderr line up to the next (with several task threads, only the
+                        // log records name theirs).
+                        if task_marks {
+                            crate::logger::mark_task_start(a.seq);
+                        }
                         let r = execute(handler, a, slot, link, &mut scratch, start, |_| {});
                         let end = r.end_ns;
                         start = Some(end);

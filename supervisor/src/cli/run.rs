@@ -209,7 +209,10 @@ impl PoolSetup {
                 );
             }
         }
+        // The built-in kinds capture their commands' output themselves; what a worker says
+        // on its own stderr stays in the debug log, as ever.
         let mut builder = Pool::builder()
+            .worker_output(crate::WorkerOutput::Log)
             .mode(if args.mode == ModeArg::Thread { Mode::Thread } else { Mode::Process })
             .attempts(args.attempts)
             .threads_per_worker(args.threads_per_worker)

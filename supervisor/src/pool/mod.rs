@@ -2,7 +2,7 @@
 //! any iterator, get results as they finish. The `bulkhead` command line runs through this
 //! same API; there is one engine.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use crate::engine::config::MAX_TASK_BYTES;
 use crate::engine::inject::Inject;
 use crate::engine::lifecycle::{RunEvent, Timed};
 use crate::engine::restart::RestartPolicy;
-use crate::engine::{Counts, Ending, Engine, EngineConfig, Finished, Interrupt, Mode, Sink, StopReason};
+use crate::engine::{Counts, Ending, Engine, EngineConfig, Finished, Interrupt, Mode, Sink, StopReason, WorkerLine};
 use crate::input::source::{Admission, IterSource, TaskSource, TaskSpec};
 use crate::output::control::{ControlServer, StatusSnapshot};
 use crate::output::events::{EventsError, EventsFile};
@@ -66,6 +66,31 @@ pub struct PoolBuilder {
     seed: u64,
     content_ids: bool,
     max_task_bytes: usize,
+    worker_output: WorkerOutput,
+    worker_log_level: log::LevelFilter,
+}
+
+/// Where what a worker process writes on stderr goes, with its handler's `log` records (a
+/// worker installs a logger that forwards them).
+///
+/// Each line is named by its worker and its task: `[worker 1 task 17] text` (a record:
+/// `[worker 1 task 17] WARN target: message`). With several task threads per worker
+/// ([`PoolBuilder::threads_per_worker`]) only `log` records name their task, since the
+/// threads' raw writes share one stderr. Process mode only: in thread mode the handlers write
+/// on this process's own stderr and log through this process's logger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WorkerOutput {
+    /// Every line goes to this process's stderr as it comes, prefixed (the default).
+    #[default]
+    Forward,
+    /// A task's lines are kept with its result, in [`TaskResult::log`] (over all its
+    /// attempts, so a crashed attempt's last words are there too); nothing is printed for
+    /// them. Lines that belong to no task still go to stderr, prefixed. Process mode only.
+    Capture,
+    /// Every line goes to this process's `log` (target `bulkhead::worker`): a record at its
+    /// own level, a raw line at debug level. Tasks are not marked, so raw lines name only
+    /// their worker.
+    Log,
 }
 
 impl std::fmt::Debug for PoolBuilder {
@@ -102,6 +127,8 @@ impl Default for PoolBuilder {
             seed: 0,
             content_ids: false,
             max_task_bytes: MAX_TASK_BYTES,
+            worker_output: WorkerOutput::Forward,
+            worker_log_level: log::LevelFilter::Info,
         }
     }
 }
@@ -196,6 +223,12 @@ pub enum SettingError {
     /// nothing bounds one thread's memory.
     #[error("thread mode cannot apply a memory limit: its workers share this process's memory (use process mode)")]
     MemoryLimitInThreadMode,
+    /// Capturing worker output in thread mode, where the handlers write on this process's
+    /// own stderr.
+    #[error(
+        "thread mode cannot capture worker output: its handlers write on this process's own stderr (use process mode)"
+    )]
+    CaptureInThreadMode,
     /// A task input limit no task could meet, or one above what a message can carry.
     #[error("task input limit must be 1 to {max} bytes, not {given}")]
     TaskLimit {
@@ -378,6 +411,19 @@ impl PoolBuilder {
         self.max_task_bytes = bytes;
         self
     }
+    /// Where worker processes' stderr and their handlers' `log` records go; default
+    /// [`WorkerOutput::Forward`]: to this process's stderr, each line prefixed with its worker
+    /// and task.
+    pub fn worker_output(mut self, to: WorkerOutput) -> Self {
+        self.worker_output = to;
+        self
+    }
+    /// The most verbose `log` level a worker process forwards from its handler; default
+    /// `Info`. `Off` installs no logger in the workers.
+    pub fn worker_log_level(mut self, level: log::LevelFilter) -> Self {
+        self.worker_log_level = level;
+        self
+    }
     /// Seed for restart jitter.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
@@ -405,6 +451,9 @@ impl PoolBuilder {
         }
         if self.memory_limit.is_some() && self.mode == Mode::Thread {
             return Err(SettingError::MemoryLimitInThreadMode.into());
+        }
+        if self.worker_output == WorkerOutput::Capture && self.mode == Mode::Thread {
+            return Err(SettingError::CaptureInThreadMode.into());
         }
         if let Some(limit) = self.memory_limit
             && limit < MIN_MEMORY_LIMIT
@@ -570,6 +619,8 @@ impl<H: Handler> Pool<H> {
                     heartbeat_ms: c.heartbeat.as_millis().clamp(10, u128::from(u32::MAX)) as u32,
                     memory_limit: c.memory_limit,
                     drain_grace: c.handle_signals.then_some(c.grace),
+                    task_marks: c.worker_output != WorkerOutput::Log,
+                    log_level: c.worker_log_level,
                 },
                 c.workers,
                 c.reap_orphans,
@@ -589,6 +640,8 @@ impl<H: Handler> Pool<H> {
                 collect: true,
                 observers: Vec::new(),
                 first_bad: Vec::new(),
+                worker_output: c.worker_output,
+                captured: HashMap::new(),
             },
             hooks: RunHooks { control, progress, mode: c.mode },
             previous,
@@ -616,6 +669,18 @@ struct RunSink<O> {
     /// The first few tasks that ended failed or quarantined, to name them at the end.
     first_bad: Vec<String>,
     observers: Vec<Observer>,
+    worker_output: WorkerOutput,
+    /// With [`WorkerOutput::Capture`]: each unfinished task's lines so far, by id.
+    captured: HashMap<String, Vec<String>>,
+}
+
+impl<O> RunSink<O> {
+    /// Writes a worker's line on this process's stderr, prefixed. Stderr is where a
+    /// failure would be told, so a failure to write there has nowhere to go and is dropped.
+    fn forward(line: &WorkerLine<'_>) {
+        use std::io::Write;
+        let _ = writeln!(io::stderr().lock(), "{line}");
+    }
 }
 
 impl<O: Serialize + DeserializeOwned> Sink for RunSink<O> {
@@ -635,8 +700,22 @@ impl<O: Serialize + DeserializeOwned> Sink for RunSink<O> {
         if let Some(j) = self.journal.as_mut() {
             j.write(&RecordRef::concluded(f.id, f.attempts, ms, end.as_ref(), &f.crashes));
         }
+        let log = self.captured.remove(f.id).unwrap_or_default();
         if self.collect {
-            self.queue.push_back(Record::concluded(f.id.to_string(), f.attempts, ms, end, f.crashes));
+            let mut record = Record::concluded(f.id.to_string(), f.attempts, ms, end, f.crashes);
+            record.log = log;
+            self.queue.push_back(record);
+        }
+    }
+
+    fn worker_line(&mut self, line: WorkerLine<'_>) {
+        match (self.worker_output, line.task) {
+            (WorkerOutput::Capture, Some(id)) => self.captured.entry(id.to_string()).or_default().push(line.body()),
+            (WorkerOutput::Forward | WorkerOutput::Capture, _) => Self::forward(&line),
+            (WorkerOutput::Log, _) => {
+                let level = line.record.map_or(log::Level::Debug, |(level, _)| level);
+                log::log!(target: "bulkhead::worker", level, "{line}");
+            }
         }
     }
 
