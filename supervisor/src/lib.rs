@@ -106,7 +106,10 @@ pub use engine::lifecycle::{RunEvent, Timed};
 pub use engine::{FaultPlan, StopReason};
 pub use input::source::{ChannelSource, TaskSender, TaskSpec, channel};
 pub use output::journal::ResultsTarget;
-pub use pool::{NotRun, Pool, PoolBuilder, PoolError, Run, RunError, SettingError, Summary, TaskResult, WorkerOutput};
+pub use pool::{
+    Handle, JoinError, NotRun, Pool, PoolBuilder, PoolError, Run, RunError, SettingError, Summary, TaskResult,
+    WorkerOutput,
+};
 pub use runtime::process::spawn::WorkerProgram;
 pub use shared::record::{Crash, CrashCause, Status};
 pub use shared::task::FaultKind;

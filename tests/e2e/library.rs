@@ -257,3 +257,39 @@ fn captured_worker_output_is_kept_with_each_task_result() {
     assert!(!err.contains("checking reading"), "captured lines were printed too: {err}");
     sb.assert_clean();
 }
+
+/// Submitted tasks are joined in any order, each with its own result.
+#[test]
+fn submitted_tasks_join_in_any_order() {
+    let sb = Sandbox::new();
+    let (out, _) = example_section(&sb, "submit", "join");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines, ["task 4 ok 10", "task 3 ok 8", "task 2 ok 6", "task 1 ok 4", "task 0 ok 2"], "{out}");
+    sb.assert_clean();
+}
+
+/// A hanging task times out of `join_timeout` and goes on; cancelled, its worker is killed
+/// and replaced, and the task queued behind it runs in the new worker, uncharged.
+#[test]
+fn a_hanging_task_times_out_of_join_and_cancel_replaces_its_worker() {
+    let sb = Sandbox::new();
+    let (out, _) = example_section(&sb, "submit", "hang");
+    assert!(out.contains("task 1 timed out, still running"), "{out}");
+    assert!(out.contains("task 1 was cancelled"), "{out}");
+    let pid_after = |key: &str| -> u32 {
+        let rest = &out[out.find(key).unwrap_or_else(|| panic!("no '{key}' in {out}")) + key.len()..];
+        rest.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    };
+    assert!(out.contains("task 2 ok 42 attempts 1 "), "{out}");
+    assert_ne!(pid_after("worker before: pid "), pid_after("worker after: pid "), "the hung worker was not replaced");
+    sb.assert_clean();
+}
+
+/// A handle is a future: awaited, it is pending until the service thread wakes it.
+#[test]
+fn a_submitted_task_can_be_awaited() {
+    let sb = Sandbox::new();
+    let (out, _) = example_section(&sb, "submit", "async");
+    assert!(out.contains("awaited task 0 ok 100"), "{out}");
+    sb.assert_clean();
+}

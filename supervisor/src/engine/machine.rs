@@ -28,6 +28,8 @@ struct Task {
     /// Attempts charged (deaths while executing).
     charged: u32,
     crashes: Vec<Crash>,
+    /// Its caller cancelled it while a worker had it: it ends cancelled instead of retried.
+    cancelled: bool,
 }
 
 #[derive(Debug)]
@@ -239,11 +241,68 @@ impl Engine {
                 });
                 continue;
             }
-            self.fresh.push_back(Task { job, charged: 0, crashes: Vec::new() });
+            self.fresh.push_back(Task { job, charged: 0, crashes: Vec::new(), cancelled: false });
         }
         if self.fresh.len() > before {
             self.settle(now, sink, out);
         }
+    }
+
+    /// Cancels the task `id`; false when no such task is unfinished. One still waiting for a
+    /// worker, or queued at one and not yet sent, ends at once, failed as cancelled. One its
+    /// worker has: when it is the first there (executing, or next), the worker is killed and
+    /// replaced at once, which charges nobody and sends its other tasks back uncharged; one
+    /// further back ends cancelled if its worker dies before reporting it, else with the
+    /// result it reports.
+    pub fn cancel(&mut self, id: &str, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) -> bool {
+        let queued = |q: &VecDeque<Task>| q.iter().position(|t| t.job.id() == id);
+        if let Some(i) = queued(&self.retry) {
+            let task = self.retry.remove(i).expect("position is in range");
+            self.end_cancelled(task, 0, now, sink);
+            self.settle(now, sink, out);
+            return true;
+        }
+        if let Some(i) = queued(&self.fresh) {
+            let task = self.fresh.remove(i).expect("position is in range");
+            self.end_cancelled(task, 0, now, sink);
+            self.settle(now, sink, out);
+            return true;
+        }
+        for slot in 0..self.slots.len() {
+            let s = &mut self.slots[slot];
+            let Some(pos) = s.inflight.iter().position(|f| f.task.job.id() == id) else { continue };
+            if pos >= s.sent {
+                let f = s.inflight.remove(pos).expect("position is in range");
+                self.end_cancelled(f.task, slot, now, sink);
+            } else {
+                s.inflight[pos].task.cancelled = true;
+                if pos == 0 {
+                    self.terminate(slot, KillReason::Cancel, true, now, out);
+                }
+            }
+            self.settle(now, sink, out);
+            return true;
+        }
+        false
+    }
+
+    fn end_cancelled(&mut self, task: Task, slot: usize, now: u64, sink: &mut dyn Sink) {
+        self.counts.failed += 1;
+        let id = task.job.id();
+        self.emit(sink, now, || RunEvent::TaskFinished {
+            id: id.to_string(),
+            worker: slot,
+            status: Status::Failed,
+            ms: 0.0,
+        });
+        sink.finished(Finished {
+            id,
+            worker: slot,
+            attempts: task.charged,
+            micros: None,
+            ending: Ending::Failed(shared::proto::TaskError::new("cancelled")),
+            crashes: task.crashes,
+        });
     }
 
     /// No more input will come.
@@ -547,6 +606,9 @@ impl Engine {
         self.settle_inflight(slot, &death, &verdict, now, sink);
         if verdict.crash {
             self.after_death(slot, false, now, &verdict.cause.to_string());
+        } else if killed_for == Some(KillReason::Cancel) && self.phase.is_running() {
+            // Killed for its caller, not for a fault: replaced at once, no restart counted.
+            self.slots[slot].state = SlotState::Waiting { until: now, backoff_ns: None };
         } else {
             // Shutdowns, drains and give-ups only happen while the run is ending.
             self.slots[slot].state = SlotState::Stopped;
@@ -590,6 +652,10 @@ impl Engine {
         s.sent = 0;
         let mut back = Vec::with_capacity(inflight.len());
         for (i, mut f) in inflight.into_iter().enumerate() {
+            if f.task.cancelled {
+                self.end_cancelled(f.task, slot, now, sink);
+                continue;
+            }
             let charged = i < sent && verdict.blamed.contains(&f.seq);
             if charged {
                 f.task.charged += 1;

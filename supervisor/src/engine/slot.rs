@@ -30,6 +30,8 @@ pub enum KillReason {
     Drain,
     /// The run gave up (restart limit); its tasks stay unfinished, uncharged.
     GiveUp,
+    /// Its first task was cancelled by its caller; the others go back uncharged.
+    Cancel,
 }
 
 impl KillReason {

@@ -269,6 +269,15 @@ impl<T> TaskSender<T> {
         self.shared.wake.wake();
     }
 
+    /// Wakes the run's loop without a task (for a request that goes by another way).
+    pub(crate) fn waker(&self) -> std::sync::Arc<dyn Fn() + Send + Sync>
+    where
+        T: Send + 'static,
+    {
+        let shared = self.shared.clone();
+        std::sync::Arc::new(move || shared.wake.wake())
+    }
+
     /// No more tasks will come; the run ends when those sent are done.
     pub fn close(&self) {
         self.shared.queue.lock().unwrap_or_else(|e| e.into_inner()).1 = true;

@@ -35,6 +35,9 @@ use crate::runtime::thread_mode::ThreadBackend;
 use crate::runtime::{Backend, Hooks, PollSet, Runtime};
 use worker::clock::mono_ns;
 
+mod submit;
+pub use submit::{Handle, JoinError, SubmitResult};
+
 /// A task's final record: its status, attempts, output or error, and every crash.
 pub type TaskResult<O> = Record<O>;
 
@@ -489,7 +492,7 @@ impl PoolBuilder {
             let source = postcard::Error::SerializeBufferFull;
             return Err(PoolError::Handler { name: H::name(), source });
         }
-        Ok(Pool { handler: Arc::new(handler), config: config.into(), cfg: self, program })
+        Ok(Pool { handler: Arc::new(handler), config: config.into(), cfg: self, program, service: Default::default() })
     }
 }
 
@@ -523,6 +526,9 @@ pub struct Pool<H> {
     config: Arc<[u8]>,
     cfg: PoolBuilder,
     program: WorkerProgram,
+    /// The run behind [`Pool::submit`] (a `submit::Service<H>`), started by the first
+    /// submission. Boxed because a `Pool<()>` (the builder's) has no handler types.
+    service: std::sync::Mutex<Option<Box<dyn std::any::Any + Send>>>,
 }
 
 impl Pool<()> {
@@ -914,6 +920,23 @@ impl<'a, H: Handler> Run<'a, H> {
             .map(|(id, attempts, crashes)| NotRun { id: id.to_string(), attempts, crashes: crashes.to_vec() })
             .collect();
         Some(RunError { summary: Box::new(summary), not_run })
+    }
+
+    /// Cancels the task `id`, if the run has it unfinished (false otherwise). A task no worker
+    /// has begun ends at once, `failed` with the error "cancelled"; a task its worker is
+    /// executing (or about to) ends so too, its worker killed and replaced at once, which
+    /// charges nobody: the worker's other tasks go back uncharged. A task queued at a worker
+    /// behind another may still end with the result the worker reports. Process mode stops a
+    /// running task this way; thread mode cannot stop a thread, and abandons it as a timeout
+    /// does.
+    pub fn cancel(&mut self, id: &str) -> bool {
+        let now = mono_ns();
+        let mut out = Vec::new();
+        let found = self.runtime.engine.cancel(id, now, &mut self.sink, &mut out);
+        for a in out {
+            self.runtime.push_action(a);
+        }
+        found
     }
 
     /// Sends the run SIGINT-like: start nothing new, let running tasks finish.
