@@ -1,11 +1,9 @@
 //! `bulkhead run`: a batch from JSONL or from lines with `--cmd`, through the library's pool.
 
-use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, IsTerminal};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::rc::Rc;
 
 use shared::exit;
 use worker::builtin::Builtin;
@@ -314,15 +312,16 @@ impl PoolSetup {
 }
 
 /// The timeline of `--report`, built from the run's events as they happen.
-pub(super) type Timeline = Option<Rc<RefCell<crate::report::Timeline>>>;
+pub(super) type Timeline = Option<std::sync::Arc<std::sync::Mutex<crate::report::Timeline>>>;
 
 /// With `--report`, records the run's events for the timeline.
 pub(super) fn attach_timeline<'a>(run: Run<'a, Builtin>, args: &RunArgs) -> (Run<'a, Builtin>, Timeline) {
     match &args.report {
         Some(_) => {
-            let t = Rc::new(RefCell::new(crate::report::Timeline::new()));
+            // Shared with the run's observer, which a `Send` run requires to be `Send` too.
+            let t = std::sync::Arc::new(std::sync::Mutex::new(crate::report::Timeline::new()));
             let seen = t.clone();
-            (run.on_event(move |e| seen.borrow_mut().push(e)), Some(t))
+            (run.on_event(move |e| seen.lock().unwrap_or_else(|e| e.into_inner()).push(e)), Some(t))
         }
         None => (run, None),
     }
@@ -332,7 +331,10 @@ pub(super) fn attach_timeline<'a>(run: Run<'a, Builtin>, args: &RunArgs) -> (Run
 /// is whole; a failure is an output lost, in the summary.
 pub(super) fn write_timeline(args: &RunArgs, timeline: Timeline, title: &str, summary: &mut Summary) {
     if let (Some(path), Some(t)) = (&args.report, timeline) {
-        match crate::output::files::write_atomically(path, t.borrow().to_html(title).as_bytes()) {
+        match crate::output::files::write_atomically(
+            path,
+            t.lock().unwrap_or_else(|e| e.into_inner()).to_html(title).as_bytes(),
+        ) {
             Ok(()) => eprintln!("bulkhead: timeline written to {}", path.display()),
             Err(e) => summary
                 .output_failures

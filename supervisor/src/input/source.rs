@@ -29,7 +29,7 @@ pub enum Pull {
 }
 
 /// A stream of jobs for a run.
-pub trait TaskSource {
+pub trait TaskSource: Send {
     /// Appends up to `max` jobs to `out`.
     fn pull(&mut self, max: usize, out: &mut Vec<Job>) -> Pull;
     /// A descriptor that turns readable when a `Pending` source has more.
@@ -142,7 +142,7 @@ impl<I, T> IterSource<I, T> {
 
 impl<I, T> TaskSource for IterSource<I, T>
 where
-    I: Iterator,
+    I: Iterator + Send,
     I::Item: Into<TaskSpec<T>>,
     T: Serialize,
 {
@@ -299,7 +299,7 @@ impl<T> ChannelSource<T> {
     }
 }
 
-impl<T: Serialize> TaskSource for ChannelSource<T> {
+impl<T: Serialize + Send> TaskSource for ChannelSource<T> {
     fn pull(&mut self, max: usize, out: &mut Vec<Job>) -> Pull {
         self.wake.drain();
         let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());

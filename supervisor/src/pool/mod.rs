@@ -543,6 +543,7 @@ impl<H: Handler> Pool<H> {
     pub fn run<'a, I>(&'a self, tasks: I) -> Result<Run<'a, H>, PoolError>
     where
         I: IntoIterator + 'a,
+        I::IntoIter: Send,
         I::Item: Into<TaskSpec<H::Task>>,
     {
         self.start(|admission| Ok(Box::new(IterSource::<_, H::Task>::new(tasks.into_iter(), admission))))
@@ -665,7 +666,7 @@ impl<H: Handler> Pool<H> {
 }
 
 /// A callback that sees every event.
-type Observer = Box<dyn FnMut(&Timed)>;
+type Observer = Box<dyn FnMut(&Timed) + Send>;
 
 struct RunSink<O> {
     journal: Option<Journal>,
@@ -851,7 +852,7 @@ fn stop_words(s: &Summary) -> String {
 
 impl<'a, H: Handler> Run<'a, H> {
     /// Calls `f` with every event as it happens (for live displays).
-    pub fn on_event(mut self, f: impl FnMut(&Timed) + 'static) -> Self {
+    pub fn on_event(mut self, f: impl FnMut(&Timed) + Send + 'static) -> Self {
         self.sink.observers.push(Box::new(f));
         self
     }
@@ -1141,6 +1142,18 @@ mod tests {
         piped.broken_pipe = true;
         piped.output_failures.push(events);
         assert_eq!(piped.exit_code(), exit::BROKEN_PIPE);
+    }
+
+    /// A run can be moved to another thread (to drive it from a thread pool, or hand it to a
+    /// blocking task of an async runtime).
+    #[test]
+    fn a_run_is_send() {
+        fn send<T: Send>(_: &T) {}
+        let pool = Pool::builder().mode(Mode::Thread).workers(1).build(Builtin::default()).unwrap();
+        let run = pool.run(vec![BuiltinTask::Noop]).unwrap();
+        send(&run);
+        let results = std::thread::scope(|s| s.spawn(move || run.count()).join().unwrap());
+        assert_eq!(results, 1);
     }
 
     #[test]
