@@ -92,11 +92,13 @@
 //! ARCHITECTURE.md in the repository draws the same picture and lists the pitfalls.
 #![warn(missing_docs)]
 
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod engine;
 pub mod input;
 pub mod output;
 pub mod pool;
+#[cfg(feature = "cli")]
 pub mod report;
 pub mod runtime;
 
