@@ -319,6 +319,23 @@ impl PoolBuilder {
         self.restart.period_ns = period.as_nanos() as u64;
         self
     }
+    /// How a slot whose workers keep dying without doing any good is restarted: its first
+    /// `immediate` deaths in a row are replaced at once, then each replacement waits a backoff
+    /// from `base`, doubling, up to `max` (with jitter, and kept short enough that a crash
+    /// loop still reaches [`max_restarts`](Self::max_restarts)). A worker that finished a task
+    /// or served a second resets the count. Default: 1, 10 ms, 2 s.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let builder = bulkhead::Pool::builder().restart_backoff(5, Duration::from_millis(10), Duration::from_secs(1));
+    /// # let _ = builder;
+    /// ```
+    pub fn restart_backoff(mut self, immediate: u32, base: Duration, max: Duration) -> Self {
+        self.restart.immediate_restarts = immediate;
+        self.restart.backoff_base_ns = base.as_nanos() as u64;
+        self.restart.backoff_max_ns = max.as_nanos() as u64;
+        self
+    }
     /// How often workers send heartbeats, and after how much silence one counts as
     /// unresponsive (default 250 ms and 2 s).
     pub fn heartbeat(mut self, every: Duration, timeout: Duration) -> Self {
@@ -380,8 +397,8 @@ impl PoolBuilder {
         self.control = Some(path.into());
         self
     }
-    /// Show live progress on stderr: a bar on a terminal, a line every few seconds
-    /// otherwise.
+    /// Show live progress on stderr: a bar on a terminal (with the `progress-bar` feature,
+    /// which `cli` turns on), a line every few seconds otherwise.
     pub fn progress(mut self, yes: bool) -> Self {
         self.progress = yes;
         self
