@@ -9,6 +9,7 @@ pub mod hash;
 pub mod proto;
 pub mod record;
 pub mod shm;
+pub mod stderr;
 pub mod task;
 
 pub use frame::{FrameError, FrameReader, MAX_FRAME};

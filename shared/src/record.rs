@@ -257,6 +257,11 @@ pub struct Record<O> {
     /// Processes its command left running when it exited, stopped by the worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leaked: Option<u32>,
+    /// When the pool captures worker output: what the task's worker wrote on stderr while
+    /// the task ran (over all its attempts) and the `log` records its handler made, a line
+    /// each, oldest first. Empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log: Vec<String>,
 }
 
 /// How a task ended, with what it ended with: the one input from which both [`Record`] and
@@ -347,6 +352,7 @@ impl<O> Record<O> {
             supersedes: None,
             peak_rss: None,
             leaked: None,
+            log: Vec::new(),
         }
     }
 
@@ -471,6 +477,7 @@ impl<O: Clone> RecordRef<'_, O> {
             supersedes: self.supersedes,
             peak_rss: self.peak_rss,
             leaked: self.leaked,
+            log: Vec::new(),
         }
     }
 }

@@ -13,6 +13,8 @@
 //! that other processes used during each section is measured and printed beside it. The
 //! Python peers live in `benches/peers/`; `benches/setup.sh` installs GNU parallel if missing.
 
+mod library;
+
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -45,10 +47,23 @@ const WORKER_BIN: &str = env!("CARGO_BIN_EXE_bulkhead-worker");
 /// Where the peers and the setup script are.
 const BENCH_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches");
 
-const SECTIONS: [&str; 10] =
-    ["throughput", "latency", "restart", "scaling", "idle-rss", "supervisor-rss", "faults", "shell", "scan", "memory"];
+const SECTIONS: [&str; 11] = [
+    "throughput",
+    "latency",
+    "restart",
+    "scaling",
+    "idle-rss",
+    "supervisor-rss",
+    "faults",
+    "shell",
+    "scan",
+    "memory",
+    "library",
+];
 
 fn main() {
+    // First: the library section's workers (bulkhead's and procspawn's) are this executable.
+    library::serve();
     let opts = Opts::parse();
     let started = Instant::now();
     let target = target_dir();
@@ -73,7 +88,7 @@ fn main() {
         eprintln!("{l}");
     }
 
-    let all: [(&str, &str, SectionFn); 10] = [
+    let all: [(&str, &str, SectionFn); 11] = [
         ("throughput", "1. End-to-end no-op throughput: JSONL file in, JSONL results out, 2 workers", throughput),
         ("latency", "2. Round trip: one no-op submitted, its result back, 1 worker process", latency),
         ("restart", "3. Worker start and crash-to-replacement", restart),
@@ -88,6 +103,7 @@ fn main() {
             "10. --memory-limit: the supervisor's cost of watching busy trees, and how far a fast allocator gets",
             memory,
         ),
+        ("library", "11. The library against procspawn, in this process", library_section),
     ];
     let mut sections = Vec::new();
     for (key, title, f) in all {
@@ -561,6 +577,114 @@ fn throughput(cx: &Ctx, s: &mut Section) -> Result<(), String> {
     if peers.iter().any(|p| p.2 != n) {
         s.note("per-task peers and PPE.map run on a sample (first N lines of the same file): rates are comparable");
     }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. The library against procspawn
+
+fn library_section(cx: &Ctx, s: &mut Section) -> Result<(), String> {
+    let sz = if cx.quick {
+        library::LibSizes { batch: 2_000, round_trips: 1_000, cold_reps: 3, crashes: 30, reps: 1 }
+    } else {
+        library::LibSizes { batch: 10_000, round_trips: 10_000, cold_reps: 10, crashes: 100, reps: 3 }
+    };
+    let dog = watchdog("the library section", Duration::from_secs(600));
+    let (mut bh, mut ps) = (library::Figures::default(), library::Figures::default());
+    // (name, backoff: immediate restarts and base, ms per crash of each repetition)
+    type Variant = (&'static str, Option<(u32, Duration)>, Vec<f64>);
+    let mut variants: Vec<Variant> = vec![
+        ("backoff from the 2nd death in a row (default)", None, Vec::new()),
+        ("backoff from the 6th", Some((5, Duration::from_millis(10))), Vec::new()),
+        ("no backoff", Some((u32::MAX, Duration::ZERO)), Vec::new()),
+    ];
+    // Interleaved: a burst of load on this machine hits both.
+    for _ in 0..sz.reps {
+        bh.batch_s.push(library::bh_batch(2, sz.batch)?);
+        ps.batch_s.push(library::ps_batch(2, sz.batch)?);
+        bh.round_trip_us.extend(library::bh_round_trips(sz.round_trips)?);
+        ps.round_trip_us.extend(library::ps_round_trips(sz.round_trips)?);
+        for (_, backoff, v) in &mut variants {
+            v.push(library::bh_crash_loop(sz.crashes, *backoff)?);
+        }
+        ps.crash_ms.push(library::ps_crash_loop(sz.crashes)?);
+    }
+    for _ in 0..sz.cold_reps {
+        bh.cold_ms.push(library::bh_cold()?);
+        ps.cold_ms.push(library::ps_cold()?);
+    }
+    drop(dog);
+    let n = fmt_int(sz.batch);
+    let (b, p) = (median(&bh.batch_s), median(&ps.batch_s));
+    s.rows.push(
+        row("bulkhead Pool::run, 2 workers", format!("{n} calls"), sz.reps, fmt_ms(b * 1e3))
+            .vs(format!("{} than procspawn", faster(p / b)))
+            .data(json!({"unit": "ms", "median": b * 1e3})),
+    );
+    s.rows.push(
+        row("procspawn Pool(2): spawn all, join all", format!("{n} calls"), sz.reps, fmt_ms(p * 1e3))
+            .data(json!({"unit": "ms", "median": p * 1e3})),
+    );
+    let (b50, b99, p50, p99) = (
+        percentile(&bh.round_trip_us, 50.0),
+        percentile(&bh.round_trip_us, 99.0),
+        percentile(&ps.round_trip_us, 50.0),
+        percentile(&ps.round_trip_us, 99.0),
+    );
+    let rt = fmt_int(sz.round_trips);
+    s.rows.push(
+        row(
+            "bulkhead submit + join, 1 worker",
+            format!("{rt} in a row"),
+            sz.reps,
+            format!("p50 {}, p99 {}", fmt_us(b50), fmt_us(b99)),
+        )
+        .vs(format!("{} (p50)", faster(p50 / b50)))
+        .data(json!({"unit": "us", "p50": b50, "p99": b99})),
+    );
+    s.rows.push(
+        row(
+            "procspawn Pool(1): spawn + join",
+            format!("{rt} in a row"),
+            sz.reps,
+            format!("p50 {}, p99 {}", fmt_us(p50), fmt_us(p99)),
+        )
+        .data(json!({"unit": "us", "p50": p50, "p99": p99})),
+    );
+    let (bc, pc) = (median(&bh.cold_ms), median(&ps.cold_ms));
+    s.rows.push(
+        row("bulkhead cold start: build, submit, join", "1 call", sz.cold_reps, fmt_ms(bc))
+            .vs(faster(pc / bc))
+            .data(json!({"unit": "ms", "median": bc})),
+    );
+    s.rows.push(
+        row("procspawn cold start: Pool::new(1), spawn, join", "1 call", sz.cold_reps, fmt_ms(pc))
+            .data(json!({"unit": "ms", "median": pc})),
+    );
+    let pcr = median(&ps.crash_ms);
+    for (name, _, v) in &variants {
+        let m = median(v);
+        s.rows.push(
+            row(
+                format!("bulkhead crash + replace, {name}"),
+                format!("{} crashes in a row", sz.crashes),
+                sz.reps,
+                format!("{} per crash", fmt_ms(m)),
+            )
+            .vs(faster(pcr / m))
+            .data(json!({"unit": "ms", "median": m})),
+        );
+    }
+    s.rows.push(
+        row(
+            "procspawn Pool(1): a crashing call, joined",
+            format!("{} crashes in a row", sz.crashes),
+            sz.reps,
+            format!("{} per crash", fmt_ms(pcr)),
+        )
+        .data(json!({"unit": "ms", "median": pcr})),
+    );
+    s.note("both in this process, both serving from this executable; every bulkhead result is checked (sums, statuses, a call after the crashes)");
     Ok(())
 }
 

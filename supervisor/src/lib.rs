@@ -58,6 +58,29 @@
 //! first worker with an error that names the call and where it goes. To use another
 //! executable, see [`PoolBuilder::worker_program`].
 //!
+//! # One task at a time, and async code
+//!
+//! [`Pool::submit`] hands back a [`Handle`] at once: [`Handle::join`], [`Handle::join_timeout`]
+//! (the task goes on), [`Handle::cancel`] (a task a worker process is executing is stopped by
+//! killing that worker, which is replaced at once), and, with the `async` feature (on by
+//! default, no dependency), `handle.await`, woken by the pool's own thread, so no executor
+//! thread blocks. A [`Run`] is `Send`.
+//!
+//! # What workers print and log
+//!
+//! A handler's `eprintln!` (and `println!`) in a worker process, and its `log` records (a
+//! worker installs a logger; [`PoolBuilder::worker_log_level`], default info), reach this
+//! process's stderr, each line named by its worker and task: `[worker 1 task 17] WARN app:
+//! odd line`. [`WorkerOutput::Capture`] keeps each task's lines in its result's `log`
+//! instead ([`PoolBuilder::worker_output`]).
+//!
+//! # Features
+//!
+//! `cli` (default) is the `bulkhead` command line and its dependencies (clap, env_logger,
+//! maud, indicatif); a library user can leave it out with `default-features = false`.
+//! `async` (default) makes [`Handle`] a future. `progress-bar` draws
+//! [`PoolBuilder::progress`] as a bar (else a line every few seconds).
+//!
 //! # Theory of operation
 //!
 //! One thread owns everything (the [`runtime`]): it polls the workers' sockets and stderr
@@ -92,11 +115,13 @@
 //! ARCHITECTURE.md in the repository draws the same picture and lists the pitfalls.
 #![warn(missing_docs)]
 
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod engine;
 pub mod input;
 pub mod output;
 pub mod pool;
+#[cfg(feature = "cli")]
 pub mod report;
 pub mod runtime;
 
@@ -106,7 +131,10 @@ pub use engine::lifecycle::{Retirement, RunEvent, Timed};
 pub use engine::{FaultPlan, StopReason};
 pub use input::source::{ChannelSource, TaskSender, TaskSpec, channel};
 pub use output::journal::ResultsTarget;
-pub use pool::{NotRun, Pool, PoolBuilder, PoolError, Run, RunError, SettingError, Summary, TaskResult};
+pub use pool::{
+    Handle, JoinError, NotRun, Pool, PoolBuilder, PoolError, Run, RunError, SettingError, Summary, TaskResult,
+    WorkerOutput,
+};
 pub use runtime::process::spawn::WorkerProgram;
 pub use shared::record::{Crash, CrashCause, SkippedRecord, Status};
 pub use shared::task::FaultKind;

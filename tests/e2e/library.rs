@@ -202,3 +202,94 @@ fn forgetting_serve_if_worker_fails_at_the_first_worker_with_the_hint() {
     println!("forgot_serve: {}", text.trim());
     sb.assert_clean();
 }
+
+/// Runs an example's `section`; returns (stdout, stderr) of a successful run.
+fn example_section(sb: &Sandbox, name: &str, section: &str) -> (String, String) {
+    let path = PathBuf::from(BIN).parent().unwrap().join("examples").join(name);
+    assert!(path.exists(), "{} is not built: `cargo build --examples` first", path.display());
+    let done = sb.spawn_exe(&path, &[section], None).wait();
+    assert!(done.status().success(), "{}\n{}", done.stdout(), done.stderr());
+    (done.stdout(), done.stderr())
+}
+
+/// By default what a handler writes on stderr and logs in a worker process reaches the
+/// program's stderr, each line named by its worker and task; debug records stay below the
+/// default level.
+#[test]
+fn worker_stderr_and_log_lines_reach_the_parent_named_by_task() {
+    let sb = Sandbox::new();
+    let (out, err) = example_section(&sb, "worker_output", "forward");
+    assert_eq!(out.lines().filter(|l| l.contains(" ok ")).count(), 3, "{out}");
+    let line_of = |task: &str, text: &str| {
+        err.lines().any(|l| l.starts_with("[worker ") && l.contains(&format!(" task {task}] ")) && l.ends_with(text))
+    };
+    for (task, reading) in [("0", 1), ("1", 2), ("2", 3)] {
+        assert!(line_of(task, &format!("checking reading {reading}")), "no stderr line of task {task}:\n{err}");
+    }
+    assert!(line_of("0", "WARN worker_output: reading 1 is odd"), "no log record of task 0:\n{err}");
+    assert!(line_of("2", "WARN worker_output: reading 3 is odd"), "no log record of task 2:\n{err}");
+    assert!(!err.contains("reading 2 is odd") && !err.contains("not forwarded"), "{err}");
+    // The worker's own marks are not shown.
+    assert!(!err.contains('\u{1e}'), "{err:?}");
+    sb.assert_clean();
+}
+
+/// Captured, a task's lines are in its result, not on stderr; a task whose worker crashed
+/// on every attempt keeps each attempt's last words.
+#[test]
+fn captured_worker_output_is_kept_with_each_task_result() {
+    let sb = Sandbox::new();
+    let (out, err) = example_section(&sb, "worker_output", "capture");
+    let section = |id: &str| -> Vec<String> {
+        let start = format!("task {id} ");
+        out.lines()
+            .skip_while(|l| !l.starts_with(&start))
+            .skip(1)
+            .take_while(|l| l.starts_with("  | "))
+            .map(|l| l[4..].to_string())
+            .collect()
+    };
+    assert_eq!(section("0"), ["checking reading 1", "WARN worker_output: reading 1 is odd"], "{out}");
+    assert_eq!(section("1"), ["checking reading 2"], "{out}");
+    assert!(out.contains("task 2 quarantined"), "{out}");
+    let crashed = section("2");
+    assert_eq!(crashed.iter().filter(|l| *l == "about to crash on 13").count(), 2, "both attempts' words: {out}");
+    assert!(!err.contains("checking reading"), "captured lines were printed too: {err}");
+    sb.assert_clean();
+}
+
+/// Submitted tasks are joined in any order, each with its own result.
+#[test]
+fn submitted_tasks_join_in_any_order() {
+    let sb = Sandbox::new();
+    let (out, _) = example_section(&sb, "submit", "join");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines, ["task 4 ok 10", "task 3 ok 8", "task 2 ok 6", "task 1 ok 4", "task 0 ok 2"], "{out}");
+    sb.assert_clean();
+}
+
+/// A hanging task times out of `join_timeout` and goes on; cancelled, its worker is killed
+/// and replaced, and the task queued behind it runs in the new worker, uncharged.
+#[test]
+fn a_hanging_task_times_out_of_join_and_cancel_replaces_its_worker() {
+    let sb = Sandbox::new();
+    let (out, _) = example_section(&sb, "submit", "hang");
+    assert!(out.contains("task 1 timed out, still running"), "{out}");
+    assert!(out.contains("task 1 was cancelled"), "{out}");
+    let pid_after = |key: &str| -> u32 {
+        let rest = &out[out.find(key).unwrap_or_else(|| panic!("no '{key}' in {out}")) + key.len()..];
+        rest.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    };
+    assert!(out.contains("task 2 ok 42 attempts 1 "), "{out}");
+    assert_ne!(pid_after("worker before: pid "), pid_after("worker after: pid "), "the hung worker was not replaced");
+    sb.assert_clean();
+}
+
+/// A handle is a future: awaited, it is pending until the service thread wakes it.
+#[test]
+fn a_submitted_task_can_be_awaited() {
+    let sb = Sandbox::new();
+    let (out, _) = example_section(&sb, "submit", "async");
+    assert!(out.contains("awaited task 0 ok 100"), "{out}");
+    sb.assert_clean();
+}

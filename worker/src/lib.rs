@@ -11,6 +11,7 @@ mod error_chain;
 pub mod execute;
 pub mod fault;
 mod handler;
+mod logger;
 pub mod procs;
 mod serve;
 pub mod slot;
@@ -50,4 +51,9 @@ pub mod env {
     /// The job slot of the worker's first task thread, from 1 (GNU parallel's `{%}`): the
     /// worker's slot times its threads, plus 1.
     pub const JOB_SLOT: &str = "BULKHEAD_JOB_SLOT";
+    /// Set (to any value) when the supervisor wants each task's start marked on stderr, so
+    /// that it can name the task of every line that follows.
+    pub const TASK_MARKS: &str = "BULKHEAD_TASK_MARKS";
+    /// The most verbose `log` level the worker forwards (`error` to `trace`, or `off`).
+    pub const LOG_LEVEL: &str = "BULKHEAD_WORKER_LOG";
 }

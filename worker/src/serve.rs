@@ -168,6 +168,10 @@ fn serve<H: Handler>() -> Result<(), ServeError> {
         disconnected: AtomicBool::new(false),
     });
     startup::guard_children(&link.page)?;
+    let output = startup::output();
+    if let Some(level) = output.log_level {
+        crate::logger::install(level);
+    }
     install_panic_hook();
     let threads = hello.threads.clamp(1, link.page.slots().len() as u32);
     if threads > 1 {
@@ -180,7 +184,7 @@ fn serve<H: Handler>() -> Result<(), ServeError> {
     let first_slot = crate::slot::first_from_env();
     crate::slot::set(first_slot);
     let result = if threads == 1 {
-        serve_serial(&handler, &sock, &mut reader, link)
+        serve_serial(&handler, &sock, &mut reader, link, output.task_marks)
     } else {
         serve_threaded(Arc::new(handler), &sock, &mut reader, link, threads as usize)
     };
@@ -311,6 +315,7 @@ fn serve_serial<H: Handler>(
     sock: &UnixStream,
     reader: &mut FrameReader,
     link: &Link,
+    task_marks: bool,
 ) -> Result<(), ServeError> {
     let slot = &link.page.slots()[0];
     let mut batch = ResultsBatch::default();
@@ -324,6 +329,12 @@ fn serve_serial<H: Handler>(
                 ToWorker::Run(assignments) => {
                     let mut start = None;
                     for a in &assignments {
+                        // One task at a time: a mark before each names the owner of every
+                        // stderr line up to the next (with several task threads, only the
+                        // log records name theirs).
+                        if task_marks {
+                            crate::logger::mark_task_start(a.seq);
+                        }
                         let r = execute(handler, a, slot, link, &mut scratch, start, |_| {});
                         let end = r.end_ns;
                         start = Some(end);

@@ -69,6 +69,8 @@ pub(crate) fn prepare() -> Result<UnixStream, StartupError> {
     if let Some(ms) = std::env::var(env::DRAIN_GRACE_MS).ok().and_then(|v| v.parse::<u64>().ok()) {
         let _ = DRAIN_GRACE.set(std::time::Duration::from_millis(ms));
     }
+    let level = std::env::var(env::LOG_LEVEL).ok().and_then(|v| v.parse::<log::LevelFilter>().ok());
+    let _ = OUTPUT.set(Output { task_marks: std::env::var_os(env::TASK_MARKS).is_some(), log_level: level });
     // SAFETY: no other thread exists yet, so nothing reads the environment concurrently.
     unsafe {
         std::env::remove_var(env::WORKER);
@@ -76,6 +78,8 @@ pub(crate) fn prepare() -> Result<UnixStream, StartupError> {
         std::env::remove_var(env::ADDRESS_SPACE_LIMIT);
         std::env::remove_var(env::USER_BACKTRACE);
         std::env::remove_var(env::DRAIN_GRACE_MS);
+        std::env::remove_var(env::TASK_MARKS);
+        std::env::remove_var(env::LOG_LEVEL);
     }
     take_socket()
 }
@@ -123,6 +127,21 @@ pub(crate) const JOB_SIGNALS: [i32; 4] = [libc::SIGTERM, libc::SIGHUP, libc::SIG
 /// When a stranger last sent each of [`JOB_SIGNALS`] (monotonic ns; 0: never), each its own,
 /// so that a SIGHUP right after a SIGTERM (systemd's SendSIGHUP) does not hide it.
 static STRANGER_AT_NS: [std::sync::atomic::AtomicU64; 4] = [const { std::sync::atomic::AtomicU64::new(0) }; 4];
+/// What the supervisor asked of the worker's stderr: see [`env::TASK_MARKS`] and
+/// [`env::LOG_LEVEL`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Output {
+    /// Mark each task's start.
+    pub task_marks: bool,
+    /// Forward `log` records up to this level; `None`: install no logger.
+    pub log_level: Option<log::LevelFilter>,
+}
+static OUTPUT: OnceLock<Output> = OnceLock::new();
+
+/// What the supervisor asked of this worker's stderr (nothing, outside a worker).
+pub(crate) fn output() -> Output {
+    OUTPUT.get().copied().unwrap_or(Output { task_marks: false, log_level: None })
+}
 /// See [`env::DRAIN_GRACE_MS`]; unset outside a worker.
 static DRAIN_GRACE: OnceLock<std::time::Duration> = OnceLock::new();
 

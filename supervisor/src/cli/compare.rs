@@ -189,7 +189,7 @@ fn measure(args: &[String], input: String) -> Result<Measured, CompareError> {
 /// Process mode runs workers of this very executable, which serves as its own worker.
 fn round_trip(mode: &str, n: usize) -> Result<(f64, f64), CompareError> {
     use shared::task::BuiltinTask;
-    let mut builder = crate::Pool::builder().workers(1);
+    let mut builder = crate::Pool::builder().workers(1).worker_output(crate::WorkerOutput::Log);
     if let Ok(p) = crate::runtime::process::spawn::WorkerProgram::builtin() {
         builder = builder.worker_program(p);
     }

@@ -178,6 +178,7 @@ fn demo_pool() -> PoolBuilder {
         Err(_) => Pool::builder(),
     };
     builder
+        .worker_output(crate::WorkerOutput::Log)
         .mode(Mode::Process)
         .workers(2)
         .timeout(Duration::from_millis(800))

@@ -1,11 +1,9 @@
 //! `bulkhead run`: a batch from JSONL or from lines with `--cmd`, through the library's pool.
 
-use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, IsTerminal};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::rc::Rc;
 
 use shared::exit;
 use worker::builtin::Builtin;
@@ -160,7 +158,7 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
         Some(dir) => Builtin::spooling(dir),
         None => Builtin::default(),
     };
-    let commands = Rc::new(RefCell::new(commands));
+    let commands = std::sync::Arc::new(std::sync::Mutex::new(commands));
     let pool = match setup.builder.clone().build(handler) {
         Ok(p) => p,
         Err(e) => return pool_error(&e),
@@ -194,13 +192,15 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
     };
     let (run, timeline) = attach_timeline(run, &args);
     let shown = commands.clone();
-    let run = run.on_concluded(move |c| shown.borrow_mut().concluded(c));
+    let run = run.on_concluded(move |c| shown.lock().unwrap_or_else(|e| e.into_inner()).concluded(c));
     setup.announce();
     // The summary says how a stopped run ended; its tasks left behind have no record, and
     // --resume runs them. Output that cannot be written stops the run as a signal would.
-    let mut summary = run.finish_unless(|| commands.borrow().broken()).unwrap_or_else(|e| *e.summary);
+    let mut summary = run
+        .finish_unless(|| commands.lock().unwrap_or_else(|e| e.into_inner()).broken())
+        .unwrap_or_else(|e| *e.summary);
     {
-        let mut commands = commands.borrow_mut();
+        let mut commands = commands.lock().unwrap_or_else(|e| e.into_inner());
         commands.finish();
         match commands.take_failure() {
             Some(e) if e.kind() == io::ErrorKind::BrokenPipe => summary.broken_pipe = true,
@@ -359,7 +359,10 @@ impl PoolSetup {
                 );
             }
         }
+        // The built-in kinds capture their commands' output themselves; what a worker says
+        // on its own stderr stays in the debug log, as ever.
         let mut builder = Pool::builder()
+            .worker_output(crate::WorkerOutput::Log)
             .mode(if args.mode == ModeArg::Thread { Mode::Thread } else { Mode::Process })
             .attempts(args.attempts)
             .threads_per_worker(args.threads_per_worker)
@@ -497,15 +500,16 @@ impl PoolSetup {
 }
 
 /// The timeline of `--report`, built from the run's events as they happen.
-pub(super) type Timeline = Option<Rc<RefCell<crate::report::Timeline>>>;
+pub(super) type Timeline = Option<std::sync::Arc<std::sync::Mutex<crate::report::Timeline>>>;
 
 /// With `--report`, records the run's events for the timeline.
 pub(super) fn attach_timeline<'a>(run: Run<'a, Builtin>, args: &RunArgs) -> (Run<'a, Builtin>, Timeline) {
     match &args.report {
         Some(_) => {
-            let t = Rc::new(RefCell::new(crate::report::Timeline::new()));
+            // Shared with the run's observer, which a `Send` run requires to be `Send` too.
+            let t = std::sync::Arc::new(std::sync::Mutex::new(crate::report::Timeline::new()));
             let seen = t.clone();
-            (run.on_event(move |e| seen.borrow_mut().push(e)), Some(t))
+            (run.on_event(move |e| seen.lock().unwrap_or_else(|e| e.into_inner()).push(e)), Some(t))
         }
         None => (run, None),
     }
@@ -515,7 +519,10 @@ pub(super) fn attach_timeline<'a>(run: Run<'a, Builtin>, args: &RunArgs) -> (Run
 /// is whole; a failure is an output lost, in the summary.
 pub(super) fn write_timeline(args: &RunArgs, timeline: Timeline, title: &str, summary: &mut Summary) {
     if let (Some(path), Some(t)) = (&args.report, timeline) {
-        match crate::output::files::write_atomically(path, t.borrow().to_html(title).as_bytes()) {
+        match crate::output::files::write_atomically(
+            path,
+            t.lock().unwrap_or_else(|e| e.into_inner()).to_html(title).as_bytes(),
+        ) {
             Ok(()) => eprintln!("bulkhead: timeline written to {}", path.display()),
             Err(e) => summary
                 .output_failures

@@ -36,6 +36,8 @@ struct Task {
     /// Records that crashed an attempt and are skipped by the next ones
     /// (`--skip-bad-records`), in the order found.
     skipped: Vec<SkippedRecord>,
+    /// Its caller cancelled it while a worker had it: it ends cancelled instead of retried.
+    cancelled: bool,
 }
 
 impl Task {
@@ -298,11 +300,79 @@ impl Engine {
                 crashes: Vec::new(),
                 memory_factor: 1,
                 skipped: Vec::new(),
+                cancelled: false,
             });
         }
         if self.fresh.len() > before {
             self.settle(now, sink, out);
         }
+    }
+
+    /// Cancels the task `id`; false when no such task is unfinished. One still waiting for a
+    /// worker, or queued at one and not yet sent, ends at once, failed as cancelled. One its
+    /// worker has: when it is the first there (executing, or next), the worker is killed and
+    /// replaced at once, which charges nobody and sends its other tasks back uncharged; one
+    /// further back ends cancelled if its worker dies before reporting it, else with the
+    /// result it reports.
+    pub fn cancel(&mut self, id: &str, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) -> bool {
+        let queued = |q: &VecDeque<Task>| q.iter().position(|t| t.job.id() == id);
+        if let Some(i) = queued(&self.retry) {
+            let task = self.retry.remove(i).expect("position is in range");
+            self.end_cancelled(task, 0, now, sink);
+            self.settle(now, sink, out);
+            return true;
+        }
+        if let Some(i) = queued(&self.fresh) {
+            let task = self.fresh.remove(i).expect("position is in range");
+            self.end_cancelled(task, 0, now, sink);
+            self.settle(now, sink, out);
+            return true;
+        }
+        for slot in 0..self.slots.len() {
+            let s = &mut self.slots[slot];
+            let Some(pos) = s.inflight.iter().position(|f| f.task.job.id() == id) else { continue };
+            if pos >= s.sent {
+                let f = s.inflight.remove(pos).expect("position is in range");
+                self.end_cancelled(f.task, slot, now, sink);
+            } else {
+                s.inflight[pos].task.cancelled = true;
+                if pos == 0 {
+                    self.terminate(slot, KillReason::Cancel, true, now, out);
+                }
+            }
+            self.settle(now, sink, out);
+            return true;
+        }
+        false
+    }
+
+    fn end_cancelled(&mut self, task: Task, slot: usize, now: u64, sink: &mut dyn Sink) {
+        self.counts.failed += 1;
+        let id = task.job.id();
+        self.emit(sink, now, || RunEvent::TaskFinished {
+            id: id.to_string(),
+            worker: slot,
+            status: Status::Failed,
+            ms: 0.0,
+            label: TaskLabel::of(task.job.label()),
+            peak_rss: None,
+        });
+        sink.finished(Finished {
+            id,
+            label: task.job.label(),
+            order: task.order,
+            seq: None,
+            worker: slot,
+            attempts: task.charged,
+            micros: None,
+            ending: Ending::Failed(shared::proto::TaskError::new("cancelled")),
+            crashes: task.crashes,
+            rule: None,
+            memory_factor: task.memory_factor,
+            peak_rss: None,
+            leaked: None,
+            skipped: task.skipped,
+        });
     }
 
     /// No more input will come.
@@ -649,13 +719,16 @@ impl Engine {
         self.settle_inflight(slot, &death, &verdict, now, sink);
         if verdict.crash {
             self.after_death(slot, false, now, &verdict.cause.to_string());
-        } else if let Some(KillReason::Retire(why)) = killed_for
+        } else if let Some(KillReason::Retire(why)) = killed_for.clone()
             && self.phase.is_running()
         {
             // Recycled: replaced at once, no backoff, no restart counted against the limit.
             self.counts.retired += 1;
             log::info!("worker {slot} (pid {}) retired: {why}", death.pid);
             self.emit(sink, now, || RunEvent::WorkerRetired { worker: slot, pid: death.pid, why });
+            self.slots[slot].state = SlotState::Waiting { until: now, backoff_ns: None };
+        } else if killed_for == Some(KillReason::Cancel) && self.phase.is_running() {
+            // Killed for its caller, not for a fault: replaced at once, no restart counted.
             self.slots[slot].state = SlotState::Waiting { until: now, backoff_ns: None };
         } else {
             // Shutdowns, drains and give-ups only happen while the run is ending.
@@ -700,6 +773,10 @@ impl Engine {
         s.sent = 0;
         let mut back = Vec::with_capacity(inflight.len());
         for (i, mut f) in inflight.into_iter().enumerate() {
+            if f.task.cancelled {
+                self.end_cancelled(f.task, slot, now, sink);
+                continue;
+            }
             let charged = i < sent && verdict.blamed.contains(&f.seq);
             if charged {
                 f.task.charged += 1;

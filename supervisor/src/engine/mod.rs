@@ -31,4 +31,5 @@ pub use machine::{Engine, Slot, fault_for};
 pub use slot::{KillReason, SlotState};
 pub use types::{
     Action, Counts, Ending, Event, Finished, Interrupt, Misuse, Probe, RestartLimit, Sink, SpawnError, StopReason,
+    WorkerLine,
 };

@@ -15,7 +15,10 @@ pub struct RestartPolicy {
     pub max_restarts: u32,
     /// The sliding window of the intensity limit.
     pub period_ns: u64,
-    /// Backoff after the second consecutive unhealthy death; doubles after each further one.
+    /// Consecutive unhealthy deaths of a slot that are replaced at once, before the backoff
+    /// starts.
+    pub immediate_restarts: u32,
+    /// Backoff after the first death past `immediate_restarts`; doubles after each further one.
     pub backoff_base_ns: u64,
     /// Ceiling of the backoff.
     pub backoff_max_ns: u64,
@@ -28,6 +31,7 @@ impl Default for RestartPolicy {
         Self {
             max_restarts: 100,
             period_ns: 10_000_000_000,
+            immediate_restarts: 1,
             backoff_base_ns: 10_000_000,
             backoff_max_ns: 2_000_000_000,
             healthy_after_ns: 1_000_000_000,
@@ -95,10 +99,10 @@ impl RestartTracker {
     /// millisecond is the point of a process pool. From the second on it grows from the base,
     /// doubling, with jitter in [50%, 100%], up to the ceiling.
     pub fn backoff_ns(&mut self, failures: u32, slot: usize) -> u64 {
-        if failures <= 1 {
+        if failures <= self.policy.immediate_restarts {
             return 0;
         }
-        let exp = (failures - 2).min(30);
+        let exp = (failures - self.policy.immediate_restarts - 1).min(30);
         let full = self.policy.backoff_base_ns.saturating_mul(1 << exp).min(self.ceiling_ns);
         self.seed = mix64(self.seed ^ (slot as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(failures));
         let frac = (self.seed >> 11) as f64 / (1u64 << 53) as f64;

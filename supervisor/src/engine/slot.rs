@@ -51,6 +51,8 @@ pub enum KillReason {
         /// The resident bytes the sample that found it over saw.
         peak: u64,
     },
+    /// Its first task was cancelled by its caller; the others go back uncharged.
+    Cancel,
 }
 
 impl KillReason {

@@ -938,3 +938,40 @@ fn a_death_blaming_several_tasks_skips_no_record() {
     assert_eq!(again.len(), 2);
     assert!(again.iter().all(|(_, attempt, skip)| *attempt == 2 && skip.is_empty()), "{again:?}");
 }
+
+/// Cancelling: a queued task ends at once; the task a worker executes ends when the worker,
+/// killed for it, is reaped, charging nobody; the tasks queued behind it go back uncharged and
+/// the slot is replaced at once, with no restart counted.
+#[test]
+fn a_cancel_ends_the_task_and_replaces_its_worker_charging_nobody() {
+    let mut h = Harness::new(EngineConfig { workers: 1, ..Default::default() });
+    h.start();
+    h.push([job("warm")]);
+    h.tick();
+    let first = h.sent(0);
+    h.ok(0, &[first[0].0]);
+    h.push([job("a"), job("b")]);
+    h.tick();
+    let sent = h.sent(0);
+    assert_eq!(sent.len(), 2);
+    h.push([job("queued")]);
+    let mut out = Vec::new();
+    assert!(h.engine.cancel("queued", h.now, &mut h.sink, &mut out));
+    assert_eq!(h.record("queued").1, "failed");
+    assert!(!h.engine.cancel("nonexistent", h.now, &mut h.sink, &mut out));
+    let mut out = Vec::new();
+    assert!(h.engine.cancel("a", h.now, &mut h.sink, &mut out));
+    let pid = h.pid(0);
+    assert_eq!(out, vec![Action::Kill { slot: 0, pid, signal: Signal::SIGKILL }]);
+    h.die(0, ExitCause::Signaled { signal: Signal::SIGKILL, core: false }, &[sent[0].0]);
+    assert_eq!(h.record("a").1, "failed");
+    assert_eq!(h.record("a").2, 0, "a cancel is no attempt's fault");
+    assert!(h.sink.records.iter().all(|r| r.0 != "b"), "b goes back to run");
+    assert_eq!(h.engine.counts().crashes_total(), 0);
+    assert!(matches!(h.engine.slots()[0].state, SlotState::Waiting { backoff_ns: None, .. }));
+    h.start();
+    let again = h.sent(0);
+    assert_eq!(h.engine.inflight_id(0, again[0].0), Some("b"));
+    assert_eq!(again[0].1, 1, "b is still on its first attempt");
+    assert_eq!(h.engine.counts().restarts, 0);
+}

@@ -210,6 +210,51 @@ pub trait Sink {
     fn event(&mut self, t: f64, ev: RunEvent);
     /// The loop is about to wait: write out what is buffered.
     fn flush(&mut self) {}
+    /// A line a worker process wrote on its stderr (or a `log` record of its handler). By
+    /// default it goes to this process's `log` at debug level.
+    fn worker_line(&mut self, line: WorkerLine<'_>) {
+        log::debug!("{line}");
+    }
+}
+
+/// One line from a worker process's stderr, with the task it belongs to when that is known.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerLine<'a> {
+    /// The worker's slot.
+    pub slot: usize,
+    /// Its pid.
+    pub pid: u32,
+    /// The id of the task that was running when the line was written.
+    pub task: Option<&'a str>,
+    /// For a `log` record of the handler, its level and target; `None` for what the program
+    /// wrote on stderr itself.
+    pub record: Option<(log::Level, &'a str)>,
+    /// The line, without its newline.
+    pub text: &'a str,
+}
+
+impl WorkerLine<'_> {
+    /// The prefix that names its worker and task: `[worker 1 task 17]`.
+    pub fn prefix(&self) -> String {
+        match self.task {
+            Some(id) => format!("[worker {} task {id}]", self.slot),
+            None => format!("[worker {} pid {}]", self.slot, self.pid),
+        }
+    }
+
+    /// The line as kept with a task's result: a record starts with its level and target.
+    pub fn body(&self) -> String {
+        match self.record {
+            Some((level, target)) => format!("{level} {target}: {}", self.text),
+            None => self.text.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for WorkerLine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.prefix(), self.body())
+    }
 }
 
 /// Why a worker could not be started.

@@ -29,7 +29,7 @@ pub enum Pull {
 }
 
 /// A stream of jobs for a run.
-pub trait TaskSource {
+pub trait TaskSource: Send {
     /// Appends up to `max` jobs to `out`.
     fn pull(&mut self, max: usize, out: &mut Vec<Job>) -> Pull;
     /// A descriptor that turns readable when a `Pending` source has more.
@@ -151,7 +151,7 @@ impl<I, T> IterSource<I, T> {
 
 impl<I, T> TaskSource for IterSource<I, T>
 where
-    I: Iterator,
+    I: Iterator + Send,
     I::Item: Into<TaskSpec<T>>,
     T: Serialize,
 {
@@ -278,6 +278,15 @@ impl<T> TaskSender<T> {
         self.shared.wake.wake();
     }
 
+    /// Wakes the run's loop without a task (for a request that goes by another way).
+    pub(crate) fn waker(&self) -> std::sync::Arc<dyn Fn() + Send + Sync>
+    where
+        T: Send + 'static,
+    {
+        let shared = self.shared.clone();
+        std::sync::Arc::new(move || shared.wake.wake())
+    }
+
     /// No more tasks will come; the run ends when those sent are done.
     pub fn close(&self) {
         self.shared.queue.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
@@ -299,7 +308,7 @@ impl<T> ChannelSource<T> {
     }
 }
 
-impl<T: Serialize> TaskSource for ChannelSource<T> {
+impl<T: Serialize + Send> TaskSource for ChannelSource<T> {
     fn pull(&mut self, max: usize, out: &mut Vec<Job>) -> Pull {
         self.wake.drain();
         let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());

@@ -3,9 +3,28 @@
 //! on something that is not one (a systemd journal, a Slurm log), a plain line every few
 //! seconds instead, since redrawing a bar there only makes noise.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 
+#[cfg(feature = "progress-bar")]
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Without the `progress-bar` feature (and indicatif) there is no bar: the plain line serves
+/// a terminal too.
+#[cfg(not(feature = "progress-bar"))]
+enum ProgressBar {}
+
+#[cfg(not(feature = "progress-bar"))]
+impl ProgressBar {
+    fn set_message(&self, _: String) {
+        match *self {}
+    }
+    fn set_position(&self, _: u64) {
+        match *self {}
+    }
+    fn abandon(&self) {
+        match *self {}
+    }
+}
 
 use crate::engine::Engine;
 
@@ -22,7 +41,10 @@ pub struct Progress {
 impl Progress {
     /// A display for a batch of `total` tasks (if known).
     pub fn new(total: Option<u64>) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
+        #[cfg(not(feature = "progress-bar"))]
+        let bar = None;
+        #[cfg(feature = "progress-bar")]
+        let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
             let target = ProgressDrawTarget::stderr_with_hz(10);
             match total {
                 Some(n) => {

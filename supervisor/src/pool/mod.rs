@@ -20,7 +20,7 @@ use crate::engine::config::{MAX_TASK_BYTES, RetryRules};
 use crate::engine::inject::Inject;
 use crate::engine::lifecycle::{RunEvent, Timed};
 use crate::engine::restart::RestartPolicy;
-use crate::engine::{Counts, Ending, Engine, EngineConfig, Finished, Interrupt, Mode, Sink, StopReason};
+use crate::engine::{Counts, Ending, Engine, EngineConfig, Finished, Interrupt, Mode, Sink, StopReason, WorkerLine};
 use crate::input::source::{Admission, IterSource, Pull, TaskSource, TaskSpec};
 use crate::output::control::{ControlServer, StatusSnapshot};
 use crate::output::events::{EventsError, EventsFile};
@@ -35,6 +35,9 @@ use crate::runtime::tally::TallyReport;
 use crate::runtime::thread_mode::ThreadBackend;
 use crate::runtime::{Backend, Hooks, PollSet, Runtime};
 use worker::clock::mono_ns;
+
+mod submit;
+pub use submit::{Handle, JoinError, SubmitResult};
 
 /// A task's final record: its status, attempts, output or error, and every crash.
 pub type TaskResult<O> = Record<O>;
@@ -76,6 +79,31 @@ pub struct PoolBuilder {
     max_worker_memory: Option<u64>,
     halt: Option<crate::engine::halt::Halt>,
     skip_bad_records: bool,
+    worker_output: WorkerOutput,
+    worker_log_level: log::LevelFilter,
+}
+
+/// Where what a worker process writes on stderr goes, with its handler's `log` records (a
+/// worker installs a logger that forwards them).
+///
+/// Each line is named by its worker and its task: `[worker 1 task 17] text` (a record:
+/// `[worker 1 task 17] WARN target: message`). With several task threads per worker
+/// ([`PoolBuilder::threads_per_worker`]) only `log` records name their task, since the
+/// threads' raw writes share one stderr. Process mode only: in thread mode the handlers write
+/// on this process's own stderr and log through this process's logger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WorkerOutput {
+    /// Every line goes to this process's stderr as it comes, prefixed (the default).
+    #[default]
+    Forward,
+    /// A task's lines are kept with its result, in [`TaskResult::log`] (over all its
+    /// attempts, so a crashed attempt's last words are there too); nothing is printed for
+    /// them. Lines that belong to no task still go to stderr, prefixed. Process mode only.
+    Capture,
+    /// Every line goes to this process's `log` (target `bulkhead::worker`): a record at its
+    /// own level, a raw line at debug level. Tasks are not marked, so raw lines name only
+    /// their worker.
+    Log,
 }
 
 impl std::fmt::Debug for PoolBuilder {
@@ -121,6 +149,8 @@ impl Default for PoolBuilder {
             max_tasks_per_worker: None,
             max_worker_memory: None,
             skip_bad_records: false,
+            worker_output: WorkerOutput::Forward,
+            worker_log_level: log::LevelFilter::Info,
         }
     }
 }
@@ -259,6 +289,12 @@ pub enum SettingError {
     /// A worker recycled before it could run a single task.
     #[error("max tasks per worker must be at least 1")]
     NoTasksPerWorker,
+    /// Capturing worker output in thread mode, where the handlers write on this process's
+    /// own stderr.
+    #[error(
+        "thread mode cannot capture worker output: its handlers write on this process's own stderr (use process mode)"
+    )]
+    CaptureInThreadMode,
     /// A task input limit no task could meet, or one above what a message can carry.
     #[error("task input limit must be 1 to {max} bytes, not {given}")]
     TaskLimit {
@@ -349,6 +385,23 @@ impl PoolBuilder {
     pub fn max_restarts(mut self, n: u32, period: Duration) -> Self {
         self.restart.max_restarts = n;
         self.restart.period_ns = period.as_nanos() as u64;
+        self
+    }
+    /// How a slot whose workers keep dying without doing any good is restarted: its first
+    /// `immediate` deaths in a row are replaced at once, then each replacement waits a backoff
+    /// from `base`, doubling, up to `max` (with jitter, and kept short enough that a crash
+    /// loop still reaches [`max_restarts`](Self::max_restarts)). A worker that finished a task
+    /// or served a second resets the count. Default: 1, 10 ms, 2 s.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let builder = bulkhead::Pool::builder().restart_backoff(5, Duration::from_millis(10), Duration::from_secs(1));
+    /// # let _ = builder;
+    /// ```
+    pub fn restart_backoff(mut self, immediate: u32, base: Duration, max: Duration) -> Self {
+        self.restart.immediate_restarts = immediate;
+        self.restart.backoff_base_ns = base.as_nanos() as u64;
+        self.restart.backoff_max_ns = max.as_nanos() as u64;
         self
     }
     /// How often workers send heartbeats, and after how much silence one counts as
@@ -470,8 +523,8 @@ impl PoolBuilder {
         self.control = Some(path.into());
         self
     }
-    /// Show live progress on stderr: a bar on a terminal, a line every few seconds
-    /// otherwise.
+    /// Show live progress on stderr: a bar on a terminal (with the `progress-bar` feature,
+    /// which `cli` turns on), a line every few seconds otherwise.
     pub fn progress(mut self, yes: bool) -> Self {
         self.progress = yes;
         self
@@ -513,6 +566,19 @@ impl PoolBuilder {
         self.max_task_bytes = bytes;
         self
     }
+    /// Where worker processes' stderr and their handlers' `log` records go; default
+    /// [`WorkerOutput::Forward`]: to this process's stderr, each line prefixed with its worker
+    /// and task.
+    pub fn worker_output(mut self, to: WorkerOutput) -> Self {
+        self.worker_output = to;
+        self
+    }
+    /// The most verbose `log` level a worker process forwards from its handler; default
+    /// `Info`. `Off` installs no logger in the workers.
+    pub fn worker_log_level(mut self, level: log::LevelFilter) -> Self {
+        self.worker_log_level = level;
+        self
+    }
     /// Seed for restart jitter.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
@@ -549,6 +615,9 @@ impl PoolBuilder {
         }
         if self.max_tasks_per_worker == Some(0) {
             return Err(SettingError::NoTasksPerWorker.into());
+        }
+        if self.worker_output == WorkerOutput::Capture && self.mode == Mode::Thread {
+            return Err(SettingError::CaptureInThreadMode.into());
         }
         if let Some(limit) = self.memory_limit
             && limit < MIN_MEMORY_LIMIT
@@ -601,7 +670,7 @@ impl PoolBuilder {
             let source = postcard::Error::SerializeBufferFull;
             return Err(PoolError::Handler { name: H::name(), source });
         }
-        Ok(Pool { handler: Arc::new(handler), config: config.into(), cfg: self, program })
+        Ok(Pool { handler: Arc::new(handler), config: config.into(), cfg: self, program, service: Default::default() })
     }
 }
 
@@ -635,6 +704,9 @@ pub struct Pool<H> {
     config: Arc<[u8]>,
     cfg: PoolBuilder,
     program: WorkerProgram,
+    /// The run behind [`Pool::submit`] (a `submit::Service<H>`), started by the first
+    /// submission. Boxed because a `Pool<()>` (the builder's) has no handler types.
+    service: std::sync::Mutex<Option<Box<dyn std::any::Any + Send>>>,
 }
 
 impl Pool<()> {
@@ -649,6 +721,7 @@ impl<H: Handler> Pool<H> {
     pub fn run<'a, I>(&'a self, tasks: I) -> Result<Run<'a, H>, PoolError>
     where
         I: IntoIterator + 'a,
+        I::IntoIter: Send,
         I::Item: Into<TaskSpec<H::Task>>,
     {
         self.start(|admission| Ok(Box::new(IterSource::<_, H::Task>::new(tasks.into_iter(), admission))))
@@ -797,6 +870,8 @@ impl<H: Handler> Pool<H> {
                         address_space_limit: c.address_space_limit,
                         memory_limit: c.memory_limit,
                         drain_grace: c.handle_signals.then_some(c.grace),
+                        task_marks: c.worker_output != WorkerOutput::Log,
+                        log_level: c.worker_log_level,
                     },
                     c.workers,
                     c.reap_orphans,
@@ -820,6 +895,8 @@ impl<H: Handler> Pool<H> {
                 concluded: Vec::new(),
                 first_bad: Vec::new(),
                 superseded,
+                worker_output: c.worker_output,
+                captured: HashMap::new(),
             },
             hooks: RunHooks { control, progress, mode: c.mode },
             previous,
@@ -837,7 +914,7 @@ impl<H: Handler> Pool<H> {
 }
 
 /// A callback that sees every event.
-type Observer = Box<dyn FnMut(&Timed)>;
+type Observer = Box<dyn FnMut(&Timed) + Send>;
 
 /// A task as it concluded, for whoever shows it as it ends (the command line prints a
 /// command's output and a failure's line from it).
@@ -864,7 +941,7 @@ pub(crate) struct Concluded<'a> {
 }
 
 /// A callback that sees every task as it concludes.
-type ConcludedObserver = Box<dyn FnMut(&Concluded<'_>)>;
+type ConcludedObserver = Box<dyn FnMut(&Concluded<'_>) + Send>;
 
 struct RunSink<O> {
     journal: Option<Journal>,
@@ -877,6 +954,18 @@ struct RunSink<O> {
     /// Tasks run again by `--resume-failed`, with the final records they have already.
     superseded: Arc<HashMap<String, u32>>,
     concluded: Vec<ConcludedObserver>,
+    worker_output: WorkerOutput,
+    /// With [`WorkerOutput::Capture`]: each unfinished task's lines so far, by id.
+    captured: HashMap<String, Vec<String>>,
+}
+
+impl<O> RunSink<O> {
+    /// Writes a worker's line on this process's stderr, prefixed. Stderr is where a
+    /// failure would be told, so a failure to write there has nowhere to go and is dropped.
+    fn forward(line: &WorkerLine<'_>) {
+        use std::io::Write;
+        let _ = writeln!(io::stderr().lock(), "{line}");
+    }
 }
 
 impl<O: Serialize + DeserializeOwned + 'static> Sink for RunSink<O> {
@@ -935,6 +1024,7 @@ impl<O: Serialize + DeserializeOwned + 'static> Sink for RunSink<O> {
                 j.write(&record, f.label);
             }
         }
+        let log = self.captured.remove(f.id).unwrap_or_default();
         if self.collect {
             let lifted = streams(&end).map(|(o, e)| (o.clone(), e.clone()));
             let mut record = Record {
@@ -947,7 +1037,19 @@ impl<O: Serialize + DeserializeOwned + 'static> Sink for RunSink<O> {
             if let Some((out, err)) = lifted {
                 (record.stdout, record.stderr) = (Some(out), Some(err));
             }
+            record.log = log;
             self.queue.push_back(record);
+        }
+    }
+
+    fn worker_line(&mut self, line: WorkerLine<'_>) {
+        match (self.worker_output, line.task) {
+            (WorkerOutput::Capture, Some(id)) => self.captured.entry(id.to_string()).or_default().push(line.body()),
+            (WorkerOutput::Forward | WorkerOutput::Capture, _) => Self::forward(&line),
+            (WorkerOutput::Log, _) => {
+                let level = line.record.map_or(log::Level::Debug, |(level, _)| level);
+                log::log!(target: "bulkhead::worker", level, "{line}");
+            }
         }
     }
 
@@ -1077,13 +1179,13 @@ fn stop_words(s: &Summary) -> String {
 
 impl<'a, H: Handler> Run<'a, H> {
     /// Calls `f` with every event as it happens (for live displays).
-    pub fn on_event(mut self, f: impl FnMut(&Timed) + 'static) -> Self {
+    pub fn on_event(mut self, f: impl FnMut(&Timed) + Send + 'static) -> Self {
         self.sink.observers.push(Box::new(f));
         self
     }
 
     /// Calls `f` with every task as it concludes, before its record is written.
-    pub(crate) fn on_concluded(mut self, f: impl FnMut(&Concluded<'_>) + 'static) -> Self {
+    pub(crate) fn on_concluded(mut self, f: impl FnMut(&Concluded<'_>) + Send + 'static) -> Self {
         self.sink.concluded.push(Box::new(f));
         self
     }
@@ -1163,6 +1265,23 @@ impl<'a, H: Handler> Run<'a, H> {
             .map(|(id, attempts, crashes)| NotRun { id: id.to_string(), attempts, crashes: crashes.to_vec() })
             .collect();
         Some(RunError { summary: Box::new(summary), not_run })
+    }
+
+    /// Cancels the task `id`, if the run has it unfinished (false otherwise). A task no worker
+    /// has begun ends at once, `failed` with the error "cancelled"; a task its worker is
+    /// executing (or about to) ends so too, its worker killed and replaced at once, which
+    /// charges nobody: the worker's other tasks go back uncharged. A task queued at a worker
+    /// behind another may still end with the result the worker reports. Process mode stops a
+    /// running task this way; thread mode cannot stop a thread, and abandons it as a timeout
+    /// does.
+    pub fn cancel(&mut self, id: &str) -> bool {
+        let now = mono_ns();
+        let mut out = Vec::new();
+        let found = self.runtime.engine.cancel(id, now, &mut self.sink, &mut out);
+        for a in out {
+            self.runtime.push_action(a);
+        }
+        found
     }
 
     /// Sends the run SIGINT-like: start nothing new, let running tasks finish.
@@ -1368,6 +1487,18 @@ mod tests {
         piped.broken_pipe = true;
         piped.output_failures.push(events);
         assert_eq!(piped.exit_code(), exit::BROKEN_PIPE);
+    }
+
+    /// A run can be moved to another thread (to drive it from a thread pool, or hand it to a
+    /// blocking task of an async runtime).
+    #[test]
+    fn a_run_is_send() {
+        fn send<T: Send>(_: &T) {}
+        let pool = Pool::builder().mode(Mode::Thread).workers(1).build(Builtin::default()).unwrap();
+        let run = pool.run(vec![BuiltinTask::Noop]).unwrap();
+        send(&run);
+        let results = std::thread::scope(|s| s.spawn(move || run.count()).join().unwrap());
+        assert_eq!(results, 1);
     }
 
     #[test]

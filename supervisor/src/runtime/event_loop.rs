@@ -87,7 +87,7 @@ fn borrow(fd: RawFd) -> BorrowedFd<'static> {
 }
 
 /// Where the engine's actions are carried out: worker processes or threads.
-pub trait Backend: Probe {
+pub trait Backend: Probe + Send {
     /// Starts a worker in `slot`; its pid (for a thread, the supervisor's own).
     fn spawn(&mut self, slot: usize) -> Result<u32, SpawnError>;
     /// Sends the slot's unsent assignments.

@@ -24,13 +24,15 @@ use shared::shm::{self, PageState};
 use worker::statuspage::StatusPage;
 
 use crate::engine::ExitCause;
-use crate::engine::{Engine, Event, Misuse, Probe, SpawnError, StopReason};
+use crate::engine::{Engine, Event, Misuse, Probe, SpawnError, StopReason, WorkerLine};
 use crate::runtime::process::memwatch::MemWatch;
 use crate::runtime::process::spawn::{SpawnConfig, spawn_worker};
 use crate::runtime::{Backend, Cx, PollSet};
 
 /// Bytes of a worker's stderr kept for classifying its death.
 const TAIL_BYTES: usize = 8 << 10;
+/// A stderr line longer than this is passed on in pieces of this size.
+const LINE_BYTES: usize = 64 << 10;
 /// Assignments per frame.
 const BATCH: usize = 1024;
 /// Reads per readiness, so one chatty worker cannot starve the others.
@@ -48,7 +50,10 @@ struct Conn {
     out_pos: usize,
     tail: Vec<u8>,
     reading: bool,
+    /// The stderr line read so far.
     line: Vec<u8>,
+    /// The task whose start the worker marked last on stderr.
+    marked: Option<u64>,
     /// The worker answered its hello: it serves.
     ready: bool,
 }
@@ -107,6 +112,11 @@ impl ProcessBackend {
     }
 
     fn read_frames(&mut self, slot: usize, cx: &mut Cx<'_>) {
+        // A worker writes a task's stderr before it sends the task's result, so reading the
+        // pipe first gives every line its task while that task is still in flight.
+        if self.cfg.task_marks {
+            self.read_stderr(slot, cx);
+        }
         let Some(conn) = self.conns[slot].as_mut() else {
             return;
         };
@@ -163,33 +173,30 @@ impl ProcessBackend {
         }
     }
 
-    fn read_stderr(&mut self, slot: usize) {
+    fn read_stderr(&mut self, slot: usize, cx: &mut Cx<'_>) {
         let Some(conn) = self.conns[slot].as_mut() else {
-            return;
-        };
-        let Some(pipe) = conn.stderr.as_mut() else {
             return;
         };
         let mut buf = [0u8; 4096];
         loop {
+            let Some(pipe) = conn.stderr.as_mut() else {
+                return;
+            };
             match pipe.read(&mut buf) {
                 Ok(0) => {
                     conn.stderr = None;
+                    conn.end_line(slot, cx);
                     return;
                 }
                 Ok(n) => {
-                    conn.tail.extend_from_slice(&buf[..n]);
-                    if conn.tail.len() > TAIL_BYTES {
-                        let cut = conn.tail.len() - TAIL_BYTES;
-                        conn.tail.drain(..cut);
-                    }
-                    // Pass the worker's words on to the log, a line at a time.
                     for &b in &buf[..n] {
                         if b == b'\n' {
-                            log::debug!("worker {slot} (pid {}): {}", conn.pid, String::from_utf8_lossy(&conn.line));
-                            conn.line.clear();
-                        } else if conn.line.len() < 1024 {
+                            conn.end_line(slot, cx);
+                        } else {
                             conn.line.push(b);
+                            if conn.line.len() >= LINE_BYTES {
+                                conn.end_line(slot, cx);
+                            }
                         }
                     }
                 }
@@ -244,6 +251,50 @@ impl ProcessBackend {
                 let _ = killpg(Pid::from_raw(pgid), signal);
             }
         }
+    }
+}
+
+impl Conn {
+    /// The stderr line read so far is complete (or the pipe ended): a task's start mark, a
+    /// `log` record, or the program's own words, which are also kept for classifying a death.
+    fn end_line(&mut self, slot: usize, cx: &mut Cx<'_>) {
+        if self.line.is_empty() {
+            return;
+        }
+        let line = std::mem::take(&mut self.line);
+        match shared::stderr::parse(&line) {
+            shared::stderr::Line::TaskStart(seq) => self.marked = Some(seq),
+            shared::stderr::Line::Log { seq, level, target, message } => {
+                let task = cx.engine.inflight_id(slot, seq);
+                let record = Some((log_level(level), target));
+                cx.sink.worker_line(WorkerLine { slot, pid: self.pid, task, record, text: message });
+            }
+            shared::stderr::Line::Raw(bytes) => {
+                self.tail.extend_from_slice(bytes);
+                self.tail.push(b'\n');
+                if self.tail.len() > TAIL_BYTES {
+                    let cut = self.tail.len() - TAIL_BYTES;
+                    self.tail.drain(..cut);
+                }
+                let text = String::from_utf8_lossy(bytes);
+                let task = self.marked.and_then(|seq| cx.engine.inflight_id(slot, seq));
+                cx.sink.worker_line(WorkerLine { slot, pid: self.pid, task, record: None, text: &text });
+            }
+        }
+        // The buffer is reused for the next line.
+        self.line = line;
+        self.line.clear();
+    }
+}
+
+/// A level as the worker's line numbers it (1 error to 5 trace).
+fn log_level(n: u8) -> log::Level {
+    match n {
+        1 => log::Level::Error,
+        2 => log::Level::Warn,
+        3 => log::Level::Info,
+        4 => log::Level::Debug,
+        _ => log::Level::Trace,
     }
 }
 
@@ -311,6 +362,7 @@ impl Backend for ProcessBackend {
             tail: Vec::new(),
             reading: true,
             line: Vec::new(),
+            marked: None,
             ready: false,
         });
         Ok(pid)
@@ -385,7 +437,7 @@ impl Backend for ProcessBackend {
         }
         let slot = (token / 2) as usize;
         if token % 2 == 1 {
-            self.read_stderr(slot);
+            self.read_stderr(slot, cx);
             return;
         }
         if revents.contains(PollFlags::POLLOUT) {
@@ -409,7 +461,11 @@ impl Backend for ProcessBackend {
                     break;
                 }
             }
-            self.read_stderr(slot);
+            self.read_stderr(slot, cx);
+            // Last words without a newline (a worker killed mid-line) are words too.
+            if let Some(conn) = self.conns[slot].as_mut() {
+                conn.end_line(slot, cx);
+            }
             let conn = self.conns[slot].take().expect("checked above");
             let left = self.watch.as_ref().map(|w| w.unwatch(slot)).unwrap_or_default();
             let (mut executing, mut records) = (Vec::new(), Vec::new());

@@ -85,6 +85,11 @@ pub struct SpawnConfig {
     pub memory_limit: Option<u64>,
     /// The drain's grace, when the supervisor drains on signals.
     pub drain_grace: Option<std::time::Duration>,
+    /// Workers mark each task's start on stderr, so that every line is known to be its
+    /// task's (one small write per task, so only when lines are shown or kept by task).
+    pub task_marks: bool,
+    /// The handler's `log` records reach the supervisor up to this level.
+    pub log_level: log::LevelFilter,
 }
 
 /// A started worker, not yet ready.
@@ -124,6 +129,12 @@ pub fn spawn_worker(cfg: &SpawnConfig, slot: usize) -> io::Result<Spawned> {
         Some(g) => cmd.env(env::DRAIN_GRACE_MS, g.as_millis().to_string()),
         None => cmd.env_remove(env::DRAIN_GRACE_MS),
     };
+    if cfg.task_marks {
+        cmd.env(env::TASK_MARKS, "1");
+    } else {
+        cmd.env_remove(env::TASK_MARKS);
+    }
+    cmd.env(env::LOG_LEVEL, cfg.log_level.as_str());
     // A panicking worker with RUST_BACKTRACE=1 took ~100 ms to die instead of 0.4 ms
     // (measured on the 2-core development VM), so workers get 0 unless asked.
     if std::env::var_os("BULKHEAD_WORKER_BACKTRACE").is_none() {
