@@ -1,6 +1,7 @@
 //! What a run leaves for people and programs: the results journal, the progress line, the
 //! control socket that answers `bulkhead status`, and the private run directory it lives in.
 
+#[cfg(feature = "cli")]
 pub mod commands;
 pub mod control;
 pub mod events;

@@ -739,6 +739,7 @@ impl<H: Handler> Pool<H> {
     /// `--dry-run`: reads the tasks as [`run_source`](Pool::run_source) would, resume and
     /// shard filtering included, and gives each job that would run to `each`; runs none.
     /// The input's first bad line, if any, ends it as the error.
+    #[cfg_attr(not(feature = "cli"), expect(dead_code, reason = "only the command line (feature cli) uses it"))]
     pub(crate) fn dry_run_source<'a>(
         &self,
         source: impl FnOnce(Admission) -> io::Result<Box<dyn TaskSource + 'a>>,
@@ -919,6 +920,7 @@ type Observer = Box<dyn FnMut(&Timed) + Send>;
 /// A task as it concluded, for whoever shows it as it ends (the command line prints a
 /// command's output and a failure's line from it).
 #[derive(Debug)]
+#[cfg_attr(not(feature = "cli"), expect(dead_code, reason = "only the command line (feature cli) uses it"))]
 pub(crate) struct Concluded<'a> {
     /// Its id.
     pub id: &'a str,
@@ -1185,6 +1187,7 @@ impl<'a, H: Handler> Run<'a, H> {
     }
 
     /// Calls `f` with every task as it concludes, before its record is written.
+    #[cfg_attr(not(feature = "cli"), expect(dead_code, reason = "only the command line (feature cli) uses it"))]
     pub(crate) fn on_concluded(mut self, f: impl FnMut(&Concluded<'_>) + Send + 'static) -> Self {
         self.sink.concluded.push(Box::new(f));
         self
