@@ -58,6 +58,7 @@ pub(crate) struct CommandOutput {
     /// `None`: records mode, which prints only failure lines.
     spool: Option<tempfile::TempDir>,
     tag: bool,
+    keep_order: bool,
     to_writer: Option<mpsc::Sender<(u64, Held)>>,
     writer: Option<std::thread::JoinHandle<Option<io::Error>>>,
     /// Set by the writer when a write failed (a closed pipe included).
@@ -93,7 +94,7 @@ impl CommandOutput {
             w.finish();
             w.failed
         })?;
-        Ok(Self { spool, tag, to_writer: Some(tx), writer: Some(writer), broken, failed: None })
+        Ok(Self { spool, tag, keep_order, to_writer: Some(tx), writer: Some(writer), broken, failed: None })
     }
 
     /// The directory the workers' commands write into.
@@ -113,6 +114,11 @@ impl CommandOutput {
 
     /// A task concluded: its output is shown now, or held for its turn.
     pub fn concluded(&mut self, c: &Concluded<'_>) {
+        // Records mode shows only failures, and without -k no turn is kept: an ok task needs
+        // no message to the writer (a million no-ops paid a channel send and a wake-up each).
+        if c.status == Status::Ok && self.spool.is_none() && !self.keep_order {
+            return;
+        }
         let label = crate::engine::lifecycle::TaskLabel::of(c.label);
         let failure = (c.status != Status::Ok).then(|| Failure {
             // A --cmd task is named as its user knows it: its {#} and its input line.

@@ -381,7 +381,7 @@ impl Backend for ProcessBackend {
             proto::encode_run(&mut conn.out, batch).expect("assignments always encode");
         }
         if let Some(w) = &self.watch {
-            w.limit_task(slot, sent.iter().filter_map(|&seq| Some((seq, engine.task_memory_limit(slot, seq)?))));
+            w.limit_task(slot, engine.task_memory_limits(slot, &sent));
         }
         self.flush_out(slot);
     }
