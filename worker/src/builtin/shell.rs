@@ -316,6 +316,14 @@ fn stop_leftovers(pgid: Pid) -> u32 {
         let _ = killpg(pgid, Signal::SIGKILL);
         return 0;
     }
+    // The common case without reading /proc (a whole table per command cost a third of
+    // the rate of trivial commands): nothing left in the task's group, and no child at all,
+    // where an orphan of the task would be one (the worker is a child subreaper).
+    let group_empty = killpg(pgid, None) == Err(nix::errno::Errno::ESRCH);
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    if group_empty && nix::sys::wait::waitid(nix::sys::wait::Id::All, flags) == Err(nix::errno::Errno::ECHILD) {
+        return 0;
+    }
     let me = nix::unistd::getpid().as_raw();
     let find = || -> Vec<i32> {
         let Ok(table) = ProcTable::now() else { return Vec::new() };
