@@ -20,7 +20,9 @@ use crate::engine::config::{MAX_TASK_BYTES, RetryRules};
 use crate::engine::inject::Inject;
 use crate::engine::lifecycle::{RunEvent, Timed};
 use crate::engine::restart::RestartPolicy;
-use crate::engine::{Counts, Ending, Engine, EngineConfig, Finished, Interrupt, Mode, Sink, StopReason, WorkerLine};
+use crate::engine::{
+    Counts, Ending, Engine, EngineConfig, Finished, Interrupt, Mode, Seq, Sink, StopReason, WorkerLine,
+};
 use crate::input::source::{Admission, IterSource, Pull, TaskSource, TaskSpec};
 use crate::output::control::{ControlServer, StatusSnapshot};
 use crate::output::events::{EventsError, EventsFile};
@@ -927,7 +929,7 @@ pub(crate) struct Concluded<'a> {
     /// Its place among the run's jobs, from 0.
     pub order: u64,
     /// The seq of its last attempt, `None` when it never ran.
-    pub seq: Option<u64>,
+    pub seq: Option<Seq>,
     /// What it was ([`crate::engine::Job::label`]): a `--cmd` task's input, seq and command.
     pub label: &'a str,
     /// How it ended.
@@ -1432,6 +1434,7 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::SlotIndex;
     use shared::task::{BuiltinOutput, BuiltinTask};
     use worker::builtin::Builtin;
 
@@ -1469,7 +1472,7 @@ mod tests {
             restarts: 11,
             max: 10,
             period_ns: 1,
-            slot: 0,
+            slot: SlotIndex(0),
             what: "x".into(),
         });
         assert_eq!(with(StopReason::Completed, false, 0), exit::OK);
