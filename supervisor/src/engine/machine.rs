@@ -932,7 +932,7 @@ impl Engine {
     }
 
     fn give_up(&mut self, why: StopReason, _now: u64) {
-        log::error!("{why}");
+        log::error!("{}", worker::ErrorChain(&why));
         // Everything goes now: the settle step kills the workers at this deadline.
         self.phase = Phase::Draining { reason: why, deadline: Some(0) };
     }
@@ -1188,7 +1188,7 @@ impl Engine {
             && self.phase.is_running()
             && rule.reached(&self.counts, total)
         {
-            let why = StopReason::Halted(rule.to_string());
+            let why = StopReason::Halted(rule);
             log::info!("{why}");
             self.begin_drain(why, (rule.when == super::halt::HaltWhen::Now).then_some(now));
         }

@@ -11,6 +11,7 @@ use shared::shm;
 
 use crate::engine::ExitCause;
 use crate::engine::blame::Rule;
+use crate::engine::halt::Halt;
 use crate::engine::ids::{Seq, SlotIndex};
 use crate::engine::lifecycle::RunEvent;
 use crate::input::error::InputError;
@@ -321,12 +322,13 @@ pub enum StopReason {
         misuse: Misuse,
     },
     /// The results could not be written: running more tasks would only lose their records.
-    #[error("cannot write results to {path}: {error}")]
+    #[error("cannot write results to {path}")]
     ResultsWriteFailed {
         /// The results file, or "standard output".
         path: String,
         /// The system's error.
-        error: String,
+        #[source]
+        error: Arc<std::io::Error>,
     },
     /// A bad task in streamed input.
     #[error("{0}")]
@@ -336,7 +338,7 @@ pub enum StopReason {
     Poisoned(String),
     /// A `--halt` rule was reached; unfinished tasks stay for `--resume`.
     #[error("halted by --halt {0}")]
-    Halted(String),
+    Halted(Halt),
 }
 
 /// How a worker failed to serve the pool's handler; each says what to do about it.

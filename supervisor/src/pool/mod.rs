@@ -1220,7 +1220,7 @@ impl<'a, H: Handler> Run<'a, H> {
         {
             let now = mono_ns();
             let mut out = Vec::new();
-            let why = StopReason::ResultsWriteFailed { path, error: error.to_string() };
+            let why = StopReason::ResultsWriteFailed { path, error };
             self.runtime.engine.fatal(why, now, &mut self.sink, &mut out);
             // The actions are the kills of every worker; the next step performs them.
             for a in out {
@@ -1482,7 +1482,7 @@ mod tests {
         assert_eq!(with(StopReason::Interrupted(Interrupt::Term), true, 0), exit::OUTPUT_FAILED);
         assert_eq!(with(limit.clone(), false, 1), exit::GAVE_UP);
         assert_eq!(with(limit, true, 0), exit::OUTPUT_FAILED);
-        let write = StopReason::ResultsWriteFailed { path: "r".into(), error: "full".into() };
+        let write = StopReason::ResultsWriteFailed { path: "r".into(), error: Arc::new(io::Error::other("full")) };
         assert_eq!(with(write, false, 0), exit::OUTPUT_FAILED);
         let bad = crate::input::error::InputError::new(
             crate::input::error::Place::Line(1),
