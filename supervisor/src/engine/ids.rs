@@ -3,6 +3,20 @@
 //! assignment's sequence number. Each is its bare integer in memory (`repr(transparent)`) and
 //! in every file and frame (serde `transparent`, and the wire carries the bare `u64`), so they
 //! cost nothing at run time and change no format.
+//!
+//! ```
+//! use bulkhead::engine::{Engine, EngineConfig, Seq, SlotIndex};
+//! let engine = Engine::new(EngineConfig::default(), 0);
+//! assert_eq!(engine.inflight_id(SlotIndex(0), Seq(1)), None);
+//! ```
+//!
+//! The same call with the two swapped does not compile:
+//!
+//! ```compile_fail,E0308
+//! use bulkhead::engine::{Engine, EngineConfig, Seq, SlotIndex};
+//! let engine = Engine::new(EngineConfig::default(), 0);
+//! engine.inflight_id(Seq(1), SlotIndex(0));
+//! ```
 
 use std::fmt;
 use std::ops::{Index, IndexMut};
