@@ -128,7 +128,7 @@ pub mod runtime;
 pub use engine::Mode;
 pub use engine::config::MAX_TASK_BYTES;
 pub use engine::lifecycle::{Retirement, RunEvent, Timed};
-pub use engine::{FaultPlan, StopReason};
+pub use engine::{FaultPlan, SlotIndex, StopReason};
 pub use input::source::{ChannelSource, TaskSender, TaskSpec, channel};
 pub use output::journal::ResultsTarget;
 pub use pool::{

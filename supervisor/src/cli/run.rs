@@ -659,6 +659,7 @@ fn summary_lines(s: &Summary, total: Option<u64>, check_time: Option<std::time::
         }
         Some(why @ R::ResultsWriteFailed { .. }) => {
             let written = s.records_written.unwrap_or(0);
+            let why = worker::ErrorChain(why);
             lines.push(format!("bulkhead: error: {why}; the run stopped: {written} record(s) were written, {kept}"))
         }
         Some(R::BadInput(e)) => {

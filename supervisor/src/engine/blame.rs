@@ -9,6 +9,7 @@ use shared::record::CrashCause;
 use crate::engine::EngineConfig;
 use crate::engine::cause::{ExitCause, crash_cause};
 use crate::engine::config::MAX_MEMORY_FACTOR;
+use crate::engine::ids::Seq;
 use crate::engine::slot::KillReason;
 
 /// What is known of one worker's death.
@@ -19,11 +20,11 @@ pub struct Death<'a> {
     /// How it ended.
     pub exit: ExitCause,
     /// Tasks its status page showed executing.
-    pub executing: &'a [u64],
+    pub executing: &'a [Seq],
     /// The record each executing task last reported being on (`cx.at`), by seq.
-    pub records: &'a [(u64, u64)],
+    pub records: &'a [(Seq, u64)],
     /// The task its status page names as the cause, in hybrid mode.
-    pub culprit: Option<u64>,
+    pub culprit: Option<Seq>,
     /// The end of its stderr.
     pub stderr_tail: &'a str,
 }
@@ -38,7 +39,7 @@ pub struct Verdict {
     /// Its cause, as recorded.
     pub cause: CrashCause,
     /// The tasks (by sequence number) charged an attempt.
-    pub blamed: Vec<u64>,
+    pub blamed: Vec<Seq>,
 }
 
 /// Judges a death. `killed_for` is the supervisor's reason when it was ending the worker;
@@ -60,7 +61,7 @@ pub fn judge(death: &Death<'_>, killed_for: Option<&KillReason>, panic: Option<&
         Vec::new()
     } else if let Some(KillReason::Timeout { seq, .. } | KillReason::Stalled { seq, .. }) = killed_for {
         vec![*seq]
-    } else if let Some(seq) = death.culprit.or(panic.and_then(|p| p.seq)) {
+    } else if let Some(seq) = death.culprit.or(panic.and_then(|p| p.seq.map(Seq))) {
         vec![seq]
     } else {
         death.executing.to_vec()
@@ -192,7 +193,7 @@ mod tests {
 
     use super::*;
 
-    fn death(exit: ExitCause, executing: &[u64]) -> Death<'_> {
+    fn death(exit: ExitCause, executing: &[Seq]) -> Death<'_> {
         Death { pid: 7, exit, executing, records: &[], culprit: None, stderr_tail: "" }
     }
 
@@ -200,49 +201,55 @@ mod tests {
 
     #[test]
     fn an_unplanned_death_blames_what_the_page_shows_executing() {
-        let v = judge(&death(SEGV, &[4, 5]), None, None);
+        let v = judge(&death(SEGV, &[Seq(4), Seq(5)]), None, None);
         assert!(v.crash && !v.clean);
-        assert_eq!(v.blamed, vec![4, 5]);
+        assert_eq!(v.blamed, vec![Seq(4), Seq(5)]);
         assert_eq!(v.cause, CrashCause::Signal { signal: "SIGSEGV".into(), core: false, detail: None });
     }
 
     #[test]
     fn the_worker_s_own_word_narrows_the_blame() {
-        let mut d = death(SEGV, &[4, 5]);
-        d.culprit = Some(5);
-        assert_eq!(judge(&d, None, None).blamed, vec![5]);
+        let mut d = death(SEGV, &[Seq(4), Seq(5)]);
+        d.culprit = Some(Seq(5));
+        assert_eq!(judge(&d, None, None).blamed, vec![Seq(5)]);
         let report = PanicReport { seq: Some(4), message: "boom".into() };
-        let v = judge(&death(ExitCause::Exited(101), &[4, 5]), None, Some(&report));
-        assert_eq!((v.blamed, v.cause), (vec![4], CrashCause::Panic { message: "boom".into() }));
+        let v = judge(&death(ExitCause::Exited(101), &[Seq(4), Seq(5)]), None, Some(&report));
+        assert_eq!((v.blamed, v.cause), (vec![Seq(4)], CrashCause::Panic { message: "boom".into() }));
     }
 
     #[test]
     fn a_timeout_blames_the_timed_out_task_whatever_else_ran() {
-        let reason = KillReason::Timeout { seq: 9, limit_ms: 100 };
-        let v =
-            judge(&death(ExitCause::Signaled { signal: Signal::SIGKILL, core: false }, &[8, 9]), Some(&reason), None);
-        assert_eq!((v.blamed, v.cause), (vec![9], CrashCause::Timeout { limit_ms: 100 }));
+        let reason = KillReason::Timeout { seq: Seq(9), limit_ms: 100 };
+        let v = judge(
+            &death(ExitCause::Signaled { signal: Signal::SIGKILL, core: false }, &[Seq(8), Seq(9)]),
+            Some(&reason),
+            None,
+        );
+        assert_eq!((v.blamed, v.cause), (vec![Seq(9)], CrashCause::Timeout { limit_ms: 100 }));
     }
 
     #[test]
     fn a_stall_blames_the_stalled_task_alone() {
-        let reason = KillReason::Stalled { seq: 8, limit_ms: 500, progress: 41 };
-        let v =
-            judge(&death(ExitCause::Signaled { signal: Signal::SIGTERM, core: false }, &[8, 9]), Some(&reason), None);
+        let reason = KillReason::Stalled { seq: Seq(8), limit_ms: 500, progress: 41 };
+        let v = judge(
+            &death(ExitCause::Signaled { signal: Signal::SIGTERM, core: false }, &[Seq(8), Seq(9)]),
+            Some(&reason),
+            None,
+        );
         assert!(v.crash);
-        assert_eq!((v.blamed, v.cause), (vec![8], CrashCause::Stalled { limit_ms: 500, progress: 41 }));
+        assert_eq!((v.blamed, v.cause), (vec![Seq(8)], CrashCause::Stalled { limit_ms: 500, progress: 41 }));
     }
 
     #[test]
     fn our_own_ends_charge_nobody() {
         let retire = KillReason::Retire(crate::engine::lifecycle::Retirement::Tasks { tasks: 5 });
         for reason in [KillReason::Shutdown, KillReason::Drain, KillReason::GiveUp, retire] {
-            let v = judge(&death(ExitCause::Exited(0), &[1]), Some(&reason), None);
+            let v = judge(&death(ExitCause::Exited(0), &[Seq(1)]), Some(&reason), None);
             assert!(!v.crash && v.blamed.is_empty(), "{reason:?}");
             assert_eq!(v.clean, matches!(reason, KillReason::Shutdown | KillReason::Retire(_)));
         }
         // Asked to shut down but died of a signal: not clean, and still nobody's fault.
-        let v = judge(&death(SEGV, &[1]), Some(&KillReason::Shutdown), None);
+        let v = judge(&death(SEGV, &[Seq(1)]), Some(&KillReason::Shutdown), None);
         assert!(!v.clean && !v.crash);
     }
 

@@ -131,7 +131,7 @@ mod tests {
         assert_eq!(crash_cause(abrt, None, Some(&report), ""), CrashCause::Panic { message: "boom".into() });
         let kill = ExitCause::Signaled { signal: Signal::SIGKILL, core: false };
         assert_eq!(
-            crash_cause(kill, Some(&KillReason::Timeout { seq: 1, limit_ms: 2000 }), None, ""),
+            crash_cause(kill, Some(&KillReason::Timeout { seq: crate::engine::Seq(1), limit_ms: 2000 }), None, ""),
             CrashCause::Timeout { limit_ms: 2000 }
         );
         assert_eq!(crash_cause(ExitCause::Exited(3), None, None, ""), CrashCause::Exit { code: 3 });

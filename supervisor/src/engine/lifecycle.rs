@@ -5,6 +5,8 @@
 use serde::{Deserialize, Serialize};
 use shared::record::{CrashCause, Status};
 
+use crate::engine::ids::SlotIndex;
+
 /// One lifecycle step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -12,7 +14,7 @@ pub enum RunEvent {
     /// A worker answered its hello and is ready for tasks.
     WorkerStarted {
         /// The worker slot (a lane in the report).
-        worker: usize,
+        worker: SlotIndex,
         /// The process id; in thread mode, where the worker is a thread, the supervisor's own.
         pid: u32,
         /// Milliseconds from spawn to ready.
@@ -23,7 +25,7 @@ pub enum RunEvent {
         /// The task.
         id: String,
         /// The worker slot.
-        worker: usize,
+        worker: SlotIndex,
         /// The attempt, from 1.
         attempt: u32,
         /// What the task was (a `--cmd` task's input, seq and cmd), beside its id.
@@ -35,7 +37,7 @@ pub enum RunEvent {
         /// The task.
         id: String,
         /// The worker slot.
-        worker: usize,
+        worker: SlotIndex,
         /// `ok` or `failed`.
         status: Status,
         /// Time the attempt took in the worker.
@@ -50,7 +52,7 @@ pub enum RunEvent {
     /// A worker ended. `cause` and its fields are absent for a clean shutdown.
     WorkerExited {
         /// The worker slot.
-        worker: usize,
+        worker: SlotIndex,
         /// The process id.
         pid: u32,
         /// Asked to, or died (and why): written as `clean` and the crash fields.
@@ -65,7 +67,7 @@ pub enum RunEvent {
         /// The task.
         id: String,
         /// The worker slot it was on.
-        worker: usize,
+        worker: SlotIndex,
         /// Whether the death was charged to it (it was executing), or it was only queued there.
         charged: bool,
         /// Attempts charged so far.
@@ -89,7 +91,7 @@ pub enum RunEvent {
     /// `--max-worker-memory`. Not a crash.
     WorkerRetired {
         /// The worker slot.
-        worker: usize,
+        worker: SlotIndex,
         /// The process id.
         pid: u32,
         /// Why (`reason` with its figures).
@@ -99,7 +101,7 @@ pub enum RunEvent {
     /// A replacement worker is being started.
     WorkerRestarted {
         /// The worker slot.
-        worker: usize,
+        worker: SlotIndex,
         /// How long the slot waited before the restart.
         backoff_ms: f64,
     },
@@ -108,7 +110,7 @@ pub enum RunEvent {
         /// The task whose thread poisoned it.
         id: String,
         /// The thread's slot.
-        worker: usize,
+        worker: SlotIndex,
         /// The panic message.
         message: String,
     },
@@ -258,7 +260,7 @@ mod tests {
         let e = Timed {
             t: 1.5,
             event: RunEvent::WorkerExited {
-                worker: 2,
+                worker: SlotIndex(2),
                 pid: 77,
                 exit: WorkerExit::Died(Some(CrashCause::Signal {
                     signal: "SIGSEGV".into(),
@@ -276,8 +278,10 @@ mod tests {
         );
         let back: Timed = serde_json::from_str(&s).unwrap();
         assert_eq!(back, e);
-        let clean =
-            Timed { t: 2.0, event: RunEvent::WorkerExited { worker: 0, pid: 5, exit: WorkerExit::Clean, task: None } };
+        let clean = Timed {
+            t: 2.0,
+            event: RunEvent::WorkerExited { worker: SlotIndex(0), pid: 5, exit: WorkerExit::Clean, task: None },
+        };
         let s = serde_json::to_string(&clean).unwrap();
         assert_eq!(s, r#"{"t":2.0,"event":"worker_exited","worker":0,"pid":5,"clean":true}"#);
         assert_eq!(serde_json::from_str::<Timed>(&s).unwrap(), clean);

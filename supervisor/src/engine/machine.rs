@@ -16,7 +16,7 @@ use crate::engine::restart::RestartTracker;
 use crate::engine::timeout::{self, RunTimes};
 use crate::engine::{
     Action, Counts, Ending, EngineConfig, Event, Finished, Interrupt, Job, KillReason, MAX_INFLIGHT_PER_THREAD, Probe,
-    RestartLimit, Sink, SlotState, SpawnError, StopReason,
+    RestartLimit, Seq, Sink, SlotIndex, SlotState, SpawnError, StopReason,
 };
 use crate::input::error::InputError;
 
@@ -51,7 +51,7 @@ impl Task {
 
 #[derive(Debug)]
 struct InFlight {
-    seq: u64,
+    seq: Seq,
     task: Task,
     attempt: u32,
     fault: Option<FaultKind>,
@@ -280,7 +280,7 @@ impl Engine {
                     label: job.label(),
                     order,
                     seq: None,
-                    worker: 0,
+                    worker: SlotIndex(0),
                     attempts: 0,
                     micros: None,
                     ending,
@@ -318,17 +318,17 @@ impl Engine {
         let queued = |q: &VecDeque<Task>| q.iter().position(|t| t.job.id() == id);
         if let Some(i) = queued(&self.retry) {
             let task = self.retry.remove(i).expect("position is in range");
-            self.end_cancelled(task, 0, now, sink);
+            self.end_cancelled(task, SlotIndex(0), now, sink);
             self.settle(now, sink, out);
             return true;
         }
         if let Some(i) = queued(&self.fresh) {
             let task = self.fresh.remove(i).expect("position is in range");
-            self.end_cancelled(task, 0, now, sink);
+            self.end_cancelled(task, SlotIndex(0), now, sink);
             self.settle(now, sink, out);
             return true;
         }
-        for slot in 0..self.slots.len() {
+        for slot in SlotIndex::all(self.slots.len()) {
             let s = &mut self.slots[slot];
             let Some(pos) = s.inflight.iter().position(|f| f.task.job.id() == id) else { continue };
             if pos >= s.sent {
@@ -346,7 +346,7 @@ impl Engine {
         false
     }
 
-    fn end_cancelled(&mut self, task: Task, slot: usize, now: u64, sink: &mut dyn Sink) {
+    fn end_cancelled(&mut self, task: Task, slot: SlotIndex, now: u64, sink: &mut dyn Sink) {
         self.counts.failed += 1;
         let id = task.job.id();
         self.emit(sink, now, || RunEvent::TaskFinished {
@@ -407,7 +407,7 @@ impl Engine {
     /// The loop performed `Action::Spawn`: the worker has `pid`, or could not be started.
     pub fn spawned(
         &mut self,
-        slot: usize,
+        slot: SlotIndex,
         result: Result<u32, SpawnError>,
         now: u64,
         sink: &mut dyn Sink,
@@ -453,13 +453,13 @@ impl Engine {
     }
 
     /// The slot's unsent assignments, at most `max`, now marked sent.
-    pub fn take_unsent(&mut self, slot: usize, max: usize) -> impl ExactSizeIterator<Item = Assignment<'_>> {
+    pub fn take_unsent(&mut self, slot: SlotIndex, max: usize) -> impl ExactSizeIterator<Item = Assignment<'_>> {
         let s = &mut self.slots[slot];
         let start = s.sent;
         let end = s.inflight.len().min(start.saturating_add(max));
         s.sent = end;
         s.inflight.range(start..end).map(|f| Assignment {
-            seq: f.seq,
+            seq: f.seq.0,
             attempt: f.attempt,
             fault: f.fault,
             payload: f.task.job.payload(),
@@ -470,7 +470,7 @@ impl Engine {
     /// How many of the slot's next unsent assignments, at most `max`, fit in `bytes` when
     /// each costs its payload plus `overhead`; at least one while any is unsent (a task alone
     /// is within the input limit, which is below a frame's).
-    pub fn unsent_fitting(&self, slot: usize, max: usize, bytes: usize, overhead: usize) -> usize {
+    pub fn unsent_fitting(&self, slot: SlotIndex, max: usize, bytes: usize, overhead: usize) -> usize {
         let s = &self.slots[slot];
         let mut total = 0usize;
         let n = s
@@ -486,7 +486,7 @@ impl Engine {
     }
 
     /// Whether the slot has assignments not yet sent.
-    pub fn has_unsent(&self, slot: usize) -> bool {
+    pub fn has_unsent(&self, slot: SlotIndex) -> bool {
         self.slots[slot].sent < self.slots[slot].inflight.len()
     }
 
@@ -495,9 +495,9 @@ impl Engine {
     /// factor (raised after an `oom` by a `--retry oom=N:xF` rule). Empty without a limit.
     /// One pass over the slot's tasks: a batch sent at once is thousands of them, and a
     /// search per task made a million no-ops four times slower.
-    pub fn task_memory_limits(&self, slot: usize, seqs: &[u64]) -> Vec<(u64, u64)> {
+    pub fn task_memory_limits(&self, slot: SlotIndex, seqs: &[Seq]) -> Vec<(Seq, u64)> {
         let Some(limit) = self.cfg.memory_limit else { return Vec::new() };
-        let wanted: std::collections::HashSet<u64> = seqs.iter().copied().collect();
+        let wanted: std::collections::HashSet<Seq> = seqs.iter().copied().collect();
         self.slots[slot]
             .inflight
             .iter()
@@ -507,7 +507,7 @@ impl Engine {
     }
 
     /// The id of an in-flight task, for displays.
-    pub fn inflight_id(&self, slot: usize, seq: u64) -> Option<&str> {
+    pub fn inflight_id(&self, slot: SlotIndex, seq: Seq) -> Option<&str> {
         self.slots[slot].inflight.iter().find(|f| f.seq == seq).map(|f| f.task.job.id())
     }
 
@@ -549,13 +549,13 @@ impl Engine {
         self.settle(now, sink, out);
     }
 
-    fn heard(&mut self, slot: usize, now: u64) {
+    fn heard(&mut self, slot: SlotIndex, now: u64) {
         if let SlotState::Serving { last_heard, .. } = &mut self.slots[slot].state {
             *last_heard = now;
         }
     }
 
-    fn on_ready(&mut self, slot: usize, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
+    fn on_ready(&mut self, slot: SlotIndex, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
         match self.slots[slot].state {
             SlotState::Starting { pid, since } => {
                 self.slots[slot].state = SlotState::Serving { pid, since: now, last_heard: now };
@@ -572,7 +572,7 @@ impl Engine {
 
     fn on_outcomes(
         &mut self,
-        slot: usize,
+        slot: SlotIndex,
         outcomes: &[Outcome<'_>],
         now: u64,
         sink: &mut dyn Sink,
@@ -582,10 +582,10 @@ impl Engine {
         let want_events = sink.wants_events();
         for o in outcomes {
             let s = &mut self.slots[slot];
-            let pos = if s.inflight.front().is_some_and(|f| f.seq == o.seq) {
+            let pos = if s.inflight.front().is_some_and(|f| f.seq == Seq(o.seq)) {
                 0
             } else {
-                match s.inflight.iter().position(|f| f.seq == o.seq) {
+                match s.inflight.iter().position(|f| f.seq == Seq(o.seq)) {
                     Some(p) if p < s.sent => p,
                     _ => {
                         self.protocol_error(
@@ -662,7 +662,7 @@ impl Engine {
         }
     }
 
-    fn on_channel_ended(&mut self, slot: usize, detail: Option<String>, now: u64) {
+    fn on_channel_ended(&mut self, slot: SlotIndex, detail: Option<String>, now: u64) {
         match self.slots[slot].state {
             SlotState::Starting { pid, .. } | SlotState::Serving { pid, .. } => {
                 let detail = detail.unwrap_or_else(|| "closed its connection while alive".to_string());
@@ -673,13 +673,13 @@ impl Engine {
         }
     }
 
-    fn protocol_error(&mut self, slot: usize, detail: String, now: u64, out: &mut Vec<Action>) {
+    fn protocol_error(&mut self, slot: SlotIndex, detail: String, now: u64, out: &mut Vec<Action>) {
         log::warn!("worker {slot}: {detail}");
         self.terminate(slot, KillReason::Protocol { detail }, true, now, out);
     }
 
     /// Starts ending the slot's worker: SIGTERM with a grace, or SIGKILL at once.
-    fn terminate(&mut self, slot: usize, reason: KillReason, hard: bool, now: u64, out: &mut Vec<Action>) {
+    fn terminate(&mut self, slot: SlotIndex, reason: KillReason, hard: bool, now: u64, out: &mut Vec<Action>) {
         let s = &mut self.slots[slot];
         let Some(pid) = s.state.pid() else { return };
         if let SlotState::Terminating { kill_at, reason: current, .. } = &mut s.state {
@@ -703,7 +703,7 @@ impl Engine {
         s.state = SlotState::Terminating { pid, reason, kill_at };
     }
 
-    fn on_reaped(&mut self, slot: usize, death: Death<'_>, now: u64, sink: &mut dyn Sink) {
+    fn on_reaped(&mut self, slot: SlotIndex, death: Death<'_>, now: u64, sink: &mut dyn Sink) {
         if self.slots[slot].state.pid() != Some(death.pid) {
             return;
         }
@@ -744,7 +744,7 @@ impl Engine {
         }
     }
 
-    fn log_death(&self, slot: usize, pid: u32, verdict: &Verdict) {
+    fn log_death(&self, slot: SlotIndex, pid: u32, verdict: &Verdict) {
         let cause = &verdict.cause;
         if verdict.crash {
             // A batch with injected faults may see thousands of deaths: the first few are
@@ -766,7 +766,14 @@ impl Engine {
     /// Carries out a verdict on the dead worker's tasks: the blamed ones are charged (and
     /// quarantined when out of attempts), every other one goes back to the front of the queue
     /// uncharged.
-    fn settle_inflight(&mut self, slot: usize, death: &Death<'_>, verdict: &Verdict, now: u64, sink: &mut dyn Sink) {
+    fn settle_inflight(
+        &mut self,
+        slot: SlotIndex,
+        death: &Death<'_>,
+        verdict: &Verdict,
+        now: u64,
+        sink: &mut dyn Sink,
+    ) {
         let s = &mut self.slots[slot];
         let sent = s.sent;
         // Tasks queued ahead of the executing one were finished, their results unsent: the
@@ -880,7 +887,7 @@ impl Engine {
     /// that crash is only a crash. Called only when the death blames one task: a hybrid
     /// worker that died with no culprit named blames every task it was running, and skipping
     /// each one's current record would drop good records of the innocent ones.
-    fn set_aside(&self, task: &mut Task, seq: u64, death: &Death<'_>, cause: &shared::record::CrashCause) {
+    fn set_aside(&self, task: &mut Task, seq: Seq, death: &Death<'_>, cause: &shared::record::CrashCause) {
         if !self.cfg.skip_bad_records {
             return;
         }
@@ -894,7 +901,7 @@ impl Engine {
 
     /// Decides the slot's future after an unplanned death (or a failed spawn): a restart
     /// after backoff, or giving up the run.
-    fn after_death(&mut self, slot: usize, spawn_failed: bool, now: u64, what: &str) {
+    fn after_death(&mut self, slot: SlotIndex, spawn_failed: bool, now: u64, what: &str) {
         if !self.phase.is_running() {
             self.slots[slot].state = SlotState::Stopped;
             return;
@@ -925,7 +932,7 @@ impl Engine {
     }
 
     fn give_up(&mut self, why: StopReason, _now: u64) {
-        log::error!("{why}");
+        log::error!("{}", worker::ErrorChain(&why));
         // Everything goes now: the settle step kills the workers at this deadline.
         self.phase = Phase::Draining { reason: why, deadline: Some(0) };
     }
@@ -950,7 +957,7 @@ impl Engine {
             Phase::Draining { reason: StopReason::Interrupted(_), .. } if i == Interrupt::Int => {
                 // A second Ctrl-C: no more waiting.
                 log::warn!("second SIGINT: killing the workers now");
-                for slot in 0..self.slots.len() {
+                for slot in SlotIndex::all(self.slots.len()) {
                     self.terminate(slot, KillReason::Drain, true, now, out);
                 }
             }
@@ -974,7 +981,7 @@ impl Engine {
     }
 
     fn on_tick(&mut self, now: u64, probe: &dyn Probe, out: &mut Vec<Action>) {
-        for slot in 0..self.slots.len() {
+        for slot in SlotIndex::all(self.slots.len()) {
             match self.slots[slot].state.clone() {
                 SlotState::Waiting { until, .. } if now >= until && self.phase.is_running() => {
                     out.push(Action::Spawn { slot });
@@ -1053,7 +1060,7 @@ impl Engine {
         self.pauses.iter().filter(|(end, _)| *end > since).map(|(_, ns)| ns).sum()
     }
 
-    fn time_out(&mut self, slot: usize, overdue: Option<(KillReason, u64)>, now: u64, out: &mut Vec<Action>) {
+    fn time_out(&mut self, slot: SlotIndex, overdue: Option<(KillReason, u64)>, now: u64, out: &mut Vec<Action>) {
         let Some((reason, _)) = overdue else { return };
         match &reason {
             KillReason::Timeout { seq, limit_ms } => {
@@ -1070,7 +1077,7 @@ impl Engine {
     /// The first task on the slot's status page that has run past the timeout or gone
     /// without progress past the stall limit, with the reason to kill it for and the
     /// deadline it passed.
-    fn overdue(&self, slot: usize, now: u64, probe: &dyn Probe) -> Option<(KillReason, u64)> {
+    fn overdue(&self, slot: SlotIndex, now: u64, probe: &dyn Probe) -> Option<(KillReason, u64)> {
         let timeout = self.timeout_ns();
         if timeout.is_none() && self.cfg.stall_timeout_ns.is_none() {
             return None;
@@ -1085,7 +1092,7 @@ impl Engine {
             if let Some(limit) = timeout {
                 let deadline = started_ns + limit + self.paused_since(started_ns);
                 if now >= deadline {
-                    return Some((KillReason::Timeout { seq, limit_ms: limit / 1_000_000 }, deadline));
+                    return Some((KillReason::Timeout { seq: Seq(seq), limit_ms: limit / 1_000_000 }, deadline));
                 }
             }
             let limit = self.cfg.stall_timeout_ns?;
@@ -1093,7 +1100,8 @@ impl Engine {
             // The task's start counts as progress: a new task is never judged by the last.
             let at = at.max(started_ns);
             let deadline = at + limit + self.paused_since(at);
-            (now >= deadline).then_some((KillReason::Stalled { seq, limit_ms: limit / 1_000_000, progress }, deadline))
+            (now >= deadline)
+                .then_some((KillReason::Stalled { seq: Seq(seq), limit_ms: limit / 1_000_000, progress }, deadline))
         })
     }
 
@@ -1123,7 +1131,7 @@ impl Engine {
         if let Phase::Draining { deadline: Some(d), .. } = self.phase {
             at(d);
         }
-        for (i, s) in self.slots.iter().enumerate() {
+        for (i, s) in SlotIndex::all(self.slots.len()).zip(&self.slots) {
             match &s.state {
                 SlotState::Waiting { until, .. } if self.phase.is_running() => at(*until),
                 SlotState::Starting { since, .. } => at(since + self.cfg.start_timeout_ns),
@@ -1180,7 +1188,7 @@ impl Engine {
             && self.phase.is_running()
             && rule.reached(&self.counts, total)
         {
-            let why = StopReason::Halted(rule.to_string());
+            let why = StopReason::Halted(rule);
             log::info!("{why}");
             self.begin_drain(why, (rule.when == super::halt::HaltWhen::Now).then_some(now));
         }
@@ -1193,7 +1201,7 @@ impl Engine {
         if let Phase::Draining { reason, deadline } = &self.phase {
             let (hard, deadline) = (reason.is_fatal(), *deadline);
             let expired = deadline.is_some_and(|d| now >= d);
-            for slot in 0..self.slots.len() {
+            for slot in SlotIndex::all(self.slots.len()) {
                 match self.slots[slot].state {
                     SlotState::Waiting { .. } => self.slots[slot].state = SlotState::Stopped,
                     SlotState::Starting { pid, .. } | SlotState::Serving { pid, .. }
@@ -1251,7 +1259,7 @@ impl Engine {
     /// limit or its resident size (read once after each task it finished, so between tasks)
     /// is above the memory limit; once its queue is empty, asks it to exit. Its replacement
     /// starts as soon as it is reaped.
-    fn retire_if_due(&mut self, slot: usize, now: u64, probe: &dyn Probe, out: &mut Vec<Action>) {
+    fn retire_if_due(&mut self, slot: SlotIndex, now: u64, probe: &dyn Probe, out: &mut Vec<Action>) {
         let (tasks, memory) = (self.cfg.max_tasks_per_worker, self.cfg.max_worker_memory);
         let s = &mut self.slots[slot];
         if s.retiring.is_none() {
@@ -1288,7 +1296,7 @@ impl Engine {
         let input_open = matches!(self.phase, Phase::Running { input_open: true });
         let fair_share = (!input_open).then(|| self.queued().div_ceil(with_room));
         let want_events = sink.wants_events();
-        for slot in 0..self.slots.len() {
+        for slot in SlotIndex::all(self.slots.len()) {
             if !self.has_room(&self.slots[slot]) {
                 continue;
             }
@@ -1308,7 +1316,7 @@ impl Engine {
                 };
                 let attempt = task.charged + 1;
                 let fault = fault_for(&task.job, attempt, self.cfg.inject.as_ref());
-                let seq = self.next_seq;
+                let seq = Seq(self.next_seq);
                 self.next_seq += 1;
                 if want_events {
                     sink.event(

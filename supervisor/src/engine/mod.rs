@@ -13,6 +13,7 @@ pub mod blame;
 pub mod cause;
 pub mod config;
 pub mod halt;
+pub mod ids;
 pub mod inject;
 pub mod job;
 pub mod lifecycle;
@@ -26,6 +27,7 @@ pub mod types;
 
 pub use cause::ExitCause;
 pub use config::{EngineConfig, FaultPlan, MAX_INFLIGHT_PER_THREAD, Mode};
+pub use ids::{Seq, SlotIndex};
 pub use job::{Job, JobBuilder};
 pub use machine::{Engine, Slot, fault_for};
 pub use slot::{KillReason, SlotState};

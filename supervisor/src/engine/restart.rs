@@ -8,6 +8,8 @@ use std::collections::VecDeque;
 
 use shared::hash::mix64;
 
+use crate::engine::ids::SlotIndex;
+
 /// The restart limits of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestartPolicy {
@@ -98,13 +100,13 @@ impl RestartTracker {
     /// (1 for the first). The first is restarted at once: a replacement in about a
     /// millisecond is the point of a process pool. From the second on it grows from the base,
     /// doubling, with jitter in [50%, 100%], up to the ceiling.
-    pub fn backoff_ns(&mut self, failures: u32, slot: usize) -> u64 {
+    pub fn backoff_ns(&mut self, failures: u32, slot: SlotIndex) -> u64 {
         if failures <= self.policy.immediate_restarts {
             return 0;
         }
         let exp = (failures - self.policy.immediate_restarts - 1).min(30);
         let full = self.policy.backoff_base_ns.saturating_mul(1 << exp).min(self.ceiling_ns);
-        self.seed = mix64(self.seed ^ (slot as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(failures));
+        self.seed = mix64(self.seed ^ (slot.0 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(failures));
         let frac = (self.seed >> 11) as f64 / (1u64 << 53) as f64;
         (full as f64 * (0.5 + 0.5 * frac)) as u64
     }
@@ -135,15 +137,15 @@ mod tests {
     #[test]
     fn backoff_grows_with_jitter_and_caps() {
         let mut t = RestartTracker::new(RestartPolicy::default(), 7, 64);
-        assert_eq!(t.backoff_ns(1, 0), 0);
-        let b2 = t.backoff_ns(2, 0);
+        assert_eq!(t.backoff_ns(1, SlotIndex(0)), 0);
+        let b2 = t.backoff_ns(2, SlotIndex(0));
         assert!((5 * MS..=10 * MS).contains(&b2), "{b2}");
-        let b5 = t.backoff_ns(5, 0);
+        let b5 = t.backoff_ns(5, SlotIndex(0));
         assert!((40 * MS..=80 * MS).contains(&b5), "{b5}");
-        let b40 = t.backoff_ns(40, 0);
+        let b40 = t.backoff_ns(40, SlotIndex(0));
         assert!((1000 * MS..=2000 * MS).contains(&b40), "{b40}");
         // Jitter: slots dying together do not restart together.
-        let same: Vec<u64> = (0..8).map(|slot| t.backoff_ns(5, slot)).collect();
+        let same: Vec<u64> = (0..8).map(|slot| t.backoff_ns(5, SlotIndex(slot))).collect();
         let distinct: std::collections::BTreeSet<_> = same.iter().collect();
         assert!(distinct.len() >= 6, "{same:?}");
     }
@@ -161,7 +163,7 @@ mod tests {
             let mut gave_up = false;
             // Every slot dies at once, over and over, with the longest backoff.
             for round in 0..10_000u32 {
-                let wait = (0..workers).map(|s| t.backoff_ns(30 + round, s)).max().unwrap();
+                let wait = (0..workers).map(|s| t.backoff_ns(30 + round, SlotIndex(s))).max().unwrap();
                 now += wait;
                 if (0..workers).any(|_| t.record(now).is_err()) {
                     gave_up = true;

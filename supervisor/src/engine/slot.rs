@@ -2,6 +2,7 @@
 //! and outlives each of them; its state carries what that stage needs (pids, timestamps,
 //! deadlines) forward, as nextest's `UnitState` does.
 
+use crate::engine::ids::Seq;
 use crate::engine::lifecycle::Retirement;
 
 /// Why the supervisor is ending a worker. The reason, not the wait status, decides the crash
@@ -13,14 +14,14 @@ pub enum KillReason {
     /// Its task ran past `--timeout`.
     Timeout {
         /// The task that timed out.
-        seq: u64,
+        seq: Seq,
         /// The limit.
         limit_ms: u64,
     },
     /// Its task reported no progress for `--stall-timeout`.
     Stalled {
         /// The stalled task.
-        seq: u64,
+        seq: Seq,
         /// The limit.
         limit_ms: u64,
         /// The progress it had reported.

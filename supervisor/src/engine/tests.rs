@@ -18,10 +18,10 @@ const MS: u64 = 1_000_000;
 struct Page(Vec<Vec<shm::PageSlot>>, Option<u64>);
 
 impl Probe for Page {
-    fn page(&self, slot: usize) -> Option<&[shm::PageSlot]> {
-        self.0.get(slot).map(|v| v.as_slice())
+    fn page(&self, slot: SlotIndex) -> Option<&[shm::PageSlot]> {
+        self.0.get(slot.0).map(|v| v.as_slice())
     }
-    fn resident(&self, _slot: usize) -> Option<u64> {
+    fn resident(&self, _slot: SlotIndex) -> Option<u64> {
         self.1
     }
 }
@@ -128,7 +128,7 @@ impl Harness {
         let actions = self.tick();
         self.spawn_all(&actions);
         let mut out = Vec::new();
-        for slot in 0..self.engine.slots().len() {
+        for slot in SlotIndex::all(self.engine.slots().len()) {
             if matches!(self.engine.slots()[slot].state, SlotState::Starting { .. }) {
                 out.extend(self.ev(Event::Ready { slot }));
             }
@@ -137,11 +137,11 @@ impl Harness {
     }
 
     fn pid(&self, slot: usize) -> u32 {
-        self.engine.slots()[slot].state.pid().expect("slot has a worker")
+        self.engine.slots()[SlotIndex(slot)].state.pid().expect("slot has a worker")
     }
 
     fn sent(&mut self, slot: usize) -> Vec<(u64, u32, Option<FaultKind>)> {
-        self.engine.take_unsent(slot, usize::MAX).map(|a| (a.seq, a.attempt, a.fault)).collect()
+        self.engine.take_unsent(SlotIndex(slot), usize::MAX).map(|a| (a.seq, a.attempt, a.fault)).collect()
     }
 
     fn ok(&mut self, slot: usize, seqs: &[u64]) -> Vec<Action> {
@@ -149,16 +149,16 @@ impl Harness {
             .iter()
             .map(|&seq| Outcome { seq, micros: 10, result: Ok(Bytes::new(&[0])), peak_rss: 0, leaked: 0 })
             .collect();
-        self.ev(Event::Outcomes { slot, outcomes: &outs })
+        self.ev(Event::Outcomes { slot: SlotIndex(slot), outcomes: &outs })
     }
 
     fn die(&mut self, slot: usize, exit: ExitCause, executing: &[u64]) -> Vec<Action> {
         let pid = self.pid(slot);
         self.ev(Event::Reaped {
-            slot,
+            slot: SlotIndex(slot),
             pid,
             exit,
-            executing: executing.to_vec(),
+            executing: executing.iter().copied().map(Seq).collect(),
             records: Vec::new(),
             culprit: None,
             stderr_tail: String::new(),
@@ -167,18 +167,18 @@ impl Harness {
 
     /// The slot's unsent assignments with their skip lists.
     fn sent_skips(&mut self, slot: usize) -> Vec<(u64, u32, Vec<u64>)> {
-        self.engine.take_unsent(slot, usize::MAX).map(|a| (a.seq, a.attempt, a.skip)).collect()
+        self.engine.take_unsent(SlotIndex(slot), usize::MAX).map(|a| (a.seq, a.attempt, a.skip)).collect()
     }
 
     /// The worker dies with `seq` executing on record `index` (`None`: it reported none).
     fn die_on_record(&mut self, slot: usize, seq: u64, index: Option<u64>) -> Vec<Action> {
         let pid = self.pid(slot);
         self.ev(Event::Reaped {
-            slot,
+            slot: SlotIndex(slot),
             pid,
             exit: segv(),
-            executing: vec![seq],
-            records: index.map(|i| (seq, i)).into_iter().collect(),
+            executing: vec![Seq(seq)],
+            records: index.map(|i| (Seq(seq), i)).into_iter().collect(),
             culprit: None,
             stderr_tail: String::new(),
         })
@@ -201,7 +201,7 @@ fn tasks_flow_through_and_the_run_completes() {
     h.engine.input_ended(h.now, &mut h.sink, &mut out);
     let actions = h.start();
     // Pace unknown: one task per worker.
-    assert_eq!(actions, vec![Action::Dispatch { slot: 0 }, Action::Dispatch { slot: 1 }]);
+    assert_eq!(actions, vec![Action::Dispatch { slot: SlotIndex(0) }, Action::Dispatch { slot: SlotIndex(1) }]);
     assert_eq!(h.sent(0), vec![(1, 1, None)]);
     assert_eq!(h.sent(1), vec![(2, 1, None)]);
     h.ok(0, &[1]);
@@ -209,7 +209,7 @@ fn tasks_flow_through_and_the_run_completes() {
     h.ok(1, &[2]);
     // Nothing left for slot 1: it is told to shut down.
     let actions = h.ok(0, &[3]);
-    assert!(actions.contains(&Action::Shutdown { slot: 0 }), "{actions:?}");
+    assert!(actions.contains(&Action::Shutdown { slot: SlotIndex(0) }), "{actions:?}");
     assert_eq!(h.sink.records.iter().map(|r| r.1).collect::<Vec<_>>(), ["ok", "ok", "ok"]);
     for slot in 0..2 {
         h.die(slot, ExitCause::Exited(0), &[]);
@@ -253,10 +253,10 @@ fn a_crash_charges_only_the_executing_task() {
         RunEvent::WorkerExited { pid: p, exit: WorkerExit::Died(Some(CrashCause::Signal { .. })), task: Some(t), .. } if *p == pid && t == "t4")));
     // The first death of a slot restarts at once; the requeued tasks come first, in order.
     let actions = h.start();
-    assert_eq!(actions, vec![Action::Dispatch { slot: 0 }]);
+    assert_eq!(actions, vec![Action::Dispatch { slot: SlotIndex(0) }]);
     let again = h.sent(0);
     assert_eq!(again[0].1, 1, "t3 was only queued: still attempt 1");
-    let t4 = again.iter().find(|a| h.engine.inflight_id(0, a.0) == Some("t4")).unwrap();
+    let t4 = again.iter().find(|a| h.engine.inflight_id(SlotIndex(0), Seq(a.0)) == Some("t4")).unwrap();
     assert_eq!(t4.1, 2, "t4 was executing: attempt 2");
     assert_eq!(h.engine.counts().restarts, 1);
 }
@@ -271,7 +271,7 @@ fn poison_tasks_are_quarantined_with_every_cause() {
         h.start();
         let sent = h.sent(0);
         assert_eq!(sent, vec![(attempt as u64, attempt, Some(FaultKind::Panic))]);
-        h.ev(Event::Panic { slot: 0, report: PanicReport { seq: Some(sent[0].0), message: "boom".into() } });
+        h.ev(Event::Panic { slot: SlotIndex(0), report: PanicReport { seq: Some(sent[0].0), message: "boom".into() } });
         h.die(0, ExitCause::Signaled { signal: Signal::SIGABRT, core: false }, &[sent[0].0]);
         h.now += 100 * MS;
     }
@@ -298,14 +298,14 @@ fn timeouts_terminate_then_kill_and_blame_the_late_task() {
     let deadline = h.engine.next_deadline(h.now, &h.page).unwrap();
     assert!(deadline <= h.now + 2_000 * MS);
     h.now += 1_000 * MS;
-    h.ev(Event::Heartbeat { slot: 0 });
+    h.ev(Event::Heartbeat { slot: SlotIndex(0) });
     assert!(h.tick().is_empty());
     h.now += 1_000 * MS;
-    h.ev(Event::Heartbeat { slot: 0 });
+    h.ev(Event::Heartbeat { slot: SlotIndex(0) });
     let pid = h.pid(0);
-    assert_eq!(h.tick(), vec![Action::Kill { slot: 0, pid, signal: Signal::SIGTERM }]);
+    assert_eq!(h.tick(), vec![Action::Kill { slot: SlotIndex(0), pid, signal: Signal::SIGTERM }]);
     h.now += 600 * MS;
-    assert_eq!(h.tick(), vec![Action::Kill { slot: 0, pid, signal: Signal::SIGKILL }]);
+    assert_eq!(h.tick(), vec![Action::Kill { slot: SlotIndex(0), pid, signal: Signal::SIGKILL }]);
     h.die(0, ExitCause::Signaled { signal: Signal::SIGKILL, core: false }, &[seq]);
     assert!(h.sink.events.iter().any(|e| matches!(e,
         RunEvent::TaskRequeued { id, charged: true, attempts: 1, .. } if id == "slow")));
@@ -326,7 +326,7 @@ fn silence_means_unresponsive_before_the_timeout() {
     h.page.0[0][0].begin(seq, h.now);
     h.now += 1_600 * MS;
     let pid = h.pid(0);
-    assert_eq!(h.tick(), vec![Action::Kill { slot: 0, pid, signal: Signal::SIGKILL }]);
+    assert_eq!(h.tick(), vec![Action::Kill { slot: SlotIndex(0), pid, signal: Signal::SIGKILL }]);
     h.die(0, ExitCause::Signaled { signal: Signal::SIGKILL, core: false }, &[seq]);
     assert_eq!(h.engine.counts().crashes.get("unresponsive"), Some(&1));
 }
@@ -344,20 +344,20 @@ fn a_pause_charges_nobody_and_does_not_count_against_the_timeout() {
     let seq = h.sent(0)[0].0;
     h.page.0[0][0].begin(seq, h.now);
     h.now += 500 * MS;
-    h.ev(Event::Heartbeat { slot: 0 });
+    h.ev(Event::Heartbeat { slot: SlotIndex(0) });
     // Stopped for 10 s: past the heartbeat limit and the timeout, but nobody could run.
     h.now += 10_000 * MS;
     h.ev(Event::Paused { ns: 10_000 * MS });
     assert!(h.tick().is_empty(), "nobody is judged on waking");
     // A fresh heartbeat window: silence after the pause is still caught.
     h.now += 1_000 * MS;
-    h.ev(Event::Heartbeat { slot: 0 });
+    h.ev(Event::Heartbeat { slot: SlotIndex(0) });
     assert!(h.tick().is_empty());
     // The timeout counts the 2 s the task could run: 0.5 s before, 1.5 s after.
     assert_eq!(h.engine.next_deadline(h.now, &h.page).map(|d| d <= h.now + 500 * MS), Some(true));
     h.now += 500 * MS;
     let pid = h.pid(0);
-    assert_eq!(h.tick(), vec![Action::Kill { slot: 0, pid, signal: Signal::SIGTERM }]);
+    assert_eq!(h.tick(), vec![Action::Kill { slot: SlotIndex(0), pid, signal: Signal::SIGTERM }]);
 }
 
 #[test]
@@ -366,12 +366,12 @@ fn a_closed_connection_on_a_live_worker_is_a_protocol_fault() {
     h.push([job("d")]);
     h.start();
     let seq = h.sent(0)[0].0;
-    h.ev(Event::ChannelEnded { slot: 0, detail: None });
+    h.ev(Event::ChannelEnded { slot: SlotIndex(0), detail: None });
     h.now += 100 * MS;
     assert!(h.tick().is_empty(), "waits for the death that usually explains a close");
     h.now += 150 * MS;
     let pid = h.pid(0);
-    assert_eq!(h.tick(), vec![Action::Kill { slot: 0, pid, signal: Signal::SIGKILL }]);
+    assert_eq!(h.tick(), vec![Action::Kill { slot: SlotIndex(0), pid, signal: Signal::SIGKILL }]);
     h.die(0, ExitCause::Signaled { signal: Signal::SIGKILL, core: false }, &[seq]);
     assert_eq!(h.engine.counts().crashes.get("protocol"), Some(&1));
 }
@@ -382,7 +382,7 @@ fn a_close_explained_by_a_death_keeps_the_real_cause() {
     h.push([job("s")]);
     h.start();
     let seq = h.sent(0)[0].0;
-    h.ev(Event::ChannelEnded { slot: 0, detail: Some("connection closed inside a frame".into()) });
+    h.ev(Event::ChannelEnded { slot: SlotIndex(0), detail: Some("connection closed inside a frame".into()) });
     h.die(0, segv(), &[seq]);
     assert_eq!(h.engine.counts().crashes.get("signal"), Some(&1));
 }
@@ -435,12 +435,12 @@ fn sigterm_drains_without_charging_and_leaves_the_rest_unfinished() {
     h.ev(Event::Interrupt(Interrupt::Term));
     // Slot 0 finishes its task within the grace and is told to exit; nothing new is sent.
     let actions = h.ok(0, &[a]);
-    assert_eq!(actions, vec![Action::Shutdown { slot: 0 }]);
+    assert_eq!(actions, vec![Action::Shutdown { slot: SlotIndex(0) }]);
     h.die(0, ExitCause::Exited(0), &[]);
     // Slot 1 overruns the grace: SIGTERM, then its task goes back uncharged.
     h.now += 1_000 * MS;
     let pid = h.pid(1);
-    assert_eq!(h.tick(), vec![Action::Kill { slot: 1, pid, signal: Signal::SIGTERM }]);
+    assert_eq!(h.tick(), vec![Action::Kill { slot: SlotIndex(1), pid, signal: Signal::SIGTERM }]);
     h.die(1, ExitCause::Signaled { signal: Signal::SIGTERM, core: false }, &[b]);
     assert!(h.engine.is_done());
     assert!(matches!(h.engine.stop_reason(), Some(StopReason::Interrupted(Interrupt::Term))));
@@ -457,7 +457,10 @@ fn a_second_interrupt_kills_at_once() {
     h.sent(0);
     h.ev(Event::Interrupt(Interrupt::Int));
     let pid = h.pid(0);
-    assert_eq!(h.ev(Event::Interrupt(Interrupt::Int)), vec![Action::Kill { slot: 0, pid, signal: Signal::SIGKILL }]);
+    assert_eq!(
+        h.ev(Event::Interrupt(Interrupt::Int)),
+        vec![Action::Kill { slot: SlotIndex(0), pid, signal: Signal::SIGKILL }]
+    );
 }
 
 #[test]
@@ -469,7 +472,10 @@ fn a_repeated_sigterm_keeps_the_grace() {
     h.ev(Event::Interrupt(Interrupt::Term));
     assert!(h.ev(Event::Interrupt(Interrupt::Term)).is_empty());
     let pid = h.pid(0);
-    assert_eq!(h.ev(Event::Interrupt(Interrupt::Int)), vec![Action::Kill { slot: 0, pid, signal: Signal::SIGKILL }]);
+    assert_eq!(
+        h.ev(Event::Interrupt(Interrupt::Int)),
+        vec![Action::Kill { slot: SlotIndex(0), pid, signal: Signal::SIGKILL }]
+    );
 }
 
 #[test]
@@ -486,7 +492,7 @@ fn failed_tasks_are_final_unless_retries_are_asked_for() {
             };
             let outs =
                 [Outcome { seq, micros: 5, result: Err(TaskError::new("exit status 1")), peak_rss: 0, leaked: 0 }];
-            h.ev(Event::Outcomes { slot: 0, outcomes: &outs });
+            h.ev(Event::Outcomes { slot: SlotIndex(0), outcomes: &outs });
         }
         let r = h.record("f");
         assert_eq!((r.1, r.2), ("failed", if retry_failed { 3 } else { 1 }));
@@ -498,7 +504,7 @@ fn a_result_for_a_task_never_sent_is_a_protocol_fault() {
     let mut h = Harness::new(EngineConfig { workers: 1, ..Default::default() });
     h.start();
     let pid = h.pid(0);
-    assert_eq!(h.ok(0, &[999]), vec![Action::Kill { slot: 0, pid, signal: Signal::SIGKILL }]);
+    assert_eq!(h.ok(0, &[999]), vec![Action::Kill { slot: SlotIndex(0), pid, signal: Signal::SIGKILL }]);
 }
 
 #[test]
@@ -512,7 +518,7 @@ fn bad_input_stops_dispatch_and_lets_running_tasks_finish() {
         crate::input::error::InputError::new(crate::input::error::Place::Line(3), crate::input::error::Problem::Nul);
     h.engine.input_failed(std::sync::Arc::new(bad), h.now, &mut h.sink, &mut out);
     assert!(out.is_empty());
-    assert_eq!(h.ok(0, &[a]), vec![Action::Shutdown { slot: 0 }]);
+    assert_eq!(h.ok(0, &[a]), vec![Action::Shutdown { slot: SlotIndex(0) }]);
     h.die(0, ExitCause::Exited(0), &[]);
     assert!(matches!(h.engine.stop_reason(), Some(StopReason::BadInput(_))));
     assert_eq!(h.sink.records.len(), 1);
@@ -523,8 +529,8 @@ fn taking_everything_unsent_does_not_overflow() {
     let mut h = Harness::new(EngineConfig { workers: 1, ..Default::default() });
     h.push([job("a")]);
     h.start();
-    assert_eq!(h.engine.take_unsent(0, usize::MAX).len(), 1);
-    assert_eq!(h.engine.take_unsent(0, usize::MAX).len(), 0);
+    assert_eq!(h.engine.take_unsent(SlotIndex(0), usize::MAX).len(), 1);
+    assert_eq!(h.engine.take_unsent(SlotIndex(0), usize::MAX).len(), 0);
 }
 
 #[test]
@@ -581,11 +587,11 @@ fn the_tail_goes_to_the_workers_with_room() {
     h.engine.input_ended(h.now, &mut h.sink, &mut out);
     // Worker 0 is ready first and takes a full load; worker 1 then takes all the rest.
     h.tick();
-    let pids: Vec<_> = h.spawn_all(&[Action::Spawn { slot: 0 }, Action::Spawn { slot: 1 }]);
+    let pids: Vec<_> = h.spawn_all(&[Action::Spawn { slot: SlotIndex(0) }, Action::Spawn { slot: SlotIndex(1) }]);
     let _ = pids;
-    h.ev(Event::Ready { slot: 0 });
+    h.ev(Event::Ready { slot: SlotIndex(0) });
     assert_eq!(h.sent(0).len(), 50);
-    h.ev(Event::Ready { slot: 1 });
+    h.ev(Event::Ready { slot: SlotIndex(1) });
     assert_eq!(h.sent(1).len(), 50);
 }
 
@@ -641,7 +647,7 @@ fn a_drain_on_a_signal_suspends_timeouts() {
     assert!(h.engine.next_deadline(h.now, &h.page).unwrap() > h.now, "no deadline in the past to spin on");
     h.now += 500 * MS;
     let pid = h.pid(0);
-    assert_eq!(h.tick(), vec![Action::Kill { slot: 0, pid, signal: Signal::SIGTERM }]);
+    assert_eq!(h.tick(), vec![Action::Kill { slot: SlotIndex(0), pid, signal: Signal::SIGTERM }]);
     h.die(0, ExitCause::Signaled { signal: Signal::SIGTERM, core: false }, &[seq]);
     assert_eq!(h.engine.counts().crashes_total(), 0);
     assert!(h.sink.records.is_empty());
@@ -678,7 +684,7 @@ fn a_command_that_times_out_fails_once_and_a_task_that_is_not_one_is_retried() {
         until_recorded(&mut h, "slow", |h, seq| {
             h.page.0[0][0].begin(seq, h.now);
             h.now += 200 * MS;
-            h.ev(Event::Heartbeat { slot: 0 });
+            h.ev(Event::Heartbeat { slot: SlotIndex(0) });
             h.tick();
             h.die(0, ExitCause::Signaled { signal: Signal::SIGTERM, core: false }, &[seq]);
             h.page.0[0][0].end(seq);
@@ -697,7 +703,7 @@ fn a_cause_rule_quarantines_a_panic_at_once_while_a_segfault_is_retried() {
     let mut h = Harness::new(cfg.clone());
     h.push([job("p")]);
     until_recorded(&mut h, "p", |h, seq| {
-        h.ev(Event::Panic { slot: 0, report: PanicReport { seq: Some(seq), message: "boom".into() } });
+        h.ev(Event::Panic { slot: SlotIndex(0), report: PanicReport { seq: Some(seq), message: "boom".into() } });
         h.die(0, ExitCause::Signaled { signal: Signal::SIGABRT, core: false }, &[seq]);
     });
     assert_eq!((h.record("p").1, h.record("p").2, rule_of(&h, "p")), ("quarantined", 1, "panic=1"));
@@ -726,10 +732,10 @@ fn an_oom_rule_raises_the_factor_of_the_task_s_next_attempt() {
         if std::mem::take(&mut first) {
             let pid = h.pid(0);
             h.ev(Event::Reaped {
-                slot: 0,
+                slot: SlotIndex(0),
                 pid,
                 exit: ExitCause::Signaled { signal: Signal::SIGABRT, core: false },
-                executing: vec![seq],
+                executing: vec![Seq(seq)],
                 records: Vec::new(),
                 culprit: None,
                 stderr_tail: "memory allocation of 1048576 bytes failed\n".into(),
@@ -752,7 +758,7 @@ fn a_relative_timeout_applies_once_enough_tasks_succeeded() {
         h.push([job(&format!("t{i}"))]);
         let seq = h.sent(0)[0].0;
         let outs = [Outcome { seq, micros: 100_000, result: Ok(Bytes::new(&[0])), peak_rss: 0, leaked: 0 }];
-        h.ev(Event::Outcomes { slot: 0, outcomes: &outs });
+        h.ev(Event::Outcomes { slot: SlotIndex(0), outcomes: &outs });
     }
     let limit = h.engine.timeout_ns().unwrap();
     assert!((300 * MS..=310 * MS).contains(&limit), "{limit}");
@@ -771,18 +777,18 @@ fn a_worker_is_retired_after_its_task_limit_and_replaced_without_charge() {
     let b = h.sent(0)[0].0;
     let actions = h.ok(0, &[b]);
     // Its two tasks handed out: no third, and it is asked to exit.
-    assert!(!h.engine.has_unsent(0));
+    assert!(!h.engine.has_unsent(SlotIndex(0)));
     let actions = [actions, h.tick()].concat();
-    assert!(actions.contains(&Action::Shutdown { slot: 0 }), "{actions:?}");
+    assert!(actions.contains(&Action::Shutdown { slot: SlotIndex(0) }), "{actions:?}");
     h.die(0, ExitCause::Exited(0), &[]);
     let retired = RunEvent::WorkerRetired {
-        worker: 0,
+        worker: SlotIndex(0),
         pid: first,
         why: crate::engine::lifecycle::Retirement::Tasks { tasks: 2 },
     };
     assert!(h.sink.events.contains(&retired), "{:?}", h.sink.events);
     // Replaced now, without backoff: the next tick spawns.
-    assert_eq!(h.tick(), vec![Action::Spawn { slot: 0 }]);
+    assert_eq!(h.tick(), vec![Action::Spawn { slot: SlotIndex(0) }]);
     h.start();
     assert_ne!(h.pid(0), first);
     let c = h.engine.counts();
@@ -800,18 +806,18 @@ fn a_worker_above_the_memory_limit_is_retired_between_tasks() {
     h.page.1 = Some(50 << 20);
     let a = h.sent(0)[0].0;
     h.ok(0, &[a]);
-    assert!(!h.tick().contains(&Action::Shutdown { slot: 0 }));
+    assert!(!h.tick().contains(&Action::Shutdown { slot: SlotIndex(0) }));
     // At the measured pace, both other tasks went out with that result.
     let rest: Vec<u64> = h.sent(0).into_iter().map(|a| a.0).collect();
     assert_eq!(rest.len(), 2);
     h.page.1 = Some(200 << 20);
     h.ok(0, &rest[..1]);
     // Above the limit, with a task still queued there: it runs that one first.
-    assert!(!h.tick().contains(&Action::Shutdown { slot: 0 }));
+    assert!(!h.tick().contains(&Action::Shutdown { slot: SlotIndex(0) }));
     h.push([job("t3")]);
-    assert!(!h.engine.has_unsent(0), "a retiring worker takes no more");
+    assert!(!h.engine.has_unsent(SlotIndex(0)), "a retiring worker takes no more");
     h.ok(0, &rest[1..]);
-    assert!(h.tick().contains(&Action::Shutdown { slot: 0 }));
+    assert!(h.tick().contains(&Action::Shutdown { slot: SlotIndex(0) }));
     h.die(0, ExitCause::Exited(0), &[]);
     assert!(h.sink.events.iter().any(|e| matches!(
         e,
@@ -836,17 +842,17 @@ fn a_task_without_progress_for_the_stall_limit_is_killed_as_stalled() {
     for _ in 0..5 {
         h.now += 400 * MS;
         h.page.0[0][0].advance(10, h.now);
-        h.ev(Event::Heartbeat { slot: 0 });
+        h.ev(Event::Heartbeat { slot: SlotIndex(0) });
         assert!(h.tick().is_empty());
     }
     // Then still (its heartbeats go on: alive, but stuck).
     h.now += 400 * MS;
-    h.ev(Event::Heartbeat { slot: 0 });
+    h.ev(Event::Heartbeat { slot: SlotIndex(0) });
     assert!(h.tick().is_empty());
     h.now += 100 * MS;
-    h.ev(Event::Heartbeat { slot: 0 });
+    h.ev(Event::Heartbeat { slot: SlotIndex(0) });
     let pid = h.pid(0);
-    assert_eq!(h.tick(), vec![Action::Kill { slot: 0, pid, signal: Signal::SIGTERM }]);
+    assert_eq!(h.tick(), vec![Action::Kill { slot: SlotIndex(0), pid, signal: Signal::SIGTERM }]);
     h.die(0, ExitCause::Signaled { signal: Signal::SIGTERM, core: false }, &[seq]);
     assert!(h.sink.records.is_empty(), "charged and requeued, not final yet");
     assert_eq!(h.engine.counts().crashes.get("stalled"), Some(&1));
@@ -924,11 +930,11 @@ fn a_death_blaming_several_tasks_skips_no_record() {
     assert_eq!(seqs.len(), 2, "one task per thread");
     let pid = h.pid(0);
     h.ev(Event::Reaped {
-        slot: 0,
+        slot: SlotIndex(0),
         pid,
         exit: segv(),
-        executing: seqs.clone(),
-        records: vec![(seqs[0], 3), (seqs[1], 9)],
+        executing: seqs.iter().copied().map(Seq).collect(),
+        records: vec![(Seq(seqs[0]), 3), (Seq(seqs[1]), 9)],
         culprit: None,
         stderr_tail: String::new(),
     });
@@ -962,7 +968,7 @@ fn a_cancel_ends_the_task_and_replaces_its_worker_charging_nobody() {
     let mut out = Vec::new();
     assert!(h.engine.cancel("a", h.now, &mut h.sink, &mut out));
     let pid = h.pid(0);
-    assert_eq!(out, vec![Action::Kill { slot: 0, pid, signal: Signal::SIGKILL }]);
+    assert_eq!(out, vec![Action::Kill { slot: SlotIndex(0), pid, signal: Signal::SIGKILL }]);
     h.die(0, ExitCause::Signaled { signal: Signal::SIGKILL, core: false }, &[sent[0].0]);
     assert_eq!(h.record("a").1, "failed");
     assert_eq!(h.record("a").2, 0, "a cancel is no attempt's fault");
@@ -971,7 +977,7 @@ fn a_cancel_ends_the_task_and_replaces_its_worker_charging_nobody() {
     assert!(matches!(h.engine.slots()[0].state, SlotState::Waiting { backoff_ns: None, .. }));
     h.start();
     let again = h.sent(0);
-    assert_eq!(h.engine.inflight_id(0, again[0].0), Some("b"));
+    assert_eq!(h.engine.inflight_id(SlotIndex(0), Seq(again[0].0)), Some("b"));
     assert_eq!(again[0].1, 1, "b is still on its first attempt");
     assert_eq!(h.engine.counts().restarts, 0);
 }

@@ -11,6 +11,8 @@ use shared::shm;
 
 use crate::engine::ExitCause;
 use crate::engine::blame::Rule;
+use crate::engine::halt::Halt;
+use crate::engine::ids::{Seq, SlotIndex};
 use crate::engine::lifecycle::RunEvent;
 use crate::input::error::InputError;
 
@@ -20,22 +22,22 @@ pub enum Action {
     /// Start a worker in `slot`, then call [`Engine::spawned`](crate::engine::Engine::spawned).
     Spawn {
         /// The slot.
-        slot: usize,
+        slot: SlotIndex,
     },
     /// Send the slot's new assignments ([`Engine::take_unsent`](crate::engine::Engine::take_unsent)).
     Dispatch {
         /// The slot.
-        slot: usize,
+        slot: SlotIndex,
     },
     /// Ask the slot's worker to finish and exit.
     Shutdown {
         /// The slot.
-        slot: usize,
+        slot: SlotIndex,
     },
     /// Send `signal` to the worker's process group and its task's child groups.
     Kill {
         /// The slot.
-        slot: usize,
+        slot: SlotIndex,
         /// The worker.
         pid: u32,
         /// SIGTERM first, SIGKILL when it must go now.
@@ -74,48 +76,48 @@ pub enum Event<'a> {
     /// The slot's worker answered its hello.
     Ready {
         /// The slot.
-        slot: usize,
+        slot: SlotIndex,
     },
     /// Results from the slot's worker.
     Outcomes {
         /// The slot.
-        slot: usize,
+        slot: SlotIndex,
         /// In the order they finished.
         outcomes: &'a [Outcome<'a>],
     },
     /// A heartbeat.
     Heartbeat {
         /// The slot.
-        slot: usize,
+        slot: SlotIndex,
     },
     /// The worker's panic hook reported a panic; its death follows.
     Panic {
         /// The slot.
-        slot: usize,
+        slot: SlotIndex,
         /// The report.
         report: PanicReport,
     },
     /// The worker's connection ended (`detail: None`: a clean close) or broke.
     ChannelEnded {
         /// The slot.
-        slot: usize,
+        slot: SlotIndex,
         /// What was wrong, for a broken connection.
         detail: Option<String>,
     },
     /// The slot's worker ended, as the kernel reports it.
     Reaped {
         /// The slot.
-        slot: usize,
+        slot: SlotIndex,
         /// The worker.
         pid: u32,
         /// How it ended.
         exit: ExitCause,
         /// Tasks its status page showed executing.
-        executing: Vec<u64>,
+        executing: Vec<Seq>,
         /// The record each executing task last reported being on (`cx.at`): (seq, index).
-        records: Vec<(u64, u64)>,
+        records: Vec<(Seq, u64)>,
         /// The task its status page names as the cause, in hybrid mode.
-        culprit: Option<u64>,
+        culprit: Option<Seq>,
         /// The end of its stderr.
         stderr_tail: String,
     },
@@ -123,7 +125,7 @@ pub enum Event<'a> {
     /// task's memory limit, and killed them.
     OverMemory {
         /// The slot.
-        slot: usize,
+        slot: SlotIndex,
         /// The worker.
         pid: u32,
         /// The limit, in bytes.
@@ -145,11 +147,11 @@ pub enum Event<'a> {
 /// Reads the slots' status pages.
 pub trait Probe {
     /// The status-page slots of `slot`'s current worker.
-    fn page(&self, slot: usize) -> Option<&[shm::PageSlot]>;
+    fn page(&self, slot: SlotIndex) -> Option<&[shm::PageSlot]>;
 
     /// The resident size of `slot`'s current worker in bytes, where it is a process of its
     /// own (`None` for threads, or when it cannot be read).
-    fn resident(&self, _slot: usize) -> Option<u64> {
+    fn resident(&self, _slot: SlotIndex) -> Option<u64> {
         None
     }
 }
@@ -175,9 +177,9 @@ pub struct Finished<'a> {
     /// Its place among the jobs the run was given, from 0 (the order `-k` keeps).
     pub order: u64,
     /// The seq of its last attempt's assignment; `None` when it never ran.
-    pub seq: Option<u64>,
+    pub seq: Option<Seq>,
     /// The slot that ran the last attempt.
-    pub worker: usize,
+    pub worker: SlotIndex,
     /// Attempts used.
     pub attempts: u32,
     /// Time of the last attempt in its worker.
@@ -221,7 +223,7 @@ pub trait Sink {
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerLine<'a> {
     /// The worker's slot.
-    pub slot: usize,
+    pub slot: SlotIndex,
     /// Its pid.
     pub pid: u32,
     /// The id of the task that was running when the line was written.
@@ -303,7 +305,7 @@ pub enum StopReason {
     )]
     ProtocolMismatch {
         /// The worker's slot.
-        slot: usize,
+        slot: SlotIndex,
         /// Its version.
         theirs: u32,
         /// Ours.
@@ -313,19 +315,20 @@ pub enum StopReason {
     #[error("worker {slot} (pid {pid}) {misuse}")]
     NotServed {
         /// The worker's slot.
-        slot: usize,
+        slot: SlotIndex,
         /// Its process.
         pid: u32,
         /// What it did instead.
         misuse: Misuse,
     },
     /// The results could not be written: running more tasks would only lose their records.
-    #[error("cannot write results to {path}: {error}")]
+    #[error("cannot write results to {path}")]
     ResultsWriteFailed {
         /// The results file, or "standard output".
         path: String,
         /// The system's error.
-        error: String,
+        #[source]
+        error: Arc<std::io::Error>,
     },
     /// A bad task in streamed input.
     #[error("{0}")]
@@ -335,7 +338,7 @@ pub enum StopReason {
     Poisoned(String),
     /// A `--halt` rule was reached; unfinished tasks stay for `--resume`.
     #[error("halted by --halt {0}")]
-    Halted(String),
+    Halted(Halt),
 }
 
 /// How a worker failed to serve the pool's handler; each says what to do about it.
@@ -389,7 +392,7 @@ pub struct RestartLimit {
     /// The period.
     pub period_ns: u64,
     /// The slot whose death passed the limit.
-    pub slot: usize,
+    pub slot: SlotIndex,
     /// How that worker ended.
     pub what: String,
 }

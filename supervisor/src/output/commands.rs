@@ -21,6 +21,7 @@ use std::sync::{Arc, mpsc};
 
 use shared::record::Status;
 
+use crate::engine::Seq;
 use crate::pool::Concluded;
 
 /// Bytes read from the end of a command's stderr for the last line of its failure line.
@@ -43,7 +44,7 @@ struct Failure {
 #[derive(Debug)]
 struct Held {
     /// The seq whose files hold its output; `None`: it has none to show.
-    seq: Option<u64>,
+    seq: Option<Seq>,
     /// With `--tag`: its input line and a tab, put before each line of its output.
     tag: Option<Vec<u8>>,
     /// Its stdout and stderr where the worker left no file: the whole stream is the head.

@@ -17,7 +17,7 @@ use interprocess::os::unix::local_socket::ListenerOptionsExt;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Engine;
-use crate::engine::{Mode, Probe};
+use crate::engine::{Mode, Probe, SlotIndex};
 use crate::runtime::PollSet;
 use shared::shm::PageState;
 
@@ -67,7 +67,7 @@ pub struct StatusSnapshot {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerStatus {
     /// The slot.
-    pub slot: usize,
+    pub slot: SlotIndex,
     /// Its worker's pid, if it has one.
     pub pid: Option<u32>,
     /// `serving`, `starting`, `backoff`, `terminating`...
@@ -97,7 +97,7 @@ pub struct CurrentTask {
 }
 
 /// The progress of what `slot`'s worker is running, and the seconds since it last moved.
-fn running_progress(probe: &dyn Probe, slot: usize, now: u64) -> (Option<u64>, Option<f64>) {
+fn running_progress(probe: &dyn Probe, slot: SlotIndex, now: u64) -> (Option<u64>, Option<f64>) {
     let mut found: Option<(u64, u64)> = None;
     for p in probe.page(slot).unwrap_or_default() {
         if let PageState::Running { started_ns, .. } = p.read() {
@@ -135,10 +135,8 @@ impl StatusSnapshot {
             crashes: c.crashes.iter().map(|(k, v)| ((*k).to_string(), *v)).collect(),
             rate: if elapsed_s > 0.0 { c.finished() as f64 / elapsed_s } else { 0.0 },
             stopping: engine.stop_reason().map(|r| r.word().to_string()),
-            workers: engine
-                .slots()
-                .iter()
-                .enumerate()
+            workers: SlotIndex::all(engine.slots().len())
+                .zip(engine.slots())
                 .map(|(slot, s)| {
                     let (progress, quiet_s) = running_progress(probe, slot, now);
                     WorkerStatus {

@@ -66,6 +66,17 @@ pub enum JournalError {
         /// What is wrong.
         reason: String,
     },
+    /// A task has two final records that do not supersede one another.
+    #[error("results file {path}, line {line}: two final records of one task; fix or move the file")]
+    Conflict {
+        /// The file.
+        path: PathBuf,
+        /// The line of the second record, from 1.
+        line: u64,
+        /// Which records, and how they conflict.
+        #[source]
+        conflict: RecordConflict,
+    },
     /// The file changed while it was read back, though this run holds its lock: something
     /// that does not take the lock writes it.
     #[error(
@@ -109,11 +120,39 @@ pub struct Resumed {
     pub not_ok: HashMap<String, (u32, Status)>,
 }
 
+/// Why a record read back cannot be counted: it is a task's second final record, and does
+/// not supersede the first as `--resume-failed` writes it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordConflict {
+    /// It supersedes another number of records than came before it.
+    #[error("a record for '{id}' supersedes {supersedes} record(s), but {earlier} came before it")]
+    Count {
+        /// The task.
+        id: String,
+        /// The records it says it supersedes.
+        supersedes: u32,
+        /// The records that came before it.
+        earlier: u32,
+    },
+    /// It supersedes a record that ended ok, which is never run again.
+    #[error("a record for '{id}' supersedes a record that ended ok")]
+    SupersedesOk {
+        /// The task.
+        id: String,
+    },
+    /// It supersedes nothing.
+    #[error("a second final record for '{id}'")]
+    Second {
+        /// The task.
+        id: String,
+    },
+}
+
 impl Resumed {
     /// Counts one record read back. A task's last record is the one that counts: a record
     /// that supersedes the task's earlier ones (`supersedes`, written by `--resume-failed`)
-    /// replaces it, and must count them; any other second record is an error (its reason).
-    pub fn take(&mut self, head: RecordHead) -> Result<(), String> {
+    /// replaces it, and must count them; any other second record is a conflict.
+    pub fn take(&mut self, head: RecordHead) -> Result<(), RecordConflict> {
         let first = self.done.insert(&head.id);
         let records = match (first, head.supersedes, self.not_ok.remove(&head.id)) {
             (true, _, _) => 1,
@@ -121,16 +160,11 @@ impl Resumed {
                 *self.count_of(status) -= 1;
                 earlier + 1
             }
-            (false, Some(n), Some((earlier, _))) => {
-                return Err(format!(
-                    "a record for '{}' supersedes {n} record(s), but {earlier} came before it",
-                    head.id
-                ));
+            (false, Some(supersedes), Some((earlier, _))) => {
+                return Err(RecordConflict::Count { id: head.id, supersedes, earlier });
             }
-            (false, Some(_), None) => {
-                return Err(format!("a record for '{}' supersedes a record that ended ok", head.id));
-            }
-            (false, None, _) => return Err(format!("a second final record for '{}'", head.id)),
+            (false, Some(_), None) => return Err(RecordConflict::SupersedesOk { id: head.id }),
+            (false, None, _) => return Err(RecordConflict::Second { id: head.id }),
         };
         *self.count_of(head.status) += 1;
         if head.status != Status::Ok {
@@ -508,8 +542,8 @@ fn read_back(file: &mut File, path: &Path, repair: bool) -> Result<Resumed, Jour
         }
         match line.judge(serde_json::from_slice::<RecordHead>(line.text)) {
             Judged::Item(head) => {
-                if let Err(reason) = resumed.take(head) {
-                    return Err(JournalError::Corrupt { path: path.to_path_buf(), line: number, reason });
+                if let Err(conflict) = resumed.take(head) {
+                    return Err(JournalError::Conflict { path: path.to_path_buf(), line: number, conflict });
                 }
                 if !terminated {
                     // The record is whole but its newline was not written: add it.
@@ -577,9 +611,13 @@ mod tests {
         assert_eq!(r.not_ok.get("a"), Some(&(2, Status::Failed)));
         assert!(!r.not_ok.contains_key("b"));
         // The count must match, an ok record is never superseded, a plain second record is corrupt.
-        assert!(r.take(head("a", Status::Ok, Some(1))).unwrap_err().contains("2 came before"));
-        assert!(r.take(head("c", Status::Ok, Some(1))).unwrap_err().contains("ended ok"));
-        assert!(r.take(head("c", Status::Ok, None)).unwrap_err().contains("second final record"));
+        let a = head("a", Status::Ok, Some(1));
+        assert_eq!(r.take(a).unwrap_err(), RecordConflict::Count { id: "a".into(), supersedes: 1, earlier: 2 });
+        assert_eq!(
+            r.take(head("c", Status::Ok, Some(1))).unwrap_err(),
+            RecordConflict::SupersedesOk { id: "c".into() }
+        );
+        assert_eq!(r.take(head("c", Status::Ok, None)).unwrap_err(), RecordConflict::Second { id: "c".into() });
     }
 
     fn target(dir: &tempfile::TempDir) -> (PathBuf, ResultsTarget) {

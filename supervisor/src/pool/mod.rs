@@ -20,7 +20,9 @@ use crate::engine::config::{MAX_TASK_BYTES, RetryRules};
 use crate::engine::inject::Inject;
 use crate::engine::lifecycle::{RunEvent, Timed};
 use crate::engine::restart::RestartPolicy;
-use crate::engine::{Counts, Ending, Engine, EngineConfig, Finished, Interrupt, Mode, Sink, StopReason, WorkerLine};
+use crate::engine::{
+    Counts, Ending, Engine, EngineConfig, Finished, Interrupt, Mode, Seq, Sink, StopReason, WorkerLine,
+};
 use crate::input::source::{Admission, IterSource, Pull, TaskSource, TaskSpec};
 use crate::output::control::{ControlServer, StatusSnapshot};
 use crate::output::events::{EventsError, EventsFile};
@@ -927,7 +929,7 @@ pub(crate) struct Concluded<'a> {
     /// Its place among the run's jobs, from 0.
     pub order: u64,
     /// The seq of its last attempt, `None` when it never ran.
-    pub seq: Option<u64>,
+    pub seq: Option<Seq>,
     /// What it was ([`crate::engine::Job::label`]): a `--cmd` task's input, seq and command.
     pub label: &'a str,
     /// How it ended.
@@ -1218,7 +1220,7 @@ impl<'a, H: Handler> Run<'a, H> {
         {
             let now = mono_ns();
             let mut out = Vec::new();
-            let why = StopReason::ResultsWriteFailed { path, error: error.to_string() };
+            let why = StopReason::ResultsWriteFailed { path, error };
             self.runtime.engine.fatal(why, now, &mut self.sink, &mut out);
             // The actions are the kills of every worker; the next step performs them.
             for a in out {
@@ -1432,6 +1434,7 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::SlotIndex;
     use shared::task::{BuiltinOutput, BuiltinTask};
     use worker::builtin::Builtin;
 
@@ -1469,7 +1472,7 @@ mod tests {
             restarts: 11,
             max: 10,
             period_ns: 1,
-            slot: 0,
+            slot: SlotIndex(0),
             what: "x".into(),
         });
         assert_eq!(with(StopReason::Completed, false, 0), exit::OK);
@@ -1479,7 +1482,7 @@ mod tests {
         assert_eq!(with(StopReason::Interrupted(Interrupt::Term), true, 0), exit::OUTPUT_FAILED);
         assert_eq!(with(limit.clone(), false, 1), exit::GAVE_UP);
         assert_eq!(with(limit, true, 0), exit::OUTPUT_FAILED);
-        let write = StopReason::ResultsWriteFailed { path: "r".into(), error: "full".into() };
+        let write = StopReason::ResultsWriteFailed { path: "r".into(), error: Arc::new(io::Error::other("full")) };
         assert_eq!(with(write, false, 0), exit::OUTPUT_FAILED);
         let bad = crate::input::error::InputError::new(
             crate::input::error::Place::Line(1),

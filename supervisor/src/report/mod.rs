@@ -48,6 +48,7 @@ mod tests {
     use super::page::*;
     use super::timeline::*;
     use super::*;
+    use crate::engine::SlotIndex;
     use crate::engine::lifecycle::{RunEvent, WorkerExit};
 
     fn testdata(name: &str) -> PathBuf {
@@ -59,23 +60,50 @@ mod tests {
     }
 
     fn started(t: f64, worker: usize, pid: u32) -> Timed {
-        at(t, RunEvent::WorkerStarted { worker, pid, ms: 2.0 })
+        at(t, RunEvent::WorkerStarted { worker: SlotIndex(worker), pid, ms: 2.0 })
     }
 
     fn dispatched(t: f64, id: &str, worker: usize, attempt: u32) -> Timed {
-        at(t, RunEvent::TaskStarted { id: id.into(), worker, attempt, label: None })
+        at(t, RunEvent::TaskStarted { id: id.into(), worker: SlotIndex(worker), attempt, label: None })
     }
 
     fn finished(t: f64, id: &str, worker: usize, ms: f64) -> Timed {
-        at(t, RunEvent::TaskFinished { id: id.into(), worker, status: Status::Ok, ms, label: None, peak_rss: None })
+        at(
+            t,
+            RunEvent::TaskFinished {
+                id: id.into(),
+                worker: SlotIndex(worker),
+                status: Status::Ok,
+                ms,
+                label: None,
+                peak_rss: None,
+            },
+        )
     }
 
     fn died(t: f64, worker: usize, pid: u32, cause: CrashCause, task: &str) -> Timed {
-        at(t, RunEvent::WorkerExited { worker, pid, exit: WorkerExit::Died(Some(cause)), task: Some(task.into()) })
+        at(
+            t,
+            RunEvent::WorkerExited {
+                worker: SlotIndex(worker),
+                pid,
+                exit: WorkerExit::Died(Some(cause)),
+                task: Some(task.into()),
+            },
+        )
     }
 
     fn requeued(t: f64, id: &str, worker: usize, charged: bool) -> Timed {
-        at(t, RunEvent::TaskRequeued { id: id.into(), worker, charged, attempts: u32::from(charged), label: None })
+        at(
+            t,
+            RunEvent::TaskRequeued {
+                id: id.into(),
+                worker: SlotIndex(worker),
+                charged,
+                attempts: u32::from(charged),
+                label: None,
+            },
+        )
     }
 
     fn segv() -> CrashCause {
@@ -104,12 +132,12 @@ mod tests {
         };
         let events = [
             started(0.0, 0, 10),
-            at(0.1, RunEvent::TaskStarted { id: "h".into(), worker: 0, attempt: 1, label: label() }),
+            at(0.1, RunEvent::TaskStarted { id: "h".into(), worker: SlotIndex(0), attempt: 1, label: label() }),
             at(
                 0.2,
                 RunEvent::TaskFinished {
                     id: "h".into(),
-                    worker: 0,
+                    worker: SlotIndex(0),
                     status: Status::Ok,
                     ms: 100.0,
                     label: label(),
@@ -166,7 +194,7 @@ mod tests {
             died(1.5, 0, 10, segv(), "b"),
             requeued(1.5, "b", 0, true),
             requeued(1.5, "c", 0, false),
-            at(1.5, RunEvent::WorkerRestarted { worker: 0, backoff_ms: 100.0 }),
+            at(1.5, RunEvent::WorkerRestarted { worker: SlotIndex(0), backoff_ms: 100.0 }),
             started(1.7, 0, 11),
             dispatched(1.7, "b", 0, 2),
             finished(2.0, "b", 0, 300.0),
@@ -226,7 +254,7 @@ mod tests {
             dispatched(0.0, id, 0, 1),
             died(0.5, 0, 10, CrashCause::Panic { message: message.into() }, id),
             at(0.5, RunEvent::TaskQuarantined { id: id.into(), attempts: 1, label: None }),
-            at(0.6, RunEvent::StatePoisoned { id: id.into(), worker: 0, message: message.into() }),
+            at(0.6, RunEvent::StatePoisoned { id: id.into(), worker: SlotIndex(0), message: message.into() }),
             at(0.7, RunEvent::Shutdown { reason: "<b>".into() }),
         ];
         let html = render(&events, "</title><script>alert(3)</script>");
@@ -256,12 +284,12 @@ mod tests {
             died(0.5, 0, 10, CrashCause::Panic { message: p.into() }, p),
             requeued(0.5, p, 0, true),
             requeued(0.5, &queued, 0, false),
-            at(0.5, RunEvent::WorkerRestarted { worker: 0, backoff_ms: 1.0 }),
+            at(0.5, RunEvent::WorkerRestarted { worker: SlotIndex(0), backoff_ms: 1.0 }),
             started(0.6, 0, 11),
             dispatched(0.6, p, 0, 2),
             died(0.7, 0, 11, signal, p),
             at(0.7, RunEvent::TaskQuarantined { id: p.into(), attempts: 2, label: None }),
-            at(0.75, RunEvent::StatePoisoned { id: p.into(), worker: 0, message: p.into() }),
+            at(0.75, RunEvent::StatePoisoned { id: p.into(), worker: SlotIndex(0), message: p.into() }),
             at(0.8, RunEvent::Shutdown { reason: p.into() }),
         ];
         let html = render(&events, p);
@@ -412,7 +440,7 @@ mod tests {
 
     fn any_event() -> impl Strategy<Value = Timed> {
         let id = prop::sample::select(vec!["a", "b", "c", "<x>"]).prop_map(String::from);
-        let worker = 0usize..4;
+        let worker = (0usize..4).prop_map(SlotIndex);
         let t = prop_oneof![0.0f64..10.0, Just(f64::NAN), Just(f64::INFINITY), Just(-1.0), Just(1e300)];
         let ms = prop_oneof![0.0f64..5000.0, Just(f64::NAN), Just(-3.0), Just(1e308)];
         let cause = prop_oneof![

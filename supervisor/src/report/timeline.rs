@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use shared::record::{CrashCause, Status};
 
+use crate::engine::SlotIndex;
 use crate::engine::lifecycle::{RunEvent, Timed};
 
 /// How a task attempt ended, as its `task_finished` event says.
@@ -113,7 +114,7 @@ pub(super) struct Bin {
 /// One worker slot.
 #[derive(Debug, Clone)]
 pub(super) struct Lane {
-    pub(super) worker: usize,
+    pub(super) worker: SlotIndex,
     pub(super) lives: Vec<Life>,
     pub(super) downs: Vec<Down>,
     /// Where the worker's previous attempt ended: a worker runs its queue in order, so the
@@ -208,7 +209,7 @@ pub(super) struct Counts {
 #[derive(Debug, Clone)]
 pub struct Timeline {
     pub(super) lanes: Vec<Lane>,
-    pub(super) lane_of: HashMap<usize, usize>,
+    pub(super) lane_of: HashMap<SlotIndex, usize>,
     pub(super) open: HashMap<String, Open>,
     /// Ok and failed attempts, until there are more than [`MAX_BARS`].
     pub(super) routine: Vec<Bar>,
@@ -327,7 +328,7 @@ impl Timeline {
     }
 
     /// The lane of a worker slot, made on first sight; `None` past [`MAX_LANES`].
-    pub(super) fn lane(&mut self, worker: usize) -> Option<usize> {
+    pub(super) fn lane(&mut self, worker: SlotIndex) -> Option<usize> {
         if let Some(&i) = self.lane_of.get(&worker) {
             return Some(i);
         }
@@ -350,7 +351,7 @@ impl Timeline {
         Some(i)
     }
 
-    pub(super) fn worker_started(&mut self, t: f64, worker: usize, pid: u32, ms: f64) {
+    pub(super) fn worker_started(&mut self, t: f64, worker: SlotIndex, pid: u32, ms: f64) {
         self.counts.processes += 1;
         let Some(li) = self.lane(worker) else { return };
         let lane = &mut self.lanes[li];
@@ -376,7 +377,7 @@ impl Timeline {
     }
 
     /// `shown`: how the task's bars name it (its id, and what a `--cmd` task was).
-    pub(super) fn task_started(&mut self, t: f64, id: &str, shown: &str, worker: usize, attempt: u32) {
+    pub(super) fn task_started(&mut self, t: f64, id: &str, shown: &str, worker: SlotIndex, attempt: u32) {
         self.counts.attempts += 1;
         if attempt > 1 {
             self.counts.retries += 1;
@@ -403,7 +404,7 @@ impl Timeline {
         }
     }
 
-    pub(super) fn task_finished(&mut self, t: f64, id: &str, shown: &str, worker: usize, ended: Ended) {
+    pub(super) fn task_finished(&mut self, t: f64, id: &str, shown: &str, worker: SlotIndex, ended: Ended) {
         let Ended { status, ms, peak_rss } = ended;
         match status {
             Status::Ok => self.counts.ok += 1,
@@ -453,7 +454,7 @@ impl Timeline {
     pub(super) fn worker_exited(
         &mut self,
         t: f64,
-        worker: usize,
+        worker: SlotIndex,
         pid: u32,
         clean: bool,
         cause: Option<&CrashCause>,
@@ -504,7 +505,7 @@ impl Timeline {
         }
     }
 
-    pub(super) fn task_requeued(&mut self, t: f64, id: &str, shown: &str, worker: usize, charged: bool) {
+    pub(super) fn task_requeued(&mut self, t: f64, id: &str, shown: &str, worker: SlotIndex, charged: bool) {
         let open = self.open.remove(id);
         let Some(li) = open.map(|o| o.lane).or_else(|| self.lane(worker)) else { return };
         let exit = self.lanes[li].last_exit;

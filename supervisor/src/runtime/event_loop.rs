@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
 
-use crate::engine::{Action, Engine, Event, Probe, Sink, SpawnError};
+use crate::engine::{Action, Engine, Event, Probe, Sink, SlotIndex, SpawnError};
 use crate::input::source::{Pull, TaskSource};
 use crate::runtime::signals::{Sig, Signals};
 use crate::runtime::tally::TallyReport;
@@ -89,13 +89,13 @@ fn borrow(fd: RawFd) -> BorrowedFd<'static> {
 /// Where the engine's actions are carried out: worker processes or threads.
 pub trait Backend: Probe + Send {
     /// Starts a worker in `slot`; its pid (for a thread, the supervisor's own).
-    fn spawn(&mut self, slot: usize) -> Result<u32, SpawnError>;
+    fn spawn(&mut self, slot: SlotIndex) -> Result<u32, SpawnError>;
     /// Sends the slot's unsent assignments.
-    fn dispatch(&mut self, slot: usize, engine: &mut Engine);
+    fn dispatch(&mut self, slot: SlotIndex, engine: &mut Engine);
     /// Asks the slot's worker to finish and exit.
-    fn shutdown(&mut self, slot: usize);
+    fn shutdown(&mut self, slot: SlotIndex);
     /// Signals the slot's worker and its task's children.
-    fn kill(&mut self, slot: usize, pid: u32, signal: Signal);
+    fn kill(&mut self, slot: SlotIndex, pid: u32, signal: Signal);
     /// Adds the descriptors to watch.
     fn poll_set(&self, set: &mut PollSet);
     /// One of its descriptors is ready.

@@ -32,7 +32,7 @@ use worker::fault::FaultSite;
 
 use crate::engine::ExitCause;
 use crate::engine::lifecycle::RunEvent;
-use crate::engine::{Engine, Event, Probe, SpawnError};
+use crate::engine::{Engine, Event, Probe, Seq, SlotIndex, SpawnError};
 use crate::runtime::tally::{Tally, TallyReport};
 use crate::runtime::waker::{Waker, Wakeup, wake_pair};
 use crate::runtime::{Backend, Cx, PollSet};
@@ -64,12 +64,12 @@ struct Shared {
     /// Results delivered whose update the tally took, and whose update it refused.
     delivered_counted: AtomicU64,
     delivered_refused: AtomicU64,
-    events: Mutex<Sender<(usize, u64, ThreadEvent)>>,
+    events: Mutex<Sender<(SlotIndex, u64, ThreadEvent)>>,
     wake: Waker,
 }
 
 impl Shared {
-    fn send(&self, slot: usize, incarnation: u64, ev: ThreadEvent) {
+    fn send(&self, slot: SlotIndex, incarnation: u64, ev: ThreadEvent) {
         let _ = self.events.lock().unwrap_or_else(|e| e.into_inner()).send((slot, incarnation, ev));
         self.wake.wake();
     }
@@ -85,12 +85,12 @@ struct ThreadSlot {
 pub struct ThreadBackend<H: Handler> {
     handler: Arc<H>,
     shared: Arc<Shared>,
-    rx: Receiver<(usize, u64, ThreadEvent)>,
+    rx: Receiver<(SlotIndex, u64, ThreadEvent)>,
     wake_read: Wakeup,
     slots: Vec<Option<ThreadSlot>>,
     next_incarnation: u64,
     /// Deaths decided by `kill` (abandoned threads), delivered on the next wake-up.
-    abandoned: Vec<(usize, Signal)>,
+    abandoned: Vec<(SlotIndex, Signal)>,
     abandoned_total: u64,
     poison_reported: bool,
 }
@@ -172,7 +172,7 @@ impl<H: Handler> ThreadBackend<H> {
                         cx.sink,
                         cx.out,
                     );
-                    let id = seq.and_then(|s| cx.engine.inflight_id(slot, s)).unwrap_or("?").to_string();
+                    let id = seq.and_then(|s| cx.engine.inflight_id(slot, Seq(s))).unwrap_or("?").to_string();
                     self.deliver_death(slot, ExitCause::Exited(101), cx);
                     if self.shared.tally.is_poisoned() && !self.poison_reported {
                         self.poison_reported = true;
@@ -184,15 +184,15 @@ impl<H: Handler> ThreadBackend<H> {
         }
     }
 
-    fn deliver_death(&mut self, slot: usize, exit: ExitCause, cx: &mut Cx<'_>) {
+    fn deliver_death(&mut self, slot: SlotIndex, exit: ExitCause, cx: &mut Cx<'_>) {
         let Some(s) = self.slots[slot].take() else {
             return;
         };
         let (mut executing, mut records) = (Vec::new(), Vec::new());
         for p in s.page.iter() {
             if let PageState::Running { seq, .. } = p.read() {
-                executing.push(seq);
-                records.extend(p.record().map(|index| (seq, index)));
+                executing.push(Seq(seq));
+                records.extend(p.record().map(|index| (Seq(seq), index)));
             }
         }
         let pid = std::process::id();
@@ -200,7 +200,7 @@ impl<H: Handler> ThreadBackend<H> {
         cx.engine.handle(ev, cx.now, cx.sink, cx.out);
     }
 
-    fn report_poison(&self, slot: usize, id: &str, message: &str, cx: &mut Cx<'_>) {
+    fn report_poison(&self, slot: SlotIndex, id: &str, message: &str, cx: &mut Cx<'_>) {
         let report = self.report();
         let t = report.tally;
         let at = cx.engine.secs(cx.now);
@@ -254,12 +254,12 @@ impl FaultSite for NoSocket {
 fn thread_main<H: Handler>(
     handler: Arc<H>,
     shared: Arc<Shared>,
-    slot: usize,
+    slot: SlotIndex,
     inc: u64,
     rx: Receiver<Msg>,
     page: Arc<[shm::PageSlot]>,
 ) {
-    worker::slot::set(slot as u64 + 1);
+    worker::slot::set(slot.0 as u64 + 1);
     shared.send(slot, inc, ThreadEvent::Ready);
     let mut scratch = Vec::new();
     // Outside the unwinding closure: what a batch finished before a panic is still delivered,
@@ -325,13 +325,13 @@ fn count(shared: &Shared, r: &Executed, panics: bool) -> bool {
 }
 
 impl<H: Handler> Probe for ThreadBackend<H> {
-    fn page(&self, slot: usize) -> Option<&[shm::PageSlot]> {
-        self.slots.get(slot)?.as_ref().map(|s| &*s.page)
+    fn page(&self, slot: SlotIndex) -> Option<&[shm::PageSlot]> {
+        self.slots.get(slot.0)?.as_ref().map(|s| &*s.page)
     }
 }
 
 impl<H: Handler> Backend for ThreadBackend<H> {
-    fn spawn(&mut self, slot: usize) -> Result<u32, SpawnError> {
+    fn spawn(&mut self, slot: SlotIndex) -> Result<u32, SpawnError> {
         let inc = self.next_incarnation;
         self.next_incarnation += 1;
         let (tx, rx) = channel();
@@ -345,7 +345,7 @@ impl<H: Handler> Backend for ThreadBackend<H> {
         Ok(std::process::id())
     }
 
-    fn dispatch(&mut self, slot: usize, engine: &mut Engine) {
+    fn dispatch(&mut self, slot: SlotIndex, engine: &mut Engine) {
         let Some(s) = self.slots[slot].as_ref() else {
             return;
         };
@@ -354,13 +354,13 @@ impl<H: Handler> Backend for ThreadBackend<H> {
         let _ = s.tx.send(Msg::Run(batch));
     }
 
-    fn shutdown(&mut self, slot: usize) {
+    fn shutdown(&mut self, slot: SlotIndex) {
         if let Some(s) = self.slots[slot].as_ref() {
             let _ = s.tx.send(Msg::Shutdown);
         }
     }
 
-    fn kill(&mut self, slot: usize, _pid: u32, signal: Signal) {
+    fn kill(&mut self, slot: SlotIndex, _pid: u32, signal: Signal) {
         let Some(s) = self.slots[slot].as_ref() else {
             return;
         };

@@ -25,6 +25,7 @@ use shared::shm::PageState;
 use worker::procs::ProcTable;
 use worker::statuspage::StatusPage;
 
+use crate::engine::{Seq, SlotIndex};
 use crate::runtime::procfs;
 use crate::runtime::waker::{Waker, Wakeup, wake_pair};
 
@@ -36,7 +37,7 @@ pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(10);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Breach {
     /// The worker's slot.
-    pub slot: usize,
+    pub slot: SlotIndex,
     /// The worker.
     pub pid: u32,
     /// The limit it was held to, in bytes.
@@ -51,7 +52,7 @@ struct Watched {
     pid: u32,
     page: Arc<StatusPage>,
     /// The limit of each task (by seq) given to this worker, while it may run.
-    task_limits: HashMap<u64, u64>,
+    task_limits: HashMap<Seq, u64>,
     /// Found over its limit and killed: not sampled again.
     breached: bool,
     /// The tree at the last sample, the worker first: what to clean up after its death.
@@ -97,27 +98,27 @@ impl MemWatch {
     }
 
     /// Watches the worker `pid` in `slot` (replacing any earlier one there).
-    pub fn watch(&self, slot: usize, pid: u32, page: Arc<StatusPage>) {
+    pub fn watch(&self, slot: SlotIndex, pid: u32, page: Arc<StatusPage>) {
         self.shared.lock().workers[slot] =
             Some(Watched { pid, page, task_limits: HashMap::new(), breached: false, last_tree: Vec::new() });
     }
 
     /// Stops watching `slot`'s worker (it died); returns the rest of its tree as last
     /// sampled: processes its tasks may have left behind.
-    pub fn unwatch(&self, slot: usize) -> Vec<i32> {
+    pub fn unwatch(&self, slot: SlotIndex) -> Vec<i32> {
         let w = self.shared.lock().workers[slot].take();
         w.map(|w| w.last_tree.into_iter().skip(1).collect()).unwrap_or_default()
     }
 
     /// While task `seq` runs on `slot`'s worker, its tree is held to `limit` bytes.
-    pub fn limit_task(&self, slot: usize, tasks: impl IntoIterator<Item = (u64, u64)>) {
+    pub fn limit_task(&self, slot: SlotIndex, tasks: impl IntoIterator<Item = (Seq, u64)>) {
         if let Some(w) = self.shared.lock().workers[slot].as_mut() {
             w.task_limits.extend(tasks);
         }
     }
 
     /// Task `seq` on `slot` has ended.
-    pub fn task_done(&self, slot: usize, seqs: impl IntoIterator<Item = u64>) {
+    pub fn task_done(&self, slot: SlotIndex, seqs: impl IntoIterator<Item = Seq>) {
         if let Some(w) = self.shared.lock().workers[slot].as_mut() {
             for seq in seqs {
                 w.task_limits.remove(&seq);
@@ -166,7 +167,7 @@ fn sample_loop(shared: &Shared) {
         for (slot, w) in workers.iter_mut().enumerate() {
             let Some(w) = w.as_mut().filter(|w| !w.breached) else { continue };
             w.last_tree = table.tree(w.pid as i32);
-            if let Some(b) = sample(&w.last_tree, slot, w) {
+            if let Some(b) = sample(&w.last_tree, SlotIndex(slot), w) {
                 w.breached = true;
                 breaches.push(b);
             }
@@ -179,14 +180,14 @@ fn sample_loop(shared: &Shared) {
 
 /// Samples one worker's tree: keeps the peaks on its page, and kills the tree when it is
 /// over the limit of the tasks it runs.
-fn sample(tree: &[i32], slot: usize, w: &Watched) -> Option<Breach> {
+fn sample(tree: &[i32], slot: SlotIndex, w: &Watched) -> Option<Breach> {
     let total: u64 = tree.iter().filter_map(|&p| procfs::resident_bytes(Pid::from_raw(p)).ok()).sum();
     // The tree is shared by the tasks it runs: it is held to the largest of their limits.
     let mut limit = None::<u64>;
     for s in w.page.slots() {
         if let PageState::Running { seq, .. } = s.read() {
             s.peak_rss.fetch_max(total, Ordering::AcqRel);
-            if let Some(&l) = w.task_limits.get(&seq) {
+            if let Some(&l) = w.task_limits.get(&Seq(seq)) {
                 limit = Some(limit.map_or(l, |m| m.max(l)));
             }
         }

@@ -24,7 +24,7 @@ use shared::shm::{self, PageState};
 use worker::statuspage::StatusPage;
 
 use crate::engine::ExitCause;
-use crate::engine::{Engine, Event, Misuse, Probe, SpawnError, StopReason, WorkerLine};
+use crate::engine::{Engine, Event, Misuse, Probe, Seq, SlotIndex, SpawnError, StopReason, WorkerLine};
 use crate::runtime::process::memwatch::MemWatch;
 use crate::runtime::process::spawn::{SpawnConfig, spawn_worker};
 use crate::runtime::{Backend, Cx, PollSet};
@@ -53,7 +53,7 @@ struct Conn {
     /// The stderr line read so far.
     line: Vec<u8>,
     /// The task whose start the worker marked last on stderr.
-    marked: Option<u64>,
+    marked: Option<Seq>,
     /// The worker answered its hello: it serves.
     ready: bool,
 }
@@ -90,17 +90,17 @@ impl ProcessBackend {
     }
 
     /// Reaps whatever has ended: with `reap_any` every child, otherwise the known workers.
-    fn collect_ended(&mut self) -> Vec<(usize, ExitCause)> {
+    fn collect_ended(&mut self) -> Vec<(SlotIndex, ExitCause)> {
         let mut ended = Vec::new();
         if self.reap_any {
             while let Some((pid, exit)) = reap::try_reap_any() {
                 match self.conns.iter().position(|c| c.as_ref().is_some_and(|c| c.pid == pid)) {
-                    Some(slot) => ended.push((slot, exit)),
+                    Some(slot) => ended.push((SlotIndex(slot), exit)),
                     None => log::debug!("reaped orphan {pid}: {exit:?}"),
                 }
             }
         } else {
-            for (slot, conn) in self.conns.iter().enumerate() {
+            for (slot, conn) in SlotIndex::all(self.conns.len()).zip(&self.conns) {
                 if let Some(c) = conn
                     && let Some(exit) = reap::try_reap(c.pid)
                 {
@@ -111,7 +111,7 @@ impl ProcessBackend {
         ended
     }
 
-    fn read_frames(&mut self, slot: usize, cx: &mut Cx<'_>) {
+    fn read_frames(&mut self, slot: SlotIndex, cx: &mut Cx<'_>) {
         // A worker writes a task's stderr before it sends the task's result, so reading the
         // pipe first gives every line its task while that task is still in flight.
         if self.cfg.task_marks {
@@ -173,7 +173,7 @@ impl ProcessBackend {
         }
     }
 
-    fn read_stderr(&mut self, slot: usize, cx: &mut Cx<'_>) {
+    fn read_stderr(&mut self, slot: SlotIndex, cx: &mut Cx<'_>) {
         let Some(conn) = self.conns[slot].as_mut() else {
             return;
         };
@@ -206,7 +206,7 @@ impl ProcessBackend {
         }
     }
 
-    fn flush_out(&mut self, slot: usize) {
+    fn flush_out(&mut self, slot: SlotIndex) {
         let Some(conn) = self.conns[slot].as_mut() else {
             return;
         };
@@ -257,15 +257,15 @@ impl ProcessBackend {
 impl Conn {
     /// The stderr line read so far is complete (or the pipe ended): a task's start mark, a
     /// `log` record, or the program's own words, which are also kept for classifying a death.
-    fn end_line(&mut self, slot: usize, cx: &mut Cx<'_>) {
+    fn end_line(&mut self, slot: SlotIndex, cx: &mut Cx<'_>) {
         if self.line.is_empty() {
             return;
         }
         let line = std::mem::take(&mut self.line);
         match shared::stderr::parse(&line) {
-            shared::stderr::Line::TaskStart(seq) => self.marked = Some(seq),
+            shared::stderr::Line::TaskStart(seq) => self.marked = Some(Seq(seq)),
             shared::stderr::Line::Log { seq, level, target, message } => {
-                let task = cx.engine.inflight_id(slot, seq);
+                let task = cx.engine.inflight_id(slot, Seq(seq));
                 let record = Some((log_level(level), target));
                 cx.sink.worker_line(WorkerLine { slot, pid: self.pid, task, record, text: message });
             }
@@ -299,7 +299,7 @@ fn log_level(n: u8) -> log::Level {
 }
 
 /// Hands one frame from a worker to the engine; an error describes a protocol violation.
-fn deliver(slot: usize, body: &[u8], cx: &mut Cx<'_>, watch: Option<&MemWatch>) -> Result<(), frame::FrameError> {
+fn deliver(slot: SlotIndex, body: &[u8], cx: &mut Cx<'_>, watch: Option<&MemWatch>) -> Result<(), frame::FrameError> {
     if let Some(version) = proto::peek_version(body)
         && version != PROTOCOL_VERSION
     {
@@ -312,7 +312,7 @@ fn deliver(slot: usize, body: &[u8], cx: &mut Cx<'_>, watch: Option<&MemWatch>) 
         FromWorker::Ready(_) => Event::Ready { slot },
         FromWorker::Results(outcomes) => {
             if let Some(w) = watch {
-                w.task_done(slot, outcomes.iter().map(|o| o.seq));
+                w.task_done(slot, outcomes.iter().map(|o| Seq(o.seq)));
             }
             cx.engine.handle(Event::Outcomes { slot, outcomes: &outcomes }, cx.now, cx.sink, cx.out);
             return Ok(());
@@ -325,12 +325,12 @@ fn deliver(slot: usize, body: &[u8], cx: &mut Cx<'_>, watch: Option<&MemWatch>) 
 }
 
 impl Probe for ProcessBackend {
-    fn page(&self, slot: usize) -> Option<&[shm::PageSlot]> {
-        self.conns.get(slot)?.as_ref().map(|c| c.page.slots())
+    fn page(&self, slot: SlotIndex) -> Option<&[shm::PageSlot]> {
+        self.conns.get(slot.0)?.as_ref().map(|c| c.page.slots())
     }
 
-    fn resident(&self, slot: usize) -> Option<u64> {
-        let pid = self.conns.get(slot)?.as_ref()?.pid;
+    fn resident(&self, slot: SlotIndex) -> Option<u64> {
+        let pid = self.conns.get(slot.0)?.as_ref()?.pid;
         match crate::runtime::procfs::resident_bytes(Pid::from_raw(pid as i32)) {
             Ok(bytes) => Some(bytes),
             Err(e) => {
@@ -343,7 +343,7 @@ impl Probe for ProcessBackend {
 }
 
 impl Backend for ProcessBackend {
-    fn spawn(&mut self, slot: usize) -> Result<u32, SpawnError> {
+    fn spawn(&mut self, slot: SlotIndex) -> Result<u32, SpawnError> {
         let s = spawn_worker(&self.cfg, slot)
             .map_err(|source| SpawnError::Process { exe: self.cfg.program.exe.clone(), source })?;
         let pid = s.pid;
@@ -368,7 +368,7 @@ impl Backend for ProcessBackend {
         Ok(pid)
     }
 
-    fn dispatch(&mut self, slot: usize, engine: &mut Engine) {
+    fn dispatch(&mut self, slot: SlotIndex, engine: &mut Engine) {
         let Some(conn) = self.conns[slot].as_mut() else {
             return;
         };
@@ -377,7 +377,7 @@ impl Backend for ProcessBackend {
             // A frame the worker can read: by count, and by bytes (many large tasks would
             // otherwise add up past the frame limit and kill the worker that reads it).
             let n = engine.unsent_fitting(slot, BATCH, MAX_FRAME as usize - 64, 32);
-            let batch = engine.take_unsent(slot, n).inspect(|a| sent.push(a.seq));
+            let batch = engine.take_unsent(slot, n).inspect(|a| sent.push(Seq(a.seq)));
             proto::encode_run(&mut conn.out, batch).expect("assignments always encode");
         }
         if let Some(w) = &self.watch {
@@ -386,7 +386,7 @@ impl Backend for ProcessBackend {
         self.flush_out(slot);
     }
 
-    fn shutdown(&mut self, slot: usize) {
+    fn shutdown(&mut self, slot: SlotIndex) {
         let Some(conn) = self.conns[slot].as_mut() else {
             return;
         };
@@ -394,7 +394,7 @@ impl Backend for ProcessBackend {
         self.flush_out(slot);
     }
 
-    fn kill(&mut self, slot: usize, pid: u32, signal: Signal) {
+    fn kill(&mut self, slot: SlotIndex, pid: u32, signal: Signal) {
         let Some(conn) = self.conns[slot].as_ref() else {
             return;
         };
@@ -435,7 +435,7 @@ impl Backend for ProcessBackend {
             self.over_memory(cx);
             return;
         }
-        let slot = (token / 2) as usize;
+        let slot = SlotIndex((token / 2) as usize);
         if token % 2 == 1 {
             self.read_stderr(slot, cx);
             return;
@@ -471,13 +471,13 @@ impl Backend for ProcessBackend {
             let (mut executing, mut records) = (Vec::new(), Vec::new());
             for s in conn.page.slots() {
                 if let PageState::Running { seq, .. } = s.read() {
-                    executing.push(seq);
-                    records.extend(s.record().map(|index| (seq, index)));
+                    executing.push(Seq(seq));
+                    records.extend(s.record().map(|index| (Seq(seq), index)));
                 }
             }
             let culprit = match conn.page.header().culprit.load(std::sync::atomic::Ordering::SeqCst) {
                 0 => None,
-                seq => Some(seq),
+                seq => Some(Seq(seq)),
             };
             // Its task's children die with it, and anything left in its own group.
             Self::signal_groups(&conn, Signal::SIGKILL);
@@ -534,7 +534,7 @@ impl Backend for ProcessBackend {
 /// The run's error when a worker ended before its handshake in a way that every replacement
 /// would repeat: its program built a pool instead of serving, exited cleanly without serving,
 /// or refused the handshake (another build, another handler); `None` for any other death.
-fn misuse(cfg: &SpawnConfig, slot: usize, pid: u32, exit: &ExitCause, stderr_tail: &str) -> Option<StopReason> {
+fn misuse(cfg: &SpawnConfig, slot: SlotIndex, pid: u32, exit: &ExitCause, stderr_tail: &str) -> Option<StopReason> {
     let said = stderr_tail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("nothing").trim().to_string();
     let (exe, handler) = (cfg.program.exe.display().to_string(), cfg.handler.clone());
     let misuse = match exit {

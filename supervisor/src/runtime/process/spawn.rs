@@ -28,6 +28,8 @@ use shared::proto::{Hello, ToWorker};
 use worker::env;
 use worker::statuspage::StatusPage;
 
+use crate::engine::SlotIndex;
+
 /// The program that serves as a worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerProgram {
@@ -106,7 +108,7 @@ pub struct Spawned {
 }
 
 /// Starts a worker and sends it its hello.
-pub fn spawn_worker(cfg: &SpawnConfig, slot: usize) -> io::Result<Spawned> {
+pub fn spawn_worker(cfg: &SpawnConfig, slot: SlotIndex) -> io::Result<Spawned> {
     let (ours, theirs) = UnixStream::pair()?;
     let (page, page_fd) = StatusPage::create(cfg.threads)?;
     let (err_r, err_w) = std::io::pipe()?;
@@ -114,7 +116,7 @@ pub fn spawn_worker(cfg: &SpawnConfig, slot: usize) -> io::Result<Spawned> {
     cmd.args(&cfg.program.args)
         .env(env::WORKER, &cfg.handler)
         .env(env::SUPERVISOR_PID, std::process::id().to_string())
-        .env(env::JOB_SLOT, (slot as u64 * u64::from(cfg.threads.max(1)) + 1).to_string())
+        .env(env::JOB_SLOT, (slot.0 as u64 * u64::from(cfg.threads.max(1)) + 1).to_string())
         .stdin(Stdio::from(OwnedFd::from(theirs)))
         // The worker's stdout is not ours to share: results go to our stdout alone. What a
         // handler prints lands in the stderr pipe with everything else it says.
