@@ -83,9 +83,9 @@
 //!
 //! # Theory of operation
 //!
-//! One thread owns everything (the [`runtime`]): it polls the workers' sockets and stderr
-//! pipes, signal pipes, the input's wake-up and the control socket, feeds what happens to the
-//! [`engine`] — a pure state machine that decides which worker gets which tasks, who is to
+//! One thread owns everything (the run loop): it polls the workers' sockets and stderr
+//! pipes, signal pipes and the input's wake-up, feeds what happens to the
+//! engine — a pure state machine that decides which worker gets which tasks, who is to
 //! blame for a death, when to retry, quarantine, restart or give up — and performs the
 //! actions it returns.
 //!
@@ -114,28 +114,56 @@
 //!
 //! ARCHITECTURE.md in the repository draws the same picture and lists the pitfalls.
 #![warn(missing_docs)]
+// The modules are the implementation; the API is the `pub use` list below. A type that a
+// public signature shows but that list forgot would be unnameable to a user: this says so.
+#![warn(unnameable_types)]
+// Without the command line, its input formats, sources and settings have no caller. Dead code
+// is checked in the default build, where every caller is present.
+#![cfg_attr(not(feature = "cli"), allow(dead_code, reason = "the command line's code has no caller without it"))]
 
 #[cfg(feature = "cli")]
-pub mod cli;
-pub mod engine;
-pub mod input;
-pub mod output;
-pub mod pool;
+mod cli;
+mod engine;
+mod input;
+mod output;
+mod pool;
 #[cfg(feature = "cli")]
-pub mod report;
-pub mod runtime;
+mod report;
+mod runtime;
 
-pub use engine::Mode;
 pub use engine::config::MAX_TASK_BYTES;
-pub use engine::lifecycle::{Retirement, RunEvent, Timed};
-pub use engine::{FaultPlan, StopReason};
+pub use engine::lifecycle::{Retirement, RunEvent, TaskLabel, Timed, WorkerExit};
+pub use engine::{Counts, FaultPlan, Interrupt, Misuse, Mode, RestartLimit, StopReason};
+pub use input::error::{IdOrigin, InputError, Place, Problem};
 pub use input::source::{ChannelSource, TaskSender, TaskSpec, channel};
-pub use output::journal::ResultsTarget;
+pub use output::events::EventsError;
+pub use output::failure::OutputFailure;
+pub use output::files::{PathError, Role};
+pub use output::journal::{JournalError, ResultsTarget};
 pub use pool::{
-    Handle, JoinError, NotRun, Pool, PoolBuilder, PoolError, Run, RunError, SettingError, Summary, TaskResult,
-    WorkerOutput,
+    Handle, JoinError, MIN_ADDRESS_SPACE_LIMIT, MIN_MEMORY_LIMIT, MIN_TIMEOUT, NotRun, Pool, PoolBuilder, PoolError,
+    Run, RunError, SettingError, SubmitResult, Summary, TaskResult, WorkerOutput,
 };
 pub use runtime::process::spawn::WorkerProgram;
+pub use runtime::tally::{Tally, TallyReport};
 pub use shared::record::{Crash, CrashCause, SkippedRecord, Status};
 pub use shared::task::FaultKind;
 pub use worker::{At, Handler, TaskContext, TaskError, serve_if_worker};
+
+/// Not API: the `bulkhead` binary's entry, and the internals that this package's benchmarks
+/// measure. Hidden from the docs, outside any compatibility promise, and for this package's
+/// own targets only.
+#[doc(hidden)]
+pub mod __private {
+    /// The command line: `main` of the `bulkhead` binary, and the load meter and number
+    /// format of the benchmark suite.
+    #[cfg(feature = "cli")]
+    pub use crate::cli::{
+        load::{CpuSnap, NOISY_CORES, OtherLoad},
+        main as cli_main,
+        units::group_digits,
+    };
+    /// The hot paths `benches/hot_paths.rs` measures.
+    pub use crate::input::idset::IdSet;
+    pub use crate::output::journal::write_record;
+}

@@ -72,11 +72,6 @@ impl RestartTracker {
         Self { policy, recent: VecDeque::new(), seed, ceiling_ns }
     }
 
-    /// The policy in force.
-    pub fn policy(&self) -> &RestartPolicy {
-        &self.policy
-    }
-
     /// Counts a restart at `now_ns`; an error when it would exceed the limit.
     pub fn record(&mut self, now_ns: u64) -> Result<(), Exceeded> {
         while let Some(&t) = self.recent.front() {

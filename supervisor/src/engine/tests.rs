@@ -10,6 +10,7 @@ use shared::task::FaultKind;
 
 use super::*;
 use crate::engine::lifecycle::{RunEvent, WorkerExit};
+use crate::engine::machine::fault_for;
 use crate::engine::restart::RestartPolicy;
 
 const MS: u64 = 1_000_000;
@@ -673,7 +674,7 @@ fn a_command_that_times_out_fails_once_and_a_task_that_is_not_one_is_retried() {
     for command in [true, false] {
         let cfg = EngineConfig { workers: 1, timeout_ns: Some(100 * MS), ..Default::default() };
         let mut h = Harness::new(cfg);
-        let j = if command { job("slow").as_command() } else { job("slow") };
+        let j = if command { job("slow").into_command() } else { job("slow") };
         h.push([j]);
         until_recorded(&mut h, "slow", |h, seq| {
             h.page.0[0][0].begin(seq, h.now);
