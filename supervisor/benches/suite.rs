@@ -592,8 +592,8 @@ fn library_section(cx: &Ctx, s: &mut Section) -> Result<(), String> {
     // (name, backoff: immediate restarts and base, ms per crash of each repetition)
     type Variant = (&'static str, Option<(u32, Duration)>, Vec<f64>);
     let mut variants: Vec<Variant> = vec![
-        ("backoff from the 2nd death in a row (default)", None, Vec::new()),
-        ("backoff from the 6th", Some((5, Duration::from_millis(10))), Vec::new()),
+        ("backoff from the 2nd death in a row", Some((1, Duration::from_millis(10))), Vec::new()),
+        ("backoff from the 6th (default)", None, Vec::new()),
         ("no backoff", Some((u32::MAX, Duration::ZERO)), Vec::new()),
     ];
     // Interleaved: a burst of load on this machine hits both.

@@ -148,7 +148,84 @@ pub use runtime::process::spawn::WorkerProgram;
 pub use runtime::tally::{Tally, TallyReport};
 pub use shared::record::{Crash, CrashCause, SkippedRecord, Status};
 pub use shared::task::FaultKind;
-pub use worker::{At, Handler, TaskContext, TaskError, serve_if_worker};
+pub use worker::{At, Handler};
+
+/// In a handler: the attempt, where in its records the task is ([`TaskContext::at`]), and
+/// its progress ([`TaskContext::progress`], which
+/// [`PoolBuilder::stall_timeout`] watches).
+///
+/// ```
+/// use bulkhead::{Handler, TaskContext, TaskError};
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Sum;
+///
+/// impl Handler for Sum {
+///     type Task = Vec<u64>;
+///     type Output = u64;
+///     fn handle(&self, records: Vec<u64>, cx: &TaskContext<'_>) -> Result<u64, TaskError> {
+///         if cx.attempt() > 1 {
+///             log::warn!("attempt {}: an earlier one crashed", cx.attempt());
+///         }
+///         let mut sum = 0;
+///         for (i, r) in records.iter().enumerate() {
+///             if cx.at(i).skip() {
+///                 continue; // it crashed a worker before (`skip_bad_records`)
+///             }
+///             sum += r;
+///             cx.progress(1);
+///         }
+///         Ok(sum)
+///     }
+/// }
+/// # let group = std::sync::atomic::AtomicI32::new(0);
+/// # assert_eq!(Sum.handle(vec![1, 2, 3], &TaskContext::new(1, &group)).unwrap(), 6);
+/// ```
+pub use worker::TaskContext;
+
+/// A handler's own failure: the task ends `failed` with this message (and is retried only
+/// with [`PoolBuilder::retry_failed`]); a panic or a crash is a different thing, the
+/// worker's death.
+///
+/// ```
+/// use bulkhead::{Handler, TaskContext, TaskError};
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Parse;
+///
+/// impl Handler for Parse {
+///     type Task = String;
+///     type Output = i64;
+///     fn handle(&self, text: String, _: &TaskContext<'_>) -> Result<i64, TaskError> {
+///         text.trim().parse().map_err(|e| TaskError::new(format!("{text:?}: {e}")))
+///     }
+/// }
+/// # let group = std::sync::atomic::AtomicI32::new(0);
+/// # assert!(Parse.handle("x".into(), &TaskContext::new(1, &group)).is_err());
+/// ```
+pub use worker::TaskError;
+
+/// The first line of `main` of a program that uses process mode (no other code before it
+/// should have side effects): in a worker process started by a pool of handler `H`, it
+/// serves tasks and exits; anywhere else it returns at once.
+///
+/// ```no_run
+/// # use bulkhead::{Handler, Pool, TaskContext, TaskError};
+/// # #[derive(serde::Serialize, serde::Deserialize)]
+/// # struct Double;
+/// # impl Handler for Double { type Task = u32; type Output = u32;
+/// #   fn handle(&self, t: u32, _: &TaskContext<'_>) -> Result<u32, TaskError> { Ok(2 * t) } }
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     bulkhead::serve_if_worker::<Double>();
+///     // Only the parent gets here: arguments, files, an async runtime come after.
+///     let pool = Pool::builder().workers(4).build(Double)?;
+///     for r in pool.run(0..10u32)? {
+///         println!("{:?}", r?.output);
+///     }
+///     Ok(())
+/// }
+/// ```
+pub use worker::serve_if_worker;
 
 /// Not API: the `bulkhead` binary's entry, and the internals that this package's benchmarks
 /// measure. Hidden from the docs, outside any compatibility promise, and for this package's

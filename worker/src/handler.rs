@@ -92,12 +92,14 @@ impl<'a> TaskContext<'a> {
 
     /// A context for attempt `attempt` of the task published on `slot`: its child process
     /// group and its progress go there.
+    #[doc(hidden)]
     pub fn on_page(attempt: u32, slot: &'a PageSlot) -> Self {
         Self { attempt, child_group: &slot.child_pgid, page: Some(slot), leaked: AtomicU32::new(0), skip: &[] }
     }
 
     /// The same context, telling the handler to skip the records in `skip` (sorted
     /// ascending, as the supervisor sends them).
+    #[doc(hidden)]
     pub fn skipping(self, skip: &'a [u64]) -> Self {
         Self { skip, ..self }
     }

@@ -40,6 +40,27 @@ mod submit;
 pub use submit::{Handle, JoinError, SubmitResult};
 
 /// A task's final record: its status, attempts, output or error, and every crash.
+///
+/// ```
+/// # use bulkhead::{Handler, Mode, Pool, TaskContext, TaskError};
+/// # #[derive(serde::Serialize, serde::Deserialize)]
+/// # struct Half;
+/// # impl Handler for Half { type Task = u32; type Output = u32;
+/// #   fn handle(&self, t: u32, _: &TaskContext<'_>) -> Result<u32, TaskError> {
+/// #     if t % 2 == 0 { Ok(t / 2) } else { Err(TaskError::new("odd")) } } }
+/// use bulkhead::{Status, TaskResult};
+/// let pool = Pool::builder().mode(Mode::Thread).build(Half)?;
+/// let results: Vec<TaskResult<u32>> = pool.run([4u32, 5])?.collect::<Result<_, _>>()?;
+/// for r in &results {
+///     match r.status {
+///         Status::Ok => println!("task {}: {:?}", r.id, r.output),
+///         Status::Failed => println!("task {} failed: {:?}", r.id, r.error),
+///         Status::Quarantined => println!("task {} crashed: {:?}", r.id, r.crashes),
+///     }
+/// }
+/// assert_eq!(results.iter().filter(|r| r.status == Status::Ok).count(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub type TaskResult<O> = Record<O>;
 
 /// Options for a [`Pool`].
@@ -447,7 +468,8 @@ impl PoolBuilder {
     /// `immediate` deaths in a row are replaced at once, then each replacement waits a backoff
     /// from `base`, doubling, up to `max` (with jitter, and kept short enough that a crash
     /// loop still reaches [`max_restarts`](Self::max_restarts)). A worker that finished a task
-    /// or served a second resets the count. Default: 1, 10 ms, 2 s.
+    /// or served a second resets the count. Default: 5, 10 ms, 2 s: a few bad tasks in a row
+    /// are replaced at full speed, a longer crash loop slows down.
     ///
     /// ```
     /// # use std::time::Duration;
