@@ -57,7 +57,7 @@ pub struct Assignment<'a> {
     #[serde(borrow, with = "serde_bytes")]
     pub payload: &'a [u8],
     /// Indices of records the handler is to skip (`cx.at(i).skip()`): the records an earlier
-    /// attempt crashed on, with `--skip-bad-records`. Empty otherwise: one byte on the wire.
+    /// attempt crashed on, with `skip_bad_records`. Empty otherwise: one byte on the wire.
     pub skip: Vec<u64>,
 }
 
@@ -111,8 +111,8 @@ pub struct TaskError {
     pub stdout: Option<Box<crate::record::Captured>>,
     /// What the task wrote to its standard error, the same way.
     pub stderr: Option<Box<crate::record::Captured>>,
-    /// The exit status of a shell command that exited non-zero: what `--retry-exit` and
-    /// `--fail-exit` decide by.
+    /// The exit status of a shell command that exited non-zero: what the command line's exit-code
+    /// rules decide by.
     pub exit: Option<i32>,
 }
 

@@ -51,7 +51,7 @@ pub struct Crash {
 }
 
 /// A record inside a task that took its worker down and was set aside, so that the task's
-/// other records could finish (`--skip-bad-records`).
+/// other records could finish (`skip_bad_records`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SkippedRecord {
     /// The record's index, as the handler reported it with `cx.at(index)`.
@@ -86,12 +86,12 @@ pub enum CrashCause {
         /// The panic message.
         message: String,
     },
-    /// The task ran past `--timeout`; the worker was killed.
+    /// The task ran past `timeout`; the worker was killed.
     Timeout {
         /// The limit in milliseconds.
         limit_ms: u64,
     },
-    /// The task reported no progress for `--stall-timeout` while its worker stayed alive
+    /// The task reported no progress for `stall_timeout` while its worker stayed alive
     /// (wedged on a lock, waiting on something that never comes); the worker was killed.
     Stalled {
         /// The limit in milliseconds.
@@ -233,7 +233,7 @@ pub struct Record<O> {
     /// Every crash of the task, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub crashes: Vec<Crash>,
-    /// Records inside the task skipped after they crashed its worker (`--skip-bad-records`),
+    /// Records inside the task skipped after they crashed its worker (`skip_bad_records`),
     /// in the order they were found.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<SkippedRecord>,
@@ -241,12 +241,12 @@ pub struct Record<O> {
     /// `panic=1`, `retries=1`, `retry-exit=75`, `fail-exit=2`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
-    /// The factor its last attempt's memory limit was multiplied by (`--retry oom=N:xF`),
+    /// The factor its last attempt's memory limit was multiplied by (a retry rule of the command line that raises the memory limit),
     /// when above 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_factor: Option<u32>,
     /// How many earlier final records of this task it supersedes: written by
-    /// `--resume-failed`, the only way a task gets a second record. A task's last record is
+    /// `resume_failed`, the only way a task gets a second record. A task's last record is
     /// the one that counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supersedes: Option<u32>,
@@ -415,7 +415,7 @@ pub struct RecordRef<'a, O> {
     /// The last attempt's memory-limit factor, when above 1.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_factor: Option<u32>,
-    /// Earlier final records of the task that this one supersedes (`--resume-failed`).
+    /// Earlier final records of the task that this one supersedes (`resume_failed`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub supersedes: Option<u32>,
     /// As in [`Record::peak_rss`].
@@ -490,7 +490,7 @@ pub struct RecordHead {
     pub id: String,
     /// How it ended.
     pub status: Status,
-    /// Earlier final records it supersedes (`--resume-failed`); `None` for a first record.
+    /// Earlier final records it supersedes (`resume_failed`); `None` for a first record.
     #[serde(default)]
     pub supersedes: Option<u32>,
 }

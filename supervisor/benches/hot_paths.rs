@@ -10,8 +10,7 @@
 use std::collections::HashSet;
 use std::hint::black_box;
 
-use bulkhead::input::idset::IdSet;
-use bulkhead::output::journal::write_record;
+use bulkhead::__private::{IdSet, write_record};
 use divan::Bencher;
 use serde_bytes::Bytes;
 use shared::frame;

@@ -83,9 +83,9 @@
 //!
 //! # Theory of operation
 //!
-//! One thread owns everything (the [`runtime`]): it polls the workers' sockets and stderr
-//! pipes, signal pipes, the input's wake-up and the control socket, feeds what happens to the
-//! [`engine`] — a pure state machine that decides which worker gets which tasks, who is to
+//! One thread owns everything (the run loop): it polls the workers' sockets and stderr
+//! pipes, signal pipes and the input's wake-up, feeds what happens to the
+//! engine — a pure state machine that decides which worker gets which tasks, who is to
 //! blame for a death, when to retry, quarantine, restart or give up — and performs the
 //! actions it returns.
 //!
@@ -114,28 +114,134 @@
 //!
 //! ARCHITECTURE.md in the repository draws the same picture and lists the pitfalls.
 #![warn(missing_docs)]
+// The modules are the implementation; the API is the `pub use` list below. A type that a
+// public signature shows but that list forgot would be unnameable to a user: this says so.
+#![warn(unnameable_types)]
+// Without the command line, its input formats, sources and settings have no caller. Dead code
+// is checked in the default build, where every caller is present.
+#![cfg_attr(not(feature = "cli"), allow(dead_code, reason = "the command line's code has no caller without it"))]
 
 #[cfg(feature = "cli")]
-pub mod cli;
-pub mod engine;
-pub mod input;
-pub mod output;
-pub mod pool;
+mod cli;
+mod engine;
+mod input;
+mod output;
+mod pool;
 #[cfg(feature = "cli")]
-pub mod report;
-pub mod runtime;
+mod report;
+mod runtime;
 
-pub use engine::Mode;
 pub use engine::config::MAX_TASK_BYTES;
-pub use engine::lifecycle::{Retirement, RunEvent, Timed};
-pub use engine::{FaultPlan, SlotIndex, StopReason};
+pub use engine::lifecycle::{Retirement, RunEvent, TaskLabel, Timed, WorkerExit};
+pub use engine::halt::{Halt, HaltError, HaltLimit, HaltOn, HaltWhen};
+pub use engine::{Counts, FaultPlan, Interrupt, Misuse, Mode, RestartLimit, Seq, SlotIndex, StopReason};
+pub use input::error::{IdOrigin, InputError, Place, Problem};
 pub use input::source::{ChannelSource, TaskSender, TaskSpec, channel};
-pub use output::journal::ResultsTarget;
+pub use output::events::EventsError;
+pub use output::failure::OutputFailure;
+pub use output::files::{PathError, Role};
+pub use output::journal::{JournalError, RecordConflict, ResultsTarget};
 pub use pool::{
-    Handle, JoinError, NotRun, Pool, PoolBuilder, PoolError, Run, RunError, SettingError, Summary, TaskResult,
-    WorkerOutput,
+    Handle, JoinError, MIN_ADDRESS_SPACE_LIMIT, MIN_MEMORY_LIMIT, MIN_TIMEOUT, NotRun, Pool, PoolBuilder, PoolError,
+    Run, RunError, SettingError, SubmitResult, Summary, TaskResult, WorkerOutput,
 };
 pub use runtime::process::spawn::WorkerProgram;
+pub use runtime::tally::{Tally, TallyReport};
 pub use shared::record::{Crash, CrashCause, SkippedRecord, Status};
 pub use shared::task::FaultKind;
-pub use worker::{At, Handler, TaskContext, TaskError, serve_if_worker};
+pub use worker::{At, Handler};
+
+/// In a handler: the attempt, where in its records the task is ([`TaskContext::at`]), and
+/// its progress ([`TaskContext::progress`], which
+/// [`PoolBuilder::stall_timeout`] watches).
+///
+/// ```
+/// use bulkhead::{Handler, TaskContext, TaskError};
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Sum;
+///
+/// impl Handler for Sum {
+///     type Task = Vec<u64>;
+///     type Output = u64;
+///     fn handle(&self, records: Vec<u64>, cx: &TaskContext<'_>) -> Result<u64, TaskError> {
+///         if cx.attempt() > 1 {
+///             log::warn!("attempt {}: an earlier one crashed", cx.attempt());
+///         }
+///         let mut sum = 0;
+///         for (i, r) in records.iter().enumerate() {
+///             if cx.at(i).skip() {
+///                 continue; // it crashed a worker before (`skip_bad_records`)
+///             }
+///             sum += r;
+///             cx.progress(1);
+///         }
+///         Ok(sum)
+///     }
+/// }
+/// # let group = std::sync::atomic::AtomicI32::new(0);
+/// # assert_eq!(Sum.handle(vec![1, 2, 3], &TaskContext::new(1, &group)).unwrap(), 6);
+/// ```
+pub use worker::TaskContext;
+
+/// A handler's own failure: the task ends `failed` with this message (and is retried only
+/// with [`PoolBuilder::retry_failed`]); a panic or a crash is a different thing, the
+/// worker's death.
+///
+/// ```
+/// use bulkhead::{Handler, TaskContext, TaskError};
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Parse;
+///
+/// impl Handler for Parse {
+///     type Task = String;
+///     type Output = i64;
+///     fn handle(&self, text: String, _: &TaskContext<'_>) -> Result<i64, TaskError> {
+///         text.trim().parse().map_err(|e| TaskError::new(format!("{text:?}: {e}")))
+///     }
+/// }
+/// # let group = std::sync::atomic::AtomicI32::new(0);
+/// # assert!(Parse.handle("x".into(), &TaskContext::new(1, &group)).is_err());
+/// ```
+pub use worker::TaskError;
+
+/// The first line of `main` of a program that uses process mode (no other code before it
+/// should have side effects): in a worker process started by a pool of handler `H`, it
+/// serves tasks and exits; anywhere else it returns at once.
+///
+/// ```no_run
+/// # use bulkhead::{Handler, Pool, TaskContext, TaskError};
+/// # #[derive(serde::Serialize, serde::Deserialize)]
+/// # struct Double;
+/// # impl Handler for Double { type Task = u32; type Output = u32;
+/// #   fn handle(&self, t: u32, _: &TaskContext<'_>) -> Result<u32, TaskError> { Ok(2 * t) } }
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     bulkhead::serve_if_worker::<Double>();
+///     // Only the parent gets here: arguments, files, an async runtime come after.
+///     let pool = Pool::builder().workers(4).build(Double)?;
+///     for r in pool.run(0..10u32)? {
+///         println!("{:?}", r?.output);
+///     }
+///     Ok(())
+/// }
+/// ```
+pub use worker::serve_if_worker;
+
+/// Not API: the `bulkhead` binary's entry, and the internals that this package's benchmarks
+/// measure. Hidden from the docs, outside any compatibility promise, and for this package's
+/// own targets only.
+#[doc(hidden)]
+pub mod __private {
+    /// The command line: `main` of the `bulkhead` binary, and the load meter and number
+    /// format of the benchmark suite.
+    #[cfg(feature = "cli")]
+    pub use crate::cli::{
+        load::{CpuSnap, NOISY_CORES, OtherLoad},
+        main as cli_main,
+        units::group_digits,
+    };
+    /// The hot paths `benches/hot_paths.rs` measures.
+    pub use crate::input::idset::IdSet;
+    pub use crate::output::journal::write_record;
+}

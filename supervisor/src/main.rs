@@ -4,5 +4,5 @@
 fn main() {
     // First, before anything else: a worker never gets past this line.
     bulkhead::serve_if_worker::<worker::builtin::Builtin>();
-    std::process::exit(bulkhead::cli::main());
+    std::process::exit(bulkhead::__private::cli_main());
 }

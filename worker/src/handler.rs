@@ -62,7 +62,7 @@ pub struct TaskContext<'a> {
     /// The status-page slot the task is published on, where its progress goes.
     page: Option<&'a PageSlot>,
     leaked: AtomicU32,
-    /// Records to skip, sorted: those earlier attempts crashed on (`--skip-bad-records`).
+    /// Records to skip, sorted: those earlier attempts crashed on (`skip_bad_records`).
     skip: &'a [u64],
 }
 
@@ -92,12 +92,14 @@ impl<'a> TaskContext<'a> {
 
     /// A context for attempt `attempt` of the task published on `slot`: its child process
     /// group and its progress go there.
+    #[doc(hidden)]
     pub fn on_page(attempt: u32, slot: &'a PageSlot) -> Self {
         Self { attempt, child_group: &slot.child_pgid, page: Some(slot), leaked: AtomicU32::new(0), skip: &[] }
     }
 
     /// The same context, telling the handler to skip the records in `skip` (sorted
     /// ascending, as the supervisor sends them).
+    #[doc(hidden)]
     pub fn skipping(self, skip: &'a [u64]) -> Self {
         Self { skip, ..self }
     }
@@ -123,7 +125,7 @@ impl<'a> TaskContext<'a> {
     ///
     /// It costs one store to the status page, no message. When the worker dies on a record
     /// (a segfault, an abort, a timeout), the supervisor reads the index from the page; with
-    /// `--skip-bad-records` it runs the task again from the start and `at` returns
+    /// `skip_bad_records` it runs the task again from the start and `at` returns
     /// [`At::skip`] true for that record, which goes into the task's result as `skipped`
     /// with the cause of the crash.
     pub fn at(&self, index: usize) -> At {
@@ -136,7 +138,7 @@ impl<'a> TaskContext<'a> {
 
     /// Reports `units` more work done (bytes read, iterations, records: whatever the task
     /// counts). It costs a clock read and two stores to the status page, no message: report
-    /// as often as is natural. With `--stall-timeout`, a task that reports nothing for that
+    /// as often as is natural. With `stall_timeout`, a task that reports nothing for that
     /// long is taken for wedged and its worker killed (cause `stalled`); the total shows in
     /// `bulkhead status`.
     pub fn progress(&self, units: u64) {

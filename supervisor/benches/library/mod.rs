@@ -88,14 +88,28 @@ fn check_sum(count: u64, sum: u64, n: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// procspawn's batch: every call spawned on its pool, then all joined.
+/// Calls procspawn has in flight at once in the batch. Each call in flight holds an IPC
+/// channel's descriptors until it is joined, so 10,000 at once ran out of a 20,000-descriptor
+/// limit (EMFILE, a panic inside procspawn's `spawn`); this many keep both workers busy.
+const PS_IN_FLIGHT: usize = 1_000;
+
+/// procspawn's batch: every call spawned on its pool, joined oldest first once
+/// [`PS_IN_FLIGHT`] are waiting.
 pub fn ps_batch(workers: usize, n: u64) -> Result<f64, String> {
     let pool = procspawn::Pool::new(workers).map_err(|e| e.to_string())?;
     let t0 = Instant::now();
-    let handles: Vec<_> = (0..n).map(|i| pool.spawn(i, add_one)).collect();
+    let mut waiting = std::collections::VecDeque::with_capacity(PS_IN_FLIGHT);
     let mut sum = 0u64;
     let mut count = 0u64;
-    for h in handles {
+    for i in 0..n {
+        if waiting.len() == PS_IN_FLIGHT {
+            let h: procspawn::JoinHandle<u64> = waiting.pop_front().expect("the window is full");
+            sum += h.join().map_err(|e| e.to_string())?;
+            count += 1;
+        }
+        waiting.push_back(pool.spawn(i, add_one));
+    }
+    for h in waiting {
         sum += h.join().map_err(|e| e.to_string())?;
         count += 1;
     }

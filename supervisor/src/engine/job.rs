@@ -30,6 +30,7 @@ pub struct Job {
 
 impl Job {
     /// A job in a chunk of its own.
+    #[cfg(test)]
     pub fn new(id: &str, payload: &[u8], fault: Option<FaultPlan>) -> Self {
         let mut b = JobBuilder::default();
         b.push_with(id, fault, |buf| {
@@ -43,7 +44,8 @@ impl Job {
     }
 
     /// The same job, marked as a shell command.
-    pub fn as_command(mut self) -> Self {
+    #[cfg(test)]
+    pub fn into_command(mut self) -> Self {
         self.command = true;
         self
     }

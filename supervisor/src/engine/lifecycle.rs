@@ -28,7 +28,7 @@ pub enum RunEvent {
         worker: SlotIndex,
         /// The attempt, from 1.
         attempt: u32,
-        /// What the task was (a `--cmd` task's input, seq and cmd), beside its id.
+        /// What the task was (a shell-command task's input, seq and cmd), beside its id.
         #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
         label: Option<TaskLabel>,
     },
@@ -42,7 +42,7 @@ pub enum RunEvent {
         status: Status,
         /// Time the attempt took in the worker.
         ms: f64,
-        /// What the task was (a `--cmd` task's input, seq and cmd), beside its id.
+        /// What the task was (a shell-command task's input, seq and cmd), beside its id.
         #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
         label: Option<TaskLabel>,
         /// The peak resident memory of its worker's tree, where sampled.
@@ -72,7 +72,7 @@ pub enum RunEvent {
         charged: bool,
         /// Attempts charged so far.
         attempts: u32,
-        /// What the task was (a `--cmd` task's input, seq and cmd), beside its id.
+        /// What the task was (a shell-command task's input, seq and cmd), beside its id.
         #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
         label: Option<TaskLabel>,
     },
@@ -82,13 +82,13 @@ pub enum RunEvent {
         id: String,
         /// Attempts it used.
         attempts: u32,
-        /// What the task was (a `--cmd` task's input, seq and cmd), beside its id.
+        /// What the task was (a shell-command task's input, seq and cmd), beside its id.
         #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
         label: Option<TaskLabel>,
     },
     /// A worker was retired between tasks and is replaced at once, without backoff and
-    /// without charging any task: it ran its `--max-tasks-per-worker`, or grew past
-    /// `--max-worker-memory`. Not a crash.
+    /// without charging any task: it ran its `max_tasks_per_worker`, or grew past
+    /// `max_worker_memory`. Not a crash.
     WorkerRetired {
         /// The worker slot.
         worker: SlotIndex,
@@ -176,12 +176,12 @@ impl From<WorkerExit> for ExitFields {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum Retirement {
-    /// It was handed its `--max-tasks-per-worker`.
+    /// It was handed its `max_tasks_per_worker`.
     Tasks {
         /// The limit.
         tasks: u64,
     },
-    /// Its resident size, read between tasks, was above `--max-worker-memory`.
+    /// Its resident size, read between tasks, was above `max_worker_memory`.
     Memory {
         /// Its resident size when it was read, in bytes.
         resident_bytes: u64,
@@ -204,7 +204,7 @@ impl std::fmt::Display for Retirement {
     }
 }
 
-/// What a `--cmd` task was, in its events as in its record: the input (with `input_b64`
+/// What a shell-command task was, in its events as in its record: the input (with `input_b64`
 /// where the bytes are not UTF-8), its number `seq` (as `{#}`) and the command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskLabel {
@@ -224,7 +224,7 @@ pub struct TaskLabel {
 
 impl TaskLabel {
     /// The label of a job ([`crate::engine::Job::label`]); `None` for a task without one.
-    pub fn of(label: &str) -> Option<Self> {
+    pub(crate) fn of(label: &str) -> Option<Self> {
         if label.is_empty() {
             return None;
         }

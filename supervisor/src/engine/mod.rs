@@ -29,7 +29,7 @@ pub use cause::ExitCause;
 pub use config::{EngineConfig, FaultPlan, MAX_INFLIGHT_PER_THREAD, Mode};
 pub use ids::{Seq, SlotIndex};
 pub use job::{Job, JobBuilder};
-pub use machine::{Engine, Slot, fault_for};
+pub use machine::Engine;
 pub use slot::{KillReason, SlotState};
 pub use types::{
     Action, Counts, Ending, Event, Finished, Interrupt, Misuse, Probe, RestartLimit, Sink, SpawnError, StopReason,

@@ -10,6 +10,7 @@ use shared::task::FaultKind;
 
 use super::*;
 use crate::engine::lifecycle::{RunEvent, WorkerExit};
+use crate::engine::machine::fault_for;
 use crate::engine::restart::RestartPolicy;
 
 const MS: u64 = 1_000_000;
@@ -389,7 +390,7 @@ fn a_close_explained_by_a_death_keeps_the_real_cause() {
 
 #[test]
 fn a_crash_loop_hits_the_restart_limit() {
-    let policy = RestartPolicy { max_restarts: 10, period_ns: 5_000 * MS, ..Default::default() };
+    let policy = RestartPolicy { max_restarts: 10, period_ns: 5_000 * MS, immediate_restarts: 1, ..Default::default() };
     let mut h = Harness::new(EngineConfig { workers: 2, restart: policy, ..Default::default() });
     h.push((0..100).map(|i| job(&format!("t{i}"))));
     let mut deaths = 0;
@@ -600,7 +601,7 @@ fn the_tail_goes_to_the_workers_with_room() {
 /// restart.
 #[test]
 fn the_backoff_grows_with_unhealthy_deaths_and_resets_after_a_healthy_worker() {
-    let policy = RestartPolicy { healthy_after_ns: 1_000 * MS, ..Default::default() };
+    let policy = RestartPolicy { healthy_after_ns: 1_000 * MS, immediate_restarts: 1, ..Default::default() };
     let mut h = Harness::new(EngineConfig { workers: 1, restart: policy, ..Default::default() });
     h.start();
     // Dies at once; returns the backoff its replacement waits, and waits it out.
@@ -679,7 +680,7 @@ fn a_command_that_times_out_fails_once_and_a_task_that_is_not_one_is_retried() {
     for command in [true, false] {
         let cfg = EngineConfig { workers: 1, timeout_ns: Some(100 * MS), ..Default::default() };
         let mut h = Harness::new(cfg);
-        let j = if command { job("slow").as_command() } else { job("slow") };
+        let j = if command { job("slow").into_command() } else { job("slow") };
         h.push([j]);
         until_recorded(&mut h, "slow", |h, seq| {
             h.page.0[0][0].begin(seq, h.now);

@@ -55,8 +55,9 @@ pub enum Interrupt {
     /// A polite kill, as from systemd or a cluster's preemption.
     Term,
     /// Drained like SIGTERM: SIGHUP (a closed ssh session), SIGUSR1 (Slurm's warning before a
-    /// time limit)...
-    Other(Signal),
+    /// time limit)...; the signal's number, as `libc::SIGHUP` names it (a plain number, so
+    /// that no signal crate's type is part of this API).
+    Other(i32),
 }
 
 impl Interrupt {
@@ -65,7 +66,7 @@ impl Interrupt {
         match self {
             Interrupt::Int => "SIGINT",
             Interrupt::Term => "SIGTERM",
-            Interrupt::Other(s) => s.as_str(),
+            Interrupt::Other(n) => Signal::try_from(n).map_or("signal", Signal::as_str),
         }
     }
 }
@@ -179,6 +180,7 @@ pub struct Finished<'a> {
     /// The seq of its last attempt's assignment; `None` when it never ran.
     pub seq: Option<Seq>,
     /// The slot that ran the last attempt.
+    #[expect(dead_code, reason = "no sink reads it now")]
     pub worker: SlotIndex,
     /// Attempts used.
     pub attempts: u32,
@@ -191,7 +193,7 @@ pub struct Finished<'a> {
     /// The retry rule that ended it, for a failed or quarantined task (`None` for one that
     /// never ran).
     pub rule: Option<Rule>,
-    /// The factor its last attempt's memory limit was multiplied by (`--retry oom=N:xF`); 1
+    /// The factor its last attempt's memory limit was multiplied by (a retry rule of the command line that raises the memory limit); 1
     /// as given.
     pub memory_factor: u32,
     /// The peak resident memory of its worker's tree in the last attempt, where sampled.
@@ -293,7 +295,7 @@ pub enum StopReason {
     /// Every task has a final record.
     #[error("every task has a final record")]
     Completed,
-    /// A signal; unfinished tasks stay for `--resume`.
+    /// A signal; unfinished tasks stay for `resume`.
     #[error("interrupted by {}", .0.name())]
     Interrupted(Interrupt),
     /// Workers died faster than the restart limit allows.
@@ -336,7 +338,7 @@ pub enum StopReason {
     /// Thread mode: the shared state was poisoned.
     #[error("the shared state was poisoned: {0}")]
     Poisoned(String),
-    /// A `--halt` rule was reached; unfinished tasks stay for `--resume`.
+    /// A halt rule was reached; unfinished tasks stay for `resume`.
     #[error("halted by --halt {0}")]
     Halted(Halt),
 }
@@ -404,7 +406,7 @@ impl StopReason {
             StopReason::Completed => "completed",
             StopReason::Interrupted(Interrupt::Int) => "interrupted",
             StopReason::Interrupted(Interrupt::Term) => "terminated",
-            StopReason::Interrupted(Interrupt::Other(Signal::SIGHUP)) => "hung_up",
+            StopReason::Interrupted(Interrupt::Other(libc::SIGHUP)) => "hung_up",
             StopReason::Interrupted(Interrupt::Other(_)) => "signalled",
             StopReason::RestartLimit(_) | StopReason::ProtocolMismatch { .. } | StopReason::NotServed { .. } => {
                 "gave_up"

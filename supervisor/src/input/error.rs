@@ -35,7 +35,7 @@ pub enum IdOrigin {
     Given,
     /// A hash of the task's content, because it had none.
     Content,
-    /// A hash of the command a `--cmd` template made of the line.
+    /// A hash of the command a command template made of the line.
     Command,
     /// Its position in a library run's input, because it had none.
     Position,
@@ -44,9 +44,10 @@ pub enum IdOrigin {
 /// What is wrong with one task.
 #[derive(Debug, thiserror::Error)]
 pub enum Problem {
-    /// Not JSON, or JSON but not an object of the expected shape.
+    /// Not JSON, or JSON but not an object of the expected shape (the JSON parser's error,
+    /// boxed so that no parser's type is part of the API).
     #[error("not a JSON task object")]
-    NotJson(#[source] serde_json::Error),
+    NotJson(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A line that opens a JSON array: the input is one JSON document, not one task per line.
     #[error(
         "a JSON array, not a task object: the input must hold one task per line (JSON Lines); \
@@ -96,7 +97,7 @@ pub enum Problem {
     /// `fault_attempts: 0`.
     #[error("'fault_attempts' must be at least 1")]
     ZeroFaultAttempts,
-    /// A `--cmd` argument with a NUL byte, which no command line can carry.
+    /// A command argument with a NUL byte, which no command line can carry.
     #[error("holds a NUL byte, which no command line can carry")]
     Nul,
     /// An id seen before in the batch.
@@ -109,9 +110,9 @@ pub enum Problem {
         /// The line that had it first, where known (a file is read again to find it).
         first: Option<u64>,
     },
-    /// A task that does not encode into a frame.
+    /// A task that does not encode into a frame (the encoder's error, boxed).
     #[error("cannot encode it")]
-    Encode(#[source] postcard::Error),
+    Encode(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A line over the length limit.
     #[error("line longer than {0} bytes")]
     TooLong(usize),

@@ -190,7 +190,7 @@ const KINDS: [(&str, &[&str]); 6] = [
 /// A line that is not a task object: one that opens a JSON array (a whole file written as one
 /// array, or an array on each line) gets its own problem, since its fix is the file's layout.
 fn not_json(text: &[u8], e: serde_json::Error) -> Problem {
-    if text.trim_ascii_start().starts_with(b"[") { Problem::Array } else { Problem::NotJson(e) }
+    if text.trim_ascii_start().starts_with(b"[") { Problem::Array } else { Problem::NotJson(e.into()) }
 }
 
 /// Checks that a scan task's pattern compiles. The tasks of one scan share their pattern, and
@@ -278,7 +278,7 @@ pub fn parse_line(text: &[u8]) -> Result<Option<ParsedTask<'_>>, Problem> {
         None => {
             // The content, with keys in a fixed order, names the task: reordering or adding
             // lines does not change it, so resume still matches records to tasks.
-            let mut value: serde_json::Value = serde_json::from_slice(text).map_err(Problem::NotJson)?;
+            let mut value: serde_json::Value = serde_json::from_slice(text).map_err(|e| Problem::NotJson(e.into()))?;
             // `"id": null` means no id, as an absent one does: the same task, the same hash.
             if let Some(m) = value.as_object_mut() {
                 m.remove("id");
@@ -706,7 +706,7 @@ fn check_part(
             let before = builder.bytes();
             builder
                 .push_labeled(&t.id, &t.label, t.fault, |b| shared::frame::append(&t.task, b))
-                .map_err(|e| at(Problem::Encode(e)))?;
+                .map_err(|e| at(Problem::Encode(e.into())))?;
             if matches!(t.task, BuiltinTask::Shell { .. } | BuiltinTask::ShellParts { .. }) {
                 builder.mark_command();
             }
@@ -905,7 +905,7 @@ impl Emitter {
         }
         self.builder
             .push_labeled(&t.id, &t.label, t.fault, |buf| shared::frame::append(&t.task, buf))
-            .map_err(|e| at(Problem::Encode(e)))?;
+            .map_err(|e| at(Problem::Encode(e.into())))?;
         if matches!(t.task, BuiltinTask::Shell { .. } | BuiltinTask::ShellParts { .. }) {
             self.builder.mark_command();
         }

@@ -60,6 +60,21 @@ impl<T> From<T> for TaskSpec<T> {
 
 impl<T> TaskSpec<T> {
     /// A task with an id.
+    ///
+    /// ```
+    /// # use bulkhead::{Handler, Mode, Pool, TaskContext, TaskError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Double;
+    /// # impl Handler for Double { type Task = u32; type Output = u32;
+    /// #   fn handle(&self, t: u32, _: &TaskContext<'_>) -> Result<u32, TaskError> { Ok(2 * t) } }
+    /// use bulkhead::TaskSpec;
+    /// let pool = Pool::builder().mode(Mode::Thread).build(Double)?;
+    /// let tasks = [("a.log", 1u32), ("b.log", 2)].map(|(name, n)| TaskSpec::with_id(name, n));
+    /// let mut ids: Vec<String> = pool.run(tasks)?.map(|r| r.map(|r| r.id)).collect::<Result<_, _>>()?;
+    /// ids.sort();
+    /// assert_eq!(ids, ["a.log", "b.log"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_id(id: impl Into<String>, task: T) -> Self {
         Self { id: Some(id.into()), task, fault: None }
     }
@@ -195,7 +210,7 @@ impl Chunker {
     ) -> Result<(), InputError> {
         let at = |e| InputError::new(Place::Task(index), e);
         self.scratch.clear();
-        shared::frame::append(&spec.task, &mut self.scratch).map_err(|e| at(Problem::Encode(e)))?;
+        shared::frame::append(&spec.task, &mut self.scratch).map_err(|e| at(Problem::Encode(e.into())))?;
         let (id, origin) = match spec.id {
             Some(id) => (id, IdOrigin::Given),
             None if admission.content_ids => (content_id(&self.scratch), IdOrigin::Content),
@@ -230,7 +245,7 @@ struct ChannelShared<T> {
     wake: Waker,
 }
 
-/// The receiving half of [`channel`], handed to [`crate::Pool::run_source`].
+/// The receiving half of [`channel`], handed to [`crate::Pool::run_channel`].
 #[derive(Debug)]
 pub struct ChannelSource<T> {
     shared: std::sync::Arc<ChannelShared<T>>,
@@ -257,7 +272,7 @@ struct IterState {
 /// bulkhead::serve_if_worker::<Echo>();
 /// let pool = Pool::builder().workers(2).build(Echo)?;
 /// let (tx, source) = bulkhead::channel::<u32>()?;
-/// let mut run = pool.run_source(|admission| Ok(Box::new(source.admit_with(admission))))?;
+/// let mut run = pool.run_channel(source)?;
 /// tx.send(7);
 /// let first = run.next(); // the result of task 7, one round trip later
 /// assert_eq!(first.and_then(|r| r.ok()?.output), Some(7));
@@ -273,6 +288,22 @@ pub fn channel<T>() -> std::io::Result<(TaskSender<T>, ChannelSource<T>)> {
 
 impl<T> TaskSender<T> {
     /// Submits a task.
+    ///
+    /// ```
+    /// # use bulkhead::{Handler, Mode, Pool, TaskContext, TaskError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Double;
+    /// # impl Handler for Double { type Task = u32; type Output = u32;
+    /// #   fn handle(&self, t: u32, _: &TaskContext<'_>) -> Result<u32, TaskError> { Ok(2 * t) } }
+    /// let pool = Pool::builder().mode(Mode::Thread).build(Double)?;
+    /// let (tx, source) = bulkhead::channel::<u32>()?;
+    /// let run = pool.run_channel(source)?;
+    /// let feeder = std::thread::spawn(move || (0..10).for_each(|i| tx.send(i))); // dropped: closed
+    /// let n = run.count();
+    /// feeder.join().expect("the feeder");
+    /// assert_eq!(n, 10);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn send(&self, task: impl Into<TaskSpec<T>>) {
         self.shared.queue.lock().unwrap_or_else(|e| e.into_inner()).0.push_back(task.into());
         self.shared.wake.wake();
@@ -288,6 +319,22 @@ impl<T> TaskSender<T> {
     }
 
     /// No more tasks will come; the run ends when those sent are done.
+    ///
+    /// ```
+    /// # use bulkhead::{Handler, Mode, Pool, TaskContext, TaskError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Double;
+    /// # impl Handler for Double { type Task = u32; type Output = u32;
+    /// #   fn handle(&self, t: u32, _: &TaskContext<'_>) -> Result<u32, TaskError> { Ok(2 * t) } }
+    /// let pool = Pool::builder().mode(Mode::Thread).build(Double)?;
+    /// let (tx, source) = bulkhead::channel::<u32>()?;
+    /// let mut run = pool.run_channel(source)?;
+    /// tx.send(1);
+    /// tx.close();
+    /// assert!(run.next().is_some());
+    /// assert!(run.next().is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn close(&self) {
         self.shared.queue.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
         self.shared.wake.wake();
@@ -302,7 +349,7 @@ impl<T> Drop for TaskSender<T> {
 
 impl<T> ChannelSource<T> {
     /// Uses the run's admission (resume and duplicate checks).
-    pub fn admit_with(mut self, admission: Admission) -> Self {
+    pub(crate) fn admit_with(mut self, admission: Admission) -> Self {
         self.inner.admission = admission;
         self
     }

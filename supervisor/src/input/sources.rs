@@ -78,11 +78,6 @@ impl Sources {
         Ok(Self { sources })
     }
 
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.sources.is_empty()
-    }
-
     /// The jobs: every combination, or the n-th of each with `link`.
     pub fn rows(self, link: bool) -> Rows {
         let lens: Vec<usize> = self.sources.iter().map(Vec::len).collect();

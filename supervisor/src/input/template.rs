@@ -175,11 +175,6 @@ impl CmdTemplate {
         Ok(Self { pieces })
     }
 
-    /// Whether the template has `{1}`, `{2}`, ... (which want `--colsep` or several sources).
-    pub fn has_positional(&self) -> bool {
-        self.pieces.iter().any(|p| matches!(p, Piece::Arg(..)))
-    }
-
     /// The command for a job with these arguments and sequence number `seq` (from 1).
     pub fn render(&self, args: &[&[u8]], seq: u64) -> Rendered {
         let mut parts = Vec::with_capacity(1);

@@ -14,7 +14,7 @@ use crate::output::journal::write_waiting;
 /// Why the events file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum EventsError {
-    /// It holds events and `--resume` was not given.
+    /// It holds events and `resume` was not asked for.
     #[error(
         "events file {path} already holds {bytes} bytes; add --resume to append this run to it, or name another file (it is never overwritten)"
     )]

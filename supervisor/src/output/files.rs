@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 pub enum Role {
     /// The task input.
     Input,
-    /// `--results`.
+    /// The results file.
     Results,
-    /// `--events`.
+    /// The events file.
     Events,
-    /// `--report`.
+    /// The command line's report page.
     Report,
 }
 

@@ -1,6 +1,6 @@
 //! The results file, which is also the run's journal: one final record per task, appended as
 //! tasks finish. A record in the file means the task is done; one missing means it runs
-//! again on `--resume`. So a crash of the supervisor, even SIGKILL, loses nothing and doubles
+//! again on `resume`. So a crash of the supervisor, even SIGKILL, loses nothing and doubles
 //! nothing: records written before it are there, records still in memory are absent and
 //! their tasks rerun, and a line cut short by the crash is cut off on resume.
 //!
@@ -35,7 +35,7 @@ pub enum ResultsTarget {
 /// Why the results file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    /// It holds records and `--resume` was not given.
+    /// It holds records and `resume` was not asked for.
     #[error(
         "results file {path} already holds {records} record(s); add --resume to continue that batch, or name another file (it is never truncated)"
     )]
@@ -53,7 +53,7 @@ pub enum JournalError {
         /// The process holding the lock, where `/proc/locks` says.
         holder: Option<u32>,
     },
-    /// `--resume` without a file to resume from.
+    /// `resume` without a file to resume from.
     #[error("--resume needs --results FILE: there is nothing to resume from standard output")]
     ResumeStdout,
     /// A line in the middle of the file is not a record.
@@ -115,7 +115,7 @@ pub struct Resumed {
     /// Bytes of a torn last line that were cut off.
     pub repaired_bytes: u64,
     /// The tasks whose last record is failed or quarantined, with how many final records each
-    /// has: what `--resume-failed` runs again, and what its new records supersede. Only these
+    /// has: what `resume_failed` runs again, and what its new records supersede. Only these
     /// are held by id, so memory grows with the failures, not with the batch.
     pub not_ok: HashMap<String, (u32, Status)>,
 }
@@ -150,7 +150,7 @@ pub enum RecordConflict {
 
 impl Resumed {
     /// Counts one record read back. A task's last record is the one that counts: a record
-    /// that supersedes the task's earlier ones (`supersedes`, written by `--resume-failed`)
+    /// that supersedes the task's earlier ones (`supersedes`, written by `resume_failed`)
     /// replaces it, and must count them; any other second record is a conflict.
     pub fn take(&mut self, head: RecordHead) -> Result<(), RecordConflict> {
         let first = self.done.insert(&head.id);
@@ -339,13 +339,13 @@ impl Journal {
         self.error.as_ref().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
     }
 
-    /// Whether `--resume` can continue from this journal: a regular file, still at its path.
+    /// Whether `resume` can continue from this journal: a regular file, still at its path.
     pub fn resumable(&self) -> bool {
         matches!(self.out, Target::Regular(..)) && self.lost().is_none()
     }
 
     /// A results file deleted during the run (no link left), or whose path now names another
-    /// file: its records are not where the next `--resume` will look.
+    /// file: its records are not where the next `resume` will look.
     pub fn lost(&self) -> Option<OutputFailure> {
         let Target::Regular(f, id, path) = &self.out else { return None };
         let name = path.display().to_string();

@@ -47,11 +47,6 @@ impl RunDir {
         Ok(Self { path })
     }
 
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The control socket's path.
     pub fn control_socket(&self) -> PathBuf {
         self.path.join(CONTROL_SOCKET)

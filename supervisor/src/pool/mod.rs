@@ -20,10 +20,8 @@ use crate::engine::config::{MAX_TASK_BYTES, RetryRules};
 use crate::engine::inject::Inject;
 use crate::engine::lifecycle::{RunEvent, Timed};
 use crate::engine::restart::RestartPolicy;
-use crate::engine::{
-    Counts, Ending, Engine, EngineConfig, Finished, Interrupt, Mode, Seq, Sink, StopReason, WorkerLine,
-};
-use crate::input::source::{Admission, IterSource, Pull, TaskSource, TaskSpec};
+use crate::engine::{Counts, Ending, Engine, EngineConfig, Finished, Interrupt, Mode, Seq, Sink, StopReason, WorkerLine};
+use crate::input::source::{Admission, ChannelSource, IterSource, Pull, TaskSource, TaskSpec};
 use crate::output::control::{ControlServer, StatusSnapshot};
 use crate::output::events::{EventsError, EventsFile};
 use crate::output::failure::OutputFailure;
@@ -42,6 +40,27 @@ mod submit;
 pub use submit::{Handle, JoinError, SubmitResult};
 
 /// A task's final record: its status, attempts, output or error, and every crash.
+///
+/// ```
+/// # use bulkhead::{Handler, Mode, Pool, TaskContext, TaskError};
+/// # #[derive(serde::Serialize, serde::Deserialize)]
+/// # struct Half;
+/// # impl Handler for Half { type Task = u32; type Output = u32;
+/// #   fn handle(&self, t: u32, _: &TaskContext<'_>) -> Result<u32, TaskError> {
+/// #     if t % 2 == 0 { Ok(t / 2) } else { Err(TaskError::new("odd")) } } }
+/// use bulkhead::{Status, TaskResult};
+/// let pool = Pool::builder().mode(Mode::Thread).build(Half)?;
+/// let results: Vec<TaskResult<u32>> = pool.run([4u32, 5])?.collect::<Result<_, _>>()?;
+/// for r in &results {
+///     match r.status {
+///         Status::Ok => println!("task {}: {:?}", r.id, r.output),
+///         Status::Failed => println!("task {} failed: {:?}", r.id, r.error),
+///         Status::Quarantined => println!("task {} crashed: {:?}", r.id, r.crashes),
+///     }
+/// }
+/// assert_eq!(results.iter().filter(|r| r.status == Status::Ok).count(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub type TaskResult<O> = Record<O>;
 
 /// Options for a [`Pool`].
@@ -180,7 +199,7 @@ pub enum PoolError {
         name: &'static str,
         /// Why.
         #[source]
-        source: postcard::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The system refused something the run needs.
     #[error("cannot {what}")]
@@ -333,22 +352,50 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> PoolError {
 
 impl PoolBuilder {
     /// Process (default) or thread mode.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bulkhead::{Mode, Pool, ResultsTarget, WorkerOutput, WorkerProgram};
+    /// let builder = Pool::builder().mode(Mode::Thread);
+    /// # let _ = (builder, Duration::ZERO, Mode::Process);
+    /// ```
     pub fn mode(mut self, mode: Mode) -> Self {
         self.mode = mode;
         self
     }
     /// Worker processes (threads in thread mode); default: available cores.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bulkhead::{Mode, Pool, ResultsTarget, WorkerOutput, WorkerProgram};
+    /// let builder = Pool::builder().workers(4);
+    /// # let _ = (builder, Duration::ZERO, Mode::Process);
+    /// ```
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n;
         self
     }
     /// Hybrid mode: each worker process runs `t` tasks at once on threads (for
     /// waiting-bound work); a crash loses only that worker's tasks, which are re-run.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bulkhead::{Mode, Pool, ResultsTarget, WorkerOutput, WorkerProgram};
+    /// let builder = Pool::builder().workers(2).threads_per_worker(8);
+    /// # let _ = (builder, Duration::ZERO, Mode::Process);
+    /// ```
     pub fn threads_per_worker(mut self, t: u32) -> Self {
         self.threads_per_worker = t;
         self
     }
     /// Attempts per task before quarantine (crashes and timeouts count); default 3.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bulkhead::{Mode, Pool, ResultsTarget, WorkerOutput, WorkerProgram};
+    /// let builder = Pool::builder().attempts(5);
+    /// # let _ = (builder, Duration::ZERO, Mode::Process);
+    /// ```
     pub fn attempts(mut self, n: u32) -> Self {
         self.attempts = n;
         self
@@ -357,6 +404,13 @@ impl PoolBuilder {
     /// and replaced, and the attempt counts as a crash. In thread mode a thread cannot be
     /// killed: a late task's thread is abandoned, still running until the process exits, and
     /// replaced ([`build`](Self::build) warns of it through `log`).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bulkhead::{Mode, Pool, ResultsTarget, WorkerOutput, WorkerProgram};
+    /// let builder = Pool::builder().timeout(Duration::from_secs(30));
+    /// # let _ = (builder, Duration::ZERO, Mode::Process);
+    /// ```
     pub fn timeout(mut self, d: Duration) -> Self {
         self.timeout = Some(d);
         self
@@ -369,6 +423,13 @@ impl PoolBuilder {
     /// it bounds each process alone, not a task's processes together.
     /// Process mode only: thread mode refuses it at [`build`](Self::build), since nothing
     /// bounds the memory of one thread.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bulkhead::{Mode, Pool, ResultsTarget, WorkerOutput, WorkerProgram};
+    /// let builder = Pool::builder().address_space_limit(2 << 30);
+    /// # let _ = (builder, Duration::ZERO, Mode::Process);
+    /// ```
     pub fn address_space_limit(mut self, bytes: u64) -> Self {
         self.address_space_limit = Some(bytes);
         self
@@ -379,11 +440,25 @@ impl PoolBuilder {
     /// task is charged a crash with cause `oom` (the limit and the peak seen). Address space
     /// that is reserved and never touched costs nothing here, unlike
     /// [`address_space_limit`](Self::address_space_limit). Process mode only.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bulkhead::{Mode, Pool, ResultsTarget, WorkerOutput, WorkerProgram};
+    /// let builder = Pool::builder().memory_limit(512 << 20);
+    /// # let _ = (builder, Duration::ZERO, Mode::Process);
+    /// ```
     pub fn memory_limit(mut self, bytes: u64) -> Self {
         self.memory_limit = Some(bytes);
         self
     }
     /// Give up when more than `n` restarts happen within `period` (default 100 in 10 s).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bulkhead::{Mode, Pool, ResultsTarget, WorkerOutput, WorkerProgram};
+    /// let builder = Pool::builder().max_restarts(20, Duration::from_secs(60));
+    /// # let _ = (builder, Duration::ZERO, Mode::Process);
+    /// ```
     pub fn max_restarts(mut self, n: u32, period: Duration) -> Self {
         self.restart.max_restarts = n;
         self.restart.period_ns = period.as_nanos() as u64;
@@ -393,7 +468,8 @@ impl PoolBuilder {
     /// `immediate` deaths in a row are replaced at once, then each replacement waits a backoff
     /// from `base`, doubling, up to `max` (with jitter, and kept short enough that a crash
     /// loop still reaches [`max_restarts`](Self::max_restarts)). A worker that finished a task
-    /// or served a second resets the count. Default: 1, 10 ms, 2 s.
+    /// or served a second resets the count. Default: 5, 10 ms, 2 s: a few bad tasks in a row
+    /// are replaced at full speed, a longer crash loop slows down.
     ///
     /// ```
     /// # use std::time::Duration;
@@ -408,6 +484,13 @@ impl PoolBuilder {
     }
     /// How often workers send heartbeats, and after how much silence one counts as
     /// unresponsive (default 250 ms and 2 s).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bulkhead::{Mode, Pool, ResultsTarget, WorkerOutput, WorkerProgram};
+    /// let builder = Pool::builder().heartbeat(Duration::from_millis(100), Duration::from_secs(1));
+    /// # let _ = (builder, Duration::ZERO, Mode::Process);
+    /// ```
     pub fn heartbeat(mut self, every: Duration, timeout: Duration) -> Self {
         self.heartbeat = every;
         self.heartbeat_timeout = timeout;
@@ -415,6 +498,13 @@ impl PoolBuilder {
     }
     /// Time running tasks get to finish after SIGINT, SIGTERM and the like (with
     /// [`handle_signals`](Self::handle_signals)); default 10 s.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bulkhead::{Mode, Pool, ResultsTarget, WorkerOutput, WorkerProgram};
+    /// let builder = Pool::builder().handle_signals(true).grace(Duration::from_secs(30));
+    /// # let _ = (builder, Duration::ZERO, Mode::Process);
+    /// ```
     pub fn grace(mut self, d: Duration) -> Self {
         self.grace = d;
         self
@@ -423,6 +513,13 @@ impl PoolBuilder {
     /// ([`TaskContext::progress`](crate::TaskContext::progress)) for `d`, its start included;
     /// the task is charged an attempt with cause `stalled`. A task that never reports
     /// progress is stalled once it runs `d`. Off by default.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bulkhead::{Mode, Pool, ResultsTarget, WorkerOutput, WorkerProgram};
+    /// let builder = Pool::builder().stall_timeout(Duration::from_secs(60));
+    /// # let _ = (builder, Duration::ZERO, Mode::Process);
+    /// ```
     pub fn stall_timeout(mut self, d: Duration) -> Self {
         self.stall_timeout = Some(d);
         self
@@ -431,6 +528,13 @@ impl PoolBuilder {
     /// Recycling: retire each worker once it has been handed `n` tasks and start a fresh
     /// one, charging no task and waiting no backoff (Python's `maxtasksperchild`). Each
     /// retirement is a `worker_retired` event. Off by default.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bulkhead::{Mode, Pool, ResultsTarget, WorkerOutput, WorkerProgram};
+    /// let builder = Pool::builder().max_tasks_per_worker(1_000);
+    /// # let _ = (builder, Duration::ZERO, Mode::Process);
+    /// ```
     pub fn max_tasks_per_worker(mut self, n: u64) -> Self {
         self.max_tasks_per_worker = Some(n);
         self
@@ -439,6 +543,13 @@ impl PoolBuilder {
     /// Recycling: retire a worker whose resident size, read from /proc after each task it
     /// finishes, is above `bytes`, once its queue is empty, and start a fresh one (Celery's
     /// `worker_max_memory_per_child`). Process mode only. Off by default.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bulkhead::{Mode, Pool, ResultsTarget, WorkerOutput, WorkerProgram};
+    /// let builder = Pool::builder().max_worker_memory(1 << 30);
+    /// # let _ = (builder, Duration::ZERO, Mode::Process);
+    /// ```
     pub fn max_worker_memory(mut self, bytes: u64) -> Self {
         self.max_worker_memory = Some(bytes);
         self
@@ -451,28 +562,56 @@ impl PoolBuilder {
     /// Each skip is charged an attempt, as the crash it was: a task can skip at most
     /// `attempts - 1` records, and one that kills its worker with no record reported is
     /// retried as before. Process mode only. Off by default.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bulkhead::{Mode, Pool, ResultsTarget, WorkerOutput, WorkerProgram};
+    /// let builder = Pool::builder().attempts(4).skip_bad_records(true);
+    /// # let _ = (builder, Duration::ZERO, Mode::Process);
+    /// ```
     pub fn skip_bad_records(mut self, yes: bool) -> Self {
         self.skip_bad_records = yes;
         self
     }
 
     /// Retry tasks whose handler returned an error, within the attempts.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bulkhead::{Mode, Pool, ResultsTarget, WorkerOutput, WorkerProgram};
+    /// let builder = Pool::builder().attempts(3).retry_failed(true);
+    /// # let _ = (builder, Duration::ZERO, Mode::Process);
+    /// ```
     pub fn retry_failed(mut self, yes: bool) -> Self {
         self.retry_failed = yes;
         self
     }
     /// Inject random faults.
-    pub fn inject(mut self, inject: Inject) -> Self {
+    pub(crate) fn inject(mut self, inject: Inject) -> Self {
         self.inject = Some(inject);
         self
     }
     /// Write every final record to a results file (JSONL), which is also the journal for
     /// [`resume`](Self::resume).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bulkhead::{Mode, Pool, ResultsTarget, WorkerOutput, WorkerProgram};
+    /// let builder = Pool::builder().results(ResultsTarget::File("results.jsonl".into()));
+    /// # let _ = (builder, Duration::ZERO, Mode::Process);
+    /// ```
     pub fn results(mut self, target: ResultsTarget) -> Self {
         self.results = Some(target);
         self
     }
     /// Skip tasks that already have a final record in the results file.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bulkhead::{Mode, Pool, ResultsTarget, WorkerOutput, WorkerProgram};
+    /// let builder = Pool::builder().results(ResultsTarget::File("results.jsonl".into())).resume(true);
+    /// # let _ = (builder, Duration::ZERO, Mode::Process);
+    /// ```
     pub fn resume(mut self, yes: bool) -> Self {
         self.resume = yes;
         self
@@ -480,6 +619,13 @@ impl PoolBuilder {
     /// Resume, and run again the tasks whose last record in the results file is failed or
     /// quarantined; each new record says how many earlier ones it supersedes. This is the
     /// only way a task gets a second record; its last one is the one that counts.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bulkhead::{Mode, Pool, ResultsTarget, WorkerOutput, WorkerProgram};
+    /// let builder = Pool::builder().results(ResultsTarget::File("results.jsonl".into())).resume_failed(true);
+    /// # let _ = (builder, Duration::ZERO, Mode::Process);
+    /// ```
     pub fn resume_failed(mut self, yes: bool) -> Self {
         self.resume_failed = yes;
         self.resume |= yes;
@@ -487,18 +633,32 @@ impl PoolBuilder {
     }
     /// Attempts per crash cause, runs of failing tasks, exit codes that retry or fail; see
     /// [`decide`](crate::engine::blame::decide).
-    pub fn retry_rules(mut self, rules: RetryRules) -> Self {
+    pub(crate) fn retry_rules(mut self, rules: RetryRules) -> Self {
         self.retry = rules;
         self
     }
     /// A timeout of `percent` of the median time of the tasks that succeeded so far, once 5
     /// have; [`timeout`](Self::timeout), if given, is then its floor and the only limit
     /// before.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bulkhead::{Mode, Pool, ResultsTarget, WorkerOutput, WorkerProgram};
+    /// let builder = Pool::builder().timeout(Duration::from_secs(1)).timeout_percent(500);
+    /// # let _ = (builder, Duration::ZERO, Mode::Process);
+    /// ```
     pub fn timeout_percent(mut self, percent: u32) -> Self {
         self.timeout_percent = Some(percent);
         self
     }
     /// Write lifecycle events (JSONL) to a file.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bulkhead::{Mode, Pool, ResultsTarget, WorkerOutput, WorkerProgram};
+    /// let builder = Pool::builder().events("events.jsonl");
+    /// # let _ = (builder, Duration::ZERO, Mode::Process);
+    /// ```
     pub fn events(mut self, path: impl Into<PathBuf>) -> Self {
         self.events = Some(path.into());
         self
@@ -506,41 +666,76 @@ impl PoolBuilder {
     /// Handle SIGINT, SIGTERM, SIGHUP, SIGUSR1/2 and SIGALRM (those not inherited as ignored):
     /// start nothing new, let running tasks finish within the grace, then stop. Off by default
     /// in a library; the CLI turns it on.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bulkhead::{Mode, Pool, ResultsTarget, WorkerOutput, WorkerProgram};
+    /// let builder = Pool::builder().handle_signals(true);
+    /// # let _ = (builder, Duration::ZERO, Mode::Process);
+    /// ```
     pub fn handle_signals(mut self, yes: bool) -> Self {
         self.handle_signals = yes;
         self
     }
     /// The program to start as a worker; default: this executable.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bulkhead::{Mode, Pool, ResultsTarget, WorkerOutput, WorkerProgram};
+    /// let builder = Pool::builder().worker_program(WorkerProgram { exe: "/usr/local/bin/my-worker".into(), args: Vec::new() });
+    /// # let _ = (builder, Duration::ZERO, Mode::Process);
+    /// ```
     pub fn worker_program(mut self, program: WorkerProgram) -> Self {
         self.program = Some(program);
         self
     }
     /// Run only the tasks of shard `k` of `n` (by a stable hash of their id).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bulkhead::{Mode, Pool, ResultsTarget, WorkerOutput, WorkerProgram};
+    /// let builder = Pool::builder().shard(0, 4);
+    /// # let _ = (builder, Duration::ZERO, Mode::Process);
+    /// ```
     pub fn shard(mut self, k: u32, n: u32) -> Self {
         self.shard = Some((k, n));
         self
     }
     /// Answer `bulkhead status` on a control socket at this path.
-    pub fn control_socket(mut self, path: impl Into<PathBuf>) -> Self {
+    pub(crate) fn control_socket(mut self, path: impl Into<PathBuf>) -> Self {
         self.control = Some(path.into());
         self
     }
     /// Show live progress on stderr: a bar on a terminal (with the `progress-bar` feature,
     /// which `cli` turns on), a line every few seconds otherwise.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bulkhead::{Mode, Pool, ResultsTarget, WorkerOutput, WorkerProgram};
+    /// let builder = Pool::builder().progress(true);
+    /// # let _ = (builder, Duration::ZERO, Mode::Process);
+    /// ```
     pub fn progress(mut self, yes: bool) -> Self {
         self.progress = yes;
         self
     }
-    /// Stops the run early at a rule (GNU parallel's `--halt`): see
+    /// Stops the run early at a rule (like GNU parallel's halt): see
     /// [`Halt`](crate::engine::halt::Halt). Each worker then holds only the tasks it runs, so
     /// that `soon` starts nothing after the rule is reached.
-    pub fn halt(mut self, rule: crate::engine::halt::Halt) -> Self {
+    pub(crate) fn halt(mut self, rule: crate::engine::halt::Halt) -> Self {
         self.halt = Some(rule);
         self
     }
 
     /// The number of tasks the run will have, where known (for the progress line and a
-    /// `--halt` percentage).
+    /// halt rule's percentage).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bulkhead::{Mode, Pool, ResultsTarget, WorkerOutput, WorkerProgram};
+    /// let builder = Pool::builder().progress(true).expected_total(10_000);
+    /// # let _ = (builder, Duration::ZERO, Mode::Process);
+    /// ```
     pub fn expected_total(mut self, n: u64) -> Self {
         self.expected_total = Some(n);
         self
@@ -548,6 +743,13 @@ impl PoolBuilder {
     /// Process mode: become a child subreaper and reap what dead workers' tasks leave
     /// behind. This reaps every child of the process (`waitpid(-1)`), so only a program
     /// without other children should ask for it; the CLI does.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bulkhead::{Mode, Pool, ResultsTarget, WorkerOutput, WorkerProgram};
+    /// let builder = Pool::builder().reap_orphans(true);
+    /// # let _ = (builder, Duration::ZERO, Mode::Process);
+    /// ```
     pub fn reap_orphans(mut self, yes: bool) -> Self {
         self.reap_orphans = yes;
         self
@@ -556,6 +758,13 @@ impl PoolBuilder {
     /// in the input (`"0"`, `"1"`, ...): a resumed run then recognises a done task wherever
     /// it now stands, and equal tasks are one task (the second is refused as a duplicate).
     /// Off by default, so that equal values run as separate tasks.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bulkhead::{Mode, Pool, ResultsTarget, WorkerOutput, WorkerProgram};
+    /// let builder = Pool::builder().content_ids(true);
+    /// # let _ = (builder, Duration::ZERO, Mode::Process);
+    /// ```
     pub fn content_ids(mut self, yes: bool) -> Self {
         self.content_ids = yes;
         self
@@ -564,6 +773,13 @@ impl PoolBuilder {
     /// [`MAX_TASK_BYTES`] (what one message to a worker carries). A larger task fails alone
     /// when the run takes it in, with an error that names its size, and is never sent; the
     /// same in both modes.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bulkhead::{Mode, Pool, ResultsTarget, WorkerOutput, WorkerProgram};
+    /// let builder = Pool::builder().max_task_bytes(1 << 20);
+    /// # let _ = (builder, Duration::ZERO, Mode::Process);
+    /// ```
     pub fn max_task_bytes(mut self, bytes: usize) -> Self {
         self.max_task_bytes = bytes;
         self
@@ -571,17 +787,38 @@ impl PoolBuilder {
     /// Where worker processes' stderr and their handlers' `log` records go; default
     /// [`WorkerOutput::Forward`]: to this process's stderr, each line prefixed with its worker
     /// and task.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bulkhead::{Mode, Pool, ResultsTarget, WorkerOutput, WorkerProgram};
+    /// let builder = Pool::builder().worker_output(WorkerOutput::Capture);
+    /// # let _ = (builder, Duration::ZERO, Mode::Process);
+    /// ```
     pub fn worker_output(mut self, to: WorkerOutput) -> Self {
         self.worker_output = to;
         self
     }
     /// The most verbose `log` level a worker process forwards from its handler; default
     /// `Info`. `Off` installs no logger in the workers.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bulkhead::{Mode, Pool, ResultsTarget, WorkerOutput, WorkerProgram};
+    /// let builder = Pool::builder().worker_log_level(log::LevelFilter::Debug);
+    /// # let _ = (builder, Duration::ZERO, Mode::Process);
+    /// ```
     pub fn worker_log_level(mut self, level: log::LevelFilter) -> Self {
         self.worker_log_level = level;
         self
     }
     /// Seed for restart jitter.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bulkhead::{Mode, Pool, ResultsTarget, WorkerOutput, WorkerProgram};
+    /// let builder = Pool::builder().seed(42);
+    /// # let _ = (builder, Duration::ZERO, Mode::Process);
+    /// ```
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
         self
@@ -592,6 +829,18 @@ impl PoolBuilder {
     /// serve (no [`serve_if_worker`](crate::serve_if_worker) for this handler came first in
     /// `main`), it says so on stderr and exits the process, so that the program's own code
     /// does not run on in the worker; the pool that started the worker stops with the hint.
+    ///
+    /// ```
+    /// # use bulkhead::{Handler, Mode, Pool, TaskContext, TaskError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Double;
+    /// # impl Handler for Double { type Task = u32; type Output = u32;
+    /// #   fn handle(&self, t: u32, _: &TaskContext<'_>) -> Result<u32, TaskError> { Ok(2 * t) } }
+    /// // Thread mode, so that the example runs inside its doctest; process mode is the same call.
+    /// let pool = Pool::builder().mode(Mode::Thread).workers(2).build(Double)?;
+    /// assert_eq!(pool.submit(21)?.join()?.output, Some(42));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn build<H: Handler>(self, handler: H) -> Result<Pool<H>, PoolError> {
         // A worker whose program got here without serving exits now, before the program's
         // own work runs a second time; the pool that started it names the missing call.
@@ -667,10 +916,11 @@ impl PoolBuilder {
             );
         }
         // The workers serve this very value: it goes to each with its handshake.
-        let config = postcard::to_stdvec(&handler).map_err(|source| PoolError::Handler { name: H::name(), source })?;
+        let config = postcard::to_stdvec(&handler)
+            .map_err(|source| PoolError::Handler { name: H::name(), source: source.into() })?;
         if config.len() > MAX_CONFIG {
             let source = postcard::Error::SerializeBufferFull;
-            return Err(PoolError::Handler { name: H::name(), source });
+            return Err(PoolError::Handler { name: H::name(), source: source.into() });
         }
         Ok(Pool { handler: Arc::new(handler), config: config.into(), cfg: self, program, service: Default::default() })
     }
@@ -720,6 +970,21 @@ impl Pool<()> {
 
 impl<H: Handler> Pool<H> {
     /// Runs a batch of tasks; results come as they finish.
+    ///
+    /// ```
+    /// # use bulkhead::{Handler, Mode, Pool, TaskContext, TaskError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Double;
+    /// # impl Handler for Double { type Task = u32; type Output = u32;
+    /// #   fn handle(&self, t: u32, _: &TaskContext<'_>) -> Result<u32, TaskError> { Ok(2 * t) } }
+    /// let pool = Pool::builder().mode(Mode::Thread).workers(2).build(Double)?;
+    /// let mut total = 0;
+    /// for r in pool.run(1..=4u32)? {
+    ///     total += r?.output.unwrap_or(0); // `?`: a run that stopped early ends with its error
+    /// }
+    /// assert_eq!(total, 20);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn run<'a, I>(&'a self, tasks: I) -> Result<Run<'a, H>, PoolError>
     where
         I: IntoIterator + 'a,
@@ -729,9 +994,32 @@ impl<H: Handler> Pool<H> {
         self.start(|admission| Ok(Box::new(IterSource::<_, H::Task>::new(tasks.into_iter(), admission))))
     }
 
+    /// Runs a batch fed while it runs: tasks sent through the [`TaskSender`](crate::TaskSender)
+    /// of [`channel`](crate::channel) (from any thread) join the run as they come, and the run
+    /// ends once the sender is dropped or closed and those sent are done.
+    ///
+    /// ```
+    /// # use bulkhead::{Handler, Mode, Pool, TaskContext, TaskError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Double;
+    /// # impl Handler for Double { type Task = u32; type Output = u32;
+    /// #   fn handle(&self, t: u32, _: &TaskContext<'_>) -> Result<u32, TaskError> { Ok(2 * t) } }
+    /// let pool = Pool::builder().mode(Mode::Thread).workers(2).build(Double)?;
+    /// let (tx, source) = bulkhead::channel::<u32>()?;
+    /// let mut run = pool.run_channel(source)?;
+    /// tx.send(5);
+    /// assert_eq!(run.next().and_then(|r| r.ok()?.output), Some(10));
+    /// drop(tx); // no more tasks: the run ends
+    /// assert!(run.next().is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn run_channel<'a>(&'a self, source: ChannelSource<H::Task>) -> Result<Run<'a, H>, PoolError> {
+        self.start(|admission| Ok(Box::new(source.admit_with(admission))))
+    }
+
     /// Runs a batch from a [`TaskSource`] built once the results file is read (so it knows
     /// which tasks are done).
-    pub fn run_source<'a>(
+    pub(crate) fn run_source<'a>(
         &'a self,
         source: impl FnOnce(Admission) -> io::Result<Box<dyn TaskSource + 'a>>,
     ) -> Result<Run<'a, H>, PoolError> {
@@ -911,6 +1199,17 @@ impl<H: Handler> Pool<H> {
     }
 
     /// The handler.
+    ///
+    /// ```
+    /// # use bulkhead::{Handler, Mode, Pool, TaskContext, TaskError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Double;
+    /// # impl Handler for Double { type Task = u32; type Output = u32;
+    /// #   fn handle(&self, t: u32, _: &TaskContext<'_>) -> Result<u32, TaskError> { Ok(2 * t) } }
+    /// let pool = Pool::builder().mode(Mode::Thread).build(Double)?;
+    /// let _double: &Double = pool.handler();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn handler(&self) -> &H {
         &self.handler
     }
@@ -930,7 +1229,7 @@ pub(crate) struct Concluded<'a> {
     pub order: u64,
     /// The seq of its last attempt, `None` when it never ran.
     pub seq: Option<Seq>,
-    /// What it was ([`crate::engine::Job::label`]): a `--cmd` task's input, seq and command.
+    /// What it was ([`crate::engine::Job::label`]): a shell-command task's input, seq and command.
     pub label: &'a str,
     /// How it ended.
     pub status: shared::record::Status,
@@ -955,7 +1254,7 @@ struct RunSink<O> {
     /// The first few tasks that ended failed or quarantined, to name them at the end.
     first_bad: Vec<String>,
     observers: Vec<Observer>,
-    /// Tasks run again by `--resume-failed`, with the final records they have already.
+    /// Tasks run again by `resume_failed`, with the final records they have already.
     superseded: Arc<HashMap<String, u32>>,
     concluded: Vec<ConcludedObserver>,
     worker_output: WorkerOutput,
@@ -1183,6 +1482,22 @@ fn stop_words(s: &Summary) -> String {
 
 impl<'a, H: Handler> Run<'a, H> {
     /// Calls `f` with every event as it happens (for live displays).
+    ///
+    /// ```
+    /// # use bulkhead::{Handler, Mode, Pool, TaskContext, TaskError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Double;
+    /// # impl Handler for Double { type Task = u32; type Output = u32;
+    /// #   fn handle(&self, t: u32, _: &TaskContext<'_>) -> Result<u32, TaskError> { Ok(2 * t) } }
+    /// let pool = Pool::builder().mode(Mode::Thread).workers(1).build(Double)?;
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let run = pool.run([1u32, 2])?.on_event(move |e| {
+    ///     let _ = tx.send(format!("{:?}", e.event));
+    /// });
+    /// run.finish()?;
+    /// assert!(rx.try_iter().count() > 0); // the run's start, workers, tasks, its end
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn on_event(mut self, f: impl FnMut(&Timed) + Send + 'static) -> Self {
         self.sink.observers.push(Box::new(f));
         self
@@ -1233,6 +1548,18 @@ impl<'a, H: Handler> Run<'a, H> {
     /// file, if one was given), and returns the summary; an error when the run stopped
     /// before its end, with the tasks it left behind.
     #[must_use = "a run that stopped early is only seen in this result"]
+    ///
+    /// ```
+    /// # use bulkhead::{Handler, Mode, Pool, TaskContext, TaskError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Double;
+    /// # impl Handler for Double { type Task = u32; type Output = u32;
+    /// #   fn handle(&self, t: u32, _: &TaskContext<'_>) -> Result<u32, TaskError> { Ok(2 * t) } }
+    /// let pool = Pool::builder().mode(Mode::Thread).build(Double)?;
+    /// let summary = pool.run(0..100u32)?.finish()?; // the results are dropped; the counts stay
+    /// assert_eq!(summary.counts.ok, 100);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn finish(self) -> Result<Summary, RunError> {
         self.finish_unless(|| false)
     }
@@ -1279,6 +1606,25 @@ impl<'a, H: Handler> Run<'a, H> {
     /// behind another may still end with the result the worker reports. Process mode stops a
     /// running task this way; thread mode cannot stop a thread, and abandons it as a timeout
     /// does.
+    ///
+    /// ```
+    /// # use bulkhead::{Handler, Mode, Pool, TaskContext, TaskError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Double;
+    /// # impl Handler for Double { type Task = u32; type Output = u32;
+    /// #   fn handle(&self, t: u32, _: &TaskContext<'_>) -> Result<u32, TaskError> { Ok(2 * t) } }
+    /// use bulkhead::{Status, TaskSpec};
+    /// let pool = Pool::builder().mode(Mode::Thread).workers(1).build(Double)?;
+    /// let mut run = pool.run((0..1000u32).map(|i| TaskSpec::with_id(format!("t{i}"), i)))?;
+    /// let next = run.next(); // the run has begun
+    /// if run.cancel("t999") {
+    ///     // Not begun by a worker: it ends `failed` ("cancelled") without running.
+    ///     let last = run.by_ref().filter_map(Result::ok).find(|r| r.id == "t999");
+    ///     println!("{:?}", last.map(|r| r.status == Status::Failed));
+    /// }
+    /// # let _ = next;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn cancel(&mut self, id: &str) -> bool {
         let now = mono_ns();
         let mut out = Vec::new();
@@ -1290,6 +1636,20 @@ impl<'a, H: Handler> Run<'a, H> {
     }
 
     /// Sends the run SIGINT-like: start nothing new, let running tasks finish.
+    ///
+    /// ```
+    /// # use bulkhead::{Handler, Mode, Pool, TaskContext, TaskError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Double;
+    /// # impl Handler for Double { type Task = u32; type Output = u32;
+    /// #   fn handle(&self, t: u32, _: &TaskContext<'_>) -> Result<u32, TaskError> { Ok(2 * t) } }
+    /// let pool = Pool::builder().mode(Mode::Thread).workers(1).build(Double)?;
+    /// let mut run = pool.run(0..100_000u32)?;
+    /// run.interrupt(); // as a Ctrl-C would: nothing new starts
+    /// let stopped = run.by_ref().find_map(Result::err).expect("an interrupted run ends with its error");
+    /// assert!(stopped.summary.stop.is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn interrupt(&mut self) {
         let now = mono_ns();
         let mut out = Vec::new();
@@ -1300,6 +1660,20 @@ impl<'a, H: Handler> Run<'a, H> {
     }
 
     /// Where the run stands.
+    ///
+    /// ```
+    /// # use bulkhead::{Handler, Mode, Pool, TaskContext, TaskError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Double;
+    /// # impl Handler for Double { type Task = u32; type Output = u32;
+    /// #   fn handle(&self, t: u32, _: &TaskContext<'_>) -> Result<u32, TaskError> { Ok(2 * t) } }
+    /// let pool = Pool::builder().mode(Mode::Thread).build(Double)?;
+    /// let mut run = pool.run(0..10u32)?;
+    /// let first = run.next();
+    /// let so_far = run.summary(); // a run still going
+    /// assert!(first.is_some() && so_far.stop.is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn summary(&self) -> Summary {
         Summary {
             stop: self.runtime.engine.stop_reason().cloned(),
@@ -1381,7 +1755,7 @@ pub struct Summary {
     pub first_bad: Vec<String>,
     /// Records this run wrote whole to its results target, if it had one.
     pub records_written: Option<u64>,
-    /// Whether `--resume` can continue this batch: its results are in a regular file that is
+    /// Whether `resume` can continue this batch: its results are in a regular file that is
     /// still at its path.
     pub resumable: bool,
 }
@@ -1401,6 +1775,18 @@ impl Summary {
     /// 5. 130, 143, 128 + N: a signal stopped the run (resumable);
     /// 6. 1, a task failed or was quarantined, or thread mode's shared state was poisoned;
     /// 7. 0, every task ok.
+    ///
+    /// ```
+    /// # use bulkhead::{Handler, Mode, Pool, TaskContext, TaskError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Double;
+    /// # impl Handler for Double { type Task = u32; type Output = u32;
+    /// #   fn handle(&self, t: u32, _: &TaskContext<'_>) -> Result<u32, TaskError> { Ok(2 * t) } }
+    /// let pool = Pool::builder().mode(Mode::Thread).build(Double)?;
+    /// let summary = pool.run(0..3u32)?.finish()?;
+    /// assert_eq!(summary.exit_code(), 0); // all ok
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn exit_code(&self) -> i32 {
         if matches!(self.stop, Some(StopReason::BadInput(_))) {
             return exit::BAD_INPUT;
@@ -1419,7 +1805,7 @@ impl Summary {
             }
             Some(StopReason::Interrupted(Interrupt::Int)) => exit::INTERRUPTED,
             Some(StopReason::Interrupted(Interrupt::Term)) => exit::TERMINATED,
-            Some(StopReason::Interrupted(Interrupt::Other(s))) => exit::SIGNAL_BASE + *s as i32,
+            Some(StopReason::Interrupted(Interrupt::Other(s))) => exit::SIGNAL_BASE + *s,
             Some(StopReason::Poisoned(_)) => exit::TASKS_FAILED,
             // A halt on failures has failures: exit 1, as a run that completed with them.
             Some(StopReason::Completed | StopReason::Halted(_)) | None => {
@@ -1521,7 +1907,7 @@ mod tests {
     fn a_channel_feeds_a_running_batch_one_round_trip_at_a_time() {
         let pool = Pool::builder().mode(Mode::Thread).workers(1).build(Builtin::default()).unwrap();
         let (tx, source) = crate::channel::<BuiltinTask>().unwrap();
-        let mut run = pool.run_source(|a| Ok(Box::new(source.admit_with(a)))).unwrap();
+        let mut run = pool.run_channel(source).unwrap();
         for i in 0..20 {
             tx.send(TaskSpec::with_id(format!("t{i}"), BuiltinTask::Noop));
             let r = run.next().expect("a result per task").unwrap();

@@ -122,7 +122,7 @@ impl<H: Handler> Service<H> {
         let thread = std::thread::Builder::new()
             .name("bulkhead-submit".into())
             .spawn(move || {
-                let run = copy.run_source(|a| Ok(Box::new(source.admit_with(a))));
+                let run = copy.run_channel(source);
                 let mut run = match run {
                     Ok(run) => {
                         let _ = started_tx.send(Ok(()));
@@ -249,6 +249,19 @@ impl<O> std::fmt::Debug for Handle<O> {
 
 impl<O> Handle<O> {
     /// The task's id: its submission number in this pool, from `"0"`.
+    ///
+    /// ```
+    /// # use bulkhead::{Handler, Mode, Pool, TaskContext, TaskError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Double;
+    /// # impl Handler for Double { type Task = u32; type Output = u32;
+    /// #   fn handle(&self, t: u32, _: &TaskContext<'_>) -> Result<u32, TaskError> { Ok(2 * t) } }
+    /// let pool = Pool::builder().mode(Mode::Thread).build(Double)?;
+    /// let h = pool.submit(1)?;
+    /// let id = h.id().to_string();
+    /// assert_eq!(h.join()?.id, id);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn id(&self) -> &str {
         &self.id
     }
@@ -266,6 +279,18 @@ impl<O> Handle<O> {
     }
 
     /// Waits for the task's end.
+    ///
+    /// ```
+    /// # use bulkhead::{Handler, Mode, Pool, TaskContext, TaskError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Double;
+    /// # impl Handler for Double { type Task = u32; type Output = u32;
+    /// #   fn handle(&self, t: u32, _: &TaskContext<'_>) -> Result<u32, TaskError> { Ok(2 * t) } }
+    /// let pool = Pool::builder().mode(Mode::Thread).build(Double)?;
+    /// let r = pool.submit(4)?.join()?;
+    /// assert_eq!(r.output, Some(8));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn join(self) -> Result<TaskResult<O>, JoinError> {
         let mut s = self.shared.lock();
         loop {
@@ -315,6 +340,24 @@ impl<O> Handle<O> {
     /// worker has begun never runs; one a worker process is executing is stopped by killing
     /// that worker, which the pool replaces at once, charging none of its other tasks. In
     /// thread mode a running task's thread cannot be stopped: it is abandoned and replaced.
+    ///
+    /// ```
+    /// # use bulkhead::{Handler, Mode, Pool, TaskContext, TaskError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Double;
+    /// # impl Handler for Double { type Task = u32; type Output = u32;
+    /// #   fn handle(&self, t: u32, _: &TaskContext<'_>) -> Result<u32, TaskError> { Ok(2 * t) } }
+    /// use bulkhead::JoinError;
+    /// let pool = Pool::builder().mode(Mode::Thread).workers(1).build(Double)?;
+    /// let handles: Vec<_> = (0..100u32).map(|i| pool.submit(i)).collect::<Result<_, _>>()?;
+    /// handles[99].cancel(); // a join answers `Cancelled` from now on
+    /// let mut last = None;
+    /// for h in handles {
+    ///     last = Some(h.join());
+    /// }
+    /// assert!(matches!(last, Some(Err(JoinError::Cancelled { .. }))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn cancel(&self) {
         self.shared.update(|s| {
             if s.cancelled.insert(self.id.clone()) {
@@ -325,6 +368,21 @@ impl<O> Handle<O> {
     }
 
     /// Whether the task has ended (a join would not wait).
+    ///
+    /// ```
+    /// # use bulkhead::{Handler, Mode, Pool, TaskContext, TaskError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Double;
+    /// # impl Handler for Double { type Task = u32; type Output = u32;
+    /// #   fn handle(&self, t: u32, _: &TaskContext<'_>) -> Result<u32, TaskError> { Ok(2 * t) } }
+    /// let pool = Pool::builder().mode(Mode::Thread).build(Double)?;
+    /// let h = pool.submit(1)?;
+    /// while !h.is_finished() {
+    ///     std::thread::yield_now(); // other work here
+    /// }
+    /// assert_eq!(h.join()?.output, Some(2));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_finished(&self) -> bool {
         let s = self.shared.lock();
         s.cancelled.contains(&self.id) || s.done.contains_key(&self.id) || s.stopped.is_some()

@@ -13,12 +13,14 @@ use std::io::BufReader;
 use std::path::Path;
 
 pub use events::ReportError;
-pub use timeline::{MAX_BARS, Timeline};
+pub use timeline::Timeline;
 
+#[cfg(test)]
 use crate::engine::lifecycle::Timed;
 
 /// Renders a self-contained HTML page for the events of one run.
-pub fn render(events: &[Timed], title: &str) -> String {
+#[cfg(test)]
+fn render(events: &[Timed], title: &str) -> String {
     let mut timeline = Timeline::new();
     for e in events {
         timeline.push(e);

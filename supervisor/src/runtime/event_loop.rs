@@ -130,10 +130,6 @@ pub trait Hooks {
     }
 }
 
-/// Hooks that do nothing.
-pub struct NoHooks;
-impl Hooks for NoHooks {}
-
 /// The loop's state.
 pub struct Runtime<'a> {
     /// The state machine.
@@ -357,11 +353,6 @@ impl<'a> Runtime<'a> {
     /// Thread mode: the shared tally.
     pub fn thread_report(&self) -> Option<TallyReport> {
         self.backend.tally()
-    }
-
-    /// Runs until the run is over.
-    pub fn run(&mut self, sink: &mut dyn Sink, hooks: &mut dyn Hooks) {
-        while self.step(sink, hooks) {}
     }
 }
 

@@ -10,4 +10,4 @@ pub mod tally;
 pub mod thread_mode;
 pub mod waker;
 
-pub use event_loop::{Backend, Cx, Hooks, NoHooks, PollSet, Runtime};
+pub use event_loop::{Backend, Cx, Hooks, PollSet, Runtime};

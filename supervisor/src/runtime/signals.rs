@@ -57,7 +57,7 @@ impl Signals {
             }
             for sig in DRAIN_SIGNALS {
                 if !ignored(sig as i32) {
-                    s.add(Sig::Drain(Interrupt::Other(sig)), sig as i32)?;
+                    s.add(Sig::Drain(Interrupt::Other(sig as i32)), sig as i32)?;
                 }
             }
         }

@@ -51,7 +51,7 @@ impl AsRawFd for Wakeup {
 
 /// The end to write to.
 #[derive(Debug)]
-pub struct Waker(UnixStream);
+pub(crate) struct Waker(UnixStream);
 
 impl Waker {
     /// Makes the [`Wakeup`] readable. A failure is ignored: it is a full socket (the reader
