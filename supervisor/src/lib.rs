@@ -132,8 +132,8 @@ mod report;
 mod runtime;
 
 pub use engine::config::MAX_TASK_BYTES;
-pub use engine::lifecycle::{Retirement, RunEvent, TaskLabel, Timed, WorkerExit};
 pub use engine::halt::{Halt, HaltError, HaltLimit, HaltOn, HaltWhen};
+pub use engine::lifecycle::{Retirement, RunEvent, TaskLabel, Timed, WorkerExit};
 pub use engine::{Counts, FaultPlan, Interrupt, Misuse, Mode, RestartLimit, Seq, SlotIndex, StopReason};
 pub use input::error::{IdOrigin, InputError, Place, Problem};
 pub use input::source::{ChannelSource, TaskSender, TaskSpec, channel};

@@ -179,9 +179,6 @@ pub struct Finished<'a> {
     pub order: u64,
     /// The seq of its last attempt's assignment; `None` when it never ran.
     pub seq: Option<Seq>,
-    /// The slot that ran the last attempt.
-    #[expect(dead_code, reason = "no sink reads it now")]
-    pub worker: SlotIndex,
     /// Attempts used.
     pub attempts: u32,
     /// Time of the last attempt in its worker.

@@ -20,7 +20,9 @@ use crate::engine::config::{MAX_TASK_BYTES, RetryRules};
 use crate::engine::inject::Inject;
 use crate::engine::lifecycle::{RunEvent, Timed};
 use crate::engine::restart::RestartPolicy;
-use crate::engine::{Counts, Ending, Engine, EngineConfig, Finished, Interrupt, Mode, Seq, Sink, StopReason, WorkerLine};
+use crate::engine::{
+    Counts, Ending, Engine, EngineConfig, Finished, Interrupt, Mode, Seq, Sink, StopReason, WorkerLine,
+};
 use crate::input::source::{Admission, ChannelSource, IterSource, Pull, TaskSource, TaskSpec};
 use crate::output::control::{ControlServer, StatusSnapshot};
 use crate::output::events::{EventsError, EventsFile};
