@@ -5,17 +5,16 @@
 //! cost nothing at run time and change no format.
 //!
 //! ```
-//! use bulkhead::engine::{Engine, EngineConfig, Seq, SlotIndex};
-//! let engine = Engine::new(EngineConfig::default(), 0);
-//! assert_eq!(engine.inflight_id(SlotIndex(0), Seq(1)), None);
+//! use bulkhead::{RunEvent, SlotIndex};
+//! let event = RunEvent::WorkerRestarted { worker: SlotIndex(0), backoff_ms: 0.0 };
+//! assert!(matches!(event, RunEvent::WorkerRestarted { worker: SlotIndex(0), .. }));
 //! ```
 //!
-//! The same call with the two swapped does not compile:
+//! A sequence number where a slot is meant does not compile:
 //!
 //! ```compile_fail,E0308
-//! use bulkhead::engine::{Engine, EngineConfig, Seq, SlotIndex};
-//! let engine = Engine::new(EngineConfig::default(), 0);
-//! engine.inflight_id(Seq(1), SlotIndex(0));
+//! use bulkhead::{RunEvent, Seq};
+//! let event = RunEvent::WorkerRestarted { worker: Seq(0), backoff_ms: 0.0 };
 //! ```
 
 use std::fmt;
