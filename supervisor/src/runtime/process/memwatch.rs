@@ -40,7 +40,7 @@ pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(10);
 
 /// How often the trees are sampled while one of them, at the rate it grew between its last
 /// two samples, would reach its limit within [`FAST_WITHIN`]: at 1 GiB/s, from 40 MiB under
-/// the limit on, so that it is found at most ~2 MiB past it.
+/// the limit on, so that it is found ~2 MiB past it when the thread wakes on time.
 pub const FAST_INTERVAL: Duration = Duration::from_millis(2);
 
 /// See [`FAST_INTERVAL`]: four sample intervals.
@@ -343,13 +343,10 @@ impl Trees {
             let before = found.len();
             found.retain(|&(pid, ppid)| {
                 let Some(&(slot, root)) = self.member_of.get(&ppid) else { return true };
-                match workers[slot].as_mut().filter(|w| w.pid == root) {
-                    Some(w) => {
-                        self.member_of.insert(pid, (slot, root));
-                        w.members.push(Member { pid, statm: None });
-                    }
-                    // Of a worker no longer watched.
-                    None => {}
+                // (A parent of a worker no longer watched: in no tree.)
+                if let Some(w) = workers[slot].as_mut().filter(|w| w.pid == root) {
+                    self.member_of.insert(pid, (slot, root));
+                    w.members.push(Member { pid, statm: None });
                 }
                 false
             });
