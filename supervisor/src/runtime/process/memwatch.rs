@@ -9,8 +9,8 @@
 //! at the pids handed out since the last one: `/proc/loadavg` names the last pid the kernel
 //! handed out, pids are handed out in increasing order (wrapping at `pid_max`), and the
 //! `stat` of each new one says its parent (or that it is a thread). A sample in which no pid
-//! was handed out reads nothing but `loadavg`. `/proc` is listed whole only every
-//! [`FULL_SCAN_EVERY`] samples, when more pids were handed out than are worth probing one by
+//! was handed out reads only `loadavg` and the trees' `statm`. `/proc` is listed whole only every
+//! 100 samples (1 s), when more pids were handed out than are worth probing one by
 //! one, or when a worker is added; the listing of `/proc` costs the kernel a walk over every
 //! task of the machine, which was most of a sample's cost. Each process of a tree has its
 //! `statm` open, read with one `pread` per sample.
@@ -39,7 +39,7 @@ use crate::runtime::waker::{Waker, Wakeup, wake_pair};
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(10);
 
 /// How often the trees are sampled while one of them, at the rate it grew between its last
-/// two samples, would reach its limit within [`FAST_WITHIN`]: at 1 GiB/s, from 40 MiB under
+/// two samples, would reach its limit within 40 ms: at 1 GiB/s, from 40 MiB under
 /// the limit on, so that it is found ~2 MiB past it when the thread wakes on time.
 pub const FAST_INTERVAL: Duration = Duration::from_millis(2);
 
