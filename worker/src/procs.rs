@@ -1,23 +1,45 @@
 //! The process table from `/proc`: each pid's parent and state, and the tree below a pid.
-//! Used by the worker to find what a task left running, and by the supervisor's memory watch.
+//! Used by the worker to find what a task left running; the supervisor's memory watch reads
+//! new pids' `stat` with [`stat`].
 
 use std::collections::HashMap;
 use std::io;
 
 use nix::unistd::Pid;
 
-/// A process's parent and its state letter (`R`, `S`, `Z`, ...), from `/proc/PID/stat`, read
-/// after the command name's closing parenthesis (a name may itself hold spaces and
-/// parentheses).
-pub fn parent_and_state(pid: Pid) -> io::Result<(Pid, u8)> {
+/// What `/proc/PID/stat` says of a process, as far as the process table needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// Its parent.
+    pub ppid: Pid,
+    /// Its state letter (`R`, `S`, `Z`, ...).
+    pub state: u8,
+    /// A thread that is not its process's leader (its `exit_signal`, field 38, is -1): a
+    /// thread's id opens under `/proc` though `readdir` does not list it.
+    pub thread: bool,
+}
+
+/// Parses `/proc/PID/stat`, after the command name's closing parenthesis (a name may itself
+/// hold spaces and parentheses); `None` if it is not such a line.
+pub fn parse_stat(stat: &[u8]) -> Option<Stat> {
+    let rest = stat.iter().rposition(|&b| b == b')').map(|i| &stat[i + 1..])?;
+    let mut fields = std::str::from_utf8(rest).ok()?.split_ascii_whitespace();
+    let state = fields.next()?.bytes().next()?;
+    let ppid = fields.next()?.parse::<i32>().ok()?;
+    // Fields 5 to 37 lie between the parent (4) and the exit signal (38).
+    let thread = fields.nth(33).is_some_and(|f| f == "-1");
+    Some(Stat { ppid: Pid::from_raw(ppid), state, thread })
+}
+
+/// `/proc/PID/stat` of `pid`, read now.
+pub fn stat(pid: Pid) -> io::Result<Stat> {
     let stat = std::fs::read(format!("/proc/{pid}/stat"))?;
-    let bad = || io::Error::new(io::ErrorKind::InvalidData, format!("unreadable /proc/{pid}/stat"));
-    let rest = stat.iter().rposition(|&b| b == b')').map(|i| &stat[i + 1..]).ok_or_else(bad)?;
-    let rest = std::str::from_utf8(rest).map_err(|_| bad())?;
-    let mut fields = rest.split_ascii_whitespace();
-    let state = fields.next().and_then(|s| s.bytes().next()).ok_or_else(bad)?;
-    let ppid = fields.next().and_then(|f| f.parse::<i32>().ok()).ok_or_else(bad)?;
-    Ok((Pid::from_raw(ppid), state))
+    parse_stat(&stat).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("unreadable /proc/{pid}/stat")))
+}
+
+/// A process's parent and its state letter (`R`, `S`, `Z`, ...), from `/proc/PID/stat`.
+pub fn parent_and_state(pid: Pid) -> io::Result<(Pid, u8)> {
+    stat(pid).map(|s| (s.ppid, s.state))
 }
 
 /// Every pid in `/proc` now, into `out` (cleared first).
@@ -112,6 +134,10 @@ mod tests {
         let (pp, state) = parent_and_state(me).unwrap();
         assert_eq!(pp, nix::unistd::getppid());
         assert!(state.is_ascii_uppercase(), "{state}");
+        assert!(!stat(me).unwrap().thread);
+        // This test's own thread (the harness runs tests on threads of their own).
+        let tid = nix::unistd::gettid();
+        assert_eq!(stat(tid).unwrap().thread, tid != me);
         let mut child = std::process::Command::new("/bin/sh").args(["-c", "sleep 30 & wait"]).spawn().unwrap();
         let t0 = std::time::Instant::now();
         let tree = loop {

@@ -3,13 +3,20 @@
 //! `/proc`, and kills a tree that has gone past its `--memory-limit` at once, from that thread,
 //! before it tells the event loop (which then charges the running task with cause `oom`).
 //!
-//! The tree is found by parent pids. `/proc/PID/task/TID/children` would list a process's
-//! children directly, but kernels built without `CONFIG_PROC_CHILDREN` (this project's
-//! development VM among them) lack it, so the watch keeps a table of every pid's parent and
-//! reads `/proc/PID/stat` only for a pid it has not seen before (or whose parent has died,
-//! which re-parents it): a sample then costs one `readdir` of `/proc` plus one `statm` read
-//! per process of the trees. Orphans of a task stay in its worker's tree because the worker
-//! is a child subreaper.
+//! The tree is found by parent pids, and kept: a process belongs to a worker's tree if its
+//! parent did when it was made, and stays in it until it is reaped (orphans of a task are
+//! re-parented to the worker, a child subreaper, so they never leave). So a sample looks only
+//! at the pids handed out since the last one: `/proc/loadavg` names the last pid the kernel
+//! handed out, pids are handed out in increasing order (wrapping at `pid_max`), and the
+//! `stat` of each new one says its parent (or that it is a thread). A sample in which no pid
+//! was handed out reads only `loadavg` and the trees' `statm`. `/proc` is listed whole only every
+//! 100 samples (1 s), when more pids were handed out than are worth probing one by
+//! one, or when a worker is added; the listing of `/proc` costs the kernel a walk over every
+//! task of the machine, which was most of a sample's cost. Each process of a tree has its
+//! `statm` open, read with one `pread` per sample.
+//!
+//! A tree that grows fast near its limit is sampled every [`FAST_INTERVAL`] instead, and the
+//! tree that grew most is read first.
 //!
 //! The sample also keeps, on each busy status-page slot, the largest sum seen while that slot's
 //! task ran (its peak), which the worker reports with the task's result.
@@ -17,21 +24,44 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use shared::shm::PageState;
-use worker::procs::ProcTable;
 use worker::statuspage::StatusPage;
 
 use crate::engine::{Seq, SlotIndex};
-use crate::runtime::procfs;
+use crate::runtime::procfs::{self, LastPid, Statm};
 use crate::runtime::waker::{Waker, Wakeup, wake_pair};
 
 /// How often the trees are sampled. A task allocating 1 GiB/s grows ~10 MiB between two
 /// samples; the supervisor's cost is measured in the benchmark's memory section.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How often the trees are sampled while one of them, at the rate it grew between its last
+/// two samples, would reach its limit within 40 ms: at 1 GiB/s, from 40 MiB under
+/// the limit on, so that it is found ~2 MiB past it when the thread wakes on time.
+pub const FAST_INTERVAL: Duration = Duration::from_millis(2);
+
+/// See [`FAST_INTERVAL`]: four sample intervals.
+const FAST_WITHIN: Duration = Duration::from_millis(40);
+
+/// `/proc` is listed whole every this many samples (1 s), whatever the pids say: what the
+/// probes of new pids could miss (a fork that had its pid but was not yet in `/proc` for a
+/// few samples) is found then.
+const FULL_SCAN_EVERY: u32 = 100;
+
+/// More new pids than this in one interval and `/proc` is listed instead of probed.
+const MAX_PROBES: i32 = 256;
+
+/// A new pid not yet in `/proc` (a fork in progress, or one that already ended) is looked
+/// for again at this many samples.
+const PENDING_SAMPLES: u8 = 3;
+
+/// At most this many `statm` descriptors are kept open (beyond it a tree's processes are
+/// read by path), well under the 1024 descriptors a process is allowed by default.
+const MAX_KEPT: usize = 256;
 
 /// A tree found over its limit, and already killed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +87,29 @@ struct Watched {
     breached: bool,
     /// The tree at the last sample, the worker first: what to clean up after its death.
     last_tree: Vec<i32>,
+    /// The processes of the tree, the worker first once the sampler has seen it.
+    members: Vec<Member>,
+    /// The tree's resident bytes at the last sample, and when it was taken.
+    last: Option<(u64, Instant)>,
+    /// How fast the tree grew between the last two samples, in bytes per second.
+    rate: f64,
+}
+
+/// A process of a tree.
+#[derive(Debug)]
+struct Member {
+    pid: i32,
+    /// Its `statm`, kept open; `None` past [`MAX_KEPT`] (read by path then).
+    statm: Option<Statm>,
+}
+
+impl Member {
+    fn resident(&self) -> std::io::Result<u64> {
+        match &self.statm {
+            Some(s) => s.resident(),
+            None => procfs::resident_bytes(Pid::from_raw(self.pid)),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -99,8 +152,16 @@ impl MemWatch {
 
     /// Watches the worker `pid` in `slot` (replacing any earlier one there).
     pub fn watch(&self, slot: SlotIndex, pid: u32, page: Arc<StatusPage>) {
-        self.shared.lock().workers[slot] =
-            Some(Watched { pid, page, task_limits: HashMap::new(), breached: false, last_tree: Vec::new() });
+        self.shared.lock().workers[slot] = Some(Watched {
+            pid,
+            page,
+            task_limits: HashMap::new(),
+            breached: false,
+            last_tree: Vec::new(),
+            members: Vec::new(),
+            last: None,
+            rate: 0.0,
+        });
     }
 
     /// Stops watching `slot`'s worker (it died); returns the rest of its tree as last
@@ -149,27 +210,45 @@ impl Drop for MemWatch {
 }
 
 fn sample_loop(shared: &Shared) {
-    let mut table = ProcTable::default();
+    let mut trees = Trees::new();
     let mut state = shared.lock();
+    let mut wait = SAMPLE_INTERVAL;
     loop {
-        state = shared.cv.wait_timeout(state, SAMPLE_INTERVAL).unwrap_or_else(|e| e.into_inner()).0;
+        state = shared.cv.wait_timeout(state, wait).unwrap_or_else(|e| e.into_inner()).0;
         if state.stop {
             return;
         }
+        wait = SAMPLE_INTERVAL;
         if state.workers.iter().flatten().all(|w| w.breached) {
-            continue;
-        }
-        if table.refresh(false).is_err() {
             continue;
         }
         let before = state.breaches.len();
         let State { workers, breaches, .. } = &mut *state;
-        for (slot, w) in workers.iter_mut().enumerate() {
-            let Some(w) = w.as_mut().filter(|w| !w.breached) else { continue };
-            w.last_tree = table.tree(w.pid as i32);
-            if let Some(b) = sample(&w.last_tree, SlotIndex(slot), w) {
+        trees.discover(workers);
+        // The tree that grew most is read first: it is the one a late read costs most.
+        let mut order: Vec<usize> = (0..workers.len()).filter(|&s| workers[s].is_some()).collect();
+        let rate = |s: usize| workers[s].as_ref().map_or(0.0, |w| w.rate);
+        order.sort_by(|&a, &b| rate(b).total_cmp(&rate(a)));
+        for slot in order {
+            let Some(w) = workers[slot].as_mut().filter(|w| !w.breached) else { continue };
+            let (total, limit) = read_tree(w, &mut trees);
+            w.last_tree.clear();
+            w.last_tree.extend(w.members.iter().map(|m| m.pid));
+            if w.last_tree.first() != Some(&(w.pid as i32)) {
+                w.last_tree.insert(0, w.pid as i32);
+            }
+            let now = Instant::now();
+            if let Some((then, at)) = w.last {
+                let dt = now.duration_since(at).as_secs_f64();
+                w.rate = if dt > 0.0 { total.saturating_sub(then) as f64 / dt } else { w.rate };
+            }
+            w.last = Some((total, now));
+            let Some(limit) = limit else { continue };
+            if total > limit {
+                breaches.push(kill_tree(&w.last_tree, SlotIndex(slot), w, limit, total));
                 w.breached = true;
-                breaches.push(b);
+            } else if ((limit - total) as f64) < w.rate * FAST_WITHIN.as_secs_f64() {
+                wait = FAST_INTERVAL;
             }
         }
         if breaches.len() > before {
@@ -178,10 +257,175 @@ fn sample_loop(shared: &Shared) {
     }
 }
 
-/// Samples one worker's tree: keeps the peaks on its page, and kills the tree when it is
-/// over the limit of the tasks it runs.
-fn sample(tree: &[i32], slot: SlotIndex, w: &Watched) -> Option<Breach> {
-    let total: u64 = tree.iter().filter_map(|&p| procfs::resident_bytes(Pid::from_raw(p)).ok()).sum();
+/// Which process belongs to which worker's tree.
+struct Trees {
+    last_pid: Option<LastPid>,
+    pid_max: i32,
+    /// The last pid seen handed out, at the last probe.
+    seen: Option<i32>,
+    /// New pids not (yet) in `/proc`, with the samples left to look again.
+    pending: Vec<(i32, u8)>,
+    /// Each tree's processes: pid → (slot, the worker's pid).
+    member_of: HashMap<i32, (usize, u32)>,
+    since_scan: u32,
+    kept: usize,
+}
+
+impl Trees {
+    fn new() -> Self {
+        let last_pid = LastPid::open()
+            .inspect_err(|e| log::debug!("memory watch: no /proc/loadavg ({e}): /proc is listed every sample"))
+            .ok();
+        Self {
+            last_pid,
+            pid_max: procfs::pid_max().unwrap_or(1 << 22),
+            seen: None,
+            pending: Vec::new(),
+            member_of: HashMap::new(),
+            since_scan: 0,
+            kept: 0,
+        }
+    }
+
+    /// Brings the trees up to date with the processes made since the last sample.
+    fn discover(&mut self, workers: &mut [Option<Watched>]) {
+        // The workers themselves: each tree's first member. A new one's children may have been
+        // made before it was watched: /proc is listed then.
+        let mut new_root = false;
+        for (slot, w) in workers.iter_mut().enumerate() {
+            if let Some(w) = w.as_mut().filter(|w| w.members.is_empty()) {
+                self.member_of.insert(w.pid as i32, (slot, w.pid));
+                w.members.push(Member { pid: w.pid as i32, statm: None });
+                new_root = true;
+            }
+        }
+        // Descriptors of a worker no longer watched were closed with it.
+        self.kept = workers.iter().flatten().flat_map(|w| &w.members).filter(|m| m.statm.is_some()).count();
+        let now = self.last_pid.as_ref().and_then(|l| l.read().ok());
+        self.since_scan += 1;
+        let probes = match (self.seen, now) {
+            (Some(seen), Some(now)) => (now - seen).rem_euclid(self.pid_max),
+            _ => i32::MAX,
+        };
+        let mut found = Vec::new();
+        if new_root || self.since_scan >= FULL_SCAN_EVERY || probes > MAX_PROBES {
+            self.since_scan = 0;
+            self.pending.clear();
+            // What is left of workers no longer watched.
+            self.member_of.retain(|_, &mut (slot, root)| workers[slot].as_ref().is_some_and(|w| w.pid == root));
+            let mut pids = Vec::new();
+            match worker::procs::all_pids(&mut pids) {
+                Ok(()) => {
+                    for pid in pids {
+                        // A member keeps its place: its descriptor says when it is gone.
+                        if !self.member_of.contains_key(&pid) {
+                            self.probe(pid, &mut found);
+                        }
+                    }
+                }
+                Err(e) => log::debug!("memory watch: cannot list /proc: {e}"),
+            }
+        } else if let (Some(seen), Some(_)) = (self.seen, now) {
+            for (pid, left) in std::mem::take(&mut self.pending) {
+                if left > 0 {
+                    self.probe_again(pid, left - 1, &mut found);
+                }
+            }
+            for i in 1..=probes {
+                let pid = (seen + i).rem_euclid(self.pid_max);
+                // A pid handed out again: what had it before is gone.
+                self.forget(pid, workers);
+                self.probe_again(pid, PENDING_SAMPLES, &mut found);
+            }
+        }
+        self.seen = now;
+        // Parents first: a child whose parent is new too joins once its parent has.
+        loop {
+            let before = found.len();
+            found.retain(|&(pid, ppid)| {
+                let Some(&(slot, root)) = self.member_of.get(&ppid) else { return true };
+                // (A parent of a worker no longer watched: in no tree.)
+                if let Some(w) = workers[slot].as_mut().filter(|w| w.pid == root) {
+                    self.member_of.insert(pid, (slot, root));
+                    w.members.push(Member { pid, statm: None });
+                }
+                false
+            });
+            if found.len() == before {
+                break;
+            }
+        }
+        // The new members' descriptors.
+        for w in workers.iter_mut().flatten() {
+            for i in 0..w.members.len() {
+                if w.members[i].statm.is_none() && self.kept < MAX_KEPT {
+                    let pid = w.members[i].pid;
+                    if let Ok(s) = Statm::open(Pid::from_raw(pid)) {
+                        w.members[i].statm = Some(s);
+                        self.kept += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads a new pid's parent into `found`; a pid not in `/proc` is looked for again later
+    /// (`left` more samples), a thread's id never.
+    fn probe_again(&mut self, pid: i32, left: u8, found: &mut Vec<(i32, i32)>) {
+        if !self.probe(pid, found) && left > 0 {
+            self.pending.push((pid, left));
+        }
+    }
+
+    /// Reads `pid`'s parent into `found` (false if it is not in `/proc`).
+    fn probe(&mut self, pid: i32, found: &mut Vec<(i32, i32)>) -> bool {
+        if pid <= 0 {
+            return true;
+        }
+        match worker::procs::stat(Pid::from_raw(pid)) {
+            Ok(s) if s.thread => true,
+            Ok(s) => {
+                found.push((pid, s.ppid.as_raw()));
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Drops what is known of `pid` (it is gone, or its number was handed out again).
+    fn forget(&mut self, pid: i32, workers: &mut [Option<Watched>]) {
+        if let Some((slot, root)) = self.member_of.remove(&pid)
+            && let Some(w) = workers[slot].as_mut().filter(|w| w.pid == root)
+            && pid != root as i32
+        {
+            w.members.retain(|m| m.pid != pid);
+        }
+    }
+
+    /// A member's process was reaped.
+    fn gone(&mut self, m: &Member) {
+        self.member_of.remove(&m.pid);
+    }
+}
+
+/// Reads one worker's tree: its resident bytes, and the limit it is held to now (the largest
+/// of the limits of the tasks it runs); keeps the peaks on its page. A process reaped since the
+/// last sample leaves the tree.
+fn read_tree(w: &mut Watched, trees: &mut Trees) -> (u64, Option<u64>) {
+    let mut total = 0u64;
+    let root = w.pid as i32;
+    w.members.retain(|m| match m.resident() {
+        Ok(b) => {
+            total += b;
+            true
+        }
+        // The worker itself stays: its death is the reaper's to tell.
+        Err(_) if m.pid == root => true,
+        Err(_) => {
+            trees.gone(m);
+            false
+        }
+    });
     // The tree is shared by the tasks it runs: it is held to the largest of their limits.
     let mut limit = None::<u64>;
     for s in w.page.slots() {
@@ -192,11 +436,12 @@ fn sample(tree: &[i32], slot: SlotIndex, w: &Watched) -> Option<Breach> {
             }
         }
     }
-    let limit = limit?;
-    if total <= limit {
-        return None;
-    }
-    // Killed here, at once: every sample interval the loop would take to act is more memory.
+    (total, limit)
+}
+
+/// Kills a tree found over its limit, at once: every sample interval the loop would take to
+/// act is more memory.
+fn kill_tree(tree: &[i32], slot: SlotIndex, w: &Watched, limit: u64, total: u64) -> Breach {
     let _ = killpg(Pid::from_raw(w.pid as i32), Signal::SIGKILL);
     for s in w.page.slots() {
         let pgid = s.child_pgid.load(Ordering::Acquire);
@@ -207,5 +452,5 @@ fn sample(tree: &[i32], slot: SlotIndex, w: &Watched) -> Option<Breach> {
     for &p in tree {
         let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
     }
-    Some(Breach { slot, pid: w.pid, limit, peak: total, killed: tree.len() })
+    Breach { slot, pid: w.pid, limit, peak: total, killed: tree.len() }
 }
