@@ -1879,6 +1879,7 @@ fn scan(cx: &Ctx, s: &mut Section) -> Result<(), String> {
         "Python Pool(N), re per line, 16 MiB ranges",
     ];
     let mut secs: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut skipped: Vec<Option<String>> = vec![None; names.len()];
     if rg.is_none() {
         skipped[4] = Some("rg is not installed (benches/setup.sh installs Debian's ripgrep)".into());
@@ -1900,7 +1901,7 @@ fn scan(cx: &Ctx, s: &mut Section) -> Result<(), String> {
     let mut rep = 0;
     while rep < reps {
         let round = Noisy::start();
-        let mut this: Vec<Option<f64>> = vec![None; names.len()];
+        let mut this: Vec<Option<(f64, f64)>> = vec![None; names.len()];
         for (k, slot) in this.iter_mut().enumerate() {
             if skipped[k].is_some() {
                 continue;
@@ -1994,15 +1995,16 @@ fn scan(cx: &Ctx, s: &mut Section) -> Result<(), String> {
                     _ => {}
                 }
             }
-            *slot = Some(o.secs());
-            eprintln!("  rep {}: {}: {:.2} s", rep + 1, names[k], o.secs());
+            *slot = Some((o.secs(), o.cpu_secs()));
+            eprintln!("  rep {}: {}: {:.2} s (CPU {:.2} s)", rep + 1, names[k], o.secs(), o.cpu_secs());
         }
         if discarded.discard(&round, reps) {
             continue;
         }
         for (k, t) in this.into_iter().enumerate() {
-            if let Some(t) = t {
+            if let Some((t, c)) = t {
                 secs[k].push(t);
+                cpu[k].push(c);
             }
         }
         rep += 1;
@@ -2024,6 +2026,7 @@ fn scan(cx: &Ctx, s: &mut Section) -> Result<(), String> {
     }
     discarded.note(s);
     let m: Vec<f64> = secs.iter().map(|v| if v.is_empty() { f64::NAN } else { median(v) }).collect();
+    let mc: Vec<f64> = cpu.iter().map(|v| if v.is_empty() { f64::NAN } else { median(v) }).collect();
     let gib = size as f64 / (1u64 << 30) as f64;
     let label = |k: usize| names[k].replace('N', &n);
     let batch = format!("{:.2} GiB", gib);
@@ -2032,8 +2035,8 @@ fn scan(cx: &Ctx, s: &mut Section) -> Result<(), String> {
             s.note(format!("{} skipped: {why}", names[k]));
             continue;
         }
-        let mut r = row(label(k), batch.clone(), secs[k].len(), format!("{:.2} s", m[k]))
-            .data(json!({"unit": "s", "value": m[k], "samples": secs[k]}));
+        let mut r = row(label(k), batch.clone(), secs[k].len(), format!("{:.2} s (CPU {:.2} s)", m[k], mc[k]))
+            .data(json!({"unit": "s", "value": m[k], "samples": secs[k], "cpu_s": mc[k], "cpu_samples": cpu[k]}));
         match k {
             1 if m[4].is_finite() => {
                 r = r
@@ -2073,6 +2076,18 @@ fn scan(cx: &Ctx, s: &mut Section) -> Result<(), String> {
         row(format!("bulkhead scan -j {n} --inject segv:0.05"), batch, 1, format!("{} crashes", crashes.crashes))
             .target(verdict(exact, "totals identical")),
     );
+    if mc[3].is_finite() && mc[4].is_finite() {
+        // What the wall-time targets come to on an idle machine, whatever the load now: -j N
+        // beats rg -c there only if its CPU, spread over N cores, is well under rg's.
+        s.note(format!(
+            "CPU (user + system, all processes): by status -j {n} {:.2} s, -j 1 {:.2} s, rg -c {:.2} s: \
+             the capture path costs {:.2}x rg -c's CPU (under {n}x is needed for -j {n} to beat it on {n} idle cores)",
+            mc[3],
+            mc[2],
+            mc[4],
+            mc[3] / mc[4]
+        ));
+    }
     if let Some(v) = rg {
         s.note(format!("{v}; every tool's count is checked against bulkhead's"));
     }
@@ -2101,6 +2116,9 @@ enum Output {
 
 struct Outcome {
     wall: Duration,
+    /// User and system time of the child and every descendant it reaped (wait4's rusage):
+    /// what a run costs whatever else the machine does, unlike `wall`.
+    cpu: Duration,
     status: ExitStatus,
     stdout: String,
     stderr: String,
@@ -2110,6 +2128,10 @@ struct Outcome {
 impl Outcome {
     fn secs(&self) -> f64 {
         self.wall.as_secs_f64()
+    }
+
+    fn cpu_secs(&self) -> f64 {
+        self.cpu.as_secs_f64()
     }
 
     fn code(&self) -> Option<i32> {
@@ -2176,7 +2198,7 @@ fn execute(
     // The waiter thread reaps it; std's handle must not.
     drop(child);
     let mut timed_out = false;
-    let (status, end) = loop {
+    let ((status, cpu), end) = loop {
         let wait = match &poll {
             Some((every, _)) => *every,
             None => timeout.saturating_sub(start.elapsed()).max(Duration::from_millis(10)),
@@ -2210,20 +2232,24 @@ fn execute(
             tail(&stderr)
         ));
     }
-    Ok(Outcome { wall: end - start, status: ExitStatus::from_raw(status), stdout, stderr, what })
+    Ok(Outcome { wall: end - start, cpu, status: ExitStatus::from_raw(status), stdout, stderr, what })
 }
 
-/// Reaps `pid` and returns its wait status. (Not wait4's ru_maxrss for memory: std starts
-/// children with vfork semantics, so that figure includes this process's own peak at spawn.)
-fn reap(pid: u32) -> i32 {
+/// Reaps `pid` and returns its wait status and CPU time (user + system, its own and its
+/// reaped descendants'). (Not wait4's ru_maxrss for memory: std starts children with vfork
+/// semantics, so that figure includes this process's own peak at spawn.)
+fn reap(pid: u32) -> (i32, Duration) {
     let mut status = 0;
     loop {
-        // SAFETY: waitpid writes only through the status pointer, which points to a live local.
-        let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+        // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: wait4 writes only through the status and rusage pointers, both to live locals.
+        let r = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut ru) };
         if r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
             continue;
         }
-        return status;
+        let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+        return (status, tv(ru.ru_utime) + tv(ru.ru_stime));
     }
 }
 

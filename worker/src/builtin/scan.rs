@@ -6,7 +6,11 @@
 //! regex, compiled in multi-line mode, runs over all the complete lines in the buffer at once
 //! (`find_at`); each match is widened to the line around it, which is counted, captured only
 //! then, and the search goes on at the next line. A match that runs over a newline is only a
-//! candidate: its line is checked alone with the pattern as written. A line longer than the
+//! candidate: its line is checked alone with the pattern as written. A pattern that cannot
+//! match a newline needs only where its match ends (a forward search, as ripgrep's line
+//! counting does), not where it starts (a second, backward search per match): the line around
+//! that end is the match's line, and the captures come from the few bytes before it that the
+//! longest match can span. A line longer than the
 //! task's `max_line` is counted in `long_lines`, searched in its first `max_line` bytes as if
 //! it ended there, and the rest is skipped without being kept.
 
@@ -40,6 +44,12 @@ const TAIL_BLOCK: usize = 16 << 10;
 /// different (an IP address, a timestamp) stops remembering there, after a few thousand.
 const MEMO_BYTES: usize = 64 << 10;
 
+/// The longest match text remembered under an inline key (no allocation, no pointer to
+/// follow, compared word by word); longer texts are remembered by their bytes on the heap.
+/// Also the longest match a pattern may have for its captures to come from a forward search
+/// alone: the bytes before a match's end that hold the whole match are the key.
+const SHORT_KEY: usize = 31;
+
 /// The most matching-line text one task returns, under the 16 MiB frame with room to spare.
 pub const MAX_LINES_BYTES: usize = 12 << 20;
 
@@ -63,6 +73,12 @@ pub struct Pattern {
     /// The pattern looks at nothing around a match (no `^`, `$`, `\b`): its captures over a
     /// match are then a function of the match's text alone, and are remembered by it.
     context_free: bool,
+    /// Matches are found by a forward search alone (their ends): the pattern matches no
+    /// newline, so a match never crosses lines and the line around its end holds it. With a
+    /// counted group, the pattern is also context-free and no match is longer than this many
+    /// bytes, so the captures come from an unanchored search over that many bytes before the
+    /// end, and are remembered by those bytes. `None`: matches are found whole.
+    half: Option<usize>,
 }
 
 /// Why a pattern cannot be scanned with.
@@ -100,9 +116,17 @@ impl Pattern {
         let per_line = pattern.contains(r"\A")
             || pattern.contains(r"\z")
             || Regex::new(r"\(\?[a-zA-Z]*-[a-zA-Z]*m").expect("a valid regex").is_match(pattern.as_bytes());
-        let context_free =
-            regex_automata::util::syntax::parse(pattern).is_ok_and(|h| h.properties().look_set().is_empty());
-        Ok(Self { line, buffer, group, per_line, context_free })
+        let hir = regex_automata::util::syntax::parse(pattern).ok();
+        let context_free = hir.as_ref().is_some_and(|h| h.properties().look_set().is_empty());
+        let half = match &hir {
+            Some(h) if !per_line && !can_match_newline(h) => match (group, h.properties().maximum_len()) {
+                (None, _) => Some(0),
+                (Some(_), Some(max)) if context_free && max <= SHORT_KEY => Some(max),
+                _ => None,
+            },
+            _ => None,
+        };
+        Ok(Self { line, buffer, group, per_line, context_free, half })
     }
 
     /// Whether a group's values are counted (the pattern has one, or one was named).
@@ -111,8 +135,85 @@ impl Pattern {
     }
 }
 
+/// Whether any text `h` matches holds a newline (conservatively: any class or literal in it
+/// holds one, even where the rest of the pattern could never match).
+fn can_match_newline(h: &regex_syntax::hir::Hir) -> bool {
+    use regex_syntax::hir::{Class, HirKind};
+    match h.kind() {
+        HirKind::Empty | HirKind::Look(_) => false,
+        HirKind::Literal(l) => l.0.contains(&b'\n'),
+        HirKind::Class(Class::Unicode(c)) => c.ranges().iter().any(|r| r.start() <= '\n' && '\n' <= r.end()),
+        HirKind::Class(Class::Bytes(c)) => c.ranges().iter().any(|r| r.start() <= b'\n' && b'\n' <= r.end()),
+        HirKind::Repetition(r) => r.max != Some(0) && can_match_newline(&r.sub),
+        HirKind::Capture(c) => can_match_newline(&c.sub),
+        HirKind::Concat(v) | HirKind::Alternation(v) => v.iter().any(can_match_newline),
+    }
+}
+
 /// A map keyed by raw bytes (group values, match texts), hashed by [`ValueHasher`].
 type ByBytes<V> = HashMap<Vec<u8>, V, BuildHasherDefault<ValueHasher>>;
+
+/// A text of at most [`SHORT_KEY`] bytes as a map key: its bytes, zero-padded, and its length
+/// in the last byte, hashed a word at a time.
+#[derive(PartialEq, Eq)]
+struct ShortKey([u64; 4]);
+
+impl std::hash::Hash for ShortKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        for w in self.0 {
+            h.write_u64(w);
+        }
+    }
+}
+
+impl ShortKey {
+    /// Built in registers from loads of the text itself: copying it into a zeroed array and
+    /// reading that back as words stalled on every key (a narrow store, then a wide load of
+    /// the same bytes, which the CPU cannot forward; 23% of the capture path, profiled).
+    fn new(text: &[u8]) -> Option<Self> {
+        let n = text.len();
+        if n > SHORT_KEY {
+            return None;
+        }
+        let word = |i: usize| le_word(&text[(i * 8).min(n)..(i * 8 + 8).min(n)]);
+        Some(Self([word(0), word(1), word(2), word(3) | (n as u64) << 56]))
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let b: Vec<u8> = self.0.iter().flat_map(|w| w.to_le_bytes()).collect();
+        b[..usize::from(b[31])].to_vec()
+    }
+}
+
+/// Up to 8 bytes as a little-endian word, zero-padded, with no more than three loads and no
+/// store: two overlapping 4-byte loads for 4 to 7 bytes, the first, middle and last byte for
+/// 1 to 3 (which covers them all).
+fn le_word(b: &[u8]) -> u64 {
+    let n = b.len();
+    let u32_at = |i: usize| u64::from(u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes")));
+    match n {
+        8.. => u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
+        4..=7 => u32_at(0) | u32_at(n - 4) << (8 * (n - 4)),
+        1..=3 => u64::from(b[0]) | u64::from(b[n / 2]) << (8 * (n / 2)) | u64::from(b[n - 1]) << (8 * (n - 1)),
+        0 => 0,
+    }
+}
+
+/// What is remembered of a match text: how often it was seen, and where the counted group
+/// lies in it (`None`: the group took no part).
+type Memo = (u64, Option<(u32, u32)>);
+
+/// Where the search found a line's match.
+#[derive(Clone, Copy)]
+enum Found {
+    /// Not known: the line is captured with the pattern as written.
+    Line,
+    /// Exactly `start..end` of the line.
+    Match(usize, usize),
+    /// Ending at `end`, starting in `start..=end`, where `start` is `end` less the longest a
+    /// match can be (or the line's start): the first match in there is the one found.
+    Window(usize, usize),
+}
 
 /// What a scan adds up, for one task.
 struct Tally<'p> {
@@ -121,11 +222,13 @@ struct Tally<'p> {
     long_lines: u64,
     /// Raw group values: looking a value up borrows the buffer; only a new value allocates.
     counts: ByBytes<u64>,
-    /// For a context-free pattern: the texts of matches seen, each with its count and where
-    /// the group lies in it (`None`: the group took no part). A match seen before costs one
-    /// lookup and no captures; a count by status code has a handful of distinct matches.
-    /// At most [`MEMO_BYTES`] of text, in `memo_bytes`; later new texts are captured each time.
-    memo: ByBytes<(u64, Option<(u32, u32)>)>,
+    /// For a context-free pattern: the texts of matches seen (or, with [`Found::Window`], of
+    /// the windows they were found in), each with its count and where the group lies in it.
+    /// A match seen before costs one lookup and no captures; a count by status code has a
+    /// handful of distinct matches. Short texts in `short`, the rest in `long`. At most
+    /// [`MEMO_BYTES`] of text, in `memo_bytes`; later new texts are captured each time.
+    short: HashMap<ShortKey, Memo, BuildHasherDefault<ValueHasher>>,
+    long: ByBytes<Memo>,
     memo_bytes: usize,
     lines: Option<Vec<u8>>,
     /// Capture slots of the line regex and of the buffer regex (each regex fills its own),
@@ -143,7 +246,8 @@ impl<'p> Tally<'p> {
             matched_lines: 0,
             long_lines: 0,
             counts: HashMap::default(),
-            memo: HashMap::default(),
+            short: HashMap::default(),
+            long: HashMap::default(),
             memo_bytes: 0,
             lines: want_lines.then(Vec::new),
             line_locs: pattern.line.capture_locations(),
@@ -153,32 +257,50 @@ impl<'p> Tally<'p> {
         }
     }
 
-    /// A line that matched; `span` is where a match of the buffer regex lies in it, when
-    /// that match lies within the line (its captures are then the line's own).
-    fn matched(&mut self, line: &[u8], span: Option<(usize, usize)>) -> Result<(), TaskError> {
+    /// The remembered captures of a match text, if any.
+    fn remembered(&mut self, text: &[u8]) -> Option<&mut Memo> {
+        match ShortKey::new(text) {
+            Some(k) => self.short.get_mut(&k),
+            None => self.long.get_mut(text),
+        }
+    }
+
+    /// A line that matched, and where the search found the match in it (when it lies within
+    /// the line: its captures are then the line's own).
+    fn matched(&mut self, line: &[u8], found: Found) -> Result<(), TaskError> {
         self.matched_lines += 1;
         if let Some(g) = self.pattern.group {
             // Captures run only here, on one line, and over the match alone when known: the
             // highest-priority match anchored at its start and ending by its end is that match.
-            let memo = span.filter(|_| self.pattern.context_free);
+            let memo = match found {
+                Found::Match(s, e) if self.pattern.context_free => Some((s, e)),
+                Found::Window(s, e) => Some((s, e)),
+                _ => None,
+            };
             if let Some((s, e)) = memo
-                && let Some((n, _)) = self.memo.get_mut(&line[s..e])
+                && let Some((n, _)) = self.remembered(&line[s..e])
             {
                 *n += 1;
             } else {
-                let span = match span {
-                    Some((s, e)) => {
-                        let input = Input::new(line).range(s..e).anchored(Anchored::Yes);
+                let span = match found {
+                    Found::Match(s, e) | Found::Window(s, e) => {
+                        let anchored = if matches!(found, Found::Match(..)) { Anchored::Yes } else { Anchored::No };
+                        let input = Input::new(line).range(s..e).anchored(anchored);
                         self.pattern.buffer.search_captures_with(&mut self.cache, &input, &mut self.buffer_caps);
                         self.buffer_caps.get_group(g).map(|sp| (sp.start, sp.end))
                     }
-                    None => self.pattern.line.captures_read(&mut self.line_locs, line).and(self.line_locs.get(g)),
+                    Found::Line => {
+                        self.pattern.line.captures_read(&mut self.line_locs, line).and(self.line_locs.get(g))
+                    }
                 };
                 match memo {
                     Some((s, e)) if self.memo_bytes + (e - s) <= MEMO_BYTES => {
                         self.memo_bytes += e - s;
                         let at = span.map(|(a, b)| ((a - s) as u32, (b - s) as u32));
-                        self.memo.insert(line[s..e].to_vec(), (1, at));
+                        match ShortKey::new(&line[s..e]) {
+                            Some(k) => self.short.insert(k, (1, at)),
+                            None => self.long.insert(line[s..e].to_vec(), (1, at)),
+                        };
                     }
                     _ => {
                         if let Some((a, b)) = span {
@@ -203,7 +325,7 @@ impl<'p> Tally<'p> {
 
     /// One line searched alone with the pattern as written.
     fn line(&mut self, line: &[u8]) -> Result<(), TaskError> {
-        if self.pattern.line.is_match(line) { self.matched(line, None) } else { Ok(()) }
+        if self.pattern.line.is_match(line) { self.matched(line, Found::Line) } else { Ok(()) }
     }
 
     /// A line longer than `max_line`: its first `max_line` bytes are searched.
@@ -239,6 +361,9 @@ impl<'p> Tally<'p> {
             }
             return Ok(());
         }
+        if let Some(window) = self.pattern.half {
+            return self.short_lines_forward(text, window);
+        }
         let mut pos = 0;
         while pos < text.len() {
             let Some(m) = self.pattern.buffer.search_with(&mut self.cache, &Input::new(text).range(pos..)) else {
@@ -253,7 +378,7 @@ impl<'p> Tally<'p> {
             let line = &text[start..end];
             if m.end() <= end {
                 // Within one line, a match of the multi-line regex is a match of the line.
-                self.matched(line, Some((m.start() - start, m.end() - start)))?;
+                self.matched(line, Found::Match(m.start() - start, m.end() - start))?;
             } else {
                 self.line(line)?;
             }
@@ -262,8 +387,39 @@ impl<'p> Tally<'p> {
         Ok(())
     }
 
+    /// [`Self::short_lines`] for a pattern that matches no newline: each match is found by
+    /// its end alone, and its captures (if any) lie in the `window` bytes before that end.
+    fn short_lines_forward(&mut self, text: &[u8], window: usize) -> Result<(), TaskError> {
+        let mut pos = 0;
+        while pos < text.len() {
+            let Some(m) = self.pattern.buffer.search_half_with(&mut self.cache, &Input::new(text).range(pos..)) else {
+                break;
+            };
+            let at = m.offset();
+            if at == text.len() && text.ends_with(b"\n") {
+                // An empty match after the last newline (a longer one would hold it): no line.
+                break;
+            }
+            // No newline in the match: the last one before its end comes before its start. The
+            // line's start matters only to print the line; else only as far back as the
+            // window, where the captures are (`text[from..]` then stands for the line).
+            let from = if self.lines.is_some() { pos } else { pos.max(at.saturating_sub(window)) };
+            let start = memchr::memrchr(b'\n', &text[from..at]).map_or(from, |i| from + i + 1);
+            let end = memchr::memchr(b'\n', &text[at..]).map_or(text.len(), |i| at + i);
+            let at = at - start;
+            self.matched(&text[start..end], Found::Window(at.saturating_sub(window), at))?;
+            pos = end + 1;
+        }
+        Ok(())
+    }
+
     fn finish(mut self) -> BuiltinOutput {
-        for (text, (n, at)) in std::mem::take(&mut self.memo) {
+        for (key, (n, at)) in std::mem::take(&mut self.short) {
+            if let Some((a, b)) = at {
+                count(&mut self.counts, &key.bytes()[a as usize..b as usize], n);
+            }
+        }
+        for (text, (n, at)) in std::mem::take(&mut self.long) {
             if let Some((a, b)) = at {
                 count(&mut self.counts, &text[a as usize..b as usize], n);
             }
@@ -301,14 +457,16 @@ struct ValueHasher(u64);
 
 impl Hasher for ValueHasher {
     fn write(&mut self, bytes: &[u8]) {
-        const K: u64 = 0xf135_7aea_2e62_a9c5;
         let mut chunks = bytes.chunks_exact(8);
         for c in &mut chunks {
-            self.0 = (self.0 ^ u64::from_le_bytes(c.try_into().expect("8 bytes"))).wrapping_mul(K).rotate_left(26);
+            self.write_u64(u64::from_le_bytes(c.try_into().expect("8 bytes")));
         }
         let mut last = [0u8; 8];
         last[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-        self.0 = (self.0 ^ u64::from_le_bytes(last) ^ bytes.len() as u64).wrapping_mul(K).rotate_left(26);
+        self.write_u64(u64::from_le_bytes(last) ^ bytes.len() as u64);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0xf135_7aea_2e62_a9c5).rotate_left(26);
     }
     fn finish(&self) -> u64 {
         self.0
@@ -586,9 +744,23 @@ mod tests {
         text.extend_from_slice(b"tail without newline GET");
         let f = file(&text);
         let path = f.path().to_str().unwrap();
-        for pat in
-            [r"GET", r"^ab", r"x$", r"\s+4", r"[^q]{70}", r"(?P<w>[a-c]+)\t", r"q*", r"\Ab", r"(4)0(4)", r"(?-m)^a"]
-        {
+        for pat in [
+            r"GET",
+            r"^ab",
+            r"x$",
+            r"\s+4",
+            r"[^q]{70}",
+            r"(?P<w>[a-c]+)\t",
+            r"q*",
+            r"\Ab",
+            r"(4)0(4)",
+            r"(?-m)^a",
+            r"(a|ab)(b c|\tG|b)",
+            r"(4)?0(4|x)?",
+            r"([a-c]{1,3}) ",
+            r"(?i)(g)et",
+            r"(x?)",
+        ] {
             for max_line in [1u64, 13, 50, 200] {
                 let group = if pat.contains("?P<w>") { Some("w") } else { None };
                 let p = Pattern::new(pat, group).unwrap();
@@ -632,6 +804,42 @@ mod tests {
         let (n, counts, _, _) = in_ranges(path, text.len() as u64, 100_000, &only, 1 << 20);
         assert_eq!((n, counts.len()), (30_000, 0));
         assert!(!Pattern::new(r"\b(\d+)", None).unwrap().context_free);
+    }
+
+    #[test]
+    fn short_keys_hold_their_text_exactly() {
+        let text: Vec<u8> = (1..=40u8).collect();
+        let mut seen = HashMap::new();
+        for n in 0..=SHORT_KEY {
+            for from in [0, 3, 9] {
+                let k = ShortKey::new(&text[from..from + n]).unwrap();
+                assert_eq!(k.bytes(), &text[from..from + n], "{n} bytes from {from}");
+                // Equal keys only for equal texts.
+                let was = seen.insert(k.0, &text[from..from + n]);
+                assert!(was.is_none_or(|t| t == &text[from..from + n]), "{n} bytes from {from}");
+            }
+        }
+        // Trailing zero bytes are not padding: the length tells them apart.
+        assert!(ShortKey::new(b"a") != ShortKey::new(b"a\0"));
+        assert!(ShortKey::new(&text[..SHORT_KEY + 1]).is_none());
+    }
+
+    #[test]
+    fn patterns_that_match_no_newline_are_found_by_a_forward_search() {
+        // The benchmark's status code: 2 bytes, three Unicode digits of up to 4 bytes, 1 byte.
+        assert_eq!(Pattern::new(r#"" (\d{3}) "#, None).unwrap().half, Some(15));
+        assert_eq!(Pattern::new(r"\bGET\b", None).unwrap().half, Some(0));
+        for (pat, group) in [(r"a\sb", None), (r"[^x]", None), (r"a\n", None), (r"v(\d+)", None), (r"\b(\d)", None)] {
+            assert_eq!(Pattern::new(pat, group).unwrap().half, None, "{pat}");
+        }
+        // The captures of a window are those of the match: a long prefix before it varies.
+        let text: String = (0..3000).map(|i| format!("{} id=7{} end\n", "p".repeat(i % 40), i % 3)).collect();
+        let f = file(text.as_bytes());
+        let p = Pattern::new(r"id=(\d{2}) ", None).unwrap();
+        assert!(p.half.is_some());
+        let want = by_lines(text.as_bytes(), &p, 1 << 20);
+        assert_eq!(want.1.len(), 3);
+        assert_eq!(in_ranges(f.path().to_str().unwrap(), text.len() as u64, 4096, &p, 1 << 20), want);
     }
 
     #[test]
