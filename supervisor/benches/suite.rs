@@ -11,7 +11,8 @@
 //! outside; repetitions of bulkhead and of its peers are interleaved so that a burst of load
 //! on this noisy machine hits both; ratios are computed from the medians of this run. The CPU
 //! that other processes used during each section is measured and printed beside it. The
-//! Python peers live in `benches/peers/`; `benches/setup.sh` installs GNU parallel if missing.
+//! Python peers live in `benches/peers/`; `.ci/peers-setup.sh` (the script CI uses too)
+//! installs GNU parallel, ripgrep and rust-parallel where they are missing.
 
 mod library;
 
@@ -46,6 +47,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_bulkhead");
 const WORKER_BIN: &str = env!("CARGO_BIN_EXE_bulkhead-worker");
 /// Where the peers and the setup script are.
 const BENCH_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches");
+/// The one script that installs the peers, for CI and for this suite alike.
+const PEERS_SETUP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../.ci/peers-setup.sh");
 
 const SECTIONS: [&str; 11] = [
     "throughput",
@@ -1567,11 +1570,11 @@ fn find_rust_parallel(cx: &Ctx) -> Result<String, String> {
         }
     }
     if cx.quick {
-        return Err("not installed (a --quick run does not build it; benches/setup.sh does)".into());
+        return Err("not installed (a --quick run does not build it; .ci/peers-setup.sh rust-parallel does)".into());
     }
     eprintln!("bench: rust-parallel is missing; installing it with cargo install (once, into target/bench-tools)");
-    let mut c = Command::new("cargo");
-    c.args(["install", "--quiet", "--locked", "rust-parallel", "--root"]).arg(target_dir().join("bench-tools"));
+    let mut c = Command::new("sh");
+    c.arg(PEERS_SETUP).arg("rust-parallel").env("CARGO_TARGET_DIR", target_dir());
     match execute(&mut c, Input::Null, Output::Capture, Duration::from_secs(900), None) {
         Ok(o) if o.code() == Some(0) && works(&local.display().to_string()) => Ok(local.display().to_string()),
         Ok(o) => Err(format!("cargo install rust-parallel failed: {}", tail(&o.stderr))),
@@ -1681,7 +1684,7 @@ fn scan(cx: &Ctx, s: &mut Section) -> Result<(), String> {
     let mut secs: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut skipped: Vec<Option<String>> = vec![None; names.len()];
     if rg.is_none() {
-        skipped[4] = Some("rg is not installed (benches/setup.sh installs Debian's ripgrep)".into());
+        skipped[4] = Some("rg is not installed (.ci/peers-setup.sh rg installs Debian's ripgrep)".into());
         skipped[5] = skipped[4].clone();
     }
     if cx.parallel.is_none() {
@@ -2242,7 +2245,7 @@ fn first_line(cmd: &mut Command) -> Option<String> {
 
 fn find_parallel(install: bool) -> (Option<String>, String) {
     let probe = || first_line(Command::new("parallel").arg("--version")).filter(|v| v.contains("GNU parallel"));
-    // setup.sh also installs ripgrep, the scan section's peer.
+    // Installed with ripgrep, the scan section's peer.
     let rg = first_line(Command::new("rg").arg("--version")).is_some();
     if let Some(v) = probe()
         && (rg || !install)
@@ -2252,16 +2255,16 @@ fn find_parallel(install: bool) -> (Option<String>, String) {
     if !install {
         return (None, "not installed (--no-install)".into());
     }
-    eprintln!("bench: GNU parallel is missing; running benches/setup.sh to install it");
+    eprintln!("bench: GNU parallel or ripgrep is missing; running .ci/peers-setup.sh to install them");
     let mut c = Command::new("sh");
-    c.arg(format!("{BENCH_DIR}/setup.sh"));
+    c.arg(PEERS_SETUP).args(["parallel", "rg"]);
     match execute(&mut c, Input::Null, Output::Capture, Duration::from_secs(300), None) {
         Ok(o) if o.code() == Some(0) => match probe() {
-            Some(v) => (Some(v), "installed by benches/setup.sh in this run".into()),
-            None => (None, "benches/setup.sh ran but `parallel --version` still fails".into()),
+            Some(v) => (Some(v), "installed by .ci/peers-setup.sh in this run".into()),
+            None => (None, ".ci/peers-setup.sh ran but `parallel --version` still fails".into()),
         },
-        Ok(o) => (None, format!("benches/setup.sh could not install it: {}", tail(&o.stderr))),
-        Err(e) => (None, format!("benches/setup.sh failed: {e}")),
+        Ok(o) => (None, format!(".ci/peers-setup.sh could not install it: {}", tail(&o.stderr))),
+        Err(e) => (None, format!(".ci/peers-setup.sh failed: {e}")),
     }
 }
 

@@ -3,7 +3,7 @@
 //! `/bin/sh` in directories of the same content, each command writing its stdout into
 //! `out/{#}`, and every file is compared byte for byte (so the comparison holds whatever
 //! `bulkhead run` prints on its own stdout). GNU parallel comes from Debian's package
-//! (`.ci/parallel-setup.sh`); where it cannot be had the test says SKIPPED (and fails with
+//! (`.ci/peers-setup.sh parallel`); where it cannot be had the test says SKIPPED (and fails with
 //! BULKHEAD_REQUIRE_PARALLEL=1, which `.ci/run` sets once it installed it).
 //!
 //! Deliberate differences, fed to the oracle as bulkhead reads its input:
@@ -87,7 +87,7 @@ const TEMPLATES: &[&str] = &[
 /// GNU parallel, or why not.
 fn oracle() -> Option<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let setup = output_of(Command::new("sh").arg(root.join(".ci/parallel-setup.sh")));
+    let setup = output_of(Command::new("sh").arg(root.join(".ci/peers-setup.sh")).arg("parallel"));
     if setup.status.success() {
         return Some(());
     }
