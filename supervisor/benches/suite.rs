@@ -1552,6 +1552,32 @@ fn shell(cx: &Ctx, s: &mut Section) -> Result<(), String> {
         "every program's stdout goes to a file; the peers are compared with bulkhead printing the commands' output \
          (its default); each command's output travels through a spool file, whose cost the first two rows show",
     );
+    big_output(cx, s)
+}
+
+/// One command printing 1 GiB (less with --quick): the peak resident memory of the
+/// supervisor and of its workers, which must each stay under 64 MiB however much a command
+/// prints (benches/big_output.py runs it and reads their VmHWM).
+fn big_output(cx: &Ctx, s: &mut Section) -> Result<(), String> {
+    let bytes: u64 = if cx.quick { 64 << 20 } else { 1 << 30 };
+    let mut c = Command::new("python3");
+    c.arg(format!("{BENCH_DIR}/big_output.py")).arg(&cx.bin).env("BYTES", bytes.to_string());
+    let o = execute(&mut c, Input::Null, Output::Capture, Duration::from_secs(900), None)?;
+    let text = o.stdout.trim();
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| format!("big_output.py printed no result ({e}): {}", tail(&o.stderr)))?;
+    let mib = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let sup = mib(&v["supervisor_peak_rss_mib"]);
+    let workers: Vec<f64> =
+        v["worker_peak_rss_mib"].as_array().map(|a| a.iter().map(mib).collect()).unwrap_or_default();
+    let worst = workers.iter().copied().fold(0.0, f64::max);
+    let label = format!("bulkhead --cmd printing {} MiB, output on stdout", bytes >> 20);
+    let result = format!("supervisor {sup:.1} MiB, workers {worst:.1} MiB peak resident");
+    let verdict = if v["within_limit"] == true { "each under 64 MiB" } else { "OVER 64 MiB" };
+    s.rows.push(row(label, "1 command", 1, result).vs(verdict).data(v.clone()));
+    if v["within_limit"] != true {
+        return Err(format!("one command's large output: {text}"));
+    }
     Ok(())
 }
 

@@ -136,6 +136,29 @@ fn a_killed_commands_partial_output_is_shown() {
     assert_no_spool(&sb);
 }
 
+/// The bytes a command writes into its spool files count as its progress: with
+/// `--stall-timeout`, one that prints every 200 ms runs on past the limit, one that goes
+/// quiet is killed as stalled, having printed its first line.
+#[test]
+fn a_commands_spooled_output_counts_as_progress() {
+    let sb = Sandbox::new();
+    let results = sb.path("results.jsonl");
+    let cmd = "if [ {} = chatty ]; then for i in 1 2 3 4 5 6 7 8; do echo tick $i; sleep 0.2; done; \
+               else echo started; exec sleep 600; fi";
+    let args = ["run", "-j", "2", "--stall-timeout", "700ms", "--attempts", "1", "--results"];
+    let done = sb.run(&[&args[..], &[results.to_str().unwrap(), "--cmd", cmd]].concat(), Some("chatty\nquiet\n"));
+    done.expect_code(1);
+    let recs: Vec<_> = read_records(&results);
+    let by_input = |i: &str| recs.iter().find(|r| r["input"] == i).unwrap_or_else(|| panic!("{recs:?}")).clone();
+    assert_eq!(by_input("chatty")["status"], "ok", "{recs:?}");
+    let quiet = by_input("quiet");
+    assert_eq!(causes(&quiet), ["stalled"], "{quiet}");
+    assert_eq!(quiet["crashes"][0]["progress"], "started\n".len(), "{quiet}");
+    assert!(done.stdout().contains("tick 8\n") && done.stdout().contains("started\n"), "{}", done.stdout());
+    sb.assert_clean();
+    assert_no_spool(&sb);
+}
+
 /// `--halt now,fail=1`: the failure stops the run at once; the command still running is
 /// killed, charged nothing and left without a record, for --resume.
 #[test]

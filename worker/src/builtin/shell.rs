@@ -140,26 +140,48 @@ struct SpoolFiles {
 
 impl SpoolFiles {
     /// Waits for the shell while the bytes the command writes into its files count as
-    /// progress, as the bytes read from its pipes do; their sizes are looked at every 100 ms
-    /// on a thread of its own, which the shell's exit wakes at once.
+    /// progress, as the bytes read from its pipes do: their sizes are looked at every 100 ms
+    /// while it runs. The wait is a `poll` of the shell's pidfd, which its exit makes
+    /// readable at once; a thread per command for it cost a fifth of the rate of trivial
+    /// commands. Where the kernel has no pidfd (before Linux 5.3), a thread of its own looks
+    /// at the sizes instead.
     fn wait_watching(&self, child: &mut Child, cx: &TaskContext<'_>) -> std::io::Result<std::process::ExitStatus> {
-        let (done, woken) = std::sync::mpsc::channel::<()>();
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                let mut reported = 0u64;
-                let size = |f: &File| f.metadata().map_or(0, |m| m.len());
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                    woken.recv_timeout(std::time::Duration::from_millis(100))
-                {
-                    let written = size(&self.out) + size(&self.err);
-                    cx.progress(written.saturating_sub(reported));
-                    reported = reported.max(written);
-                }
+        let mut reported = 0u64;
+        let size = |f: &File| f.metadata().map_or(0, |m| m.len());
+        // Only bytes that are new: a report of nothing would count as progress all the same,
+        // and a quiet command would never stall.
+        let mut report = || {
+            let written = size(&self.out) + size(&self.err);
+            if written > reported {
+                cx.progress(written - reported);
+                reported = written;
+            }
+        };
+        let Some(pidfd) = pidfd_of(child) else {
+            let (done, woken) = std::sync::mpsc::channel::<()>();
+            return std::thread::scope(|s| {
+                s.spawn(move || {
+                    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                        woken.recv_timeout(Duration::from_millis(100))
+                    {
+                        report();
+                    }
+                });
+                let status = child.wait();
+                drop(done);
+                status
             });
-            let status = child.wait();
-            drop(done);
-            status
-        })
+        };
+        loop {
+            let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(100u16)) {
+                Ok(0) => report(),
+                Err(nix::errno::Errno::EINTR) => {}
+                // Exited (readable), or a poll that cannot work: the wait says which.
+                _ => break,
+            }
+        }
+        child.wait()
     }
 
     fn create(dir: &Path) -> Result<Self, TaskError> {
@@ -194,6 +216,16 @@ impl SpoolFiles {
         };
         Ok((head(&self.out, &self.out_path)?, head(&self.err, &self.err_path)?))
     }
+}
+
+/// A pidfd of the running `child`: readable once it has exited. `None` where the kernel has
+/// none (nix has no `pidfd_open`: the raw call).
+fn pidfd_of(child: &Child) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+    // SAFETY: a non-negative result is a descriptor that nothing else owns.
+    (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Copies the fed part of the file into the command's standard input (the kernel copies file
