@@ -11,7 +11,8 @@
 //! outside; repetitions of bulkhead and of its peers are interleaved so that a burst of load
 //! on this noisy machine hits both; ratios are computed from the medians of this run. The CPU
 //! that other processes used during each section is measured and printed beside it. The
-//! Python peers live in `benches/peers/`; `benches/setup.sh` installs GNU parallel if missing.
+//! Python peers live in `benches/peers/`; `.ci/peers-setup.sh` (the script CI uses too)
+//! installs GNU parallel, ripgrep and rust-parallel where they are missing.
 
 mod library;
 
@@ -44,6 +45,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_bulkhead");
 const WORKER_BIN: &str = env!("CARGO_BIN_EXE_bulkhead-worker");
 /// Where the peers and the setup script are.
 const BENCH_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches");
+/// The one script that installs the peers, for CI and for this suite alike.
+const PEERS_SETUP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../.ci/peers-setup.sh");
 
 const SECTIONS: [&str; 11] = [
     "throughput",
@@ -1749,6 +1752,32 @@ fn shell(cx: &Ctx, s: &mut Section) -> Result<(), String> {
         "every program's stdout goes to a file; the peers are compared with bulkhead printing the commands' output \
          (its default); each command's output travels through a spool file, whose cost the first two rows show",
     );
+    big_output(cx, s)
+}
+
+/// One command printing 1 GiB (less with --quick): the peak resident memory of the
+/// supervisor and of its workers, which must each stay under 64 MiB however much a command
+/// prints (benches/big_output.py runs it and reads their VmHWM).
+fn big_output(cx: &Ctx, s: &mut Section) -> Result<(), String> {
+    let bytes: u64 = if cx.quick { 64 << 20 } else { 1 << 30 };
+    let mut c = Command::new("python3");
+    c.arg(format!("{BENCH_DIR}/big_output.py")).arg(&cx.bin).env("BYTES", bytes.to_string());
+    let o = execute(&mut c, Input::Null, Output::Capture, Duration::from_secs(900), None)?;
+    let text = o.stdout.trim();
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| format!("big_output.py printed no result ({e}): {}", tail(&o.stderr)))?;
+    let mib = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let sup = mib(&v["supervisor_peak_rss_mib"]);
+    let workers: Vec<f64> =
+        v["worker_peak_rss_mib"].as_array().map(|a| a.iter().map(mib).collect()).unwrap_or_default();
+    let worst = workers.iter().copied().fold(0.0, f64::max);
+    let label = format!("bulkhead --cmd printing {} MiB, output on stdout", bytes >> 20);
+    let result = format!("supervisor {sup:.1} MiB, workers {worst:.1} MiB peak resident");
+    let verdict = if v["within_limit"] == true { "each under 64 MiB" } else { "OVER 64 MiB" };
+    s.rows.push(row(label, "1 command", 1, result).vs(verdict).data(v.clone()));
+    if v["within_limit"] != true {
+        return Err(format!("one command's large output: {text}"));
+    }
     Ok(())
 }
 
@@ -1767,11 +1796,11 @@ fn find_rust_parallel(cx: &Ctx) -> Result<String, String> {
         }
     }
     if cx.quick {
-        return Err("not installed (a --quick run does not build it; benches/setup.sh does)".into());
+        return Err("not installed (a --quick run does not build it; .ci/peers-setup.sh rust-parallel does)".into());
     }
     eprintln!("bench: rust-parallel is missing; installing it with cargo install (once, into target/bench-tools)");
-    let mut c = Command::new("cargo");
-    c.args(["install", "--quiet", "--locked", "rust-parallel", "--root"]).arg(target_dir().join("bench-tools"));
+    let mut c = Command::new("sh");
+    c.arg(PEERS_SETUP).arg("rust-parallel").env("CARGO_TARGET_DIR", target_dir());
     match execute(&mut c, Input::Null, Output::Capture, Duration::from_secs(900), None) {
         Ok(o) if o.code() == Some(0) && works(&local.display().to_string()) => Ok(local.display().to_string()),
         Ok(o) => Err(format!("cargo install rust-parallel failed: {}", tail(&o.stderr))),
@@ -1882,7 +1911,7 @@ fn scan(cx: &Ctx, s: &mut Section) -> Result<(), String> {
     let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut skipped: Vec<Option<String>> = vec![None; names.len()];
     if rg.is_none() {
-        skipped[4] = Some("rg is not installed (benches/setup.sh installs Debian's ripgrep)".into());
+        skipped[4] = Some("rg is not installed (.ci/peers-setup.sh rg installs Debian's ripgrep)".into());
         skipped[5] = skipped[4].clone();
     }
     if cx.parallel.is_none() {
@@ -2468,7 +2497,7 @@ fn first_line(cmd: &mut Command) -> Option<String> {
 
 fn find_parallel(install: bool) -> (Option<String>, String) {
     let probe = || first_line(Command::new("parallel").arg("--version")).filter(|v| v.contains("GNU parallel"));
-    // setup.sh also installs ripgrep, the scan section's peer.
+    // Installed with ripgrep, the scan section's peer.
     let rg = first_line(Command::new("rg").arg("--version")).is_some();
     if let Some(v) = probe()
         && (rg || !install)
@@ -2478,16 +2507,16 @@ fn find_parallel(install: bool) -> (Option<String>, String) {
     if !install {
         return (None, "not installed (--no-install)".into());
     }
-    eprintln!("bench: GNU parallel is missing; running benches/setup.sh to install it");
+    eprintln!("bench: GNU parallel or ripgrep is missing; running .ci/peers-setup.sh to install them");
     let mut c = Command::new("sh");
-    c.arg(format!("{BENCH_DIR}/setup.sh"));
+    c.arg(PEERS_SETUP).args(["parallel", "rg"]);
     match execute(&mut c, Input::Null, Output::Capture, Duration::from_secs(300), None) {
         Ok(o) if o.code() == Some(0) => match probe() {
-            Some(v) => (Some(v), "installed by benches/setup.sh in this run".into()),
-            None => (None, "benches/setup.sh ran but `parallel --version` still fails".into()),
+            Some(v) => (Some(v), "installed by .ci/peers-setup.sh in this run".into()),
+            None => (None, ".ci/peers-setup.sh ran but `parallel --version` still fails".into()),
         },
-        Ok(o) => (None, format!("benches/setup.sh could not install it: {}", tail(&o.stderr))),
-        Err(e) => (None, format!("benches/setup.sh failed: {e}")),
+        Ok(o) => (None, format!(".ci/peers-setup.sh could not install it: {}", tail(&o.stderr))),
+        Err(e) => (None, format!(".ci/peers-setup.sh failed: {e}")),
     }
 }
 

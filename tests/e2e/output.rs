@@ -1,5 +1,6 @@
 //! A command run's own output: grouped per command, in completion or input order (`-k`),
-//! byte for byte however large; the failure line; `--halt`; `--dry-run`.
+//! byte for byte however large; the failure line; a killed command's partial output;
+//! `--halt`; `--dry-run`.
 
 use crate::common::*;
 
@@ -111,6 +112,51 @@ fn a_failed_command_says_so_on_stderr() {
     assert!(line.ends_with("): exit status 3: the last words"), "{line}");
     assert_eq!(err.lines().filter(|l| l.contains(" failed (")).count(), 1, "{err}");
     sb.assert_clean();
+}
+
+/// A command killed for its `--timeout`, and one whose worker died (quarantined), show what
+/// they printed before, grouped, before their failure line; the spool keeps nothing.
+#[test]
+fn a_killed_commands_partial_output_is_shown() {
+    let sb = Sandbox::new();
+    let cmd = "echo {}-out; echo {}-err >&2; if [ {} = crash ]; then kill -9 $PPID; fi; sleep 60; echo {}-never";
+    let done =
+        sb.run(&["run", "-j", "2", "-k", "--timeout", "2", "--attempts", "1", "--cmd", cmd], Some("slow\ncrash\n"));
+    done.expect_code(1);
+    assert_eq!(done.stdout(), "slow-out\ncrash-out\n");
+    let err = done.stderr();
+    for (name, why) in [("slow", "timed out"), ("crash", "quarantined after 1 attempt(s)")] {
+        let at = err.find(&format!("{name}-err\n")).unwrap_or_else(|| panic!("{name}'s stderr is missing:\n{err}"));
+        let line = err.lines().find(|l| l.contains(&format!(" failed ({name}): "))).unwrap_or_else(|| panic!("{err}"));
+        assert!(line.contains(why) && line.ends_with(&format!(": {name}-err")), "{line}");
+        assert!(at < err.find(line).unwrap(), "{name}'s stderr comes before its failure line:\n{err}");
+    }
+    assert!(!err.contains("never"), "{err}");
+    sb.assert_clean();
+    assert_no_spool(&sb);
+}
+
+/// The bytes a command writes into its spool files count as its progress: with
+/// `--stall-timeout`, one that prints every 200 ms runs on past the limit, one that goes
+/// quiet is killed as stalled, having printed its first line.
+#[test]
+fn a_commands_spooled_output_counts_as_progress() {
+    let sb = Sandbox::new();
+    let results = sb.path("results.jsonl");
+    let cmd = "if [ {} = chatty ]; then for i in 1 2 3 4 5 6 7 8; do echo tick $i; sleep 0.2; done; \
+               else echo started; exec sleep 600; fi";
+    let args = ["run", "-j", "2", "--stall-timeout", "700ms", "--attempts", "1", "--results"];
+    let done = sb.run(&[&args[..], &[results.to_str().unwrap(), "--cmd", cmd]].concat(), Some("chatty\nquiet\n"));
+    done.expect_code(1);
+    let recs: Vec<_> = read_records(&results);
+    let by_input = |i: &str| recs.iter().find(|r| r["input"] == i).unwrap_or_else(|| panic!("{recs:?}")).clone();
+    assert_eq!(by_input("chatty")["status"], "ok", "{recs:?}");
+    let quiet = by_input("quiet");
+    assert_eq!(causes(&quiet), ["stalled"], "{quiet}");
+    assert_eq!(quiet["crashes"][0]["progress"], "started\n".len(), "{quiet}");
+    assert!(done.stdout().contains("tick 8\n") && done.stdout().contains("started\n"), "{}", done.stdout());
+    sb.assert_clean();
+    assert_no_spool(&sb);
 }
 
 /// `--halt now,fail=1`: the failure stops the run at once; the command still running is

@@ -3,7 +3,7 @@
 //! `/bin/sh` in directories of the same content, each command writing its stdout into
 //! `out/{#}`, and every file is compared byte for byte (so the comparison holds whatever
 //! `bulkhead run` prints on its own stdout). GNU parallel comes from Debian's package
-//! (`.ci/parallel-setup.sh`); where it cannot be had the test says SKIPPED (and fails with
+//! (`.ci/peers-setup.sh parallel`); where it cannot be had the test says SKIPPED (and fails with
 //! BULKHEAD_REQUIRE_PARALLEL=1, which `.ci/run` sets once it installed it).
 //!
 //! Deliberate differences, fed to the oracle as bulkhead reads its input:
@@ -14,6 +14,9 @@
 //! - `{= perl =}` is refused (no Perl here); other differences are in quoting inside a
 //!   template's own quotes (`'{}'`, `"{}"`), where each tool's quoting shows: such templates
 //!   are left out.
+//! - A command whose worker died (quarantined) has no counterpart in parallel, which has no
+//!   worker; its partial output is shown as parallel shows a job it killed for `--timeout`
+//!   (tests/e2e/output.rs). Killed jobs themselves print as parallel's do: checked here.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -84,7 +87,7 @@ const TEMPLATES: &[&str] = &[
 /// GNU parallel, or why not.
 fn oracle() -> Option<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let setup = output_of(Command::new("sh").arg(root.join(".ci/parallel-setup.sh")));
+    let setup = output_of(Command::new("sh").arg(root.join(".ci/peers-setup.sh")).arg("parallel"));
     if setup.status.success() {
         return Some(());
     }
@@ -201,6 +204,58 @@ fn input_sources_match_gnu_parallel() {
         ours.extend(sources);
         theirs.extend(sources);
         compare(&sb, &format!("::: link={link}"), &ours, &theirs, b"", b"");
+    }
+    sb.assert_clean();
+}
+
+/// What a killed job prints, on stdout, byte for byte: a job killed by `--timeout` shows
+/// its partial output, grouped and in its turn with `-k`; a job killed by `--halt now`
+/// shows none (in bulkhead it is left for --resume, which shows its output then). Its stderr
+/// goes out as far as it got in both.
+#[test]
+fn killed_jobs_print_as_in_gnu_parallel() {
+    if oracle().is_none() {
+        return;
+    }
+    let sb = Sandbox::new();
+    // Each job prints before it may be killed; `started` tells the failing job that the
+    // other one has printed. The one killed is an exec'd `sleep`, no child of a shell that
+    // parallel would orphan (to this test process, a subreaper) when it kills the shell.
+    let timeout_cmd = "echo start {}; echo err {} >&2; if [ {} = 0 ]; then echo end {}; else exec sleep {}; fi";
+    let halt_cmd = "if [ {} = 1 ]; then while [ ! -e started ]; do sleep 0.01; done; echo fail {}; exit 1; fi; \
+                    echo partial {}; echo err {} >&2; touch started; exec sleep 30";
+    let cases: [(&str, &[&str], &str, [&str; 2]); 2] = [
+        ("--timeout", &["-k", "--timeout", "2"], timeout_cmd, ["30", "0"]),
+        ("--halt now", &["--halt", "now,fail=1"], halt_cmd, ["1", "2"]),
+    ];
+    for (what, flags, cmd, inputs) in cases {
+        let args: Vec<&str> = [flags, &[cmd, ":::"], &inputs[..]].concat();
+        let dir = fresh(&sb, "theirs");
+        let theirs = output_of(
+            Command::new("parallel")
+                .arg("--will-cite")
+                .args(["-j", "2"])
+                .args(&args)
+                .current_dir(&dir)
+                .env("PARALLEL_SHELL", "/bin/sh")
+                .env("HOME", &dir)
+                .stdin(Stdio::null()),
+        );
+        let dir = fresh(&sb, "ours");
+        let ours_args: Vec<&str> = [&["run", "-j", "2"], flags, &["--cmd", cmd, ":::"], &inputs[..]].concat();
+        let ours = output_of(sb.cmd(&ours_args).current_dir(&dir).env("HOME", &dir).stdin(Stdio::null()));
+        assert_eq!(ours.status.code(), Some(1), "{what}: {}", String::from_utf8_lossy(&ours.stderr));
+        assert_eq!(
+            String::from_utf8_lossy(&ours.stdout),
+            String::from_utf8_lossy(&theirs.stdout),
+            "{what}: stdout differs from GNU parallel's (its stderr: {})",
+            String::from_utf8_lossy(&theirs.stderr)
+        );
+        let (ours_err, theirs_err) = (String::from_utf8_lossy(&ours.stderr), String::from_utf8_lossy(&theirs.stderr));
+        for line in ["err 30", "err 0", "err 1", "err 2"] {
+            let seen = |t: &str| t.lines().any(|l| l == line);
+            assert_eq!(seen(&ours_err), seen(&theirs_err), "{what}: {line:?} on stderr:\n{ours_err}\n--\n{theirs_err}");
+        }
     }
     sb.assert_clean();
 }

@@ -290,8 +290,10 @@ fn pipepart_blocks_cover_the_file_exactly_once() {
     let recs = read_records(&sb.path("r.jsonl"));
     assert_eq!(recs.len() as u64, blocks);
     assert!(recs.iter().all(|r| r["status"] == "ok"), "{recs:?}");
-    // The command's output is in its record, as for any --cmd: here, a count of its lines.
-    let counted = sb.run(&["run", "--cmd", "wc -l", "--pipepart", "access.log", "--block", &b], None);
+    // With --output records, the command's output is in its record, as for any --cmd: here,
+    // a count of its lines.
+    let counted =
+        sb.run(&["run", "--cmd", "wc -l", "--pipepart", "access.log", "--block", &b, "--output", "records"], None);
     counted.expect_code(0);
     let lines: u64 =
         counted.records().iter().map(|r| r["stdout"]["head"].as_str().unwrap().trim().parse::<u64>().unwrap()).sum();
@@ -300,6 +302,35 @@ fn pipepart_blocks_cover_the_file_exactly_once() {
     let bad = sb.run(&["run", "--cmd", "cat {}", "--pipepart", "access.log"], None);
     bad.expect_code(2);
     assert!(bad.stderr().contains("--cmd has {}"), "{}", bad.stderr());
+    sb.assert_clean();
+}
+
+/// The blocks' commands print as a `--cmd` run's: `cat` of every block with `-k` is the file
+/// itself on stdout, byte for byte; each block's stderr goes to stderr, grouped; `--tag`
+/// puts an empty tag (a block has no input line, as in GNU parallel) and a tab before each
+/// line; the records go only to `--results`.
+#[test]
+fn pipepart_prints_the_blocks_output() {
+    let sb = Sandbox::new();
+    let block = 4099;
+    let text = access_log(&sb.path("access.log"), 6_000, block);
+    let blocks = (text.len() as u64).div_ceil(block);
+    let b = block.to_string();
+    let cmd = "cat; echo block {#} >&2";
+    let args = ["run", "--cmd", cmd, "--pipepart", "access.log", "--block", &b, "-j", "2", "-k"];
+    let done = sb.run(&[&args[..], &["--results", "r.jsonl"]].concat(), None);
+    done.expect_code(0);
+    assert!(done.output.stdout == text, "stdout is not the file, block by block");
+    let want: String = (1..=blocks).map(|k| format!("block {k}\n")).collect();
+    assert!(done.stderr().starts_with(&want), "{}", done.stderr());
+    assert_eq!(read_records(&sb.path("r.jsonl")).len() as u64, blocks);
+    let tagged = sb.run(&["run", "--cmd", "wc -l", "--pipepart", "access.log", "--block", &b, "-k", "--tag"], None);
+    tagged.expect_code(0);
+    let out = tagged.stdout();
+    assert_eq!(out.lines().count() as u64, blocks, "{out}");
+    let lines: u64 =
+        out.lines().map(|l| l.strip_prefix('\t').unwrap_or_else(|| panic!("{l:?}")).parse::<u64>().unwrap()).sum();
+    assert_eq!(lines, 6_000);
     sb.assert_clean();
 }
 

@@ -105,20 +105,18 @@ static PAGE: OnceLock<&'static StatusPage> = OnceLock::new();
 /// See [`env::USER_BACKTRACE`]; unset outside a worker.
 static USER_BACKTRACE: OnceLock<Option<std::ffi::OsString>> = OnceLock::new();
 
-/// Puts the user's `RUST_BACKTRACE` back in a task's child command, where the supervisor
-/// turned it off for the worker itself (a backtrace makes each panicking worker ~100 ms slower
-/// to die; a user's own program run by a shell task is none of that).
-pub(crate) fn restore_user_backtrace(command: &mut std::process::Command) {
+/// What a task's child command gets for `RUST_BACKTRACE`, where the supervisor turned it off
+/// for the worker itself (a backtrace makes each panicking worker ~100 ms slower to die; a
+/// user's own program run by a shell task is none of that): `None`, the worker's own
+/// environment as it is; `Some(None)`, none; `Some(Some(v))`, the user's `v`.
+pub(crate) fn user_backtrace() -> Option<Option<&'static std::ffi::OsStr>> {
     match USER_BACKTRACE.get() {
-        Some(Some(v)) if v.is_empty() => {
-            command.env_remove("RUST_BACKTRACE");
-        }
-        Some(Some(v)) => {
-            command.env("RUST_BACKTRACE", v);
-        }
-        _ => {}
+        Some(Some(v)) if v.is_empty() => Some(None),
+        Some(Some(v)) => Some(Some(v.as_os_str())),
+        _ => None,
     }
 }
+
 /// The supervisor's pid: the only sender whose SIGTERM a worker obeys.
 static SUPERVISOR: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 /// The signals a cluster engine or systemd sends to every process of a job, which a worker

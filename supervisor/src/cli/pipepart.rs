@@ -1,18 +1,19 @@
 //! `bulkhead run --cmd CMD --pipepart FILE`: a command over line-aligned blocks of a file, as
 //! GNU parallel's `--pipepart`. Blocks are planned as `scan` plans its ranges; each is a
 //! `pipe` task whose worker reads its block from the file and feeds it to the command's
-//! standard input, so the block never passes through the supervisor. Records, journal,
-//! resume and every pool option are `run`'s.
+//! standard input, so the block never passes through the supervisor. Its output is shown as
+//! a `--cmd` run's (each block's stdout and stderr grouped, `-k`, `--tag`, records only to
+//! `--results` or with `--output records`); journal, resume and every pool option are `run`'s.
 
 use shared::exit;
 use shared::task::BuiltinTask;
-use worker::builtin::Builtin;
 
-use super::RunArgs;
 use super::run::{
-    PoolSetup, attach_timeline, check_outputs, finish, pool_error, print_summary, resolve_shard, write_timeline,
+    PoolSetup, attach_timeline, check_outputs, command_output, finish, finish_showing, pool_error, print_summary,
+    resolve_shard, write_timeline,
 };
 use super::scan::{offsets, plan_chunk, range_id, regular_file};
+use super::{OutputArg, RunArgs};
 use crate::TaskSpec;
 use crate::output::journal::ResultsTarget;
 
@@ -58,12 +59,18 @@ pub(super) fn pipepart(mut args: RunArgs) -> i32 {
         })
         .collect();
     let total = tasks.len() as u64;
-    let mut setup = match PoolSetup::new(&args, shard, Some(ResultsTarget::Stdout)) {
+    let mode = args.output.unwrap_or(OutputArg::Commands);
+    let records = (mode == OutputArg::Records).then_some(ResultsTarget::Stdout);
+    let mut setup = match PoolSetup::new(&args, shard, records) {
         Ok(s) => s,
         Err(code) => return code,
     };
     setup.builder = setup.builder.expected_total(total);
-    let pool = match setup.builder.clone().build(Builtin::default()) {
+    let (commands, handler) = match command_output(mode, &args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let pool = match setup.builder.clone().build(handler) {
         Ok(p) => p,
         Err(e) => return pool_error(&e),
     };
@@ -73,10 +80,8 @@ pub(super) fn pipepart(mut args: RunArgs) -> i32 {
     };
     let (run, timeline) = attach_timeline(run, &args);
     setup.announce();
-    let mut summary = run.finish().unwrap_or_else(|e| *e.summary);
+    let mut summary = finish_showing(run, &commands);
     print_summary(&summary, Some(total), None);
     write_timeline(&args, timeline, &format!("bulkhead run --pipepart {}", file.display()), &mut summary);
-    // Records on stdout, as before commands' output went there: the blocks' output is in
-    // each record's stdout head, or in files the command writes.
-    finish(&summary, args.results.as_deref(), true)
+    finish(&summary, args.results.as_deref(), mode == OutputArg::Records)
 }

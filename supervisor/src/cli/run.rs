@@ -147,18 +147,10 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
     if let Some(n) = total {
         setup.builder = setup.builder.expected_total(n);
     }
-    let commands = match CommandOutput::new(mode == OutputArg::Commands, args.keep_order, args.tag) {
+    let (commands, handler) = match command_output(mode, &args) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("bulkhead: error: cannot create a directory for the commands' output: {e}");
-            return exit::OUTPUT_FAILED;
-        }
+        Err(code) => return code,
     };
-    let handler = match commands.spool_dir() {
-        Some(dir) => Builtin::spooling(dir),
-        None => Builtin::default(),
-    };
-    let commands = std::sync::Arc::new(std::sync::Mutex::new(commands));
     let pool = match setup.builder.clone().build(handler) {
         Ok(p) => p,
         Err(e) => return pool_error(&e),
@@ -191,23 +183,8 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
         Err(e) => return pool_error(&e),
     };
     let (run, timeline) = attach_timeline(run, &args);
-    let shown = commands.clone();
-    let run = run.on_concluded(move |c| shown.lock().unwrap_or_else(|e| e.into_inner()).concluded(c));
     setup.announce();
-    // The summary says how a stopped run ended; its tasks left behind have no record, and
-    // --resume runs them. Output that cannot be written stops the run as a signal would.
-    let mut summary = run
-        .finish_unless(|| commands.lock().unwrap_or_else(|e| e.into_inner()).broken())
-        .unwrap_or_else(|e| *e.summary);
-    {
-        let mut commands = commands.lock().unwrap_or_else(|e| e.into_inner());
-        commands.finish();
-        match commands.take_failure() {
-            Some(e) if e.kind() == io::ErrorKind::BrokenPipe => summary.broken_pipe = true,
-            Some(e) => summary.output_failures.push(OutputFailure::Commands { error: std::sync::Arc::new(e) }),
-            None => {}
-        }
-    }
+    let mut summary = finish_showing(run, &commands);
     print_summary(&summary, total, check_time);
     let title = match &args.tasks {
         Some(p) => format!("bulkhead run {}", p.display()),
@@ -215,6 +192,48 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
     };
     write_timeline(&args, timeline, &title, &mut summary);
     finish(&summary, args.results.as_deref(), mode == OutputArg::Records)
+}
+
+/// The commands' output of a run whose stdout is `mode`'s, shared with the run's callback,
+/// and the handler whose commands write into it. A spool directory that cannot be made is
+/// reported here (exit 5).
+pub(super) fn command_output(mode: OutputArg, args: &RunArgs) -> Result<(SharedOutput, Builtin), i32> {
+    let commands = match CommandOutput::new(mode == OutputArg::Commands, args.keep_order, args.tag) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("bulkhead: error: cannot create a directory for the commands' output: {e}");
+            return Err(exit::OUTPUT_FAILED);
+        }
+    };
+    let handler = match commands.spool_dir() {
+        Some(dir) => Builtin::spooling(dir),
+        None => Builtin::default(),
+    };
+    Ok((std::sync::Arc::new(std::sync::Mutex::new(commands)), handler))
+}
+
+/// The commands' output, as the run's callback and its caller both hold it.
+pub(super) type SharedOutput = std::sync::Arc<std::sync::Mutex<CommandOutput>>;
+
+/// Runs `run` to its end showing each concluded task's output through `commands`, and says
+/// in the summary a write of it that failed. The summary says how a stopped run ended; its
+/// tasks left behind have no record, and --resume runs them. Output that cannot be written
+/// stops the run as a signal would.
+pub(super) fn finish_showing(run: Run<'_, Builtin>, commands: &SharedOutput) -> Summary {
+    fn lock(c: &SharedOutput) -> std::sync::MutexGuard<'_, CommandOutput> {
+        c.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    let shown = commands.clone();
+    let run = run.on_concluded(move |c| lock(&shown).concluded(c));
+    let mut summary = run.finish_unless(|| lock(commands).broken()).unwrap_or_else(|e| *e.summary);
+    let mut commands = lock(commands);
+    commands.finish();
+    match commands.take_failure() {
+        Some(e) if e.kind() == io::ErrorKind::BrokenPipe => summary.broken_pipe = true,
+        Some(e) => summary.output_failures.push(OutputFailure::Commands { error: std::sync::Arc::new(e) }),
+        None => {}
+    }
+    summary
 }
 
 /// `--dry-run`: each command that would run, on its own line; nothing runs.

@@ -132,8 +132,11 @@ impl CommandOutput {
             },
             last: c.stderr.and_then(|s| s.last_line()).map(str::to_string),
         });
-        // A quarantined task's last attempt died with its worker: what it printed is partial.
-        let seq = c.seq.filter(|_| c.status != Status::Quarantined && self.spool.is_some());
+        // What a killed command printed is shown as far as it got, as GNU parallel shows a
+        // job it killed for its --timeout: a timed-out command's, and a quarantined task's
+        // last attempt's, which died with its worker. (A command stopped by `--halt now` or a
+        // drain never concludes here: it runs again on --resume, and shows its output then.)
+        let seq = c.seq.filter(|_| self.spool.is_some());
         let tag = self.tag.then(|| {
             let input = label.as_ref().map(|l| l.input_bytes().into_owned()).unwrap_or_default();
             [&input[..], b"\t"].concat()

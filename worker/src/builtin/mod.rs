@@ -3,6 +3,7 @@
 
 mod scan;
 mod shell;
+mod shell_spawn;
 
 pub use scan::{MAX_MAX_LINE, Pattern, PatternError};
 
