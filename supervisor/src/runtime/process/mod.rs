@@ -377,6 +377,18 @@ impl Backend for ProcessBackend {
         // Tasks have limits only under --memory-limit; without one the watch needs no word
         // per task (a lock it may hold while it reads /proc, and a map it would search).
         let limited = self.watch.as_ref().filter(|_| self.cfg.memory_limit.is_some());
+        // An idle worker's stderr was read to its end with the frame of its last result (and
+        // it writes nothing between tasks), so the next task's lines are known to be its own
+        // without a mark on stderr: the worker skips that one (one task thread only; a line
+        // left unfinished keeps the mark, so that it ends as its own task's).
+        if self.cfg.task_marks
+            && self.cfg.threads == 1
+            && conn.line.is_empty()
+            && let Some(seq) = engine.next_unsent_alone(slot)
+        {
+            conn.page.header().unmarked.store(seq, std::sync::atomic::Ordering::Release);
+            conn.marked = Some(seq);
+        }
         let mut sent = Vec::new();
         while engine.has_unsent(slot) {
             // A frame the worker can read: by count, and by bytes (many large tasks would
