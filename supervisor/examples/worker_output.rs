@@ -3,7 +3,7 @@
 //! attempt's last words included.
 //!
 //! ```text
-//! cargo run --example worker_output -- forward | capture
+//! cargo run --example worker_output -- forward | capture | one-by-one
 //! ```
 
 use bulkhead::{Handler, Pool, Status, TaskContext, TaskError, WorkerOutput};
@@ -55,7 +55,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 assert_eq!(r.status == Status::Quarantined, r.id == "2");
             }
         }
-        other => return Err(format!("unknown section '{other}': forward or capture").into()),
+        "one-by-one" => {
+            // One task at a time to one worker, each sent when the last came back: the case
+            // where the supervisor, not a mark on stderr, names the task of the lines.
+            let pool = Pool::builder().workers(1).worker_output(WorkerOutput::Capture).build(Check)?;
+            let (tx, source) = bulkhead::channel::<u32>()?;
+            let mut run = pool.run_channel(source)?;
+            for reading in [1u32, 2, 3, 4] {
+                tx.send(reading);
+                let r = run.next().ok_or("the run ended early")??;
+                println!("task {} {}", r.id, r.status);
+                for line in &r.log {
+                    println!("  | {line}");
+                }
+            }
+            drop(tx);
+            run.finish()?;
+        }
+        other => return Err(format!("unknown section '{other}': forward, capture or one-by-one").into()),
     }
     Ok(())
 }

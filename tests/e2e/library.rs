@@ -264,6 +264,20 @@ fn captured_worker_output_is_kept_with_each_task_result() {
     sb.assert_clean();
 }
 
+/// Tasks sent one at a time to one worker (the supervisor names each task's lines itself,
+/// with no mark from the worker) each keep exactly their own lines.
+#[test]
+fn one_task_at_a_time_keeps_each_tasks_own_lines() {
+    let sb = Sandbox::new();
+    let (out, _) = example_section(&sb, "worker_output", "one-by-one");
+    let expected = "task 0 ok\n  | checking reading 1\n  | WARN worker_output: reading 1 is odd\n\
+                    task 1 ok\n  | checking reading 2\n\
+                    task 2 ok\n  | checking reading 3\n  | WARN worker_output: reading 3 is odd\n\
+                    task 3 ok\n  | checking reading 4\n";
+    assert_eq!(out, expected);
+    sb.assert_clean();
+}
+
 /// Submitted tasks are joined in any order, each with its own result.
 #[test]
 fn submitted_tasks_join_in_any_order() {

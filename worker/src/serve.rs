@@ -331,8 +331,9 @@ fn serve_serial<H: Handler>(
                     for a in &assignments {
                         // One task at a time: a mark before each names the owner of every
                         // stderr line up to the next (with several task threads, only the
-                        // log records name theirs).
-                        if task_marks {
+                        // log records name theirs). The supervisor names the task it sent
+                        // to an idle worker itself, and says so on the page.
+                        if task_marks && link.page.header().unmarked.load(Ordering::Acquire) != a.seq {
                             crate::logger::mark_task_start(a.seq);
                         }
                         let r = execute(handler, a, slot, link, &mut scratch, start, |_| {});

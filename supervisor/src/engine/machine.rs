@@ -483,6 +483,13 @@ impl Engine {
         n.max(usize::from(s.sent < s.inflight.len()))
     }
 
+    /// The seq of the next task to send to `slot`'s worker when none sent before is still
+    /// in flight there (the worker is idle): whatever it writes from now on is that task's.
+    pub fn next_unsent_alone(&self, slot: SlotIndex) -> Option<Seq> {
+        let s = &self.slots[slot];
+        if s.sent == 0 { s.inflight.front().map(|f| f.seq) } else { None }
+    }
+
     /// Whether the slot has assignments not yet sent.
     pub fn has_unsent(&self, slot: SlotIndex) -> bool {
         self.slots[slot].sent < self.slots[slot].inflight.len()

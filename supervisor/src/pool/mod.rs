@@ -1329,7 +1329,9 @@ impl<O: Serialize + DeserializeOwned + 'static> Sink for RunSink<O> {
                 j.write(&record, f.label);
             }
         }
-        let log = self.captured.remove(f.id).unwrap_or_default();
+        // Only captured lines are kept by id: hashing every finished task's id to look in an
+        // empty map was ~4% of the supervisor's time on 1M no-ops (perf, 2 workers).
+        let log = if self.captured.is_empty() { Vec::new() } else { self.captured.remove(f.id).unwrap_or_default() };
         if self.collect {
             let lifted = streams(&end).map(|(o, e)| (o.clone(), e.clone()));
             let mut record = Record {

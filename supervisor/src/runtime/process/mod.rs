@@ -162,7 +162,8 @@ impl ProcessBackend {
                 if proto::peek_version(body).is_some() {
                     conn.ready = true;
                 }
-                if let Err(e) = deliver(slot, body, cx, self.watch.as_ref()) {
+                if let Err(e) = deliver(slot, body, cx, self.watch.as_ref().filter(|_| self.cfg.memory_limit.is_some()))
+                {
                     conn.reading = false;
                     // The detail goes into the crash record: the error with its causes.
                     let detail = worker::ErrorChain(&e).to_string();
@@ -299,6 +300,7 @@ fn log_level(n: u8) -> log::Level {
 }
 
 /// Hands one frame from a worker to the engine; an error describes a protocol violation.
+/// `watch` is the memory watch when tasks have limits, to be told which ended.
 fn deliver(slot: SlotIndex, body: &[u8], cx: &mut Cx<'_>, watch: Option<&MemWatch>) -> Result<(), frame::FrameError> {
     if let Some(version) = proto::peek_version(body)
         && version != PROTOCOL_VERSION
@@ -372,15 +374,34 @@ impl Backend for ProcessBackend {
         let Some(conn) = self.conns[slot].as_mut() else {
             return;
         };
+        // Tasks have limits only under --memory-limit; without one the watch needs no word
+        // per task (a lock it may hold while it reads /proc, and a map it would search).
+        let limited = self.watch.as_ref().filter(|_| self.cfg.memory_limit.is_some());
+        // An idle worker's stderr was read to its end with the frame of its last result (and
+        // it writes nothing between tasks), so the next task's lines are known to be its own
+        // without a mark on stderr: the worker skips that one (one task thread only; a line
+        // left unfinished keeps the mark, so that it ends as its own task's).
+        if self.cfg.task_marks
+            && self.cfg.threads == 1
+            && conn.line.is_empty()
+            && let Some(seq) = engine.next_unsent_alone(slot)
+        {
+            conn.page.header().unmarked.store(seq.0, std::sync::atomic::Ordering::Release);
+            conn.marked = Some(seq);
+        }
         let mut sent = Vec::new();
         while engine.has_unsent(slot) {
             // A frame the worker can read: by count, and by bytes (many large tasks would
             // otherwise add up past the frame limit and kill the worker that reads it).
             let n = engine.unsent_fitting(slot, BATCH, MAX_FRAME as usize - 64, 32);
-            let batch = engine.take_unsent(slot, n).inspect(|a| sent.push(Seq(a.seq)));
+            let batch = engine.take_unsent(slot, n).inspect(|a| {
+                if limited.is_some() {
+                    sent.push(Seq(a.seq));
+                }
+            });
             proto::encode_run(&mut conn.out, batch).expect("assignments always encode");
         }
-        if let Some(w) = &self.watch {
+        if let Some(w) = limited {
             w.limit_task(slot, engine.task_memory_limits(slot, &sent));
         }
         self.flush_out(slot);
