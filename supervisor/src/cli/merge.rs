@@ -77,7 +77,7 @@ pub enum MergeError {
         /// The line, from 1.
         line: u64,
         /// What is wrong.
-        reason: String,
+        reason: crate::input::lines::NotAnItem,
     },
     /// The output already holds records.
     #[error("{path} is not empty; merge never overwrites a results file: remove it or name another")]
@@ -356,8 +356,8 @@ fn for_each_task(
 fn for_each_record(
     path: &Path,
     mut f: impl FnMut(RecordHead, &[u8], u64) -> Result<(), MergeError>,
-) -> Result<Option<(u64, String)>, MergeError> {
-    use crate::input::lines::{Judged, LineError, Lines};
+) -> Result<Option<(u64, crate::input::lines::NotAnItem)>, MergeError> {
+    use crate::input::lines::{Judged, LineError, Lines, NotAnItem};
     let file = File::open(path).map_err(|source| MergeError::Io { what: "open", path: path.into(), source })?;
     let mut lines = Lines::new(BufReader::with_capacity(1 << 20, file));
     let mut torn = None;
@@ -369,7 +369,7 @@ fn for_each_record(
                 return Err(MergeError::Io { what: "read", path: path.into(), source });
             }
             Err(e @ LineError::TooLong { .. }) => {
-                return Err(MergeError::Corrupt { path: path.into(), line: e.line(), reason: e.to_string() });
+                return Err(MergeError::Corrupt { path: path.into(), line: e.line(), reason: NotAnItem::TooLong });
             }
         };
         if line.is_blank() {
@@ -379,9 +379,9 @@ fn for_each_record(
             Judged::Item(head) => f(head, line.text, line.number)?,
             // Only the end of a file can be torn: a shard killed in the middle of a write, or
             // one still writing.
-            Judged::Torn(e) => torn = Some((line.number, e.to_string())),
+            Judged::Torn(e) => torn = Some((line.number, NotAnItem::Json(e))),
             Judged::Bad(e) => {
-                return Err(MergeError::Corrupt { path: path.into(), line: line.number, reason: e.to_string() });
+                return Err(MergeError::Corrupt { path: path.into(), line: line.number, reason: NotAnItem::Json(e) });
             }
         }
     }

@@ -15,8 +15,8 @@ use crate::engine::lifecycle::{Retirement, RunEvent, TaskLabel, WorkerExit};
 use crate::engine::restart::RestartTracker;
 use crate::engine::timeout::{self, RunTimes};
 use crate::engine::{
-    Action, Counts, Ending, EngineConfig, Event, Finished, Interrupt, Job, KillReason, MAX_INFLIGHT_PER_THREAD, Probe,
-    RestartLimit, Seq, Sink, SlotIndex, SlotState, SpawnError, StopReason,
+    Action, Counts, Ending, EngineConfig, Event, Finished, Interrupt, Job, KillReason, MAX_INFLIGHT_PER_THREAD, Poison,
+    Probe, RestartLimit, Seq, Sink, SlotIndex, SlotState, SpawnError, StopReason,
 };
 use crate::input::error::InputError;
 
@@ -388,8 +388,8 @@ impl Engine {
     }
 
     /// Thread mode: the shared state was poisoned; run nothing more, let running tasks end.
-    pub fn poisoned(&mut self, message: String, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
-        self.begin_drain(StopReason::Poisoned(message), None);
+    pub fn poisoned(&mut self, poison: Poison, now: u64, sink: &mut dyn Sink, out: &mut Vec<Action>) {
+        self.begin_drain(StopReason::Poisoned(poison), None);
         self.settle(now, sink, out);
     }
 

@@ -32,6 +32,6 @@ pub use job::{Job, JobBuilder};
 pub use machine::Engine;
 pub use slot::{KillReason, SlotState};
 pub use types::{
-    Action, Counts, Ending, Event, Finished, Interrupt, Misuse, Probe, RestartLimit, Sink, SpawnError, StopReason,
-    WorkerLine,
+    Action, Counts, Ending, Event, Finished, Interrupt, Misuse, Poison, Probe, RestartLimit, Sink, SpawnError,
+    StopReason, WorkerLine,
 };

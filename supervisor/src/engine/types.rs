@@ -285,6 +285,29 @@ impl SpawnError {
     }
 }
 
+/// Thread mode: which task poisoned the shared tally, and what the tally showed then.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "shared state poisoned at {at:.3}s: task '{task}' panicked on thread {thread} while holding the tally's lock \
+     ({message}); the tally no longer adds up (finished {finished} but ok {ok} + failed {failed})"
+)]
+pub struct Poison {
+    /// The task whose panic poisoned it.
+    pub task: String,
+    /// The thread (slot) that ran it.
+    pub thread: SlotIndex,
+    /// Seconds since the run began.
+    pub at: f64,
+    /// The panic's message.
+    pub message: String,
+    /// The tally's count of finished tasks, read through the poison.
+    pub finished: u64,
+    /// Of which ok.
+    pub ok: u64,
+    /// Of which failed.
+    pub failed: u64,
+}
+
 /// Why a run stopped. The exit code each gives is decided in one place,
 /// [`Summary::exit_code`](crate::pool::Summary::exit_code).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -333,8 +356,8 @@ pub enum StopReason {
     #[error("{0}")]
     BadInput(Arc<InputError>),
     /// Thread mode: the shared state was poisoned.
-    #[error("the shared state was poisoned: {0}")]
-    Poisoned(String),
+    #[error("{0}")]
+    Poisoned(Poison),
     /// A halt rule was reached; unfinished tasks stay for `resume`.
     #[error("halted by --halt {0}")]
     Halted(Halt),

@@ -34,6 +34,29 @@ pub enum LineError {
     },
 }
 
+/// Why a line of a JSONL file is not one of its items: the one reason the readers of results
+/// and events files give for a line they refuse.
+#[derive(Debug, thiserror::Error)]
+pub enum NotAnItem {
+    /// The line is over [`MAX_LINE`].
+    #[error("it is longer than {MAX_LINE} bytes")]
+    TooLong,
+    /// The line is not JSON of the item's shape. Shown as serde_json's reason and the column:
+    /// the line number serde_json counts is within this one line, always 1, so the reader's
+    /// own line number stands in for it.
+    #[error("{} at column {}", json_reason(.0), .0.column())]
+    Json(serde_json::Error),
+}
+
+/// serde_json's reason without the position it appends (" at line L column C").
+fn json_reason(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
+}
+
 impl LineError {
     /// The line it happened on.
     pub fn line(&self) -> u64 {

@@ -19,7 +19,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
 use shared::record::{RecordHead, RecordRef, Status};
 
-use crate::input::lines::{Judged, LineError, Lines};
+use crate::input::lines::{Judged, LineError, Lines, NotAnItem};
 use crate::input::source::IdSet;
 use crate::output::failure::OutputFailure;
 
@@ -64,7 +64,7 @@ pub enum JournalError {
         /// The line, from 1.
         line: u64,
         /// What is wrong.
-        reason: String,
+        reason: NotAnItem,
     },
     /// A task has two final records that do not supersede one another.
     #[error("results file {path}, line {line}: two final records of one task; fix or move the file")]
@@ -533,7 +533,11 @@ fn read_back(file: &mut File, path: &Path, repair: bool) -> Result<Resumed, Jour
             Ok(None) => break,
             Err(LineError::Read { source, .. }) => return Err(io_err(source)),
             Err(e @ LineError::TooLong { .. }) => {
-                return Err(JournalError::Corrupt { path: path.to_path_buf(), line: e.line(), reason: e.to_string() });
+                return Err(JournalError::Corrupt {
+                    path: path.to_path_buf(),
+                    line: e.line(),
+                    reason: NotAnItem::TooLong,
+                });
             }
         };
         let (number, terminated) = (line.number, line.terminated);
@@ -558,7 +562,11 @@ fn read_back(file: &mut File, path: &Path, repair: bool) -> Result<Resumed, Jour
                 fix = Some(Fix::Cut(start));
             }
             Judged::Bad(e) => {
-                return Err(JournalError::Corrupt { path: path.to_path_buf(), line: number, reason: e.to_string() });
+                return Err(JournalError::Corrupt {
+                    path: path.to_path_buf(),
+                    line: number,
+                    reason: NotAnItem::Json(e),
+                });
             }
         }
         if !terminated {

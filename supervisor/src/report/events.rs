@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::engine::lifecycle::{RunEvent, Timed};
-use crate::input::lines::MAX_LINE;
+use crate::input::lines::NotAnItem;
 use crate::report::timeline::Timeline;
 
 /// Why an events file cannot be turned into a report.
@@ -31,7 +31,7 @@ pub enum ReportError {
         /// The line, from 1.
         line: u64,
         /// What is wrong.
-        reason: String,
+        reason: NotAnItem,
     },
 }
 
@@ -41,7 +41,7 @@ pub(super) fn read_events(reader: impl BufRead, path: &Path, timeline: &mut Time
     use crate::input::lines::{Judged, LineError, Lines};
     let bad = |line, reason| ReportError::BadLine { path: path.to_path_buf(), line, reason };
     let mut lines = Lines::new(reader);
-    let mut torn: Option<(u64, String)> = None;
+    let mut torn: Option<(u64, NotAnItem)> = None;
     // `run --resume --events` appends each run to the stream: a run begins after a
     // `shutdown`, or where time goes back (a run killed before its shutdown). The page draws
     // the last run, and says so.
@@ -51,7 +51,7 @@ pub(super) fn read_events(reader: impl BufRead, path: &Path, timeline: &mut Time
             Ok(Some(l)) => l,
             Ok(None) => break,
             Err(LineError::Read { source, .. }) => return Err(ReportError::Io { path: path.to_path_buf(), source }),
-            Err(e @ LineError::TooLong { .. }) => return Err(bad(e.line(), format!("longer than {MAX_LINE} bytes"))),
+            Err(e @ LineError::TooLong { .. }) => return Err(bad(e.line(), NotAnItem::TooLong)),
         };
         if line.is_blank() {
             continue;
@@ -68,8 +68,8 @@ pub(super) fn read_events(reader: impl BufRead, path: &Path, timeline: &mut Time
                 timeline.push(&event)
             }
             Judged::Item(None) => {}
-            Judged::Bad(reason) => return Err(bad(line.number, reason)),
-            Judged::Torn(reason) => torn = Some((line.number, reason)),
+            Judged::Bad(e) => return Err(bad(line.number, NotAnItem::Json(e))),
+            Judged::Torn(e) => torn = Some((line.number, NotAnItem::Json(e))),
         }
     }
     if runs > 1 {
@@ -101,7 +101,7 @@ const KNOWN_EVENTS: [&str; 9] = [
 ];
 
 /// Parses one non-blank line: `Ok(None)` for an event of an unknown kind.
-fn parse_line(text: &[u8]) -> Result<Option<Timed>, String> {
+fn parse_line(text: &[u8]) -> Result<Option<Timed>, serde_json::Error> {
     #[derive(Deserialize)]
     struct Head<'a> {
         // Required, so that a line without a time is an error, not an event from the future.
@@ -114,12 +114,7 @@ fn parse_line(text: &[u8]) -> Result<Option<Timed>, String> {
         Ok(e) => Ok(Some(e)),
         Err(e) => match serde_json::from_slice::<Head>(text) {
             Ok(head) if !KNOWN_EVENTS.contains(&&*head.event) => Ok(None),
-            _ => {
-                // serde_json counts lines within the text, always 1 here: name the column only.
-                let msg = e.to_string();
-                let msg = msg.split(" at line ").next().unwrap_or(&msg);
-                Err(format!("{msg} at column {}", e.column()))
-            }
+            _ => Err(e),
         },
     }
 }

@@ -32,7 +32,7 @@ use worker::fault::FaultSite;
 
 use crate::engine::ExitCause;
 use crate::engine::lifecycle::RunEvent;
-use crate::engine::{Engine, Event, Probe, Seq, SlotIndex, SpawnError};
+use crate::engine::{Engine, Event, Poison, Probe, Seq, SlotIndex, SpawnError};
 use crate::runtime::tally::{Tally, TallyReport};
 use crate::runtime::waker::{Waker, Wakeup, wake_pair};
 use crate::runtime::{Backend, Cx, PollSet};
@@ -204,18 +204,21 @@ impl<H: Handler> ThreadBackend<H> {
         let report = self.report();
         let t = report.tally;
         let at = cx.engine.secs(cx.now);
-        let msg = format!(
-            "shared state poisoned at {at:.3}s: task '{id}' panicked on thread {slot} while holding the tally's \
-             lock ({message}); the tally no longer adds up (finished {} but ok {} + failed {}); \
-             stopping: later results could not be counted",
-            t.finished, t.ok, t.failed
-        );
-        eprintln!("bulkhead: {msg}");
+        let poison = Poison {
+            task: id.to_string(),
+            thread: slot,
+            at,
+            message: message.to_string(),
+            finished: t.finished,
+            ok: t.ok,
+            failed: t.failed,
+        };
+        eprintln!("bulkhead: {poison}; stopping: later results could not be counted");
         if cx.sink.wants_events() {
             cx.sink
                 .event(at, RunEvent::StatePoisoned { id: id.to_string(), worker: slot, message: message.to_string() });
         }
-        cx.engine.poisoned(msg, cx.now, cx.sink, cx.out);
+        cx.engine.poisoned(poison, cx.now, cx.sink, cx.out);
     }
 }
 
