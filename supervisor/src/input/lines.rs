@@ -38,7 +38,7 @@ pub enum LineError {
 /// and events files give for a line they refuse.
 #[derive(Debug, thiserror::Error)]
 pub enum NotAnItem {
-    /// The line is over [`MAX_LINE`].
+    /// The line is over the readers' cap (16 MiB).
     #[error("it is longer than {MAX_LINE} bytes")]
     TooLong,
     /// The line is not JSON of the item's shape. Shown as serde_json's reason and the column:
