@@ -9,13 +9,12 @@ use shared::exit;
 use shared::task::BuiltinTask;
 
 use super::run::{
-    PoolSetup, attach_timeline, check_outputs, command_output, finish, finish_showing, pool_error, print_summary,
-    resolve_shard, write_timeline,
+    attach_timeline, check_outputs, command_pool, finish, finish_showing, pool_error, print_summary, resolve_shard,
+    write_timeline,
 };
 use super::scan::{offsets, plan_chunk, range_id, regular_file};
 use super::{OutputArg, RunArgs};
 use crate::TaskSpec;
-use crate::output::journal::ResultsTarget;
 
 /// The replacement strings of `--cmd` that stand for an input line, which a block is not.
 const LINE_STRINGS: [&str; 5] = ["{}", "{.}", "{/}", "{//}", "{/.}"];
@@ -60,19 +59,9 @@ pub(super) fn pipepart(mut args: RunArgs) -> i32 {
         .collect();
     let total = tasks.len() as u64;
     let mode = args.output.unwrap_or(OutputArg::Commands);
-    let records = (mode == OutputArg::Records).then_some(ResultsTarget::Stdout);
-    let mut setup = match PoolSetup::new(&args, shard, records) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    setup.builder = setup.builder.expected_total(total);
-    let (commands, handler) = match command_output(mode, &args) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let pool = match setup.builder.clone().build(handler) {
+    let (setup, commands, pool) = match command_pool(&args, shard, mode, Some(total)) {
         Ok(p) => p,
-        Err(e) => return pool_error(&e),
+        Err(code) => return code,
     };
     let run = match pool.run(tasks) {
         Ok(r) => r,

@@ -139,21 +139,9 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
     // A command run's stdout is its commands' own output, and its records go only to
     // --results; a JSONL run's stdout is its records, as --output records makes any run's.
     let mode = args.output.unwrap_or(if args.cmd.is_some() { OutputArg::Commands } else { OutputArg::Records });
-    let records = (mode == OutputArg::Records).then_some(ResultsTarget::Stdout);
-    let mut setup = match PoolSetup::new(&args, shard, records) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    if let Some(n) = total {
-        setup.builder = setup.builder.expected_total(n);
-    }
-    let (commands, handler) = match command_output(mode, &args) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let pool = match setup.builder.clone().build(handler) {
+    let (setup, commands, pool) = match command_pool(&args, shard, mode, total) {
         Ok(p) => p,
-        Err(e) => return pool_error(&e),
+        Err(code) => return code,
     };
     let is_cmd = matches!(format, Format::Cmd(_));
     let source = |mut admission: crate::input::source::Admission| {
@@ -192,6 +180,24 @@ pub(super) fn run(mut args: RunArgs) -> i32 {
     };
     write_timeline(&args, timeline, &title, &mut summary);
     finish(&summary, args.results.as_deref(), mode == OutputArg::Records)
+}
+
+/// The pool of a run of built-in tasks whose stdout is `mode`'s (records, or the commands'
+/// output), with its setup and the commands' output it shows: `run` and `--pipepart` alike.
+pub(super) fn command_pool(
+    args: &RunArgs,
+    shard: Option<(u32, u32)>,
+    mode: OutputArg,
+    total: Option<u64>,
+) -> Result<(PoolSetup, SharedOutput, Pool<Builtin>), i32> {
+    let records = (mode == OutputArg::Records).then_some(ResultsTarget::Stdout);
+    let mut setup = PoolSetup::new(args, shard, records)?;
+    if let Some(n) = total {
+        setup.builder = setup.builder.expected_total(n);
+    }
+    let (commands, handler) = command_output(mode, args)?;
+    let pool = setup.builder.clone().build(handler).map_err(|e| pool_error(&e))?;
+    Ok((setup, commands, pool))
 }
 
 /// The commands' output of a run whose stdout is `mode`'s, shared with the run's callback,
