@@ -1,7 +1,7 @@
 //! The interface task code implements, the same for built-in kinds and users' own tasks, in
 //! process and in thread mode.
 
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 
 use shared::shm::PageSlot;
 
@@ -59,6 +59,10 @@ pub trait Handler: Serialize + DeserializeOwned + Send + Sync + 'static {
 pub struct TaskContext<'a> {
     attempt: u32,
     child_group: &'a AtomicI32,
+    /// Whether a child group is declared (the worker's parent-death signal switched for it),
+    /// apart from the cell's value: a spawn that publishes its group itself may fail before
+    /// it stores anything, and the declaration must still be withdrawn exactly once.
+    declared: AtomicBool,
     /// The status-page slot the task is published on, where its progress goes.
     page: Option<&'a PageSlot>,
     leaked: AtomicU32,
@@ -87,14 +91,28 @@ impl<'a> TaskContext<'a> {
     /// `child_group`, with nowhere to report progress to. Engines build these; handlers only
     /// read them.
     pub fn new(attempt: u32, child_group: &'a AtomicI32) -> Self {
-        Self { attempt, child_group, page: None, leaked: AtomicU32::new(0), skip: &[] }
+        Self {
+            attempt,
+            child_group,
+            declared: AtomicBool::new(false),
+            page: None,
+            leaked: AtomicU32::new(0),
+            skip: &[],
+        }
     }
 
     /// A context for attempt `attempt` of the task published on `slot`: its child process
     /// group and its progress go there.
     #[doc(hidden)]
     pub fn on_page(attempt: u32, slot: &'a PageSlot) -> Self {
-        Self { attempt, child_group: &slot.child_pgid, page: Some(slot), leaked: AtomicU32::new(0), skip: &[] }
+        Self {
+            attempt,
+            child_group: &slot.child_pgid,
+            declared: AtomicBool::new(false),
+            page: Some(slot),
+            leaked: AtomicU32::new(0),
+            skip: &[],
+        }
     }
 
     /// The same context, telling the handler to skip the records in `skip` (sorted
@@ -155,8 +173,24 @@ impl<'a> TaskContext<'a> {
     /// Declares the process group of children this task started, so that whoever kills the
     /// task (timeout, crash, shutdown) kills them too.
     pub fn set_child_group(&self, pgid: i32) {
-        crate::startup::child_group_started();
+        self.declare_child_group();
         self.child_group.store(pgid, Ordering::Release);
+    }
+
+    /// For a spawn whose child publishes its own group: the cell it stores its pid in before
+    /// it runs anything of its command. A group published by the parent after the spawn
+    /// returns leaves a moment in which the command runs unknown to whoever kills the task;
+    /// a command that kills its worker in that moment (or a timeout that strikes then) left
+    /// its grandchildren running. [`clear_child_group`](Self::clear_child_group) withdraws it.
+    pub(crate) fn child_group_cell(&self) -> &AtomicI32 {
+        self.declare_child_group();
+        self.child_group
+    }
+
+    fn declare_child_group(&self) {
+        if !self.declared.swap(true, Ordering::AcqRel) {
+            crate::startup::child_group_started();
+        }
     }
 
     /// Counts processes the task's command left running (and the worker stopped).
@@ -171,7 +205,8 @@ impl<'a> TaskContext<'a> {
 
     /// Withdraws the declaration once the children are gone.
     pub fn clear_child_group(&self) {
-        if self.child_group.swap(0, Ordering::AcqRel) != 0 {
+        self.child_group.store(0, Ordering::Release);
+        if self.declared.swap(false, Ordering::AcqRel) {
             crate::startup::child_group_finished();
         }
     }

@@ -85,13 +85,13 @@ pub(super) fn run_fed(
             .as_ref()
             .map_or_else(|| outputs.as_ref().map(|o| o.1.1.as_fd()).expect("pipes"), |f| f.err.as_fd()),
     };
-    let mut child = shell_spawn::spawn_shell(cmd.as_ref(), stdio).map_err(start_err)?;
+    let spawned = shell_spawn::spawn_shell(cmd.as_ref(), stdio, cx.child_group_cell());
+    let mut child = spawned.inspect_err(|_| cx.clear_child_group()).map_err(start_err)?;
     // The child has its own copies of the pipes' other ends; ours must not outlive the spawn,
     // or the reading would never see their end.
     let stdin = input.map(|(_, w)| w);
     let outputs = outputs.map(|((out, _), (err, _))| (out, err));
     let pgid = Pid::from_raw(child.id() as i32);
-    cx.set_child_group(pgid.as_raw());
     let feeder = feed.zip(stdin).map(|(f, pipe)| std::thread::spawn(move || feed_pipe(f, pipe)));
     let heads = outputs.map(|(out, err)| read_heads(&mut child, out, err, cx));
     let status = match &files {

@@ -77,6 +77,9 @@ struct ChildArgs<'a> {
     envp: &'a [*const libc::c_char],
     fds: [libc::c_int; 3],
     parent: libc::pid_t,
+    /// Where the child publishes its process group (its pid) once it leads it, before the
+    /// exec: whoever kills the task then finds the command from its first instruction on.
+    group: &'a AtomicI32,
     /// The errno of a failed step; 0 while the exec has not failed.
     error: AtomicI32,
 }
@@ -84,8 +87,9 @@ struct ChildArgs<'a> {
 /// Starts `/bin/sh -c cmd` in a new process group with `stdio`, dying by SIGKILL with the
 /// worker, with the worker's environment (`RUST_BACKTRACE` as the user had it), every other
 /// descriptor closed by its close-on-exec flag, no signal blocked and every signal the
-/// worker handles back at its default (SIGPIPE too, which Rust programs ignore).
-pub(super) fn spawn_shell(cmd: &OsStr, stdio: Stdio<'_>) -> io::Result<ShellChild> {
+/// worker handles back at its default (SIGPIPE too, which Rust programs ignore). The child
+/// stores its group in `group` before it execs.
+pub(super) fn spawn_shell(cmd: &OsStr, stdio: Stdio<'_>, group: &AtomicI32) -> io::Result<ShellChild> {
     let cmd = CString::new(cmd.as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "the command has a NUL byte"))?;
     let argv_c = [c"/bin/sh".to_owned(), c"-c".to_owned(), cmd];
@@ -97,6 +101,7 @@ pub(super) fn spawn_shell(cmd: &OsStr, stdio: Stdio<'_>) -> io::Result<ShellChil
         envp: &envp,
         fds: [stdio.stdin.as_raw_fd(), stdio.stdout.as_raw_fd(), stdio.stderr.as_raw_fd()],
         parent: nix::unistd::getpid().as_raw(),
+        group,
         error: AtomicI32::new(0),
     };
     let mut stack = vec![0u8; STACK_BYTES];
@@ -181,6 +186,7 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         if libc::setpgid(0, 0) != 0 {
             return fail(a);
         }
+        a.group.store(libc::getpid(), Ordering::Release);
         // The shell dies with its worker even when the worker is SIGKILLed; one that died
         // already (before the call) is noticed by the parent's pid.
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
