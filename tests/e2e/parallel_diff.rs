@@ -219,11 +219,13 @@ fn killed_jobs_print_as_in_gnu_parallel() {
     }
     let sb = Sandbox::new();
     // Each job prints before it may be killed; `started` tells the failing job that the
-    // other one has printed. The one killed is an exec'd `sleep`, no child of a shell that
-    // parallel would orphan (to this test process, a subreaper) when it kills the shell.
+    // other one has printed (a redirection, not `touch`: the failing job may see the file while
+    // `touch` still runs, and parallel then orphans it to this test process, a subreaper, where
+    // it is left a zombie). The one killed is an exec'd `sleep`, no child of a shell that
+    // parallel would orphan when it kills the shell.
     let timeout_cmd = "echo start {}; echo err {} >&2; if [ {} = 0 ]; then echo end {}; else exec sleep {}; fi";
     let halt_cmd = "if [ {} = 1 ]; then while [ ! -e started ]; do sleep 0.01; done; echo fail {}; exit 1; fi; \
-                    echo partial {}; echo err {} >&2; touch started; exec sleep 30";
+                    echo partial {}; echo err {} >&2; : > started; exec sleep 30";
     let cases: [(&str, &[&str], &str, [&str; 2]); 2] = [
         ("--timeout", &["-k", "--timeout", "2"], timeout_cmd, ["30", "0"]),
         ("--halt now", &["--halt", "now,fail=1"], halt_cmd, ["1", "2"]),
