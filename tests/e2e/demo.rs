@@ -64,9 +64,12 @@ fn compare_measures_every_row() {
         assert_eq!(m["completed"], 40, "{m}");
         assert!(m["segv_spread"].as_str().unwrap().ends_with("none lost"), "{m}");
     }
-    // A process per worker costs unshared memory that a thread does not.
-    let pss = |i: usize| modes[i]["pss_per_worker_mib"].as_f64().unwrap();
-    assert!(pss(1) > pss(0) + 0.1, "process {} MiB vs thread {} MiB", pss(1), pss(0));
+    // A process per worker costs memory that a thread does not: each resident set holds its
+    // own copy of what the worker touched. (Resident size, not PSS: a process's share of the
+    // binary's pages moves with every other process that maps it, as the suite's other tests
+    // start and end theirs, and a check on PSS per worker failed beside four builds.)
+    let rss = |i: usize| modes[i]["rss_total_mib"].as_f64().unwrap();
+    assert!(rss(1) > rss(0) * 1.5, "8 processes {} MiB vs 8 threads {} MiB resident", rss(1), rss(0));
     assert!(c["other_load_cores"].as_f64().unwrap() >= 0.0);
     // How much sooner 100 waits at once finish than two at a time is a measurement (the
     // benchmark's): on a loaded machine no ratio of two timings is certain. Each was measured.
