@@ -556,7 +556,9 @@ impl Engine {
 
     fn heard(&mut self, slot: SlotIndex, now: u64) {
         if let SlotState::Serving { last_heard, .. } = &mut self.slots[slot].state {
-            *last_heard = now;
+            // Never back in time: a pause moved it to the pause's end, and a word read in
+            // the same round may carry the time from before it.
+            *last_heard = (*last_heard).max(now);
         }
     }
 

@@ -361,6 +361,25 @@ fn a_pause_charges_nobody_and_does_not_count_against_the_timeout() {
     assert_eq!(h.tick(), vec![Action::Kill { slot: SlotIndex(0), pid, signal: Signal::SIGTERM }]);
 }
 
+/// A heartbeat read in the round that woke from a pause, stamped with the time from before
+/// it (the loop's clock of that round), must not set the worker's last word back by the
+/// whole pause: the ctrl-Z end-to-end test killed both workers as unresponsive that way.
+#[test]
+fn a_heartbeat_stamped_before_a_pause_does_not_undo_it() {
+    let mut h = Harness::new(EngineConfig { workers: 1, heartbeat_timeout_ns: Some(2_000 * MS), ..Default::default() });
+    h.push([job("stopped")]);
+    h.start();
+    let seq = h.sent(0)[0].0;
+    h.page.0[0][0].begin(seq, h.now);
+    let before = h.now;
+    h.now += 3_500 * MS;
+    h.ev(Event::Paused { ns: 3_500 * MS });
+    let mut out = Vec::new();
+    h.engine.handle(Event::Heartbeat { slot: SlotIndex(0) }, before, &mut h.sink, &mut out);
+    h.now += 100 * MS;
+    assert!(h.tick().is_empty(), "the worker was heard at the pause's end");
+}
+
 #[test]
 fn a_closed_connection_on_a_live_worker_is_a_protocol_fault() {
     let mut h = Harness::new(EngineConfig { workers: 1, ..Default::default() });

@@ -219,7 +219,7 @@ impl<'a> Runtime<'a> {
         // either way there is nothing to read this time.
         let n = poll(&mut self.set.fds, PollTimeout::from(timeout_ms)).unwrap_or(0);
         let clocks = Clocks::now();
-        let now = clocks.mono;
+        let mut now = clocks.mono;
         // Away far longer than meant (the whole job was stopped, the machine suspended, the
         // loop starved): the workers could not be heard meanwhile, so before any readiness or
         // deadline is judged, the engine gives everyone a fresh window.
@@ -242,7 +242,10 @@ impl<'a> Runtime<'a> {
                     }
                     Token::Signal(Sig::Suspend) => {
                         self.signals.drain(Sig::Suspend);
-                        self.suspend(sink);
+                        // What the rest of this round reads (heartbeats that waited through
+                        // the stop) happened after it: judged at the old time, a heartbeat
+                        // would set the worker's last word back by the whole pause.
+                        now = self.suspend(sink);
                     }
                     Token::Signal(sig @ Sig::Drain(which)) => {
                         let count = self.signals.drain(sig);
@@ -267,8 +270,8 @@ impl<'a> Runtime<'a> {
 
     /// SIGTSTP: stop the workers and their tasks, then this process (as the terminal would
     /// have); once continued (SIGCONT, `fg`), continue them and tell the engine how long the
-    /// run stood still, so that no timeout counts it.
-    fn suspend(&mut self, sink: &mut dyn Sink) {
+    /// run stood still, so that no timeout counts it. Returns the time it went on at.
+    fn suspend(&mut self, sink: &mut dyn Sink) -> u64 {
         log::warn!("SIGTSTP: stopping the workers and the supervisor (SIGCONT or fg continues)");
         self.backend.freeze(true);
         let before = Clocks::now();
@@ -278,6 +281,7 @@ impl<'a> Runtime<'a> {
         self.woke = after;
         let ns = after.away_since(before, 0);
         self.engine.handle(Event::Paused { ns }, after.mono, sink, &mut self.actions);
+        after.mono
     }
 
     fn build_set(&mut self, hooks: &dyn Hooks) {
