@@ -40,146 +40,206 @@ const NOT_JSONL_HINT: &str = "hint: a file of plain lines (names, arguments) run
      e.g. --cmd 'gzip -9f {}'; task files are JSON Lines ({\"kind\":\"shell\",\"cmd\":\"...\"}, see --help)";
 
 pub(super) fn run(mut args: RunArgs) -> i32 {
-    let shard = match resolve_shard(&mut args) {
-        Ok(s) => s,
+    let plan = match Plan::new(&mut args) {
+        Ok(p) => p,
         Err(code) => return code,
     };
+    let (setup, commands, pool) = match command_pool(&args, plan.shard, plan.mode, plan.total) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let (total, check_time) = (plan.total, plan.check_time);
+    let source = plan.into_source();
+    if args.dry_run {
+        return dry_run(&pool, source);
+    }
+    let run = match pool.run_source(source) {
+        Ok(r) => r,
+        Err(e) => return pool_error(&e),
+    };
+    let title = match &args.tasks {
+        Some(p) => format!("bulkhead run {}", p.display()),
+        None => "bulkhead run".to_string(),
+    };
+    show_run(run, &args, &setup, &commands, total, check_time, &title)
+}
+
+/// What `run` is to do, made from its flags and checked before anything runs: the shard,
+/// the input opened (a regular file checked whole) and what stdout is.
+struct Plan {
+    shard: Option<(u32, u32)>,
+    format: Format,
+    input: Input,
+    /// A regular file's whole check, with the jobs it parsed first.
+    checked: Option<crate::input::Checked>,
+    /// The tasks to run, where the input says before the run: a checked file, input sources.
+    total: Option<u64>,
+    /// How long the check of a whole file took.
+    check_time: Option<std::time::Duration>,
+    mode: OutputArg,
+}
+
+impl Plan {
+    /// Checks `args` and opens the input; a problem is said on stderr, with its exit code.
+    fn new(args: &mut RunArgs) -> Result<Self, i32> {
+        let shard = resolve_shard(args)?;
+        let sources = input_sources(args)?;
+        let tasks = args.tasks.as_deref().filter(|p| p.as_os_str() != "-");
+        check_outputs(args, input_path(tasks).as_slice())?;
+        let format = Format::new(args.cmd.as_deref(), args.colsep.as_deref()).map_err(|e| {
+            report_error(&e);
+            exit::BAD_INPUT
+        })?;
+        let input = match sources {
+            Some(s) => Input::Sources(s.rows(args.link)),
+            None => Input::open(tasks)?,
+        };
+        // A regular file is checked whole before any task runs; a pipe is checked as it streams.
+        let check_started = std::time::Instant::now();
+        let checked = match &input {
+            Input::File(f, name) => precheck(f, name, &format, shard)?,
+            Input::Stream | Input::Sources(_) => None,
+        };
+        if matches!(input, Input::Stream) && io::stdin().is_terminal() {
+            // As `sort` or `cat` would, but a first-time user may not know it is waiting.
+            eprintln!(
+                "bulkhead: reading tasks from standard input (a terminal), one per line; \
+                 end with Ctrl-D, or give a task file"
+            );
+        }
+        let sources_total = match &input {
+            Input::Sources(rows) => input_total(rows, shard),
+            _ => None,
+        };
+        Ok(Plan {
+            shard,
+            total: checked.as_ref().map(|c| c.tasks).or(sources_total),
+            check_time: checked.as_ref().map(|_| check_started.elapsed()),
+            format,
+            input,
+            checked,
+            mode: output_mode(args),
+        })
+    }
+
+    /// The task source the pool starts with its admission: the input, read by the reader
+    /// thread.
+    fn into_source<'a>(self) -> impl FnOnce(crate::input::source::Admission) -> io::Result<Box<dyn TaskSource + 'a>> {
+        let Plan { format, input, checked, .. } = self;
+        move |mut admission| {
+            // A --cmd task's id is unique by construction (a repeat is `#k`).
+            if matches!(format, Format::Cmd(_)) {
+                admission.check_duplicates = false;
+            }
+            let source: Box<dyn TaskSource + 'a> = match (input, checked) {
+                (Input::Sources(rows), _) => Box::new(LineSource::spawn_rows(rows, format, admission)?),
+                (Input::File(f, _), Some(checked)) => {
+                    // A file checked whole has no duplicate ids: the reader need not remember
+                    // them; and the jobs the check parsed first are not parsed again.
+                    admission.check_duplicates = false;
+                    Box::new(LineSource::spawn_checked(f, format, admission, checked.prefix)?)
+                }
+                (Input::File(f, _), None) => Box::new(LineSource::spawn(f, format, admission)?),
+                (Input::Stream, _) => Box::new(LineSource::spawn(io::stdin(), format, admission)?),
+            };
+            Ok(source)
+        }
+    }
+}
+
+/// What a run's stdout is when `--output` does not say: a command run's is its commands' own
+/// output, and its records go only to --results; a JSONL run's is its records, as
+/// --output records makes any run's.
+pub(super) fn output_mode(args: &RunArgs) -> OutputArg {
+    args.output.unwrap_or(if args.cmd.is_some() { OutputArg::Commands } else { OutputArg::Records })
+}
+
+/// GNU parallel's input sources (`:::`, `::::`), when the run has them; refused (exit 2)
+/// after a task file, without --cmd, or malformed.
+fn input_sources(args: &mut RunArgs) -> Result<Option<Sources>, i32> {
     // `run --cmd T ::: a b`: clap takes the marker for the task file.
     if let Some(t) = args.tasks.take_if(|t| is_source_marker(t.as_os_str())) {
         args.sources.insert(0, t.into_os_string());
     }
-    let sources = match args.sources.first() {
-        None => None,
+    match args.sources.first() {
+        None => Ok(None),
         Some(w) if !is_source_marker(w) => {
             eprintln!(
                 "bulkhead: error: unexpected argument '{}' after the task file (input sources start with ::: or ::::)",
                 w.to_string_lossy()
             );
-            return exit::BAD_INPUT;
+            Err(exit::BAD_INPUT)
         }
         Some(_) if args.cmd.is_none() => {
             eprintln!("bulkhead: error: input sources (::: and ::::) need --cmd TEMPLATE");
-            return exit::BAD_INPUT;
+            Err(exit::BAD_INPUT)
         }
         Some(_) if args.tasks.is_some() => {
             eprintln!(
                 "bulkhead: error: give a task file or input sources (::: and ::::), not both; \
                  ':::: FILE' makes the file a source"
             );
-            return exit::BAD_INPUT;
+            Err(exit::BAD_INPUT)
         }
-        Some(_) => match Sources::parse(&args.sources) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                report_error(&e);
-                return exit::BAD_INPUT;
-            }
-        },
-    };
-    let tasks = args.tasks.as_deref().filter(|p| p.as_os_str() != "-");
-    // `bulkhead run < tasks.jsonl`: the input is a file all the same.
+        Some(_) => Sources::parse(&args.sources).map(Some).map_err(|e| {
+            report_error(&e);
+            exit::BAD_INPUT
+        }),
+    }
+}
+
+/// The file the tasks are read from, to keep the outputs off it: the task file, or standard
+/// input where it is one (`bulkhead run < tasks.jsonl`).
+fn input_path(tasks: Option<&std::path::Path>) -> Option<&std::path::Path> {
     let stdin = std::path::Path::new("/dev/stdin");
-    let input_path = match tasks {
+    match tasks {
         Some(p) => Some(p),
         None if std::fs::metadata(stdin).is_ok_and(|m| m.is_file()) => Some(stdin),
         None => None,
-    };
-    if let Err(code) = check_outputs(&args, input_path.as_slice()) {
-        return code;
     }
-    let format = match Format::new(args.cmd.as_deref(), args.colsep.as_deref()) {
-        Ok(f) => f,
-        Err(e) => {
-            report_error(&e);
-            return exit::BAD_INPUT;
-        }
-    };
-    // A regular file is checked whole before any task runs; a pipe is checked as it streams.
-    let input = match (sources, tasks) {
-        (Some(s), _) => Input::Sources(s.rows(args.link)),
-        (None, tasks) => match tasks {
+}
+
+impl Input {
+    /// The task file, or standard input (`None`); one that cannot be opened is refused (exit 2).
+    fn open(tasks: Option<&std::path::Path>) -> Result<Self, i32> {
+        match tasks {
             Some(path) => match File::open(path) {
-                Ok(f) => Input::File(f, path.display().to_string()),
+                Ok(f) => Ok(Input::File(f, path.display().to_string())),
                 Err(e) => {
                     eprintln!("bulkhead: error: cannot open {}: {e}", path.display());
-                    return exit::BAD_INPUT;
+                    Err(exit::BAD_INPUT)
                 }
             },
             None => {
                 let stdin = File::from(io::stdin().as_fd().try_clone_to_owned().expect("stdin is open"));
                 if stdin.metadata().is_ok_and(|m| m.is_file()) {
-                    Input::File(stdin, "standard input".into())
+                    Ok(Input::File(stdin, "standard input".into()))
                 } else {
-                    Input::Stream
+                    Ok(Input::Stream)
                 }
             }
-        },
-    };
-    let check_started = std::time::Instant::now();
-    let checked = match &input {
-        Input::File(f, name) => match precheck(f, name, &format, shard) {
-            Ok(c) => c,
-            Err(code) => return code,
-        },
-        Input::Stream | Input::Sources(_) => None,
-    };
-    if matches!(input, Input::Stream) && io::stdin().is_terminal() {
-        // As `sort` or `cat` would, but a first-time user may not know it is waiting.
-        eprintln!(
-            "bulkhead: reading tasks from standard input (a terminal), one per line; \
-             end with Ctrl-D, or give a task file"
-        );
-    }
-    let sources_total = match &input {
-        Input::Sources(rows) => input_total(rows, shard),
-        _ => None,
-    };
-    let total = checked.as_ref().map(|c| c.tasks).or(sources_total);
-    let check_time = checked.as_ref().map(|_| check_started.elapsed());
-    // A command run's stdout is its commands' own output, and its records go only to
-    // --results; a JSONL run's stdout is its records, as --output records makes any run's.
-    let mode = args.output.unwrap_or(if args.cmd.is_some() { OutputArg::Commands } else { OutputArg::Records });
-    let (setup, commands, pool) = match command_pool(&args, shard, mode, total) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let is_cmd = matches!(format, Format::Cmd(_));
-    let source = |mut admission: crate::input::source::Admission| {
-        // A --cmd task's id is unique by construction (a repeat is `#k`).
-        if is_cmd {
-            admission.check_duplicates = false;
         }
-        let source: Box<dyn TaskSource> = match (input, checked) {
-            (Input::Sources(rows), _) => Box::new(LineSource::spawn_rows(rows, format, admission)?),
-            (Input::File(f, _), Some(checked)) => {
-                // A file checked whole has no duplicate ids: the reader need not remember
-                // them; and the jobs the check parsed first are not parsed again.
-                admission.check_duplicates = false;
-                Box::new(LineSource::spawn_checked(f, format, admission, checked.prefix)?)
-            }
-            (Input::File(f, _), None) => Box::new(LineSource::spawn(f, format, admission)?),
-            (Input::Stream, _) => Box::new(LineSource::spawn(io::stdin(), format, admission)?),
-        };
-        Ok(source)
-    };
-    if args.dry_run {
-        return dry_run(&pool, source);
     }
-    let run = pool.run_source(source);
-    let run = match run {
-        Ok(r) => r,
-        Err(e) => return pool_error(&e),
-    };
-    let (run, timeline) = attach_timeline(run, &args);
+}
+
+/// A started run of built-in tasks to its end as `run` and `--pipepart` show it: the
+/// timeline recorded, the control socket said, each command's output shown, the summary,
+/// the timeline written; the exit code. `total` and `check_time` are the summary's.
+pub(super) fn show_run(
+    run: Run<'_, Builtin>,
+    args: &RunArgs,
+    setup: &PoolSetup,
+    commands: &SharedOutput,
+    total: Option<u64>,
+    check_time: Option<std::time::Duration>,
+    title: &str,
+) -> i32 {
+    let (run, timeline) = attach_timeline(run, args);
     setup.announce();
-    let mut summary = finish_showing(run, &commands);
+    let mut summary = finish_showing(run, commands);
     print_summary(&summary, total, check_time);
-    let title = match &args.tasks {
-        Some(p) => format!("bulkhead run {}", p.display()),
-        None => "bulkhead run".to_string(),
-    };
-    write_timeline(&args, timeline, &title, &mut summary);
-    finish(&summary, args.results.as_deref(), mode == OutputArg::Records)
+    write_timeline(args, timeline, title, &mut summary);
+    finish(&summary, args.results.as_deref(), output_mode(args) == OutputArg::Records)
 }
 
 /// The pool of a run of built-in tasks whose stdout is `mode`'s (records, or the commands'
