@@ -251,12 +251,9 @@ pub(super) fn command_pool(
     total: Option<u64>,
 ) -> Result<(PoolSetup, SharedOutput, Pool<Builtin>), i32> {
     let records = (mode == OutputArg::Records).then_some(ResultsTarget::Stdout);
-    let mut setup = PoolSetup::new(args, shard, records)?;
-    if let Some(n) = total {
-        setup.builder = setup.builder.expected_total(n);
-    }
+    let setup = PoolSetup::new(args, shard, records, total)?;
     let (commands, handler) = command_output(mode, args)?;
-    let pool = setup.builder.clone().build(handler).map_err(|e| pool_error(&e))?;
+    let pool = setup.build(handler)?;
     Ok((setup, commands, pool))
 }
 
@@ -416,8 +413,8 @@ pub(super) fn check_outputs(args: &RunArgs, inputs: &[&std::path::Path]) -> Resu
 
 /// A pool configured from the run options, and the control socket it will listen on.
 pub(super) struct PoolSetup {
-    /// The pool's options, to add to before building.
-    pub builder: PoolBuilder,
+    /// The pool's options.
+    builder: PoolBuilder,
     control: PathBuf,
     /// The private directory of the control socket, removed when the run is over.
     _rundir: Option<RunDir>,
@@ -425,113 +422,25 @@ pub(super) struct PoolSetup {
 
 impl PoolSetup {
     /// Applies every pool option of `args`; `results` is where records go without
-    /// `--results` (nowhere when `None`). Bad options are reported here (exit 2).
-    pub(super) fn new(args: &RunArgs, shard: Option<(u32, u32)>, results: Option<ResultsTarget>) -> Result<Self, i32> {
+    /// `--results` (nowhere when `None`), `total` the tasks the run is to run where known.
+    /// Bad options are reported here (exit 2).
+    pub(super) fn new(
+        args: &RunArgs,
+        shard: Option<(u32, u32)>,
+        results: Option<ResultsTarget>,
+        total: Option<u64>,
+    ) -> Result<Self, i32> {
         if args.mode == ModeArg::Thread {
-            if args.memory_limit.is_some() {
-                eprintln!(
-                    "bulkhead: warning: --memory-limit bounds worker processes; thread mode has none, so it is not applied"
-                );
-            }
-            if args.address_space_limit.is_some() {
-                eprintln!(
-                    "bulkhead: warning: --address-space-limit bounds worker processes; thread mode has none, so it is not applied"
-                );
-            }
-            if args.threads_per_worker > 1 {
-                eprintln!(
-                    "bulkhead: warning: --threads-per-worker is for worker processes (hybrid); in thread mode -j sets the threads"
-                );
-            }
+            warn_thread_mode(args);
         }
-        // The built-in kinds capture their commands' output themselves; what a worker says
-        // on its own stderr stays in the debug log, as ever.
-        let mut builder = Pool::builder()
-            .worker_output(crate::WorkerOutput::Log)
-            .mode(if args.mode == ModeArg::Thread { Mode::Thread } else { Mode::Process })
-            .attempts(args.attempts)
-            .threads_per_worker(args.threads_per_worker)
-            .max_restarts(args.max_restarts.0, args.max_restarts.1)
-            .grace(args.grace)
-            .retry_failed(args.retry_failed)
-            .resume(args.resume)
-            .handle_signals(true)
-            .reap_orphans(true);
-        match (&args.results, results) {
-            (Some(p), _) => builder = builder.results(ResultsTarget::File(p.clone())),
-            (None, Some(r)) => builder = builder.results(r),
-            (None, None) => {}
-        }
-        if let Some(n) = args.workers {
-            builder = builder.workers(n);
-        }
-        if let Some(h) = args.halt {
-            builder = builder.halt(h);
-        }
-        if let Some((k, n)) = shard {
-            builder = builder.shard(k, n);
-        }
-        if let Some(t) = args.timeout {
-            if let Some(d) = t.fixed {
-                builder = builder.timeout(d);
-            }
-            if let Some(p) = t.percent {
-                builder = builder.timeout_percent(p);
-            }
-        }
-        let both = args.retry_exit.iter().find(|c| args.fail_exit.contains(c));
-        if let Some(code) = both {
-            eprintln!("bulkhead: error: exit status {code} is in both --retry-exit and --fail-exit");
-            return Err(exit::BAD_INPUT);
-        }
-        builder = builder
-            .retry_rules(crate::engine::config::RetryRules {
-                by_cause: args.retry.clone().map(|r| r.0).unwrap_or_default(),
-                retries: args.retries,
-                retry_exit: args.retry_exit.clone(),
-                fail_exit: args.fail_exit.clone(),
-            })
-            .resume_failed(args.resume_failed);
-        if let Some(d) = args.stall_timeout {
-            builder = builder.stall_timeout(d);
-        }
-        if let Some(n) = args.max_tasks_per_worker {
-            builder = builder.max_tasks_per_worker(n);
-        }
-        if let Some(m) = args.max_worker_memory {
-            builder = builder.max_worker_memory(m);
-        }
-        builder = builder.skip_bad_records(args.skip_bad_records);
-        // Thread mode has no worker process to bound (the warning above said so).
-        if let Some(m) = args.address_space_limit
-            && args.mode != ModeArg::Thread
-        {
-            builder = builder.address_space_limit(m);
-        }
-        if let Some(m) = args.memory_limit
-            && args.mode != ModeArg::Thread
-        {
-            builder = builder.memory_limit(m);
-        }
+        let mut builder = batch_options(args, shard, results);
+        builder = retry_options(builder, args)?;
+        builder = worker_limits(builder, args);
         if let Some(e) = &args.events {
             builder = builder.events(e);
         }
-        if let Some(spec) = &args.inject {
-            let seed = args
-                .seed
-                .unwrap_or_else(|| shared::hash::mix64(worker::clock::mono_ns() ^ u64::from(std::process::id())));
-            match Inject::parse(spec, seed) {
-                Ok(i) => {
-                    if args.seed.is_none() {
-                        eprintln!("bulkhead: injecting faults {i} with seed {seed} (repeat with --seed {seed})");
-                    }
-                    builder = builder.inject(i);
-                }
-                Err(e) => {
-                    eprintln!("bulkhead: error: --inject: {e}");
-                    return Err(exit::BAD_INPUT);
-                }
-            }
+        if let Some(i) = injected_faults(args)? {
+            builder = builder.inject(i);
         }
         let progress = match args.progress {
             ProgressArg::Always => true,
@@ -539,38 +448,22 @@ impl PoolSetup {
             ProgressArg::Auto => io::stderr().is_terminal(),
         };
         builder = builder.progress(progress);
-        // --report: a path that cannot be written is refused before the batch runs rather than
-        // after it; the timeline is built from the events as they happen and written at the end.
-        if let Some(path) = &args.report
-            && let Err(e) = check_writable(path)
-        {
-            eprintln!("bulkhead: error: cannot write the report {}: {e}", path.display());
-            return Err(exit::BAD_INPUT);
+        if let Some(n) = total {
+            builder = builder.expected_total(n);
         }
-        // Opening a FIFO for writing blocks until something reads it: say so before it does.
-        for (flag, path) in [("--results", &args.results), ("--events", &args.events)] {
-            if let Some(p) = path
-                && std::fs::metadata(p).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()))
-            {
-                eprintln!("bulkhead: {flag} {} is a FIFO: waiting for a reader to open it", p.display());
-            }
-        }
-        // The control socket lives in a fresh private directory unless a path is given.
-        let (control, rundir) = match &args.control {
-            Some(p) => (p.clone(), None),
-            None => match RunDir::create() {
-                Ok(d) => (d.control_socket(), Some(d)),
-                Err(e) => {
-                    eprintln!("bulkhead: error: cannot create a private runtime directory: {e}");
-                    return Err(exit::BAD_INPUT);
-                }
-            },
-        };
+        check_output_files(args)?;
+        let (control, rundir) = control_socket(args)?;
         builder = builder.control_socket(&control);
         if let Ok(program) = crate::runtime::process::spawn::WorkerProgram::builtin() {
             builder = builder.worker_program(program);
         }
         Ok(Self { builder, control, _rundir: rundir })
+    }
+
+    /// The pool of these options, whose tasks `handler` runs; one that cannot be built is
+    /// reported (its exit code).
+    pub(super) fn build(&self, handler: Builtin) -> Result<Pool<Builtin>, i32> {
+        self.builder.clone().build(handler).map_err(|e| pool_error(&e))
     }
 
     /// Says where `bulkhead status` finds the run: on a terminal, where someone may want to
@@ -581,6 +474,165 @@ impl PoolSetup {
         } else {
             log::info!("control socket {} (bulkhead status)", self.control.display());
         }
+    }
+}
+
+/// Thread mode has no worker process to bound: the options that bound one are not applied,
+/// and said so.
+fn warn_thread_mode(args: &RunArgs) {
+    if args.memory_limit.is_some() {
+        eprintln!(
+            "bulkhead: warning: --memory-limit bounds worker processes; thread mode has none, so it is not applied"
+        );
+    }
+    if args.address_space_limit.is_some() {
+        eprintln!(
+            "bulkhead: warning: --address-space-limit bounds worker processes; thread mode has none, so it is not applied"
+        );
+    }
+    if args.threads_per_worker > 1 {
+        eprintln!(
+            "bulkhead: warning: --threads-per-worker is for worker processes (hybrid); in thread mode -j sets the threads"
+        );
+    }
+}
+
+/// The batch's shape: mode, workers, attempts, restarts, grace, resume, results, halt, shard
+/// and timeout.
+fn batch_options(args: &RunArgs, shard: Option<(u32, u32)>, results: Option<ResultsTarget>) -> PoolBuilder {
+    // The built-in kinds capture their commands' output themselves; what a worker says
+    // on its own stderr stays in the debug log, as ever.
+    let mut builder = Pool::builder()
+        .worker_output(crate::WorkerOutput::Log)
+        .mode(if args.mode == ModeArg::Thread { Mode::Thread } else { Mode::Process })
+        .attempts(args.attempts)
+        .threads_per_worker(args.threads_per_worker)
+        .max_restarts(args.max_restarts.0, args.max_restarts.1)
+        .grace(args.grace)
+        .retry_failed(args.retry_failed)
+        .resume(args.resume)
+        .handle_signals(true)
+        .reap_orphans(true);
+    match (&args.results, results) {
+        (Some(p), _) => builder = builder.results(ResultsTarget::File(p.clone())),
+        (None, Some(r)) => builder = builder.results(r),
+        (None, None) => {}
+    }
+    if let Some(n) = args.workers {
+        builder = builder.workers(n);
+    }
+    if let Some(h) = args.halt {
+        builder = builder.halt(h);
+    }
+    if let Some((k, n)) = shard {
+        builder = builder.shard(k, n);
+    }
+    if let Some(t) = args.timeout {
+        if let Some(d) = t.fixed {
+            builder = builder.timeout(d);
+        }
+        if let Some(p) = t.percent {
+            builder = builder.timeout_percent(p);
+        }
+    }
+    builder
+}
+
+/// Which failures run again: the retry rules and `--resume-failed`. An exit status both to
+/// retry and to fail is refused (exit 2).
+fn retry_options(builder: PoolBuilder, args: &RunArgs) -> Result<PoolBuilder, i32> {
+    if let Some(code) = args.retry_exit.iter().find(|c| args.fail_exit.contains(c)) {
+        eprintln!("bulkhead: error: exit status {code} is in both --retry-exit and --fail-exit");
+        return Err(exit::BAD_INPUT);
+    }
+    Ok(builder
+        .retry_rules(crate::engine::config::RetryRules {
+            by_cause: args.retry.clone().map(|r| r.0).unwrap_or_default(),
+            retries: args.retries,
+            retry_exit: args.retry_exit.clone(),
+            fail_exit: args.fail_exit.clone(),
+        })
+        .resume_failed(args.resume_failed))
+}
+
+/// What bounds a worker: its stall timeout, tasks and memory before it is replaced, bad
+/// records skipped, and the limits of a worker process.
+fn worker_limits(mut builder: PoolBuilder, args: &RunArgs) -> PoolBuilder {
+    if let Some(d) = args.stall_timeout {
+        builder = builder.stall_timeout(d);
+    }
+    if let Some(n) = args.max_tasks_per_worker {
+        builder = builder.max_tasks_per_worker(n);
+    }
+    if let Some(m) = args.max_worker_memory {
+        builder = builder.max_worker_memory(m);
+    }
+    builder = builder.skip_bad_records(args.skip_bad_records);
+    // Thread mode has no worker process to bound (a warning said so).
+    if args.mode != ModeArg::Thread {
+        if let Some(m) = args.address_space_limit {
+            builder = builder.address_space_limit(m);
+        }
+        if let Some(m) = args.memory_limit {
+            builder = builder.memory_limit(m);
+        }
+    }
+    builder
+}
+
+/// `--inject`, with its seed: a seed not given is drawn and said, so that the run can be
+/// repeated. A bad spec is refused (exit 2).
+fn injected_faults(args: &RunArgs) -> Result<Option<Inject>, i32> {
+    let Some(spec) = &args.inject else { return Ok(None) };
+    let seed =
+        args.seed.unwrap_or_else(|| shared::hash::mix64(worker::clock::mono_ns() ^ u64::from(std::process::id())));
+    match Inject::parse(spec, seed) {
+        Ok(i) => {
+            if args.seed.is_none() {
+                eprintln!("bulkhead: injecting faults {i} with seed {seed} (repeat with --seed {seed})");
+            }
+            Ok(Some(i))
+        }
+        Err(e) => {
+            eprintln!("bulkhead: error: --inject: {e}");
+            Err(exit::BAD_INPUT)
+        }
+    }
+}
+
+/// Before the batch runs: a --report path that cannot be written is refused (exit 2) rather
+/// than found after it; a FIFO among the outputs is said, as opening it blocks until
+/// something reads it.
+fn check_output_files(args: &RunArgs) -> Result<(), i32> {
+    // The timeline is built from the events as they happen and written at the end.
+    if let Some(path) = &args.report
+        && let Err(e) = check_writable(path)
+    {
+        eprintln!("bulkhead: error: cannot write the report {}: {e}", path.display());
+        return Err(exit::BAD_INPUT);
+    }
+    for (flag, path) in [("--results", &args.results), ("--events", &args.events)] {
+        if let Some(p) = path
+            && std::fs::metadata(p).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()))
+        {
+            eprintln!("bulkhead: {flag} {} is a FIFO: waiting for a reader to open it", p.display());
+        }
+    }
+    Ok(())
+}
+
+/// Where the control socket listens: `--control`, or a fresh private directory, removed with
+/// the returned [`RunDir`] once the run is over.
+fn control_socket(args: &RunArgs) -> Result<(PathBuf, Option<RunDir>), i32> {
+    match &args.control {
+        Some(p) => Ok((p.clone(), None)),
+        None => match RunDir::create() {
+            Ok(d) => Ok((d.control_socket(), Some(d))),
+            Err(e) => {
+                eprintln!("bulkhead: error: cannot create a private runtime directory: {e}");
+                Err(exit::BAD_INPUT)
+            }
+        },
     }
 }
 

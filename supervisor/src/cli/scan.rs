@@ -244,14 +244,13 @@ pub(super) fn scan(args: ScanArgs) -> i32 {
         eprintln!("bulkhead: error: cannot read {} to resume: {e}", path.display());
         return exit::BAD_INPUT;
     }
-    let mut setup = match PoolSetup::new(&run, shard, None) {
+    let setup = match PoolSetup::new(&run, shard, None, Some(tasks.len() as u64)) {
         Ok(s) => s,
         Err(code) => return code,
     };
-    setup.builder = setup.builder.expected_total(tasks.len() as u64);
-    let pool = match setup.builder.build(Builtin::default()) {
+    let pool = match setup.build(Builtin::default()) {
         Ok(p) => p,
-        Err(e) => return pool_error(&e),
+        Err(code) => return code,
     };
     let started = match pool.run(tasks) {
         Ok(r) => r,
