@@ -1078,80 +1078,33 @@ impl<H: Handler> Pool<H> {
             Some(path) => Some(ControlServer::bind(path).map_err(io_err(format!("listen on {}", path.display())))?),
             None => None,
         };
-        // Before anything is opened: no output may overwrite another, nor follow a planted
-        // symlink.
-        let mut paths = Vec::new();
-        if let Some(ResultsTarget::File(p)) = &c.results {
-            paths.push((Role::Results, p.as_path()));
-        }
-        if let Some(p) = &c.events {
-            paths.push((Role::Events, p.as_path()));
-        }
-        crate::output::files::check(&paths)?;
-        let (journal, resumed) = match &c.results {
-            Some(t) => {
-                let (j, r) = Journal::open(t, c.resume)?;
-                (Some(j), r)
-            }
-            None if c.resume => {
-                return Err(SettingError::ResumeWithoutResults.into());
-            }
-            None => (None, Resumed::default()),
-        };
-        let events = match &c.events {
-            Some(p) => Some(EventsFile::open(p, c.resume)?),
-            None => None,
-        };
-        let mut resumed = resumed;
-        let mut previous = (resumed.ok, resumed.failed, resumed.quarantined);
-        // With --resume-failed, the tasks whose last record did not end ok run again: they are
-        // not the earlier runs' any more.
-        let superseded: Arc<HashMap<String, u32>> = if c.resume_failed {
-            for (_, status) in resumed.not_ok.values() {
-                match status {
-                    Status::Failed => previous.1 -= 1,
-                    _ => previous.2 -= 1,
-                }
-            }
-            Arc::new(std::mem::take(&mut resumed.not_ok).into_iter().map(|(id, (n, _))| (id, n)).collect())
-        } else {
-            Arc::default()
-        };
+        let (journal, mut resumed, events) = open_outputs(c)?;
+        let (previous, superseded) = take_superseded(c.resume_failed, &mut resumed);
         let mut admission = Admission::new(std::mem::take(&mut resumed.done), c.shard);
         admission.rerun = superseded.clone();
         admission.content_ids = c.content_ids;
         let src = source(admission).map_err(io_err("start reading the tasks"))?;
-        let now = mono_ns();
-        let timeout_ns = c.timeout.map(|d| d.as_nanos() as u64);
-        let engine = Engine::new(
-            EngineConfig {
-                workers: c.workers,
-                threads_per_worker: if c.mode == Mode::Thread { 1 } else { c.threads_per_worker },
-                attempts: c.attempts,
-                timeout_ns,
-                stall_timeout_ns: c.stall_timeout.map(|d| d.as_nanos() as u64),
-                heartbeat_timeout_ns: (c.mode == Mode::Process).then_some(c.heartbeat_timeout.as_nanos() as u64),
-                drain_grace_ns: c.grace.as_nanos() as u64,
-                restart: c.restart,
-                retry_failed: c.retry_failed,
-                retry: c.retry.clone(),
-                timeout_percent: c.timeout_percent,
-                inject: c.inject.clone(),
-                seed: c.seed,
-                max_task_bytes: c.max_task_bytes,
-                max_tasks_per_worker: c.max_tasks_per_worker,
-                max_worker_memory: c.max_worker_memory,
-                halt: c.halt.map(|h| (h, c.expected_total)),
-                // Under a halt rule a worker holds only what it runs: a task queued behind
-                // the one that reaches the rule would start after it.
-                queue_budget_ns: if c.halt.is_some() { 0 } else { EngineConfig::default().queue_budget_ns },
-                memory_limit: c.memory_limit,
-                skip_bad_records: c.skip_bad_records,
-                ..EngineConfig::default()
-            },
-            now,
-        );
-        let backend: Box<dyn Backend + 'a> = match c.mode {
+        let engine = Engine::new(c.engine_config(), mono_ns());
+        let backend = self.backend()?;
+        let signals = Signals::new(c.handle_signals).map_err(io_err("install signal handlers"))?;
+        let progress = c.progress.then(|| Progress::new(c.expected_total));
+        Ok(Run {
+            runtime: Runtime::new(engine, backend, src, signals),
+            sink: RunSink::new(journal, events, superseded, c.worker_output),
+            hooks: RunHooks { control, progress, mode: c.mode },
+            previous,
+            started: Instant::now(),
+            done: false,
+            reported: false,
+            pool_mode: c.mode,
+        })
+    }
+
+    /// The workers of the pool's mode: processes of its worker program, or threads that
+    /// share its handler.
+    fn backend<'a>(&'a self) -> Result<Box<dyn Backend + 'a>, PoolError> {
+        let c = &self.cfg;
+        Ok(match c.mode {
             Mode::Process => Box::new(
                 ProcessBackend::new(
                     SpawnConfig {
@@ -1174,29 +1127,6 @@ impl<H: Handler> Pool<H> {
             Mode::Thread => {
                 Box::new(ThreadBackend::new(self.handler.clone(), c.workers).map_err(io_err("set up thread mode"))?)
             }
-        };
-        let signals = Signals::new(c.handle_signals).map_err(io_err("install signal handlers"))?;
-        let progress = c.progress.then(|| Progress::new(c.expected_total));
-        Ok(Run {
-            runtime: Runtime::new(engine, backend, src, signals),
-            sink: RunSink {
-                journal,
-                events,
-                queue: VecDeque::new(),
-                collect: true,
-                observers: Vec::new(),
-                concluded: Vec::new(),
-                first_bad: Vec::new(),
-                superseded,
-                worker_output: c.worker_output,
-                captured: HashMap::new(),
-            },
-            hooks: RunHooks { control, progress, mode: c.mode },
-            previous,
-            started: Instant::now(),
-            done: false,
-            reported: false,
-            pool_mode: c.mode,
         })
     }
 
@@ -1214,6 +1144,85 @@ impl<H: Handler> Pool<H> {
     /// ```
     pub fn handler(&self) -> &H {
         &self.handler
+    }
+}
+
+/// The run's outputs, opened: its journal with what an earlier run recorded (on resume),
+/// and its events file. Before anything is opened, no output may overwrite another, nor
+/// follow a planted symlink.
+fn open_outputs(c: &PoolBuilder) -> Result<(Option<Journal>, Resumed, Option<EventsFile>), PoolError> {
+    let mut paths = Vec::new();
+    if let Some(ResultsTarget::File(p)) = &c.results {
+        paths.push((Role::Results, p.as_path()));
+    }
+    if let Some(p) = &c.events {
+        paths.push((Role::Events, p.as_path()));
+    }
+    crate::output::files::check(&paths)?;
+    let (journal, resumed) = match &c.results {
+        Some(t) => {
+            let (j, r) = Journal::open(t, c.resume)?;
+            (Some(j), r)
+        }
+        None if c.resume => {
+            return Err(SettingError::ResumeWithoutResults.into());
+        }
+        None => (None, Resumed::default()),
+    };
+    let events = match &c.events {
+        Some(p) => Some(EventsFile::open(p, c.resume)?),
+        None => None,
+    };
+    Ok((journal, resumed, events))
+}
+
+/// The earlier runs' (ok, failed, quarantined) records, and with `resume_failed` the tasks
+/// taken from `resumed` to run again, with the final records they have: those are not the
+/// earlier runs' any more.
+fn take_superseded(resume_failed: bool, resumed: &mut Resumed) -> ((u64, u64, u64), Arc<HashMap<String, u32>>) {
+    let mut previous = (resumed.ok, resumed.failed, resumed.quarantined);
+    if !resume_failed {
+        return (previous, Arc::default());
+    }
+    for (_, status) in resumed.not_ok.values() {
+        match status {
+            Status::Failed => previous.1 -= 1,
+            _ => previous.2 -= 1,
+        }
+    }
+    let superseded = std::mem::take(&mut resumed.not_ok).into_iter().map(|(id, (n, _))| (id, n)).collect();
+    (previous, Arc::new(superseded))
+}
+
+impl PoolBuilder {
+    /// The engine's policies, in its units (nanoseconds).
+    fn engine_config(&self) -> EngineConfig {
+        let c = self;
+        EngineConfig {
+            workers: c.workers,
+            threads_per_worker: if c.mode == Mode::Thread { 1 } else { c.threads_per_worker },
+            attempts: c.attempts,
+            timeout_ns: c.timeout.map(|d| d.as_nanos() as u64),
+            stall_timeout_ns: c.stall_timeout.map(|d| d.as_nanos() as u64),
+            heartbeat_timeout_ns: (c.mode == Mode::Process).then_some(c.heartbeat_timeout.as_nanos() as u64),
+            drain_grace_ns: c.grace.as_nanos() as u64,
+            restart: c.restart,
+            retry_failed: c.retry_failed,
+            retry: c.retry.clone(),
+            timeout_percent: c.timeout_percent,
+            inject: c.inject.clone(),
+            seed: c.seed,
+            max_task_bytes: c.max_task_bytes,
+            max_tasks_per_worker: c.max_tasks_per_worker,
+            max_worker_memory: c.max_worker_memory,
+            halt: c.halt.map(|h| (h, c.expected_total)),
+            // Under a halt rule a worker holds only what it runs: a task queued behind
+            // the one that reaches the rule would start after it.
+            queue_budget_ns: if c.halt.is_some() { 0 } else { EngineConfig::default().queue_budget_ns },
+            memory_limit: c.memory_limit,
+            skip_bad_records: c.skip_bad_records,
+            ..EngineConfig::default()
+        }
     }
 }
 
@@ -1265,6 +1274,28 @@ struct RunSink<O> {
 }
 
 impl<O> RunSink<O> {
+    /// The sink of a run that writes `journal` and `events`; `superseded`: the tasks run
+    /// again by `resume_failed`, with the final records they have.
+    fn new(
+        journal: Option<Journal>,
+        events: Option<EventsFile>,
+        superseded: Arc<HashMap<String, u32>>,
+        worker_output: WorkerOutput,
+    ) -> Self {
+        RunSink {
+            journal,
+            events,
+            queue: VecDeque::new(),
+            collect: true,
+            observers: Vec::new(),
+            concluded: Vec::new(),
+            first_bad: Vec::new(),
+            superseded,
+            worker_output,
+            captured: HashMap::new(),
+        }
+    }
+
     /// Writes a worker's line on this process's stderr, prefixed. Stderr is where a
     /// failure would be told, so a failure to write there has nowhere to go and is dropped.
     fn forward(line: &WorkerLine<'_>) {
