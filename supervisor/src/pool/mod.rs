@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shared::exit;
 use shared::proto::TaskError;
-use shared::record::{Captured, Conclusion, Crash, Record, RecordRef, Status};
+use shared::record::{Conclusion, Crash, Record, RecordRef, Status};
 use shared::task::BuiltinOutput;
 use worker::Handler;
 
@@ -1296,6 +1296,39 @@ impl<O> RunSink<O> {
         }
     }
 
+    /// The record of the task `f` that ended as `end`, by `rule`: the one place its fields
+    /// are filled, borrowed from the task, so that writing it costs no allocation. A
+    /// command's streams are in the record's own fields whatever its status: a failed one's
+    /// come with its error, an ok one's with its output.
+    fn record<'a>(
+        &self,
+        f: &'a Finished<'_>,
+        end: Conclusion<&'a O, &'a TaskError>,
+        rule: Option<&'a str>,
+    ) -> RecordRef<'a, O>
+    where
+        O: 'static,
+    {
+        let ms = f.micros.map(|m| m as f64 / 1000.0);
+        let streams = match end {
+            Conclusion::Ok(o) => (o as &dyn std::any::Any).downcast_ref::<BuiltinOutput>().and_then(|o| o.streams()),
+            _ => None,
+        };
+        let mut record = RecordRef {
+            peak_rss: f.peak_rss,
+            leaked: f.leaked,
+            rule,
+            memory_factor: (f.memory_factor > 1).then_some(f.memory_factor),
+            supersedes: self.superseded.get(f.id).copied(),
+            skipped: &f.skipped,
+            ..RecordRef::concluded(f.id, f.attempts, ms, end, &f.crashes)
+        };
+        if let Some((out, err)) = streams {
+            (record.stdout, record.stderr) = (Some(out), Some(err));
+        }
+        record
+    }
+
     /// Writes a worker's line on this process's stderr, prefixed. Stderr is where a
     /// failure would be told, so a failure to write there has nowhere to go and is dropped.
     fn forward(line: &WorkerLine<'_>) {
@@ -1306,77 +1339,51 @@ impl<O> RunSink<O> {
 
 impl<O: Serialize + DeserializeOwned + 'static> Sink for RunSink<O> {
     fn finished(&mut self, f: Finished<'_>) {
-        let ms = f.micros.map(|m| m as f64 / 1000.0);
-        let end = match f.ending {
-            Ending::Ok(bytes) => match postcard::from_bytes::<O>(bytes) {
-                Ok(o) => Conclusion::Ok(o),
-                Err(e) => Conclusion::Failed(TaskError::new(format!("undecodable output: {e}"))),
-            },
-            Ending::Failed(e) => Conclusion::Failed(e),
-            Ending::Quarantined => Conclusion::Quarantined,
+        // The output decoded here is owned (the collected record takes it); the rest stays
+        // borrowed from `f` for the record.
+        let decoded = match f.ending {
+            Ending::Ok(bytes) => {
+                Some(postcard::from_bytes::<O>(bytes).map_err(|e| TaskError::new(format!("undecodable output: {e}"))))
+            }
+            Ending::Failed(_) | Ending::Quarantined => None,
+        };
+        let end = match (&f.ending, &decoded) {
+            (_, Some(Ok(o))) => Conclusion::Ok(o),
+            (_, Some(Err(e))) | (Ending::Failed(e), None) => Conclusion::Failed(e),
+            (_, None) => Conclusion::Quarantined,
         };
         if !matches!(end, Conclusion::Ok(_)) && self.first_bad.len() < FIRST_BAD {
             self.first_bad.push(format!("{}{}", f.id, crate::engine::job::describe(f.label)));
         }
-        // A command's streams are in the record's own fields whatever its status: a failed
-        // one's come with its error, an ok one's with its output.
-        fn streams<O: 'static>(end: &Conclusion<O, TaskError>) -> Option<(&Captured, &Captured)> {
-            match end {
-                Conclusion::Ok(o) => (o as &dyn std::any::Any).downcast_ref::<BuiltinOutput>()?.streams(),
-                _ => None,
+        let rule = f.rule.map(|r| r.to_string());
+        let record = self.record(&f, end, rule.as_deref());
+        if !self.concluded.is_empty() {
+            let c = Concluded {
+                id: f.id,
+                order: f.order,
+                seq: f.seq,
+                label: f.label,
+                status: record.status,
+                error: record.error,
+                stderr: record.stderr,
+                stdout: record.stdout,
+                crashes: &f.crashes,
+            };
+            for o in &mut self.concluded {
+                o(&c);
             }
         }
-        let rule = f.rule.map(|r| r.to_string());
-        let memory_factor = (f.memory_factor > 1).then_some(f.memory_factor);
-        let supersedes = self.superseded.get(f.id).copied();
-        {
-            let mut record = RecordRef {
-                peak_rss: f.peak_rss,
-                leaked: f.leaked,
-                ..RecordRef::concluded(f.id, f.attempts, ms, end.as_ref(), &f.crashes)
-            };
-            (record.rule, record.memory_factor, record.supersedes) = (rule.as_deref(), memory_factor, supersedes);
-            record.skipped = &f.skipped;
-            if let Some((out, err)) = streams(&end) {
-                (record.stdout, record.stderr) = (Some(out), Some(err));
-            }
-            if !self.concluded.is_empty() {
-                let c = Concluded {
-                    id: f.id,
-                    order: f.order,
-                    seq: f.seq,
-                    label: f.label,
-                    status: record.status,
-                    error: record.error,
-                    stderr: record.stderr,
-                    stdout: record.stdout,
-                    crashes: &f.crashes,
-                };
-                for o in &mut self.concluded {
-                    o(&c);
-                }
-            }
-            if let Some(j) = self.journal.as_mut() {
-                j.write(&record, f.label);
-            }
+        if let Some(j) = self.journal.as_mut() {
+            j.write(&record, f.label);
         }
         // Only captured lines are kept by id: hashing every finished task's id to look in an
         // empty map was ~4% of the supervisor's time on 1M no-ops (perf, 2 workers).
         let log = if self.captured.is_empty() { Vec::new() } else { self.captured.remove(f.id).unwrap_or_default() };
         if self.collect {
-            let lifted = streams(&end).map(|(o, e)| (o.clone(), e.clone()));
-            let mut record = Record {
-                peak_rss: f.peak_rss,
-                leaked: f.leaked,
-                ..Record::concluded(f.id.to_string(), f.attempts, ms, end, f.crashes)
-            };
-            (record.rule, record.memory_factor, record.supersedes) = (rule, memory_factor, supersedes);
-            record.skipped = f.skipped;
-            if let Some((out, err)) = lifted {
-                (record.stdout, record.stderr) = (Some(out), Some(err));
-            }
-            record.log = log;
-            self.queue.push_back(record);
+            // The owned record is the one just written, with the output moved in (a task's
+            // output need not be `Clone`) and the worker's captured lines.
+            let written = record.to_record(None);
+            self.queue.push_back(Record { output: decoded.and_then(Result::ok), log, ..written });
         }
     }
 
