@@ -740,9 +740,16 @@ pub(super) fn print_summary(s: &Summary, total: Option<u64>, check_time: Option<
 /// the run's; the check of a whole input file before it (a second pass over a big file) is
 /// said apart. `total`: the tasks of a checked input file, for what never ran.
 fn summary_lines(s: &Summary, total: Option<u64>, check_time: Option<std::time::Duration>) -> Vec<String> {
+    let mut lines = vec![counts_line(s, check_time)];
+    lines.extend(stop_lines(s, total));
+    lines
+}
+
+/// The summary's first line: the tasks by status, the crashes and workers replaced, the time
+/// and rate, the records written where they are not the tasks'.
+fn counts_line(s: &Summary, check_time: Option<std::time::Duration>) -> String {
     let c = &s.counts;
     let secs = s.elapsed.as_secs_f64();
-    let mut lines = Vec::new();
     let poisoned = matches!(s.stop, Some(crate::engine::StopReason::Poisoned(_)));
     let mut line = if poisoned {
         // Not "N tasks: N ok": the records are there, but not all of them can be believed.
@@ -778,7 +785,15 @@ fn summary_lines(s: &Summary, total: Option<u64>, check_time: Option<std::time::
     if let Some(w) = s.records_written.filter(|&w| w != c.finished()) {
         line.push_str(&format!("; {w} record(s) written"));
     }
-    lines.push(line);
+    line
+}
+
+/// The summary's lines after the first: how a stopped run ended, and what of it can be
+/// trusted or resumed. `total`: the tasks of a checked input file, for what never ran.
+fn stop_lines(s: &Summary, total: Option<u64>) -> Vec<String> {
+    let c = &s.counts;
+    let mut lines = Vec::new();
+    let previous = s.previous_ok + s.previous_failed + s.previous_quarantined;
     let never_ran = |finished: u64| match total {
         Some(t) => format!("{} never ran", t.saturating_sub(finished + previous)),
         None => "the rest of the input was not read".to_string(),
