@@ -826,6 +826,71 @@ impl PoolBuilder {
         self
     }
 
+    /// Checks the settings against each other and their bounds.
+    fn check(&self) -> Result<(), SettingError> {
+        if self.workers == 0 || self.workers > MAX_WORKERS {
+            return Err(SettingError::Workers { given: self.workers, max: MAX_WORKERS });
+        }
+        if self.attempts == 0 {
+            return Err(SettingError::NoAttempts);
+        }
+        if self.threads_per_worker == 0 || self.threads_per_worker > shared::shm::MAX_SLOTS {
+            let (given, max) = (self.threads_per_worker, shared::shm::MAX_SLOTS);
+            return Err(SettingError::ThreadsPerWorker { given, max });
+        }
+        if self.address_space_limit.is_some() && self.mode == Mode::Thread {
+            return Err(SettingError::LimitInThreadMode { limit: "an address-space limit" });
+        }
+        if (self.memory_limit.is_some() || self.max_worker_memory.is_some()) && self.mode == Mode::Thread {
+            return Err(SettingError::LimitInThreadMode { limit: "a memory limit" });
+        }
+        if self.skip_bad_records && self.mode == Mode::Thread {
+            return Err(SettingError::SkipBadRecordsInThreadMode);
+        }
+        if self.max_tasks_per_worker == Some(0) {
+            return Err(SettingError::NoTasksPerWorker);
+        }
+        if self.worker_output == WorkerOutput::Capture && self.mode == Mode::Thread {
+            return Err(SettingError::CaptureInThreadMode);
+        }
+        if let Some(limit) = self.memory_limit
+            && limit < MIN_MEMORY_LIMIT
+        {
+            return Err(SettingError::MemoryLimitTooSmall { limit, min: MIN_MEMORY_LIMIT });
+        }
+        if let Some(limit) = self.address_space_limit
+            && limit < MIN_ADDRESS_SPACE_LIMIT
+        {
+            return Err(SettingError::AddressSpaceLimitTooSmall { limit, min: MIN_ADDRESS_SPACE_LIMIT });
+        }
+        if let Some(limit) = self.address_space_limit
+            && self.threads_per_worker > 1
+        {
+            // Each task thread reserves its stack and a guard page; the worker needs its own
+            // start-up's worth besides.
+            let stacks = u64::from(self.threads_per_worker) * (worker::TASK_STACK_BYTES as u64 + 4096);
+            let need = stacks + MIN_ADDRESS_SPACE_LIMIT;
+            if need > limit {
+                let threads = self.threads_per_worker;
+                return Err(SettingError::StacksOverAddressSpace { threads, stacks, need, limit });
+            }
+        }
+        if self.max_task_bytes == 0 || self.max_task_bytes > MAX_TASK_BYTES {
+            return Err(SettingError::TaskLimit { given: self.max_task_bytes, max: MAX_TASK_BYTES });
+        }
+        if let Some(given) = self.timeout.into_iter().chain(self.stall_timeout).min()
+            && given < MIN_TIMEOUT
+        {
+            return Err(SettingError::TimeoutTooShort { given, min: MIN_TIMEOUT });
+        }
+        if let Some((k, n)) = self.shard
+            && (n == 0 || k >= n)
+        {
+            return Err(SettingError::Shard { k, n });
+        }
+        Ok(())
+    }
+
     /// Builds the pool for `handler`, the value every worker serves (each process mode
     /// worker gets a copy, serialized with its handshake). In a worker process that did not
     /// serve (no [`serve_if_worker`](crate::serve_if_worker) for this handler came first in
@@ -847,66 +912,7 @@ impl PoolBuilder {
         // A worker whose program got here without serving exits now, before the program's
         // own work runs a second time; the pool that started it names the missing call.
         worker::exit_if_unserved_worker();
-        if self.workers == 0 || self.workers > MAX_WORKERS {
-            return Err(SettingError::Workers { given: self.workers, max: MAX_WORKERS }.into());
-        }
-        if self.attempts == 0 {
-            return Err(SettingError::NoAttempts.into());
-        }
-        if self.threads_per_worker == 0 || self.threads_per_worker > shared::shm::MAX_SLOTS {
-            let (given, max) = (self.threads_per_worker, shared::shm::MAX_SLOTS);
-            return Err(SettingError::ThreadsPerWorker { given, max }.into());
-        }
-        if self.address_space_limit.is_some() && self.mode == Mode::Thread {
-            return Err(SettingError::LimitInThreadMode { limit: "an address-space limit" }.into());
-        }
-        if (self.memory_limit.is_some() || self.max_worker_memory.is_some()) && self.mode == Mode::Thread {
-            return Err(SettingError::LimitInThreadMode { limit: "a memory limit" }.into());
-        }
-        if self.skip_bad_records && self.mode == Mode::Thread {
-            return Err(SettingError::SkipBadRecordsInThreadMode.into());
-        }
-        if self.max_tasks_per_worker == Some(0) {
-            return Err(SettingError::NoTasksPerWorker.into());
-        }
-        if self.worker_output == WorkerOutput::Capture && self.mode == Mode::Thread {
-            return Err(SettingError::CaptureInThreadMode.into());
-        }
-        if let Some(limit) = self.memory_limit
-            && limit < MIN_MEMORY_LIMIT
-        {
-            return Err(SettingError::MemoryLimitTooSmall { limit, min: MIN_MEMORY_LIMIT }.into());
-        }
-        if let Some(limit) = self.address_space_limit
-            && limit < MIN_ADDRESS_SPACE_LIMIT
-        {
-            return Err(SettingError::AddressSpaceLimitTooSmall { limit, min: MIN_ADDRESS_SPACE_LIMIT }.into());
-        }
-        if let Some(limit) = self.address_space_limit
-            && self.threads_per_worker > 1
-        {
-            // Each task thread reserves its stack and a guard page; the worker needs its own
-            // start-up's worth besides.
-            let stacks = u64::from(self.threads_per_worker) * (worker::TASK_STACK_BYTES as u64 + 4096);
-            let need = stacks + MIN_ADDRESS_SPACE_LIMIT;
-            if need > limit {
-                let threads = self.threads_per_worker;
-                return Err(SettingError::StacksOverAddressSpace { threads, stacks, need, limit }.into());
-            }
-        }
-        if self.max_task_bytes == 0 || self.max_task_bytes > MAX_TASK_BYTES {
-            return Err(SettingError::TaskLimit { given: self.max_task_bytes, max: MAX_TASK_BYTES }.into());
-        }
-        if let Some(given) = self.timeout.into_iter().chain(self.stall_timeout).min()
-            && given < MIN_TIMEOUT
-        {
-            return Err(SettingError::TimeoutTooShort { given, min: MIN_TIMEOUT }.into());
-        }
-        if let Some((k, n)) = self.shard
-            && (n == 0 || k >= n)
-        {
-            return Err(SettingError::Shard { k, n }.into());
-        }
+        self.check()?;
         let program = match &self.program {
             Some(p) => p.clone(),
             None => WorkerProgram::current().map_err(io_err("find this executable to start workers"))?,
