@@ -458,15 +458,16 @@ impl<'a, O> RecordRef<'a, O> {
     }
 }
 
-impl<O: Clone> RecordRef<'_, O> {
-    /// The owned record.
-    pub fn to_owned(&self) -> Record<O> {
+impl<O> RecordRef<'_, O> {
+    /// The owned record of this view with `output` for its output, which whoever owns the
+    /// output moves in: a task's output need not be `Clone`.
+    pub fn to_record<P>(&self, output: Option<P>) -> Record<P> {
         Record {
             id: self.id.to_string(),
             status: self.status,
             attempts: self.attempts,
             ms: self.ms,
-            output: self.output.cloned(),
+            output,
             error: self.error.map(str::to_string),
             stdout: self.stdout.cloned(),
             stderr: self.stderr.cloned(),
@@ -479,6 +480,13 @@ impl<O: Clone> RecordRef<'_, O> {
             leaked: self.leaked,
             log: Vec::new(),
         }
+    }
+}
+
+impl<O: Clone> RecordRef<'_, O> {
+    /// The owned record.
+    pub fn to_owned(&self) -> Record<O> {
+        self.to_record(self.output.cloned())
     }
 }
 

@@ -8,12 +8,9 @@
 use shared::exit;
 use shared::task::BuiltinTask;
 
-use super::run::{
-    attach_timeline, check_outputs, command_pool, finish, finish_showing, pool_error, print_summary, resolve_shard,
-    write_timeline,
-};
+use super::RunArgs;
+use super::run::{check_outputs, command_pool, output_mode, pool_error, resolve_shard, show_run};
 use super::scan::{offsets, plan_chunk, range_id, regular_file};
-use super::{OutputArg, RunArgs};
 use crate::TaskSpec;
 
 /// The replacement strings of `--cmd` that stand for an input line, which a block is not.
@@ -58,8 +55,8 @@ pub(super) fn pipepart(mut args: RunArgs) -> i32 {
         })
         .collect();
     let total = tasks.len() as u64;
-    let mode = args.output.unwrap_or(OutputArg::Commands);
-    let (setup, commands, pool) = match command_pool(&args, shard, mode, Some(total)) {
+    // `--cmd` is given: stdout is the commands' output unless --output says otherwise.
+    let (setup, commands, pool) = match command_pool(&args, shard, output_mode(&args), Some(total)) {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -67,10 +64,6 @@ pub(super) fn pipepart(mut args: RunArgs) -> i32 {
         Ok(r) => r,
         Err(e) => return pool_error(&e),
     };
-    let (run, timeline) = attach_timeline(run, &args);
-    setup.announce();
-    let mut summary = finish_showing(run, &commands);
-    print_summary(&summary, Some(total), None);
-    write_timeline(&args, timeline, &format!("bulkhead run --pipepart {}", file.display()), &mut summary);
-    finish(&summary, args.results.as_deref(), mode == OutputArg::Records)
+    let title = format!("bulkhead run --pipepart {}", file.display());
+    show_run(run, &args, &setup, &commands, Some(total), None, &title)
 }

@@ -40,146 +40,206 @@ const NOT_JSONL_HINT: &str = "hint: a file of plain lines (names, arguments) run
      e.g. --cmd 'gzip -9f {}'; task files are JSON Lines ({\"kind\":\"shell\",\"cmd\":\"...\"}, see --help)";
 
 pub(super) fn run(mut args: RunArgs) -> i32 {
-    let shard = match resolve_shard(&mut args) {
-        Ok(s) => s,
+    let plan = match Plan::new(&mut args) {
+        Ok(p) => p,
         Err(code) => return code,
     };
+    let (setup, commands, pool) = match command_pool(&args, plan.shard, plan.mode, plan.total) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let (total, check_time) = (plan.total, plan.check_time);
+    let source = plan.into_source();
+    if args.dry_run {
+        return dry_run(&pool, source);
+    }
+    let run = match pool.run_source(source) {
+        Ok(r) => r,
+        Err(e) => return pool_error(&e),
+    };
+    let title = match &args.tasks {
+        Some(p) => format!("bulkhead run {}", p.display()),
+        None => "bulkhead run".to_string(),
+    };
+    show_run(run, &args, &setup, &commands, total, check_time, &title)
+}
+
+/// What `run` is to do, made from its flags and checked before anything runs: the shard,
+/// the input opened (a regular file checked whole) and what stdout is.
+struct Plan {
+    shard: Option<(u32, u32)>,
+    format: Format,
+    input: Input,
+    /// A regular file's whole check, with the jobs it parsed first.
+    checked: Option<crate::input::Checked>,
+    /// The tasks to run, where the input says before the run: a checked file, input sources.
+    total: Option<u64>,
+    /// How long the check of a whole file took.
+    check_time: Option<std::time::Duration>,
+    mode: OutputArg,
+}
+
+impl Plan {
+    /// Checks `args` and opens the input; a problem is said on stderr, with its exit code.
+    fn new(args: &mut RunArgs) -> Result<Self, i32> {
+        let shard = resolve_shard(args)?;
+        let sources = input_sources(args)?;
+        let tasks = args.tasks.as_deref().filter(|p| p.as_os_str() != "-");
+        check_outputs(args, input_path(tasks).as_slice())?;
+        let format = Format::new(args.cmd.as_deref(), args.colsep.as_deref()).map_err(|e| {
+            report_error(&e);
+            exit::BAD_INPUT
+        })?;
+        let input = match sources {
+            Some(s) => Input::Sources(s.rows(args.link)),
+            None => Input::open(tasks)?,
+        };
+        // A regular file is checked whole before any task runs; a pipe is checked as it streams.
+        let check_started = std::time::Instant::now();
+        let checked = match &input {
+            Input::File(f, name) => precheck(f, name, &format, shard)?,
+            Input::Stream | Input::Sources(_) => None,
+        };
+        if matches!(input, Input::Stream) && io::stdin().is_terminal() {
+            // As `sort` or `cat` would, but a first-time user may not know it is waiting.
+            eprintln!(
+                "bulkhead: reading tasks from standard input (a terminal), one per line; \
+                 end with Ctrl-D, or give a task file"
+            );
+        }
+        let sources_total = match &input {
+            Input::Sources(rows) => input_total(rows, shard),
+            _ => None,
+        };
+        Ok(Plan {
+            shard,
+            total: checked.as_ref().map(|c| c.tasks).or(sources_total),
+            check_time: checked.as_ref().map(|_| check_started.elapsed()),
+            format,
+            input,
+            checked,
+            mode: output_mode(args),
+        })
+    }
+
+    /// The task source the pool starts with its admission: the input, read by the reader
+    /// thread.
+    fn into_source<'a>(self) -> impl FnOnce(crate::input::source::Admission) -> io::Result<Box<dyn TaskSource + 'a>> {
+        let Plan { format, input, checked, .. } = self;
+        move |mut admission| {
+            // A --cmd task's id is unique by construction (a repeat is `#k`).
+            if matches!(format, Format::Cmd(_)) {
+                admission.check_duplicates = false;
+            }
+            let source: Box<dyn TaskSource + 'a> = match (input, checked) {
+                (Input::Sources(rows), _) => Box::new(LineSource::spawn_rows(rows, format, admission)?),
+                (Input::File(f, _), Some(checked)) => {
+                    // A file checked whole has no duplicate ids: the reader need not remember
+                    // them; and the jobs the check parsed first are not parsed again.
+                    admission.check_duplicates = false;
+                    Box::new(LineSource::spawn_checked(f, format, admission, checked.prefix)?)
+                }
+                (Input::File(f, _), None) => Box::new(LineSource::spawn(f, format, admission)?),
+                (Input::Stream, _) => Box::new(LineSource::spawn(io::stdin(), format, admission)?),
+            };
+            Ok(source)
+        }
+    }
+}
+
+/// What a run's stdout is when `--output` does not say: a command run's is its commands' own
+/// output, and its records go only to --results; a JSONL run's is its records, as
+/// --output records makes any run's.
+pub(super) fn output_mode(args: &RunArgs) -> OutputArg {
+    args.output.unwrap_or(if args.cmd.is_some() { OutputArg::Commands } else { OutputArg::Records })
+}
+
+/// GNU parallel's input sources (`:::`, `::::`), when the run has them; refused (exit 2)
+/// after a task file, without --cmd, or malformed.
+fn input_sources(args: &mut RunArgs) -> Result<Option<Sources>, i32> {
     // `run --cmd T ::: a b`: clap takes the marker for the task file.
     if let Some(t) = args.tasks.take_if(|t| is_source_marker(t.as_os_str())) {
         args.sources.insert(0, t.into_os_string());
     }
-    let sources = match args.sources.first() {
-        None => None,
+    match args.sources.first() {
+        None => Ok(None),
         Some(w) if !is_source_marker(w) => {
             eprintln!(
                 "bulkhead: error: unexpected argument '{}' after the task file (input sources start with ::: or ::::)",
                 w.to_string_lossy()
             );
-            return exit::BAD_INPUT;
+            Err(exit::BAD_INPUT)
         }
         Some(_) if args.cmd.is_none() => {
             eprintln!("bulkhead: error: input sources (::: and ::::) need --cmd TEMPLATE");
-            return exit::BAD_INPUT;
+            Err(exit::BAD_INPUT)
         }
         Some(_) if args.tasks.is_some() => {
             eprintln!(
                 "bulkhead: error: give a task file or input sources (::: and ::::), not both; \
                  ':::: FILE' makes the file a source"
             );
-            return exit::BAD_INPUT;
+            Err(exit::BAD_INPUT)
         }
-        Some(_) => match Sources::parse(&args.sources) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                report_error(&e);
-                return exit::BAD_INPUT;
-            }
-        },
-    };
-    let tasks = args.tasks.as_deref().filter(|p| p.as_os_str() != "-");
-    // `bulkhead run < tasks.jsonl`: the input is a file all the same.
+        Some(_) => Sources::parse(&args.sources).map(Some).map_err(|e| {
+            report_error(&e);
+            exit::BAD_INPUT
+        }),
+    }
+}
+
+/// The file the tasks are read from, to keep the outputs off it: the task file, or standard
+/// input where it is one (`bulkhead run < tasks.jsonl`).
+fn input_path(tasks: Option<&std::path::Path>) -> Option<&std::path::Path> {
     let stdin = std::path::Path::new("/dev/stdin");
-    let input_path = match tasks {
+    match tasks {
         Some(p) => Some(p),
         None if std::fs::metadata(stdin).is_ok_and(|m| m.is_file()) => Some(stdin),
         None => None,
-    };
-    if let Err(code) = check_outputs(&args, input_path.as_slice()) {
-        return code;
     }
-    let format = match Format::new(args.cmd.as_deref(), args.colsep.as_deref()) {
-        Ok(f) => f,
-        Err(e) => {
-            report_error(&e);
-            return exit::BAD_INPUT;
-        }
-    };
-    // A regular file is checked whole before any task runs; a pipe is checked as it streams.
-    let input = match (sources, tasks) {
-        (Some(s), _) => Input::Sources(s.rows(args.link)),
-        (None, tasks) => match tasks {
+}
+
+impl Input {
+    /// The task file, or standard input (`None`); one that cannot be opened is refused (exit 2).
+    fn open(tasks: Option<&std::path::Path>) -> Result<Self, i32> {
+        match tasks {
             Some(path) => match File::open(path) {
-                Ok(f) => Input::File(f, path.display().to_string()),
+                Ok(f) => Ok(Input::File(f, path.display().to_string())),
                 Err(e) => {
                     eprintln!("bulkhead: error: cannot open {}: {e}", path.display());
-                    return exit::BAD_INPUT;
+                    Err(exit::BAD_INPUT)
                 }
             },
             None => {
                 let stdin = File::from(io::stdin().as_fd().try_clone_to_owned().expect("stdin is open"));
                 if stdin.metadata().is_ok_and(|m| m.is_file()) {
-                    Input::File(stdin, "standard input".into())
+                    Ok(Input::File(stdin, "standard input".into()))
                 } else {
-                    Input::Stream
+                    Ok(Input::Stream)
                 }
             }
-        },
-    };
-    let check_started = std::time::Instant::now();
-    let checked = match &input {
-        Input::File(f, name) => match precheck(f, name, &format, shard) {
-            Ok(c) => c,
-            Err(code) => return code,
-        },
-        Input::Stream | Input::Sources(_) => None,
-    };
-    if matches!(input, Input::Stream) && io::stdin().is_terminal() {
-        // As `sort` or `cat` would, but a first-time user may not know it is waiting.
-        eprintln!(
-            "bulkhead: reading tasks from standard input (a terminal), one per line; \
-             end with Ctrl-D, or give a task file"
-        );
-    }
-    let sources_total = match &input {
-        Input::Sources(rows) => input_total(rows, shard),
-        _ => None,
-    };
-    let total = checked.as_ref().map(|c| c.tasks).or(sources_total);
-    let check_time = checked.as_ref().map(|_| check_started.elapsed());
-    // A command run's stdout is its commands' own output, and its records go only to
-    // --results; a JSONL run's stdout is its records, as --output records makes any run's.
-    let mode = args.output.unwrap_or(if args.cmd.is_some() { OutputArg::Commands } else { OutputArg::Records });
-    let (setup, commands, pool) = match command_pool(&args, shard, mode, total) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let is_cmd = matches!(format, Format::Cmd(_));
-    let source = |mut admission: crate::input::source::Admission| {
-        // A --cmd task's id is unique by construction (a repeat is `#k`).
-        if is_cmd {
-            admission.check_duplicates = false;
         }
-        let source: Box<dyn TaskSource> = match (input, checked) {
-            (Input::Sources(rows), _) => Box::new(LineSource::spawn_rows(rows, format, admission)?),
-            (Input::File(f, _), Some(checked)) => {
-                // A file checked whole has no duplicate ids: the reader need not remember
-                // them; and the jobs the check parsed first are not parsed again.
-                admission.check_duplicates = false;
-                Box::new(LineSource::spawn_checked(f, format, admission, checked.prefix)?)
-            }
-            (Input::File(f, _), None) => Box::new(LineSource::spawn(f, format, admission)?),
-            (Input::Stream, _) => Box::new(LineSource::spawn(io::stdin(), format, admission)?),
-        };
-        Ok(source)
-    };
-    if args.dry_run {
-        return dry_run(&pool, source);
     }
-    let run = pool.run_source(source);
-    let run = match run {
-        Ok(r) => r,
-        Err(e) => return pool_error(&e),
-    };
-    let (run, timeline) = attach_timeline(run, &args);
+}
+
+/// A started run of built-in tasks to its end as `run` and `--pipepart` show it: the
+/// timeline recorded, the control socket said, each command's output shown, the summary,
+/// the timeline written; the exit code. `total` and `check_time` are the summary's.
+pub(super) fn show_run(
+    run: Run<'_, Builtin>,
+    args: &RunArgs,
+    setup: &PoolSetup,
+    commands: &SharedOutput,
+    total: Option<u64>,
+    check_time: Option<std::time::Duration>,
+    title: &str,
+) -> i32 {
+    let (run, timeline) = attach_timeline(run, args);
     setup.announce();
-    let mut summary = finish_showing(run, &commands);
+    let mut summary = finish_showing(run, commands);
     print_summary(&summary, total, check_time);
-    let title = match &args.tasks {
-        Some(p) => format!("bulkhead run {}", p.display()),
-        None => "bulkhead run".to_string(),
-    };
-    write_timeline(&args, timeline, &title, &mut summary);
-    finish(&summary, args.results.as_deref(), mode == OutputArg::Records)
+    write_timeline(args, timeline, title, &mut summary);
+    finish(&summary, args.results.as_deref(), output_mode(args) == OutputArg::Records)
 }
 
 /// The pool of a run of built-in tasks whose stdout is `mode`'s (records, or the commands'
@@ -191,12 +251,9 @@ pub(super) fn command_pool(
     total: Option<u64>,
 ) -> Result<(PoolSetup, SharedOutput, Pool<Builtin>), i32> {
     let records = (mode == OutputArg::Records).then_some(ResultsTarget::Stdout);
-    let mut setup = PoolSetup::new(args, shard, records)?;
-    if let Some(n) = total {
-        setup.builder = setup.builder.expected_total(n);
-    }
+    let setup = PoolSetup::new(args, shard, records, total)?;
     let (commands, handler) = command_output(mode, args)?;
-    let pool = setup.builder.clone().build(handler).map_err(|e| pool_error(&e))?;
+    let pool = setup.build(handler)?;
     Ok((setup, commands, pool))
 }
 
@@ -356,8 +413,8 @@ pub(super) fn check_outputs(args: &RunArgs, inputs: &[&std::path::Path]) -> Resu
 
 /// A pool configured from the run options, and the control socket it will listen on.
 pub(super) struct PoolSetup {
-    /// The pool's options, to add to before building.
-    pub builder: PoolBuilder,
+    /// The pool's options.
+    builder: PoolBuilder,
     control: PathBuf,
     /// The private directory of the control socket, removed when the run is over.
     _rundir: Option<RunDir>,
@@ -365,113 +422,25 @@ pub(super) struct PoolSetup {
 
 impl PoolSetup {
     /// Applies every pool option of `args`; `results` is where records go without
-    /// `--results` (nowhere when `None`). Bad options are reported here (exit 2).
-    pub(super) fn new(args: &RunArgs, shard: Option<(u32, u32)>, results: Option<ResultsTarget>) -> Result<Self, i32> {
+    /// `--results` (nowhere when `None`), `total` the tasks the run is to run where known.
+    /// Bad options are reported here (exit 2).
+    pub(super) fn new(
+        args: &RunArgs,
+        shard: Option<(u32, u32)>,
+        results: Option<ResultsTarget>,
+        total: Option<u64>,
+    ) -> Result<Self, i32> {
         if args.mode == ModeArg::Thread {
-            if args.memory_limit.is_some() {
-                eprintln!(
-                    "bulkhead: warning: --memory-limit bounds worker processes; thread mode has none, so it is not applied"
-                );
-            }
-            if args.address_space_limit.is_some() {
-                eprintln!(
-                    "bulkhead: warning: --address-space-limit bounds worker processes; thread mode has none, so it is not applied"
-                );
-            }
-            if args.threads_per_worker > 1 {
-                eprintln!(
-                    "bulkhead: warning: --threads-per-worker is for worker processes (hybrid); in thread mode -j sets the threads"
-                );
-            }
+            warn_thread_mode(args);
         }
-        // The built-in kinds capture their commands' output themselves; what a worker says
-        // on its own stderr stays in the debug log, as ever.
-        let mut builder = Pool::builder()
-            .worker_output(crate::WorkerOutput::Log)
-            .mode(if args.mode == ModeArg::Thread { Mode::Thread } else { Mode::Process })
-            .attempts(args.attempts)
-            .threads_per_worker(args.threads_per_worker)
-            .max_restarts(args.max_restarts.0, args.max_restarts.1)
-            .grace(args.grace)
-            .retry_failed(args.retry_failed)
-            .resume(args.resume)
-            .handle_signals(true)
-            .reap_orphans(true);
-        match (&args.results, results) {
-            (Some(p), _) => builder = builder.results(ResultsTarget::File(p.clone())),
-            (None, Some(r)) => builder = builder.results(r),
-            (None, None) => {}
-        }
-        if let Some(n) = args.workers {
-            builder = builder.workers(n);
-        }
-        if let Some(h) = args.halt {
-            builder = builder.halt(h);
-        }
-        if let Some((k, n)) = shard {
-            builder = builder.shard(k, n);
-        }
-        if let Some(t) = args.timeout {
-            if let Some(d) = t.fixed {
-                builder = builder.timeout(d);
-            }
-            if let Some(p) = t.percent {
-                builder = builder.timeout_percent(p);
-            }
-        }
-        let both = args.retry_exit.iter().find(|c| args.fail_exit.contains(c));
-        if let Some(code) = both {
-            eprintln!("bulkhead: error: exit status {code} is in both --retry-exit and --fail-exit");
-            return Err(exit::BAD_INPUT);
-        }
-        builder = builder
-            .retry_rules(crate::engine::config::RetryRules {
-                by_cause: args.retry.clone().map(|r| r.0).unwrap_or_default(),
-                retries: args.retries,
-                retry_exit: args.retry_exit.clone(),
-                fail_exit: args.fail_exit.clone(),
-            })
-            .resume_failed(args.resume_failed);
-        if let Some(d) = args.stall_timeout {
-            builder = builder.stall_timeout(d);
-        }
-        if let Some(n) = args.max_tasks_per_worker {
-            builder = builder.max_tasks_per_worker(n);
-        }
-        if let Some(m) = args.max_worker_memory {
-            builder = builder.max_worker_memory(m);
-        }
-        builder = builder.skip_bad_records(args.skip_bad_records);
-        // Thread mode has no worker process to bound (the warning above said so).
-        if let Some(m) = args.address_space_limit
-            && args.mode != ModeArg::Thread
-        {
-            builder = builder.address_space_limit(m);
-        }
-        if let Some(m) = args.memory_limit
-            && args.mode != ModeArg::Thread
-        {
-            builder = builder.memory_limit(m);
-        }
+        let mut builder = batch_options(args, shard, results);
+        builder = retry_options(builder, args)?;
+        builder = worker_limits(builder, args);
         if let Some(e) = &args.events {
             builder = builder.events(e);
         }
-        if let Some(spec) = &args.inject {
-            let seed = args
-                .seed
-                .unwrap_or_else(|| shared::hash::mix64(worker::clock::mono_ns() ^ u64::from(std::process::id())));
-            match Inject::parse(spec, seed) {
-                Ok(i) => {
-                    if args.seed.is_none() {
-                        eprintln!("bulkhead: injecting faults {i} with seed {seed} (repeat with --seed {seed})");
-                    }
-                    builder = builder.inject(i);
-                }
-                Err(e) => {
-                    eprintln!("bulkhead: error: --inject: {e}");
-                    return Err(exit::BAD_INPUT);
-                }
-            }
+        if let Some(i) = injected_faults(args)? {
+            builder = builder.inject(i);
         }
         let progress = match args.progress {
             ProgressArg::Always => true,
@@ -479,38 +448,22 @@ impl PoolSetup {
             ProgressArg::Auto => io::stderr().is_terminal(),
         };
         builder = builder.progress(progress);
-        // --report: a path that cannot be written is refused before the batch runs rather than
-        // after it; the timeline is built from the events as they happen and written at the end.
-        if let Some(path) = &args.report
-            && let Err(e) = check_writable(path)
-        {
-            eprintln!("bulkhead: error: cannot write the report {}: {e}", path.display());
-            return Err(exit::BAD_INPUT);
+        if let Some(n) = total {
+            builder = builder.expected_total(n);
         }
-        // Opening a FIFO for writing blocks until something reads it: say so before it does.
-        for (flag, path) in [("--results", &args.results), ("--events", &args.events)] {
-            if let Some(p) = path
-                && std::fs::metadata(p).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()))
-            {
-                eprintln!("bulkhead: {flag} {} is a FIFO: waiting for a reader to open it", p.display());
-            }
-        }
-        // The control socket lives in a fresh private directory unless a path is given.
-        let (control, rundir) = match &args.control {
-            Some(p) => (p.clone(), None),
-            None => match RunDir::create() {
-                Ok(d) => (d.control_socket(), Some(d)),
-                Err(e) => {
-                    eprintln!("bulkhead: error: cannot create a private runtime directory: {e}");
-                    return Err(exit::BAD_INPUT);
-                }
-            },
-        };
+        check_output_files(args)?;
+        let (control, rundir) = control_socket(args)?;
         builder = builder.control_socket(&control);
         if let Ok(program) = crate::runtime::process::spawn::WorkerProgram::builtin() {
             builder = builder.worker_program(program);
         }
         Ok(Self { builder, control, _rundir: rundir })
+    }
+
+    /// The pool of these options, whose tasks `handler` runs; one that cannot be built is
+    /// reported (its exit code).
+    pub(super) fn build(&self, handler: Builtin) -> Result<Pool<Builtin>, i32> {
+        self.builder.clone().build(handler).map_err(|e| pool_error(&e))
     }
 
     /// Says where `bulkhead status` finds the run: on a terminal, where someone may want to
@@ -521,6 +474,165 @@ impl PoolSetup {
         } else {
             log::info!("control socket {} (bulkhead status)", self.control.display());
         }
+    }
+}
+
+/// Thread mode has no worker process to bound: the options that bound one are not applied,
+/// and said so.
+fn warn_thread_mode(args: &RunArgs) {
+    if args.memory_limit.is_some() {
+        eprintln!(
+            "bulkhead: warning: --memory-limit bounds worker processes; thread mode has none, so it is not applied"
+        );
+    }
+    if args.address_space_limit.is_some() {
+        eprintln!(
+            "bulkhead: warning: --address-space-limit bounds worker processes; thread mode has none, so it is not applied"
+        );
+    }
+    if args.threads_per_worker > 1 {
+        eprintln!(
+            "bulkhead: warning: --threads-per-worker is for worker processes (hybrid); in thread mode -j sets the threads"
+        );
+    }
+}
+
+/// The batch's shape: mode, workers, attempts, restarts, grace, resume, results, halt, shard
+/// and timeout.
+fn batch_options(args: &RunArgs, shard: Option<(u32, u32)>, results: Option<ResultsTarget>) -> PoolBuilder {
+    // The built-in kinds capture their commands' output themselves; what a worker says
+    // on its own stderr stays in the debug log, as ever.
+    let mut builder = Pool::builder()
+        .worker_output(crate::WorkerOutput::Log)
+        .mode(if args.mode == ModeArg::Thread { Mode::Thread } else { Mode::Process })
+        .attempts(args.attempts)
+        .threads_per_worker(args.threads_per_worker)
+        .max_restarts(args.max_restarts.0, args.max_restarts.1)
+        .grace(args.grace)
+        .retry_failed(args.retry_failed)
+        .resume(args.resume)
+        .handle_signals(true)
+        .reap_orphans(true);
+    match (&args.results, results) {
+        (Some(p), _) => builder = builder.results(ResultsTarget::File(p.clone())),
+        (None, Some(r)) => builder = builder.results(r),
+        (None, None) => {}
+    }
+    if let Some(n) = args.workers {
+        builder = builder.workers(n);
+    }
+    if let Some(h) = args.halt {
+        builder = builder.halt(h);
+    }
+    if let Some((k, n)) = shard {
+        builder = builder.shard(k, n);
+    }
+    if let Some(t) = args.timeout {
+        if let Some(d) = t.fixed {
+            builder = builder.timeout(d);
+        }
+        if let Some(p) = t.percent {
+            builder = builder.timeout_percent(p);
+        }
+    }
+    builder
+}
+
+/// Which failures run again: the retry rules and `--resume-failed`. An exit status both to
+/// retry and to fail is refused (exit 2).
+fn retry_options(builder: PoolBuilder, args: &RunArgs) -> Result<PoolBuilder, i32> {
+    if let Some(code) = args.retry_exit.iter().find(|c| args.fail_exit.contains(c)) {
+        eprintln!("bulkhead: error: exit status {code} is in both --retry-exit and --fail-exit");
+        return Err(exit::BAD_INPUT);
+    }
+    Ok(builder
+        .retry_rules(crate::engine::config::RetryRules {
+            by_cause: args.retry.clone().map(|r| r.0).unwrap_or_default(),
+            retries: args.retries,
+            retry_exit: args.retry_exit.clone(),
+            fail_exit: args.fail_exit.clone(),
+        })
+        .resume_failed(args.resume_failed))
+}
+
+/// What bounds a worker: its stall timeout, tasks and memory before it is replaced, bad
+/// records skipped, and the limits of a worker process.
+fn worker_limits(mut builder: PoolBuilder, args: &RunArgs) -> PoolBuilder {
+    if let Some(d) = args.stall_timeout {
+        builder = builder.stall_timeout(d);
+    }
+    if let Some(n) = args.max_tasks_per_worker {
+        builder = builder.max_tasks_per_worker(n);
+    }
+    if let Some(m) = args.max_worker_memory {
+        builder = builder.max_worker_memory(m);
+    }
+    builder = builder.skip_bad_records(args.skip_bad_records);
+    // Thread mode has no worker process to bound (a warning said so).
+    if args.mode != ModeArg::Thread {
+        if let Some(m) = args.address_space_limit {
+            builder = builder.address_space_limit(m);
+        }
+        if let Some(m) = args.memory_limit {
+            builder = builder.memory_limit(m);
+        }
+    }
+    builder
+}
+
+/// `--inject`, with its seed: a seed not given is drawn and said, so that the run can be
+/// repeated. A bad spec is refused (exit 2).
+fn injected_faults(args: &RunArgs) -> Result<Option<Inject>, i32> {
+    let Some(spec) = &args.inject else { return Ok(None) };
+    let seed =
+        args.seed.unwrap_or_else(|| shared::hash::mix64(worker::clock::mono_ns() ^ u64::from(std::process::id())));
+    match Inject::parse(spec, seed) {
+        Ok(i) => {
+            if args.seed.is_none() {
+                eprintln!("bulkhead: injecting faults {i} with seed {seed} (repeat with --seed {seed})");
+            }
+            Ok(Some(i))
+        }
+        Err(e) => {
+            eprintln!("bulkhead: error: --inject: {e}");
+            Err(exit::BAD_INPUT)
+        }
+    }
+}
+
+/// Before the batch runs: a --report path that cannot be written is refused (exit 2) rather
+/// than found after it; a FIFO among the outputs is said, as opening it blocks until
+/// something reads it.
+fn check_output_files(args: &RunArgs) -> Result<(), i32> {
+    // The timeline is built from the events as they happen and written at the end.
+    if let Some(path) = &args.report
+        && let Err(e) = check_writable(path)
+    {
+        eprintln!("bulkhead: error: cannot write the report {}: {e}", path.display());
+        return Err(exit::BAD_INPUT);
+    }
+    for (flag, path) in [("--results", &args.results), ("--events", &args.events)] {
+        if let Some(p) = path
+            && std::fs::metadata(p).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()))
+        {
+            eprintln!("bulkhead: {flag} {} is a FIFO: waiting for a reader to open it", p.display());
+        }
+    }
+    Ok(())
+}
+
+/// Where the control socket listens: `--control`, or a fresh private directory, removed with
+/// the returned [`RunDir`] once the run is over.
+fn control_socket(args: &RunArgs) -> Result<(PathBuf, Option<RunDir>), i32> {
+    match &args.control {
+        Some(p) => Ok((p.clone(), None)),
+        None => match RunDir::create() {
+            Ok(d) => Ok((d.control_socket(), Some(d))),
+            Err(e) => {
+                eprintln!("bulkhead: error: cannot create a private runtime directory: {e}");
+                Err(exit::BAD_INPUT)
+            }
+        },
     }
 }
 
@@ -628,9 +740,16 @@ pub(super) fn print_summary(s: &Summary, total: Option<u64>, check_time: Option<
 /// the run's; the check of a whole input file before it (a second pass over a big file) is
 /// said apart. `total`: the tasks of a checked input file, for what never ran.
 fn summary_lines(s: &Summary, total: Option<u64>, check_time: Option<std::time::Duration>) -> Vec<String> {
+    let mut lines = vec![counts_line(s, check_time)];
+    lines.extend(stop_lines(s, total));
+    lines
+}
+
+/// The summary's first line: the tasks by status, the crashes and workers replaced, the time
+/// and rate, the records written where they are not the tasks'.
+fn counts_line(s: &Summary, check_time: Option<std::time::Duration>) -> String {
     let c = &s.counts;
     let secs = s.elapsed.as_secs_f64();
-    let mut lines = Vec::new();
     let poisoned = matches!(s.stop, Some(crate::engine::StopReason::Poisoned(_)));
     let mut line = if poisoned {
         // Not "N tasks: N ok": the records are there, but not all of them can be believed.
@@ -666,7 +785,15 @@ fn summary_lines(s: &Summary, total: Option<u64>, check_time: Option<std::time::
     if let Some(w) = s.records_written.filter(|&w| w != c.finished()) {
         line.push_str(&format!("; {w} record(s) written"));
     }
-    lines.push(line);
+    line
+}
+
+/// The summary's lines after the first: how a stopped run ended, and what of it can be
+/// trusted or resumed. `total`: the tasks of a checked input file, for what never ran.
+fn stop_lines(s: &Summary, total: Option<u64>) -> Vec<String> {
+    let c = &s.counts;
+    let mut lines = Vec::new();
+    let previous = s.previous_ok + s.previous_failed + s.previous_quarantined;
     let never_ran = |finished: u64| match total {
         Some(t) => format!("{} never ran", t.saturating_sub(finished + previous)),
         None => "the rest of the input was not read".to_string(),

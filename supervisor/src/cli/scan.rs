@@ -17,6 +17,7 @@ use worker::builtin::{Builtin, MAX_MAX_LINE, Pattern};
 use super::RunArgs;
 use super::run::{PoolSetup, attach_timeline, pool_error, print_summary, resolve_shard, write_timeline};
 use crate::cli::units::parse_size;
+use crate::pool::Run;
 use crate::{Status, TaskSpec};
 
 /// Ranges are this long unless `--chunk` says otherwise, or the file is small: 16 MiB
@@ -156,11 +157,61 @@ struct Totals {
 }
 
 pub(super) fn scan(args: ScanArgs) -> i32 {
-    let ScanArgs { files, pattern, group, count, ignore_case, lines, top, json, chunk, max_line, run } = args;
-    let mut run = run.0;
+    scan_files(args).unwrap_or_else(|code| code)
+}
+
+/// `scan`'s steps: its flags checked, the ranges planned, the earlier run's results read
+/// on resume, the ranges run and counted, the answer printed. `Err` is a refusal's exit
+/// code, said on stderr.
+fn scan_files(args: ScanArgs) -> Result<i32, i32> {
+    refuse_run_flags(&args.run.0)?;
+    let search = Search::new(&args)?;
+    let mut run = args.run.0;
+    let shard = resolve_shard(&mut run)?;
+    let workers = run.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let (mut scan, tasks) = Scan::plan(&args.files, &search, workers)?;
+    // On resume the ranges already done are skipped by the pool; their results are in the
+    // results file, read here.
+    if (run.resume || run.resume_failed)
+        && let Some(path) = &run.results
+        && let Err(e) = scan.read_done(path, run.resume_failed)
+    {
+        eprintln!("bulkhead: error: cannot read {} to resume: {e}", path.display());
+        return Err(exit::BAD_INPUT);
+    }
+    let setup = PoolSetup::new(&run, shard, None, Some(tasks.len() as u64))?;
+    let pool = setup.build(Builtin::default())?;
+    let started = pool.run(tasks).map_err(|e| pool_error(&e))?;
+    let (mut started, timeline) = attach_timeline(started, &run);
+    let write_error = scan.count_run(&mut started);
+    let mut summary = started.summary();
+    print_summary(&summary, None, None);
+    write_timeline(&run, timeline, &format!("bulkhead scan {}", scan.planned[0].shown), &mut summary);
+    // A shard runs the ranges whose id hashes to it: its totals are its share.
+    let expected = match shard {
+        Some((k, n)) => scan.ranges.iter().filter(|r| shared::hash::shard_of(&r.id, n) == k).count() as u64,
+        None => scan.ranges.len() as u64,
+    };
+    let printed = scan.print_answer(&search, expected, args.top, args.json);
+    if let Some(e) = write_error.or(printed.err()) {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            return Ok(141);
+        }
+        eprintln!("bulkhead: error: cannot write the answer to standard output: {e}");
+        return Ok(exit::OUTPUT_FAILED);
+    }
+    scan.say_notes(search.max_line, expected, shard);
+    Ok(match summary.exit_code() {
+        exit::OK if !scan.totals.failed.is_empty() => exit::TASKS_FAILED,
+        code => code,
+    })
+}
+
+/// The flags of `run` that are not scan's are refused (exit 2).
+fn refuse_run_flags(run: &RunArgs) -> Result<(), i32> {
     if run.tasks.is_some() || run.cmd.is_some() {
         eprintln!("bulkhead: error: scan takes files to search, not a task file or --cmd (those are for `run`)");
-        return exit::BAD_INPUT;
+        return Err(exit::BAD_INPUT);
     }
     if let Some(flag) = [
         (run.output.is_some(), "--output"),
@@ -172,167 +223,199 @@ pub(super) fn scan(args: ScanArgs) -> i32 {
     .find_map(|(given, flag)| given.then_some(flag))
     {
         eprintln!("bulkhead: error: {flag} is for the commands of `run --cmd`; scan prints its counts");
-        return exit::BAD_INPUT;
+        return Err(exit::BAD_INPUT);
     }
-    if max_line == 0 || max_line > MAX_MAX_LINE {
-        eprintln!("bulkhead: error: --max-line must be 1 to {}M, not {max_line} bytes", MAX_MAX_LINE >> 20);
-        return exit::BAD_INPUT;
-    }
-    if chunk == Some(0) {
-        eprintln!("bulkhead: error: --chunk must be at least 1 byte");
-        return exit::BAD_INPUT;
-    }
-    let pattern = if ignore_case { format!("(?i){pattern}") } else { pattern };
-    let compiled = match Pattern::new(&pattern, group.as_deref()) {
-        Ok(p) => p,
-        Err(e) => {
+    Ok(())
+}
+
+/// What each range searches for, checked.
+struct Search {
+    /// The regex as the tasks carry it (`(?i)` in front with `--ignore-case`).
+    pattern: String,
+    /// The counted group, as the tasks name it.
+    group: Option<String>,
+    /// Whether a group's values are counted: counting lines alone skips captures.
+    grouped: bool,
+    lines: bool,
+    chunk: Option<u64>,
+    max_line: u64,
+}
+
+impl Search {
+    /// `--max-line`, `--chunk` and the pattern, checked (exit 2).
+    fn new(args: &ScanArgs) -> Result<Self, i32> {
+        let max_line = args.max_line;
+        if max_line == 0 || max_line > MAX_MAX_LINE {
+            eprintln!("bulkhead: error: --max-line must be 1 to {}M, not {max_line} bytes", MAX_MAX_LINE >> 20);
+            return Err(exit::BAD_INPUT);
+        }
+        if args.chunk == Some(0) {
+            eprintln!("bulkhead: error: --chunk must be at least 1 byte");
+            return Err(exit::BAD_INPUT);
+        }
+        let pattern = if args.ignore_case { format!("(?i){}", args.pattern) } else { args.pattern.clone() };
+        let compiled = Pattern::new(&pattern, args.group.as_deref()).map_err(|e| {
             eprintln!("bulkhead: error: --pattern: {e}");
-            return exit::BAD_INPUT;
-        }
-    };
-    // The counted group, as the tasks name it: counting alone skips captures.
-    let grouped = !count && compiled.counts_group();
-    let shard = match resolve_shard(&mut run) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let workers = run.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let mut planned = Vec::new();
-    let mut ranges = Vec::new();
-    let mut tasks = Vec::new();
-    let mut planned_ids = HashMap::new();
-    for path in &files {
-        let meta = match regular_file(path, "scan plans ranges", "a `scan` task with an explicit len in `bulkhead run`")
-        {
-            Ok(m) => m,
-            Err(code) => return code,
-        };
-        if let Some(first) = planned_ids.insert((meta.dev(), meta.ino()), path) {
-            eprintln!("bulkhead: error: {} is {} again: each file is searched once", path.display(), first.display());
-            return exit::BAD_INPUT;
-        }
-        let bytes = meta.len();
-        let len = plan_chunk(chunk, bytes, workers, lines);
-        let file = planned.len();
-        let mut n = 0;
-        for offset in offsets(bytes, len) {
-            let task = BuiltinTask::Scan {
-                path: path.to_string_lossy().into_owned(),
-                offset,
-                len,
-                pattern: pattern.clone(),
-                group: if grouped { group.clone() } else { Some(shared::task::SCAN_LINES_ONLY.to_string()) },
-                lines,
-                max_line: Some(max_line),
-            };
-            let id = range_id("scan", &task, &meta, u64::from(grouped));
-            ranges.push(Range { file, offset, id: id.clone() });
-            tasks.push(TaskSpec::with_id(id, task));
-            n += 1;
-        }
-        planned.push(Planned { shown: path.display().to_string(), bytes, ranges: n, matched_lines: 0 });
+            exit::BAD_INPUT
+        })?;
+        let grouped = !args.count && compiled.counts_group();
+        Ok(Search {
+            pattern,
+            group: if grouped { args.group.clone() } else { Some(shared::task::SCAN_LINES_ONLY.to_string()) },
+            grouped,
+            lines: args.lines,
+            chunk: args.chunk,
+            max_line,
+        })
     }
-    let index: HashMap<String, usize> = ranges.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
-    let mut totals = Totals::default();
-    let mut out = LineWriter::new(lines, planned.len() > 1, ranges.len());
-    // On resume the ranges already done are skipped by the pool; their results are in the
-    // results file, read here.
-    if (run.resume || run.resume_failed)
-        && let Some(path) = &run.results
-        && let Err(e) = read_done(path, &index, &ranges, &mut planned, &mut totals, &mut out, run.resume_failed)
-    {
-        eprintln!("bulkhead: error: cannot read {} to resume: {e}", path.display());
-        return exit::BAD_INPUT;
+}
+
+/// The ranges of a scan and what their results add up to so far.
+struct Scan {
+    planned: Vec<Planned>,
+    ranges: Vec<Range>,
+    /// Each range's place in `ranges`, by its task's id.
+    index: HashMap<String, usize>,
+    totals: Totals,
+    out: LineWriter,
+}
+
+impl Scan {
+    /// Plans the ranges of `files` (regular files, each once) for `workers`, and their tasks.
+    fn plan(files: &[PathBuf], search: &Search, workers: usize) -> Result<(Self, Vec<TaskSpec<BuiltinTask>>), i32> {
+        let mut planned = Vec::new();
+        let mut ranges = Vec::new();
+        let mut tasks = Vec::new();
+        let mut planned_ids = HashMap::new();
+        for path in files {
+            let meta = regular_file(path, "scan plans ranges", "a `scan` task with an explicit len in `bulkhead run`")?;
+            if let Some(first) = planned_ids.insert((meta.dev(), meta.ino()), path) {
+                eprintln!(
+                    "bulkhead: error: {} is {} again: each file is searched once",
+                    path.display(),
+                    first.display()
+                );
+                return Err(exit::BAD_INPUT);
+            }
+            let bytes = meta.len();
+            let len = plan_chunk(search.chunk, bytes, workers, search.lines);
+            let file = planned.len();
+            let mut n = 0;
+            for offset in offsets(bytes, len) {
+                let task = BuiltinTask::Scan {
+                    path: path.to_string_lossy().into_owned(),
+                    offset,
+                    len,
+                    pattern: search.pattern.clone(),
+                    group: search.group.clone(),
+                    lines: search.lines,
+                    max_line: Some(search.max_line),
+                };
+                let id = range_id("scan", &task, &meta, u64::from(search.grouped));
+                ranges.push(Range { file, offset, id: id.clone() });
+                tasks.push(TaskSpec::with_id(id, task));
+                n += 1;
+            }
+            planned.push(Planned { shown: path.display().to_string(), bytes, ranges: n, matched_lines: 0 });
+        }
+        let index = ranges.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
+        let out = LineWriter::new(search.lines, planned.len() > 1, ranges.len());
+        Ok((Scan { planned, ranges, index, totals: Totals::default(), out }, tasks))
     }
-    let mut setup = match PoolSetup::new(&run, shard, None) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    setup.builder = setup.builder.expected_total(tasks.len() as u64);
-    let pool = match setup.builder.build(Builtin::default()) {
-        Ok(p) => p,
-        Err(e) => return pool_error(&e),
-    };
-    let started = match pool.run(tasks) {
-        Ok(r) => r,
-        Err(e) => return pool_error(&e),
-    };
-    let (mut started, timeline) = attach_timeline(started, &run);
-    let mut write_error = None;
-    // A stop ends the iteration with its error; the summary and the completeness check below
-    // say what it left undone.
-    for r in started.by_ref().filter_map(Result::ok) {
-        let Some(&i) = index.get(&r.id) else { continue };
-        totals.ran += 1;
-        match (r.status, r.output) {
-            (Status::Ok, Some(o)) => add(&mut totals, &mut planned[ranges[i].file], &mut out, i, o),
-            (status, _) => {
-                let why = r.error.unwrap_or_else(|| status.as_str().to_string());
-                let range = &ranges[i];
-                let what = format!("{} from byte {}: {why}", planned[range.file].shown, range.offset);
-                eprintln!("bulkhead: error: range {what}");
-                totals.failed.push(what);
-                out.skip(i);
+
+    /// Counts each range's result as the run finishes it, printing `--lines` in file order;
+    /// the first failure to write them, if any. A stop ends the iteration with its error;
+    /// the summary and the completeness check say what it left undone.
+    fn count_run(&mut self, run: &mut Run<'_, Builtin>) -> Option<io::Error> {
+        let mut write_error = None;
+        for r in run.by_ref().filter_map(Result::ok) {
+            let Some(&i) = self.index.get(&r.id) else { continue };
+            self.totals.ran += 1;
+            self.count(i, r.status, r.output, r.error, "");
+            if let Err(e) = self.out.flush_ready(&self.planned, &self.ranges) {
+                write_error.get_or_insert(e);
             }
         }
-        if let Err(e) = out.flush_ready(&planned, &ranges) {
+        if let Err(e) = self.out.out.flush() {
             write_error.get_or_insert(e);
         }
+        write_error
     }
-    if let Err(e) = out.out.flush() {
-        write_error.get_or_insert(e);
-    }
-    let mut summary = started.summary();
-    print_summary(&summary, None, None);
-    write_timeline(&run, timeline, &format!("bulkhead scan {}", planned[0].shown), &mut summary);
-    // A shard runs the ranges whose id hashes to it: its totals are its share.
-    let expected = match shard {
-        Some((k, n)) => ranges.iter().filter(|r| shared::hash::shard_of(&r.id, n) == k).count(),
-        None => ranges.len(),
-    };
-    let complete = totals.resumed + totals.ran == expected as u64;
-    let answer = Answer::new(&totals, &planned, expected as u64, top, grouped);
-    let printed = if lines {
-        eprintln!("bulkhead: {} matching lines", fmt_int(totals.matched_lines));
-        Ok(())
-    } else if json {
-        print_json(&answer)
-    } else {
-        print_table(&answer, &planned, grouped)
-    };
-    if let Some(e) = write_error.or(printed.err()) {
-        if e.kind() == io::ErrorKind::BrokenPipe {
-            return 141;
+
+    /// Counts range `i`'s final result: an ok one's output is added; any other is a range
+    /// failed, said on stderr, its reason followed by `when`.
+    fn count(&mut self, i: usize, status: Status, output: Option<BuiltinOutput>, error: Option<String>, when: &str) {
+        match (status, output) {
+            (Status::Ok, Some(o)) => self.add(i, o),
+            (status, _) => {
+                let why = error.unwrap_or_else(|| status.as_str().to_string());
+                let range = &self.ranges[i];
+                let what = format!("{} from byte {}: {why}{when}", self.planned[range.file].shown, range.offset);
+                eprintln!("bulkhead: error: range {what}");
+                self.totals.failed.push(what);
+                self.out.skip(i);
+            }
         }
-        eprintln!("bulkhead: error: cannot write the answer to standard output: {e}");
-        return exit::OUTPUT_FAILED;
     }
-    if totals.long_lines > 0 {
-        eprintln!(
-            "bulkhead: {} lines were longer than --max-line {} and were searched in their first {} bytes only",
-            fmt_int(totals.long_lines),
-            max_line,
-            max_line
-        );
+
+    /// Adds range `i`'s output.
+    fn add(&mut self, i: usize, o: BuiltinOutput) {
+        if let BuiltinOutput::Scan { matched_lines, counts, long_lines, lines } = o {
+            let file = &mut self.planned[self.ranges[i].file];
+            self.totals.matched_lines += matched_lines;
+            self.totals.long_lines += long_lines;
+            file.matched_lines += matched_lines;
+            for (k, v) in counts {
+                *self.totals.counts.entry(k).or_insert(0) += v;
+            }
+            self.out.done(i, lines.unwrap_or_default());
+        } else {
+            self.out.skip(i);
+        }
     }
-    if !totals.failed.is_empty() || !complete {
-        eprintln!(
-            "bulkhead: the totals are INCOMPLETE: {} of {} ranges counted{}",
-            totals.resumed + totals.ran - totals.failed.len() as u64,
-            expected,
-            if complete { "" } else { "; --results FILE --resume continues" }
-        );
+
+    /// Prints the answer: the count of `--lines` (on stderr, the lines being stdout), the
+    /// JSON object of `--json`, or the table. `expected`: the ranges this run answers for.
+    fn print_answer(&self, search: &Search, expected: u64, top: Option<usize>, json: bool) -> io::Result<()> {
+        let answer = Answer::new(&self.totals, &self.planned, expected, top, search.grouped);
+        if search.lines {
+            eprintln!("bulkhead: {} matching lines", fmt_int(self.totals.matched_lines));
+            Ok(())
+        } else if json {
+            print_json(&answer)
+        } else {
+            print_table(&answer, &self.planned, search.grouped)
+        }
     }
-    if let Some((k, n)) = shard {
-        eprintln!(
-            "bulkhead: shard {k}/{n}: these totals are its {expected} of {} ranges; for the whole, put the \
-             shards' results files into one (cat) and scan the same files with --results THAT --resume",
-            ranges.len()
-        );
-    }
-    match summary.exit_code() {
-        exit::OK if !totals.failed.is_empty() => exit::TASKS_FAILED,
-        code => code,
+
+    /// What the answer leaves out, said after it: lines searched in part, ranges not
+    /// counted, the share a shard's totals are.
+    fn say_notes(&self, max_line: u64, expected: u64, shard: Option<(u32, u32)>) {
+        let t = &self.totals;
+        let complete = t.resumed + t.ran == expected;
+        if t.long_lines > 0 {
+            eprintln!(
+                "bulkhead: {} lines were longer than --max-line {} and were searched in their first {} bytes only",
+                fmt_int(t.long_lines),
+                max_line,
+                max_line
+            );
+        }
+        if !t.failed.is_empty() || !complete {
+            eprintln!(
+                "bulkhead: the totals are INCOMPLETE: {} of {} ranges counted{}",
+                t.resumed + t.ran - t.failed.len() as u64,
+                expected,
+                if complete { "" } else { "; --results FILE --resume continues" }
+            );
+        }
+        if let Some((k, n)) = shard {
+            eprintln!(
+                "bulkhead: shard {k}/{n}: these totals are its {expected} of {} ranges; for the whole, put the \
+                 shards' results files into one (cat) and scan the same files with --results THAT --resume",
+                self.ranges.len()
+            );
+        }
     }
 }
 
@@ -379,21 +462,6 @@ pub(super) fn range_id(prefix: &str, task: &BuiltinTask, meta: &std::fs::Metadat
     format!("{prefix}-{}", shared::hash::content_id(&bytes))
 }
 
-/// Adds one range's result.
-fn add(totals: &mut Totals, file: &mut Planned, out: &mut LineWriter, i: usize, o: BuiltinOutput) {
-    if let BuiltinOutput::Scan { matched_lines, counts, long_lines, lines } = o {
-        totals.matched_lines += matched_lines;
-        totals.long_lines += long_lines;
-        file.matched_lines += matched_lines;
-        for (k, v) in counts {
-            *totals.counts.entry(k).or_insert(0) += v;
-        }
-        out.done(i, lines.unwrap_or_default());
-    } else {
-        out.skip(i);
-    }
-}
-
 /// What a results record says about a range.
 #[derive(serde::Deserialize)]
 struct Done {
@@ -405,54 +473,35 @@ struct Done {
     error: Option<String>,
 }
 
-/// Reads the results of an earlier run: the ranges it finished count now.
-fn read_done(
-    path: &Path,
-    index: &HashMap<String, usize>,
-    ranges: &[Range],
-    planned: &mut [Planned],
-    totals: &mut Totals,
-    out: &mut LineWriter,
-    rerun_failed: bool,
-) -> io::Result<()> {
-    let f = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    // A range's last record is the one that counts (one written by --resume-failed
-    // supersedes the failure before it).
-    let mut last: Vec<Option<Done>> = (0..ranges.len()).map(|_| None).collect();
-    for line in io::BufReader::new(f).split(b'\n') {
-        // A torn last line (the run was killed mid-write) is not a record; the journal cuts it.
-        let Ok(r) = serde_json::from_slice::<Done>(&line?) else { continue };
-        let Some(&i) = index.get(&r.id) else { continue };
-        last[i] = Some(r);
-    }
-    for (i, r) in last.into_iter().enumerate() {
-        let Some(r) = r else { continue };
-        if rerun_failed && r.status != Status::Ok {
-            // It runs again in this run, which counts it.
-            continue;
+impl Scan {
+    /// Reads the results of an earlier run: the ranges it finished count now; with
+    /// `rerun_failed`, those that did not end ok run again instead.
+    fn read_done(&mut self, path: &Path, rerun_failed: bool) -> io::Result<()> {
+        let f = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        // A range's last record is the one that counts (one written by --resume-failed
+        // supersedes the failure before it).
+        let mut last: Vec<Option<Done>> = (0..self.ranges.len()).map(|_| None).collect();
+        for line in io::BufReader::new(f).split(b'\n') {
+            // A torn last line (the run was killed mid-write) is not a record; the journal cuts it.
+            let Ok(r) = serde_json::from_slice::<Done>(&line?) else { continue };
+            let Some(&i) = self.index.get(&r.id) else { continue };
+            last[i] = Some(r);
         }
-        totals.resumed += 1;
-        match (r.status, r.output) {
-            (Status::Ok, Some(o)) => add(totals, &mut planned[ranges[i].file], out, i, o),
-            (status, _) => {
-                let range = &ranges[i];
-                let what = format!(
-                    "{} from byte {}: {} in an earlier run",
-                    planned[range.file].shown,
-                    range.offset,
-                    r.error.unwrap_or_else(|| status.as_str().to_string())
-                );
-                eprintln!("bulkhead: error: range {what}");
-                totals.failed.push(what);
-                out.skip(i);
+        for (i, r) in last.into_iter().enumerate() {
+            let Some(r) = r else { continue };
+            if rerun_failed && r.status != Status::Ok {
+                // It runs again in this run, which counts it.
+                continue;
             }
+            self.totals.resumed += 1;
+            self.count(i, r.status, r.output, r.error, " in an earlier run");
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// `--lines`: ranges finish in any order; their lines are printed in file order, each range

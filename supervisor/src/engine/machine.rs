@@ -770,7 +770,7 @@ impl Engine {
     }
 
     /// Carries out a verdict on the dead worker's tasks: the blamed ones are charged (and
-    /// quarantined when out of attempts), every other one goes back to the front of the queue
+    /// ended when out of attempts), every other one goes back to the front of the queue
     /// uncharged.
     fn settle_inflight(
         &mut self,
@@ -780,18 +780,7 @@ impl Engine {
         now: u64,
         sink: &mut dyn Sink,
     ) {
-        let s = &mut self.slots[slot];
-        let sent = s.sent;
-        // Tasks queued ahead of the executing one were finished, their results unsent: the
-        // worker was doing good work, and its death is no sign of a crash loop.
-        if let Some(p) = death.executing.iter().filter_map(|seq| s.inflight.iter().position(|f| f.seq == *seq)).min() {
-            s.completed += p as u64;
-        }
-        if s.inflight.len() > 1 {
-            s.cap = (s.cap.min(s.inflight.len()) / 2).max(1);
-        }
-        let inflight: Vec<InFlight> = s.inflight.drain(..).collect();
-        s.sent = 0;
+        let (inflight, sent) = self.take_inflight(slot, death);
         let mut back = Vec::with_capacity(inflight.len());
         for (i, mut f) in inflight.into_iter().enumerate() {
             if f.task.cancelled {
@@ -800,66 +789,14 @@ impl Engine {
             }
             let charged = i < sent && verdict.blamed.contains(&f.seq);
             if charged {
-                f.task.charged += 1;
-                f.task.crashes.push(Crash { attempt: f.attempt, pid: death.pid, cause: verdict.cause.clone() });
-                if verdict.blamed.len() == 1 {
-                    self.set_aside(&mut f.task, f.seq, death, &verdict.cause);
-                }
+                self.charge(&mut f, death, verdict);
             }
             let mishap = Mishap::Crashed(&verdict.cause);
             let decision = charged
                 .then(|| blame::decide(&self.cfg, f.task.job.command, mishap, f.task.charged, f.task.memory_factor));
             match decision {
                 Some(d @ blame::Decision { next: Next::Quarantine | Next::Fail, .. }) => {
-                    let attempts = f.task.charged;
-                    let id = f.task.job.id();
-                    let ending = if d.next == Next::Fail {
-                        // A command that timed out failed: its worker was killed to stop it.
-                        self.counts.failed += 1;
-                        let ms = match verdict.cause {
-                            shared::record::CrashCause::Timeout { limit_ms } => limit_ms as f64,
-                            _ => 0.0,
-                        };
-                        self.emit(sink, now, || RunEvent::TaskFinished {
-                            id: id.to_string(),
-                            worker: slot,
-                            status: Status::Failed,
-                            ms,
-                            label: TaskLabel::of(f.task.job.label()),
-                            peak_rss: None,
-                        });
-                        Ending::Failed(shared::proto::TaskError::new(verdict.cause.to_string()))
-                    } else {
-                        self.counts.quarantined += 1;
-                        if self.counts.quarantined <= LOGGED_DEATHS {
-                            log::warn!(
-                                "task {id}{} quarantined after {attempts} attempts ({})",
-                                crate::engine::job::describe(f.task.job.label()),
-                                d.rule
-                            );
-                        }
-                        self.emit(sink, now, || RunEvent::TaskQuarantined {
-                            id: id.to_string(),
-                            attempts,
-                            label: TaskLabel::of(f.task.job.label()),
-                        });
-                        Ending::Quarantined
-                    };
-                    sink.finished(Finished {
-                        id,
-                        label: f.task.job.label(),
-                        order: f.task.order,
-                        seq: Some(f.seq),
-                        attempts,
-                        micros: None,
-                        ending,
-                        crashes: f.task.crashes,
-                        rule: Some(d.rule),
-                        memory_factor: f.task.memory_factor,
-                        peak_rss: None,
-                        leaked: None,
-                        skipped: f.task.skipped,
-                    });
+                    self.end_charged(f, d, slot, &verdict.cause, now, sink)
                 }
                 _ => {
                     if let Some(blame::Decision { next: Next::Retry { memory_factor }, .. }) = decision {
@@ -883,6 +820,95 @@ impl Engine {
         for task in back.into_iter().rev() {
             self.retry.push_front(task);
         }
+    }
+
+    /// Takes the dead worker's tasks off its slot, with how many of them were sent to it.
+    /// Those queued ahead of the executing one are credited to the slot as completed; a
+    /// worker that held several gets half as many at once next time.
+    fn take_inflight(&mut self, slot: SlotIndex, death: &Death<'_>) -> (Vec<InFlight>, usize) {
+        let s = &mut self.slots[slot];
+        let sent = s.sent;
+        // Tasks queued ahead of the executing one were finished, their results unsent: the
+        // worker was doing good work, and its death is no sign of a crash loop.
+        if let Some(p) = death.executing.iter().filter_map(|seq| s.inflight.iter().position(|f| f.seq == *seq)).min() {
+            s.completed += p as u64;
+        }
+        if s.inflight.len() > 1 {
+            s.cap = (s.cap.min(s.inflight.len()) / 2).max(1);
+        }
+        s.sent = 0;
+        (s.inflight.drain(..).collect(), sent)
+    }
+
+    /// Charges `f`'s attempt with the death: one attempt used, its crash kept, and (when the
+    /// death blames it alone) its current record set aside.
+    fn charge(&self, f: &mut InFlight, death: &Death<'_>, verdict: &Verdict) {
+        f.task.charged += 1;
+        f.task.crashes.push(Crash { attempt: f.attempt, pid: death.pid, cause: verdict.cause.clone() });
+        if verdict.blamed.len() == 1 {
+            self.set_aside(&mut f.task, f.seq, death, &verdict.cause);
+        }
+    }
+
+    /// Ends a charged task that `d` runs no more: failed (a command that timed out: its
+    /// worker was killed to stop it) or quarantined; counted, its event, its record.
+    fn end_charged(
+        &mut self,
+        f: InFlight,
+        d: blame::Decision,
+        slot: SlotIndex,
+        cause: &shared::record::CrashCause,
+        now: u64,
+        sink: &mut dyn Sink,
+    ) {
+        let attempts = f.task.charged;
+        let id = f.task.job.id();
+        let ending = if d.next == Next::Fail {
+            self.counts.failed += 1;
+            let ms = match cause {
+                shared::record::CrashCause::Timeout { limit_ms } => *limit_ms as f64,
+                _ => 0.0,
+            };
+            self.emit(sink, now, || RunEvent::TaskFinished {
+                id: id.to_string(),
+                worker: slot,
+                status: Status::Failed,
+                ms,
+                label: TaskLabel::of(f.task.job.label()),
+                peak_rss: None,
+            });
+            Ending::Failed(shared::proto::TaskError::new(cause.to_string()))
+        } else {
+            self.counts.quarantined += 1;
+            if self.counts.quarantined <= LOGGED_DEATHS {
+                log::warn!(
+                    "task {id}{} quarantined after {attempts} attempts ({})",
+                    crate::engine::job::describe(f.task.job.label()),
+                    d.rule
+                );
+            }
+            self.emit(sink, now, || RunEvent::TaskQuarantined {
+                id: id.to_string(),
+                attempts,
+                label: TaskLabel::of(f.task.job.label()),
+            });
+            Ending::Quarantined
+        };
+        sink.finished(Finished {
+            id,
+            label: f.task.job.label(),
+            order: f.task.order,
+            seq: Some(f.seq),
+            attempts,
+            micros: None,
+            ending,
+            crashes: f.task.crashes,
+            rule: Some(d.rule),
+            memory_factor: f.task.memory_factor,
+            peak_rss: None,
+            leaked: None,
+            skipped: f.task.skipped,
+        });
     }
 
     /// With `--skip-bad-records`, notes the record the dead attempt of `task` (`seq`) was on,

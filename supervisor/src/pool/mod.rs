@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shared::exit;
 use shared::proto::TaskError;
-use shared::record::{Captured, Conclusion, Crash, Record, RecordRef, Status};
+use shared::record::{Conclusion, Crash, Record, RecordRef, Status};
 use shared::task::BuiltinOutput;
 use worker::Handler;
 
@@ -826,6 +826,71 @@ impl PoolBuilder {
         self
     }
 
+    /// Checks the settings against each other and their bounds.
+    fn check(&self) -> Result<(), SettingError> {
+        if self.workers == 0 || self.workers > MAX_WORKERS {
+            return Err(SettingError::Workers { given: self.workers, max: MAX_WORKERS });
+        }
+        if self.attempts == 0 {
+            return Err(SettingError::NoAttempts);
+        }
+        if self.threads_per_worker == 0 || self.threads_per_worker > shared::shm::MAX_SLOTS {
+            let (given, max) = (self.threads_per_worker, shared::shm::MAX_SLOTS);
+            return Err(SettingError::ThreadsPerWorker { given, max });
+        }
+        if self.address_space_limit.is_some() && self.mode == Mode::Thread {
+            return Err(SettingError::LimitInThreadMode { limit: "an address-space limit" });
+        }
+        if (self.memory_limit.is_some() || self.max_worker_memory.is_some()) && self.mode == Mode::Thread {
+            return Err(SettingError::LimitInThreadMode { limit: "a memory limit" });
+        }
+        if self.skip_bad_records && self.mode == Mode::Thread {
+            return Err(SettingError::SkipBadRecordsInThreadMode);
+        }
+        if self.max_tasks_per_worker == Some(0) {
+            return Err(SettingError::NoTasksPerWorker);
+        }
+        if self.worker_output == WorkerOutput::Capture && self.mode == Mode::Thread {
+            return Err(SettingError::CaptureInThreadMode);
+        }
+        if let Some(limit) = self.memory_limit
+            && limit < MIN_MEMORY_LIMIT
+        {
+            return Err(SettingError::MemoryLimitTooSmall { limit, min: MIN_MEMORY_LIMIT });
+        }
+        if let Some(limit) = self.address_space_limit
+            && limit < MIN_ADDRESS_SPACE_LIMIT
+        {
+            return Err(SettingError::AddressSpaceLimitTooSmall { limit, min: MIN_ADDRESS_SPACE_LIMIT });
+        }
+        if let Some(limit) = self.address_space_limit
+            && self.threads_per_worker > 1
+        {
+            // Each task thread reserves its stack and a guard page; the worker needs its own
+            // start-up's worth besides.
+            let stacks = u64::from(self.threads_per_worker) * (worker::TASK_STACK_BYTES as u64 + 4096);
+            let need = stacks + MIN_ADDRESS_SPACE_LIMIT;
+            if need > limit {
+                let threads = self.threads_per_worker;
+                return Err(SettingError::StacksOverAddressSpace { threads, stacks, need, limit });
+            }
+        }
+        if self.max_task_bytes == 0 || self.max_task_bytes > MAX_TASK_BYTES {
+            return Err(SettingError::TaskLimit { given: self.max_task_bytes, max: MAX_TASK_BYTES });
+        }
+        if let Some(given) = self.timeout.into_iter().chain(self.stall_timeout).min()
+            && given < MIN_TIMEOUT
+        {
+            return Err(SettingError::TimeoutTooShort { given, min: MIN_TIMEOUT });
+        }
+        if let Some((k, n)) = self.shard
+            && (n == 0 || k >= n)
+        {
+            return Err(SettingError::Shard { k, n });
+        }
+        Ok(())
+    }
+
     /// Builds the pool for `handler`, the value every worker serves (each process mode
     /// worker gets a copy, serialized with its handshake). In a worker process that did not
     /// serve (no [`serve_if_worker`](crate::serve_if_worker) for this handler came first in
@@ -847,66 +912,7 @@ impl PoolBuilder {
         // A worker whose program got here without serving exits now, before the program's
         // own work runs a second time; the pool that started it names the missing call.
         worker::exit_if_unserved_worker();
-        if self.workers == 0 || self.workers > MAX_WORKERS {
-            return Err(SettingError::Workers { given: self.workers, max: MAX_WORKERS }.into());
-        }
-        if self.attempts == 0 {
-            return Err(SettingError::NoAttempts.into());
-        }
-        if self.threads_per_worker == 0 || self.threads_per_worker > shared::shm::MAX_SLOTS {
-            let (given, max) = (self.threads_per_worker, shared::shm::MAX_SLOTS);
-            return Err(SettingError::ThreadsPerWorker { given, max }.into());
-        }
-        if self.address_space_limit.is_some() && self.mode == Mode::Thread {
-            return Err(SettingError::LimitInThreadMode { limit: "an address-space limit" }.into());
-        }
-        if (self.memory_limit.is_some() || self.max_worker_memory.is_some()) && self.mode == Mode::Thread {
-            return Err(SettingError::LimitInThreadMode { limit: "a memory limit" }.into());
-        }
-        if self.skip_bad_records && self.mode == Mode::Thread {
-            return Err(SettingError::SkipBadRecordsInThreadMode.into());
-        }
-        if self.max_tasks_per_worker == Some(0) {
-            return Err(SettingError::NoTasksPerWorker.into());
-        }
-        if self.worker_output == WorkerOutput::Capture && self.mode == Mode::Thread {
-            return Err(SettingError::CaptureInThreadMode.into());
-        }
-        if let Some(limit) = self.memory_limit
-            && limit < MIN_MEMORY_LIMIT
-        {
-            return Err(SettingError::MemoryLimitTooSmall { limit, min: MIN_MEMORY_LIMIT }.into());
-        }
-        if let Some(limit) = self.address_space_limit
-            && limit < MIN_ADDRESS_SPACE_LIMIT
-        {
-            return Err(SettingError::AddressSpaceLimitTooSmall { limit, min: MIN_ADDRESS_SPACE_LIMIT }.into());
-        }
-        if let Some(limit) = self.address_space_limit
-            && self.threads_per_worker > 1
-        {
-            // Each task thread reserves its stack and a guard page; the worker needs its own
-            // start-up's worth besides.
-            let stacks = u64::from(self.threads_per_worker) * (worker::TASK_STACK_BYTES as u64 + 4096);
-            let need = stacks + MIN_ADDRESS_SPACE_LIMIT;
-            if need > limit {
-                let threads = self.threads_per_worker;
-                return Err(SettingError::StacksOverAddressSpace { threads, stacks, need, limit }.into());
-            }
-        }
-        if self.max_task_bytes == 0 || self.max_task_bytes > MAX_TASK_BYTES {
-            return Err(SettingError::TaskLimit { given: self.max_task_bytes, max: MAX_TASK_BYTES }.into());
-        }
-        if let Some(given) = self.timeout.into_iter().chain(self.stall_timeout).min()
-            && given < MIN_TIMEOUT
-        {
-            return Err(SettingError::TimeoutTooShort { given, min: MIN_TIMEOUT }.into());
-        }
-        if let Some((k, n)) = self.shard
-            && (n == 0 || k >= n)
-        {
-            return Err(SettingError::Shard { k, n }.into());
-        }
+        self.check()?;
         let program = match &self.program {
             Some(p) => p.clone(),
             None => WorkerProgram::current().map_err(io_err("find this executable to start workers"))?,
@@ -1078,80 +1084,33 @@ impl<H: Handler> Pool<H> {
             Some(path) => Some(ControlServer::bind(path).map_err(io_err(format!("listen on {}", path.display())))?),
             None => None,
         };
-        // Before anything is opened: no output may overwrite another, nor follow a planted
-        // symlink.
-        let mut paths = Vec::new();
-        if let Some(ResultsTarget::File(p)) = &c.results {
-            paths.push((Role::Results, p.as_path()));
-        }
-        if let Some(p) = &c.events {
-            paths.push((Role::Events, p.as_path()));
-        }
-        crate::output::files::check(&paths)?;
-        let (journal, resumed) = match &c.results {
-            Some(t) => {
-                let (j, r) = Journal::open(t, c.resume)?;
-                (Some(j), r)
-            }
-            None if c.resume => {
-                return Err(SettingError::ResumeWithoutResults.into());
-            }
-            None => (None, Resumed::default()),
-        };
-        let events = match &c.events {
-            Some(p) => Some(EventsFile::open(p, c.resume)?),
-            None => None,
-        };
-        let mut resumed = resumed;
-        let mut previous = (resumed.ok, resumed.failed, resumed.quarantined);
-        // With --resume-failed, the tasks whose last record did not end ok run again: they are
-        // not the earlier runs' any more.
-        let superseded: Arc<HashMap<String, u32>> = if c.resume_failed {
-            for (_, status) in resumed.not_ok.values() {
-                match status {
-                    Status::Failed => previous.1 -= 1,
-                    _ => previous.2 -= 1,
-                }
-            }
-            Arc::new(std::mem::take(&mut resumed.not_ok).into_iter().map(|(id, (n, _))| (id, n)).collect())
-        } else {
-            Arc::default()
-        };
+        let (journal, mut resumed, events) = open_outputs(c)?;
+        let (previous, superseded) = take_superseded(c.resume_failed, &mut resumed);
         let mut admission = Admission::new(std::mem::take(&mut resumed.done), c.shard);
         admission.rerun = superseded.clone();
         admission.content_ids = c.content_ids;
         let src = source(admission).map_err(io_err("start reading the tasks"))?;
-        let now = mono_ns();
-        let timeout_ns = c.timeout.map(|d| d.as_nanos() as u64);
-        let engine = Engine::new(
-            EngineConfig {
-                workers: c.workers,
-                threads_per_worker: if c.mode == Mode::Thread { 1 } else { c.threads_per_worker },
-                attempts: c.attempts,
-                timeout_ns,
-                stall_timeout_ns: c.stall_timeout.map(|d| d.as_nanos() as u64),
-                heartbeat_timeout_ns: (c.mode == Mode::Process).then_some(c.heartbeat_timeout.as_nanos() as u64),
-                drain_grace_ns: c.grace.as_nanos() as u64,
-                restart: c.restart,
-                retry_failed: c.retry_failed,
-                retry: c.retry.clone(),
-                timeout_percent: c.timeout_percent,
-                inject: c.inject.clone(),
-                seed: c.seed,
-                max_task_bytes: c.max_task_bytes,
-                max_tasks_per_worker: c.max_tasks_per_worker,
-                max_worker_memory: c.max_worker_memory,
-                halt: c.halt.map(|h| (h, c.expected_total)),
-                // Under a halt rule a worker holds only what it runs: a task queued behind
-                // the one that reaches the rule would start after it.
-                queue_budget_ns: if c.halt.is_some() { 0 } else { EngineConfig::default().queue_budget_ns },
-                memory_limit: c.memory_limit,
-                skip_bad_records: c.skip_bad_records,
-                ..EngineConfig::default()
-            },
-            now,
-        );
-        let backend: Box<dyn Backend + 'a> = match c.mode {
+        let engine = Engine::new(c.engine_config(), mono_ns());
+        let backend = self.backend()?;
+        let signals = Signals::new(c.handle_signals).map_err(io_err("install signal handlers"))?;
+        let progress = c.progress.then(|| Progress::new(c.expected_total));
+        Ok(Run {
+            runtime: Runtime::new(engine, backend, src, signals),
+            sink: RunSink::new(journal, events, superseded, c.worker_output),
+            hooks: RunHooks { control, progress, mode: c.mode },
+            previous,
+            started: Instant::now(),
+            done: false,
+            reported: false,
+            pool_mode: c.mode,
+        })
+    }
+
+    /// The workers of the pool's mode: processes of its worker program, or threads that
+    /// share its handler.
+    fn backend<'a>(&'a self) -> Result<Box<dyn Backend + 'a>, PoolError> {
+        let c = &self.cfg;
+        Ok(match c.mode {
             Mode::Process => Box::new(
                 ProcessBackend::new(
                     SpawnConfig {
@@ -1174,29 +1133,6 @@ impl<H: Handler> Pool<H> {
             Mode::Thread => {
                 Box::new(ThreadBackend::new(self.handler.clone(), c.workers).map_err(io_err("set up thread mode"))?)
             }
-        };
-        let signals = Signals::new(c.handle_signals).map_err(io_err("install signal handlers"))?;
-        let progress = c.progress.then(|| Progress::new(c.expected_total));
-        Ok(Run {
-            runtime: Runtime::new(engine, backend, src, signals),
-            sink: RunSink {
-                journal,
-                events,
-                queue: VecDeque::new(),
-                collect: true,
-                observers: Vec::new(),
-                concluded: Vec::new(),
-                first_bad: Vec::new(),
-                superseded,
-                worker_output: c.worker_output,
-                captured: HashMap::new(),
-            },
-            hooks: RunHooks { control, progress, mode: c.mode },
-            previous,
-            started: Instant::now(),
-            done: false,
-            reported: false,
-            pool_mode: c.mode,
         })
     }
 
@@ -1214,6 +1150,85 @@ impl<H: Handler> Pool<H> {
     /// ```
     pub fn handler(&self) -> &H {
         &self.handler
+    }
+}
+
+/// The run's outputs, opened: its journal with what an earlier run recorded (on resume),
+/// and its events file. Before anything is opened, no output may overwrite another, nor
+/// follow a planted symlink.
+fn open_outputs(c: &PoolBuilder) -> Result<(Option<Journal>, Resumed, Option<EventsFile>), PoolError> {
+    let mut paths = Vec::new();
+    if let Some(ResultsTarget::File(p)) = &c.results {
+        paths.push((Role::Results, p.as_path()));
+    }
+    if let Some(p) = &c.events {
+        paths.push((Role::Events, p.as_path()));
+    }
+    crate::output::files::check(&paths)?;
+    let (journal, resumed) = match &c.results {
+        Some(t) => {
+            let (j, r) = Journal::open(t, c.resume)?;
+            (Some(j), r)
+        }
+        None if c.resume => {
+            return Err(SettingError::ResumeWithoutResults.into());
+        }
+        None => (None, Resumed::default()),
+    };
+    let events = match &c.events {
+        Some(p) => Some(EventsFile::open(p, c.resume)?),
+        None => None,
+    };
+    Ok((journal, resumed, events))
+}
+
+/// The earlier runs' (ok, failed, quarantined) records, and with `resume_failed` the tasks
+/// taken from `resumed` to run again, with the final records they have: those are not the
+/// earlier runs' any more.
+fn take_superseded(resume_failed: bool, resumed: &mut Resumed) -> ((u64, u64, u64), Arc<HashMap<String, u32>>) {
+    let mut previous = (resumed.ok, resumed.failed, resumed.quarantined);
+    if !resume_failed {
+        return (previous, Arc::default());
+    }
+    for (_, status) in resumed.not_ok.values() {
+        match status {
+            Status::Failed => previous.1 -= 1,
+            _ => previous.2 -= 1,
+        }
+    }
+    let superseded = std::mem::take(&mut resumed.not_ok).into_iter().map(|(id, (n, _))| (id, n)).collect();
+    (previous, Arc::new(superseded))
+}
+
+impl PoolBuilder {
+    /// The engine's policies, in its units (nanoseconds).
+    fn engine_config(&self) -> EngineConfig {
+        let c = self;
+        EngineConfig {
+            workers: c.workers,
+            threads_per_worker: if c.mode == Mode::Thread { 1 } else { c.threads_per_worker },
+            attempts: c.attempts,
+            timeout_ns: c.timeout.map(|d| d.as_nanos() as u64),
+            stall_timeout_ns: c.stall_timeout.map(|d| d.as_nanos() as u64),
+            heartbeat_timeout_ns: (c.mode == Mode::Process).then_some(c.heartbeat_timeout.as_nanos() as u64),
+            drain_grace_ns: c.grace.as_nanos() as u64,
+            restart: c.restart,
+            retry_failed: c.retry_failed,
+            retry: c.retry.clone(),
+            timeout_percent: c.timeout_percent,
+            inject: c.inject.clone(),
+            seed: c.seed,
+            max_task_bytes: c.max_task_bytes,
+            max_tasks_per_worker: c.max_tasks_per_worker,
+            max_worker_memory: c.max_worker_memory,
+            halt: c.halt.map(|h| (h, c.expected_total)),
+            // Under a halt rule a worker holds only what it runs: a task queued behind
+            // the one that reaches the rule would start after it.
+            queue_budget_ns: if c.halt.is_some() { 0 } else { EngineConfig::default().queue_budget_ns },
+            memory_limit: c.memory_limit,
+            skip_bad_records: c.skip_bad_records,
+            ..EngineConfig::default()
+        }
     }
 }
 
@@ -1265,6 +1280,61 @@ struct RunSink<O> {
 }
 
 impl<O> RunSink<O> {
+    /// The sink of a run that writes `journal` and `events`; `superseded`: the tasks run
+    /// again by `resume_failed`, with the final records they have.
+    fn new(
+        journal: Option<Journal>,
+        events: Option<EventsFile>,
+        superseded: Arc<HashMap<String, u32>>,
+        worker_output: WorkerOutput,
+    ) -> Self {
+        RunSink {
+            journal,
+            events,
+            queue: VecDeque::new(),
+            collect: true,
+            observers: Vec::new(),
+            concluded: Vec::new(),
+            first_bad: Vec::new(),
+            superseded,
+            worker_output,
+            captured: HashMap::new(),
+        }
+    }
+
+    /// The record of the task `f` that ended as `end`, by `rule`: the one place its fields
+    /// are filled, borrowed from the task, so that writing it costs no allocation. A
+    /// command's streams are in the record's own fields whatever its status: a failed one's
+    /// come with its error, an ok one's with its output.
+    fn record<'a>(
+        &self,
+        f: &'a Finished<'_>,
+        end: Conclusion<&'a O, &'a TaskError>,
+        rule: Option<&'a str>,
+    ) -> RecordRef<'a, O>
+    where
+        O: 'static,
+    {
+        let ms = f.micros.map(|m| m as f64 / 1000.0);
+        let streams = match end {
+            Conclusion::Ok(o) => (o as &dyn std::any::Any).downcast_ref::<BuiltinOutput>().and_then(|o| o.streams()),
+            _ => None,
+        };
+        let mut record = RecordRef {
+            peak_rss: f.peak_rss,
+            leaked: f.leaked,
+            rule,
+            memory_factor: (f.memory_factor > 1).then_some(f.memory_factor),
+            supersedes: self.superseded.get(f.id).copied(),
+            skipped: &f.skipped,
+            ..RecordRef::concluded(f.id, f.attempts, ms, end, &f.crashes)
+        };
+        if let Some((out, err)) = streams {
+            (record.stdout, record.stderr) = (Some(out), Some(err));
+        }
+        record
+    }
+
     /// Writes a worker's line on this process's stderr, prefixed. Stderr is where a
     /// failure would be told, so a failure to write there has nowhere to go and is dropped.
     fn forward(line: &WorkerLine<'_>) {
@@ -1275,77 +1345,51 @@ impl<O> RunSink<O> {
 
 impl<O: Serialize + DeserializeOwned + 'static> Sink for RunSink<O> {
     fn finished(&mut self, f: Finished<'_>) {
-        let ms = f.micros.map(|m| m as f64 / 1000.0);
-        let end = match f.ending {
-            Ending::Ok(bytes) => match postcard::from_bytes::<O>(bytes) {
-                Ok(o) => Conclusion::Ok(o),
-                Err(e) => Conclusion::Failed(TaskError::new(format!("undecodable output: {e}"))),
-            },
-            Ending::Failed(e) => Conclusion::Failed(e),
-            Ending::Quarantined => Conclusion::Quarantined,
+        // The output decoded here is owned (the collected record takes it); the rest stays
+        // borrowed from `f` for the record.
+        let decoded = match f.ending {
+            Ending::Ok(bytes) => {
+                Some(postcard::from_bytes::<O>(bytes).map_err(|e| TaskError::new(format!("undecodable output: {e}"))))
+            }
+            Ending::Failed(_) | Ending::Quarantined => None,
+        };
+        let end = match (&f.ending, &decoded) {
+            (_, Some(Ok(o))) => Conclusion::Ok(o),
+            (_, Some(Err(e))) | (Ending::Failed(e), None) => Conclusion::Failed(e),
+            (_, None) => Conclusion::Quarantined,
         };
         if !matches!(end, Conclusion::Ok(_)) && self.first_bad.len() < FIRST_BAD {
             self.first_bad.push(format!("{}{}", f.id, crate::engine::job::describe(f.label)));
         }
-        // A command's streams are in the record's own fields whatever its status: a failed
-        // one's come with its error, an ok one's with its output.
-        fn streams<O: 'static>(end: &Conclusion<O, TaskError>) -> Option<(&Captured, &Captured)> {
-            match end {
-                Conclusion::Ok(o) => (o as &dyn std::any::Any).downcast_ref::<BuiltinOutput>()?.streams(),
-                _ => None,
+        let rule = f.rule.map(|r| r.to_string());
+        let record = self.record(&f, end, rule.as_deref());
+        if !self.concluded.is_empty() {
+            let c = Concluded {
+                id: f.id,
+                order: f.order,
+                seq: f.seq,
+                label: f.label,
+                status: record.status,
+                error: record.error,
+                stderr: record.stderr,
+                stdout: record.stdout,
+                crashes: &f.crashes,
+            };
+            for o in &mut self.concluded {
+                o(&c);
             }
         }
-        let rule = f.rule.map(|r| r.to_string());
-        let memory_factor = (f.memory_factor > 1).then_some(f.memory_factor);
-        let supersedes = self.superseded.get(f.id).copied();
-        {
-            let mut record = RecordRef {
-                peak_rss: f.peak_rss,
-                leaked: f.leaked,
-                ..RecordRef::concluded(f.id, f.attempts, ms, end.as_ref(), &f.crashes)
-            };
-            (record.rule, record.memory_factor, record.supersedes) = (rule.as_deref(), memory_factor, supersedes);
-            record.skipped = &f.skipped;
-            if let Some((out, err)) = streams(&end) {
-                (record.stdout, record.stderr) = (Some(out), Some(err));
-            }
-            if !self.concluded.is_empty() {
-                let c = Concluded {
-                    id: f.id,
-                    order: f.order,
-                    seq: f.seq,
-                    label: f.label,
-                    status: record.status,
-                    error: record.error,
-                    stderr: record.stderr,
-                    stdout: record.stdout,
-                    crashes: &f.crashes,
-                };
-                for o in &mut self.concluded {
-                    o(&c);
-                }
-            }
-            if let Some(j) = self.journal.as_mut() {
-                j.write(&record, f.label);
-            }
+        if let Some(j) = self.journal.as_mut() {
+            j.write(&record, f.label);
         }
         // Only captured lines are kept by id: hashing every finished task's id to look in an
         // empty map was ~4% of the supervisor's time on 1M no-ops (perf, 2 workers).
         let log = if self.captured.is_empty() { Vec::new() } else { self.captured.remove(f.id).unwrap_or_default() };
         if self.collect {
-            let lifted = streams(&end).map(|(o, e)| (o.clone(), e.clone()));
-            let mut record = Record {
-                peak_rss: f.peak_rss,
-                leaked: f.leaked,
-                ..Record::concluded(f.id.to_string(), f.attempts, ms, end, f.crashes)
-            };
-            (record.rule, record.memory_factor, record.supersedes) = (rule, memory_factor, supersedes);
-            record.skipped = f.skipped;
-            if let Some((out, err)) = lifted {
-                (record.stdout, record.stderr) = (Some(out), Some(err));
-            }
-            record.log = log;
-            self.queue.push_back(record);
+            // The owned record is the one just written, with the output moved in (a task's
+            // output need not be `Clone`) and the worker's captured lines.
+            let written = record.to_record(None);
+            self.queue.push_back(Record { output: decoded.and_then(Result::ok), log, ..written });
         }
     }
 
