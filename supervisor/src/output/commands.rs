@@ -123,7 +123,9 @@ impl CommandOutput {
         if c.status == Status::Ok && self.spool.is_none() && !self.keep_order {
             return;
         }
-        let label = crate::engine::lifecycle::TaskLabel::of(c.label);
+        // Parsed only where it is shown: a failure line, a tag.
+        let label =
+            (c.status != Status::Ok || self.tag).then(|| crate::engine::lifecycle::TaskLabel::of(c.label)).flatten();
         let failure = (c.status != Status::Ok).then(|| Failure {
             // A --cmd task is named as its user knows it: its {#} and its input line.
             number: label.as_ref().map_or(c.order + 1, |l| l.seq),

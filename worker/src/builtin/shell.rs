@@ -118,7 +118,7 @@ pub(super) fn run_fed(
     // and the orphans that come to it) are all found and stopped; thread mode does not see
     // orphans that left the group.
     if let Some(f) = files {
-        f.done(stdout.is_whole() && stderr.is_whole(), leftovers == 0 && crate::startup::in_worker());
+        f.done((&stdout, &stderr), leftovers == 0 && crate::startup::in_worker());
     }
     match (status.code(), status.signal()) {
         (Some(0), _) => Ok(BuiltinOutput::Shell { exit: 0, stdout, stderr }),
@@ -162,6 +162,8 @@ struct SpoolFiles {
     dir: PathBuf,
     out: File,
     err: File,
+    /// The bytes in `out` and `err` when the last command that used them ended.
+    written: [u64; 2],
 }
 
 impl SpoolFiles {
@@ -233,19 +235,20 @@ impl SpoolFiles {
             let mut o = std::fs::OpenOptions::new();
             o.read(true).write(true).create(true).truncate(true).open(dir.join(name)).map_err(spool_err)
         };
-        Ok(Self { root: root.to_path_buf(), out: open("out")?, err: open("err")?, dir })
+        Ok(Self { root: root.to_path_buf(), out: open("out")?, err: open("err")?, dir, written: [0, 0] })
     }
 
     /// Empties both files for a new command: truncated where the last one wrote anything,
     /// and written from their start (the offset is shared with the command's descriptors).
-    fn empty(&self) -> std::io::Result<()> {
+    fn empty(&mut self) -> std::io::Result<()> {
         use std::io::{Seek, SeekFrom};
-        for mut f in [&self.out, &self.err] {
-            if f.metadata()?.len() > 0 {
+        for (mut f, written) in [&self.out, &self.err].into_iter().zip(self.written) {
+            if written > 0 {
                 f.set_len(0)?;
             }
             f.seek(SeekFrom::Start(0))?;
         }
+        self.written = [0, 0];
         Ok(())
     }
 
@@ -264,12 +267,13 @@ impl SpoolFiles {
         Ok((head(&self.out)?, head(&self.err)?))
     }
 
-    /// The command is over and its heads go to the supervisor. Where they are `whole` it
+    /// The command is over and its heads go to the supervisor. Where they are whole it
     /// never opens these files: they are kept for this thread's next command where
     /// `reusable` (nothing the command started can still write into them), else removed
     /// here. Otherwise they are the supervisor's to read and remove.
-    fn done(self, whole: bool, reusable: bool) {
-        match (whole, reusable) {
+    fn done(mut self, (out, err): (&Captured, &Captured), reusable: bool) {
+        self.written = [out.bytes, err.bytes];
+        match (out.is_whole() && err.is_whole(), reusable) {
             (true, true) => REUSABLE.set(Some(self)),
             // A straggler that still holds a file writes into an unlinked one.
             (true, false) => {
@@ -548,7 +552,7 @@ mod tests {
         let (out, err) = first.heads().unwrap();
         assert_eq!((out.head.as_str(), err.head.as_str()), ("one\n", "oops\n"));
         let inode = first.out.metadata().unwrap().ino();
-        first.done(true, true);
+        first.done((&out, &err), true);
         let second = SpoolFiles::create(root.path(), 2).unwrap();
         assert_eq!(second.out.metadata().unwrap().ino(), inode, "the same file, taken over");
         assert!(!root.path().join("1").exists() && root.path().join("2/out").exists());
@@ -558,12 +562,12 @@ mod tests {
         assert_eq!(std::fs::read(root.path().join("2/out")).unwrap(), b"two");
         // Output the supervisor reads from the files stays where it is, and the next command
         // gets new ones.
-        second.done(false, true);
+        second.done((&Captured::of(b"tw", 3), &Captured::default()), true);
         let third = SpoolFiles::create(root.path(), 3).unwrap();
         assert_ne!(third.out.metadata().unwrap().ino(), inode);
         assert_eq!(std::fs::read(root.path().join("2/out")).unwrap(), b"two");
         // Whole heads whose files cannot be reused are removed.
-        third.done(true, false);
+        third.done((&Captured::default(), &Captured::default()), false);
         assert!(!root.path().join("3").exists());
         let fourth = SpoolFiles::create(root.path(), 4).unwrap();
         assert!(root.path().join("4/err").exists());
