@@ -193,8 +193,8 @@ impl Captured {
     }
 
     /// Whether the head is the whole stream, byte for byte: not cut, and no byte of it was
-    /// replaced for not being UTF-8. A spooled stream whose head is whole needs no file: the
-    /// worker removes it, and its reader writes the head.
+    /// replaced for not being UTF-8. A spooled stream whose head is whole needs no file: its
+    /// reader writes the head and never opens it, and the worker reuses or removes it.
     pub fn is_whole(&self) -> bool {
         !self.cut && !self.head.contains('\u{FFFD}')
     }

@@ -241,3 +241,48 @@ fn tag_puts_the_input_line_before_each_output_line() {
     sb.assert_clean();
     assert_no_spool(&sb);
 }
+
+/// A worker's next command takes over its last one's spool files only where nobody reads
+/// them: with -k, output past its head held behind a slow first command comes out whole,
+/// each command's own, however many commands its worker ran meanwhile; and a command killed
+/// after its worker's earlier one shows only what it printed itself.
+#[test]
+fn spool_files_taken_over_never_mix_two_commands_output() {
+    let sb = Sandbox::new();
+    let results = sb.path("results.jsonl");
+    let cmd = "if [ {} = 1 ]; then while [ ! -e go ]; do sleep 0.01; done; fi; \
+               if [ $(( {} % 2 )) = 0 ]; then yes {} | head -c 6000; else echo {}; fi";
+    let r = results.to_str().unwrap();
+    let run = sb.spawn(&["run", "-j", "2", "-k", "--results", r, "--cmd", cmd], Some("1\n2\n3\n4\n5\n6\n7\n"));
+    wait_for("the six quick commands' records", || {
+        std::fs::read_to_string(&results).is_ok_and(|t| t.lines().count() == 6)
+    });
+    std::fs::write(sb.path("go"), "").unwrap();
+    let done = run.wait();
+    done.expect_code(0);
+    let expected: String = (1..=7)
+        .map(|n| match n % 2 {
+            0 => format!("{n}\n").repeat(3000),
+            _ => format!("{n}\n"),
+        })
+        .collect();
+    assert!(
+        done.stdout() == expected,
+        "stdout of {} bytes is not each command's own output in order",
+        done.stdout().len()
+    );
+    sb.assert_clean();
+    assert_no_spool(&sb);
+
+    // One worker: the second command runs in the files of the first, and is killed.
+    let sb = Sandbox::new();
+    let cmd = "echo {}-out; if [ {} = slow ]; then echo {}-err >&2; sleep 60; fi";
+    let done = sb.run(&["run", "-j", "1", "--timeout", "2", "--attempts", "1", "--cmd", cmd], Some("first\nslow\n"));
+    done.expect_code(1);
+    assert_eq!(done.stdout(), "first-out\nslow-out\n");
+    let err = done.stderr();
+    let line = err.lines().find(|l| l.contains(" failed (slow): ")).unwrap_or_else(|| panic!("{err}"));
+    assert!(line.contains("timed out") && line.ends_with(": slow-err"), "{line}");
+    sb.assert_clean();
+    assert_no_spool(&sb);
+}

@@ -3,12 +3,15 @@
 //! `-k`) in input order; and the one line on stderr that each failed or quarantined command
 //! gets.
 //!
-//! The workers' commands write straight into files of a private spool directory, named by
-//! their assignment's seq (`worker::builtin::Builtin::spooling`); this side copies a
-//! finished command's files to its outputs (`sendfile`, no copy in our memory) and removes
-//! them. A command `-k` holds behind a slower one costs only its entry here: its output
-//! stays in its files until its turn, so memory is bounded whatever it printed and however
-//! long it waits.
+//! The workers' commands write straight into the files `out` and `err` of a directory named
+//! by their assignment's seq in a private spool directory (`worker::builtin::Builtin::spooling`).
+//! A command whose streams are whole in its record's heads is written from them, and its
+//! directory is left alone: its worker takes it over for its next command. Any other (output
+//! past its head, or not UTF-8, or a command killed with its worker) has its files copied
+//! to our outputs (`sendfile`, no copy in our memory), and its directory removed. A command
+//! `-k` holds behind a slower one costs only its entry here: its output stays in its files
+//! until its turn (its worker starts new ones), so memory is bounded whatever it printed and
+//! however long it waits.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -120,7 +123,9 @@ impl CommandOutput {
         if c.status == Status::Ok && self.spool.is_none() && !self.keep_order {
             return;
         }
-        let label = crate::engine::lifecycle::TaskLabel::of(c.label);
+        // Parsed only where it is shown: a failure line, a tag.
+        let label =
+            (c.status != Status::Ok || self.tag).then(|| crate::engine::lifecycle::TaskLabel::of(c.label)).flatten();
         let failure = (c.status != Status::Ok).then(|| Failure {
             // A --cmd task is named as its user knows it: its {#} and its input line.
             number: label.as_ref().map_or(c.order + 1, |l| l.seq),
@@ -196,15 +201,23 @@ impl Writer {
 
     fn show(&mut self, h: Held) {
         let mut last = h.failure.as_ref().and_then(|f| f.last.clone());
-        if let (Some(seq), Some(dir)) = (h.seq, self.dir.clone()) {
-            let (out, err) = (dir.join(format!("{seq}.out")), dir.join(format!("{seq}.err")));
+        if let (Some(seq), Some(spool)) = (h.seq, self.dir.clone()) {
+            let dir = spool.join(seq.to_string());
+            let (out, err) = (dir.join("out"), dir.join("err"));
             self.copy(&out, h.whole[0].as_deref(), true, h.tag.as_deref());
+            // A whole head's last line is the stream's; its file may be another command's by now.
             if h.failure.is_some()
+                && h.whole[1].is_none()
                 && let Some(l) = last_line_of(&err)
             {
                 last = Some(l);
             }
             self.copy(&err, h.whole[1].as_deref(), false, h.tag.as_deref());
+            // Only a directory whose files were read is this side's to remove: one whose
+            // heads were whole is its worker's, for its next command.
+            if h.whole.iter().any(Option::is_none) {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
         }
         if let Some(f) = h.failure {
             let line = match last {
@@ -222,8 +235,9 @@ impl Writer {
         }
     }
 
-    /// Copies a spool file whole to stdout or stderr and removes it; a file that is not there
-    /// is an empty stream (the worker removes those).
+    /// Copies a spool file whole to stdout or stderr, or `whole`, the stream's head, where it
+    /// is all of it; a file that is not there is an empty stream (a command that never
+    /// started).
     fn copy(&mut self, path: &Path, whole: Option<&str>, to_stdout: bool, tag: Option<&[u8]>) {
         if let Some(text) = whole {
             if self.failed.is_some() || text.is_empty() {
@@ -247,7 +261,6 @@ impl Writer {
                 return;
             }
         };
-        let _ = std::fs::remove_file(path);
         if self.failed.is_some() {
             return;
         }

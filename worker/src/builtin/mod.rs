@@ -41,9 +41,11 @@ impl Builtin {
     pub const NAME: &'static str = "bulkhead-builtin";
 
     /// A handler whose shell commands write their stdout and stderr straight into the files
-    /// `DIR/SEQ.out` and `DIR/SEQ.err` (SEQ: the assignment's seq), which the supervisor reads
-    /// and removes; an empty one is removed here. The command writes into the file itself, so
-    /// no byte of it passes through the worker's memory, however much it prints.
+    /// `DIR/SEQ/out` and `DIR/SEQ/err` (SEQ: the assignment's seq), which the supervisor reads
+    /// and removes where the record's heads do not hold them whole; where they do, the task
+    /// thread's next command takes the directory over (renamed, emptied). The command writes
+    /// into the file itself, so no byte of it passes through the worker's memory, however
+    /// much it prints.
     pub fn spooling(dir: std::path::PathBuf) -> Self {
         Self { spool: Some(dir), patterns: Mutex::default() }
     }

@@ -64,7 +64,8 @@ pub(super) fn run_fed(
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| start_err(e.into()))?;
         Ok((File::from(r), File::from(w)))
     };
-    let files = spool.map(SpoolFiles::create).transpose()?;
+    let seq = crate::execute::executing().unwrap_or(0);
+    let files = spool.map(|root| SpoolFiles::create(root, seq)).transpose()?;
     let input = match &feed {
         Some(_) => Some(pipe()?),
         None => None,
@@ -99,9 +100,10 @@ pub(super) fn run_fed(
         None => child.wait(),
     };
     // Anything the command left behind goes with it.
-    cx.add_leaked(stop_leftovers(pgid));
+    let leftovers = stop_leftovers(pgid);
+    cx.add_leaked(leftovers);
     cx.clear_child_group();
-    let (stdout, stderr) = match files {
+    let (stdout, stderr) = match &files {
         Some(f) => f.heads()?,
         None => heads.unwrap_or_default(),
     };
@@ -111,6 +113,13 @@ pub(super) fn run_fed(
         fed.join().map_err(|_| TaskError::new("the feeder of the command's input panicked"))??;
     }
     hold_if_killed_by_the_job_signal(status);
+    // From here on every way returns the heads. The files are reused only where nothing the
+    // command started can write into them: in a worker process, whose leftovers (its group,
+    // and the orphans that come to it) are all found and stopped; thread mode does not see
+    // orphans that left the group.
+    if let Some(f) = files {
+        f.done((&stdout, &stderr), leftovers == 0 && crate::startup::in_worker());
+    }
     match (status.code(), status.signal()) {
         (Some(0), _) => Ok(BuiltinOutput::Shell { exit: 0, stdout, stderr }),
         (code, signal) => {
@@ -131,13 +140,30 @@ fn spool_err(e: std::io::Error) -> TaskError {
     TaskError::new(format!("cannot create the command's output file: {e}"))
 }
 
-/// The two files a command writes its output into, named by the task's seq in the spool
-/// directory.
+thread_local! {
+    /// This task thread's spool directory, kept after a command whose output was whole in its
+    /// heads (so nobody will read its files) for the thread's next command to take over.
+    static REUSABLE: std::cell::RefCell<Option<SpoolFiles>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The two files a command writes its output into, `out` and `err` in the directory named by
+/// the task's seq in the spool directory: where the supervisor finds them by the seq alone,
+/// a killed command's included.
+///
+/// A task thread takes the directory its last command left over when nobody will read it (the
+/// output was whole in the record's heads, and nothing the command started is left to write
+/// more): renamed to the new seq and its files truncated, one rename and at most two
+/// truncations where a fresh pair cost a directory, two creations and two removals (on ext4,
+/// ~4x the system time of the reuse, and far more while other writers keep its journal busy).
+/// A directory whose files the supervisor will read (output past its head, or not UTF-8) is
+/// left to it, which removes it once copied, and the next command starts a fresh one.
 struct SpoolFiles {
+    root: PathBuf,
+    dir: PathBuf,
     out: File,
     err: File,
-    out_path: PathBuf,
-    err_path: PathBuf,
+    /// The bytes in `out` and `err` when the last command that used them ended.
+    written: [u64; 2],
 }
 
 impl SpoolFiles {
@@ -186,37 +212,75 @@ impl SpoolFiles {
         child.wait()
     }
 
-    fn create(dir: &Path) -> Result<Self, TaskError> {
-        let seq = crate::execute::executing().unwrap_or(0);
-        let (out_path, err_path) = (dir.join(format!("{seq}.out")), dir.join(format!("{seq}.err")));
-        // Truncated: an attempt the supervisor stopped uncharged runs again under a new seq,
-        // but a file of this name can only be a leftover of the same one.
-        let open = |p: &Path| {
-            std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(p).map_err(spool_err)
+    /// The files of task `seq`, in `root`: this thread's last ones emptied and renamed, where
+    /// it left any, else new ones.
+    fn create(root: &Path, seq: u64) -> Result<Self, TaskError> {
+        let dir = root.join(seq.to_string());
+        // Taken, not borrowed: a command that ends in any other way than whole heads leaves
+        // nothing here, so the supervisor reads its files alone.
+        if let Some(mut last) = REUSABLE.take().filter(|s| s.root == root) {
+            // Any failure (the directory removed under it) falls back to new files.
+            if std::fs::rename(&last.dir, &dir).is_ok() && last.empty().is_ok() {
+                last.dir = dir;
+                return Ok(last);
+            }
+        }
+        // A directory of this name can only be a leftover of the same attempt: an attempt the
+        // supervisor stopped uncharged runs again under a new seq.
+        match std::fs::create_dir(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(spool_err(e)),
+            _ => {}
+        }
+        let open = |name: &str| {
+            let mut o = std::fs::OpenOptions::new();
+            o.read(true).write(true).create(true).truncate(true).open(dir.join(name)).map_err(spool_err)
         };
-        Ok(Self { out: open(&out_path)?, err: open(&err_path)?, out_path, err_path })
+        Ok(Self { root: root.to_path_buf(), out: open("out")?, err: open("err")?, dir, written: [0, 0] })
     }
 
-    /// Each file's head and size; a file that is empty or whole in its head is removed
-    /// here, so the supervisor need not open it.
-    fn heads(self) -> Result<(Captured, Captured), TaskError> {
-        let head = |f: &File, path: &Path| -> Result<Captured, TaskError> {
+    /// Empties both files for a new command: truncated where the last one wrote anything,
+    /// and written from their start (the offset is shared with the command's descriptors).
+    fn empty(&mut self) -> std::io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        for (mut f, written) in [&self.out, &self.err].into_iter().zip(self.written) {
+            if written > 0 {
+                f.set_len(0)?;
+            }
+            f.seek(SeekFrom::Start(0))?;
+        }
+        self.written = [0, 0];
+        Ok(())
+    }
+
+    /// Each file's head and size.
+    fn heads(&self) -> Result<(Captured, Captured), TaskError> {
+        let head = |f: &File| -> Result<Captured, TaskError> {
             let bytes = f.metadata().map_err(spool_err)?.len();
             if bytes == 0 {
-                let _ = std::fs::remove_file(path);
                 return Ok(Captured::default());
             }
             let mut buf = vec![0u8; HEAD_BYTES.min(bytes as usize)];
             let n = f.read_at(&mut buf, 0).map_err(spool_err)?;
             buf.truncate(n);
-            let c = Captured::of(&buf, bytes);
-            // Small output travels in the head alone: a file less to open and remove there.
-            if c.is_whole() {
-                let _ = std::fs::remove_file(path);
-            }
-            Ok(c)
+            Ok(Captured::of(&buf, bytes))
         };
-        Ok((head(&self.out, &self.out_path)?, head(&self.err, &self.err_path)?))
+        Ok((head(&self.out)?, head(&self.err)?))
+    }
+
+    /// The command is over and its heads go to the supervisor. Where they are whole it
+    /// never opens these files: they are kept for this thread's next command where
+    /// `reusable` (nothing the command started can still write into them), else removed
+    /// here. Otherwise they are the supervisor's to read and remove.
+    fn done(mut self, (out, err): (&Captured, &Captured), reusable: bool) {
+        self.written = [out.bytes, err.bytes];
+        match (out.is_whole() && err.is_whole(), reusable) {
+            (true, true) => REUSABLE.set(Some(self)),
+            // A straggler that still holds a file writes into an unlinked one.
+            (true, false) => {
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
+            (false, _) => {}
+        }
     }
 }
 
@@ -453,8 +517,9 @@ mod tests {
         assert_eq!(pg.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 
-    /// Spooled, the whole output is in the files, byte for byte; an empty stream leaves no
-    /// file.
+    /// Spooled, the whole output is in the files, byte for byte, in the directory named by
+    /// the seq (0 outside a task); a command whose heads are whole leaves no directory where
+    /// its files cannot be reused (outside a worker process).
     #[test]
     fn spooled_output_is_whole_in_its_files() {
         let dir = tempfile::tempdir().unwrap();
@@ -462,15 +527,51 @@ mod tests {
         let cx = TaskContext::new(1, &pg);
         let out = run("head -c 200000 /dev/urandom | od -An -tx1; printf 'x\\377y'", Some(dir.path()), &cx).unwrap();
         let BuiltinOutput::Shell { stdout, stderr, .. } = out else { unreachable!() };
-        let file = std::fs::read(dir.path().join("0.out")).unwrap();
-        let small = run("echo small", Some(dir.path()), &cx).unwrap();
-        assert_eq!(small.streams().unwrap().0.head, "small\n");
-        assert!(!dir.path().join("0.err").exists(), "a whole head needs no file");
+        let file = std::fs::read(dir.path().join("0/out")).unwrap();
         assert_eq!(stdout.bytes, file.len() as u64);
         assert!(stdout.cut && file.ends_with(b"x\xffy"));
         assert_eq!(stdout.head_bytes as usize, HEAD_BYTES);
         assert_eq!(stderr, Captured::default());
-        assert!(!dir.path().join("0.err").exists());
+        assert_eq!(std::fs::read(dir.path().join("0/err")).unwrap(), b"");
+        std::fs::remove_dir_all(dir.path().join("0")).unwrap();
+        let small = run("echo small", Some(dir.path()), &cx).unwrap();
+        assert_eq!(small.streams().unwrap().0.head, "small\n");
+        assert!(!dir.path().join("0").exists(), "whole heads need no files");
+    }
+
+    /// A task thread's files whose heads were whole are the next command's, renamed to its
+    /// seq and empty; files the supervisor will read are never taken over.
+    #[test]
+    fn whole_heads_leave_their_files_to_the_next_command() {
+        use std::io::Write;
+        use std::os::unix::fs::MetadataExt;
+        let root = tempfile::tempdir().unwrap();
+        let first = SpoolFiles::create(root.path(), 1).unwrap();
+        (&first.out).write_all(b"one\n").unwrap();
+        (&first.err).write_all(b"oops\n").unwrap();
+        let (out, err) = first.heads().unwrap();
+        assert_eq!((out.head.as_str(), err.head.as_str()), ("one\n", "oops\n"));
+        let inode = first.out.metadata().unwrap().ino();
+        first.done((&out, &err), true);
+        let second = SpoolFiles::create(root.path(), 2).unwrap();
+        assert_eq!(second.out.metadata().unwrap().ino(), inode, "the same file, taken over");
+        assert!(!root.path().join("1").exists() && root.path().join("2/out").exists());
+        assert_eq!(second.heads().unwrap(), (Captured::default(), Captured::default()));
+        // Written from the start again, not after the last command's bytes.
+        (&second.out).write_all(b"two").unwrap();
+        assert_eq!(std::fs::read(root.path().join("2/out")).unwrap(), b"two");
+        // Output the supervisor reads from the files stays where it is, and the next command
+        // gets new ones.
+        second.done((&Captured::of(b"tw", 3), &Captured::default()), true);
+        let third = SpoolFiles::create(root.path(), 3).unwrap();
+        assert_ne!(third.out.metadata().unwrap().ino(), inode);
+        assert_eq!(std::fs::read(root.path().join("2/out")).unwrap(), b"two");
+        // Whole heads whose files cannot be reused are removed.
+        third.done((&Captured::default(), &Captured::default()), false);
+        assert!(!root.path().join("3").exists());
+        let fourth = SpoolFiles::create(root.path(), 4).unwrap();
+        assert!(root.path().join("4/err").exists());
+        drop(fourth);
     }
 
     #[test]
