@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde_bytes::Bytes;
 use shared::frame::{self, FrameReader, HEADER_LEN};
-use shared::proto::{Assignment, FromWorker, Hello, Outcome, PanicReport, Ready, TaskError, ToWorker};
+use shared::proto::{self, Assignment, FromWorker, Hello, Outcome, PanicReport, Ready, TaskError, ToWorker};
 use shared::record::Captured;
 use shared::task::{BuiltinOutput, BuiltinTask, FaultKind};
 
@@ -63,7 +63,10 @@ fn golden_frames() {
         },
         Assignment { seq: 1 << 40, attempt: 3, fault: None, payload: &payloads[3], skip: vec![0, 1 << 20] },
     ]);
-    check("run", frame::encode(&run).unwrap(), |b| assert_eq!(frame::decode::<ToWorker>(b).unwrap(), run));
+    check("run", frame::encode(&run).unwrap(), |b| {
+        assert_eq!(frame::decode::<ToWorker>(b).unwrap(), run);
+        assert_eq!(proto::decode_to_worker(b).unwrap(), run);
+    });
     check("shutdown", frame::encode(&ToWorker::Shutdown).unwrap(), |b| {
         assert_eq!(frame::decode::<ToWorker>(b).unwrap(), ToWorker::Shutdown)
     });
@@ -89,7 +92,8 @@ fn golden_frames() {
         },
     ]);
     check("results", frame::encode(&results).unwrap(), |b| {
-        assert_eq!(frame::decode::<FromWorker>(b).unwrap(), results)
+        assert_eq!(frame::decode::<FromWorker>(b).unwrap(), results);
+        assert_eq!(proto::decode_from_worker(b).unwrap(), results);
     });
     check("heartbeat", frame::encode(&FromWorker::Heartbeat).unwrap(), |b| {
         assert_eq!(frame::decode::<FromWorker>(b).unwrap(), FromWorker::Heartbeat)

@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the paths written by hand for speed, each beside the plain serde (or
 //! std) way it replaces, so that a change to either is measured: the record writer, the
-//! frame encoders of a `Run` batch and of a results batch, and the id set.
+//! frame encoders and decoders of a `Run` batch and of a results batch, and the id set.
 //!
 //! `cargo bench -p bulkhead --bench hot_paths` (divan's options after `--`). A plain
 //! `cargo bench -p bulkhead` runs these and then the suite; the suite's own words
@@ -124,6 +124,32 @@ mod run_frame {
             black_box(frame.len())
         });
     }
+
+    fn body(p: &[Vec<u8>]) -> Vec<u8> {
+        frame::encode(&ToWorker::Run(assignments(p).collect())).unwrap()[frame::HEADER_LEN..].to_vec()
+    }
+
+    /// The batch decoded by hand, as a worker reads it.
+    #[divan::bench]
+    fn decode_by_hand(b: Bencher) {
+        let p = payloads();
+        let body = body(&p);
+        b.counter(divan::counter::ItemsCount::new(p.len())).bench_local(|| {
+            let ToWorker::Run(run) = proto::decode_to_worker(black_box(&body)).unwrap() else { unreachable!() };
+            black_box(run.len())
+        });
+    }
+
+    /// The same batch decoded by serde.
+    #[divan::bench]
+    fn decode_serde(b: Bencher) {
+        let p = payloads();
+        let body = body(&p);
+        b.counter(divan::counter::ItemsCount::new(p.len())).bench_local(|| {
+            let ToWorker::Run(run) = frame::decode::<ToWorker>(black_box(&body)).unwrap() else { unreachable!() };
+            black_box(run.len())
+        });
+    }
 }
 
 mod results_frame {
@@ -154,6 +180,35 @@ mod results_frame {
                 .map(|seq| Outcome { seq, micros: 3, result: Ok(Bytes::new(&out)), peak_rss: 0, leaked: 0 })
                 .collect();
             black_box(frame::encode(&FromWorker::Results(outcomes)).unwrap().len())
+        });
+    }
+
+    fn body(out: &[u8]) -> Vec<u8> {
+        let outcomes: Vec<Outcome<'_>> = (1..=256)
+            .map(|seq| Outcome { seq, micros: 3, result: Ok(Bytes::new(out)), peak_rss: 0, leaked: 0 })
+            .collect();
+        frame::encode(&FromWorker::Results(outcomes)).unwrap()[frame::HEADER_LEN..].to_vec()
+    }
+
+    /// 256 outcomes decoded by hand, as the supervisor reads them.
+    #[divan::bench]
+    fn decode_by_hand(b: Bencher) {
+        let out = postcard::to_stdvec(&Some(42u64)).unwrap();
+        let body = body(&out);
+        b.counter(divan::counter::ItemsCount::new(256usize)).bench_local(|| {
+            let FromWorker::Results(r) = proto::decode_from_worker(black_box(&body)).unwrap() else { unreachable!() };
+            black_box(r.len())
+        });
+    }
+
+    /// The same outcomes decoded by serde.
+    #[divan::bench]
+    fn decode_serde(b: Bencher) {
+        let out = postcard::to_stdvec(&Some(42u64)).unwrap();
+        let body = body(&out);
+        b.counter(divan::counter::ItemsCount::new(256usize)).bench_local(|| {
+            let FromWorker::Results(r) = frame::decode::<FromWorker>(black_box(&body)).unwrap() else { unreachable!() };
+            black_box(r.len())
         });
     }
 }

@@ -325,7 +325,7 @@ fn serve_serial<H: Handler>(
     let mut read_sock = sock;
     loop {
         while let Some(body) = reader.next_frame()? {
-            match frame::decode::<ToWorker>(body)? {
+            match proto::decode_to_worker(body)? {
                 ToWorker::Run(assignments) => {
                     let mut start = None;
                     for a in &assignments {
@@ -436,7 +436,7 @@ fn serve_threaded<H: Handler>(
                 Ok(None) => break,
                 Err(e) => break 'outer Err(e.into()),
             };
-            match frame::decode::<ToWorker>(body) {
+            match proto::decode_to_worker(body) {
                 Ok(ToWorker::Run(assignments)) => {
                     let mut q = queue.tasks.lock().unwrap_or_else(|e| e.into_inner());
                     q.0.extend(assignments.iter().map(OwnedAssignment::copy));

@@ -309,7 +309,7 @@ fn deliver(slot: SlotIndex, body: &[u8], cx: &mut Cx<'_>, watch: Option<&MemWatc
         cx.engine.fatal(why, cx.now, cx.sink, cx.out);
         return Ok(());
     }
-    let msg = frame::decode::<FromWorker>(body)?;
+    let msg = proto::decode_from_worker(body)?;
     let ev = match msg {
         FromWorker::Ready(_) => Event::Ready { slot },
         FromWorker::Results(outcomes) => {
