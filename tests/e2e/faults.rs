@@ -78,8 +78,10 @@ fn a_crash_loop_gives_up_with_exit_3() {
 fn a_long_computation_is_not_mistaken_for_a_frozen_worker() {
     let sb = Sandbox::new();
     // The computation must outlast the 2 s heartbeat limit by a margin, whatever the speed of
-    // the machine: about three seconds of a core in a debug build here, doubled until it does.
-    let mut n: u64 = 120_000_000;
+    // the machine: from about 0.75 s of a core in a debug build here, doubled until it does.
+    // (It started at 3 s of a core, which took past the run's 60 s wait on a 2-core machine
+    // loaded 22 deep; loaded, a small n already runs long enough.)
+    let mut n: u64 = 30_000_000;
     loop {
         let input = format!("{{\"id\":\"long\",\"kind\":\"sum_squares\",\"n\":{n}}}\n");
         let done = sb.run(&["run", "-j", "1"], Some(&input));
