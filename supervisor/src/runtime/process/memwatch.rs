@@ -11,7 +11,8 @@
 //! `stat` of each new one says its parent (or that it is a thread). A sample in which no pid
 //! was handed out reads only `loadavg` and the trees' `statm`. `/proc` is listed whole only every
 //! 100 samples (1 s), when more pids were handed out than are worth probing one by
-//! one, or when a worker is added; the listing of `/proc` costs the kernel a walk over every
+//! one, or at the first sample (a worker added later is probed for from its own pid on); the
+//! listing of `/proc` costs the kernel a walk over every
 //! task of the machine, which was most of a sample's cost. Each process of a tree has its
 //! `statm` open, read with one `pread` per sample.
 //!
