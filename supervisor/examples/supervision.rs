@@ -1,10 +1,11 @@
 //! Supervision beyond crashes, each as a user would meet it: a handler that leaks memory,
 //! contained by recycling its workers; a handler wedged on a lock, caught by its silence
 //! while a busy one reporting progress runs on; a batch with a poison record that segfaults,
-//! finished without it.
+//! finished without it; a handler's child processes, in a process group of their own, killed
+//! with the task that timed out.
 //!
 //! ```text
-//! cargo run --release --example supervision -- leak | stall | records | records-thread
+//! cargo run --release --example supervision -- leak | stall | records | records-thread | children | children-thread
 //! ```
 
 use std::collections::BTreeMap;
@@ -160,16 +161,71 @@ fn records(mode: Mode) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Runs `sleep SECONDS` as a child in a process group of its own (as a tool that must not
+/// get the terminal's signals is started), declared to the pool, and waits for it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Sleeper;
+
+impl Handler for Sleeper {
+    type Task = u32;
+    type Output = i32;
+
+    fn handle(&self, seconds: u32, cx: &TaskContext<'_>) -> Result<i32, TaskError> {
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new("sleep")
+            .arg(seconds.to_string())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| TaskError::new(format!("cannot start sleep: {e}")))?;
+        // Its own group is out of reach of a kill of the worker's: declared, a timeout kills it.
+        cx.set_child_group(child.id() as i32);
+        let status = child.wait().map_err(|e| TaskError::new(format!("cannot wait for sleep: {e}")))?;
+        cx.clear_child_group();
+        status.code().ok_or_else(|| TaskError::new(format!("sleep ended by {status}")))
+    }
+}
+
+/// A quick child and one that would sleep 60 s under a 500 ms timeout: the slow task times
+/// out and its sleep dies with it, in process mode (the worker is killed) and in thread mode
+/// (the thread cannot be killed, its children can).
+fn children(mode: Mode) -> Result<(), Box<dyn std::error::Error>> {
+    let pool = Pool::builder()
+        .mode(mode)
+        .workers(2)
+        .attempts(1)
+        .timeout(std::time::Duration::from_millis(500))
+        // The killed sleep outlives its killed worker for a moment and comes here to be reaped
+        // (this program has no children of its own). A thread-mode task waits for its own.
+        .reap_orphans(mode == Mode::Process)
+        .build(Sleeper)?;
+    let mut run = pool.run([TaskSpec::with_id("quick", 0), TaskSpec::with_id("slow", 60)])?;
+    for r in run.by_ref() {
+        let r = r?;
+        print!("  {} {} attempts {}", r.id, r.status, r.attempts);
+        for c in &r.crashes {
+            print!(": {}", c.cause);
+        }
+        println!();
+    }
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Workers get no arguments: each serves whichever handler its pool asked for.
     bulkhead::serve_if_worker::<Leaky>();
     bulkhead::serve_if_worker::<Steps>();
     bulkhead::serve_if_worker::<Batch>();
+    bulkhead::serve_if_worker::<Sleeper>();
     match std::env::args().nth(1).as_deref() {
         Some("leak") => leak(),
         Some("stall") => stall(),
         Some("records") => records(Mode::Process),
         Some("records-thread") => records(Mode::Thread),
-        other => Err(format!("usage: supervision leak | stall | records | records-thread (not {other:?})").into()),
+        Some("children") => children(Mode::Process),
+        Some("children-thread") => children(Mode::Thread),
+        other => Err(format!(
+            "usage: supervision leak | stall | records | records-thread | children | children-thread (not {other:?})"
+        )
+        .into()),
     }
 }

@@ -104,7 +104,8 @@
 //!   cause is decided in one place from the supervisor's own reason (timeout, unresponsive,
 //!   protocol), a panic report, the wait status, and the worker's last words on stderr (the
 //!   only place an allocation failure or a stack overflow is named).
-//! - **Restarts** back off after repeated unhealthy deaths, with jitter, and an intensity
+//! - **Restarts** back off after repeated deaths that no task answers for (a worker that dies
+//!   at start or between tasks), with jitter, and an intensity
 //!   limit in the manner of Erlang/OTP gives up on a crash loop.
 //! - **Thread mode** runs the same engine over threads of this process, sharing a real
 //!   `std::sync::Mutex` tally; there a panic poisons shared state and a segfault ends

@@ -188,3 +188,19 @@ fn thread_mode_refuses_to_skip_bad_records() {
     assert!(done.stderr().contains("thread mode cannot skip bad records"), "{}", done.stderr());
     sb.assert_clean();
 }
+
+/// `TaskContext::set_child_group`: a handler's child in a process group of its own (`sleep
+/// 60`), declared, dies with its task when the task times out: in process mode with the
+/// killed worker, in thread mode although the thread itself cannot be killed. Undeclared, the
+/// sleep is out of reach of both kills and outlives the run, which the leftover check finds.
+#[test]
+fn a_declared_child_group_dies_with_its_timed_out_task() {
+    for scenario in ["children", "children-thread"] {
+        let sb = Sandbox::new();
+        let text = run_supervision(&sb, &[scenario]);
+        assert!(text.contains("  quick ok attempts 1\n"), "{scenario}: {text}");
+        let slow = text.lines().find(|l| l.starts_with("  slow ")).unwrap_or_else(|| panic!("{scenario}: {text}"));
+        assert!(slow.ends_with("attempts 1: timed out after 500 ms"), "{scenario}: {text}");
+        sb.assert_clean();
+    }
+}

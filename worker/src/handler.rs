@@ -20,8 +20,9 @@ use shared::proto::TaskError;
 /// starts from its `Default` in each worker.
 ///
 /// ```
+/// # use worker as bulkhead; // the `bulkhead` crate re-exports these; its users write this:
+/// use bulkhead::{Handler, TaskContext, TaskError};
 /// use serde::{Deserialize, Serialize};
-/// use worker::{Handler, TaskContext, TaskError};
 ///
 /// #[derive(Serialize, Deserialize)]
 /// struct Multiply {
@@ -126,7 +127,9 @@ impl<'a> TaskContext<'a> {
     /// whether to skip it. Call it before each record:
     ///
     /// ```
-    /// # use worker::{TaskContext, TaskError};
+    /// # use worker as bulkhead;
+    /// use bulkhead::{TaskContext, TaskError};
+    ///
     /// fn handle(records: &[u64], cx: &TaskContext<'_>) -> Result<u64, TaskError> {
     ///     let mut sum = 0;
     ///     for (i, r) in records.iter().enumerate() {
@@ -170,8 +173,40 @@ impl<'a> TaskContext<'a> {
         self.attempt
     }
 
-    /// Declares the process group of children this task started, so that whoever kills the
-    /// task (timeout, crash, shutdown) kills them too.
+    /// Declares the process group `pgid` of child processes this task started, so that
+    /// whatever ends the task ends them too: a timeout, a cancel, the memory limit, its
+    /// worker's crash, a supervisor that dies. Children left in the worker's own process
+    /// group (a plain `Command::spawn` in process mode) die with the worker anyway; declare
+    /// those that run in a group of their own (`process_group(0)`, `setsid`), and in thread
+    /// mode any at all: there a timed-out task's thread cannot be killed, but its declared
+    /// group is. One group per task, declared as soon as it exists (a child that runs before
+    /// its group is declared is out of reach meanwhile); the declaration ends with the task,
+    /// or with [`clear_child_group`](Self::clear_child_group) once the children are gone.
+    ///
+    /// ```
+    /// # use worker as bulkhead;
+    /// use std::os::unix::process::CommandExt;
+    /// use std::process::Command;
+    ///
+    /// use bulkhead::{TaskContext, TaskError};
+    ///
+    /// fn handle(seconds: u32, cx: &TaskContext<'_>) -> Result<i32, TaskError> {
+    ///     // A group of its own, so that the tool does not get the terminal's signals.
+    ///     let mut child = Command::new("sleep")
+    ///         .arg(seconds.to_string())
+    ///         .process_group(0)
+    ///         .spawn()
+    ///         .map_err(|e| TaskError::new(format!("cannot start sleep: {e}")))?;
+    ///     // Its pid is its group's id: a timeout of this task now kills it too.
+    ///     cx.set_child_group(child.id() as i32);
+    ///     let status = child.wait().map_err(|e| TaskError::new(format!("cannot wait: {e}")))?;
+    ///     cx.clear_child_group();
+    ///     status.code().ok_or_else(|| TaskError::new(format!("sleep ended by {status}")))
+    /// }
+    /// # let group = std::sync::atomic::AtomicI32::new(0);
+    /// # assert_eq!(handle(0, &TaskContext::new(1, &group)).unwrap(), 0);
+    /// # assert_eq!(group.load(std::sync::atomic::Ordering::Acquire), 0);
+    /// ```
     pub fn set_child_group(&self, pgid: i32) {
         self.declare_child_group();
         self.child_group.store(pgid, Ordering::Release);
@@ -203,7 +238,9 @@ impl<'a> TaskContext<'a> {
         self.leaked.load(Ordering::Relaxed)
     }
 
-    /// Withdraws the declaration once the children are gone.
+    /// Withdraws the declaration of [`set_child_group`](Self::set_child_group) once the
+    /// children are gone (a group whose id is reused later must not be killed for this
+    /// task). The end of the task withdraws it too.
     pub fn clear_child_group(&self) {
         self.child_group.store(0, Ordering::Release);
         if self.declared.swap(false, Ordering::AcqRel) {

@@ -12,7 +12,7 @@ use shared::task::FaultKind;
 use crate::engine::blame::{self, Death, Mishap, Next, Verdict};
 use crate::engine::inject::Inject;
 use crate::engine::lifecycle::{Retirement, RunEvent, TaskLabel, WorkerExit};
-use crate::engine::restart::RestartTracker;
+use crate::engine::restart::{Life, RestartTracker};
 use crate::engine::timeout::{self, RunTimes};
 use crate::engine::{
     Action, Counts, Ending, EngineConfig, Event, Finished, Interrupt, Job, KillReason, MAX_INFLIGHT_PER_THREAD, Poison,
@@ -72,7 +72,8 @@ pub struct Slot {
     /// decrease). A healthy worker soon queues its full budget; one that keeps dying does
     /// not take thousands of tasks down with it each time.
     cap: usize,
-    /// Consecutive deaths without a healthy period.
+    /// Wasted deaths (no good done, no task charged) since the last healthy worker: the
+    /// count the restart backoff grows with.
     failures: u32,
     /// Tasks finished by the current worker.
     completed: u64,
@@ -443,7 +444,7 @@ impl Engine {
                     self.slots[slot].state = SlotState::Stopped;
                 } else {
                     log::error!("worker {slot}: {what}");
-                    self.after_death(slot, true, now, &what);
+                    self.after_death(slot, Life::Wasted, now, &what);
                 }
             }
         }
@@ -734,9 +735,11 @@ impl Engine {
             exit: if verdict.clean { WorkerExit::Clean } else { WorkerExit::Died(Some(verdict.cause.clone())) },
             task: blamed_id,
         });
+        let charged = self.charges_a_task(slot, &verdict);
         self.settle_inflight(slot, &death, &verdict, now, sink);
         if verdict.crash {
-            self.after_death(slot, false, now, &verdict.cause.to_string());
+            let life = self.life_of(slot, charged, now);
+            self.after_death(slot, life, now, &verdict.cause.to_string());
         } else if let Some(KillReason::Retire(why)) = killed_for.clone()
             && self.phase.is_running()
         {
@@ -934,22 +937,36 @@ impl Engine {
         task.skipped.push(SkippedRecord { index, cause: cause.clone() });
     }
 
+    /// Whether the death judged as `verdict` charges one of the slot's tasks an attempt (one
+    /// sent to the worker, blamed, not cancelled), as `settle_inflight` will; asked before.
+    fn charges_a_task(&self, slot: SlotIndex, verdict: &Verdict) -> bool {
+        let s = &self.slots[slot];
+        s.inflight.iter().take(s.sent).any(|f| !f.task.cancelled && verdict.blamed.contains(&f.seq))
+    }
+
+    /// What the slot's dead worker did, for the backoff (its tasks settled, so that results
+    /// it finished but had not sent count). Healthy: it finished a task, or served past
+    /// `healthy_after`; else charged when a task answers for its death.
+    fn life_of(&self, slot: SlotIndex, charged: bool, now: u64) -> Life {
+        let s = &self.slots[slot];
+        let served_long = matches!(s.state, SlotState::Serving { since, .. }
+            if now.saturating_sub(since) >= self.cfg.restart.healthy_after_ns);
+        if s.completed > 0 || served_long {
+            Life::Healthy
+        } else if charged {
+            Life::Charged
+        } else {
+            Life::Wasted
+        }
+    }
+
     /// Decides the slot's future after an unplanned death (or a failed spawn): a restart
-    /// after backoff, or giving up the run.
-    fn after_death(&mut self, slot: SlotIndex, spawn_failed: bool, now: u64, what: &str) {
+    /// after the backoff its worker's `life` calls for, or giving up the run.
+    fn after_death(&mut self, slot: SlotIndex, life: Life, now: u64, what: &str) {
         if !self.phase.is_running() {
             self.slots[slot].state = SlotState::Stopped;
             return;
         }
-        let s = &mut self.slots[slot];
-        let healthy = !spawn_failed
-            && (s.completed > 0
-                || matches!(s.state, SlotState::Serving { since, .. } if now.saturating_sub(since) >= self.cfg.restart.healthy_after_ns));
-        if healthy {
-            s.failures = 0;
-        }
-        s.failures += 1;
-        let failures = s.failures;
         if let Err(e) = self.restarts.record(now) {
             let why = StopReason::RestartLimit(RestartLimit {
                 restarts: e.restarts,
@@ -962,7 +979,7 @@ impl Engine {
             self.give_up(why, now);
             return;
         }
-        let backoff = self.restarts.backoff_ns(failures, slot);
+        let backoff = self.restarts.backoff_after(life, &mut self.slots[slot].failures, slot);
         self.slots[slot].state = SlotState::Waiting { until: now + backoff, backoff_ns: Some(backoff) };
     }
 

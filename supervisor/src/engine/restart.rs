@@ -3,6 +3,13 @@
 //! once one has been healthy, and an intensity limit in the manner of Erlang/OTP's
 //! supervisors: more than N restarts within a period means something is wrong beyond any
 //! one task, and the supervisor gives up rather than spin.
+//!
+//! Only a death that no task answers for is backed off ([`Life::Wasted`]): a worker program
+//! that dies at start, before its handshake or idle, would otherwise respawn in a tight loop.
+//! A death charged to the task it was running ([`Life::Charged`]) is replaced at once: that
+//! task's attempts bound how often it can happen, so waiting only slows the batch down (a
+//! loop of 100 such crashes took 67.4 ms a crash with the backoff and 3.41 ms without), and
+//! the intensity limit still ends a run in which every task kills its worker.
 
 use std::collections::VecDeque;
 
@@ -17,8 +24,8 @@ pub struct RestartPolicy {
     pub max_restarts: u32,
     /// The sliding window of the intensity limit.
     pub period_ns: u64,
-    /// Consecutive unhealthy deaths of a slot that are replaced at once, before the backoff
-    /// starts.
+    /// Wasted deaths of a slot in a row ([`Life::Wasted`]) that are replaced at once, before
+    /// the backoff starts.
     pub immediate_restarts: u32,
     /// Backoff after the first death past `immediate_restarts`; doubles after each further one.
     pub backoff_base_ns: u64,
@@ -33,18 +40,30 @@ impl Default for RestartPolicy {
         Self {
             max_restarts: 100,
             period_ns: 10_000_000_000,
-            // Measured, 100 tasks in a row each crashing a fresh worker (1 worker, release
-            // build, a 2-core machine at load ~15; procspawn in the same run at 16.3 ms a
-            // crash): 100 ms a crash with the backoff from the 2nd death, 85.5 ms from the 6th,
-            // 23.5 ms with none. A long loop sits at the ceiling either way and ends at the
-            // intensity limit; what a later start buys is a short run of bad tasks (up to 5 in
-            // a row) replaced at the price of no backoff, while a loop still slows down.
+            // Wasted deaths only: a few failed starts in a row (a transient EAGAIN, a busy
+            // machine) are retried at full speed; a program that keeps dying at start slows
+            // down after that and ends at the intensity limit.
             immediate_restarts: 5,
             backoff_base_ns: 10_000_000,
             backoff_max_ns: 2_000_000_000,
             healthy_after_ns: 1_000_000_000,
         }
     }
+}
+
+/// What a dead worker's life says about its program, for the backoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Life {
+    /// It did good work (finished a task, or served past `healthy_after_ns`): the count of
+    /// wasted deaths starts over, and the replacement starts at once.
+    Healthy,
+    /// It died executing a task that is charged an attempt for it: replaced at once, the
+    /// count left as it is. The task's attempts, not a backoff, bound how often that happens.
+    Charged,
+    /// It did no good and no task answers for it: it could not be started, died before its
+    /// handshake, or died between tasks. Counted; past `immediate_restarts` in a row, backed
+    /// off.
+    Wasted,
 }
 
 /// The restart limit was exceeded.
@@ -97,11 +116,26 @@ impl RestartTracker {
         Ok(())
     }
 
-    /// Backoff before a restart after `failures` consecutive unhealthy deaths of one slot
-    /// (1 for the first). The first `immediate_restarts` are restarted at once: a replacement
+    /// Backoff before replacing a worker of `slot` that ended as `life`; `wasted` is the
+    /// slot's count of wasted deaths since its last healthy worker, brought up to date.
+    pub fn backoff_after(&mut self, life: Life, wasted: &mut u32, slot: SlotIndex) -> u64 {
+        match life {
+            Life::Healthy => {
+                *wasted = 0;
+                0
+            }
+            Life::Charged => 0,
+            Life::Wasted => {
+                *wasted = wasted.saturating_add(1);
+                self.backoff_ns(*wasted, slot)
+            }
+        }
+    }
+
+    /// Backoff before a restart after `failures` wasted deaths of one slot (1 for the first). The first `immediate_restarts` are restarted at once: a replacement
     /// in about a millisecond is the point of a process pool. After those it grows from the
     /// base, doubling, with jitter in [50%, 100%], up to the ceiling.
-    pub fn backoff_ns(&mut self, failures: u32, slot: SlotIndex) -> u64 {
+    fn backoff_ns(&mut self, failures: u32, slot: SlotIndex) -> u64 {
         if failures <= self.policy.immediate_restarts {
             return 0;
         }
@@ -160,6 +194,27 @@ mod tests {
         let same: Vec<u64> = (0..8).map(|slot| t.backoff_ns(5, SlotIndex(slot))).collect();
         let distinct: std::collections::BTreeSet<_> = same.iter().collect();
         assert!(distinct.len() >= 6, "{same:?}");
+    }
+
+    /// A death charged to a task is replaced at once and leaves the count of wasted deaths
+    /// alone; a healthy worker starts it over.
+    #[test]
+    fn only_wasted_deaths_count_towards_the_backoff() {
+        let policy = RestartPolicy { immediate_restarts: 1, ..Default::default() };
+        let mut t = RestartTracker::new(policy, 7, 1);
+        let mut wasted = 0;
+        for _ in 0..50 {
+            assert_eq!(t.backoff_after(Life::Charged, &mut wasted, SlotIndex(0)), 0);
+        }
+        assert_eq!(wasted, 0);
+        assert_eq!(t.backoff_after(Life::Wasted, &mut wasted, SlotIndex(0)), 0, "the first is immediate");
+        assert_eq!(t.backoff_after(Life::Charged, &mut wasted, SlotIndex(0)), 0);
+        let b = t.backoff_after(Life::Wasted, &mut wasted, SlotIndex(0));
+        assert!((5 * MS..=10 * MS).contains(&b), "charged deaths between wasted ones do not reset: {b}");
+        assert_eq!(wasted, 2);
+        assert_eq!(t.backoff_after(Life::Healthy, &mut wasted, SlotIndex(0)), 0);
+        assert_eq!(t.backoff_after(Life::Wasted, &mut wasted, SlotIndex(0)), 0, "started over");
+        assert_eq!(wasted, 1);
     }
 
     /// However long the backoff grows, a loop of unhealthy deaths on every slot restarts

@@ -430,19 +430,84 @@ fn a_crash_loop_hits_the_restart_limit() {
         panic!("{:?}", h.engine.stop_reason())
     };
     let msg = why.to_string();
-    assert!(msg.contains("more than --max-restarts 10/5.0s allows"), "{msg}");
-    assert_eq!(deaths, 11);
-    // Backoff grew between the unhealthy deaths.
-    let backoffs: Vec<f64> = h
-        .sink
+    assert!(msg.contains("workers died 11 times within 5.0s, more than --max-restarts 10/5.0s allows"), "{msg}");
+    // Both slots die in each round: the second may die after the give-up, in the same round.
+    assert!((11..=12).contains(&deaths), "{deaths}");
+    // Each death was charged to the task that caused it: replaced at once, no backoff.
+    let backoffs = restart_backoffs(&h);
+    assert!(backoffs.len() >= 9 && backoffs.iter().all(|&b| b == 0.0), "{backoffs:?}");
+}
+
+/// The backoff of each restart so far, in ms.
+fn restart_backoffs(h: &Harness) -> Vec<f64> {
+    h.sink
         .events
         .iter()
         .filter_map(|e| match e {
             RunEvent::WorkerRestarted { backoff_ms, .. } => Some(*backoff_ms),
             _ => None,
         })
-        .collect();
-    assert!(backoffs.iter().any(|&b| b >= 5.0), "{backoffs:?}");
+        .collect()
+}
+
+/// A worker program that dies before its handshake, every time, with tasks waiting: no task
+/// answers for it, so past the immediate restarts each replacement waits a growing backoff,
+/// and the restart limit ends the loop.
+#[test]
+fn workers_dying_before_their_handshake_back_off_until_the_limit() {
+    let policy = RestartPolicy { max_restarts: 10, period_ns: 5_000 * MS, ..Default::default() };
+    let mut h = Harness::new(EngineConfig { workers: 1, restart: policy, ..Default::default() });
+    h.push((0..10).map(|i| job(&format!("t{i}"))));
+    let mut deaths = 0;
+    while !h.engine.is_done() {
+        let actions = h.tick();
+        h.spawn_all(&actions);
+        if matches!(h.engine.slots()[0].state, SlotState::Starting { .. }) {
+            h.die(0, ExitCause::Exited(1), &[]);
+            deaths += 1;
+        }
+        h.now = h.engine.next_deadline(h.now, &h.page).unwrap_or(h.now + MS).max(h.now + MS);
+        assert!(deaths < 50, "never gave up");
+    }
+    assert!(matches!(h.engine.stop_reason(), Some(StopReason::RestartLimit(_))), "{:?}", h.engine.stop_reason());
+    assert_eq!(deaths, 11);
+    let backoffs = restart_backoffs(&h);
+    assert_eq!(backoffs.len(), 10, "{backoffs:?}");
+    assert!(backoffs[..5].iter().all(|&b| b == 0.0), "five replaced at once: {backoffs:?}");
+    assert!(backoffs[5] >= 5.0 && backoffs[9] > backoffs[6], "then a growing backoff: {backoffs:?}");
+    // Nobody was charged for the program's failure to start.
+    assert!(h.sink.records.iter().all(|r| r.2 == 0), "{:?}", h.sink.records);
+}
+
+/// A loop of tasks each of which kills a fresh worker (the library benchmark's crash loop):
+/// every death is charged to its task and replaced at once, however long the loop, while
+/// deaths between tasks still back off.
+#[test]
+fn a_death_charged_to_its_task_is_replaced_at_once() {
+    let policy = RestartPolicy { immediate_restarts: 1, ..Default::default() };
+    let mut h = Harness::new(EngineConfig { workers: 1, restart: policy, attempts: 1, ..Default::default() });
+    h.push((0..20).map(|i| job(&format!("t{i}"))));
+    for _ in 0..20 {
+        h.start();
+        let sent = h.sent(0);
+        h.die(0, segv(), &[sent[0].0]);
+        assert!(
+            matches!(h.engine.slots()[0].state, SlotState::Waiting { until, .. } if until == h.now),
+            "{:?}",
+            h.engine.slots()[0].state
+        );
+    }
+    assert_eq!(h.sink.records.iter().filter(|r| r.1 == "quarantined").count(), 20);
+    // Two deaths between tasks: the first is immediate, the second waits.
+    h.start();
+    h.die(0, segv(), &[]);
+    h.start();
+    h.die(0, segv(), &[]);
+    assert!(
+        matches!(h.engine.slots()[0].state, SlotState::Waiting { until, .. } if until > h.now),
+        "{:?}",
+        h.engine.slots()[0].state
+    );
 }
 
 #[test]

@@ -466,12 +466,15 @@ impl PoolBuilder {
         self.restart.period_ns = period.as_nanos() as u64;
         self
     }
-    /// How a slot whose workers keep dying without doing any good is restarted: its first
-    /// `immediate` deaths in a row are replaced at once, then each replacement waits a backoff
-    /// from `base`, doubling, up to `max` (with jitter, and kept short enough that a crash
-    /// loop still reaches [`max_restarts`](Self::max_restarts)). A worker that finished a task
-    /// or served a second resets the count. Default: 5, 10 ms, 2 s: a few bad tasks in a row
-    /// are replaced at full speed, a longer crash loop slows down.
+    /// How a slot whose workers keep dying without doing any good, and with no task to blame,
+    /// is restarted (a worker that cannot start, dies before its handshake or between tasks:
+    /// a program that would respawn in a tight loop): its first `immediate` such deaths in a
+    /// row are replaced at once, then each replacement waits a backoff from `base`, doubling,
+    /// up to `max` (with jitter, and kept short enough that a crash loop still reaches
+    /// [`max_restarts`](Self::max_restarts)). A worker that finished a task or served a second
+    /// resets the count. A worker killed by the task it was executing is replaced at once
+    /// whatever this says: that task is charged an attempt, and its attempts bound how often
+    /// it can happen. Default: 5, 10 ms, 2 s.
     ///
     /// ```
     /// # use std::time::Duration;

@@ -11,7 +11,8 @@
 //! `stat` of each new one says its parent (or that it is a thread). A sample in which no pid
 //! was handed out reads only `loadavg` and the trees' `statm`. `/proc` is listed whole only every
 //! 100 samples (1 s), when more pids were handed out than are worth probing one by
-//! one, or when a worker is added; the listing of `/proc` costs the kernel a walk over every
+//! one, or at the first sample (a worker added later is probed for from its own pid on); the
+//! listing of `/proc` costs the kernel a walk over every
 //! task of the machine, which was most of a sample's cost. Each process of a tree has its
 //! `statm` open, read with one `pread` per sample.
 //!
@@ -316,25 +317,42 @@ impl Trees {
     /// Brings the trees up to date with the processes made since the last sample.
     fn discover(&mut self, workers: &mut [Option<Watched>]) {
         // The workers themselves: each tree's first member. A new one's children may have been
-        // made before it was watched: /proc is listed then.
+        // made before it was watched, but never before it: their pids come after its own, so
+        // the probes start at the earliest new worker's pid (a replacement after a crash is
+        // found by a few probes; listing /proc for it cost every crash-and-replace a read of
+        // every process's `stat`, ~90 opens on the 2-core VM, while procspawn made ~280
+        // system calls a crash in all).
         let mut new_root = false;
+        let mut first_root: Option<i32> = None;
         for (slot, w) in workers.iter_mut().enumerate() {
             if let Some(w) = w.as_mut().filter(|w| w.members.is_empty()) {
                 self.member_of.insert(w.pid as i32, (slot, w.pid));
                 w.members.push(Member { pid: w.pid as i32, statm: None });
                 new_root = true;
+                first_root = Some(first_root.map_or(w.pid as i32, |r| r.min(w.pid as i32)));
             }
         }
         // Descriptors of a worker no longer watched were closed with it.
         self.kept = workers.iter().flatten().flat_map(|w| &w.members).filter(|m| m.statm.is_some()).count();
         let now = self.last_pid.as_ref().and_then(|l| l.read().ok());
         self.since_scan += 1;
-        let probes = match (self.seen, now) {
-            (Some(seen), Some(now)) => (now - seen).rem_euclid(self.pid_max),
+        // Probe the pids after `from`: the last one seen, or just before a new worker's own.
+        let from = match (self.seen, first_root) {
+            (Some(seen), Some(root)) => {
+                // Which comes first, counting back from `now` (pids wrap at pid_max)?
+                let back = |p: i32| now.map_or(i32::MAX, |n| (n - p).rem_euclid(self.pid_max));
+                Some(if back(root - 1) > back(seen) { root - 1 } else { seen })
+            }
+            (seen, None) => seen,
+            (None, Some(_)) => None,
+        };
+        let probes = match (from, now) {
+            (Some(from), Some(now)) => (now - from).rem_euclid(self.pid_max),
             _ => i32::MAX,
         };
         let mut found = Vec::new();
-        if new_root || self.since_scan >= FULL_SCAN_EVERY || probes > MAX_PROBES {
+        // A first watch (nothing seen yet) lists /proc too: probes need a starting point.
+        if (new_root && self.seen.is_none()) || self.since_scan >= FULL_SCAN_EVERY || probes > MAX_PROBES {
             self.since_scan = 0;
             self.pending.clear();
             // What is left of workers no longer watched.
@@ -351,16 +369,34 @@ impl Trees {
                 }
                 Err(e) => log::debug!("memory watch: cannot list /proc: {e}"),
             }
-        } else if let (Some(seen), Some(_)) = (self.seen, now) {
+        } else if let (Some(from), Some(_)) = (from, now) {
             for (pid, left) in std::mem::take(&mut self.pending) {
                 if left > 0 {
                     self.probe_again(pid, left - 1, &mut found);
                 }
             }
+            // The first `known` probes (from a new worker's pid up to the last seen) cover pids
+            // already handed out at the last sample: their members stay as they are.
+            let known = match (self.seen, now) {
+                (Some(seen), Some(now)) => probes - (now - seen).rem_euclid(self.pid_max),
+                _ => 0,
+            };
             for i in 1..=probes {
-                let pid = (seen + i).rem_euclid(self.pid_max);
-                // A pid handed out again: what had it before is gone.
-                self.forget(pid, workers);
+                let pid = (from + i).rem_euclid(self.pid_max);
+                match self.member_of.get(&pid) {
+                    // A watched worker itself: it holds its pid while it is watched.
+                    Some(&(slot, root))
+                        if root as i32 == pid && workers[slot].as_ref().is_some_and(|w| w.pid == root) =>
+                    {
+                        continue;
+                    }
+                    Some(_) if i <= known => continue,
+                    _ => {}
+                }
+                if i > known {
+                    // A pid handed out again: what had it before is gone.
+                    self.forget(pid, workers);
+                }
                 self.probe_again(pid, PENDING_SAMPLES, &mut found);
             }
         }
