@@ -292,6 +292,20 @@ impl<'a> Reader<'a> {
 
     #[inline]
     fn u64(&mut self) -> Option<u64> {
+        // The 10th byte holds bit 63 alone.
+        self.varint(10, 0x01)
+    }
+
+    #[inline]
+    fn u32(&mut self) -> Option<u32> {
+        // The 5th byte holds bits 28 to 31.
+        self.varint(5, 0x0F).map(|v| v as u32)
+    }
+
+    /// A varint of at most `bytes` bytes whose last may be at most `last_max`, as postcard
+    /// refuses longer or overflowing ones.
+    #[inline(always)]
+    fn varint(&mut self, bytes: u32, last_max: u8) -> Option<u64> {
         // Most fields are below 128 (a no-op's micros, peak, leaked, lengths): one byte.
         if let Some((&b, rest)) = self.0.split_first()
             && b < 0x80
@@ -300,32 +314,11 @@ impl<'a> Reader<'a> {
             return Some(u64::from(b));
         }
         let mut out = 0u64;
-        for i in 0..10 {
+        for i in 0..bytes {
             let b = self.byte()?;
             out |= u64::from(b & 0x7F) << (7 * i);
             if b & 0x80 == 0 {
-                // The 10th byte holds bit 63 alone.
-                return (i < 9 || b <= 0x01).then_some(out);
-            }
-        }
-        None
-    }
-
-    #[inline]
-    fn u32(&mut self) -> Option<u32> {
-        if let Some((&b, rest)) = self.0.split_first()
-            && b < 0x80
-        {
-            self.0 = rest;
-            return Some(u32::from(b));
-        }
-        let mut out = 0u32;
-        for i in 0..5 {
-            let b = self.byte()?;
-            out |= u32::from(b & 0x7F) << (7 * i);
-            if b & 0x80 == 0 {
-                // The 5th byte holds bits 28 to 31.
-                return (i < 4 || b <= 0x0F).then_some(out);
+                return (i + 1 < bytes || b <= last_max).then_some(out);
             }
         }
         None

@@ -95,16 +95,7 @@ fn stall() -> Result<(), Box<dyn std::error::Error>> {
         .stall_timeout(std::time::Duration::from_millis(700))
         .build(Steps)?;
     let tasks = [TaskSpec::with_id("wedged", (25, true)), TaskSpec::with_id("busy", (25, false))];
-    let mut run = pool.run(tasks)?;
-    for r in run.by_ref() {
-        let r = r?;
-        print!("  {} {} attempts {}", r.id, r.status, r.attempts);
-        for c in &r.crashes {
-            print!(": {}", c.cause);
-        }
-        println!();
-    }
-    Ok(())
+    print_outcomes(pool.run(tasks)?)
 }
 
 /// Sums the squares of a batch of records, reporting the one it is on; a record listed in
@@ -198,8 +189,12 @@ fn children(mode: Mode) -> Result<(), Box<dyn std::error::Error>> {
         // (this program has no children of its own). A thread-mode task waits for its own.
         .reap_orphans(mode == Mode::Process)
         .build(Sleeper)?;
-    let mut run = pool.run([TaskSpec::with_id("quick", 0), TaskSpec::with_id("slow", 60)])?;
-    for r in run.by_ref() {
+    print_outcomes(pool.run([TaskSpec::with_id("quick", 0), TaskSpec::with_id("slow", 60)])?)
+}
+
+/// One line a task: its id, status, attempts and the cause of each crash.
+fn print_outcomes<H: Handler>(run: bulkhead::Run<'_, H>) -> Result<(), Box<dyn std::error::Error>> {
+    for r in run {
         let r = r?;
         print!("  {} {} attempts {}", r.id, r.status, r.attempts);
         for c in &r.crashes {
