@@ -92,6 +92,9 @@ pub struct ThreadBackend<H: Handler> {
     /// Deaths decided by `kill` (abandoned threads), delivered on the next wake-up.
     abandoned: Vec<(SlotIndex, Signal)>,
     abandoned_total: u64,
+    /// The pages of abandoned threads whose task's child group was killed: the thread's own
+    /// wait reaps the children, and the run's end gives it a moment to (see `kill_all`).
+    killed_groups: Vec<Arc<[shm::PageSlot]>>,
     poison_reported: bool,
 }
 
@@ -117,6 +120,7 @@ impl<H: Handler> ThreadBackend<H> {
             next_incarnation: 1,
             abandoned: Vec::new(),
             abandoned_total: 0,
+            killed_groups: Vec::new(),
             poison_reported: false,
         })
     }
@@ -371,6 +375,7 @@ impl<H: Handler> Backend for ThreadBackend<H> {
         let pgid = s.page[0].child_pgid.load(Ordering::Acquire);
         if pgid > 0 {
             let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            self.killed_groups.push(s.page.clone());
         }
         log::warn!("thread {slot} cannot be killed: abandoned (it keeps running until the process exits)");
         eprintln!("bulkhead: thread {slot} cannot be killed; abandoned, still running, and replaced");
@@ -404,6 +409,16 @@ impl<H: Handler> Backend for ThreadBackend<H> {
             if let Some(s) = s.take() {
                 let _ = s.tx.send(Msg::Shutdown);
             }
+        }
+        // The children of a timed-out task were killed, but they are this process's own and
+        // only its abandoned thread's wait reaps them. Should the process end first, they are
+        // left to its parent as zombies: up to 1 s for each thread to withdraw its group
+        // (its wait returns as soon as the killed child is dead).
+        let start = std::time::Instant::now();
+        while self.killed_groups.iter().any(|p| p[0].child_pgid.load(Ordering::Acquire) > 0)
+            && start.elapsed() < std::time::Duration::from_secs(1)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(2));
         }
     }
 }
