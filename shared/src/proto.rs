@@ -207,22 +207,14 @@ pub fn decode_to_worker(body: &[u8]) -> Result<ToWorker<'_>, frame::FrameError> 
 
 fn decode_run(body: &[u8]) -> Option<Vec<Assignment<'_>>> {
     let mut r = Reader(body);
-    if r.variant()? != u32::from(BATCH_VARIANT) {
-        return None;
-    }
-    let count = r.usize()?;
-    // Every assignment takes at least 5 bytes: a count beyond the body is a bad frame.
-    let mut run = Vec::with_capacity(count.min(r.0.len() / 5));
+    let count = r.batch()?;
+    let mut run = Vec::with_capacity(r.capacity(count));
     for _ in 0..count {
         let seq = r.u64()?;
         let attempt = r.u32()?;
         let fault = match r.byte()? {
             0 => None,
-            1 => {
-                let (kind, rest) = postcard::take_from_bytes::<FaultKind>(r.0).ok()?;
-                r.0 = rest;
-                Some(kind)
-            }
+            1 => Some(r.serde::<FaultKind>()?),
             _ => return None,
         };
         let payload = r.bytes()?;
@@ -252,22 +244,14 @@ pub fn decode_from_worker(body: &[u8]) -> Result<FromWorker<'_>, frame::FrameErr
 
 fn decode_results(body: &[u8]) -> Option<Vec<Outcome<'_>>> {
     let mut r = Reader(body);
-    if r.variant()? != u32::from(BATCH_VARIANT) {
-        return None;
-    }
-    let count = r.usize()?;
-    // Every outcome takes at least 5 bytes.
-    let mut results = Vec::with_capacity(count.min(r.0.len() / 5));
+    let count = r.batch()?;
+    let mut results = Vec::with_capacity(r.capacity(count));
     for _ in 0..count {
         let seq = r.u64()?;
         let micros = r.u64()?;
         let result = match r.variant()? {
             0 => Ok(Bytes::new(r.bytes()?)),
-            1 => {
-                let (e, rest) = postcard::take_from_bytes::<TaskError>(r.0).ok()?;
-                r.0 = rest;
-                Err(e)
-            }
+            1 => Err(r.serde::<TaskError>()?),
             _ => return None,
         };
         let peak_rss = r.u64()?;
@@ -283,6 +267,30 @@ fn decode_results(body: &[u8]) -> Option<Vec<Outcome<'_>>> {
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
+    /// The start of a batch frame (`Run` or `Results`, both the variant `BATCH_VARIANT`):
+    /// its count of entries; `None` for any other frame.
+    #[inline]
+    fn batch(&mut self) -> Option<usize> {
+        if self.variant()? != u32::from(BATCH_VARIANT) {
+            return None;
+        }
+        self.usize()
+    }
+
+    /// Room to reserve for `count` entries: every entry takes at least 5 bytes, so a count
+    /// beyond what the rest of the body can hold (a bad frame) reserves no more than that.
+    #[inline]
+    fn capacity(&self, count: usize) -> usize {
+        count.min(self.0.len() / 5)
+    }
+
+    /// A value serde decodes, for the rare parts (a fault, a task's error).
+    fn serde<T: Deserialize<'a>>(&mut self) -> Option<T> {
+        let (v, rest) = postcard::take_from_bytes::<T>(self.0).ok()?;
+        self.0 = rest;
+        Some(v)
+    }
+
     #[inline]
     fn byte(&mut self) -> Option<u8> {
         let (&b, rest) = self.0.split_first()?;
