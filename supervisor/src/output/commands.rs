@@ -12,15 +12,22 @@
 //! `-k` holds behind a slower one costs only its entry here: its output stays in its files
 //! until its turn (its worker starts new ones), so memory is bounded whatever it printed and
 //! however long it waits.
+//!
+//! The output thread is not woken for each task. After a batch it lingers [`LINGER`] for the
+//! next tasks, which the loop leaves in its mailbox without a system call, and it sleeps until
+//! told only after a linger in which none came; what it writes goes out in one write per
+//! stream per batch. A wake-up and a write for each of 2,000 trivial commands on 2 workers
+//! cost about 9% of their rate.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, BufWriter, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use shared::record::Status;
 
@@ -29,6 +36,9 @@ use crate::pool::Concluded;
 
 /// Bytes read from the end of a command's stderr for the last line of its failure line.
 const TAIL_BYTES: u64 = 4096;
+/// How long the output thread waits for more tasks after a batch before it sleeps until
+/// told: the longest a concluded command's output waits to be written.
+pub const LINGER: Duration = Duration::from_millis(5);
 
 /// The failure line of a task, printed when its output is.
 #[derive(Debug, Clone)]
@@ -63,7 +73,7 @@ pub(crate) struct CommandOutput {
     spool: Option<tempfile::TempDir>,
     tag: bool,
     keep_order: bool,
-    to_writer: Option<mpsc::Sender<(u64, Held)>>,
+    mailbox: Arc<Mailbox>,
     writer: Option<std::thread::JoinHandle<Option<io::Error>>>,
     /// Set by the writer when a write failed (a closed pipe included).
     broken: Arc<AtomicBool>,
@@ -85,20 +95,24 @@ impl CommandOutput {
             keep_order,
             next: 0,
             held: BTreeMap::new(),
-            stdout: dup(io::stdout().as_fd())?,
-            stderr: dup(io::stderr().as_fd())?,
+            streams: Streams::new(dup(io::stdout().as_fd())?, dup(io::stderr().as_fd())?),
             failed: None,
             broken: broken.clone(),
         };
-        let (tx, rx) = mpsc::channel::<(u64, Held)>();
+        let mailbox = Arc::new(Mailbox::default());
+        let inbox = mailbox.clone();
         let writer = std::thread::Builder::new().name("bulkhead-output".into()).spawn(move || {
-            for (order, h) in rx {
-                w.take(order, h);
+            let mut batch = Vec::new();
+            while inbox.wait_for(&mut batch) {
+                for (order, h) in batch.drain(..) {
+                    w.take(order, h);
+                }
+                w.flush();
             }
             w.finish();
             w.failed
         })?;
-        Ok(Self { spool, tag, keep_order, to_writer: Some(tx), writer: Some(writer), broken, failed: None })
+        Ok(Self { spool, tag, keep_order, mailbox, writer: Some(writer), broken, failed: None })
     }
 
     /// The directory the workers' commands write into.
@@ -147,22 +161,100 @@ impl CommandOutput {
             [&input[..], b"\t"].concat()
         });
         let whole = [c.stdout, c.stderr].map(|s| s.filter(|s| s.is_whole()).map(|s| s.head.clone()));
-        if let Some(tx) = &self.to_writer {
-            // The writer ends only when this side lets it; a send cannot fail before.
-            let _ = tx.send((c.order, Held { seq, tag, whole, failure }));
-        }
+        self.mailbox.post((c.order, Held { seq, tag, whole, failure }));
     }
 
     /// The run is over: what is still held (behind tasks that never concluded) goes out in
     /// input order, and everything is written before this returns.
     pub fn finish(&mut self) {
-        self.to_writer = None;
+        self.mailbox.close();
         if let Some(w) = self.writer.take() {
             self.failed = match w.join() {
                 Ok(failed) => failed,
                 Err(_) => Some(io::Error::other("the output thread panicked")),
             };
         }
+    }
+}
+
+/// What the loop hands the output thread: concluded tasks with their place in the input.
+#[derive(Default)]
+struct Mailbox {
+    mail: Mutex<Mail>,
+    woken: Condvar,
+}
+
+#[derive(Default)]
+struct Mail {
+    tasks: Vec<(u64, Held)>,
+    /// No more tasks will come.
+    closed: bool,
+    /// The output thread waits until told (a post must wake it), not for its linger to end.
+    asleep: bool,
+}
+
+impl Mailbox {
+    fn lock(&self) -> MutexGuard<'_, Mail> {
+        self.mail.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Leaves a task for the output thread, waking it only where it sleeps until told.
+    fn post(&self, task: (u64, Held)) {
+        let mut mail = self.lock();
+        mail.tasks.push(task);
+        let wake = std::mem::take(&mut mail.asleep);
+        drop(mail);
+        if wake {
+            self.woken.notify_one();
+        }
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.woken.notify_one();
+    }
+
+    /// The output thread's wait: the tasks posted since the last batch, into `batch`, after
+    /// a linger and (where none came in it) a sleep until one does. `false`: closed, and
+    /// every task taken.
+    fn wait_for(&self, batch: &mut Vec<(u64, Held)>) -> bool {
+        let mut mail = self.lock();
+        if mail.tasks.is_empty() && !mail.closed {
+            mail = self.woken.wait_timeout(mail, LINGER).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        while mail.tasks.is_empty() && !mail.closed {
+            mail.asleep = true;
+            mail = self.woken.wait(mail).unwrap_or_else(|e| e.into_inner());
+        }
+        mail.asleep = false;
+        std::mem::swap(batch, &mut mail.tasks);
+        !(mail.closed && batch.is_empty())
+    }
+}
+
+/// Our stdout and stderr, each buffered for one write per batch. Writing to one first writes
+/// out what the other holds, so that on a terminal showing both a command's stdout still
+/// comes before its stderr, and its stderr before the next command's stdout.
+struct Streams {
+    out: BufWriter<File>,
+    err: BufWriter<File>,
+}
+
+impl Streams {
+    fn new(out: File, err: File) -> Self {
+        Self { out: BufWriter::with_capacity(64 << 10, out), err: BufWriter::with_capacity(64 << 10, err) }
+    }
+
+    /// The stream to write to next, the other one's buffer written out.
+    fn to(&mut self, stdout: bool) -> io::Result<&mut BufWriter<File>> {
+        let (this, other) = if stdout { (&mut self.out, &mut self.err) } else { (&mut self.err, &mut self.out) };
+        other.flush()?;
+        Ok(this)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()?;
+        self.err.flush()
     }
 }
 
@@ -173,8 +265,7 @@ struct Writer {
     /// The next task in input order (`-k`).
     next: u64,
     held: BTreeMap<u64, Held>,
-    stdout: File,
-    stderr: File,
+    streams: Streams,
     /// The first write that failed; nothing more is written after it.
     failed: Option<io::Error>,
     broken: Arc<AtomicBool>,
@@ -196,6 +287,19 @@ impl Writer {
     fn finish(&mut self) {
         for (_, h) in std::mem::take(&mut self.held) {
             self.show(h);
+        }
+        self.flush();
+    }
+
+    /// Writes out what the streams' buffers hold: the end of a batch.
+    fn flush(&mut self) {
+        if self.failed.is_none()
+            && let Err(e) = self.streams.flush()
+        {
+            self.failed = Some(e);
+        }
+        if self.failed.is_some() {
+            self.broken.store(true, Ordering::Relaxed);
         }
     }
 
@@ -225,7 +329,7 @@ impl Writer {
                 None => format!("bulkhead: #{} failed ({}): {}\n", f.number, f.id, f.why),
             };
             if self.failed.is_none()
-                && let Err(e) = self.stderr.write_all(line.as_bytes())
+                && let Err(e) = self.streams.to(false).and_then(|w| w.write_all(line.as_bytes()))
             {
                 self.failed = Some(e);
             }
@@ -243,11 +347,10 @@ impl Writer {
             if self.failed.is_some() || text.is_empty() {
                 return;
             }
-            let target = if to_stdout { &mut self.stdout } else { &mut self.stderr };
-            let written = match tag {
+            let written = self.streams.to(to_stdout).and_then(|target| match tag {
                 None => target.write_all(text.as_bytes()),
-                Some(tag) => copy_tagged(text.as_bytes(), target, tag),
-            };
+                Some(tag) => write_tagged(text.as_bytes(), target, tag, true).map(drop),
+            });
             if let Err(e) = written {
                 self.failed = Some(e);
             }
@@ -264,40 +367,46 @@ impl Writer {
         if self.failed.is_some() {
             return;
         }
-        let target = if to_stdout { &mut self.stdout } else { &mut self.stderr };
-        let copied = match tag {
-            None => io::copy(&mut file, target).map(drop),
+        let copied = self.streams.to(to_stdout).and_then(|target| match tag {
+            // File to file, with nothing buffered before it: the kernel copies (sendfile),
+            // none of it in our memory.
+            None => target.flush().and_then(|()| io::copy(&mut file, target.get_mut())).map(drop),
             Some(tag) => copy_tagged(file, target, tag),
-        };
+        });
         if let Err(e) = copied {
             self.failed = Some(e);
         }
     }
 }
 
-/// Copies `from` to `to` with `tag` before each line, in blocks: a line longer than any
+/// Copies `from` to `w` with `tag` before each line, in blocks: a line longer than any
 /// buffer (a command that never prints a newline) costs no more memory than a short one.
-fn copy_tagged(from: impl io::Read, to: &mut File, tag: &[u8]) -> io::Result<()> {
+fn copy_tagged(from: impl io::Read, w: &mut BufWriter<File>, tag: &[u8]) -> io::Result<()> {
     use std::io::BufRead;
     let mut r = io::BufReader::with_capacity(64 << 10, from);
-    let mut w = io::BufWriter::with_capacity(64 << 10, to);
     let mut at_start = true;
     loop {
         let block = r.fill_buf()?;
         if block.is_empty() {
-            break;
+            return Ok(());
         }
         let n = block.len();
-        for piece in block.split_inclusive(|&b| b == b'\n') {
-            if at_start {
-                w.write_all(tag)?;
-            }
-            w.write_all(piece)?;
-            at_start = piece.ends_with(b"\n");
-        }
+        at_start = write_tagged(block, w, tag, at_start)?;
         r.consume(n);
     }
-    w.flush()
+}
+
+/// Writes `block` to `w` with `tag` before each line, the first one only where `at_start`
+/// (the block goes on a line the last one began); whether the next block starts a line.
+fn write_tagged(block: &[u8], w: &mut BufWriter<File>, tag: &[u8], mut at_start: bool) -> io::Result<bool> {
+    for piece in block.split_inclusive(|&b| b == b'\n') {
+        if at_start {
+            w.write_all(tag)?;
+        }
+        w.write_all(piece)?;
+        at_start = piece.ends_with(b"\n");
+    }
+    Ok(at_start)
 }
 
 /// The last line with text in the last [`TAIL_BYTES`] of a file, without its newline.
@@ -310,4 +419,45 @@ fn last_line_of(path: &Path) -> Option<String> {
     buf.truncate(n);
     let text = String::from_utf8_lossy(&buf);
     text.lines().rev().map(str::trim_end).find(|l| !l.is_empty()).map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(n: u64) -> (u64, Held) {
+        (n, Held { seq: None, tag: None, whole: [Some(n.to_string()), None], failure: None })
+    }
+
+    /// Tasks posted while the output thread lingers or sleeps all reach it, in the order
+    /// posted, and a close lets it end only once it has taken every one.
+    #[test]
+    fn the_mailbox_hands_over_every_task_in_order_then_ends() {
+        let mailbox = Arc::new(Mailbox::default());
+        let inbox = mailbox.clone();
+        let (got_tx, got) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut batch = Vec::new();
+            while inbox.wait_for(&mut batch) {
+                for (n, _) in batch.drain(..) {
+                    got_tx.send(n).unwrap();
+                }
+            }
+        });
+        let wait = Duration::from_secs(60);
+        mailbox.post(held(0));
+        assert_eq!(got.recv_timeout(wait), Ok(0));
+        // Asleep until told, once a linger passed with nothing: the post must wake it.
+        while !mailbox.lock().asleep {
+            std::thread::yield_now();
+        }
+        mailbox.post(held(1));
+        assert_eq!(got.recv_timeout(wait), Ok(1));
+        for n in 2..100 {
+            mailbox.post(held(n));
+        }
+        mailbox.close();
+        reader.join().unwrap();
+        assert_eq!(got.try_iter().collect::<Vec<_>>(), (2..100).collect::<Vec<_>>());
+    }
 }
