@@ -1276,7 +1276,10 @@ struct RunSink<O> {
     observers: Vec<Observer>,
     /// Tasks run again by `resume_failed`, with the final records they have already.
     superseded: Arc<HashMap<String, u32>>,
-    concluded: Vec<ConcludedObserver>,
+    /// Each with whether it wants the tasks that ended ok too.
+    concluded: Vec<(bool, ConcludedObserver)>,
+    /// Whether any of `concluded` wants the ok ones: else an ok task skips them.
+    concluded_ok: bool,
     worker_output: WorkerOutput,
     /// With [`WorkerOutput::Capture`]: each unfinished task's lines so far, by id.
     captured: HashMap<String, Vec<String>>,
@@ -1298,6 +1301,7 @@ impl<O> RunSink<O> {
             collect: true,
             observers: Vec::new(),
             concluded: Vec::new(),
+            concluded_ok: false,
             first_bad: Vec::new(),
             superseded,
             worker_output,
@@ -1361,12 +1365,13 @@ impl<O: Serialize + DeserializeOwned + 'static> Sink for RunSink<O> {
             (_, Some(Err(e))) | (Ending::Failed(e), None) => Conclusion::Failed(e),
             (_, None) => Conclusion::Quarantined,
         };
-        if !matches!(end, Conclusion::Ok(_)) && self.first_bad.len() < FIRST_BAD {
+        let ok = matches!(end, Conclusion::Ok(_));
+        if !ok && self.first_bad.len() < FIRST_BAD {
             self.first_bad.push(format!("{}{}", f.id, crate::engine::job::describe(f.label)));
         }
         let rule = f.rule.map(|r| r.to_string());
         let record = self.record(&f, end, rule.as_deref());
-        if !self.concluded.is_empty() {
+        if !self.concluded.is_empty() && (!ok || self.concluded_ok) {
             let c = Concluded {
                 id: f.id,
                 order: f.order,
@@ -1378,8 +1383,10 @@ impl<O: Serialize + DeserializeOwned + 'static> Sink for RunSink<O> {
                 stdout: record.stdout,
                 crashes: &f.crashes,
             };
-            for o in &mut self.concluded {
-                o(&c);
+            for (ok_too, o) in &mut self.concluded {
+                if *ok_too || !ok {
+                    o(&c);
+                }
             }
         }
         if let Some(j) = self.journal.as_mut() {
@@ -1554,10 +1561,12 @@ impl<'a, H: Handler> Run<'a, H> {
         self
     }
 
-    /// Calls `f` with every task as it concludes, before its record is written.
+    /// Calls `f` with every task as it concludes, before its record is written; with
+    /// `ok_too` false, only with those that did not end ok.
     #[cfg_attr(not(feature = "cli"), expect(dead_code, reason = "only the command line (feature cli) uses it"))]
-    pub(crate) fn on_concluded(mut self, f: impl FnMut(&Concluded<'_>) + Send + 'static) -> Self {
-        self.sink.concluded.push(Box::new(f));
+    pub(crate) fn on_concluded(mut self, ok_too: bool, f: impl FnMut(&Concluded<'_>) + Send + 'static) -> Self {
+        self.sink.concluded.push((ok_too, Box::new(f)));
+        self.sink.concluded_ok |= ok_too;
         self
     }
 
