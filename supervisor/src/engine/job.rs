@@ -51,6 +51,7 @@ impl Job {
     }
 
     /// The task's id.
+    #[inline]
     pub fn id(&self) -> &str {
         let s = self.start as usize;
         let bytes = &self.chunk[s..s + self.id_len as usize];
@@ -59,13 +60,21 @@ impl Job {
     }
 
     /// The task, postcard-encoded.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         let s = self.start as usize + self.id_len as usize;
         &self.chunk[s..s + self.payload_len as usize]
     }
 
+    /// The length of [`payload`](Self::payload), without slicing the chunk.
+    #[inline]
+    pub fn payload_len(&self) -> usize {
+        self.payload_len as usize
+    }
+
     /// Its label: JSON object members (`"input":"a.log","seq":3,"cmd":"gzip a.log"`), or
     /// empty for a task that is named by its id alone.
+    #[inline]
     pub fn label(&self) -> &str {
         let s = self.start as usize + self.id_len as usize + self.payload_len as usize;
         let bytes = &self.chunk[s..s + self.label_len as usize];
