@@ -550,7 +550,8 @@ pub struct Prefix {
 }
 
 /// How many bytes of parsed jobs a whole-file check keeps for the run. A file of a million
-/// tiny tasks then is parsed once, not twice, and memory stays bounded for any file.
+/// tiny tasks then is parsed once, not twice (a test checks the benchmark's million no-ops
+/// fit), and memory stays bounded for any file.
 pub const KEEP_BYTES: usize = 32 << 20;
 
 /// Checks a whole regular file before any task runs, on several threads when it is big:
@@ -1104,6 +1105,17 @@ mod tests {
 
     /// A check keeps the jobs of the first lines only; the run reads the rest from where the
     /// kept ones end, and gets every task once, in order, with bad-line numbers still right.
+    #[test]
+    fn a_million_noops_are_kept_whole_by_the_check() {
+        // The benchmark's file (ids t0 to t999999), costed as the check costs what it keeps:
+        // all of it kept, nothing of it is parsed a second time during the run.
+        let t = parse_line(br#"{"id":"t999999","kind":"noop"}"#).unwrap().unwrap();
+        let mut b = JobBuilder::default();
+        b.push_labeled(&t.id, &t.label, t.fault, |buf| shared::frame::append(&t.task, buf)).unwrap();
+        let per_job = b.bytes() + JobBuilder::ENTRY_BYTES;
+        assert!(per_job * 1_000_000 <= KEEP_BYTES, "{per_job} bytes a job");
+    }
+
     #[test]
     fn a_partly_kept_file_is_read_on_from_where_the_prefix_ends() {
         use std::io::Write as _;
