@@ -1356,7 +1356,7 @@ impl<O: Serialize + DeserializeOwned + 'static> Sink for RunSink<O> {
         // borrowed from `f` for the record.
         let decoded = match f.ending {
             Ending::Ok(bytes) => {
-                Some(postcard::from_bytes::<O>(bytes).map_err(|e| TaskError::new(format!("undecodable output: {e}"))))
+                Some(decode_output::<O>(bytes).map_err(|e| TaskError::new(format!("undecodable output: {e}"))))
             }
             Ending::Failed(_) | Ending::Quarantined => None,
         };
@@ -1435,6 +1435,23 @@ impl<O: Serialize + DeserializeOwned + 'static> Sink for RunSink<O> {
         if let Some(w) = self.events.as_mut() {
             w.flush();
         }
+    }
+}
+
+/// A task's output from its postcard bytes, as `postcard::from_bytes` gives it; the
+/// built-in kinds' empty output (every no-op's and sleep's) is made without serde, whose
+/// decoding of it was 66 instructions a task of the event loop's (callgrind, 200,000
+/// no-ops). A test checks both ways agree.
+pub fn decode_output<O: DeserializeOwned + 'static>(bytes: &[u8]) -> Result<O, postcard::Error> {
+    let mut made: Option<O> = None;
+    if bytes == BuiltinOutput::NOTHING_POSTCARD
+        && let Some(slot) = (&mut made as &mut dyn std::any::Any).downcast_mut::<Option<BuiltinOutput>>()
+    {
+        *slot = Some(BuiltinOutput::Nothing);
+    }
+    match made {
+        Some(o) => Ok(o),
+        None => postcard::from_bytes(bytes),
     }
 }
 
@@ -1883,6 +1900,19 @@ mod tests {
     use crate::engine::SlotIndex;
     use shared::task::{BuiltinOutput, BuiltinTask};
     use worker::builtin::Builtin;
+
+    #[test]
+    fn outputs_decode_as_serde_decodes_them() {
+        let outputs = [BuiltinOutput::Nothing, BuiltinOutput::Sum { sum: "14".into() }];
+        for o in outputs {
+            let bytes = postcard::to_stdvec(&o).unwrap();
+            assert_eq!(decode_output::<BuiltinOutput>(&bytes).unwrap(), o);
+        }
+        // The empty output's bytes mean something else to another type, and serde says what.
+        assert_eq!(decode_output::<u8>(BuiltinOutput::NOTHING_POSTCARD).unwrap(), 0);
+        assert_eq!(decode_output::<String>(BuiltinOutput::NOTHING_POSTCARD).unwrap(), "");
+        assert!(decode_output::<BuiltinOutput>(&[9]).is_err());
+    }
 
     #[test]
     fn exit_codes_follow_the_documented_precedence() {
