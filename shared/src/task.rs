@@ -206,6 +206,11 @@ pub enum BuiltinOutput {
 }
 
 impl BuiltinOutput {
+    /// Postcard's bytes of [`BuiltinOutput::Nothing`], its variant's index alone: what every
+    /// no-op and sleep sends back, which the supervisor takes without serde (a test checks
+    /// the bytes are serde's).
+    pub const NOTHING_POSTCARD: &'static [u8] = &[0];
+
     /// A shell command's two streams, which a record shows in its own fields.
     pub fn streams(&self) -> Option<(&Captured, &Captured)> {
         match self {
@@ -328,6 +333,15 @@ impl<'de> Deserialize<'de> for BuiltinOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nothing_is_the_bytes_written_by_hand() {
+        assert_eq!(postcard::to_stdvec(&BuiltinOutput::Nothing).unwrap(), BuiltinOutput::NOTHING_POSTCARD);
+        assert_eq!(
+            postcard::from_bytes::<BuiltinOutput>(BuiltinOutput::NOTHING_POSTCARD).unwrap(),
+            BuiltinOutput::Nothing
+        );
+    }
 
     #[test]
     fn outputs_have_both_shapes() {

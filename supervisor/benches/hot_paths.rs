@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the paths written by hand for speed, each beside the plain serde (or
 //! std) way it replaces, so that a change to either is measured: the record writer, the
-//! frame encoders and decoders of a `Run` batch and of a results batch, and the id set.
+//! frame encoders and decoders of a `Run` batch and of a results batch, a task's empty
+//! output, and the id set.
 //!
 //! `cargo bench -p bulkhead --bench hot_paths` (divan's options after `--`). A plain
 //! `cargo bench -p bulkhead` runs these and then the suite; the suite's own words
@@ -10,12 +11,13 @@
 use std::collections::HashSet;
 use std::hint::black_box;
 
-use bulkhead::__private::{IdSet, write_record};
+use bulkhead::__private::{IdSet, decode_output, write_record};
 use divan::Bencher;
 use serde_bytes::Bytes;
 use shared::frame;
 use shared::proto::{self, Assignment, FromWorker, Outcome, ResultsBatch, ToWorker};
 use shared::record::{Crash, CrashCause, Record};
+use shared::task::BuiltinOutput;
 
 /// Options of the benchmark suite, which cargo hands to every bench binary.
 const SUITE_OPTIONS: [&str; 2] = ["--quick", "--no-install"];
@@ -210,6 +212,54 @@ mod results_frame {
             let FromWorker::Results(r) = frame::decode::<FromWorker>(black_box(&body)).unwrap() else { unreachable!() };
             black_box(r.len())
         });
+    }
+}
+
+mod empty_output {
+    use super::*;
+
+    fn records() -> Vec<Record<BuiltinOutput>> {
+        (0..1000u32).map(|i| Record::new(format!("t{i}"), 1, Some(0.004), Ok(BuiltinOutput::Nothing), vec![])).collect()
+    }
+
+    /// 1000 no-op records (`"output":null`) through the hand-written writer.
+    #[divan::bench]
+    fn write_by_hand(b: Bencher) {
+        let recs = records();
+        let mut buf = Vec::with_capacity(64 << 10);
+        b.counter(divan::counter::ItemsCount::new(recs.len())).bench_local(|| {
+            buf.clear();
+            for r in &recs {
+                write_record(&mut buf, &r.as_ref(), "");
+            }
+            black_box(buf.len())
+        });
+    }
+
+    /// The same records through serde_json.
+    #[divan::bench]
+    fn write_serde(b: Bencher) {
+        let recs = records();
+        let mut buf = Vec::with_capacity(64 << 10);
+        b.counter(divan::counter::ItemsCount::new(recs.len())).bench_local(|| {
+            buf.clear();
+            for r in &recs {
+                serde_json::to_writer(&mut buf, &r.as_ref()).unwrap();
+            }
+            black_box(buf.len())
+        });
+    }
+
+    /// A no-op's output decoded as the supervisor decodes it.
+    #[divan::bench]
+    fn decode_by_hand() -> BuiltinOutput {
+        decode_output::<BuiltinOutput>(black_box(BuiltinOutput::NOTHING_POSTCARD)).unwrap()
+    }
+
+    /// The same bytes decoded by serde.
+    #[divan::bench]
+    fn decode_serde() -> BuiltinOutput {
+        postcard::from_bytes::<BuiltinOutput>(black_box(BuiltinOutput::NOTHING_POSTCARD)).unwrap()
     }
 }
 

@@ -246,4 +246,5 @@ pub mod __private {
     /// The hot paths `benches/hot_paths.rs` measures.
     pub use crate::input::idset::IdSet;
     pub use crate::output::journal::write_record;
+    pub use crate::pool::decode_output;
 }

@@ -287,7 +287,9 @@ pub(super) fn finish_showing(run: Run<'_, Builtin>, commands: &SharedOutput) -> 
         c.lock().unwrap_or_else(|e| e.into_inner())
     }
     let shown = commands.clone();
-    let run = run.on_concluded(move |c| lock(&shown).concluded(c));
+    // Decided once: an ok task that shows nothing then costs no lock.
+    let ok_too = lock(commands).shows_ok();
+    let run = run.on_concluded(ok_too, move |c| lock(&shown).concluded(c));
     let mut summary = run.finish_unless(|| lock(commands).broken()).unwrap_or_else(|e| *e.summary);
     let mut commands = lock(commands);
     commands.finish();
