@@ -1680,8 +1680,15 @@ fn shell(cx: &Ctx, s: &mut Section) -> Result<(), String> {
         peer_error[2] = Some(e.clone());
     }
     let limit = Duration::from_secs(120 + n / 20);
+    // bulkhead's three ways run `BULKHEAD_ROUNDS` times in each repetition, in an order
+    // rotated from round to round, so that none always follows a slow peer or another one:
+    // their paired ratios are what the section reports, and a trivial run takes ~1.5 s.
+    const BULKHEAD_ROUNDS: usize = 3;
     for rep in 0..cx.sz.shell_reps {
-        for (i, (_, extra, to_file)) in variants.iter().enumerate() {
+        let kinds = variants.len();
+        let rounds = (0..BULKHEAD_ROUNDS).flat_map(|r| (0..kinds).map(move |k| (k + r) % kinds));
+        for i in rounds {
+            let (_, extra, to_file) = &variants[i];
             let _ = fs::remove_file(&results);
             let mut c = cx.bulkhead();
             c.args(["--cmd", "echo {}", "-j", "2"]).args(extra);
@@ -1723,8 +1730,8 @@ fn shell(cx: &Ctx, s: &mut Section) -> Result<(), String> {
     let _ = fs::remove_file(&out);
     for (i, (label, _, _)) in variants.iter().enumerate() {
         let m = median(&rates[i]);
-        // Paired: each repetition's rate against the records-to-a-file run just before it,
-        // so that the machine's drift between repetitions cancels.
+        // Paired: each round's rate against the records-to-a-file run of the same round, so
+        // that the machine's drift between rounds cancels.
         let paired: Vec<f64> = rates[i].iter().zip(&rates[0]).map(|(r, base)| r / base).collect();
         let vs = median(&paired);
         let mut r = row(*label, fmt_int(n), rates[i].len(), fmt_rate(m).replace("/s", " commands/s"))
