@@ -54,36 +54,37 @@ fn records() -> Vec<Record<serde_json::Value>> {
         .collect()
 }
 
+/// Times writing every one of `recs` with `write` into one buffer of `capacity`, emptied
+/// before each round.
+fn write_each<T>(b: Bencher, recs: &[T], capacity: usize, write: impl Fn(&mut Vec<u8>, &T)) {
+    let mut buf = Vec::with_capacity(capacity);
+    b.counter(divan::counter::ItemsCount::new(recs.len())).bench_local(|| {
+        buf.clear();
+        for r in recs {
+            write(&mut buf, r);
+        }
+        black_box(buf.len())
+    });
+}
+
 mod record_writer {
     use super::*;
 
     /// 1000 records through the hand-written writer.
     #[divan::bench]
     fn by_hand(b: Bencher) {
-        let recs = records();
-        let mut buf = Vec::with_capacity(256 << 10);
-        b.counter(divan::counter::ItemsCount::new(recs.len())).bench_local(|| {
-            buf.clear();
-            for r in &recs {
-                write_record(&mut buf, &r.as_ref(), "");
-                buf.push(b'\n');
-            }
-            black_box(buf.len())
+        write_each(b, &records(), 256 << 10, |buf, r| {
+            write_record(buf, &r.as_ref(), "");
+            buf.push(b'\n');
         });
     }
 
     /// The same records through serde_json, the bytes the writer must equal.
     #[divan::bench]
     fn serde(b: Bencher) {
-        let recs = records();
-        let mut buf = Vec::with_capacity(256 << 10);
-        b.counter(divan::counter::ItemsCount::new(recs.len())).bench_local(|| {
-            buf.clear();
-            for r in &recs {
-                serde_json::to_writer(&mut buf, &r.as_ref()).unwrap();
-                buf.push(b'\n');
-            }
-            black_box(buf.len())
+        write_each(b, &records(), 256 << 10, |buf, r| {
+            serde_json::to_writer(&mut *buf, &r.as_ref()).unwrap();
+            buf.push(b'\n');
         });
     }
 }
@@ -225,29 +226,13 @@ mod empty_output {
     /// 1000 no-op records (`"output":null`) through the hand-written writer.
     #[divan::bench]
     fn write_by_hand(b: Bencher) {
-        let recs = records();
-        let mut buf = Vec::with_capacity(64 << 10);
-        b.counter(divan::counter::ItemsCount::new(recs.len())).bench_local(|| {
-            buf.clear();
-            for r in &recs {
-                write_record(&mut buf, &r.as_ref(), "");
-            }
-            black_box(buf.len())
-        });
+        write_each(b, &records(), 64 << 10, |buf, r| write_record(buf, &r.as_ref(), ""));
     }
 
     /// The same records through serde_json.
     #[divan::bench]
     fn write_serde(b: Bencher) {
-        let recs = records();
-        let mut buf = Vec::with_capacity(64 << 10);
-        b.counter(divan::counter::ItemsCount::new(recs.len())).bench_local(|| {
-            buf.clear();
-            for r in &recs {
-                serde_json::to_writer(&mut buf, &r.as_ref()).unwrap();
-            }
-            black_box(buf.len())
-        });
+        write_each(b, &records(), 64 << 10, |buf, r| serde_json::to_writer(&mut *buf, &r.as_ref()).unwrap());
     }
 
     /// A no-op's output decoded as the supervisor decodes it.
