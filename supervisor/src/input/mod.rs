@@ -1103,8 +1103,8 @@ mod tests {
         }
     }
 
-    /// A check keeps the jobs of the first lines only; the run reads the rest from where the
-    /// kept ones end, and gets every task once, in order, with bad-line numbers still right.
+    /// What the check keeps is costed per job as its bytes and its bookkeeping: the
+    /// benchmark's million no-ops must fit in [`KEEP_BYTES`], or part of them is parsed twice.
     #[test]
     fn a_million_noops_are_kept_whole_by_the_check() {
         // The benchmark's file (ids t0 to t999999), costed as the check costs what it keeps:
@@ -1116,6 +1116,8 @@ mod tests {
         assert!(per_job * 1_000_000 <= KEEP_BYTES, "{per_job} bytes a job");
     }
 
+    /// A check keeps the jobs of the first lines only; the run reads the rest from where the
+    /// kept ones end, and gets every task once, in order, with bad-line numbers still right.
     #[test]
     fn a_partly_kept_file_is_read_on_from_where_the_prefix_ends() {
         use std::io::Write as _;
